@@ -1,0 +1,53 @@
+import { Args } from '@oclif/core'
+import { BaseCommand } from '../../cli/base-command.js'
+import { setConfigValue } from '../../core/config/file.js'
+import { findConfigFile, loadConfig } from '../../core/config/load.js'
+import { requireKey } from '../../core/config/parse.js'
+
+export default class ConfigSet extends BaseCommand<typeof ConfigSet> {
+  static override summary = 'Set a key in the config file (creates .rmqrc.json if there is none).'
+  static override description =
+    'Edits the JSON config file in place and keeps every other key. Stored messages are never touched: ' +
+    'the outbox lives in its own database file. An environment variable or .env entry for the same key still wins.'
+  static override examples = [
+    '<%= config.bin %> config set brokerUrl http://10.0.0.5:7878',
+    '<%= config.bin %> config set sync.interval 1m',
+  ]
+  static override args = {
+    key: Args.string({ description: 'Key path, e.g. sync.interval', required: true }),
+    value: Args.string({ description: 'New value', required: true }),
+  }
+
+  async run(): Promise<{
+    key: string
+    value: string
+    file: string
+    created: boolean
+    overriddenBy?: string
+  }> {
+    requireKey(this.args.key)
+    // The file to edit is found without validating the rest, so a broken value elsewhere can still be fixed.
+    const file = findConfigFile(process.cwd(), this.flags.config ?? process.env.RMQ_CONFIG)
+    const result = setConfigValue(file, process.cwd(), this.args.key, this.args.value)
+    let overriddenBy: string | undefined
+    try {
+      const after = await loadConfig({ configPath: result.filePath })
+      const src = after.values.get(this.args.key)!.source
+      if (src.kind === 'env' || src.kind === 'dotenv') overriddenBy = src.detail
+    } catch {
+      // Other invalid values are reported by `rmq config validate`.
+    }
+    this.say(
+      `${this.args.key} = ${this.args.value}   (${result.created ? 'created' : 'updated'} ${result.filePath})`,
+    )
+    if (overriddenBy)
+      this.note(`note: ${overriddenBy} overrides this value; unset it for the file to take effect`)
+    return {
+      key: this.args.key,
+      value: this.args.value,
+      file: result.filePath,
+      created: result.created,
+      overriddenBy,
+    }
+  }
+}

@@ -1,0 +1,179 @@
+import { ConfigError } from '../errors.js'
+import { DURATION_FORMS, SIZE_FORMS, parseDuration, parseSize } from '../units.js'
+import { CONFIG_KEYS, KEY_INDEX, type KeyDef } from './schema.js'
+
+export interface ValueSource {
+  kind: 'default' | 'file' | 'dotenv' | 'env' | 'flag' | 'option'
+  /** File path, env var name or flag name. */
+  detail: string
+}
+
+export function describeSource(s: ValueSource): string {
+  switch (s.kind) {
+    case 'default':
+      return 'default'
+    case 'file':
+      return `file ${s.detail}`
+    case 'dotenv':
+      return `.env ${s.detail}`
+    case 'env':
+      return `env ${s.detail}`
+    case 'flag':
+      return `flag ${s.detail}`
+    case 'option':
+      return `option ${s.detail}`
+  }
+}
+
+function expected(def: KeyDef): string {
+  switch (def.type) {
+    case 'duration':
+      return DURATION_FORMS
+    case 'size':
+      return SIZE_FORMS
+    case 'int':
+      return `a whole number${rangeText(def)}`
+    case 'number':
+      return `a number${rangeText(def)}`
+    case 'bool':
+      return 'true or false'
+    case 'enum':
+      return `one of ${def.values!.join(', ')}`
+    case 'url':
+      return 'an http:// or https:// URL, e.g. http://broker.example:7878'
+    case 'list':
+      return 'a list (JSON array in files, comma-separated in env)'
+    case 'string':
+      return 'a string'
+  }
+}
+
+function rangeText(def: KeyDef): string {
+  if (def.min !== undefined && def.max !== undefined) return ` from ${def.min} to ${def.max}`
+  if (def.min !== undefined) return ` >= ${def.min}`
+  return ''
+}
+
+function fail(def: KeyDef, raw: unknown, source: ValueSource): never {
+  throw new ConfigError(
+    `invalid value ${JSON.stringify(raw)} for ${def.key} (from ${describeSource(source)}): expected ${expected(def)}`,
+    {
+      suggestion: `fix ${source.kind === 'default' ? def.key : describeSource(source)}; accepted: ${expected(def)}`,
+      details: { key: def.key, value: raw, source, expected: expected(def) },
+    },
+  )
+}
+
+/** Turn a raw value from any source into the typed value for its key. */
+export function coerceValue(def: KeyDef, raw: unknown, source: ValueSource): unknown {
+  switch (def.type) {
+    case 'duration': {
+      const v = parseDuration(raw)
+      if (v === undefined) fail(def, raw, source)
+      return v
+    }
+    case 'size': {
+      const v = parseSize(raw)
+      if (v === undefined) fail(def, raw, source)
+      return v
+    }
+    case 'int':
+    case 'number': {
+      const n =
+        typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN
+      if (!Number.isFinite(n) || (def.type === 'int' && !Number.isInteger(n))) fail(def, raw, source)
+      if ((def.min !== undefined && n < def.min) || (def.max !== undefined && n > def.max))
+        fail(def, raw, source)
+      return n
+    }
+    case 'bool': {
+      if (typeof raw === 'boolean') return raw
+      const s = String(raw).trim().toLowerCase()
+      if (['true', '1', 'yes', 'on'].includes(s)) return true
+      if (['false', '0', 'no', 'off'].includes(s)) return false
+      return fail(def, raw, source)
+    }
+    case 'enum': {
+      const s = String(raw)
+      if (!def.values!.includes(s)) fail(def, raw, source)
+      return s
+    }
+    case 'url': {
+      if (typeof raw !== 'string') fail(def, raw, source)
+      try {
+        const u = new URL(raw)
+        if (u.protocol !== 'http:' && u.protocol !== 'https:') fail(def, raw, source)
+      } catch {
+        fail(def, raw, source)
+      }
+      return raw.replace(/\/+$/, '')
+    }
+    case 'list': {
+      if (Array.isArray(raw)) return raw.map(String)
+      if (typeof raw === 'string')
+        return raw
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      return fail(def, raw, source)
+    }
+    case 'string': {
+      if (typeof raw !== 'string' && typeof raw !== 'number') fail(def, raw, source)
+      return String(raw)
+    }
+  }
+}
+
+function levenshtein(a: string, b: string): number {
+  const dp = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    let prev = dp[0]
+    dp[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = dp[j]
+      dp[j] = Math.min(dp[j] + 1, dp[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
+      prev = tmp
+    }
+  }
+  return dp[b.length]
+}
+
+/** The closest known name, if it is close enough to be a typo. */
+export function didYouMean(input: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined
+  let bestDist = Infinity
+  const lower = input.toLowerCase()
+  for (const c of candidates) {
+    const d = levenshtein(lower, c.toLowerCase())
+    if (d < bestDist) {
+      bestDist = d
+      best = c
+    }
+  }
+  return best !== undefined && bestDist <= Math.max(2, Math.floor(input.length / 3)) ? best : undefined
+}
+
+export function unknownKeyError(
+  key: string,
+  source: ValueSource,
+  candidates: Iterable<string> = KEY_INDEX.keys(),
+): ConfigError {
+  const guess = didYouMean(key, candidates)
+  return new ConfigError(
+    `unknown configuration key ${JSON.stringify(key)} (from ${describeSource(source)})`,
+    {
+      suggestion: guess
+        ? `did you mean ${guess}? (see \`rmq config list\`)`
+        : 'see `rmq config list` for the known keys',
+      details: { key, source, didYouMean: guess },
+    },
+  )
+}
+
+export function requireKey(key: string): KeyDef {
+  const def = KEY_INDEX.get(key)
+  if (!def) throw unknownKeyError(key, { kind: 'option', detail: 'command line' })
+  return def
+}
+
+export { CONFIG_KEYS }

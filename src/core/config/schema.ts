@@ -1,0 +1,352 @@
+/**
+ * The one list of configuration keys. Everything else (env var names, the
+ * README reference, `config list`, validation) is derived from it.
+ */
+export type KeyType = 'string' | 'int' | 'number' | 'bool' | 'duration' | 'size' | 'enum' | 'url' | 'list'
+
+export interface KeyDef {
+  key: string
+  type: KeyType
+  default: string | number | boolean | string[]
+  description: string
+  values?: readonly string[]
+  secret?: boolean
+  min?: number
+  max?: number
+}
+
+export const CONFIG_KEYS: readonly KeyDef[] = [
+  // identity and connection
+  {
+    key: 'nodeId',
+    type: 'string',
+    default: '',
+    description: 'Unique id of this edge node (default: the host name).',
+  },
+  {
+    key: 'brokerUrl',
+    type: 'url',
+    default: 'http://127.0.0.1:7878',
+    description: 'Base URL of the main broker.',
+  },
+  {
+    key: 'token',
+    type: 'string',
+    default: '',
+    secret: true,
+    description: 'Bearer token of this node at the broker.',
+  },
+  {
+    key: 'mode',
+    type: 'enum',
+    values: ['edge', 'direct'],
+    default: 'edge',
+    description: 'edge: store in the local outbox first; direct: send straight to the broker.',
+  },
+  {
+    key: 'forward',
+    type: 'enum',
+    values: ['deferred', 'immediate'],
+    default: 'deferred',
+    description:
+      'Edge mode: leave stored messages for sync (deferred) or try to deliver at once (immediate).',
+  },
+  // storage
+  {
+    key: 'storage.driver',
+    type: 'string',
+    default: 'sqlite',
+    description: 'Outbox driver: sqlite, memory, or a module specifier.',
+  },
+  {
+    key: 'storage.path',
+    type: 'string',
+    default: '.rmq/outbox.db',
+    description: 'Outbox database file (relative to the working directory).',
+  },
+  {
+    key: 'storage.maxBytes',
+    type: 'size',
+    default: '512MB',
+    description: 'Largest outbox size (payload and metadata bytes).',
+  },
+  {
+    key: 'storage.maxMessages',
+    type: 'int',
+    default: 0,
+    min: 0,
+    description: 'Most messages kept in the outbox (0: no limit).',
+  },
+  {
+    key: 'storage.overflow',
+    type: 'enum',
+    values: ['reject', 'drop-oldest'],
+    default: 'reject',
+    description: 'When full: refuse new messages (exit 73) or drop the oldest pending ones.',
+  },
+  {
+    key: 'storage.durability',
+    type: 'enum',
+    values: ['full', 'normal'],
+    default: 'full',
+    description:
+      'SQLite synchronous mode: full survives power loss; normal is faster and may lose the last writes.',
+  },
+  // sync
+  {
+    key: 'sync.interval',
+    type: 'duration',
+    default: '30s',
+    description: 'Pause between runs of `rmq sync --watch` and the schedule timers.',
+  },
+  {
+    key: 'sync.batchSize',
+    type: 'int',
+    default: 500,
+    min: 1,
+    max: 100000,
+    description: 'Most messages in one batch.',
+  },
+  {
+    key: 'sync.batchBytes',
+    type: 'size',
+    default: '1MB',
+    description: 'Most uncompressed payload bytes in one batch.',
+  },
+  {
+    key: 'sync.maxBytesPerRun',
+    type: 'size',
+    default: 0,
+    description: 'Byte budget of one sync run on the wire (0: no limit).',
+  },
+  {
+    key: 'sync.rateLimit',
+    type: 'size',
+    default: 0,
+    description: 'Most bytes per second on the wire (0: no limit).',
+  },
+  {
+    key: 'sync.timeout',
+    type: 'duration',
+    default: '30s',
+    description: 'Timeout of one request to the broker.',
+  },
+  {
+    key: 'sync.backoff.initial',
+    type: 'duration',
+    default: '1s',
+    description: 'First retry delay after a failed sync.',
+  },
+  { key: 'sync.backoff.max', type: 'duration', default: '5m', description: 'Longest retry delay.' },
+  {
+    key: 'sync.backoff.multiplier',
+    type: 'number',
+    default: 2,
+    min: 1,
+    max: 10,
+    description: 'Growth of the retry delay per failure.',
+  },
+  // compression
+  {
+    key: 'compression.codec',
+    type: 'string',
+    default: 'zstd',
+    description: 'Batch compression: zstd, gzip, none, or a module specifier.',
+  },
+  {
+    key: 'compression.level',
+    type: 'int',
+    default: 3,
+    min: 0,
+    max: 22,
+    description: 'Compression level (codec-specific).',
+  },
+  // cleanup and messages
+  {
+    key: 'cleanup.sentRetention',
+    type: 'duration',
+    default: '24h',
+    description: 'How long sent messages stay in the outbox.',
+  },
+  {
+    key: 'cleanup.interval',
+    type: 'duration',
+    default: '1h',
+    description: 'How often the schedule runs `rmq cleanup`.',
+  },
+  {
+    key: 'message.defaultTtl',
+    type: 'duration',
+    default: 0,
+    description: 'Expiry of messages published without --ttl (0: never).',
+  },
+  { key: 'message.maxBytes', type: 'size', default: '1MB', description: 'Largest payload of one message.' },
+  // broker
+  { key: 'broker.host', type: 'string', default: '127.0.0.1', description: 'Address the broker listens on.' },
+  {
+    key: 'broker.port',
+    type: 'int',
+    default: 7878,
+    min: 0,
+    max: 65535,
+    description: 'Port the broker listens on.',
+  },
+  {
+    key: 'broker.dataDir',
+    type: 'string',
+    default: '.rmq-broker',
+    description: 'Broker data directory (SQLite store).',
+  },
+  {
+    key: 'broker.store',
+    type: 'enum',
+    values: ['sqlite', 'postgres'],
+    default: 'sqlite',
+    description: 'Broker store.',
+  },
+  {
+    key: 'broker.postgres.url',
+    type: 'string',
+    default: '',
+    secret: true,
+    description: 'PostgreSQL connection URL (or PG* variables).',
+  },
+  {
+    key: 'broker.auth',
+    type: 'enum',
+    values: ['token', 'none'],
+    default: 'token',
+    description:
+      'token: every node needs a bearer token; none: no authentication (loopback only unless forced).',
+  },
+  {
+    key: 'broker.limits.bodyBytes',
+    type: 'size',
+    default: '8MB',
+    description: 'Largest compressed request body.',
+  },
+  {
+    key: 'broker.limits.decompressedBytes',
+    type: 'size',
+    default: '64MB',
+    description: 'Largest decompressed batch.',
+  },
+  {
+    key: 'broker.limits.ratePerNode',
+    type: 'int',
+    default: 200,
+    min: 0,
+    description: 'Batches per second per node before 429 (0: no limit).',
+  },
+  {
+    key: 'broker.ordering.maxLateness',
+    type: 'duration',
+    default: '5m',
+    description: 'A node silent this long stops holding the watermark back.',
+  },
+  {
+    key: 'broker.retention',
+    type: 'duration',
+    default: '7d',
+    description: 'How long the broker keeps messages.',
+  },
+  {
+    key: 'broker.alerts.noSyncFor',
+    type: 'duration',
+    default: '15m',
+    description: 'Alert when a node has not synced for this long (0: off).',
+  },
+  {
+    key: 'broker.alerts.backlogAge',
+    type: 'duration',
+    default: '1h',
+    description: 'Alert when a node reports pending messages older than this (0: off).',
+  },
+  {
+    key: 'broker.alerts.dataLoss',
+    type: 'bool',
+    default: true,
+    description: 'Alert when a node reports dropped or expired messages.',
+  },
+  {
+    key: 'broker.alerts.interval',
+    type: 'duration',
+    default: '10s',
+    description: 'How often alert rules are evaluated.',
+  },
+  {
+    key: 'broker.alerts.webhooks',
+    type: 'list',
+    default: [],
+    description: 'URLs that receive alert events (comma-separated in env).',
+  },
+] as const
+
+export const KEY_INDEX: ReadonlyMap<string, KeyDef> = new Map(CONFIG_KEYS.map((k) => [k.key, k]))
+
+/** `sync.batchSize` -> `RMQ_SYNC_BATCH_SIZE` */
+export function envVarFor(key: string): string {
+  return (
+    'RMQ_' +
+    key
+      .split('.')
+      .map((part) => part.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase())
+      .join('_')
+  )
+}
+
+export const ENV_TO_KEY: ReadonlyMap<string, string> = new Map(
+  CONFIG_KEYS.map((k) => [envVarFor(k.key), k.key]),
+)
+
+/** RMQ_* variables that are not configuration keys. */
+export const RESERVED_ENV = new Set([
+  'RMQ_CONFIG',
+  'RMQ_DEBUG',
+  'RMQ_FAILPOINTS',
+  'RMQ_CLOCK_OFFSET',
+  'RMQ_FAULTS',
+  'RMQ_LOG_LEVEL',
+  'RMQ_NO_FAST_PATH',
+])
+
+/** The effective, typed configuration. Durations are milliseconds, sizes bytes. */
+export interface RmqConfig {
+  nodeId: string
+  brokerUrl: string
+  token: string
+  mode: 'edge' | 'direct'
+  forward: 'deferred' | 'immediate'
+  storage: {
+    driver: string
+    path: string
+    maxBytes: number
+    maxMessages: number
+    overflow: 'reject' | 'drop-oldest'
+    durability: 'full' | 'normal'
+  }
+  sync: {
+    interval: number
+    batchSize: number
+    batchBytes: number
+    maxBytesPerRun: number
+    rateLimit: number
+    timeout: number
+    backoff: { initial: number; max: number; multiplier: number }
+  }
+  compression: { codec: string; level: number }
+  cleanup: { sentRetention: number; interval: number }
+  message: { defaultTtl: number; maxBytes: number }
+  broker: {
+    host: string
+    port: number
+    dataDir: string
+    store: 'sqlite' | 'postgres'
+    postgres: { url: string }
+    auth: 'token' | 'none'
+    limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number }
+    ordering: { maxLateness: number }
+    retention: number
+    alerts: { noSyncFor: number; backlogAge: number; dataLoss: boolean; interval: number; webhooks: string[] }
+  }
+}

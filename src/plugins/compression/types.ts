@@ -1,0 +1,28 @@
+/**
+ * Batch compression plugin interface. Built-ins: `zstd` (default), `gzip`,
+ * `none`. Every codec must pass test/conformance/codec-conformance.ts.
+ */
+export interface Codec {
+  readonly name: string
+  /** HTTP Content-Encoding token (`zstd`, `gzip`, `identity`). */
+  readonly encoding: string
+  compress(input: Buffer, options?: { level?: number }): Promise<Buffer>
+  /**
+   * Decompress, counting output bytes and stopping at maxOutputBytes with a
+   * DecompressLimitError, without allocating for sizes a frame merely claims.
+   */
+  decompress(input: Buffer, options: { maxOutputBytes: number }): Promise<Buffer>
+}
+
+export type CodecFactory = () => Codec | Promise<Codec>
+
+export class DecompressLimitError extends Error {
+  readonly code = 'DECOMPRESS_LIMIT'
+  constructor(readonly limit: number) {
+    super(`decompressed size exceeds the limit of ${limit} bytes`)
+  }
+}
+
+export class CorruptInputError extends Error {
+  readonly code = 'CORRUPT_INPUT'
+}

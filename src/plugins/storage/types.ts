@@ -1,0 +1,152 @@
+/**
+ * The edge outbox plugin interface. Built-ins: `sqlite` (default) and
+ * `memory`; third parties export a `StorageFactory` as their default export.
+ * Every driver must pass test/conformance/storage-conformance.ts.
+ */
+export type MessageStatus = 'pending' | 'sent'
+
+export interface NewMessage {
+  topic: string
+  payload: Uint8Array
+  /** Original generation time, epoch ms. */
+  ts: number
+  contentType?: string | null
+  /** Epoch ms after which the message is never sent and may be deleted. */
+  expiresAt?: number | null
+  /** 0 (lowest) to 9 (highest); default 4. */
+  priority?: number
+  headers?: Record<string, string> | null
+}
+
+export interface StoredMessage {
+  seq: number
+  topic: string
+  payload: Buffer
+  contentType: string | null
+  ts: number
+  /** When the outbox accepted it, epoch ms. */
+  arrivedAt: number
+  expiresAt: number | null
+  priority: number
+  headers: Record<string, string> | null
+  status: MessageStatus
+  sentAt: number | null
+  /** Send attempts so far (successful or not). */
+  attempts: number
+  /** Accounted size in bytes (payload + topic + metadata). */
+  size: number
+}
+
+export interface AppendResult {
+  /** Sequence numbers given to the appended messages, in order. */
+  seqs: number[]
+  /** Pending messages removed to make room (overflow=drop-oldest). */
+  dropped: number
+}
+
+export interface BatchQuery {
+  /** Most messages. */
+  limit: number
+  /** Most accounted bytes; at least one message is returned even if it alone is larger. */
+  maxBytes: number
+  /**
+   * Both orders put higher priority first. Within a priority, `oldest` is
+   * arrival order (normal drain) and `newest` is newest first (thin link).
+   */
+  order: 'oldest' | 'newest'
+  /** Messages with expiresAt <= now are never returned. */
+  now: number
+}
+
+export interface PurgeQuery {
+  /** Delete sent messages with sentAt < sentBefore. */
+  sentBefore: number
+  /** Delete messages (sent or not) with expiresAt <= now. */
+  now: number
+  /** Most rows deleted by this call: callers loop, so each transaction stays short. */
+  limit: number
+  /** Count only, delete nothing. */
+  dryRun?: boolean
+}
+
+export interface PurgeResult {
+  sentDeleted: number
+  expiredDeleted: number
+  bytesFreed: number
+}
+
+export interface StorageStats {
+  epoch: string
+  pending: number
+  pendingBytes: number
+  oldestPendingTs: number | null
+  oldestPendingArrivedAt: number | null
+  /** Sent messages still kept (retention). */
+  sentKept: number
+  /** Messages currently stored, pending or sent. */
+  totalMessages: number
+  /** Accounted bytes currently stored. */
+  totalBytes: number
+  /** Bytes the store takes on disk, when it has a file. */
+  fileBytes: number | null
+  /** Counters since the store was created. */
+  appendedTotal: number
+  sentTotal: number
+  expiredTotal: number
+  droppedTotal: number
+  maxBytes: number
+  maxMessages: number
+}
+
+export interface StorageCapabilities {
+  /** Survives process exit and power loss (when durability=full). */
+  durable: boolean
+  /** Several processes may open the same store at once. */
+  multiProcess: boolean
+}
+
+export interface StorageOptions {
+  /** File path for file-backed drivers. */
+  path: string
+  maxBytes: number
+  /** 0: no limit. */
+  maxMessages: number
+  overflow: 'reject' | 'drop-oldest'
+  durability: 'full' | 'normal'
+  /** Clock for arrivedAt/sentAt; tests inject it. */
+  now?: () => number
+}
+
+export interface StorageDriver {
+  readonly name: string
+  readonly capabilities: StorageCapabilities
+  /** Random UUID made when the store was created; never changes. */
+  readonly epoch: string
+  /** Append atomically: all messages or none. Throws StorageFullError when full under overflow=reject. */
+  append(messages: NewMessage[]): Promise<AppendResult>
+  nextBatch(query: BatchQuery): Promise<StoredMessage[]>
+  /** Mark as sent; returns how many changed from pending to sent. */
+  markSent(seqs: number[], sentAt: number): Promise<number>
+  /** Count one failed attempt on each message. */
+  recordAttempt(seqs: number[]): Promise<void>
+  purge(query: PurgeQuery): Promise<PurgeResult>
+  /** Apply maxBytes/maxMessages under the overflow policy now (after limits were lowered). */
+  enforceLimits(): Promise<{ dropped: number }>
+  /** Give freed pages back to the file system; returns file sizes before and after. */
+  compact(): Promise<{ fileBytesBefore: number | null; fileBytesAfter: number | null }>
+  stats(now: number): Promise<StorageStats>
+  getState(key: string): Promise<string | undefined>
+  setState(key: string, value: string | undefined): Promise<void>
+  /** Add to named counters atomically (sync statistics). */
+  addCounters(deltas: Record<string, number>): Promise<void>
+  getCounters(): Promise<Record<string, number>>
+  /**
+   * Take a named lease if it is free or expired; true when this owner holds it.
+   * Used so overlapping `rmq sync` runs never send the same batch at once.
+   */
+  acquireLease(name: string, owner: string, ttlMs: number, now: number): Promise<boolean>
+  releaseLease(name: string, owner: string): Promise<void>
+  close(): Promise<void>
+}
+
+export type StorageFactory = (options: StorageOptions) => StorageDriver | Promise<StorageDriver>

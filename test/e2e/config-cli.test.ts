@@ -1,0 +1,96 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { makeTempDir, parseJson, runCli } from '../helpers/cli.js'
+
+describe('rmq config (real binary)', () => {
+  let dir: string
+  let cleanup: () => void
+  beforeEach(() => ({ dir, cleanup } = makeTempDir()))
+  afterEach(() => cleanup())
+
+  it('--help lists the commands', async () => {
+    const r = await runCli(['--help'], { cwd: dir })
+    expect(r.code).toBe(0)
+    expect(r.stdout).toContain('config')
+  })
+
+  it('env overrides .env, which overrides the file; list --json reports each source', async () => {
+    fs.writeFileSync(
+      path.join(dir, '.rmqrc.json'),
+      JSON.stringify({ sync: { batchSize: 3 }, brokerUrl: 'http://10.1.1.1:7878' }),
+    )
+    let r = await runCli(['config', 'get', 'sync.batchSize'], { cwd: dir })
+    expect(r.stdout.trim()).toBe('3')
+    fs.writeFileSync(path.join(dir, '.env'), 'RMQ_SYNC_BATCH_SIZE=5\n')
+    r = await runCli(['config', 'get', 'sync.batchSize'], { cwd: dir })
+    expect(r.stdout.trim()).toBe('5')
+    r = await runCli(['config', 'get', 'sync.batchSize'], { cwd: dir, env: { RMQ_SYNC_BATCH_SIZE: '7' } })
+    expect(r.stdout.trim()).toBe('7')
+
+    r = await runCli(['config', 'list', '--json'], { cwd: dir, env: { RMQ_TOKEN: 'supersecret-1234' } })
+    expect(r.code).toBe(0)
+    const doc = parseJson(r.stdout)
+    const byKey = Object.fromEntries(doc.keys.map((e: any) => [e.key, e]))
+    expect(byKey['sync.batchSize'].source.kind).toBe('dotenv')
+    expect(byKey['brokerUrl'].source).toEqual({
+      kind: 'file',
+      detail: fs.realpathSync(path.join(dir, '.rmqrc.json')),
+    })
+    expect(byKey['token'].source).toEqual({ kind: 'env', detail: 'RMQ_TOKEN' })
+    expect(byKey['token'].value).not.toContain('supersecret')
+    expect(byKey['sync.timeout'].source.kind).toBe('default')
+  })
+
+  it('RMQ_SYNC_BATCH_SIZE=7 config get prints 7', async () => {
+    const r = await runCli(['config', 'get', 'sync.batchSize'], {
+      cwd: dir,
+      env: { RMQ_SYNC_BATCH_SIZE: '7' },
+    })
+    expect(r.code).toBe(0)
+    expect(r.stdout).toBe('7\n')
+  })
+
+  it('validate exits 78 naming RMQ_SYNC_INTERVAL and the accepted forms, without a stack trace', async () => {
+    const r = await runCli(['config', 'validate'], { cwd: dir, env: { RMQ_SYNC_INTERVAL: 'banana' } })
+    expect(r.code).toBe(78)
+    expect(r.stderr).toContain('RMQ_SYNC_INTERVAL')
+    expect(r.stderr).toContain('30s')
+    expect(r.stderr).not.toMatch(/\n\s+at /)
+  })
+
+  it('set creates .rmqrc.json, keeps other keys, and unset removes one', async () => {
+    let r = await runCli(['config', 'set', 'nodeId', 'gw-9'], { cwd: dir })
+    expect(r.code).toBe(0)
+    r = await runCli(['config', 'set', 'sync.interval', '2m', '--json'], { cwd: dir })
+    expect(parseJson(r.stdout).created).toBe(false)
+    expect(JSON.parse(fs.readFileSync(path.join(dir, '.rmqrc.json'), 'utf8'))).toEqual({
+      nodeId: 'gw-9',
+      sync: { interval: '2m' },
+    })
+    r = await runCli(['config', 'get', 'sync.interval'], { cwd: dir })
+    expect(r.stdout.trim()).toBe('2m')
+    r = await runCli(['config', 'unset', 'sync.interval'], { cwd: dir })
+    expect(r.code).toBe(0)
+    expect(JSON.parse(fs.readFileSync(path.join(dir, '.rmqrc.json'), 'utf8'))).toEqual({ nodeId: 'gw-9' })
+    r = await runCli(['config', 'path'], { cwd: dir })
+    expect(r.stdout.trim()).toBe(path.join(dir, '.rmqrc.json'))
+  })
+
+  it('bad usage exits 2; an unknown key exits 78 with one JSON document in --json mode', async () => {
+    let r = await runCli(['config', 'get', '--nope'], { cwd: dir })
+    expect(r.code).toBe(2)
+    r = await runCli(['config', 'get', 'sync.batchSise', '--json'], { cwd: dir })
+    expect(r.code).toBe(78)
+    expect(parseJson(r.stdout).error.suggestion).toContain('sync.batchSize')
+    r = await runCli(['config', 'set', 'sync.interval', 'soon'], { cwd: dir })
+    expect(r.code).toBe(78)
+    expect(fs.existsSync(path.join(dir, '.rmqrc.json'))).toBe(false)
+  })
+
+  it('--config points at another file', async () => {
+    fs.writeFileSync(path.join(dir, 'edge.json'), JSON.stringify({ nodeId: 'from-explicit' }))
+    const r = await runCli(['config', 'get', 'nodeId', '--config', 'edge.json'], { cwd: dir })
+    expect(r.stdout.trim()).toBe('from-explicit')
+  })
+})

@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // End-to-end tests spawn real processes and bind real ports; two cores here.
+    pool: 'forks',
+    maxWorkers: 2,
+  },
+})
