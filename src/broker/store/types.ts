@@ -1,0 +1,208 @@
+/**
+ * The broker's durable state behind one interface. SQLite (embedded, default)
+ * and PostgreSQL (several broker processes on several hosts sharing one
+ * database) implement it; both must pass
+ * test/conformance/broker-store-conformance.ts.
+ *
+ * Rules for implementations:
+ * - Every method that changes state does it in ONE transaction and has
+ *   committed durably before its promise resolves.
+ * - Nothing durable lives only in process memory: the watermark, the next
+ *   release/arrival position, node records, tokens and consumer-group
+ *   positions are all in the store, so any number of broker processes can
+ *   serve the same store.
+ * - Positions (event `position` and `arrival`) are assigned so that a reader
+ *   that has seen position P never later finds a newly committed message
+ *   with a position <= P. In SQLite this follows from the single writer; in
+ *   PostgreSQL serialize ingest/release (e.g. `SELECT ... FOR UPDATE` on the
+ *   broker_meta row) rather than trusting a sequence, whose values can commit
+ *   out of order.
+ * - Time comes from the caller (`now`), never from the database clock, so
+ *   tests can drive it.
+ */
+import type { BatchAck, BatchBody } from '../../core/protocol.js'
+
+export type ReadOrder = 'event' | 'arrival'
+
+/** A message as the broker stores and serves it. */
+export interface StoredMessage {
+  node: string
+  epoch: string
+  seq: number
+  topic: string
+  /** Original generation time, epoch ms (node clock). */
+  ts: number
+  payload: string
+  enc: 'utf8' | 'base64'
+  contentType: string | null
+  priority: number
+  expiresAt: number | null
+  headers: Record<string, string> | null
+  /** Broker time of ingest, epoch ms. */
+  receivedAt: number
+  /** Position in the arrival stream (ingest order), >= 1. */
+  arrival: number
+  /** Position in the event-time stream, or null while held back by the watermark. */
+  position: number | null
+  /** Released at once because its ts was already below the watermark when it arrived. */
+  late: boolean
+}
+
+export interface NodeCounters {
+  received: number
+  duplicates: number
+  late: number
+  batches: number
+}
+
+/** What the broker knows about one edge node (or direct producer). */
+export interface NodeRecord {
+  node: string
+  /** Epoch of the node's current store (the last one seen). */
+  epoch: string
+  /** The last batch was sent by a direct-mode producer (does not hold W back). */
+  direct: boolean
+  firstSeen: number
+  /** Last request of any kind (batch or heartbeat), broker time. */
+  lastContact: number
+  /** Last batch that carried at least one message, broker time; null if never. */
+  lastSync: number | null
+  /** Node clock minus broker receive time at the last contact, ms. */
+  clockSkew: number
+  /** Node's clock as last reported, epoch ms (node clock). */
+  lastClock: number
+  backlog: { pending: number; bytes: number; oldestTs: number | null }
+  /** Oldest ts the node still holds unsent, or its last clock when it holds nothing. */
+  lowMark: number
+  /** The `stats` object of the last batch, as sent. */
+  stats: Record<string, unknown> | null
+  counters: NodeCounters
+}
+
+export interface IngestContext {
+  /** Broker receive time, epoch ms. */
+  now: number
+  /** A node silent for longer than this stops holding the watermark back (ms). */
+  maxLateness: number
+}
+
+export interface ReleaseResult {
+  /** Messages newly released to the event stream by this call. */
+  released: number
+  watermark: number | null
+}
+
+export interface ReadQuery {
+  order: ReadOrder
+  /** Return messages with a position (event) or arrival (arrival order) greater than this. */
+  after: number
+  limit: number
+  /** MQTT-style filter (`+` one level, `#` the rest); undefined or '#' for all. */
+  topic?: string
+}
+
+export interface ReadResult {
+  messages: StoredMessage[]
+  /**
+   * Position to pass as `after` next time. It may be beyond the last message
+   * returned when rows not matching the topic filter were skipped.
+   */
+  next: number
+}
+
+export interface TokenRecord {
+  node: string
+  createdAt: number
+  lastUsedAt: number | null
+}
+
+export interface GroupRecord {
+  name: string
+  order: ReadOrder
+  position: number
+  updatedAt: number
+}
+
+export interface StreamHeads {
+  /** Highest event position released so far (0 when none). */
+  event: number
+  /** Highest arrival position so far (0 when none). */
+  arrival: number
+  watermark: number | null
+  /** Messages stored but not yet released to the event stream. */
+  held: number
+  /** All messages stored. */
+  total: number
+}
+
+export interface BrokerStore {
+  /** `sqlite`, `postgres`, ... */
+  readonly kind: string
+
+  /**
+   * Store one validated batch (or heartbeat) in one durable transaction:
+   * update the node record (contact, skew, backlog, low mark, stats,
+   * counters), insert messages idempotently on (node, epoch, seq) counting
+   * duplicates, recompute the watermark (monotonic) and release what it
+   * allows. Messages whose ts is below the watermark as it stood before this
+   * batch are released at once with `late: true`.
+   */
+  ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck>
+
+  /** Recompute the watermark at `now` (silent nodes age out) and release. */
+  release(ctx: IngestContext): Promise<ReleaseResult>
+
+  /** Read one page of the event or arrival stream. */
+  read(query: ReadQuery): Promise<ReadResult>
+
+  heads(): Promise<StreamHeads>
+
+  nodes(): Promise<NodeRecord[]>
+  node(id: string): Promise<NodeRecord | undefined>
+
+  /** Create or replace the token of a node; only its hash is stored. */
+  putToken(node: string, tokenHash: string, now: number): Promise<void>
+  /** The token record whose hash equals tokenHash (exact lookup by hash). */
+  findToken(tokenHash: string): Promise<TokenRecord | undefined>
+  /** Record use of a node's token (may be coalesced by the caller). */
+  touchToken(node: string, now: number): Promise<void>
+  listTokens(): Promise<TokenRecord[]>
+  /** Remove a node's token; false when it had none. */
+  revokeToken(node: string): Promise<boolean>
+
+  /** Committed position of a consumer group in one order; undefined if never committed. */
+  groupPosition(name: string, order: ReadOrder): Promise<number | undefined>
+  /** Commit a group position; it never moves backwards (max of old and new). Returns the stored one. */
+  commitGroup(name: string, order: ReadOrder, position: number, now: number): Promise<number>
+  listGroups(): Promise<GroupRecord[]>
+
+  /**
+   * Delete released messages received before `receivedBefore`, at most
+   * `limit` per call. Returns how many were deleted. Held (unreleased)
+   * messages are never deleted.
+   */
+  purge(options: { receivedBefore: number; limit: number }): Promise<number>
+
+  close(): Promise<void>
+}
+
+export interface BrokerStoreOptions {
+  /** Directory for file-based stores (SQLite): `<dataDir>/broker.db`. */
+  dataDir: string
+  /** Connection URL for server stores (PostgreSQL). */
+  url?: string
+}
+
+export type BrokerStoreFactory = (options: BrokerStoreOptions) => Promise<BrokerStore>
+
+/**
+ * Thrown by a store that cannot commit right now (disk full, database busy
+ * or unreachable). The broker answers 503 with Retry-After; nothing was stored.
+ */
+export class StoreUnavailableError extends Error {
+  readonly code = 'STORE_UNAVAILABLE'
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'StoreUnavailableError'
+  }
+}
