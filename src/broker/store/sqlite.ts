@@ -1,0 +1,525 @@
+/**
+ * Embedded BrokerStore on SQLite (better-sqlite3): WAL, synchronous=FULL,
+ * one BEGIN IMMEDIATE transaction per batch. The SQL sticks to what
+ * PostgreSQL also speaks (ON CONFLICT, UPDATE ... FROM, partial indexes,
+ * window functions) so the PostgreSQL store can mirror it.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import type BetterSqlite3 from 'better-sqlite3'
+import type { BatchAck, BatchBody } from '../../core/protocol.js'
+import { topicMatcher } from '../topic-filter.js'
+import {
+  StoreUnavailableError,
+  type BrokerStore,
+  type BrokerStoreOptions,
+  type GroupRecord,
+  type IngestContext,
+  type NodeRecord,
+  type ReadOrder,
+  type ReadQuery,
+  type ReadResult,
+  type ReleaseResult,
+  type StoredMessage,
+  type StreamHeads,
+  type TokenRecord,
+} from './types.js'
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS broker_meta (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  schema_version INTEGER NOT NULL,
+  watermark INTEGER,
+  next_position INTEGER NOT NULL,
+  next_arrival INTEGER NOT NULL
+);
+INSERT INTO broker_meta (id, schema_version, watermark, next_position, next_arrival)
+  VALUES (1, 1, NULL, 1, 1) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS messages (
+  arrival INTEGER PRIMARY KEY,
+  node TEXT NOT NULL,
+  epoch TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  topic TEXT NOT NULL,
+  ts INTEGER NOT NULL,
+  payload TEXT NOT NULL,
+  enc TEXT NOT NULL,
+  content_type TEXT,
+  priority INTEGER NOT NULL,
+  expires_at INTEGER,
+  headers TEXT,
+  received_at INTEGER NOT NULL,
+  position INTEGER UNIQUE,
+  late INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (node, epoch, seq)
+);
+CREATE INDEX IF NOT EXISTS messages_held ON messages (ts, node, seq, epoch) WHERE position IS NULL;
+CREATE TABLE IF NOT EXISTS nodes (
+  node TEXT PRIMARY KEY,
+  epoch TEXT NOT NULL,
+  direct INTEGER NOT NULL,
+  first_seen INTEGER NOT NULL,
+  last_contact INTEGER NOT NULL,
+  last_sync INTEGER,
+  clock_skew INTEGER NOT NULL,
+  last_clock INTEGER NOT NULL,
+  backlog_pending INTEGER NOT NULL,
+  backlog_bytes INTEGER NOT NULL,
+  backlog_oldest_ts INTEGER,
+  low_mark INTEGER NOT NULL,
+  stats TEXT,
+  received INTEGER NOT NULL,
+  duplicates INTEGER NOT NULL,
+  late INTEGER NOT NULL,
+  batches INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+  node TEXT PRIMARY KEY,
+  hash TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL,
+  last_used_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS consumer_groups (
+  name TEXT NOT NULL,
+  ord TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (name, ord)
+);
+`
+
+interface MetaRow {
+  watermark: number | null
+  next_position: number
+  next_arrival: number
+}
+
+interface MessageRow {
+  arrival: number
+  node: string
+  epoch: string
+  seq: number
+  topic: string
+  ts: number
+  payload: string
+  enc: 'utf8' | 'base64'
+  content_type: string | null
+  priority: number
+  expires_at: number | null
+  headers: string | null
+  received_at: number
+  position: number | null
+  late: number
+}
+
+interface NodeRow {
+  node: string
+  epoch: string
+  direct: number
+  first_seen: number
+  last_contact: number
+  last_sync: number | null
+  clock_skew: number
+  last_clock: number
+  backlog_pending: number
+  backlog_bytes: number
+  backlog_oldest_ts: number | null
+  low_mark: number
+  stats: string | null
+  received: number
+  duplicates: number
+  late: number
+  batches: number
+}
+
+/** Rows examined per query when a topic filter skips non-matching messages. */
+const SCAN_CHUNK = 2000
+const SCAN_MAX_ROWS = 50_000
+
+const UNAVAILABLE_CODES = /^SQLITE_(FULL|BUSY|LOCKED|IOERR|READONLY|CANTOPEN|NOMEM|PROTOCOL)/
+
+export function toMessage(r: MessageRow): StoredMessage {
+  return {
+    node: r.node,
+    epoch: r.epoch,
+    seq: r.seq,
+    topic: r.topic,
+    ts: r.ts,
+    payload: r.payload,
+    enc: r.enc,
+    contentType: r.content_type,
+    priority: r.priority,
+    expiresAt: r.expires_at,
+    headers: r.headers === null ? null : (JSON.parse(r.headers) as Record<string, string>),
+    receivedAt: r.received_at,
+    arrival: r.arrival,
+    position: r.position,
+    late: r.late === 1,
+  }
+}
+
+function toNode(r: NodeRow): NodeRecord {
+  return {
+    node: r.node,
+    epoch: r.epoch,
+    direct: r.direct === 1,
+    firstSeen: r.first_seen,
+    lastContact: r.last_contact,
+    lastSync: r.last_sync,
+    clockSkew: r.clock_skew,
+    lastClock: r.last_clock,
+    backlog: { pending: r.backlog_pending, bytes: r.backlog_bytes, oldestTs: r.backlog_oldest_ts },
+    lowMark: r.low_mark,
+    stats: r.stats === null ? null : (JSON.parse(r.stats) as Record<string, unknown>),
+    counters: { received: r.received, duplicates: r.duplicates, late: r.late, batches: r.batches },
+  }
+}
+
+/** A node's low mark: the oldest ts it still holds, but never above its clock. */
+export function lowMarkOf(batch: BatchBody): number {
+  const oldest = batch.backlog.oldestTs
+  return oldest === null || oldest === undefined ? batch.clock : Math.min(oldest, batch.clock)
+}
+
+export class SqliteBrokerStore implements BrokerStore {
+  readonly kind = 'sqlite'
+  private readonly db: BetterSqlite3.Database
+  private readonly stmts: ReturnType<SqliteBrokerStore['prepare']>
+  private readonly ingestTx: BetterSqlite3.Transaction<(batch: BatchBody, ctx: IngestContext) => BatchAck>
+  private readonly releaseTx: BetterSqlite3.Transaction<(ctx: IngestContext) => ReleaseResult>
+  private closed = false
+
+  constructor(db: BetterSqlite3.Database) {
+    this.db = db
+    this.stmts = this.prepare()
+    this.ingestTx = db.transaction((batch: BatchBody, ctx: IngestContext) => this.ingestSync(batch, ctx))
+    this.releaseTx = db.transaction((ctx: IngestContext) => this.releaseSync(ctx))
+  }
+
+  private prepare() {
+    const db = this.db
+    return {
+      meta: db.prepare<[], MetaRow>(
+        'SELECT watermark, next_position, next_arrival FROM broker_meta WHERE id = 1',
+      ),
+      setArrival: db.prepare<[number]>('UPDATE broker_meta SET next_arrival = ? WHERE id = 1'),
+      setRelease: db.prepare<[number | null, number]>(
+        'UPDATE broker_meta SET watermark = ?, next_position = ? WHERE id = 1',
+      ),
+      insert: db.prepare(
+        `INSERT INTO messages (arrival, node, epoch, seq, topic, ts, payload, enc, content_type, priority,
+           expires_at, headers, received_at, position, late)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
+         ON CONFLICT (node, epoch, seq) DO NOTHING`,
+      ),
+      upsertNode: db.prepare(
+        `INSERT INTO nodes (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
+           backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches)
+         VALUES (@node, @epoch, @direct, @now, @now, @lastSync, @skew, @clock, @pending, @bytes, @oldest, @lowMark,
+           @stats, @received, @duplicates, @late, @batches)
+         ON CONFLICT (node) DO UPDATE SET
+           epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
+           last_sync = COALESCE(excluded.last_sync, nodes.last_sync), clock_skew = excluded.clock_skew,
+           last_clock = excluded.last_clock, backlog_pending = excluded.backlog_pending,
+           backlog_bytes = excluded.backlog_bytes, backlog_oldest_ts = excluded.backlog_oldest_ts,
+           low_mark = excluded.low_mark, stats = COALESCE(excluded.stats, nodes.stats),
+           received = nodes.received + excluded.received, duplicates = nodes.duplicates + excluded.duplicates,
+           late = nodes.late + excluded.late, batches = nodes.batches + excluded.batches`,
+      ),
+      liveLowMark: db.prepare<[number], { lm: number | null; n: number }>(
+        'SELECT MIN(low_mark) AS lm, COUNT(*) AS n FROM nodes WHERE direct = 0 AND last_contact >= ?',
+      ),
+      maxHeldTs: db.prepare<[], { m: number | null }>(
+        'SELECT MAX(ts) AS m FROM messages WHERE position IS NULL',
+      ),
+      releaseUpTo: db.prepare<[number, number]>(
+        `UPDATE messages SET position = r.p
+         FROM (SELECT arrival, ? + ROW_NUMBER() OVER (ORDER BY ts, node, seq, epoch) - 1 AS p
+               FROM messages WHERE position IS NULL AND ts < ?) AS r
+         WHERE messages.arrival = r.arrival`,
+      ),
+      readEvent: db.prepare<[number, number], MessageRow>(
+        'SELECT * FROM messages WHERE position > ? ORDER BY position LIMIT ?',
+      ),
+      readArrival: db.prepare<[number, number], MessageRow>(
+        'SELECT * FROM messages WHERE arrival > ? ORDER BY arrival LIMIT ?',
+      ),
+      counts: db.prepare<[], { held: number; total: number }>(
+        'SELECT COUNT(position) AS released, COUNT(*) AS total, COUNT(*) - COUNT(position) AS held FROM messages',
+      ),
+      nodes: db.prepare<[], NodeRow>('SELECT * FROM nodes ORDER BY node'),
+      node: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE node = ?'),
+      putToken: db.prepare<[string, string, number]>(
+        `INSERT INTO tokens (node, hash, created_at, last_used_at) VALUES (?, ?, ?, NULL)
+         ON CONFLICT (node) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at,
+           last_used_at = NULL`,
+      ),
+      findToken: db.prepare<[string], { node: string; created_at: number; last_used_at: number | null }>(
+        'SELECT node, created_at, last_used_at FROM tokens WHERE hash = ?',
+      ),
+      touchToken: db.prepare<[number, string]>('UPDATE tokens SET last_used_at = ? WHERE node = ?'),
+      listTokens: db.prepare<[], { node: string; created_at: number; last_used_at: number | null }>(
+        'SELECT node, created_at, last_used_at FROM tokens ORDER BY node',
+      ),
+      revokeToken: db.prepare<[string]>('DELETE FROM tokens WHERE node = ?'),
+      group: db.prepare<[string, string], { position: number }>(
+        'SELECT position FROM consumer_groups WHERE name = ? AND ord = ?',
+      ),
+      commitGroup: db.prepare<[string, string, number, number]>(
+        `INSERT INTO consumer_groups (name, ord, position, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (name, ord) DO UPDATE SET
+           position = CASE WHEN excluded.position > consumer_groups.position
+                           THEN excluded.position ELSE consumer_groups.position END,
+           updated_at = excluded.updated_at`,
+      ),
+      listGroups: db.prepare<[], { name: string; ord: ReadOrder; position: number; updated_at: number }>(
+        'SELECT name, ord, position, updated_at FROM consumer_groups ORDER BY name, ord',
+      ),
+      purge: db.prepare<[number, number]>(
+        `DELETE FROM messages WHERE arrival IN (
+           SELECT arrival FROM messages WHERE position IS NOT NULL AND received_at < ? ORDER BY arrival LIMIT ?)`,
+      ),
+    }
+  }
+
+  private ingestSync(batch: BatchBody, ctx: IngestContext): BatchAck {
+    const s = this.stmts
+    const meta = s.meta.get()!
+    const before = meta.watermark
+    let arrival = meta.next_arrival
+    let accepted = 0
+    let late = 0
+    const headersOf = (h: Record<string, string> | null | undefined) =>
+      h === null || h === undefined ? null : JSON.stringify(h)
+    for (const m of batch.messages) {
+      const isLate = before !== null && m.ts < before ? 1 : 0
+      const res = s.insert.run(
+        arrival,
+        batch.node,
+        batch.epoch,
+        m.seq,
+        m.topic,
+        m.ts,
+        m.payload,
+        m.enc,
+        m.contentType ?? null,
+        m.priority ?? 4,
+        m.expiresAt ?? null,
+        headersOf(m.headers),
+        ctx.now,
+        isLate,
+      )
+      if (res.changes === 1) {
+        arrival++
+        accepted++
+        late += isLate
+      }
+    }
+    if (arrival !== meta.next_arrival) s.setArrival.run(arrival)
+    const duplicates = batch.messages.length - accepted
+    s.upsertNode.run({
+      node: batch.node,
+      epoch: batch.epoch,
+      direct: batch.direct ? 1 : 0,
+      now: ctx.now,
+      lastSync: batch.messages.length > 0 ? ctx.now : null,
+      skew: Math.round(batch.clock - ctx.now),
+      clock: batch.clock,
+      pending: batch.backlog.pending,
+      bytes: batch.backlog.bytes,
+      oldest: batch.backlog.oldestTs ?? null,
+      lowMark: lowMarkOf(batch),
+      stats: batch.stats === undefined ? null : JSON.stringify(batch.stats),
+      received: accepted,
+      duplicates,
+      late,
+      batches: 1,
+    })
+    const { watermark } = this.releaseSync(ctx)
+    return { accepted, duplicates, late, watermark }
+  }
+
+  private releaseSync(ctx: IngestContext): ReleaseResult {
+    const s = this.stmts
+    const meta = s.meta.get()!
+    const live = s.liveLowMark.get(ctx.now - ctx.maxLateness)!
+    let candidate: number | null
+    if (live.n > 0) candidate = live.lm
+    else {
+      // No live edge node holds anything back: release everything held.
+      const held = s.maxHeldTs.get()!.m
+      candidate = held === null ? null : held + 1
+    }
+    let watermark = meta.watermark
+    if (candidate !== null && (watermark === null || candidate > watermark)) watermark = candidate
+    let released = 0
+    if (watermark !== null) released = s.releaseUpTo.run(meta.next_position, watermark).changes
+    if (released > 0 || watermark !== meta.watermark)
+      s.setRelease.run(watermark, meta.next_position + released)
+    return { released, watermark }
+  }
+
+  private run<T>(fn: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new StoreUnavailableError('the broker store is closed'))
+    try {
+      return Promise.resolve(fn())
+    } catch (err) {
+      const code = (err as { code?: string }).code
+      if (typeof code === 'string' && UNAVAILABLE_CODES.test(code))
+        return Promise.reject(
+          new StoreUnavailableError(`the broker store cannot commit (${code})`, { cause: err }),
+        )
+      return Promise.reject(err)
+    }
+  }
+
+  ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck> {
+    return this.run(() => this.ingestTx.immediate(batch, ctx))
+  }
+
+  release(ctx: IngestContext): Promise<ReleaseResult> {
+    return this.run(() => this.releaseTx.immediate(ctx))
+  }
+
+  read(q: ReadQuery): Promise<ReadResult> {
+    return this.run(() => {
+      const stmt = q.order === 'event' ? this.stmts.readEvent : this.stmts.readArrival
+      const key = (r: MessageRow) => (q.order === 'event' ? r.position! : r.arrival)
+      const match = topicMatcher(q.topic)
+      const all = q.topic === undefined || q.topic === '#'
+      if (all) {
+        const rows = stmt.all(q.after, q.limit)
+        return { messages: rows.map(toMessage), next: rows.length ? key(rows[rows.length - 1]) : q.after }
+      }
+      const out: StoredMessage[] = []
+      let next = q.after
+      let scanned = 0
+      while (out.length < q.limit && scanned < SCAN_MAX_ROWS) {
+        const rows = stmt.all(next, SCAN_CHUNK)
+        scanned += rows.length
+        for (const r of rows) {
+          next = key(r)
+          if (match(r.topic)) {
+            out.push(toMessage(r))
+            if (out.length >= q.limit) break
+          }
+        }
+        if (rows.length < SCAN_CHUNK) break
+      }
+      return { messages: out, next }
+    })
+  }
+
+  heads(): Promise<StreamHeads> {
+    return this.run(() => {
+      const meta = this.stmts.meta.get()!
+      const c = this.stmts.counts.get()!
+      return {
+        event: meta.next_position - 1,
+        arrival: meta.next_arrival - 1,
+        watermark: meta.watermark,
+        held: c.held,
+        total: c.total,
+      }
+    })
+  }
+
+  nodes(): Promise<NodeRecord[]> {
+    return this.run(() => this.stmts.nodes.all().map(toNode))
+  }
+
+  node(id: string): Promise<NodeRecord | undefined> {
+    return this.run(() => {
+      const r = this.stmts.node.get(id)
+      return r ? toNode(r) : undefined
+    })
+  }
+
+  putToken(node: string, tokenHash: string, now: number): Promise<void> {
+    return this.run(() => {
+      this.stmts.putToken.run(node, tokenHash, now)
+    })
+  }
+
+  findToken(tokenHash: string): Promise<TokenRecord | undefined> {
+    return this.run(() => {
+      const r = this.stmts.findToken.get(tokenHash)
+      return r ? { node: r.node, createdAt: r.created_at, lastUsedAt: r.last_used_at } : undefined
+    })
+  }
+
+  touchToken(node: string, now: number): Promise<void> {
+    return this.run(() => {
+      this.stmts.touchToken.run(now, node)
+    })
+  }
+
+  listTokens(): Promise<TokenRecord[]> {
+    return this.run(() =>
+      this.stmts.listTokens
+        .all()
+        .map((r) => ({ node: r.node, createdAt: r.created_at, lastUsedAt: r.last_used_at })),
+    )
+  }
+
+  revokeToken(node: string): Promise<boolean> {
+    return this.run(() => this.stmts.revokeToken.run(node).changes > 0)
+  }
+
+  groupPosition(name: string, order: ReadOrder): Promise<number | undefined> {
+    return this.run(() => this.stmts.group.get(name, order)?.position)
+  }
+
+  commitGroup(name: string, order: ReadOrder, position: number, now: number): Promise<number> {
+    return this.run(() =>
+      this.db
+        .transaction(() => {
+          this.stmts.commitGroup.run(name, order, position, now)
+          return this.stmts.group.get(name, order)!.position
+        })
+        .immediate(),
+    )
+  }
+
+  listGroups(): Promise<GroupRecord[]> {
+    return this.run(() =>
+      this.stmts.listGroups
+        .all()
+        .map((r) => ({ name: r.name, order: r.ord, position: r.position, updatedAt: r.updated_at })),
+    )
+  }
+
+  purge(options: { receivedBefore: number; limit: number }): Promise<number> {
+    return this.run(() => this.stmts.purge.run(options.receivedBefore, options.limit).changes)
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.db.close()
+  }
+}
+
+export const SQLITE_FILE = 'broker.db'
+
+export async function openSqliteBrokerStore(options: BrokerStoreOptions): Promise<SqliteBrokerStore> {
+  const { default: Database } = await import('better-sqlite3')
+  fs.mkdirSync(options.dataDir, { recursive: true })
+  const file = path.join(options.dataDir, SQLITE_FILE)
+  let db: BetterSqlite3.Database
+  try {
+    db = new Database(file)
+  } catch (err) {
+    throw new StoreUnavailableError(`cannot open the broker store ${file}: ${(err as Error).message}`, {
+      cause: err,
+    })
+  }
+  db.pragma('journal_mode = WAL')
+  db.pragma('synchronous = FULL')
+  db.pragma('busy_timeout = 5000')
+  db.pragma('foreign_keys = ON')
+  db.transaction(() => db.exec(SCHEMA)).immediate()
+  return new SqliteBrokerStore(db)
+}
+
+export default openSqliteBrokerStore

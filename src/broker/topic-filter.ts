@@ -1,0 +1,35 @@
+/**
+ * MQTT-style topic filters: `+` matches exactly one level, `#` (last level
+ * only) matches the parent level and everything below it.
+ */
+
+/** Why a filter is invalid, or undefined when it is fine. */
+export function topicFilterProblem(filter: string): string | undefined {
+  if (typeof filter !== 'string' || filter.length === 0) return 'the topic filter is empty'
+  if (filter.includes('\u0000')) return 'the topic filter contains a NUL character'
+  const levels = filter.split('/')
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i]
+    if (level.includes('#') && (level !== '#' || i !== levels.length - 1))
+      return '`#` must be a whole level and the last one (e.g. plant/#)'
+    if (level.includes('+') && level !== '+') return '`+` must be a whole level (e.g. plant/+/temp)'
+  }
+  return undefined
+}
+
+/** A predicate for one filter; `#` and undefined match everything. */
+export function topicMatcher(filter: string | undefined): (topic: string) => boolean {
+  if (filter === undefined || filter === '#') return () => true
+  if (!/[+#]/.test(filter)) return (topic) => topic === filter
+  const levels = filter.split('/')
+  return (topic) => {
+    const parts = topic.split('/')
+    for (let i = 0; i < levels.length; i++) {
+      const level = levels[i]
+      if (level === '#') return true
+      if (i >= parts.length) return false
+      if (level !== '+' && level !== parts[i]) return false
+    }
+    return parts.length === levels.length
+  }
+}

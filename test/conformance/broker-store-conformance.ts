@@ -1,0 +1,412 @@
+/**
+ * Behaviour every BrokerStore must show. Call from a test file:
+ *
+ *   brokerStoreConformance('sqlite', async () => {
+ *     const { dir, cleanup } = makeTempDir()
+ *     return { store: await openSqliteBrokerStore({ dataDir: dir }), cleanup }
+ *   })
+ *
+ * `open` must return a fresh, empty store each time. When `reopen` is given
+ * (same data, new handle), durability across close/reopen is checked too.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { BatchBody, WireMessage } from '../../src/core/protocol.js'
+import type { BrokerStore, IngestContext } from '../../src/broker/store/types.js'
+
+export interface StoreHandle {
+  store: BrokerStore
+  /** Open a second handle on the same data (another broker process would). */
+  reopen?: () => Promise<BrokerStore>
+  cleanup: () => Promise<void> | void
+}
+
+const MIN = 60_000
+const T0 = 1_764_000_000_000
+
+export function wireMessage(
+  seq: number,
+  ts: number,
+  topic = 'plant/line1/temp',
+  payload?: string,
+): WireMessage {
+  return {
+    seq,
+    topic,
+    ts,
+    payload: payload ?? `{"seq":${seq}}`,
+    enc: 'utf8',
+    expiresAt: null,
+    priority: 4,
+    contentType: 'application/json',
+  }
+}
+
+export function batchOf(
+  node: string,
+  messages: WireMessage[],
+  opts: Partial<Omit<BatchBody, 'messages' | 'node'>> = {},
+): BatchBody {
+  return {
+    node,
+    epoch: opts.epoch ?? `epoch-${node}`,
+    batch: opts.batch ?? `b-${node}-${messages[0]?.seq ?? 'hb'}`,
+    clock: opts.clock ?? T0,
+    backlog: opts.backlog ?? { pending: 0, bytes: 0, oldestTs: null },
+    ...(opts.direct === undefined ? {} : { direct: opts.direct }),
+    ...(opts.stats === undefined ? {} : { stats: opts.stats }),
+    messages,
+  }
+}
+
+export function brokerStoreConformance(name: string, open: () => Promise<StoreHandle>): void {
+  describe(`BrokerStore conformance: ${name}`, () => {
+    let h: StoreHandle
+    let store: BrokerStore
+    const ctx = (now: number, maxLateness = 5 * MIN): IngestContext => ({ now, maxLateness })
+
+    beforeEach(async () => {
+      h = await open()
+      store = h.store
+    })
+    afterEach(async () => {
+      await store.close().catch(() => {})
+      await h.cleanup()
+    })
+
+    it('starts empty', async () => {
+      expect(await store.heads()).toEqual({ event: 0, arrival: 0, watermark: null, held: 0, total: 0 })
+      expect(await store.nodes()).toEqual([])
+      expect((await store.read({ order: 'event', after: 0, limit: 10 })).messages).toEqual([])
+    })
+
+    it('stores a batch, counts duplicates on resend and adds nothing', async () => {
+      const b = batchOf('a', [wireMessage(1, T0 - 3), wireMessage(2, T0 - 2), wireMessage(3, T0 - 1)])
+      const first = await store.ingest(b, ctx(T0))
+      expect(first).toMatchObject({ accepted: 3, duplicates: 0, late: 0 })
+      const again = await store.ingest(b, ctx(T0 + 1))
+      expect(again).toMatchObject({ accepted: 0, duplicates: 3 })
+      const mixed = await store.ingest(
+        batchOf('a', [wireMessage(3, T0 - 1), wireMessage(4, T0)]),
+        ctx(T0 + 2),
+      )
+      expect(mixed).toMatchObject({ accepted: 1, duplicates: 1 })
+      const heads = await store.heads()
+      expect(heads.total).toBe(4)
+      expect(heads.arrival).toBe(4)
+      const arrival = await store.read({ order: 'arrival', after: 0, limit: 100 })
+      expect(arrival.messages.map((m) => m.seq)).toEqual([1, 2, 3, 4])
+      expect(arrival.messages.map((m) => m.arrival)).toEqual([1, 2, 3, 4])
+      const m = arrival.messages[0]
+      expect(m).toMatchObject({
+        node: 'a',
+        epoch: 'epoch-a',
+        seq: 1,
+        topic: 'plant/line1/temp',
+        ts: T0 - 3,
+        payload: '{"seq":1}',
+        enc: 'utf8',
+        contentType: 'application/json',
+        priority: 4,
+        expiresAt: null,
+        receivedAt: T0,
+      })
+    })
+
+    it('keys on (node, epoch, seq): same seq from another epoch or node is new', async () => {
+      await store.ingest(batchOf('a', [wireMessage(1, T0)]), ctx(T0))
+      const r1 = await store.ingest(batchOf('a', [wireMessage(1, T0)], { epoch: 'other' }), ctx(T0))
+      const r2 = await store.ingest(batchOf('b', [wireMessage(1, T0)]), ctx(T0))
+      expect(r1.accepted + r2.accepted).toBe(2)
+      expect((await store.heads()).total).toBe(3)
+    })
+
+    it('records node contact, skew, backlog, low mark, stats and counters', async () => {
+      await store.ingest(
+        batchOf('gw', [wireMessage(1, T0 - 10_000)], {
+          clock: T0 + 1500,
+          backlog: { pending: 7, bytes: 700, oldestTs: T0 - 5000 },
+          stats: { dropped: 0, storeBytes: 1234 },
+        }),
+        ctx(T0),
+      )
+      await store.ingest(batchOf('gw', [wireMessage(1, T0 - 10_000)], { clock: T0 + 1600 }), ctx(T0 + 100))
+      await store.ingest(batchOf('gw', [], { clock: T0 + 2000 }), ctx(T0 + 500))
+      const n = (await store.node('gw'))!
+      expect(n).toMatchObject({
+        node: 'gw',
+        epoch: 'epoch-gw',
+        direct: false,
+        firstSeen: T0,
+        lastContact: T0 + 500,
+        lastSync: T0 + 100,
+        clockSkew: 1500,
+        lastClock: T0 + 2000,
+        backlog: { pending: 0, bytes: 0, oldestTs: null },
+        lowMark: T0 + 2000,
+        stats: { dropped: 0, storeBytes: 1234 },
+        counters: { received: 1, duplicates: 1, late: 0, batches: 3 },
+      })
+      expect(await store.node('nope')).toBeUndefined()
+      expect((await store.nodes()).map((x) => x.node)).toEqual(['gw'])
+    })
+
+    it('low mark is the oldest pending ts, never above the clock', async () => {
+      await store.ingest(
+        batchOf('a', [], { clock: T0, backlog: { pending: 3, bytes: 1, oldestTs: T0 - 60_000 } }),
+        ctx(T0),
+      )
+      expect((await store.node('a'))!.lowMark).toBe(T0 - 60_000)
+      await store.ingest(
+        batchOf('a', [], { clock: T0, backlog: { pending: 1, bytes: 1, oldestTs: T0 + 60_000 } }),
+        ctx(T0),
+      )
+      expect((await store.node('a'))!.lowMark).toBe(T0)
+    })
+
+    it('releases in (ts, node, seq) order below the watermark; holds the rest', async () => {
+      // Node b announces it holds messages from T0+10; node a is at T0+100 with nothing pending.
+      await store.ingest(
+        batchOf('b', [], { clock: T0 + 100, backlog: { pending: 3, bytes: 30, oldestTs: T0 + 10 } }),
+        ctx(T0 + 100),
+      )
+      const first = await store.ingest(
+        batchOf('a', [wireMessage(1, T0 + 10), wireMessage(2, T0 + 60), wireMessage(3, T0 + 90)], {
+          clock: T0 + 100,
+        }),
+        ctx(T0 + 100),
+      )
+      expect(first).toMatchObject({ accepted: 3, watermark: T0 + 10 })
+      expect((await store.heads()).held).toBe(3)
+      const ack = await store.ingest(
+        batchOf('b', [wireMessage(1, T0 + 10), wireMessage(2, T0 + 20)], {
+          clock: T0 + 100,
+          backlog: { pending: 1, bytes: 10, oldestTs: T0 + 50 },
+        }),
+        ctx(T0 + 100),
+      )
+      expect(ack.watermark).toBe(T0 + 50)
+      let page = await store.read({ order: 'event', after: 0, limit: 100 })
+      expect(page.messages.map((m) => `${m.node}${m.seq}`)).toEqual(['a1', 'b1', 'b2'])
+      expect(page.messages.map((m) => m.position)).toEqual([1, 2, 3])
+      expect(page.next).toBe(3)
+      expect((await store.heads()).held).toBe(2)
+      // b sends its held message and is now empty: W moves to min(low marks) = T0+100.
+      const ack2 = await store.ingest(
+        batchOf('b', [wireMessage(3, T0 + 50)], { clock: T0 + 100 }),
+        ctx(T0 + 110),
+      )
+      expect(ack2).toMatchObject({ accepted: 1, late: 0, watermark: T0 + 100 })
+      page = await store.read({ order: 'event', after: page.next, limit: 100 })
+      expect(page.messages.map((m) => `${m.node}${m.seq}`)).toEqual(['b3', 'a2', 'a3'])
+      expect(page.messages.map((m) => m.position)).toEqual([4, 5, 6])
+      expect(page.messages.every((m) => !m.late)).toBe(true)
+      // Arrival order is ingest order, independent of release.
+      const arr = await store.read({ order: 'arrival', after: 0, limit: 100 })
+      expect(arr.messages.map((m) => `${m.node}${m.seq}`)).toEqual(['a1', 'a2', 'a3', 'b1', 'b2', 'b3'])
+    })
+
+    it('flags a message below the watermark late and releases it at once', async () => {
+      await store.ingest(batchOf('a', [wireMessage(1, T0 + 10)], { clock: T0 + 100 }), ctx(T0 + 100))
+      expect((await store.heads()).watermark).toBe(T0 + 100)
+      const ack = await store.ingest(
+        batchOf('a', [wireMessage(2, T0 + 5), wireMessage(3, T0 + 150)], { clock: T0 + 200 }),
+        ctx(T0 + 200),
+      )
+      expect(ack).toMatchObject({ accepted: 2, late: 1, watermark: T0 + 200 })
+      const page = await store.read({ order: 'event', after: 1, limit: 10 })
+      expect(page.messages.map((m) => [m.seq, m.late])).toEqual([
+        [2, true],
+        [3, false],
+      ])
+      expect((await store.node('a'))!.counters.late).toBe(1)
+    })
+
+    it('the watermark never decreases', async () => {
+      await store.ingest(batchOf('a', [], { clock: T0 + 1000 }), ctx(T0))
+      expect((await store.heads()).watermark).toBe(T0 + 1000)
+      // A new node with an old low mark cannot pull W back.
+      const ack = await store.ingest(
+        batchOf('b', [], { clock: T0, backlog: { pending: 1, bytes: 1, oldestTs: T0 - 5000 } }),
+        ctx(T0),
+      )
+      expect(ack.watermark).toBe(T0 + 1000)
+    })
+
+    it('a silent node stops holding the watermark back after maxLateness (release on a timer)', async () => {
+      await store.ingest(
+        batchOf('slow', [], { clock: T0, backlog: { pending: 5, bytes: 1, oldestTs: T0 - 10_000 } }),
+        ctx(T0),
+      )
+      await store.ingest(batchOf('fast', [wireMessage(1, T0 - 1000)], { clock: T0 }), ctx(T0))
+      expect((await store.heads()).held).toBe(1)
+      let r = await store.release(ctx(T0 + 4 * MIN))
+      expect(r.released).toBe(0)
+      // fast keeps talking; slow has been silent for more than 5 minutes.
+      await store.ingest(batchOf('fast', [], { clock: T0 + 6 * MIN }), ctx(T0 + 6 * MIN))
+      r = await store.release(ctx(T0 + 6 * MIN))
+      expect((await store.heads()).held).toBe(0)
+      expect((await store.heads()).watermark).toBe(T0 + 6 * MIN)
+    })
+
+    it('with no live edge node, everything held is released', async () => {
+      await store.ingest(
+        batchOf('a', [wireMessage(1, T0 + 10), wireMessage(2, T0 + 20)], {
+          clock: T0,
+          backlog: { pending: 1, bytes: 1, oldestTs: T0 },
+        }),
+        ctx(T0),
+      )
+      expect((await store.heads()).held).toBe(2)
+      const r = await store.release(ctx(T0 + 10 * MIN))
+      expect(r.released).toBe(2)
+      const page = await store.read({ order: 'event', after: 0, limit: 10 })
+      expect(page.messages.map((m) => m.seq)).toEqual([1, 2])
+    })
+
+    it('direct producers do not hold the watermark back', async () => {
+      await store.ingest(batchOf('edge', [], { clock: T0 + 1000 }), ctx(T0))
+      await store.ingest(batchOf('direct1', [wireMessage(1, T0 + 500)], { clock: T0, direct: true }), ctx(T0))
+      const heads = await store.heads()
+      expect(heads.watermark).toBe(T0 + 1000)
+      expect(heads.held).toBe(0)
+      expect((await store.node('direct1'))!.direct).toBe(true)
+    })
+
+    it('filters by MQTT topic filter and pages past non-matching rows', async () => {
+      const msgs = [
+        wireMessage(1, T0 + 1, 'plant/line1/temp'),
+        wireMessage(2, T0 + 2, 'plant/line2/temp'),
+        wireMessage(3, T0 + 3, 'plant/line1/pressure'),
+        wireMessage(4, T0 + 4, 'office/temp'),
+        wireMessage(5, T0 + 5, 'plant'),
+      ]
+      await store.ingest(batchOf('a', msgs, { clock: T0 + 100 }), ctx(T0 + 100))
+      const seqs = async (topic: string, order: 'event' | 'arrival' = 'event') =>
+        (await store.read({ order, after: 0, limit: 100, topic })).messages.map((m) => m.seq)
+      expect(await seqs('plant/+/temp')).toEqual([1, 2])
+      expect(await seqs('plant/#')).toEqual([1, 2, 3, 5])
+      expect(await seqs('#')).toEqual([1, 2, 3, 4, 5])
+      expect(await seqs('office/temp', 'arrival')).toEqual([4])
+      const page = await store.read({ order: 'event', after: 0, limit: 1, topic: 'plant/line1/#' })
+      expect(page.messages.map((m) => m.seq)).toEqual([1])
+      const page2 = await store.read({ order: 'event', after: page.next, limit: 10, topic: 'plant/line1/#' })
+      expect(page2.messages.map((m) => m.seq)).toEqual([3])
+      expect(page2.next).toBe(5)
+    })
+
+    it('round-trips base64 payloads, headers and nulls', async () => {
+      const m: WireMessage = {
+        seq: 1,
+        topic: 't',
+        ts: T0,
+        payload: Buffer.from([0, 255, 1]).toString('base64'),
+        enc: 'base64',
+        expiresAt: T0 + 1000,
+        priority: 9,
+        contentType: null,
+        headers: { k: 'v' },
+      }
+      await store.ingest(batchOf('a', [m]), ctx(T0))
+      const [got] = (await store.read({ order: 'arrival', after: 0, limit: 1 })).messages
+      expect(got).toMatchObject({
+        payload: m.payload,
+        enc: 'base64',
+        expiresAt: T0 + 1000,
+        priority: 9,
+        contentType: null,
+        headers: { k: 'v' },
+      })
+    })
+
+    it('stores token hashes: put, find, touch, list, revoke', async () => {
+      await store.putToken('gw-1', 'h1', T0)
+      await store.putToken('gw-2', 'h2', T0 + 1)
+      expect(await store.findToken('h1')).toEqual({ node: 'gw-1', createdAt: T0, lastUsedAt: null })
+      expect(await store.findToken('nope')).toBeUndefined()
+      await store.touchToken('gw-1', T0 + 5)
+      expect((await store.findToken('h1'))!.lastUsedAt).toBe(T0 + 5)
+      await store.putToken('gw-1', 'h1b', T0 + 9)
+      expect(await store.findToken('h1')).toBeUndefined()
+      expect((await store.listTokens()).map((t) => t.node)).toEqual(['gw-1', 'gw-2'])
+      expect(await store.revokeToken('gw-2')).toBe(true)
+      expect(await store.revokeToken('gw-2')).toBe(false)
+      expect(await store.findToken('h2')).toBeUndefined()
+    })
+
+    it('consumer group positions never move backwards', async () => {
+      expect(await store.groupPosition('g', 'event')).toBeUndefined()
+      expect(await store.commitGroup('g', 'event', 10, T0)).toBe(10)
+      expect(await store.commitGroup('g', 'event', 5, T0 + 1)).toBe(10)
+      expect(await store.commitGroup('g', 'arrival', 3, T0)).toBe(3)
+      expect(await store.groupPosition('g', 'event')).toBe(10)
+      expect(await store.groupPosition('g', 'arrival')).toBe(3)
+      expect((await store.listGroups()).map((g) => [g.name, g.order, g.position])).toEqual([
+        ['g', 'arrival', 3],
+        ['g', 'event', 10],
+      ])
+    })
+
+    it('purges released messages older than the cutoff, never held ones; positions keep growing', async () => {
+      await store.ingest(
+        batchOf('a', [wireMessage(1, T0), wireMessage(2, T0 + 1)], { clock: T0 + 10 }),
+        ctx(T0 + 10),
+      )
+      await store.ingest(
+        batchOf('a', [wireMessage(3, T0 + 20)], {
+          clock: T0 + 30,
+          backlog: { pending: 1, bytes: 1, oldestTs: T0 + 15 },
+        }),
+        ctx(T0 + 1000),
+      )
+      expect((await store.heads()).held).toBe(1)
+      expect(await store.purge({ receivedBefore: T0 + 2000, limit: 1 })).toBe(1)
+      expect(await store.purge({ receivedBefore: T0 + 2000, limit: 100 })).toBe(1)
+      expect(await store.purge({ receivedBefore: T0 + 2000, limit: 100 })).toBe(0)
+      const heads = await store.heads()
+      expect(heads).toMatchObject({ total: 1, held: 1, event: 2, arrival: 3 })
+      await store.ingest(batchOf('a', [wireMessage(4, T0 + 40)], { clock: T0 + 50 }), ctx(T0 + 1100))
+      const page = await store.read({ order: 'event', after: 0, limit: 10 })
+      expect(page.messages.map((m) => [m.seq, m.position])).toEqual([
+        [3, 3],
+        [4, 4],
+      ])
+      expect(
+        (await store.read({ order: 'arrival', after: 0, limit: 10 })).messages.map((m) => m.arrival),
+      ).toEqual([3, 4])
+    })
+
+    it('keeps everything durable across close and reopen', async () => {
+      if (!h.reopen) return
+      await store.ingest(batchOf('a', [wireMessage(1, T0)], { clock: T0 + 10 }), ctx(T0 + 10))
+      await store.putToken('a', 'ha', T0)
+      await store.commitGroup('g', 'event', 1, T0)
+      await store.close()
+      store = await h.reopen()
+      expect(await store.heads()).toMatchObject({ event: 1, arrival: 1, watermark: T0 + 10, total: 1 })
+      expect((await store.findToken('ha'))!.node).toBe('a')
+      expect(await store.groupPosition('g', 'event')).toBe(1)
+      expect((await store.ingest(batchOf('a', [wireMessage(1, T0)]), ctx(T0 + 20))).duplicates).toBe(1)
+    })
+
+    it('two handles on one store (two broker processes) assign unique increasing positions', async () => {
+      if (!h.reopen) return
+      const other = await h.reopen()
+      try {
+        const jobs: Promise<unknown>[] = []
+        for (let i = 0; i < 20; i++) {
+          const s = i % 2 ? store : other
+          jobs.push(
+            s.ingest(batchOf(`n${i % 4}`, [wireMessage(i + 1, T0 + i)], { clock: T0 + 100 }), ctx(T0)),
+          )
+        }
+        await Promise.all(jobs)
+        const ev = await store.read({ order: 'event', after: 0, limit: 100 })
+        expect(ev.messages.map((m) => m.position)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
+        const arr = await other.read({ order: 'arrival', after: 0, limit: 100 })
+        expect(arr.messages.map((m) => m.arrival)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
+      } finally {
+        await other.close()
+      }
+    })
+  })
+}
