@@ -149,7 +149,9 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<LoadedCo
   const env = opts.env ?? process.env
   const dot = opts.dotenv === false ? undefined : readDotenv(cwd)
   const explicitPath = opts.configPath ?? env.RMQ_CONFIG ?? dot?.vars.RMQ_CONFIG
-  const file = await loadConfigFile(cwd, explicitPath || undefined)
+  // Most gateway runs use env only: skip importing cosmiconfig when there is no file to read.
+  const file =
+    explicitPath || findConfigFile(cwd) ? await loadConfigFile(cwd, explicitPath || undefined) : undefined
 
   const values = new Map<string, ResolvedValue>()
   for (const def of CONFIG_KEYS) {
