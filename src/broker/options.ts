@@ -1,0 +1,57 @@
+import type { RmqConfig } from '../core/config/schema.js'
+import type { BrokerStore } from './store/types.js'
+
+export type LogFormat = 'json' | 'pretty' | 'silent'
+
+export interface BrokerOptions {
+  host: string
+  port: number
+  dataDir: string
+  store: 'sqlite' | 'postgres' | (string & {})
+  postgresUrl?: string
+  auth: 'token' | 'none'
+  /** Allow auth=none on a non-loopback address. */
+  insecure?: boolean
+  limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number }
+  /** broker.ordering.maxLateness, ms. */
+  maxLateness: number
+  /** broker.retention, ms (0: keep forever). */
+  retention: number
+  alerts: RmqConfig['broker']['alerts']
+  logFormat?: LogFormat
+  logLevel?: string
+  /** How often the watermark is recomputed without traffic (ms). */
+  releaseIntervalMs?: number
+  /** How often retention runs (ms). */
+  retentionIntervalMs?: number
+  /** Use this store instead of opening one (tests, embedding). Closed with the app. */
+  storeInstance?: BrokerStore
+  /** Broker clock (tests). */
+  now?: () => number
+}
+
+/** Broker options from the effective configuration (broker.* keys). */
+export function brokerOptionsFromConfig(
+  config: RmqConfig,
+  overrides: Partial<BrokerOptions> = {},
+): BrokerOptions {
+  const b = config.broker
+  return {
+    host: b.host,
+    port: b.port,
+    dataDir: b.dataDir,
+    store: b.store,
+    postgresUrl: b.postgres.url || undefined,
+    auth: b.auth,
+    limits: { ...b.limits },
+    maxLateness: b.ordering.maxLateness,
+    retention: b.retention,
+    alerts: b.alerts,
+    ...overrides,
+  }
+}
+
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase()
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1'
+}

@@ -1,0 +1,31 @@
+/**
+ * Per-node token buckets (in memory: a limit, not durable state; with several
+ * broker processes each enforces its own share).
+ */
+export class RateLimiter {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>()
+
+  /** `rate` requests per second, bursts up to `burst`; 0 disables. */
+  constructor(
+    private readonly rate: number,
+    private readonly burst = Math.max(1, rate),
+  ) {}
+
+  /** 0 when allowed, else the milliseconds until a request would be. */
+  take(key: string, now = Date.now()): number {
+    if (this.rate <= 0) return 0
+    let b = this.buckets.get(key)
+    if (!b) {
+      if (this.buckets.size > 100_000) this.buckets.clear()
+      b = { tokens: this.burst, at: now }
+      this.buckets.set(key, b)
+    }
+    b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) * this.rate) / 1000)
+    b.at = now
+    if (b.tokens >= 1) {
+      b.tokens -= 1
+      return 0
+    }
+    return Math.ceil(((1 - b.tokens) * 1000) / this.rate)
+  }
+}

@@ -1,0 +1,48 @@
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { topicProblem, type BatchBody } from '../../core/protocol.js'
+import { HttpError } from '../app.js'
+import { BASE64_RE, batchAckSchema, batchBodySchema } from '../schemas.js'
+
+function rateLimit(req: FastifyRequest, reply: FastifyReply, node: string): void {
+  const waitMs = req.server.broker.rateLimiter.take(node)
+  if (waitMs > 0) {
+    throw new HttpError(429, 'RATE_LIMITED', `too many batches from node ${node}; retry later`, {
+      'retry-after': String(Math.max(1, Math.ceil(waitMs / 1000))),
+    })
+  }
+  void reply
+}
+
+/** POST /v1/batches: one batch or heartbeat from an edge node (docs/protocol.md). */
+const batches: FastifyPluginAsync = async (app) => {
+  app.post(
+    '/v1/batches',
+    {
+      schema: { body: batchBodySchema, response: { 200: batchAckSchema } },
+      // With tokens the node is known before the body is read: refuse early.
+      onRequest: async (req, reply) => {
+        if (req.authNode) rateLimit(req, reply, req.authNode)
+      },
+    },
+    async (req, reply) => {
+      const body = req.body as BatchBody
+      const { store, options, notifier, now } = app.broker
+      if (req.authNode !== null && body.node !== req.authNode)
+        throw new HttpError(403, 'WRONG_NODE', `this token belongs to node ${req.authNode}, not ${body.node}`)
+      if (req.authNode === null) rateLimit(req, reply, body.node)
+      for (let i = 0; i < body.messages.length; i++) {
+        const m = body.messages[i]
+        const problem = topicProblem(m.topic, { forPublish: true })
+        if (problem) throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/topic: ${problem}`)
+        if (m.enc === 'base64' && (m.payload.length % 4 !== 0 || !BASE64_RE.test(m.payload)))
+          throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/payload: not valid base64`)
+      }
+      const ack = await store.ingest(body, { now: now(), maxLateness: options.maxLateness })
+      notifier.notify()
+      if (ack.duplicates > 0 || ack.late > 0)
+        req.log.debug({ node: body.node, batch: body.batch, ...ack }, 'batch stored')
+      return ack
+    },
+  )
+}
+export default batches

@@ -1,0 +1,79 @@
+/**
+ * JSON schemas of the wire protocol (docs/protocol.md), compiled by fastify's
+ * ajv with type coercion and property removal turned off: a request either
+ * is valid as sent or is refused with 400 and nothing is stored.
+ */
+import { TOPIC_MAX_BYTES } from '../core/protocol.js'
+
+/** Latest instant JavaScript dates handle sanely: 9999-12-31T23:59:59.999Z. */
+export const MAX_TS = 253_402_300_799_999
+export const NODE_ID_PATTERN = '^[^\\u0000-\\u001f\\u007f/\\s]+$'
+export const NODE_ID_MAX = 128
+export const MAX_MESSAGES_PER_BATCH = 100_000
+
+const timestamp = { type: 'number', minimum: 0, maximum: MAX_TS } as const
+const count = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const
+
+export const nodeIdSchema = {
+  type: 'string',
+  minLength: 1,
+  maxLength: NODE_ID_MAX,
+  pattern: NODE_ID_PATTERN,
+} as const
+
+export const wireMessageSchema = {
+  type: 'object',
+  required: ['seq', 'topic', 'ts', 'payload', 'enc'],
+  properties: {
+    seq: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
+    // Byte length, lone surrogates and wildcards are checked again in code (topicProblem).
+    topic: { type: 'string', minLength: 1, maxLength: TOPIC_MAX_BYTES, pattern: '^[^\\u0000+#]+$' },
+    ts: timestamp,
+    payload: { type: 'string' },
+    enc: { type: 'string', enum: ['utf8', 'base64'] },
+    expiresAt: { anyOf: [timestamp, { type: 'null' }] },
+    priority: { type: 'integer', minimum: 0, maximum: 9 },
+    contentType: { anyOf: [{ type: 'string', maxLength: 255 }, { type: 'null' }] },
+    headers: {
+      anyOf: [
+        { type: 'object', maxProperties: 64, additionalProperties: { type: 'string', maxLength: 4096 } },
+        { type: 'null' },
+      ],
+    },
+  },
+} as const
+
+export const batchBodySchema = {
+  type: 'object',
+  required: ['node', 'epoch', 'batch', 'clock', 'backlog', 'messages'],
+  properties: {
+    node: nodeIdSchema,
+    epoch: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[\\x21-\\x7e]+$' },
+    batch: { type: 'string', minLength: 1, maxLength: 128 },
+    clock: timestamp,
+    direct: { type: 'boolean' },
+    backlog: {
+      type: 'object',
+      required: ['pending', 'bytes', 'oldestTs'],
+      properties: {
+        pending: count,
+        bytes: count,
+        oldestTs: { anyOf: [timestamp, { type: 'null' }] },
+      },
+    },
+    stats: { type: 'object' },
+    messages: { type: 'array', maxItems: MAX_MESSAGES_PER_BATCH, items: wireMessageSchema },
+  },
+} as const
+
+export const batchAckSchema = {
+  type: 'object',
+  properties: {
+    accepted: { type: 'integer' },
+    duplicates: { type: 'integer' },
+    late: { type: 'integer' },
+    watermark: { type: ['number', 'null'] },
+  },
+} as const
+
+export const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/

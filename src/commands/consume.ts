@@ -1,0 +1,77 @@
+import { Args, Flags } from '@oclif/core'
+import { BaseCommand } from '../cli/base-command.js'
+import type { ConsumeSummary } from '../core/consumer.js'
+import { UsageError } from '../core/errors.js'
+
+export default class Consume extends BaseCommand<typeof Consume> {
+  static override summary = 'Print messages from the broker, one per line, in event-time or arrival order.'
+  static override description =
+    'Reads GET /v1/messages of the broker at brokerUrl with token. Event order (default) is (ts, node, seq) ' +
+    'up to the watermark; messages that arrived below it are marked late. With --group the broker keeps the ' +
+    'position: a restarted consumer continues after the last message it printed. --follow waits for new ' +
+    'messages and rides out broker restarts. --json prints NDJSON: one object per message.'
+  static override examples = [
+    "<%= config.bin %> consume 'plant/#'",
+    "<%= config.bin %> consume 'plant/+/temp' --follow --group dashboard --json",
+    "<%= config.bin %> consume '#' --order arrival --from now --follow",
+    "<%= config.bin %> consume 'plant/#' --from 1200 --limit 100",
+  ]
+  static override args = {
+    filter: Args.string({ description: 'MQTT-style topic filter: + one level, # the rest.', required: true }),
+  }
+  static override flags = {
+    follow: Flags.boolean({ char: 'f', description: 'Keep waiting for new messages (long-poll).' }),
+    order: Flags.string({
+      description: 'event: by original time; arrival: ingest order.',
+      options: ['event', 'arrival'],
+      default: 'event',
+    }),
+    from: Flags.string({
+      description: 'start, now, or a position (inclusive). Default: the group position, else start.',
+    }),
+    group: Flags.string({ description: 'Consumer group name: the broker remembers its position.' }),
+    limit: Flags.integer({ description: 'Stop after this many messages.', min: 1 }),
+    'broker-url': Flags.string({ description: 'Broker URL (brokerUrl).' }),
+  }
+
+  async run(): Promise<void> {
+    const f = this.flags
+    let from: 'start' | 'now' | number | undefined
+    if (f.from === undefined) from = f.group ? undefined : 'start'
+    else if (f.from === 'start' || f.from === 'now') from = f.from
+    else if (/^\d+$/.test(f.from) && Number(f.from) >= 1) from = Number(f.from)
+    else
+      throw new UsageError(`--from must be start, now or a position >= 1, got ${JSON.stringify(f.from)}`, {
+        suggestion: 'e.g. --from start, --from now or --from 1200',
+      })
+    const { topicFilterProblem } = await import('../broker/topic-filter.js')
+    const problem = topicFilterProblem(this.args.filter)
+    if (problem) throw new UsageError(`invalid topic filter ${JSON.stringify(this.args.filter)}: ${problem}`)
+    const loaded = await this.loadConfig(f['broker-url'] ? { brokerUrl: f['broker-url'] } : {})
+    const { runConsume } = await import('../core/consumer.js')
+    const abort = new AbortController()
+    const stop = () => abort.abort()
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+    let summary: ConsumeSummary
+    try {
+      summary = await runConsume({
+        brokerUrl: loaded.config.brokerUrl,
+        token: loaded.config.token || undefined,
+        topic: this.args.filter,
+        order: f.order as 'event' | 'arrival',
+        from,
+        group: f.group,
+        follow: f.follow,
+        limit: f.limit,
+        json: this.jsonEnabled(),
+        timeoutMs: loaded.config.sync.timeout,
+        signal: abort.signal,
+      })
+    } finally {
+      process.removeListener('SIGINT', stop)
+      process.removeListener('SIGTERM', stop)
+    }
+    if (!this.jsonEnabled() && !f.follow && summary.printed === 0) this.note('no messages')
+  }
+}

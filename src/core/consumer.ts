@@ -1,0 +1,340 @@
+/**
+ * Client side of `GET /v1/messages`: page through the event-time or arrival
+ * stream of a broker, optionally as a consumer group whose position the
+ * broker keeps. Usable as a library:
+ *
+ *   const c = new Consumer({ brokerUrl, token, topic: 'plant/#', group: 'etl' })
+ *   for (;;) {
+ *     const page = await c.poll({ wait: 25_000 })
+ *     for (const m of page.messages) handle(m)
+ *     await c.commit(page.next)          // with a group: continue here after a restart
+ *   }
+ */
+import http from 'node:http'
+import https from 'node:https'
+import { BrokerUnavailableError, ConfigError, RejectedError, ValidationError } from './errors.js'
+
+export type ConsumeOrder = 'event' | 'arrival'
+
+export interface ConsumedMessage {
+  id: string
+  node: string
+  epoch: string
+  seq: number
+  topic: string
+  ts: number
+  /** Position in the order read (event release position or arrival position). */
+  position: number
+  late: boolean
+  payload: string
+  enc: 'utf8' | 'base64'
+  contentType: string | null
+  priority: number
+  expiresAt: number | null
+  headers: Record<string, string> | null
+  receivedAt: number
+}
+
+export interface MessagesPage {
+  order: ConsumeOrder
+  messages: ConsumedMessage[]
+  next: number
+  watermark: number | null
+}
+
+export interface ConsumerOptions {
+  brokerUrl: string
+  token?: string
+  /** MQTT-style filter; default `#`. */
+  topic?: string
+  order?: ConsumeOrder
+  /** `start`, `now`, or the first position to return (inclusive). Default: the group's position, else start. */
+  from?: 'start' | 'now' | number
+  group?: string
+  /** Messages per request (1..10000). */
+  pageSize?: number
+  /** Timeout of one request beyond its long-poll wait, ms. */
+  timeoutMs?: number
+}
+
+export interface RequestResult {
+  status: number
+  headers: http.IncomingHttpHeaders
+  body: unknown
+}
+
+const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) }
+
+/** One JSON request to the broker. Network failures become BrokerUnavailableError. */
+export function brokerRequest(
+  baseUrl: string,
+  method: 'GET' | 'POST',
+  pathAndQuery: string,
+  options: { token?: string; body?: unknown; timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<RequestResult> {
+  const url = new URL(pathAndQuery, baseUrl.endsWith('/') ? baseUrl : baseUrl + '/')
+  const lib = url.protocol === 'https:' ? https : http
+  const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body))
+  return new Promise((resolve, reject) => {
+    const req = lib.request(
+      url,
+      {
+        method,
+        agent: url.protocol === 'https:' ? agents.https : agents.http,
+        signal: options.signal,
+        timeout: options.timeoutMs ?? 30_000,
+        headers: {
+          accept: 'application/json',
+          ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+          ...(payload
+            ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
+            : {}),
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('error', (err) => reject(unavailable(baseUrl, err)))
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8')
+          let body: unknown = text
+          try {
+            body = text ? JSON.parse(text) : undefined
+          } catch {
+            // not JSON: keep the text
+          }
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body })
+        })
+      },
+    )
+    req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })))
+    req.on('error', (err) => reject(unavailable(baseUrl, err)))
+    req.end(payload)
+  })
+}
+
+function unavailable(baseUrl: string, err: Error & { code?: string }): Error {
+  if (err.name === 'AbortError') return err
+  return new BrokerUnavailableError(`cannot reach the broker at ${baseUrl}: ${err.code ?? err.message}`, {
+    suggestion: 'check brokerUrl (RMQ_BROKER_URL) and that `rmq broker start` is running there',
+    cause: err,
+  })
+}
+
+/** Turn a non-2xx answer into the matching error class. */
+export function brokerError(res: RequestResult, what: string): Error {
+  const b = res.body as { error?: string; code?: string } | undefined
+  const reason = typeof b === 'object' && b?.error ? b.error : `HTTP ${res.status}`
+  if (res.status === 401)
+    return new ConfigError(`the broker rejected the token (${reason})`, {
+      suggestion: 'set token (RMQ_TOKEN) to a token from `rmq broker token create NODE`',
+    })
+  if (res.status === 400) return new ValidationError(`${what}: ${reason}`)
+  if (res.status === 429 || res.status >= 500)
+    return new BrokerUnavailableError(`${what}: broker answered ${res.status} (${reason})`, {
+      suggestion: 'retry later',
+      details: { status: res.status },
+    })
+  return new RejectedError(`${what}: broker answered ${res.status} (${reason})`, {
+    details: { status: res.status },
+  })
+}
+
+export class Consumer {
+  readonly order: ConsumeOrder
+  private after: number | undefined
+  private started = false
+
+  constructor(private readonly options: ConsumerOptions) {
+    this.order = options.order ?? 'event'
+    if (typeof options.from === 'number') this.after = Math.max(0, options.from - 1)
+    else if (options.from === 'start') this.after = 0
+  }
+
+  /** Position after which the next poll reads (undefined until known for a group). */
+  get position(): number | undefined {
+    return this.after
+  }
+
+  private async resolveStart(signal?: AbortSignal): Promise<void> {
+    if (this.started) return
+    if (this.options.from === 'now') {
+      const res = await brokerRequest(this.options.brokerUrl, 'GET', 'v1/heads', {
+        token: this.options.token,
+        timeoutMs: this.options.timeoutMs,
+        signal,
+      })
+      if (res.status !== 200) throw brokerError(res, 'reading the stream heads')
+      const heads = res.body as { event: number; arrival: number }
+      this.after = this.order === 'event' ? heads.event : heads.arrival
+    }
+    this.started = true
+  }
+
+  /** Fetch the next page; with `wait`, the broker holds the request up to that long for new messages. */
+  async poll(opts: { wait?: number; limit?: number; signal?: AbortSignal } = {}): Promise<MessagesPage> {
+    await this.resolveStart(opts.signal)
+    const q = new URLSearchParams({ order: this.order, topic: this.options.topic ?? '#' })
+    q.set('limit', String(Math.min(opts.limit ?? this.options.pageSize ?? 500, this.options.pageSize ?? 500)))
+    if (opts.wait) q.set('wait', String(opts.wait))
+    if (this.after !== undefined) q.set('after', String(this.after))
+    else if (this.options.group) q.set('group', this.options.group)
+    const res = await brokerRequest(this.options.brokerUrl, 'GET', `v1/messages?${q}`, {
+      token: this.options.token,
+      timeoutMs: (this.options.timeoutMs ?? 30_000) + (opts.wait ?? 0),
+      signal: opts.signal,
+    })
+    if (res.status !== 200) throw brokerError(res, 'reading messages')
+    const page = res.body as MessagesPage
+    this.after = page.next
+    return page
+  }
+
+  /** Move the read position (e.g. to the last message actually handled). */
+  seek(afterPosition: number): void {
+    this.after = afterPosition
+    this.started = true
+  }
+
+  /** Commit the group's position: after a restart it continues after `position`. */
+  async commit(position: number, signal?: AbortSignal): Promise<number> {
+    if (!this.options.group) throw new ConfigError('commit needs a consumer group')
+    const res = await brokerRequest(
+      this.options.brokerUrl,
+      'POST',
+      `v1/groups/${encodeURIComponent(this.options.group)}/commit`,
+      {
+        token: this.options.token,
+        body: { order: this.order, position },
+        timeoutMs: this.options.timeoutMs,
+        signal,
+      },
+    )
+    if (res.status !== 200) throw brokerError(res, 'committing the group position')
+    return (res.body as { position: number }).position
+  }
+}
+
+/** One line of human output: position, time, topic, payload (late messages marked). */
+export function formatMessageLine(m: ConsumedMessage): string {
+  const payload = m.enc === 'base64' ? `base64:${m.payload}` : m.payload.replace(/\r?\n/g, '\\n')
+  return `${m.position} ${new Date(m.ts).toISOString()} ${m.topic}${m.late ? ' [late]' : ''} ${payload}`
+}
+
+/** One NDJSON line. */
+export function formatMessageJson(m: ConsumedMessage): string {
+  return JSON.stringify({
+    id: m.id,
+    node: m.node,
+    epoch: m.epoch,
+    seq: m.seq,
+    topic: m.topic,
+    ts: m.ts,
+    position: m.position,
+    late: m.late,
+    payload: m.payload,
+    enc: m.enc,
+    contentType: m.contentType,
+  })
+}
+
+export interface ConsumeRunOptions extends ConsumerOptions {
+  follow?: boolean
+  /** Stop after this many messages. */
+  limit?: number
+  json?: boolean
+  /** Long-poll wait of each request in follow mode, ms. */
+  waitMs?: number
+  /** Where lines go (default process.stdout). */
+  write?: (text: string) => Promise<void>
+  /** Notices (retries) go here (default stderr). */
+  notice?: (text: string) => void
+  signal?: AbortSignal
+}
+
+export interface ConsumeSummary {
+  printed: number
+  position: number | undefined
+  group?: string
+  committed?: number
+}
+
+function writeStdout(text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    process.stdout.write(text, (err) => (err ? reject(err) : resolve()))
+  })
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms)
+    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true })
+  })
+
+/**
+ * The loop behind `rmq consume`: print each message once, and with a group
+ * commit after the lines are written. In follow mode a broker that goes away
+ * is retried with backoff (the position is kept and committed later), so a
+ * broker restart neither loses nor repeats messages. A first request that
+ * cannot reach the broker fails with BrokerUnavailableError (exit 69).
+ */
+export async function runConsume(opts: ConsumeRunOptions): Promise<ConsumeSummary> {
+  const consumer = new Consumer(opts)
+  const write = opts.write ?? writeStdout
+  const notice = opts.notice ?? ((t: string) => process.stderr.write(t + '\n'))
+  const summary: ConsumeSummary = { printed: 0, position: undefined, group: opts.group }
+  let pendingCommit: number | undefined
+  let contacted = false
+  let failures = 0
+  const aborted = () => opts.signal?.aborted === true
+
+  const commitPending = async () => {
+    if (!opts.group || pendingCommit === undefined) return
+    summary.committed = await consumer.commit(pendingCommit, undefined)
+    pendingCommit = undefined
+  }
+
+  while (!aborted()) {
+    try {
+      await commitPending()
+      const remaining = opts.limit ? opts.limit - summary.printed : undefined
+      if (remaining !== undefined && remaining <= 0) break
+      const page = await consumer.poll({
+        wait: opts.follow ? (opts.waitMs ?? 25_000) : 0,
+        limit: remaining,
+        signal: opts.signal,
+      })
+      contacted = true
+      if (failures > 0) notice('rmq consume: broker reachable again')
+      failures = 0
+      if (page.messages.length > 0) {
+        const lines = page.messages.map((m) => (opts.json ? formatMessageJson(m) : formatMessageLine(m)))
+        await write(lines.join('\n') + '\n')
+        summary.printed += page.messages.length
+      }
+      // The group continues after everything returned: the last printed message, or rows the filter skipped.
+      summary.position = page.next
+      if (opts.group && page.next !== undefined) pendingCommit = page.next
+      if (!opts.follow && page.messages.length === 0) break
+    } catch (err) {
+      if (aborted() || (err as Error).name === 'AbortError') break
+      const retryable = err instanceof BrokerUnavailableError
+      if (!opts.follow || !retryable || !contacted) throw err
+      failures++
+      const delay = Math.min(5000, 100 * 2 ** Math.min(failures, 6))
+      if (failures === 1 || failures % 10 === 0)
+        notice(`rmq consume: ${(err as Error).message}; retrying (position ${consumer.position ?? 'start'})`)
+      await sleep(delay, opts.signal)
+    }
+  }
+  // Stopping (signal or limit): make the committed position match what was printed.
+  for (let attempt = 0; pendingCommit !== undefined && attempt < 5; attempt++) {
+    try {
+      await commitPending()
+    } catch (err) {
+      if (attempt === 4) throw err
+      await sleep(200 * (attempt + 1))
+    }
+  }
+  return summary
+}
