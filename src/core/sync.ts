@@ -1,0 +1,643 @@
+/**
+ * The sync engine: forwards the outbox to the broker in compressed batches.
+ * A library (no oclif): `rmq sync`, `rmq drain`, `--watch` and the Producer
+ * API all call these functions with an open StorageDriver.
+ *
+ * Rules (docs/sync.md):
+ * - A message is marked sent only after a 2xx for the batch that carried it.
+ *   No outbox write transaction is open while a request is in flight.
+ * - One sender at a time per store: the `sync` lease, renewed per batch.
+ * - Failures (429, 5xx, network, timeout) set a persisted backoff with full
+ *   jitter that later runs honour; a permanent refusal (other 4xx) stops the
+ *   run loudly and leaves the messages pending.
+ */
+import { randomBytes, randomUUID } from 'node:crypto'
+import os from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Codec } from '../plugins/compression/types.js'
+import type { StorageDriver, StorageStats, StoredMessage } from '../plugins/storage/types.js'
+import { BACKOFF_STATE_KEY, clearBackoff, readBackoff, recordFailure, type BackoffState } from './backoff.js'
+import { BrokerClient, type EncodedBatch, type PostOutcome } from './broker-client.js'
+import type { RmqConfig } from './config/schema.js'
+import { ConfigError, RejectedError, SyncFailedError } from './errors.js'
+import { encodePayload, type BatchBody, type WireMessage } from './protocol.js'
+import { formatBytes, formatDuration } from './units.js'
+
+export const SYNC_LEASE = 'sync'
+const LEASE_OWNER_KEY = 'sync.leaseOwner'
+const LAST_KEY = 'sync.last'
+/** Counter names in the store (driver.addCounters). */
+export const SYNC_COUNTERS = {
+  attempts: 'sync.attempts',
+  successes: 'sync.successes',
+  failures: 'sync.failures',
+  batches: 'sync.batches',
+  heartbeats: 'sync.heartbeats',
+  messagesSent: 'sync.messagesSent',
+  bytesRaw: 'sync.bytesRaw',
+  bytesWire: 'sync.bytesWire',
+} as const
+
+export interface SyncDeps {
+  driver: StorageDriver
+  config: RmqConfig
+  /** Codec to use; resolved from compression.codec when omitted. */
+  codec?: Codec
+  /** A client to reuse (keep-alive) across runs, e.g. in --watch; made and closed per run when omitted. */
+  client?: BrokerClient
+  /** Directory module-specifier plugins resolve against. */
+  cwd?: string
+}
+
+export interface SyncProgress {
+  batches: number
+  messages: number
+  bytesRaw: number
+  bytesWire: number
+  /** Pending messages after the last batch. */
+  pending: number
+}
+
+export interface SyncOptions {
+  /** Ignore a backoff in force. */
+  force?: boolean
+  /** Stop after this many batches (0 or undefined: no limit). */
+  maxBatches?: number
+  /** Byte budget of this run on the wire; default sync.maxBytesPerRun (0: none). */
+  budget?: number
+  /** Bytes per second on the wire; default sync.rateLimit (0: none). */
+  rateLimit?: number
+  /** Stop before starting a batch after this time (epoch ms). */
+  deadline?: number
+  signal?: AbortSignal
+  /** Send a heartbeat when there is nothing to send (default true). */
+  heartbeat?: boolean
+  /**
+   * drain: on a retryable failure wait out the backoff and try again until
+   * the deadline (instead of failing the run at once); wait for a lease held
+   * by another run instead of leaving.
+   */
+  persistent?: boolean
+  onProgress?: (p: SyncProgress) => void
+  now?: () => number
+  random?: () => number
+}
+
+export type SyncStatus = 'ok' | 'backoff' | 'locked'
+export type StopReason = 'empty' | 'max-batches' | 'budget' | 'deadline' | 'aborted' | 'lease-lost'
+
+export interface SyncResult {
+  status: SyncStatus
+  node: string
+  /** Batches that carried messages and were accepted. */
+  batches: number
+  messages: number
+  duplicates: number
+  heartbeat: boolean
+  /** JSON bytes before compression, and compressed body bytes, of accepted requests. */
+  bytesRaw: number
+  bytesWire: number
+  codec: string
+  order: 'oldest' | 'newest'
+  budget: number
+  stoppedBy?: StopReason
+  /** Pending (unexpired) messages and their bytes after the run. */
+  pending: number
+  pendingBytes: number
+  watermark: number | null
+  /** Failed attempts waited out within this run (drain). */
+  retries: number
+  durationMs: number
+  /** While a backoff is in force: when the next attempt is due. */
+  nextAttemptAt?: number
+  backoff?: BackoffState
+  /** Human summary of why nothing was sent (backoff, locked). */
+  message?: string
+}
+
+export interface SyncStats {
+  attempts: number
+  successes: number
+  failures: number
+  batches: number
+  heartbeats: number
+  messagesSent: number
+  bytesRaw: number
+  bytesWire: number
+  lastAttemptAt: number | null
+  lastSuccessAt: number | null
+  lastError: string | null
+  lastErrorAt: number | null
+  backoff: BackoffState | null
+}
+
+interface LastState {
+  lastAttemptAt: number | null
+  lastSuccessAt: number | null
+  lastError: string | null
+  lastErrorAt: number | null
+}
+
+/** Sync statistics kept in the store, for `rmq status` and the `stats` field of each batch. */
+export async function readSyncStats(driver: StorageDriver): Promise<SyncStats> {
+  const c = await driver.getCounters()
+  const last = await readLast(driver)
+  const n = (k: string) => c[k] ?? 0
+  return {
+    attempts: n(SYNC_COUNTERS.attempts),
+    successes: n(SYNC_COUNTERS.successes),
+    failures: n(SYNC_COUNTERS.failures),
+    batches: n(SYNC_COUNTERS.batches),
+    heartbeats: n(SYNC_COUNTERS.heartbeats),
+    messagesSent: n(SYNC_COUNTERS.messagesSent),
+    bytesRaw: n(SYNC_COUNTERS.bytesRaw),
+    bytesWire: n(SYNC_COUNTERS.bytesWire),
+    ...last,
+    backoff: (await readBackoff(driver)) ?? null,
+  }
+}
+
+async function readLast(driver: StorageDriver): Promise<LastState> {
+  const empty: LastState = { lastAttemptAt: null, lastSuccessAt: null, lastError: null, lastErrorAt: null }
+  const raw = await driver.getState(LAST_KEY)
+  if (!raw) return empty
+  try {
+    return { ...empty, ...(JSON.parse(raw) as Partial<LastState>) }
+  } catch {
+    return empty
+  }
+}
+
+/** One wire message from an outbox row. */
+export function toWireMessage(m: StoredMessage): WireMessage {
+  const { payload, enc } = encodePayload(m.payload)
+  const w: WireMessage = {
+    seq: m.seq,
+    topic: m.topic,
+    ts: m.ts,
+    payload,
+    enc,
+    expiresAt: m.expiresAt,
+    priority: m.priority,
+    contentType: m.contentType,
+  }
+  if (m.headers) w.headers = m.headers
+  return w
+}
+
+/**
+ * One bounded sync run: honour the backoff, take the lease, send batches
+ * until the outbox is empty (or a limit is reached), release the lease.
+ * Returns status `backoff` or `locked` without sending when another run or a
+ * backoff is in the way. Throws SyncFailedError (75) on a failed attempt,
+ * RejectedError (65) on a permanent refusal, ConfigError (78) on 401/403.
+ */
+export async function syncOnce(deps: SyncDeps, options: SyncOptions = {}): Promise<SyncResult> {
+  return new SyncRun(deps, options).run()
+}
+
+/**
+ * Forward everything pending until the outbox is empty or `timeout` passes,
+ * retrying failures with backoff inside the run. Throws SyncFailedError when
+ * messages are left at the deadline.
+ */
+export async function drain(
+  deps: SyncDeps,
+  options: Omit<SyncOptions, 'persistent' | 'deadline' | 'force'> & { timeout: number },
+): Promise<SyncResult> {
+  const now = options.now ?? Date.now
+  const result = await new SyncRun(deps, {
+    ...options,
+    force: true,
+    persistent: true,
+    deadline: now() + options.timeout,
+  }).run()
+  if (result.pending > 0) {
+    const why =
+      result.status === 'locked'
+        ? `another sync held the outbox for the whole ${formatDuration(options.timeout)}`
+        : result.stoppedBy === 'aborted'
+          ? 'drain was interrupted'
+          : `drain timed out after ${formatDuration(options.timeout)}`
+    const last = result.backoff ? ` (last error: ${result.backoff.reason})` : ''
+    throw new SyncFailedError(
+      `${why} with ${result.pending} message(s) (${formatBytes(result.pendingBytes)}) still pending${last}; ` +
+        `${result.messages} sent`,
+      {
+        suggestion: 'check that the broker is reachable (`rmq status --broker`), then run `rmq drain` again',
+        details: { result },
+      },
+    )
+  }
+  return result
+}
+
+class SyncRun {
+  private readonly driver: StorageDriver
+  private readonly config: RmqConfig
+  private readonly now: () => number
+  private readonly node: string
+  private readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
+  private readonly leaseTtl: number
+  private leaseRenewedAt = 0
+  private client!: BrokerClient
+  private readonly started: number
+  private readonly res: SyncResult
+  private readonly budget: number
+  private readonly rateLimit: number
+
+  constructor(
+    private readonly deps: SyncDeps,
+    private readonly opts: SyncOptions,
+  ) {
+    this.driver = deps.driver
+    this.config = deps.config
+    this.now = opts.now ?? Date.now
+    this.node = deps.config.nodeId || os.hostname()
+    // Long enough to cover one request; a crashed run's lease is taken over
+    // at once when its process is gone (same host), else after the TTL.
+    this.leaseTtl = Math.max(15_000, 2 * deps.config.sync.timeout + 5_000)
+    this.started = this.now()
+    this.budget = opts.budget ?? deps.config.sync.maxBytesPerRun
+    this.rateLimit = opts.rateLimit ?? deps.config.sync.rateLimit
+    this.res = {
+      status: 'ok',
+      node: this.node,
+      batches: 0,
+      messages: 0,
+      duplicates: 0,
+      heartbeat: false,
+      bytesRaw: 0,
+      bytesWire: 0,
+      codec: '',
+      order: 'oldest',
+      budget: this.budget,
+      pending: 0,
+      pendingBytes: 0,
+      watermark: null,
+      retries: 0,
+      durationMs: 0,
+    }
+  }
+
+  async run(): Promise<SyncResult> {
+    if (!this.opts.force) {
+      const b = await readBackoff(this.driver)
+      if (b && b.nextAttemptAt > this.now()) {
+        return this.finish({
+          status: 'backoff',
+          nextAttemptAt: b.nextAttemptAt,
+          backoff: b,
+          message:
+            `backing off after ${b.failures} failed attempt(s) (${b.reason}); next attempt due at ` +
+            `${new Date(b.nextAttemptAt).toISOString()} (in ${formatDuration(b.nextAttemptAt - this.now())}); ` +
+            'use --force to try now',
+        })
+      }
+    }
+    if (!(await this.takeLease())) {
+      return this.finish({
+        status: 'locked',
+        message: 'another sync is running on this outbox; nothing to do',
+      })
+    }
+    const ownClient = !this.deps.client
+    try {
+      const codec =
+        this.deps.codec ??
+        this.deps.client?.codec ??
+        (await (
+          await import('../plugins/compression/index.js')
+        ).resolveCodec(this.config.compression.codec, this.deps.cwd))
+      this.client =
+        this.deps.client ??
+        new BrokerClient({
+          brokerUrl: this.config.brokerUrl,
+          token: this.config.token,
+          codec,
+          level: this.config.compression.level,
+          timeout: this.config.sync.timeout,
+        })
+      this.res.codec = this.client.codec.name
+      await this.loop()
+      return await this.finish({})
+    } catch (err) {
+      await this.attachResult(err)
+      throw err
+    } finally {
+      if (ownClient) this.client?.close()
+      await this.driver.releaseLease(SYNC_LEASE, this.owner).catch(() => {})
+    }
+  }
+
+  /** Take the lease; take over one whose holder process is gone (same host). */
+  private async takeLease(): Promise<boolean> {
+    const deadline = this.opts.persistent ? (this.opts.deadline ?? Infinity) : 0
+    for (;;) {
+      if (await this.driver.acquireLease(SYNC_LEASE, this.owner, this.leaseTtl, this.now())) {
+        this.leaseRenewedAt = this.now()
+        await this.driver.setState(LEASE_OWNER_KEY, this.owner)
+        return true
+      }
+      const holder = await this.driver.getState(LEASE_OWNER_KEY)
+      if (holder && holderIsGone(holder)) {
+        await this.driver.releaseLease(SYNC_LEASE, holder)
+        continue
+      }
+      if (this.now() >= deadline || this.opts.signal?.aborted) return false
+      await sleep(Math.min(500, Math.max(0, deadline - this.now())), undefined, {
+        signal: this.opts.signal,
+      }).catch(() => {})
+    }
+  }
+
+  private async renewLease(): Promise<boolean> {
+    if (this.now() - this.leaseRenewedAt < this.leaseTtl / 3) return true
+    const ok = await this.driver.acquireLease(SYNC_LEASE, this.owner, this.leaseTtl, this.now())
+    if (ok) this.leaseRenewedAt = this.now()
+    return ok
+  }
+
+  private async loop(): Promise<void> {
+    const { driver, config } = this
+    const startStats = await driver.stats(this.now())
+    this.res.order = await this.chooseOrder(startStats)
+    let limit = config.sync.batchSize
+    let sentSomething = false
+    for (;;) {
+      const stop = this.shouldStop()
+      if (stop) {
+        this.res.stoppedBy = stop
+        return
+      }
+      if (!(await this.renewLease())) {
+        this.res.stoppedBy = 'lease-lost'
+        return
+      }
+      const messages = await driver.nextBatch({
+        limit,
+        maxBytes: config.sync.batchBytes,
+        order: this.res.order,
+        now: this.now(),
+      })
+      if (messages.length === 0) {
+        if (!sentSomething && this.opts.heartbeat !== false) {
+          // A failed heartbeat does not keep a drain waiting: there is nothing to deliver.
+          this.res.heartbeat =
+            (await this.send([], await driver.stats(this.now()), undefined, false)) === true
+        }
+        this.res.stoppedBy = 'empty'
+        return
+      }
+      const stats = await driver.stats(this.now())
+      const encoded = await this.encode(messages, stats)
+      if (this.budget > 0 && this.res.bytesWire + encoded.wireBytes > this.budget) {
+        const left = this.budget - this.res.bytesWire
+        if (messages.length > 1 && left > 0) {
+          // Fit the budget with a smaller batch (never less than one message).
+          limit = Math.max(1, Math.floor(((messages.length * left) / encoded.wireBytes) * 0.9))
+          if (limit < messages.length) continue
+        }
+        // One message larger than the whole budget is still sent, once per run,
+        // so that a budget set too small cannot stall the link for ever.
+        if (sentSomething || messages.length > 1) {
+          this.res.stoppedBy = 'budget'
+          return
+        }
+      }
+      await this.pace()
+      const ok = await this.send(messages, stats, encoded)
+      if (ok === 'split') {
+        limit = Math.max(1, Math.ceil(messages.length / 2))
+        continue
+      }
+      if (ok) sentSomething = true
+    }
+  }
+
+  private shouldStop(): StopReason | undefined {
+    if (this.opts.signal?.aborted) return 'aborted'
+    if (this.opts.maxBatches && this.res.batches >= this.opts.maxBatches) return 'max-batches'
+    if (this.opts.deadline !== undefined && this.now() >= this.opts.deadline) return 'deadline'
+    return undefined
+  }
+
+  /** Newest first (within priority) when the backlog will not fit this run's budget. */
+  private async chooseOrder(stats: StorageStats): Promise<'oldest' | 'newest'> {
+    if (this.budget <= 0 || stats.pending === 0) return 'oldest'
+    const c = await this.driver.getCounters()
+    const raw = c[SYNC_COUNTERS.bytesRaw] ?? 0
+    const wire = c[SYNC_COUNTERS.bytesWire] ?? 0
+    const ratio = raw > 0 && wire > 0 ? wire / raw : 1
+    return stats.pendingBytes * ratio > this.budget ? 'newest' : 'oldest'
+  }
+
+  private async encode(messages: StoredMessage[], stats: StorageStats): Promise<EncodedBatch> {
+    let bytes = 0
+    for (const m of messages) bytes += m.size
+    const pending = Math.max(0, stats.pending - messages.length)
+    const body: BatchBody = {
+      node: this.node,
+      epoch: this.driver.epoch,
+      batch: `b-${randomBytes(6).toString('hex')}`,
+      clock: this.now(),
+      backlog: {
+        pending,
+        bytes: pending > 0 ? Math.max(0, stats.pendingBytes - bytes) : 0,
+        // Conservative: the oldest ts pending before this batch holds the
+        // broker's watermark back at most one batch longer than needed.
+        oldestTs: pending > 0 ? stats.oldestPendingTs : null,
+      },
+      stats: await this.statsField(stats),
+      messages: messages.map(toWireMessage),
+    }
+    return this.client.encode(body)
+  }
+
+  private async statsField(s: StorageStats): Promise<Record<string, unknown>> {
+    const sync = await readSyncStats(this.driver)
+    return {
+      sync: { ...sync, backoff: sync.backoff ? { failures: sync.backoff.failures } : null },
+      storage: {
+        pending: s.pending,
+        pendingBytes: s.pendingBytes,
+        totalMessages: s.totalMessages,
+        totalBytes: s.totalBytes,
+        maxBytes: s.maxBytes,
+        maxMessages: s.maxMessages,
+        fileBytes: s.fileBytes,
+        appendedTotal: s.appendedTotal,
+        sentTotal: s.sentTotal,
+        expiredTotal: s.expiredTotal,
+        droppedTotal: s.droppedTotal,
+      },
+    }
+  }
+
+  /** Rate limit: keep the run's average at or under sync.rateLimit bytes per second. */
+  private async pace(): Promise<void> {
+    if (this.rateLimit <= 0 || this.res.bytesWire === 0) return
+    const due = this.started + (this.res.bytesWire * 1000) / this.rateLimit
+    const wait = due - this.now()
+    if (wait > 0) await sleep(wait, undefined, { signal: this.opts.signal }).catch(() => {})
+  }
+
+  /**
+   * Send one batch (or a heartbeat). true: accepted and marked sent; false:
+   * failed and waited out (persistent mode: try again); 'split': too large.
+   */
+  private async send(
+    messages: StoredMessage[],
+    stats: StorageStats,
+    encoded?: EncodedBatch,
+    waitOnFailure = true,
+  ): Promise<boolean | 'split'> {
+    const batch = encoded ?? (await this.encode(messages, stats))
+    const at = this.now()
+    let outcome: PostOutcome
+    try {
+      outcome = await this.client.post(batch, this.opts.signal)
+    } catch (err) {
+      if (this.opts.signal?.aborted) {
+        this.res.stoppedBy = 'aborted'
+        return false
+      }
+      throw err
+    }
+    const seqs = messages.map((m) => m.seq)
+    if (outcome.kind === 'ok') {
+      if (seqs.length > 0) await this.driver.markSent(seqs, this.now())
+      await this.driver.addCounters({
+        [SYNC_COUNTERS.attempts]: 1,
+        [SYNC_COUNTERS.successes]: 1,
+        [seqs.length > 0 ? SYNC_COUNTERS.batches : SYNC_COUNTERS.heartbeats]: 1,
+        [SYNC_COUNTERS.messagesSent]: seqs.length,
+        [SYNC_COUNTERS.bytesRaw]: batch.rawBytes,
+        [SYNC_COUNTERS.bytesWire]: batch.wireBytes,
+      })
+      await this.writeLast({ lastAttemptAt: at, lastSuccessAt: this.now() })
+      if (this.res.backoff || (await this.driver.getState(BACKOFF_STATE_KEY)) !== undefined) {
+        await clearBackoff(this.driver)
+        this.res.backoff = undefined
+      }
+      if (seqs.length > 0) this.res.batches++
+      this.res.messages += seqs.length
+      this.res.duplicates += outcome.ack.duplicates ?? 0
+      this.res.bytesRaw += batch.rawBytes
+      this.res.bytesWire += batch.wireBytes
+      this.res.watermark = outcome.ack.watermark ?? this.res.watermark
+      this.res.pending = batch.body.backlog.pending
+      this.opts.onProgress?.({
+        batches: this.res.batches,
+        messages: this.res.messages,
+        bytesRaw: this.res.bytesRaw,
+        bytesWire: this.res.bytesWire,
+        pending: this.res.pending,
+      })
+      return true
+    }
+
+    await this.driver.addCounters({ [SYNC_COUNTERS.attempts]: 1, [SYNC_COUNTERS.failures]: 1 })
+    if (seqs.length > 0) await this.driver.recordAttempt(seqs)
+    await this.writeLast({ lastAttemptAt: at, lastError: outcome.reason, lastErrorAt: this.now() })
+
+    if (outcome.kind === 'too-large' && seqs.length > 1) return 'split'
+    if (outcome.kind === 'auth') {
+      throw new ConfigError(`the broker refused this node's token (${outcome.reason})`, {
+        suggestion:
+          outcome.status === 401
+            ? 'set `token` (RMQ_TOKEN) to a token made with `rmq broker token create ' +
+              this.node +
+              '` on the broker'
+            : `the token is bound to another node: set nodeId to its node, or create one with \`rmq broker token create ${this.node}\``,
+        details: { status: outcome.status, node: this.node, brokerUrl: this.config.brokerUrl },
+      })
+    }
+    if (outcome.kind === 'rejected' || outcome.kind === 'too-large') {
+      const first = seqs[0]
+      const last = seqs[seqs.length - 1]
+      throw new RejectedError(
+        `the broker permanently rejected a batch of ${seqs.length} message(s)` +
+          (seqs.length > 0 ? ` (seq ${first}..${last})` : '') +
+          `: ${outcome.reason}; the messages stay pending and nothing was deleted`,
+        {
+          suggestion:
+            outcome.kind === 'too-large'
+              ? 'one message is larger than the broker accepts: raise broker.limits.* on the broker or lower sync.batchBytes'
+              : 'fix the cause the broker gives (or upgrade the broker/edge so they agree), then run `rmq sync` again',
+          details: {
+            status: outcome.status,
+            reason: outcome.reason,
+            seqs: seqs.length > 0 ? [first, last] : [],
+          },
+        },
+      )
+    }
+
+    // Retryable: back off (persisted) and either fail the run or wait it out.
+    const b = await recordFailure(this.driver, this.config.sync.backoff, this.now(), outcome.reason, {
+      retryAfterMs: outcome.retryAfterMs,
+      random: this.opts.random,
+    })
+    this.res.backoff = b
+    this.res.nextAttemptAt = b.nextAttemptAt
+    if (this.opts.persistent) {
+      if (!waitOnFailure) return false
+      const deadline = this.opts.deadline ?? Infinity
+      const wait = Math.min(b.nextAttemptAt, deadline) - this.now()
+      this.res.retries++
+      if (wait > 0) await sleep(wait, undefined, { signal: this.opts.signal }).catch(() => {})
+      return false
+    }
+    throw new SyncFailedError(
+      `sync failed: ${outcome.reason}` +
+        (this.res.messages > 0 ? ` (after ${this.res.messages} message(s) were sent)` : '') +
+        `; next attempt in ${formatDuration(b.delayMs)} (at ${new Date(b.nextAttemptAt).toISOString()})`,
+      {
+        suggestion:
+          'the messages are safe in the outbox; later runs retry after the backoff (`rmq sync --force` tries now)',
+        details: { status: outcome.status ?? null, reason: outcome.reason },
+      },
+    )
+  }
+
+  private async writeLast(patch: Partial<LastState>): Promise<void> {
+    const cur = await readLast(this.driver)
+    await this.driver.setState(LAST_KEY, JSON.stringify({ ...cur, ...patch }))
+  }
+
+  private async finish(patch: Partial<SyncResult>): Promise<SyncResult> {
+    Object.assign(this.res, patch)
+    const s = await this.driver.stats(this.now())
+    this.res.pending = s.pending
+    this.res.pendingBytes = s.pendingBytes
+    this.res.durationMs = this.now() - this.started
+    return this.res
+  }
+
+  /** Give errors thrown mid-run the progress made so far (for --json and callers). */
+  private async attachResult(err: unknown): Promise<void> {
+    const e = err as { details?: Record<string, unknown> }
+    if (!e || typeof e !== 'object' || !('exitCode' in e)) return
+    try {
+      await this.finish({})
+    } catch {
+      // the store itself failed: report what we have
+    }
+    ;(e as { details?: Record<string, unknown> }).details = { ...(e.details ?? {}), result: { ...this.res } }
+  }
+}
+
+/** A lease owner `host:pid:id` whose process no longer exists on this host. */
+function holderIsGone(owner: string): boolean {
+  const [host, pidText] = owner.split(':')
+  const pid = Number(pidText)
+  if (host !== os.hostname() || !Number.isInteger(pid) || pid <= 0) return false
+  if (pid === process.pid) return false
+  try {
+    process.kill(pid, 0)
+    return false
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH'
+  }
+}

@@ -1,0 +1,87 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { codecForEncoding } from '../../src/plugins/compression/index.js'
+import type { BatchBody } from '../../src/core/protocol.js'
+
+export interface ReceivedBatch {
+  body: BatchBody
+  headers: http.IncomingHttpHeaders
+  wireBytes: number
+}
+
+/** What the fake answers to one request; undefined: 200 with an ack. */
+export type Reply =
+  | undefined
+  | { status: number; body?: unknown; headers?: Record<string, string>; delayMs?: number }
+  | { hang: true }
+
+/**
+ * An in-process stand-in for the broker's POST /v1/batches on 127.0.0.1 and
+ * a free port: it decompresses and parses every request, records it, and
+ * answers what `reply` says (200 with an ack by default). Accepted messages
+ * are deduplicated on (node, epoch, seq) like the real broker.
+ */
+export class FakeBroker {
+  readonly received: ReceivedBatch[] = []
+  /** Accepted messages by `node:epoch:seq`, first acceptance only. */
+  readonly accepted = new Map<string, BatchBody['messages'][number]>()
+  reply: (req: ReceivedBatch, n: number) => Reply | Promise<Reply> = () => undefined
+  private server?: http.Server
+  private readonly sockets = new Set<import('node:net').Socket>()
+  port = 0
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`
+  }
+
+  async start(): Promise<this> {
+    this.server = http.createServer((req, res) => void this.handle(req, res))
+    this.server.on('connection', (s) => {
+      this.sockets.add(s)
+      s.on('close', () => this.sockets.delete(s))
+    })
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve))
+    this.port = (this.server!.address() as AddressInfo).port
+    return this
+  }
+
+  /** Batches that carried messages (not heartbeats). */
+  get batches(): ReceivedBatch[] {
+    return this.received.filter((r) => r.body.messages.length > 0)
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const chunks: Buffer[] = []
+    for await (const c of req) chunks.push(c as Buffer)
+    const wire = Buffer.concat(chunks)
+    const codec = await codecForEncoding(req.headers['content-encoding'])
+    const body = JSON.parse(
+      (await codec.decompress(wire, { maxOutputBytes: 64 << 20 })).toString(),
+    ) as BatchBody
+    const rec: ReceivedBatch = { body, headers: req.headers, wireBytes: wire.length }
+    this.received.push(rec)
+    const reply = await this.reply(rec, this.received.length)
+    if (reply && 'hang' in reply) return
+    if (reply?.delayMs) await new Promise((r) => setTimeout(r, reply.delayMs))
+    if (reply && reply.status !== 200) {
+      res.writeHead(reply.status, { 'content-type': 'application/json', ...(reply.headers ?? {}) })
+      res.end(JSON.stringify(reply.body ?? { error: { message: `status ${reply.status}` } }))
+      return
+    }
+    let dup = 0
+    for (const m of body.messages) {
+      const id = `${body.node}:${body.epoch}:${m.seq}`
+      if (this.accepted.has(id)) dup++
+      else this.accepted.set(id, m)
+    }
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end(
+      JSON.stringify({ accepted: body.messages.length - dup, duplicates: dup, late: 0, watermark: null }),
+    )
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy()
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()))
+  }
+}
