@@ -207,6 +207,8 @@ export async function drain(
 ): Promise<SyncResult> {
   const now = options.now ?? Date.now
   const result = await new SyncRun(deps, {
+    // Everything is the point of a drain: no per-run budget unless asked.
+    budget: 0,
     ...options,
     force: true,
     persistent: true,
@@ -640,4 +642,76 @@ function holderIsGone(owner: string): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ESRCH'
   }
+}
+
+export interface WatchOptions extends Omit<SyncOptions, 'deadline' | 'persistent'> {
+  /** Pause between runs (sync.interval), ms. */
+  interval: number
+  signal: AbortSignal
+  /** After each run: its result, or the retryable error it failed with. */
+  onRun?: (outcome: { result?: SyncResult; error?: SyncFailedError }) => void
+}
+
+export interface WatchSummary {
+  runs: number
+  failures: number
+  messages: number
+  bytesRaw: number
+  bytesWire: number
+  pending: number
+}
+
+/**
+ * `rmq sync --watch`: the same bounded run, repeated every `interval` in one
+ * process until the signal aborts. A failed run waits for the persisted
+ * backoff instead of the interval. Permanent refusals and configuration
+ * errors end the loop (they need a person).
+ */
+export async function watchSync(deps: SyncDeps, options: WatchOptions): Promise<WatchSummary> {
+  const { interval, signal, onRun, ...runOptions } = options
+  const now = options.now ?? Date.now
+  const sum: WatchSummary = { runs: 0, failures: 0, messages: 0, bytesRaw: 0, bytesWire: 0, pending: 0 }
+  const codec =
+    deps.codec ??
+    (await (
+      await import('../plugins/compression/index.js')
+    ).resolveCodec(deps.config.compression.codec, deps.cwd))
+  const client =
+    deps.client ??
+    new BrokerClient({
+      brokerUrl: deps.config.brokerUrl,
+      token: deps.config.token,
+      codec,
+      level: deps.config.compression.level,
+      timeout: deps.config.sync.timeout,
+    })
+  try {
+    let force = runOptions.force
+    while (!signal.aborted) {
+      let wakeAt = now() + interval
+      try {
+        const result = await syncOnce({ ...deps, client }, { ...runOptions, force, signal })
+        force = false
+        sum.runs++
+        sum.messages += result.messages
+        sum.bytesRaw += result.bytesRaw
+        sum.bytesWire += result.bytesWire
+        sum.pending = result.pending
+        if (result.status === 'backoff' && result.nextAttemptAt) wakeAt = result.nextAttemptAt
+        onRun?.({ result })
+      } catch (err) {
+        if (!(err instanceof SyncFailedError)) throw err
+        sum.runs++
+        sum.failures++
+        const next = (err.details?.result as SyncResult | undefined)?.nextAttemptAt
+        if (next) wakeAt = next
+        onRun?.({ error: err })
+      }
+      const wait = wakeAt - now()
+      if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => {})
+    }
+  } finally {
+    if (!deps.client) client.close()
+  }
+  return sum
 }
