@@ -1,0 +1,630 @@
+/**
+ * BrokerStore on PostgreSQL, for several broker processes on several hosts
+ * sharing one database (`broker.store=postgres`, `broker.postgres.url`, or
+ * the usual PG* environment variables when the URL is empty).
+ *
+ * - Every ingest and every release that moves anything runs in one
+ *   transaction that first locks the single `rmq_meta` row (SELECT ... FOR
+ *   UPDATE). That row lock is the one-releaser rule: arrival and event
+ *   positions are assigned and committed strictly one transaction after the
+ *   other, so a reader that has seen position P never later finds a new
+ *   message at or below P. It is transaction-scoped: a broker that dies drops
+ *   its connection, PostgreSQL aborts its transaction and the next broker
+ *   proceeds (failover needs no election). lock_timeout and
+ *   idle_in_transaction_session_timeout bound how long a stuck holder can
+ *   block the others.
+ * - Commits are durable before a promise resolves: every write transaction
+ *   sets synchronous_commit=on locally, whatever the server default.
+ * - Commits that add arrivals or release messages send NOTIFY rmq_messages
+ *   (delivered only on commit); `subscribe` LISTENs on a dedicated
+ *   connection so long-polls on every broker wake at once.
+ * - The `pg` driver is imported only when this store is opened.
+ */
+import type pgTypes from 'pg'
+import type { BatchAck, BatchBody } from '../../core/protocol.js'
+import { BrokerUnavailableError, ConfigError } from '../../core/errors.js'
+import { topicMatcher } from '../topic-filter.js'
+import { lowMarkOf, toMessage, toNode } from './sqlite.js'
+import { MIGRATIONS, MIGRATION_LOCK_KEY, NOTIFY_CHANNEL } from './postgres-schema.js'
+import {
+  StoreUnavailableError,
+  type BrokerStore,
+  type BrokerStoreOptions,
+  type GroupRecord,
+  type IngestContext,
+  type NodeRecord,
+  type ReadOrder,
+  type ReadQuery,
+  type ReadResult,
+  type ReleaseResult,
+  type StoredMessage,
+  type StreamHeads,
+  type TokenRecord,
+} from './types.js'
+
+type Pg = typeof pgTypes
+type Pool = pgTypes.Pool
+type PoolClient = pgTypes.PoolClient
+
+interface MetaRow {
+  watermark: number | null
+  next_position: number
+  next_arrival: number
+  held: number
+}
+
+type MessageRow = Parameters<typeof toMessage>[0]
+type NodeRow = Parameters<typeof toNode>[0]
+
+/** Rows examined per query when a topic filter skips non-matching messages (as the SQLite store). */
+const SCAN_CHUNK = 2000
+const SCAN_MAX_ROWS = 50_000
+
+const MESSAGE_COLUMNS = `arrival, node, epoch, seq, topic, ts, payload, enc, content_type, priority, expires_at,
+  headers, received_at, position, late::int AS late`
+
+const NODE_COLUMNS = `node, epoch, direct::int AS direct, first_seen, last_contact, last_sync, clock_skew,
+  last_clock, backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late,
+  batches`
+
+/** One round trip: open the transaction, make its commit durable, take the ingest/release lock. */
+const BEGIN_LOCKED = `BEGIN; SET LOCAL synchronous_commit = on;
+  SELECT watermark, next_position, next_arrival, held FROM rmq_meta WHERE id = 1 FOR UPDATE`
+
+const INSERT_BATCH = `
+  WITH input AS (
+    SELECT * FROM unnest($3::bigint[], $4::text[], $5::bigint[], $6::bytea[], $7::text[], $8::text[],
+                         $9::int[], $10::bigint[], $11::text[])
+      WITH ORDINALITY AS t(seq, topic, ts, payload, enc, content_type, priority, expires_at, headers, ord)
+  ), fresh AS (
+    SELECT DISTINCT ON (i.seq) i.* FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM rmq_messages m WHERE m.node = $1 AND m.epoch = $2 AND m.seq = i.seq)
+    ORDER BY i.seq, i.ord
+  )
+  INSERT INTO rmq_messages (arrival, node, epoch, seq, topic, ts, payload, enc, content_type, priority,
+    expires_at, headers, received_at, position, late)
+  SELECT $12::bigint + ROW_NUMBER() OVER (ORDER BY ord) - 1, $1, $2, seq, topic, ts, payload, enc, content_type,
+    priority, expires_at, headers, $13, NULL, $14::bigint IS NOT NULL AND ts < $14::bigint
+  FROM fresh
+  ON CONFLICT (node, epoch, seq) DO NOTHING
+  RETURNING late`
+
+const UPSERT_NODE = `
+  INSERT INTO rmq_nodes AS n (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
+    backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches)
+  VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1)
+  ON CONFLICT (node) DO UPDATE SET
+    epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
+    last_sync = COALESCE(excluded.last_sync, n.last_sync), clock_skew = excluded.clock_skew,
+    last_clock = excluded.last_clock, backlog_pending = excluded.backlog_pending,
+    backlog_bytes = excluded.backlog_bytes, backlog_oldest_ts = excluded.backlog_oldest_ts,
+    low_mark = excluded.low_mark, stats = COALESCE(excluded.stats, n.stats),
+    received = n.received + excluded.received, duplicates = n.duplicates + excluded.duplicates,
+    late = n.late + excluded.late, batches = n.batches + 1`
+
+/** Candidate watermark inputs: live edge nodes' low marks, and the newest held ts. */
+const WATERMARK_INPUTS = `
+  SELECT (SELECT watermark FROM rmq_meta WHERE id = 1) AS watermark,
+         MIN(low_mark) AS lm, COUNT(*)::int AS n,
+         (SELECT MAX(ts) FROM rmq_messages WHERE position IS NULL) AS held_max
+  FROM rmq_nodes WHERE NOT direct AND last_contact >= $1`
+
+const RELEASE_UP_TO = `
+  UPDATE rmq_messages m SET position = r.p
+  FROM (SELECT arrival, $1::bigint + ROW_NUMBER() OVER (ORDER BY ts, node, seq, epoch) - 1 AS p
+        FROM rmq_messages WHERE position IS NULL AND ts < $2) AS r
+  WHERE m.arrival = r.arrival`
+
+const UPDATE_META = `
+  UPDATE rmq_meta SET watermark = $1, next_position = $2, next_arrival = $3, held = $4,
+    ingested = ingested + $5 WHERE id = 1`
+
+/** PostgreSQL SQLSTATE classes and codes that mean "cannot commit now, retry" (503). */
+const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-4]|55P03|40001|40P01|57014|25P03|58)/
+const UNAVAILABLE_ERRNO =
+  /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH)$/
+
+function isUnavailable(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown }
+  if (typeof e?.code === 'string' && (UNAVAILABLE_SQLSTATE.test(e.code) || UNAVAILABLE_ERRNO.test(e.code)))
+    return true
+  const msg = typeof e?.message === 'string' ? e.message : ''
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
+    msg,
+  )
+}
+
+function candidateWatermark(w: { lm: number | null; n: number; held_max: number | null }): number | null {
+  // No live edge node holds anything back: release everything held.
+  if (w.n > 0) return w.lm
+  return w.held_max === null ? null : w.held_max + 1
+}
+
+function fromRow(r: Omit<MessageRow, 'payload'> & { payload: Buffer }): StoredMessage {
+  return toMessage({ ...r, payload: r.payload.toString('utf8') })
+}
+
+export class PostgresBrokerStore implements BrokerStore {
+  readonly kind = 'postgres'
+  private closed = false
+  private readonly listeners = new Set<() => void>()
+  private listener: pgTypes.Client | undefined
+  private listenRetry: NodeJS.Timeout | undefined
+
+  constructor(
+    private readonly pg: Pg,
+    private readonly pool: Pool,
+    private readonly clientConfig: pgTypes.ClientConfig,
+  ) {}
+
+  private async wrap<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new StoreUnavailableError('the broker store is closed')
+    try {
+      return await fn()
+    } catch (err) {
+      if (err instanceof StoreUnavailableError || !isUnavailable(err)) throw err
+      const e = err as { code?: string; message?: string }
+      throw new StoreUnavailableError(
+        `the PostgreSQL broker store cannot commit (${e.code ?? e.message ?? 'unknown'})`,
+        { cause: err },
+      )
+    }
+  }
+
+  /** One write transaction holding the rmq_meta row lock; commits durably before resolving. */
+  private async locked<T>(fn: (c: PoolClient, meta: MetaRow) => Promise<T>): Promise<T> {
+    const c = await this.pool.connect()
+    let broken: Error | undefined
+    try {
+      const results = (await c.query(BEGIN_LOCKED)) as unknown as pgTypes.QueryResult<MetaRow>[]
+      const out = await fn(c, results[2].rows[0])
+      await c.query('COMMIT')
+      return out
+    } catch (err) {
+      await c.query('ROLLBACK').catch((e: Error) => (broken = e))
+      throw err
+    } finally {
+      c.release(broken)
+    }
+  }
+
+  /** Recompute W and release under the lock; returns the new meta fields. */
+  private async releaseLocked(
+    c: PoolClient,
+    meta: MetaRow,
+    ctx: IngestContext,
+  ): Promise<{ released: number; watermark: number | null }> {
+    const w = (await c.query(WATERMARK_INPUTS, [ctx.now - ctx.maxLateness])).rows[0]
+    const candidate = candidateWatermark(w)
+    let watermark = meta.watermark
+    if (candidate !== null && (watermark === null || candidate > watermark)) watermark = candidate
+    let released = 0
+    if (watermark !== null)
+      released = (await c.query(RELEASE_UP_TO, [meta.next_position, watermark])).rowCount ?? 0
+    return { released, watermark }
+  }
+
+  ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck> {
+    return this.wrap(() =>
+      this.locked(async (c, meta) => {
+        const before = meta.watermark
+        const ms = batch.messages
+        let accepted = 0
+        let late = 0
+        if (ms.length > 0) {
+          const res = await c.query<{ late: boolean }>(INSERT_BATCH, [
+            batch.node,
+            batch.epoch,
+            ms.map((m) => m.seq),
+            ms.map((m) => m.topic),
+            ms.map((m) => m.ts),
+            ms.map((m) => Buffer.from(m.payload, 'utf8')),
+            ms.map((m) => m.enc),
+            ms.map((m) => m.contentType ?? null),
+            ms.map((m) => m.priority ?? 4),
+            ms.map((m) => m.expiresAt ?? null),
+            ms.map((m) => (m.headers === null || m.headers === undefined ? null : JSON.stringify(m.headers))),
+            meta.next_arrival,
+            ctx.now,
+            before,
+          ])
+          accepted = res.rowCount ?? 0
+          for (const r of res.rows) if (r.late) late++
+        }
+        const duplicates = ms.length - accepted
+        await c.query(UPSERT_NODE, [
+          batch.node,
+          batch.epoch,
+          batch.direct === true,
+          ctx.now,
+          ms.length > 0 ? ctx.now : null,
+          Math.round(batch.clock - ctx.now),
+          batch.clock,
+          batch.backlog.pending,
+          batch.backlog.bytes,
+          batch.backlog.oldestTs ?? null,
+          lowMarkOf(batch),
+          batch.stats === undefined ? null : JSON.stringify(batch.stats),
+          accepted,
+          duplicates,
+          late,
+        ])
+        const { released, watermark } = await this.releaseLocked(c, meta, ctx)
+        await this.writeMeta(c, meta, watermark, released, accepted)
+        return { accepted, duplicates, late, watermark }
+      }),
+    )
+  }
+
+  private async writeMeta(
+    c: PoolClient,
+    meta: MetaRow,
+    watermark: number | null,
+    released: number,
+    accepted: number,
+  ): Promise<void> {
+    if (released === 0 && accepted === 0 && watermark === meta.watermark) return
+    await c.query(UPDATE_META, [
+      watermark,
+      meta.next_position + released,
+      meta.next_arrival + accepted,
+      meta.held + accepted - released,
+      accepted,
+    ])
+    // Delivered to listeners only if and when this transaction commits.
+    if (released > 0 || accepted > 0) await c.query(`NOTIFY ${NOTIFY_CHANNEL}`)
+  }
+
+  release(ctx: IngestContext): Promise<ReleaseResult> {
+    return this.wrap(async () => {
+      // After every locked commit nothing held has ts below W, so when W cannot
+      // move there is nothing to do: answer without taking the lock (every
+      // broker runs this on a timer).
+      const w = (await this.pool.query(WATERMARK_INPUTS, [ctx.now - ctx.maxLateness])).rows[0]
+      const candidate = candidateWatermark(w)
+      if (candidate === null || (w.watermark !== null && candidate <= w.watermark))
+        return { released: 0, watermark: w.watermark }
+      return this.locked(async (c, meta) => {
+        const r = await this.releaseLocked(c, meta, ctx)
+        await this.writeMeta(c, meta, r.watermark, r.released, 0)
+        return r
+      })
+    })
+  }
+
+  read(q: ReadQuery): Promise<ReadResult> {
+    return this.wrap(async () => {
+      const sql =
+        q.order === 'event'
+          ? `SELECT ${MESSAGE_COLUMNS} FROM rmq_messages WHERE position > $1 ORDER BY position LIMIT $2`
+          : `SELECT ${MESSAGE_COLUMNS} FROM rmq_messages WHERE arrival > $1 ORDER BY arrival LIMIT $2`
+      const page = async (after: number, limit: number) =>
+        (await this.pool.query({ name: `rmq_read_${q.order}`, text: sql, values: [after, limit] })).rows
+      const key = (r: MessageRow) => (q.order === 'event' ? r.position! : r.arrival)
+      if (q.topic === undefined || q.topic === '#') {
+        const rows = await page(q.after, q.limit)
+        return { messages: rows.map(fromRow), next: rows.length ? key(rows[rows.length - 1]) : q.after }
+      }
+      const match = topicMatcher(q.topic)
+      const out: StoredMessage[] = []
+      let next = q.after
+      let scanned = 0
+      while (out.length < q.limit && scanned < SCAN_MAX_ROWS) {
+        const rows = await page(next, SCAN_CHUNK)
+        scanned += rows.length
+        for (const r of rows) {
+          next = key(r)
+          if (match(r.topic)) {
+            out.push(fromRow(r))
+            if (out.length >= q.limit) break
+          }
+        }
+        if (rows.length < SCAN_CHUNK) break
+      }
+      return { messages: out, next }
+    })
+  }
+
+  heads(): Promise<StreamHeads> {
+    return this.wrap(async () => {
+      const r = (
+        await this.pool.query<MetaRow & { total: number }>(
+          `SELECT m.watermark, m.next_position, m.next_arrival, m.held, m.ingested - p.purged AS total
+           FROM rmq_meta m, rmq_purged p WHERE m.id = 1 AND p.id = 1`,
+        )
+      ).rows[0]
+      return {
+        event: r.next_position - 1,
+        arrival: r.next_arrival - 1,
+        watermark: r.watermark,
+        held: r.held,
+        total: r.total,
+      }
+    })
+  }
+
+  nodes(): Promise<NodeRecord[]> {
+    return this.wrap(async () =>
+      (await this.pool.query<NodeRow>(`SELECT ${NODE_COLUMNS} FROM rmq_nodes ORDER BY node`)).rows.map(
+        toNode,
+      ),
+    )
+  }
+
+  node(id: string): Promise<NodeRecord | undefined> {
+    return this.wrap(async () => {
+      const r = (
+        await this.pool.query<NodeRow>(`SELECT ${NODE_COLUMNS} FROM rmq_nodes WHERE node = $1`, [id])
+      ).rows[0]
+      return r ? toNode(r) : undefined
+    })
+  }
+
+  putToken(node: string, tokenHash: string, now: number): Promise<void> {
+    return this.wrap(async () => {
+      await this.pool.query(
+        `INSERT INTO rmq_tokens (node, hash, created_at, last_used_at) VALUES ($1, $2, $3, NULL)
+         ON CONFLICT (node) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at,
+           last_used_at = NULL`,
+        [node, tokenHash, now],
+      )
+    })
+  }
+
+  findToken(tokenHash: string): Promise<TokenRecord | undefined> {
+    return this.wrap(async () => {
+      const r = (
+        await this.pool.query<TokenRecord>(
+          `SELECT node, created_at AS "createdAt", last_used_at AS "lastUsedAt" FROM rmq_tokens WHERE hash = $1`,
+          [tokenHash],
+        )
+      ).rows[0]
+      return r ? { ...r } : undefined
+    })
+  }
+
+  touchToken(node: string, now: number): Promise<void> {
+    return this.wrap(async () => {
+      await this.pool.query('UPDATE rmq_tokens SET last_used_at = $1 WHERE node = $2', [now, node])
+    })
+  }
+
+  listTokens(): Promise<TokenRecord[]> {
+    return this.wrap(async () => {
+      const res = await this.pool.query<TokenRecord>(
+        `SELECT node, created_at AS "createdAt", last_used_at AS "lastUsedAt" FROM rmq_tokens ORDER BY node`,
+      )
+      return res.rows.map((r) => ({ ...r }))
+    })
+  }
+
+  revokeToken(node: string): Promise<boolean> {
+    return this.wrap(
+      async () =>
+        ((await this.pool.query('DELETE FROM rmq_tokens WHERE node = $1', [node])).rowCount ?? 0) > 0,
+    )
+  }
+
+  groupPosition(name: string, order: ReadOrder): Promise<number | undefined> {
+    return this.wrap(async () => {
+      const res = await this.pool.query<{ position: number }>(
+        'SELECT position FROM rmq_groups WHERE name = $1 AND ord = $2',
+        [name, order],
+      )
+      return res.rows[0]?.position
+    })
+  }
+
+  commitGroup(name: string, order: ReadOrder, position: number, now: number): Promise<number> {
+    return this.wrap(async () => {
+      const res = await this.pool.query<{ position: number }>(
+        `INSERT INTO rmq_groups AS g (name, ord, position, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name, ord) DO UPDATE SET
+           position = GREATEST(g.position, excluded.position), updated_at = excluded.updated_at
+         RETURNING position`,
+        [name, order, position, now],
+      )
+      return res.rows[0].position
+    })
+  }
+
+  listGroups(): Promise<GroupRecord[]> {
+    return this.wrap(async () => {
+      const res = await this.pool.query<GroupRecord>(
+        `SELECT name, ord AS "order", position, updated_at AS "updatedAt" FROM rmq_groups ORDER BY name, ord`,
+      )
+      return res.rows.map((r) => ({ ...r }))
+    })
+  }
+
+  purge(options: { receivedBefore: number; limit: number }): Promise<number> {
+    return this.wrap(async () => {
+      const c = await this.pool.connect()
+      let broken: Error | undefined
+      try {
+        await c.query('BEGIN; SET LOCAL synchronous_commit = on')
+        // SKIP LOCKED: brokers purging at the same time split the work instead of waiting.
+        const n =
+          (
+            await c.query(
+              `DELETE FROM rmq_messages WHERE arrival IN (
+                 SELECT arrival FROM rmq_messages WHERE position IS NOT NULL AND received_at < $1
+                 ORDER BY arrival LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+              [options.receivedBefore, options.limit],
+            )
+          ).rowCount ?? 0
+        if (n > 0) await c.query('UPDATE rmq_purged SET purged = purged + $1 WHERE id = 1', [n])
+        await c.query('COMMIT')
+        return n
+      } catch (err) {
+        await c.query('ROLLBACK').catch((e: Error) => (broken = e))
+        throw err
+      } finally {
+        c.release(broken)
+      }
+    })
+  }
+
+  /**
+   * Call `listener` after any broker sharing this database commits new
+   * arrivals or releases (LISTEN/NOTIFY on a dedicated connection). Also
+   * called after the listening connection is re-established, since
+   * notifications may have been missed meanwhile. Returns an unsubscribe.
+   */
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener)
+    if (!this.listener && !this.listenRetry) void this.listen()
+    return () => {
+      this.listeners.delete(listener)
+      if (this.listeners.size === 0) this.unlisten()
+    }
+  }
+
+  private fire(): void {
+    for (const l of [...this.listeners]) {
+      try {
+        l()
+      } catch {
+        // a listener's failure is its own
+      }
+    }
+  }
+
+  private async listen(): Promise<void> {
+    if (this.closed || this.listeners.size === 0) return
+    const client = new this.pg.Client(this.clientConfig)
+    this.listener = client
+    const retry = () => {
+      if (this.listener !== client) return
+      this.listener = undefined
+      client.end().catch(() => {})
+      if (this.closed || this.listeners.size === 0) return
+      this.listenRetry = setTimeout(() => {
+        this.listenRetry = undefined
+        void this.listen()
+      }, 1000)
+      this.listenRetry.unref()
+    }
+    client.on('error', retry)
+    client.on('end', retry)
+    client.on('notification', () => this.fire())
+    try {
+      await client.connect()
+      await client.query(`LISTEN ${NOTIFY_CHANNEL}`)
+      // Commits may have happened while we were not listening.
+      this.fire()
+    } catch {
+      retry()
+    }
+  }
+
+  private unlisten(): void {
+    if (this.listenRetry) clearTimeout(this.listenRetry)
+    this.listenRetry = undefined
+    const client = this.listener
+    this.listener = undefined
+    client?.end().catch(() => {})
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.listeners.clear()
+    this.unlisten()
+    await this.pool.end()
+  }
+}
+
+/** host:port/database of the connection, without credentials (for messages). */
+function describeTarget(url: string | undefined): string {
+  if (url) {
+    try {
+      const u = new URL(url)
+      return `${u.hostname || 'localhost'}${u.port ? `:${u.port}` : ''}${u.pathname}`
+    } catch {
+      return 'the configured URL'
+    }
+  }
+  const env = process.env
+  return `${env.PGHOST || 'localhost'}:${env.PGPORT || 5432}/${env.PGDATABASE || env.PGUSER || env.USER || ''} (PG* environment)`
+}
+
+async function migrate(pool: Pool): Promise<void> {
+  const c = await pool.connect()
+  let broken: Error | undefined
+  try {
+    await c.query('BEGIN')
+    await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY])
+    await c.query(`CREATE TABLE IF NOT EXISTS rmq_schema_version (
+      version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)
+    const current =
+      (await c.query<{ v: number | null }>('SELECT MAX(version) AS v FROM rmq_schema_version')).rows[0].v ?? 0
+    if (current > MIGRATIONS.length)
+      throw new ConfigError(
+        `the PostgreSQL broker schema is at version ${current}, newer than this rmq knows (${MIGRATIONS.length})`,
+        { suggestion: 'upgrade rmq on this host to the version the other brokers run' },
+      )
+    for (let v = current + 1; v <= MIGRATIONS.length; v++) {
+      await c.query(MIGRATIONS[v - 1])
+      await c.query('INSERT INTO rmq_schema_version (version) VALUES ($1)', [v])
+    }
+    await c.query('COMMIT')
+  } catch (err) {
+    await c.query('ROLLBACK').catch((e: Error) => (broken = e))
+    throw err
+  } finally {
+    c.release(broken)
+  }
+}
+
+export async function openPostgresBrokerStore(options: BrokerStoreOptions): Promise<PostgresBrokerStore> {
+  const { default: pg } = await import('pg')
+  const INT8 = 20
+  const NUMERIC = 1700
+  const types = {
+    // bigint columns hold epoch ms, positions and counters: all below 2^53.
+    getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+      oid === INT8 || oid === NUMERIC
+        ? (v: string) => Number(v)
+        : pg.types.getTypeParser(oid, format ?? 'text')) as pgTypes.CustomTypesConfig['getTypeParser'],
+  }
+  const clientConfig: pgTypes.ClientConfig = {
+    // Empty URL: the driver takes PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE... from the environment.
+    connectionString: options.url || undefined,
+    application_name: 'rmq-broker',
+    keepAlive: true,
+    connectionTimeoutMillis: 10_000,
+    // Bound how long a stuck lock holder (a hung host) can block the other brokers.
+    lock_timeout: 15_000,
+    idle_in_transaction_session_timeout: 30_000,
+    types,
+  }
+  const pool = new pg.Pool({ ...clientConfig, max: 10, idleTimeoutMillis: 30_000 })
+  // An idle client losing its connection must not crash the broker; the next query reconnects.
+  pool.on('error', () => {})
+  const target = describeTarget(options.url)
+  try {
+    await migrate(pool)
+  } catch (err) {
+    await pool.end().catch(() => {})
+    if (err instanceof ConfigError) throw err
+    const e = err as { code?: string; message?: string }
+    if (typeof e.code === 'string' && /^(28|3D)/.test(e.code))
+      throw new ConfigError(`cannot use PostgreSQL at ${target}: ${e.message}`, {
+        cause: err,
+        suggestion:
+          'check broker.postgres.url (RMQ_BROKER_POSTGRES_URL) or PGUSER/PGPASSWORD/PGDATABASE: ' +
+          'the database must exist and the user may create tables in it',
+      })
+    if (isUnavailable(err))
+      throw new BrokerUnavailableError(`cannot connect to PostgreSQL at ${target}: ${e.message ?? e.code}`, {
+        cause: err,
+        suggestion:
+          'start PostgreSQL or fix broker.postgres.url (RMQ_BROKER_POSTGRES_URL) / PGHOST and PGPORT, then retry',
+      })
+    throw err
+  }
+  return new PostgresBrokerStore(pg, pool, clientConfig)
+}
+
+export default openPostgresBrokerStore

@@ -1,0 +1,214 @@
+import net from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { openBrokerStore } from '../../src/broker/store/index.js'
+import { openPostgresBrokerStore } from '../../src/broker/store/postgres.js'
+import type { BrokerStore } from '../../src/broker/store/types.js'
+import { batchOf, brokerStoreConformance, wireMessage } from '../conformance/broker-store-conformance.js'
+import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
+
+const pg = postgresAvailability()
+const T0 = 1_764_000_000_000
+const ctx = (now: number) => ({ now, maxLateness: 300_000 })
+
+describe.skipIf(!pg.ok)('postgres broker store', () => {
+  let cluster: PgCluster
+  beforeAll(async () => {
+    cluster = await startPgCluster()
+  })
+  afterAll(async () => {
+    await cluster?.stop()
+  })
+
+  brokerStoreConformance('postgres', async () => {
+    const db = await cluster.createDatabase()
+    return {
+      store: await openPostgresBrokerStore({ dataDir: '', url: db.url }),
+      reopen: () => openPostgresBrokerStore({ dataDir: '', url: db.url }),
+      cleanup: () => db.drop(),
+    }
+  })
+
+  describe('postgres specifics', () => {
+    it('is chosen by broker.store=postgres and honours PG* variables when the URL is empty', async () => {
+      const db = await cluster.createDatabase()
+      const saved = { ...process.env }
+      Object.assign(process.env, {
+        PGHOST: '127.0.0.1',
+        PGPORT: String(cluster.port),
+        PGUSER: 'postgres',
+        PGDATABASE: db.name,
+      })
+      try {
+        const store = await openBrokerStore('postgres', { dataDir: '' })
+        expect(store.kind).toBe('postgres')
+        await store.ingest(batchOf('a', [wireMessage(1, T0)]), ctx(T0))
+        await store.close()
+        const check = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+        expect((await check.heads()).total).toBe(1)
+        await check.close()
+      } finally {
+        for (const k of ['PGHOST', 'PGPORT', 'PGUSER', 'PGDATABASE']) delete process.env[k]
+        Object.assign(process.env, saved)
+        await db.drop()
+      }
+    })
+
+    it('migrates once when several brokers start at the same time', async () => {
+      const db = await cluster.createDatabase()
+      try {
+        const stores = await Promise.all(
+          Array.from({ length: 4 }, () => openPostgresBrokerStore({ dataDir: '', url: db.url })),
+        )
+        for (const s of stores) expect(await s.heads()).toMatchObject({ total: 0, event: 0 })
+        await Promise.all(stores.map((s) => s.close()))
+        const { default: pgmod } = await import('pg')
+        const c = new pgmod.Client({ connectionString: db.url })
+        await c.connect()
+        const v = await c.query('SELECT version FROM rmq_schema_version ORDER BY version')
+        await c.end()
+        expect(v.rows.map((r) => r.version)).toEqual([1])
+      } finally {
+        await db.drop()
+      }
+    })
+
+    it('round-trips payloads PostgreSQL text cannot hold (U+0000)', async () => {
+      const db = await cluster.createDatabase()
+      const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      try {
+        const payload = 'a\u0000b\u00e9\u{1F600}'
+        await store.ingest(batchOf('a', [wireMessage(1, T0, 't', payload)]), ctx(T0))
+        const [m] = (await store.read({ order: 'arrival', after: 0, limit: 1 })).messages
+        expect(m.payload).toBe(payload)
+      } finally {
+        await store.close()
+        await db.drop()
+      }
+    })
+
+    it('wakes subscribers of another handle (another broker) on commit, not before', async () => {
+      const db = await cluster.createDatabase()
+      const a = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      const b = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      try {
+        let calls = 0
+        let wake: () => void = () => {}
+        const unsubscribe = b.subscribe(() => {
+          calls++
+          wake()
+        })
+        // The first call comes when LISTEN is in place.
+        await new Promise<void>((r) => (wake = r))
+        const base = calls
+        const woken = new Promise<void>((r) => (wake = r))
+        await a.ingest(batchOf('n', [wireMessage(1, T0)], { clock: T0 + 10 }), ctx(T0))
+        await woken
+        expect(calls).toBe(base + 1)
+        // A heartbeat that neither adds nor releases anything does not wake anyone.
+        await a.ingest(batchOf('n', [], { clock: T0 + 10 }), ctx(T0 + 1))
+        await a.heads()
+        unsubscribe()
+        expect(calls).toBe(base + 1)
+      } finally {
+        await a.close()
+        await b.close()
+        await db.drop()
+      }
+    })
+
+    it('a cursor reader never misses a message while four brokers ingest and release concurrently', async () => {
+      const db = await cluster.createDatabase()
+      const stores: BrokerStore[] = await Promise.all(
+        Array.from({ length: 4 }, () => openPostgresBrokerStore({ dataDir: '', url: db.url })),
+      )
+      try {
+        const NODES = 8
+        const BATCHES = 15
+        const PER = 20
+        let done = false
+        const writers = Array.from({ length: NODES }, async (_, n) => {
+          for (let b = 0; b < BATCHES; b++) {
+            const msgs = Array.from({ length: PER }, (_, i) => {
+              const seq = b * PER + i + 1
+              return wireMessage(seq, T0 + seq * 10 + n)
+            })
+            const last = msgs[msgs.length - 1].ts
+            const s = stores[(n + b) % stores.length]
+            await s.ingest(batchOf(`node-${n}`, msgs, { clock: last + 1, batch: `b${n}-${b}` }), ctx(T0))
+            if (b % 3 === 0) await stores[(n + b + 1) % stores.length].release(ctx(T0))
+          }
+        })
+        const seen: Record<'event' | 'arrival', number[]> = { event: [], arrival: [] }
+        const reader = async (order: 'event' | 'arrival') => {
+          let after = 0
+          for (let i = 0; ; i++) {
+            const finished = done
+            const page = await stores[i % stores.length].read({ order, after, limit: 50 })
+            for (const m of page.messages) seen[order].push(order === 'event' ? m.position! : m.arrival)
+            after = page.next
+            if (finished && page.messages.length === 0) return
+          }
+        }
+        const readers = [reader('event'), reader('arrival')]
+        await Promise.all(writers)
+        await stores[0].release(ctx(T0 + 3_600_000))
+        done = true
+        await Promise.all(readers)
+        const total = NODES * BATCHES * PER
+        const expected = Array.from({ length: total }, (_, i) => i + 1)
+        expect(seen.arrival).toEqual(expected)
+        expect(seen.event).toEqual(expected)
+        const all = await stores[0].read({ order: 'event', after: 0, limit: 10_000 })
+        const keys = all.messages.map((m) => [m.ts, m.node, m.seq] as const)
+        for (let i = 1; i < keys.length; i++) {
+          const [pt, pn, ps] = keys[i - 1]
+          const [t, n, s] = keys[i]
+          const late = all.messages[i].late
+          if (!late) expect(pt < t || (pt === t && (pn < n || (pn === n && ps < s)))).toBe(true)
+        }
+        expect(await stores[1].heads()).toMatchObject({ total, held: 0, event: total, arrival: total })
+      } finally {
+        await Promise.all(stores.map((s) => s.close()))
+        await db.drop()
+      }
+    })
+
+    it('maps an unreachable server to exit 69 with a suggestion, a missing database to exit 78', async () => {
+      const port = await new Promise<number>((resolve) => {
+        const srv = net.createServer().listen(0, '127.0.0.1', () => {
+          const p = (srv.address() as net.AddressInfo).port
+          srv.close(() => resolve(p))
+        })
+      })
+      await expect(
+        openPostgresBrokerStore({ dataDir: '', url: `postgres://postgres@127.0.0.1:${port}/x` }),
+      ).rejects.toMatchObject({ exitCode: 69, suggestion: expect.stringContaining('broker.postgres.url') })
+      await expect(
+        openPostgresBrokerStore({ dataDir: '', url: cluster.urlFor('no_such_db') }),
+      ).rejects.toMatchObject({ exitCode: 78 })
+    })
+
+    it('answers StoreUnavailableError (503) when the server goes away, and recovers', async () => {
+      const db = await cluster.createDatabase()
+      const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      try {
+        await store.ingest(batchOf('a', [wireMessage(1, T0)]), ctx(T0))
+        await cluster.admin(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${db.name}' AND pid <> pg_backend_pid()`,
+        )
+        // Pooled connections were killed: the first use fails as unavailable (or reconnects cleanly).
+        const r = await store.ingest(batchOf('a', [wireMessage(2, T0)]), ctx(T0)).then(
+          (ack) => ack,
+          (err: { code?: string }) => err,
+        )
+        if (!('accepted' in r)) expect(r.code).toBe('STORE_UNAVAILABLE')
+        const again = await store.ingest(batchOf('a', [wireMessage(2, T0)]), ctx(T0))
+        expect(again.accepted + again.duplicates).toBe(1)
+        expect((await store.heads()).total).toBe(2)
+      } finally {
+        await store.close()
+        await db.drop()
+      }
+    })
+  })
+})
