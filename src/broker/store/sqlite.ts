@@ -158,7 +158,7 @@ export function toMessage(r: MessageRow): StoredMessage {
   }
 }
 
-function toNode(r: NodeRow): NodeRecord {
+export function toNode(r: NodeRow): NodeRecord {
   return {
     node: r.node,
     epoch: r.epoch,
