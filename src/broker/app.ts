@@ -84,6 +84,8 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
 
   const now = options.now ?? Date.now
   const notifier = new Notifier()
+  // Stores shared by several brokers signal commits made by the others too.
+  const unsubscribe = store.subscribe?.(() => notifier.notify())
   const ctx: BrokerContext = {
     store,
     options,
@@ -220,6 +222,7 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   })
   app.addHook('preClose', async () => {
     for (const t of timers) clearInterval(t)
+    unsubscribe?.()
     notifier.close()
   })
   app.addHook('onClose', async () => {

@@ -183,6 +183,15 @@ export interface BrokerStore {
    */
   purge(options: { receivedBefore: number; limit: number }): Promise<number>
 
+  /**
+   * Optional, for stores shared by several processes: call `listener` soon
+   * after ANY process commits new arrivals or releases (PostgreSQL:
+   * LISTEN/NOTIFY), so long-polls on every broker wake at once. May also
+   * fire spuriously (e.g. after reconnecting). Returns an unsubscribe
+   * function. Readers still poll as a fallback; correctness never depends on it.
+   */
+  subscribe?(listener: () => void): () => void
+
   close(): Promise<void>
 }
 
