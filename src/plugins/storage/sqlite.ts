@@ -1,0 +1,676 @@
+/**
+ * The default outbox: one SQLite file (better-sqlite3), WAL, synchronous=FULL
+ * unless storage.durability=normal, every write in a BEGIN IMMEDIATE
+ * transaction. Running totals live in the `totals` row and are updated in the
+ * same transactions, so stats() and limit checks never scan the table.
+ * Schema and design notes: docs/storage.md.
+ */
+import fs from 'node:fs'
+import { createRequire } from 'node:module'
+import path from 'node:path'
+import type BetterSqlite3 from 'better-sqlite3'
+import { ConfigError, StorageError, isRmqError } from '../../core/errors.js'
+import { accountedSize, asBuffer, diskFullError, limitError, type Fullness } from './common.js'
+import type {
+  AppendResult,
+  BatchQuery,
+  NewMessage,
+  PurgeQuery,
+  PurgeResult,
+  StorageCapabilities,
+  StorageDriver,
+  StorageOptions,
+  StorageStats,
+  StoredMessage,
+} from './types.js'
+
+// require() skips the CommonJS export scan that `import` does: a few ms of every `rmq publish`.
+const require = createRequire(import.meta.url)
+const Database = require('better-sqlite3') as typeof BetterSqlite3
+/** The addon's path, so better-sqlite3 need not search for it with the `bindings` package. */
+let nativeBinding: string | undefined
+function addonPath(): string | undefined {
+  if (nativeBinding === undefined) {
+    try {
+      const p = path.join(
+        path.dirname(require.resolve('better-sqlite3/package.json')),
+        'build/Release/better_sqlite3.node',
+      )
+      nativeBinding = fs.existsSync(p) ? p : ''
+    } catch {
+      nativeBinding = ''
+    }
+  }
+  return nativeBinding || undefined
+}
+type Database = BetterSqlite3.Database
+type Statement = BetterSqlite3.Statement
+
+/** Each entry moves the schema from version i to i+1 (PRAGMA user_version). */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE messages (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     topic TEXT NOT NULL,
+     payload BLOB NOT NULL,
+     content_type TEXT,
+     ts INTEGER NOT NULL,
+     arrived_at INTEGER NOT NULL,
+     expires_at INTEGER,
+     priority INTEGER NOT NULL,
+     headers TEXT,
+     status INTEGER NOT NULL DEFAULT 0, -- 0 pending, 1 sent
+     sent_at INTEGER,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     size INTEGER NOT NULL
+   );
+   CREATE INDEX messages_pending ON messages (priority, seq) WHERE status = 0;
+   CREATE INDEX messages_pending_ts ON messages (ts) WHERE status = 0;
+   CREATE INDEX messages_sent ON messages (sent_at) WHERE status = 1;
+   CREATE INDEX messages_expiry ON messages (expires_at) WHERE expires_at IS NOT NULL;
+   CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+   CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+   CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+   CREATE TABLE totals (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     pending INTEGER NOT NULL, pending_bytes INTEGER NOT NULL,
+     sent INTEGER NOT NULL, sent_bytes INTEGER NOT NULL,
+     appended_total INTEGER NOT NULL, sent_total INTEGER NOT NULL,
+     expired_total INTEGER NOT NULL, dropped_total INTEGER NOT NULL
+   );
+   INSERT INTO totals VALUES (1, 0, 0, 0, 0, 0, 0, 0, 0);`,
+]
+
+export const SCHEMA_VERSION = MIGRATIONS.length
+
+interface Totals {
+  pending: number
+  pending_bytes: number
+  sent: number
+  sent_bytes: number
+  appended_total: number
+  sent_total: number
+  expired_total: number
+  dropped_total: number
+}
+
+interface Row {
+  seq: number
+  topic: string
+  payload: Buffer
+  content_type: string | null
+  ts: number
+  arrived_at: number
+  expires_at: number | null
+  priority: number
+  headers: string | null
+  status: number
+  sent_at: number | null
+  attempts: number
+  size: number
+}
+
+interface Deleted {
+  sent: number
+  sentBytes: number
+  pending: number
+  pendingBytes: number
+}
+
+/** Rows deleted per statement while making room or purging. */
+const DELETE_CHUNK = 1000
+const PRIORITIES_DESC = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+
+function sqliteCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown })?.code
+  return typeof code === 'string' && code.startsWith('SQLITE_') ? code : undefined
+}
+
+/** `RMQ_FAILPOINTS=sqlite.maxPageCount=64` caps the file (tests: disk full without a full disk). */
+function failpoint(name: string): string | undefined {
+  const spec = process.env.RMQ_FAILPOINTS
+  if (!spec) return undefined
+  for (const part of spec.split(',')) {
+    const [k, v] = part.split('=')
+    if (k.trim() === name) return (v ?? '').trim()
+  }
+  return undefined
+}
+
+export class SqliteStorage implements StorageDriver {
+  readonly name = 'sqlite'
+  readonly capabilities: StorageCapabilities = { durable: true, multiProcess: true }
+  readonly epoch: string
+  private readonly db: Database
+  private readonly now: () => number
+  private readonly stmts = new Map<string, Statement>()
+
+  constructor(private readonly opts: StorageOptions) {
+    this.now = opts.now ?? Date.now
+    try {
+      this.db = new Database(opts.path, { timeout: 5000, nativeBinding: addonPath() })
+    } catch (err) {
+      throw new ConfigError(`cannot open the outbox at ${opts.path}: ${(err as Error).message}`, {
+        suggestion: 'check storage.path: its directory must exist and be writable',
+        cause: err,
+      })
+    }
+    try {
+      this.epoch = this.guard(() => this.migrate())
+      const maxPages = failpoint('sqlite.maxPageCount')
+      this.db.exec(
+        `PRAGMA synchronous = ${opts.durability === 'normal' ? 'NORMAL' : 'FULL'}` +
+          (maxPages ? `; PRAGMA max_page_count = ${Number(maxPages)}` : ''),
+      )
+    } catch (err) {
+      this.db.close()
+      throw err
+    }
+  }
+
+  private migrate(): string {
+    const db = this.db
+    const userVersion = () => db.prepare('PRAGMA user_version').pluck().get() as number
+    let version = userVersion()
+    if (version > SCHEMA_VERSION) {
+      throw new StorageError(
+        `the outbox ${this.opts.path} has schema version ${version}, newer than this rmq understands (${SCHEMA_VERSION})`,
+        { suggestion: 'upgrade rmq, or point storage.path at another file' },
+      )
+    }
+    if (version === 0) {
+      // Must precede the first table; a no-op on an existing file.
+      db.exec('PRAGMA auto_vacuum = INCREMENTAL')
+    }
+    db.exec('PRAGMA journal_mode = WAL')
+    if (version < SCHEMA_VERSION) {
+      this.transaction(() => {
+        // Another process may have migrated while we waited for the write lock.
+        version = userVersion()
+        for (; version < SCHEMA_VERSION; version++) {
+          db.exec(MIGRATIONS[version])
+          if (version === 0) {
+            const ins = db.prepare('INSERT INTO state (key, value) VALUES (?, ?)')
+            ins.run('epoch', (require('node:crypto') as typeof import('node:crypto')).randomUUID())
+            ins.run('createdAt', String(this.now()))
+          }
+        }
+        db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`)
+      })
+    }
+    const row = db.prepare("SELECT value FROM state WHERE key = 'epoch'").get() as
+      { value: string } | undefined
+    if (!row)
+      throw new StorageError(`the outbox ${this.opts.path} has no epoch`, {
+        suggestion: 'the file is damaged; move it away',
+      })
+    return row.value
+  }
+
+  private stmt(sql: string): Statement {
+    let s = this.stmts.get(sql)
+    if (!s) {
+      s = this.db.prepare(sql)
+      this.stmts.set(sql, s)
+    }
+    return s
+  }
+
+  private totals(): Totals {
+    return this.stmt('SELECT * FROM totals WHERE id = 1').get() as Totals
+  }
+
+  private fullness(t: Totals = this.totals()): Fullness {
+    return {
+      totalMessages: t.pending + t.sent,
+      totalBytes: t.pending_bytes + t.sent_bytes,
+      pending: t.pending,
+    }
+  }
+
+  /** Map SQLite failures to errors that tell the user what happened and what to do. */
+  private guard<T>(fn: () => T): T {
+    try {
+      return fn()
+    } catch (err) {
+      if (isRmqError(err)) throw err
+      const code = sqliteCode(err)
+      if (code === 'SQLITE_FULL') {
+        let now: Fullness | undefined
+        try {
+          now = this.fullness()
+        } catch {
+          now = undefined
+        }
+        throw diskFullError(this.opts.path, now, err)
+      }
+      if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED')
+        throw new StorageError(`the outbox ${this.opts.path} stayed locked by another process for 5s`, {
+          suggestion: 'retry; if it persists, look for a hung rmq process holding the file',
+          cause: err,
+        })
+      if (code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB')
+        throw new StorageError(
+          `the outbox ${this.opts.path} is not a valid rmq database: ${(err as Error).message}`,
+          {
+            suggestion: 'move the file away (keep it for recovery) and point storage.path at a new file',
+            cause: err,
+          },
+        )
+      if (code === 'SQLITE_READONLY' || code === 'SQLITE_CANTOPEN' || code === 'SQLITE_IOERR')
+        throw new StorageError(`cannot write the outbox ${this.opts.path}: ${(err as Error).message}`, {
+          suggestion: 'check that the file and its directory are writable and the disk is healthy',
+          cause: err,
+        })
+      throw err
+    }
+  }
+
+  /** BEGIN IMMEDIATE ... COMMIT, rolled back on any error (cheaper to set up than db.transaction()). */
+  private transaction<T>(fn: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE')
+    try {
+      const r = fn()
+      this.db.exec('COMMIT')
+      return r
+    } catch (err) {
+      if (this.db.inTransaction)
+        try {
+          this.db.exec('ROLLBACK')
+        } catch {
+          // SQLite already rolled back (e.g. after SQLITE_FULL); the error below says what happened.
+        }
+      throw err
+    }
+  }
+
+  private write<T>(fn: () => T): T {
+    return this.guard(() => this.transaction(fn))
+  }
+
+  /** Take deleted rows off the running totals; deleted pending rows also count in `counter`. */
+  private adjustTotals(r: Deleted, counter: 'expired_total' | 'dropped_total' | null): void {
+    if (r.sent + r.pending === 0) return
+    this.stmt(
+      `UPDATE totals SET pending = pending - ?, pending_bytes = pending_bytes - ?, sent = sent - ?,
+         sent_bytes = sent_bytes - ?${counter ? `, ${counter} = ${counter} + ?` : ''} WHERE id = 1`,
+    ).run(r.pending, r.pendingBytes, r.sent, r.sentBytes, ...(counter ? [r.pending] : []))
+  }
+
+  /** Delete rows chosen by `selectSql` (returning seq, size, status) until `enough` says stop. */
+  private deleteWhile(
+    selectSql: string,
+    params: unknown[],
+    enough: (freedCount: number, freedBytes: number) => boolean,
+  ): Deleted {
+    const del = this.stmt('DELETE FROM messages WHERE seq = ?')
+    const sel = this.stmt(selectSql)
+    const out = { sent: 0, sentBytes: 0, pending: 0, pendingBytes: 0 }
+    for (;;) {
+      const rows = sel.all(...params, DELETE_CHUNK) as Array<{ seq: number; size: number; status: number }>
+      if (rows.length === 0) return out
+      for (const r of rows) {
+        if (enough(out.sent + out.pending, out.sentBytes + out.pendingBytes)) return out
+        del.run(r.seq)
+        if (r.status === 1) {
+          out.sent++
+          out.sentBytes += r.size
+        } else {
+          out.pending++
+          out.pendingBytes += r.size
+        }
+      }
+    }
+  }
+
+  /**
+   * Free room for `incoming` inside the current transaction: expired messages
+   * first, then sent ones (already delivered), then under drop-oldest the
+   * oldest pending ones. Returns how many pending messages were dropped.
+   */
+  private makeRoom(
+    t: Totals,
+    incoming: { messages: number; bytes: number },
+    now: number,
+    strict: boolean,
+  ): number {
+    const { maxBytes, maxMessages, overflow } = this.opts
+    const needBytes = t.pending_bytes + t.sent_bytes + incoming.bytes - maxBytes
+    const needCount = maxMessages > 0 ? t.pending + t.sent + incoming.messages - maxMessages : 0
+    if (needBytes <= 0 && needCount <= 0) return 0
+    if (strict && (incoming.bytes > maxBytes || (maxMessages > 0 && incoming.messages > maxMessages)))
+      throw limitError(this.opts, this.fullness(t), incoming)
+    let freedBytes = 0
+    let freedCount = 0
+    const enough = (c: number, b: number) => freedCount + c >= needCount && freedBytes + b >= needBytes
+    const apply = (r: Deleted, counter: 'expired_total' | 'dropped_total' | null) => {
+      freedBytes += r.sentBytes + r.pendingBytes
+      freedCount += r.sent + r.pending
+      this.adjustTotals(r, counter)
+      return r.pending
+    }
+    apply(
+      this.deleteWhile(
+        'SELECT seq, size, status FROM messages WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
+        [now],
+        enough,
+      ),
+      'expired_total',
+    )
+    if (enough(0, 0)) return 0
+    apply(
+      this.deleteWhile(
+        'SELECT seq, size, status FROM messages WHERE status = 1 ORDER BY sent_at LIMIT ?',
+        [],
+        enough,
+      ),
+      null,
+    )
+    if (enough(0, 0)) return 0
+    if (overflow === 'drop-oldest') {
+      const dropped = apply(
+        this.deleteWhile(
+          'SELECT seq, size, status FROM messages WHERE status = 0 ORDER BY seq LIMIT ?',
+          [],
+          enough,
+        ),
+        'dropped_total',
+      )
+      if (enough(0, 0) || !strict) return dropped
+    }
+    if (!strict) return 0
+    throw limitError(this.opts, this.fullness(this.totals()), incoming)
+  }
+
+  async append(messages: NewMessage[]): Promise<AppendResult> {
+    if (messages.length === 0) return { seqs: [], dropped: 0 }
+    const prepared = new Array<
+      [string, Buffer, string | null, number, number, number | null, number, string | null, number]
+    >(messages.length)
+    let bytes = 0
+    const now = this.now()
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i]
+      const headers = m.headers ? JSON.stringify(m.headers) : null
+      const size = accountedSize(m, headers)
+      bytes += size
+      prepared[i] = [
+        m.topic,
+        asBuffer(m.payload),
+        m.contentType ?? null,
+        m.ts,
+        now,
+        m.expiresAt ?? null,
+        m.priority ?? 4,
+        headers,
+        size,
+      ]
+    }
+    return this.write(() => {
+      const t = this.totals()
+      const dropped = this.makeRoom(t, { messages: messages.length, bytes }, now, true)
+      const ins = this.stmt(
+        `INSERT INTO messages (topic, payload, content_type, ts, arrived_at, expires_at, priority, headers, size)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      const seqs = new Array<number>(prepared.length)
+      for (let i = 0; i < prepared.length; i++) seqs[i] = Number(ins.run(...prepared[i]).lastInsertRowid)
+      this.stmt(
+        `UPDATE totals SET pending = pending + ?, pending_bytes = pending_bytes + ?,
+           appended_total = appended_total + ? WHERE id = 1`,
+      ).run(prepared.length, bytes, prepared.length)
+      return { seqs, dropped }
+    })
+  }
+
+  async nextBatch(q: BatchQuery): Promise<StoredMessage[]> {
+    const sql = `SELECT * FROM messages WHERE status = 0 AND priority = ? AND (expires_at IS NULL OR expires_at > ?)
+       ORDER BY seq ${q.order === 'newest' ? 'DESC' : 'ASC'} LIMIT ?`
+    const out: StoredMessage[] = []
+    let bytes = 0
+    return this.guard(() => {
+      const sel = this.stmt(sql)
+      for (const p of PRIORITIES_DESC) {
+        if (out.length >= q.limit) break
+        for (const r of sel.all(p, q.now, q.limit - out.length) as Row[]) {
+          if (out.length > 0 && bytes + r.size > q.maxBytes) return out
+          bytes += r.size
+          out.push(toStored(r))
+        }
+      }
+      return out
+    })
+  }
+
+  async markSent(seqs: number[], sentAt: number): Promise<number> {
+    if (seqs.length === 0) return 0
+    return this.write(() => {
+      const upd = this.stmt(
+        'UPDATE messages SET status = 1, sent_at = ? WHERE seq = ? AND status = 0 RETURNING size',
+      )
+      let n = 0
+      let bytes = 0
+      for (const seq of seqs) {
+        const r = upd.get(sentAt, seq) as { size: number } | undefined
+        if (r) {
+          n++
+          bytes += r.size
+        }
+      }
+      if (n > 0)
+        this.stmt(
+          `UPDATE totals SET pending = pending - ?, pending_bytes = pending_bytes - ?, sent = sent + ?,
+             sent_bytes = sent_bytes + ?, sent_total = sent_total + ? WHERE id = 1`,
+        ).run(n, bytes, n, bytes, n)
+      return n
+    })
+  }
+
+  async recordAttempt(seqs: number[]): Promise<void> {
+    if (seqs.length === 0) return
+    this.write(() => {
+      const upd = this.stmt('UPDATE messages SET attempts = attempts + 1 WHERE seq = ?')
+      for (const seq of seqs) upd.run(seq)
+    })
+  }
+
+  async purge(q: PurgeQuery): Promise<PurgeResult> {
+    const res: PurgeResult = { sentDeleted: 0, expiredDeleted: 0, bytesFreed: 0 }
+    const count = (r: { sent: number; sentBytes: number; pending: number; pendingBytes: number }) => {
+      res.sentDeleted += r.sent
+      res.expiredDeleted += r.pending
+      res.bytesFreed += r.sentBytes + r.pendingBytes
+    }
+    if (q.dryRun) {
+      return this.guard(() => {
+        const tally = { sent: 0, sentBytes: 0, pending: 0, pendingBytes: 0 }
+        const sent = this.stmt(
+          'SELECT size, status FROM messages WHERE status = 1 AND sent_at < ? ORDER BY sent_at LIMIT ?',
+        ).all(q.sentBefore, q.limit) as Array<{ size: number; status: number }>
+        const expired = this.stmt(
+          `SELECT size, status FROM messages WHERE expires_at <= ? AND NOT (status = 1 AND sent_at < ?)
+           ORDER BY expires_at LIMIT ?`,
+        ).all(q.now, q.sentBefore, Math.max(0, q.limit - sent.length)) as Array<{
+          size: number
+          status: number
+        }>
+        for (const r of [...sent, ...expired]) {
+          if (r.status === 1) {
+            tally.sent++
+            tally.sentBytes += r.size
+          } else {
+            tally.pending++
+            tally.pendingBytes += r.size
+          }
+        }
+        count(tally)
+        return res
+      })
+    }
+    return this.write(() => {
+      for (const [sql, arg] of [
+        [
+          'SELECT seq, size, status FROM messages WHERE status = 1 AND sent_at < ? ORDER BY sent_at LIMIT ?',
+          q.sentBefore,
+        ],
+        ['SELECT seq, size, status FROM messages WHERE expires_at <= ? ORDER BY expires_at LIMIT ?', q.now],
+      ] as const) {
+        const budget = q.limit - res.sentDeleted - res.expiredDeleted
+        if (budget <= 0) break
+        const r = this.deleteWhile(sql, [arg], (c) => c >= budget)
+        this.adjustTotals(r, 'expired_total')
+        count(r)
+      }
+      return res
+    })
+  }
+
+  async enforceLimits(): Promise<{ dropped: number }> {
+    return this.write(() => ({
+      dropped: this.makeRoom(this.totals(), { messages: 0, bytes: 0 }, this.now(), false),
+    }))
+  }
+
+  private fileBytes(): number | null {
+    let total = 0
+    try {
+      total += fs.statSync(this.opts.path).size
+    } catch {
+      return null
+    }
+    try {
+      total += fs.statSync(this.opts.path + '-wal').size
+    } catch {
+      // no WAL file right now
+    }
+    return total
+  }
+
+  async compact(): Promise<{ fileBytesBefore: number | null; fileBytesAfter: number | null }> {
+    const fileBytesBefore = this.fileBytes()
+    this.guard(() => {
+      this.db.exec('PRAGMA incremental_vacuum')
+      this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)')
+    })
+    return { fileBytesBefore, fileBytesAfter: this.fileBytes() }
+  }
+
+  async stats(now: number): Promise<StorageStats> {
+    return this.guard(() => {
+      const t = this.totals()
+      const expired = this.stmt(
+        'SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM messages WHERE expires_at <= ? AND status = 0',
+      ).get(now) as { n: number; bytes: number }
+      const oldestTs = this.stmt(
+        'SELECT ts FROM messages WHERE status = 0 AND (expires_at IS NULL OR expires_at > ?) ORDER BY ts LIMIT 1',
+      ).get(now) as { ts: number } | undefined
+      const firstOfPriority = this.stmt(
+        `SELECT seq, arrived_at FROM messages WHERE status = 0 AND priority = ?
+           AND (expires_at IS NULL OR expires_at > ?) ORDER BY seq LIMIT 1`,
+      )
+      let oldest: { seq: number; arrived_at: number } | undefined
+      if (t.pending > 0)
+        for (const p of PRIORITIES_DESC) {
+          const r = firstOfPriority.get(p, now) as { seq: number; arrived_at: number } | undefined
+          if (r && (!oldest || r.seq < oldest.seq)) oldest = r
+        }
+      return {
+        epoch: this.epoch,
+        pending: t.pending - expired.n,
+        pendingBytes: t.pending_bytes - expired.bytes,
+        oldestPendingTs: oldestTs?.ts ?? null,
+        oldestPendingArrivedAt: oldest?.arrived_at ?? null,
+        sentKept: t.sent,
+        totalMessages: t.pending + t.sent,
+        totalBytes: t.pending_bytes + t.sent_bytes,
+        fileBytes: this.fileBytes(),
+        appendedTotal: t.appended_total,
+        sentTotal: t.sent_total,
+        expiredTotal: t.expired_total,
+        droppedTotal: t.dropped_total,
+        maxBytes: this.opts.maxBytes,
+        maxMessages: this.opts.maxMessages,
+      }
+    })
+  }
+
+  async getState(key: string): Promise<string | undefined> {
+    const r = this.guard(() => this.stmt('SELECT value FROM state WHERE key = ?').get(key)) as
+      { value: string } | undefined
+    return r?.value
+  }
+
+  async setState(key: string, value: string | undefined): Promise<void> {
+    if (key === 'epoch') throw new StorageError('the outbox epoch is fixed when the store is created')
+    this.write(() => {
+      if (value === undefined) this.stmt('DELETE FROM state WHERE key = ?').run(key)
+      else
+        this.stmt(
+          'INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+        ).run(key, value)
+    })
+  }
+
+  async addCounters(deltas: Record<string, number>): Promise<void> {
+    const entries = Object.entries(deltas)
+    if (entries.length === 0) return
+    this.write(() => {
+      const up = this.stmt(
+        'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value',
+      )
+      for (const [k, v] of entries) up.run(k, v)
+    })
+  }
+
+  async getCounters(): Promise<Record<string, number>> {
+    const rows = this.guard(() => this.stmt('SELECT name, value FROM counters').all()) as Array<{
+      name: string
+      value: number
+    }>
+    return Object.fromEntries(rows.map((r) => [r.name, r.value]))
+  }
+
+  async acquireLease(name: string, owner: string, ttlMs: number, now: number): Promise<boolean> {
+    return this.write(() => {
+      const r = this.stmt('SELECT owner, expires_at FROM leases WHERE name = ?').get(name) as
+        { owner: string; expires_at: number } | undefined
+      if (r && r.owner !== owner && r.expires_at > now) return false
+      this.stmt(
+        `INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at`,
+      ).run(name, owner, now + ttlMs)
+      return true
+    })
+  }
+
+  async releaseLease(name: string, owner: string): Promise<void> {
+    this.write(() => this.stmt('DELETE FROM leases WHERE name = ? AND owner = ?').run(name, owner))
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close()
+  }
+}
+
+function toStored(r: Row): StoredMessage {
+  return {
+    seq: r.seq,
+    topic: r.topic,
+    payload: r.payload,
+    contentType: r.content_type,
+    ts: r.ts,
+    arrivedAt: r.arrived_at,
+    expiresAt: r.expires_at,
+    priority: r.priority,
+    headers: r.headers ? (JSON.parse(r.headers) as Record<string, string>) : null,
+    status: r.status === 1 ? 'sent' : 'pending',
+    sentAt: r.sent_at,
+    attempts: r.attempts,
+    size: r.size,
+  }
+}
+
+export function createSqliteStorage(options: StorageOptions): StorageDriver {
+  return new SqliteStorage(options)
+}
+
+export default createSqliteStorage
