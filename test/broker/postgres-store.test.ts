@@ -2,6 +2,7 @@ import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openBrokerStore } from '../../src/broker/store/index.js'
 import { openPostgresBrokerStore } from '../../src/broker/store/postgres.js'
+import { MIGRATIONS } from '../../src/broker/store/postgres-schema.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
 import { batchOf, brokerStoreConformance, wireMessage } from '../conformance/broker-store-conformance.js'
 import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
@@ -66,7 +67,7 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
         await c.connect()
         const v = await c.query('SELECT version FROM rmq_schema_version ORDER BY version')
         await c.end()
-        expect(v.rows.map((r) => r.version)).toEqual([1])
+        expect(v.rows.map((r) => r.version)).toEqual(MIGRATIONS.map((_, i) => i + 1))
       } finally {
         await db.drop()
       }

@@ -408,5 +408,69 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
         await other.close()
       }
     })
+
+    it('alerts: one active per rule:node, fired and resolved once, history kept', async () => {
+      const a = { rule: 'no-sync' as const, node: 'gw', severity: 'critical' as const, threshold: MIN }
+      const fired = await store.fireAlert({ ...a, message: 'silent 2m', value: 2 * MIN }, T0)
+      expect(fired).toMatchObject({
+        key: 'no-sync:gw',
+        rule: 'no-sync',
+        node: 'gw',
+        state: 'active',
+        value: 2 * MIN,
+        threshold: MIN,
+        firedAt: T0,
+        resolvedAt: null,
+      })
+      expect(await store.fireAlert({ ...a, message: 'again', value: 3 * MIN }, T0 + 1)).toBeUndefined()
+      expect(await store.updateAlert('no-sync:gw', { value: 4 * MIN, message: 'silent 4m' }, T0 + 2)).toBe(
+        true,
+      )
+      expect(await store.listAlerts({ state: 'active', limit: 10 })).toMatchObject([
+        { id: fired!.id, value: 4 * MIN, message: 'silent 4m', updatedAt: T0 + 2 },
+      ])
+      const resolved = await store.resolveAlert('no-sync:gw', T0 + 3)
+      expect(resolved).toMatchObject({ id: fired!.id, state: 'resolved', resolvedAt: T0 + 3 })
+      expect(await store.resolveAlert('no-sync:gw', T0 + 4)).toBeUndefined()
+      expect(await store.updateAlert('no-sync:gw', { value: 1, message: 'x' }, T0 + 4)).toBe(false)
+      const again = await store.fireAlert({ ...a, message: 'silent again', value: 2 * MIN }, T0 + 5)
+      expect(again!.id).toBeGreaterThan(fired!.id)
+      await store.fireAlert(
+        { ...a, rule: 'data-loss', severity: 'warning', message: '3 lost', value: 3 },
+        T0 + 6,
+      )
+      expect((await store.listAlerts({ limit: 10 })).map((r) => [r.key, r.state])).toEqual([
+        ['data-loss:gw', 'active'],
+        ['no-sync:gw', 'active'],
+        ['no-sync:gw', 'resolved'],
+      ])
+      expect((await store.listAlerts({ state: 'resolved', limit: 10 })).map((r) => r.id)).toEqual([fired!.id])
+      expect((await store.listAlerts({ limit: 1 })).length).toBe(1)
+      expect((await store.latestAlerts()).map((r) => [r.key, r.id])).toEqual([
+        ['no-sync:gw', again!.id],
+        ['data-loss:gw', again!.id + 1],
+      ])
+    })
+
+    it('alerts: two handles firing and resolving the same alert at once agree on one of each', async () => {
+      if (!h.reopen) return
+      const other = await h.reopen()
+      try {
+        const a = { rule: 'no-sync' as const, node: 'gw', severity: 'critical' as const, threshold: 1 }
+        const fires = await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            (i % 2 ? store : other).fireAlert({ ...a, message: 'm', value: 2 }, T0),
+          ),
+        )
+        expect(fires.filter(Boolean).length).toBe(1)
+        const resolves = await Promise.all(
+          Array.from({ length: 10 }, (_, i) => (i % 2 ? store : other).resolveAlert('no-sync:gw', T0 + 1)),
+        )
+        expect(resolves.filter(Boolean).length).toBe(1)
+        expect(await other.listAlerts({ limit: 10 })).toHaveLength(1)
+      } finally {
+        await other.close()
+      }
+    })
   })
 }

@@ -77,6 +77,24 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (name, ord)
   );
   `,
+  // 2: alerts (src/broker/alerts.ts). At most one active alert per key, across all brokers.
+  `
+  CREATE TABLE rmq_alerts (
+    id bigserial PRIMARY KEY,
+    key text COLLATE "C" NOT NULL,
+    rule text NOT NULL,
+    node text COLLATE "C" NOT NULL,
+    state text NOT NULL,
+    severity text NOT NULL,
+    message text NOT NULL,
+    value bigint NOT NULL,
+    threshold bigint NOT NULL,
+    fired_at bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    resolved_at bigint
+  );
+  CREATE UNIQUE INDEX rmq_alerts_active ON rmq_alerts (key) WHERE state = 'active';
+  `,
 ]
 
 /** Key of the transaction-scoped advisory lock that serializes migrations ('rmq' + 1). */

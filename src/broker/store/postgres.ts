@@ -24,14 +24,17 @@ import type pgTypes from 'pg'
 import type { BatchAck, BatchBody } from '../../core/protocol.js'
 import { BrokerUnavailableError, ConfigError } from '../../core/errors.js'
 import { topicMatcher } from '../topic-filter.js'
-import { lowMarkOf, toMessage, toNode } from './sqlite.js'
+import { alertKey, lowMarkOf, toAlert, toMessage, toNode, type AlertRow } from './sqlite.js'
 import { MIGRATIONS, MIGRATION_LOCK_KEY, NOTIFY_CHANNEL } from './postgres-schema.js'
 import {
   StoreUnavailableError,
   type BrokerStore,
   type BrokerStoreOptions,
+  type AlertQuery,
+  type AlertRecord,
   type GroupRecord,
   type IngestContext,
+  type NewAlert,
   type NodeRecord,
   type ReadOrder,
   type ReadQuery,
@@ -462,6 +465,71 @@ export class PostgresBrokerStore implements BrokerStore {
       } finally {
         c.release(broken)
       }
+    })
+  }
+
+  listAlerts(q: AlertQuery): Promise<AlertRecord[]> {
+    return this.wrap(async () => {
+      const res = q.state
+        ? await this.pool.query<AlertRow>(
+            'SELECT * FROM rmq_alerts WHERE state = $1 ORDER BY id DESC LIMIT $2',
+            [q.state, q.limit],
+          )
+        : await this.pool.query<AlertRow>('SELECT * FROM rmq_alerts ORDER BY id DESC LIMIT $1', [q.limit])
+      return res.rows.map(toAlert)
+    })
+  }
+
+  latestAlerts(): Promise<AlertRecord[]> {
+    return this.wrap(async () => {
+      const res = await this.pool.query<AlertRow>(
+        'SELECT * FROM rmq_alerts WHERE id IN (SELECT MAX(id) FROM rmq_alerts GROUP BY key) ORDER BY id',
+      )
+      return res.rows.map(toAlert)
+    })
+  }
+
+  fireAlert(a: NewAlert, now: number): Promise<AlertRecord | undefined> {
+    return this.wrap(async () => {
+      const res = await this.pool.query<AlertRow>(
+        `INSERT INTO rmq_alerts (key, rule, node, state, severity, message, value, threshold, fired_at, updated_at,
+           resolved_at)
+         VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $8, NULL)
+         ON CONFLICT (key) WHERE state = 'active' DO NOTHING
+         RETURNING *`,
+        [
+          alertKey(a.rule, a.node),
+          a.rule,
+          a.node,
+          a.severity,
+          a.message,
+          Math.round(a.value),
+          Math.round(a.threshold),
+          now,
+        ],
+      )
+      return res.rows[0] ? toAlert(res.rows[0]) : undefined
+    })
+  }
+
+  updateAlert(key: string, patch: { value: number; message: string }, now: number): Promise<boolean> {
+    return this.wrap(async () => {
+      const res = await this.pool.query(
+        `UPDATE rmq_alerts SET value = $1, message = $2, updated_at = $3 WHERE key = $4 AND state = 'active'`,
+        [Math.round(patch.value), patch.message, now, key],
+      )
+      return (res.rowCount ?? 0) > 0
+    })
+  }
+
+  resolveAlert(key: string, now: number): Promise<AlertRecord | undefined> {
+    return this.wrap(async () => {
+      const res = await this.pool.query<AlertRow>(
+        `UPDATE rmq_alerts SET state = 'resolved', resolved_at = $1, updated_at = $1
+         WHERE key = $2 AND state = 'active' RETURNING *`,
+        [now, key],
+      )
+      return res.rows[0] ? toAlert(res.rows[0]) : undefined
     })
   }
 

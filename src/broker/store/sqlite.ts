@@ -13,8 +13,11 @@ import {
   StoreUnavailableError,
   type BrokerStore,
   type BrokerStoreOptions,
+  type AlertQuery,
+  type AlertRecord,
   type GroupRecord,
   type IngestContext,
+  type NewAlert,
   type NodeRecord,
   type ReadOrder,
   type ReadQuery,
@@ -86,6 +89,21 @@ CREATE TABLE IF NOT EXISTS consumer_groups (
   updated_at INTEGER NOT NULL,
   PRIMARY KEY (name, ord)
 );
+CREATE TABLE IF NOT EXISTS alerts (
+  id INTEGER PRIMARY KEY,
+  key TEXT NOT NULL,
+  rule TEXT NOT NULL,
+  node TEXT NOT NULL,
+  state TEXT NOT NULL,
+  severity TEXT NOT NULL,
+  message TEXT NOT NULL,
+  value INTEGER NOT NULL,
+  threshold INTEGER NOT NULL,
+  fired_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  resolved_at INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts (key) WHERE state = 'active';
 `
 
 interface MetaRow {
@@ -132,6 +150,21 @@ interface NodeRow {
   batches: number
 }
 
+export interface AlertRow {
+  id: number
+  key: string
+  rule: AlertRecord['rule']
+  node: string
+  state: AlertRecord['state']
+  severity: AlertRecord['severity']
+  message: string
+  value: number
+  threshold: number
+  fired_at: number
+  updated_at: number
+  resolved_at: number | null
+}
+
 /** Rows examined per query when a topic filter skips non-matching messages. */
 const SCAN_CHUNK = 2000
 const SCAN_MAX_ROWS = 50_000
@@ -173,6 +206,28 @@ export function toNode(r: NodeRow): NodeRecord {
     stats: r.stats === null ? null : (JSON.parse(r.stats) as Record<string, unknown>),
     counters: { received: r.received, duplicates: r.duplicates, late: r.late, batches: r.batches },
   }
+}
+
+export function toAlert(r: AlertRow): AlertRecord {
+  return {
+    id: r.id,
+    key: r.key,
+    rule: r.rule,
+    node: r.node,
+    state: r.state,
+    severity: r.severity,
+    message: r.message,
+    value: r.value,
+    threshold: r.threshold,
+    firedAt: r.fired_at,
+    updatedAt: r.updated_at,
+    resolvedAt: r.resolved_at,
+  }
+}
+
+/** `rule:node`, the identity of an alert. */
+export function alertKey(rule: string, node: string): string {
+  return `${rule}:${node}`
 }
 
 /** A node's low mark: the oldest ts it still holds, but never above its clock. */
@@ -274,6 +329,30 @@ export class SqliteBrokerStore implements BrokerStore {
       ),
       listGroups: db.prepare<[], { name: string; ord: ReadOrder; position: number; updated_at: number }>(
         'SELECT name, ord, position, updated_at FROM consumer_groups ORDER BY name, ord',
+      ),
+      listAlerts: db.prepare<[number], AlertRow>('SELECT * FROM alerts ORDER BY id DESC LIMIT ?'),
+      listAlertsIn: db.prepare<[string, number], AlertRow>(
+        'SELECT * FROM alerts WHERE state = ? ORDER BY id DESC LIMIT ?',
+      ),
+      latestAlerts: db.prepare<[], AlertRow>(
+        'SELECT * FROM alerts WHERE id IN (SELECT MAX(id) FROM alerts GROUP BY key) ORDER BY id',
+      ),
+      fireAlert: db.prepare<
+        [string, string, string, string, string, number, number, number, number],
+        AlertRow
+      >(
+        `INSERT INTO alerts (key, rule, node, state, severity, message, value, threshold, fired_at, updated_at,
+           resolved_at)
+         VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, NULL)
+         ON CONFLICT (key) WHERE state = 'active' DO NOTHING
+         RETURNING *`,
+      ),
+      updateAlert: db.prepare<[number, string, number, string]>(
+        `UPDATE alerts SET value = ?, message = ?, updated_at = ? WHERE key = ? AND state = 'active'`,
+      ),
+      resolveAlert: db.prepare<[number, number, string], AlertRow>(
+        `UPDATE alerts SET state = 'resolved', resolved_at = ?, updated_at = ? WHERE key = ? AND state = 'active'
+         RETURNING *`,
       ),
       purge: db.prepare<[number, number]>(
         `DELETE FROM messages WHERE arrival IN (
@@ -491,6 +570,48 @@ export class SqliteBrokerStore implements BrokerStore {
 
   purge(options: { receivedBefore: number; limit: number }): Promise<number> {
     return this.run(() => this.stmts.purge.run(options.receivedBefore, options.limit).changes)
+  }
+
+  listAlerts(q: AlertQuery): Promise<AlertRecord[]> {
+    return this.run(() =>
+      (q.state ? this.stmts.listAlertsIn.all(q.state, q.limit) : this.stmts.listAlerts.all(q.limit)).map(
+        toAlert,
+      ),
+    )
+  }
+
+  latestAlerts(): Promise<AlertRecord[]> {
+    return this.run(() => this.stmts.latestAlerts.all().map(toAlert))
+  }
+
+  fireAlert(a: NewAlert, now: number): Promise<AlertRecord | undefined> {
+    return this.run(() => {
+      const r = this.stmts.fireAlert.get(
+        alertKey(a.rule, a.node),
+        a.rule,
+        a.node,
+        a.severity,
+        a.message,
+        Math.round(a.value),
+        Math.round(a.threshold),
+        now,
+        now,
+      )
+      return r ? toAlert(r) : undefined
+    })
+  }
+
+  updateAlert(key: string, patch: { value: number; message: string }, now: number): Promise<boolean> {
+    return this.run(
+      () => this.stmts.updateAlert.run(Math.round(patch.value), patch.message, now, key).changes > 0,
+    )
+  }
+
+  resolveAlert(key: string, now: number): Promise<AlertRecord | undefined> {
+    return this.run(() => {
+      const r = this.stmts.resolveAlert.get(now, now, key)
+      return r ? toAlert(r) : undefined
+    })
   }
 
   async close(): Promise<void> {

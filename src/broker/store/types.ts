@@ -135,6 +135,43 @@ export interface StreamHeads {
   total: number
 }
 
+/** Alert rules the broker evaluates (src/broker/alerts.ts, docs/monitoring.md). */
+export type AlertRule = 'no-sync' | 'backlog-age' | 'data-loss'
+
+/**
+ * One alert: fired once when its condition starts, resolved once when it
+ * clears. At most one alert per `key` (`rule:node`) is active at a time, in
+ * the whole store, so several brokers sharing it fire and resolve each alert
+ * exactly once between them.
+ */
+export interface AlertRecord {
+  id: number
+  /** `rule:node`. */
+  key: string
+  rule: AlertRule
+  node: string
+  state: 'active' | 'resolved'
+  severity: 'warning' | 'critical'
+  /** Human summary, e.g. "gw-17 has not synced for 16m (limit 15m)". */
+  message: string
+  /** The measured value that fired it (ms for ages, a count for data loss); updated while active. */
+  value: number
+  /** The configured limit it crossed (ms, or 0 for data loss). */
+  threshold: number
+  firedAt: number
+  /** Last change of value/message, broker time. */
+  updatedAt: number
+  resolvedAt: number | null
+}
+
+export type NewAlert = Pick<AlertRecord, 'rule' | 'node' | 'severity' | 'message' | 'value' | 'threshold'>
+
+export interface AlertQuery {
+  state?: 'active' | 'resolved'
+  /** Newest first; at most this many. */
+  limit: number
+}
+
 export interface BrokerStore {
   /** `sqlite`, `postgres`, ... */
   readonly kind: string
@@ -182,6 +219,22 @@ export interface BrokerStore {
    * messages are never deleted.
    */
   purge(options: { receivedBefore: number; limit: number }): Promise<number>
+
+  /** Alerts, newest first (by id). */
+  listAlerts(query: AlertQuery): Promise<AlertRecord[]>
+  /** The most recent alert of every key, active or resolved (one row per key). */
+  latestAlerts(): Promise<AlertRecord[]>
+  /**
+   * Fire an alert unless one with the same key (`rule:node`) is already
+   * active. Returns the new record, or undefined when it was already active
+   * (another evaluation or another broker fired it): only the caller that
+   * gets a record sends it to the sinks.
+   */
+  fireAlert(alert: NewAlert, now: number): Promise<AlertRecord | undefined>
+  /** Update value and message of the active alert with this key; false when none is active. */
+  updateAlert(key: string, patch: { value: number; message: string }, now: number): Promise<boolean>
+  /** Resolve the active alert with this key; returns it, or undefined when none was active. */
+  resolveAlert(key: string, now: number): Promise<AlertRecord | undefined>
 
   /**
    * Optional, for stores shared by several processes: call `listener` soon
