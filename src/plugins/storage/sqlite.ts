@@ -116,6 +116,9 @@ interface Deleted {
   pendingBytes: number
 }
 
+const INSERT_COLUMNS = 9
+const INSERT_ROWS = 16
+
 /** Rows deleted per statement while making room or purging. */
 const DELETE_CHUNK = 1000
 const PRIORITIES_DESC = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
@@ -332,6 +335,7 @@ export class SqliteStorage implements StorageDriver {
     incoming: { messages: number; bytes: number },
     now: number,
     strict: boolean,
+    cap = Infinity,
   ): number {
     const { maxBytes, maxMessages, overflow } = this.opts
     const needBytes = t.pending_bytes + t.sent_bytes + incoming.bytes - maxBytes
@@ -341,7 +345,9 @@ export class SqliteStorage implements StorageDriver {
       throw limitError(this.opts, this.fullness(t), incoming)
     let freedBytes = 0
     let freedCount = 0
-    const enough = (c: number, b: number) => freedCount + c >= needCount && freedBytes + b >= needBytes
+    // `cap` bounds the rows one transaction deletes (enforceLimits loops; appends pass none).
+    const enough = (c: number, b: number) =>
+      (freedCount + c >= needCount && freedBytes + b >= needBytes) || freedCount + c >= cap
     const apply = (r: Deleted, counter: 'expired_total' | 'dropped_total' | null) => {
       freedBytes += r.sentBytes + r.pendingBytes
       freedCount += r.sent + r.pending
@@ -382,44 +388,55 @@ export class SqliteStorage implements StorageDriver {
   }
 
   async append(messages: NewMessage[]): Promise<AppendResult> {
-    if (messages.length === 0) return { seqs: [], dropped: 0 }
-    const prepared = new Array<
-      [string, Buffer, string | null, number, number, number | null, number, string | null, number]
-    >(messages.length)
+    const n = messages.length
+    if (n === 0) return { seqs: [], dropped: 0 }
+    // Flat parameter list, INSERT_COLUMNS values per message.
+    const params = new Array<unknown>(n * INSERT_COLUMNS)
     let bytes = 0
     const now = this.now()
-    for (let i = 0; i < messages.length; i++) {
+    for (let i = 0, o = 0; i < n; i++, o += INSERT_COLUMNS) {
       const m = messages[i]
       const headers = m.headers ? JSON.stringify(m.headers) : null
       const size = accountedSize(m, headers)
       bytes += size
-      prepared[i] = [
-        m.topic,
-        asBuffer(m.payload),
-        m.contentType ?? null,
-        m.ts,
-        now,
-        m.expiresAt ?? null,
-        m.priority ?? 4,
-        headers,
-        size,
-      ]
+      params[o] = m.topic
+      params[o + 1] = asBuffer(m.payload)
+      params[o + 2] = m.contentType ?? null
+      params[o + 3] = m.ts
+      params[o + 4] = now
+      params[o + 5] = m.expiresAt ?? null
+      params[o + 6] = m.priority ?? 4
+      params[o + 7] = headers
+      params[o + 8] = size
     }
     return this.write(() => {
-      const t = this.totals()
-      const dropped = this.makeRoom(t, { messages: messages.length, bytes }, now, true)
-      const ins = this.stmt(
-        `INSERT INTO messages (topic, payload, content_type, ts, arrived_at, expires_at, priority, headers, size)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      const seqs = new Array<number>(prepared.length)
-      for (let i = 0; i < prepared.length; i++) seqs[i] = Number(ins.run(...prepared[i]).lastInsertRowid)
+      const dropped = this.makeRoom(this.totals(), { messages: n, bytes }, now, true)
+      const seqs = new Array<number>(n)
+      let i = 0
+      // Multi-row INSERTs cut the per-statement cost about a third for bulk appends.
+      const bulk = n >= INSERT_ROWS ? this.insertStatement(INSERT_ROWS) : undefined
+      const one = this.insertStatement(1)
+      while (i < n) {
+        const rows = bulk && n - i >= INSERT_ROWS ? INSERT_ROWS : 1
+        const args = params.slice(i * INSERT_COLUMNS, (i + rows) * INSERT_COLUMNS)
+        // AUTOINCREMENT under the write lock numbers the rows of one statement consecutively.
+        const last = Number((rows === 1 ? one : bulk!).run(args).lastInsertRowid)
+        for (let k = 0; k < rows; k++) seqs[i + k] = last - rows + 1 + k
+        i += rows
+      }
       this.stmt(
         `UPDATE totals SET pending = pending + ?, pending_bytes = pending_bytes + ?,
            appended_total = appended_total + ? WHERE id = 1`,
-      ).run(prepared.length, bytes, prepared.length)
+      ).run(n, bytes, n)
       return { seqs, dropped }
     })
+  }
+
+  private insertStatement(rows: number): Statement {
+    return this.stmt(
+      'INSERT INTO messages (topic, payload, content_type, ts, arrived_at, expires_at, priority, headers, size) VALUES ' +
+        Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', '),
+    )
   }
 
   async nextBatch(q: BatchQuery): Promise<StoredMessage[]> {
@@ -475,59 +492,64 @@ export class SqliteStorage implements StorageDriver {
 
   async purge(q: PurgeQuery): Promise<PurgeResult> {
     const res: PurgeResult = { sentDeleted: 0, expiredDeleted: 0, bytesFreed: 0 }
-    const count = (r: { sent: number; sentBytes: number; pending: number; pendingBytes: number }) => {
-      res.sentDeleted += r.sent
-      res.expiredDeleted += r.pending
-      res.bytesFreed += r.sentBytes + r.pendingBytes
-    }
+    // Sent messages past retention first (messages_sent), then expired ones (messages_expiry).
+    const sentSql = 'FROM messages WHERE status = 1 AND sent_at < ? ORDER BY sent_at LIMIT ?'
+    const expiredSql = 'FROM messages WHERE expires_at <= ? ORDER BY expires_at LIMIT ?'
     if (q.dryRun) {
+      // Aggregates only: a dry run over a million rows neither copies them out nor writes.
+      const tally = (sql: string, args: unknown[]) =>
+        this.stmt(
+          `SELECT count(*) AS n, coalesce(sum(status = 1), 0) AS sent, coalesce(sum(size), 0) AS bytes
+           FROM (SELECT size, status ${sql})`,
+        ).get(...args) as { n: number; sent: number; bytes: number }
       return this.guard(() => {
-        const tally = { sent: 0, sentBytes: 0, pending: 0, pendingBytes: 0 }
-        const sent = this.stmt(
-          'SELECT size, status FROM messages WHERE status = 1 AND sent_at < ? ORDER BY sent_at LIMIT ?',
-        ).all(q.sentBefore, q.limit) as Array<{ size: number; status: number }>
-        const expired = this.stmt(
-          `SELECT size, status FROM messages WHERE expires_at <= ? AND NOT (status = 1 AND sent_at < ?)
-           ORDER BY expires_at LIMIT ?`,
-        ).all(q.now, q.sentBefore, Math.max(0, q.limit - sent.length)) as Array<{
-          size: number
-          status: number
-        }>
-        for (const r of [...sent, ...expired]) {
-          if (r.status === 1) {
-            tally.sent++
-            tally.sentBytes += r.size
-          } else {
-            tally.pending++
-            tally.pendingBytes += r.size
-          }
-        }
-        count(tally)
+        const sent = tally(sentSql, [q.sentBefore, q.limit])
+        const expired = tally(
+          'FROM messages WHERE expires_at <= ? AND NOT (status = 1 AND sent_at < ?) ORDER BY expires_at LIMIT ?',
+          [q.now, q.sentBefore, Math.max(0, q.limit - sent.n)],
+        )
+        res.sentDeleted = sent.n + expired.sent
+        res.expiredDeleted = expired.n - expired.sent
+        res.bytesFreed = sent.bytes + expired.bytes
         return res
       })
     }
     return this.write(() => {
       for (const [sql, arg] of [
-        [
-          'SELECT seq, size, status FROM messages WHERE status = 1 AND sent_at < ? ORDER BY sent_at LIMIT ?',
-          q.sentBefore,
-        ],
-        ['SELECT seq, size, status FROM messages WHERE expires_at <= ? ORDER BY expires_at LIMIT ?', q.now],
+        [sentSql, q.sentBefore],
+        [expiredSql, q.now],
       ] as const) {
         const budget = q.limit - res.sentDeleted - res.expiredDeleted
         if (budget <= 0) break
-        const r = this.deleteWhile(sql, [arg], (c) => c >= budget)
+        // One set-based statement: about half the cost of a DELETE per row.
+        const rows = this.stmt(
+          `DELETE FROM messages WHERE seq IN (SELECT seq ${sql}) RETURNING size, status`,
+        ).all(arg, budget) as Array<{ size: number; status: number }>
+        const r = { sent: 0, sentBytes: 0, pending: 0, pendingBytes: 0 }
+        for (const row of rows)
+          if (row.status === 1) {
+            r.sent++
+            r.sentBytes += row.size
+          } else {
+            r.pending++
+            r.pendingBytes += row.size
+          }
         this.adjustTotals(r, 'expired_total')
-        count(r)
+        res.sentDeleted += r.sent
+        res.expiredDeleted += r.pending
+        res.bytesFreed += r.sentBytes + r.pendingBytes
       }
       return res
     })
   }
 
-  async enforceLimits(): Promise<{ dropped: number }> {
-    return this.write(() => ({
-      dropped: this.makeRoom(this.totals(), { messages: 0, bytes: 0 }, this.now(), false),
-    }))
+  async enforceLimits(opts: { limit?: number } = {}): Promise<{ dropped: number; deleted: number }> {
+    return this.write(() => {
+      const t = this.totals()
+      const dropped = this.makeRoom(t, { messages: 0, bytes: 0 }, this.now(), false, opts.limit)
+      const after = this.totals()
+      return { dropped, deleted: t.pending + t.sent - after.pending - after.sent }
+    })
   }
 
   private fileBytes(): number | null {
@@ -545,13 +567,31 @@ export class SqliteStorage implements StorageDriver {
     return total
   }
 
-  async compact(): Promise<{ fileBytesBefore: number | null; fileBytesAfter: number | null }> {
+  /**
+   * Without `maxPages`: free every page and checkpoint at once. With it: one
+   * short write transaction moving at most `maxPages` pages (callers loop
+   * while `freePages` > 0), and the WAL checkpoint once no free page is left.
+   */
+  async compact(
+    opts: { maxPages?: number } = {},
+  ): Promise<{ fileBytesBefore: number | null; fileBytesAfter: number | null; freePages: number }> {
     const fileBytesBefore = this.fileBytes()
-    this.guard(() => {
-      this.db.exec('PRAGMA incremental_vacuum')
-      this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)')
+    const freePages = this.guard(() => {
+      const free = () => this.db.prepare('PRAGMA freelist_count').pluck().get() as number
+      const before = free()
+      if (opts.maxPages === undefined) this.db.exec('PRAGMA incremental_vacuum')
+      else if (before > 0)
+        this.db.exec(`PRAGMA incremental_vacuum(${Math.max(1, Math.floor(opts.maxPages))})`)
+      // No progress: a file made without auto_vacuum=INCREMENTAL keeps its free pages for reuse.
+      const left = free() < before ? free() : 0
+      if (left === 0) {
+        // PASSIVE copies the WAL without blocking writers; TRUNCATE then has little left to do.
+        this.db.exec('PRAGMA wal_checkpoint(PASSIVE)')
+        this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)')
+      }
+      return left
     })
-    return { fileBytesBefore, fileBytesAfter: this.fileBytes() }
+    return { fileBytesBefore, fileBytesAfter: this.fileBytes(), freePages }
   }
 
   async stats(now: number): Promise<StorageStats> {

@@ -1,0 +1,269 @@
+/**
+ * `rmq publish` without oclif: bin/run.js calls runPublishCli for every
+ * publish except --help, so shell scripts on gateways pay only for Node,
+ * config and SQLite. src/commands/publish.ts (help, manifest) derives its
+ * flags from PUBLISH_FLAGS and delegates here, so both behave the same.
+ */
+import fs from 'node:fs'
+import { parseArgs } from 'node:util'
+import { loadConfig } from '../core/config/load.js'
+import { UsageError, ValidationError, errorToJson, exitCodeOf, formatError } from '../core/errors.js'
+import {
+  buildTemplate,
+  openOutbox,
+  publishLines,
+  publishOptionsFrom,
+  publishRecords,
+  type LinesResult,
+  type PublishOptions,
+  type PublishRecord,
+} from '../core/outbox.js'
+import { formatBytes } from '../core/units.js'
+
+export interface PublishFlagSpec {
+  name: string
+  char?: string
+  type: 'string' | 'boolean'
+  description: string
+  helpValue?: string
+}
+
+/** The one list of `rmq publish` flags (besides the global --json and --config). */
+export const PUBLISH_FLAGS: readonly PublishFlagSpec[] = [
+  {
+    name: 'file',
+    char: 'f',
+    type: 'string',
+    helpValue: 'FILE|-',
+    description: 'Read the payload from FILE (the whole file is one message), or from stdin with -.',
+  },
+  {
+    name: 'lines',
+    type: 'boolean',
+    description:
+      'Each line is one message (bulk NDJSON), from -f, MESSAGE or stdin; committed in large transactions.',
+  },
+  {
+    name: 'ttl',
+    type: 'string',
+    helpValue: 'DURATION',
+    description:
+      'Expire the message this long after publishing (30s, 10m, 24h; 0: never). Default message.defaultTtl.',
+  },
+  {
+    name: 'priority',
+    type: 'string',
+    helpValue: '0-9',
+    description: 'Priority, 0 (lowest) to 9 (highest). Default 4.',
+  },
+  {
+    name: 'timestamp',
+    type: 'string',
+    helpValue: 'TIME',
+    description: 'Original generation time: ISO-8601 or epoch milliseconds. Default: now.',
+  },
+  {
+    name: 'content-type',
+    type: 'string',
+    helpValue: 'TYPE',
+    description:
+      'MIME type stored with the message; with a JSON type every payload (every line) must be valid JSON.',
+  },
+]
+
+const GLOBAL_FLAGS: readonly PublishFlagSpec[] = [
+  { name: 'json', type: 'boolean', description: 'Format output as json.' },
+  { name: 'config', type: 'string', description: 'Config file to use.' },
+]
+
+type Values = {
+  file?: string
+  lines?: boolean
+  ttl?: string
+  priority?: string
+  timestamp?: string
+  'content-type'?: string
+  json?: boolean
+  config?: string
+}
+
+function parse(argv: string[]): { topic: string; message?: string; values: Values } {
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {}
+  for (const f of [...PUBLISH_FLAGS, ...GLOBAL_FLAGS])
+    options[f.name] = f.char ? { type: f.type, short: f.char } : { type: f.type }
+  let parsed
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true })
+  } catch (err) {
+    throw new UsageError((err as Error).message.split('\n')[0], { suggestion: 'see `rmq publish --help`' })
+  }
+  const values = parsed.values as Values
+  const [topic, message, ...extra] = parsed.positionals
+  if (topic === undefined)
+    throw new UsageError('missing TOPIC', {
+      suggestion: 'usage: rmq publish TOPIC [MESSAGE] [-f FILE|-] [--lines]',
+    })
+  if (extra.length > 0)
+    throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`, {
+      suggestion: 'quote a MESSAGE that contains spaces: rmq publish TOPIC "hello world"',
+    })
+  if (message !== undefined && values.file !== undefined)
+    throw new UsageError('give either MESSAGE or -f FILE, not both', {
+      suggestion: 'see `rmq publish --help`',
+    })
+  if (message === undefined && values.file === undefined && !values.lines)
+    throw new UsageError('missing MESSAGE', {
+      suggestion:
+        'give the payload as an argument, with -f FILE, or on stdin with -f - (or --lines for NDJSON)',
+    })
+  return { topic, message, values }
+}
+
+function noInput(file: string, err: unknown): ValidationError {
+  return new ValidationError(`cannot read ${file}: ${(err as Error).message}`, {
+    suggestion: 'check the path given to -f',
+  })
+}
+
+async function readAll(stream: NodeJS.ReadableStream, limit: number): Promise<Buffer> {
+  const parts: Buffer[] = []
+  let n = 0
+  for await (const c of stream as AsyncIterable<Buffer>) {
+    n += c.length
+    // Keep one byte past the limit so the size check reports it; stop reading after that.
+    if (n > limit + 1) {
+      parts.push(c.subarray(0, c.length - (n - limit - 1)))
+      break
+    }
+    parts.push(c)
+  }
+  return Buffer.concat(parts)
+}
+
+async function singlePayload(message: string | undefined, file: string | undefined, limit: number) {
+  if (message !== undefined) return Buffer.from(message, 'utf8')
+  if (file === '-') return readAll(process.stdin, limit)
+  try {
+    const size = fs.statSync(file!).size
+    if (size > limit)
+      throw new ValidationError(
+        `${file} is ${formatBytes(size)} (${size} bytes), over message.maxBytes ${formatBytes(limit)}`,
+        { suggestion: 'split it, use --lines for one message per line, or raise message.maxBytes' },
+      )
+    return fs.readFileSync(file!)
+  } catch (err) {
+    if (err instanceof ValidationError) throw err
+    throw noInput(file!, err)
+  }
+}
+
+function linesInput(
+  message: string | undefined,
+  file: string | undefined,
+): AsyncIterable<Uint8Array> | Uint8Array[] {
+  if (message !== undefined) return [Buffer.from(message, 'utf8')]
+  if (file === undefined || file === '-') return process.stdin
+  try {
+    fs.accessSync(file, fs.constants.R_OK)
+  } catch (err) {
+    throw noInput(file, err)
+  }
+  return fs.createReadStream(file, { highWaterMark: 256 * 1024 })
+}
+
+function out(text: string): void {
+  process.stdout.write(text + '\n')
+}
+
+function note(text: string): void {
+  process.stderr.write(text + '\n')
+}
+
+function droppedNote(n: number): void {
+  if (n > 0)
+    note(
+      `rmq: the outbox was full: dropped the ${n} oldest pending message(s) (storage.overflow=drop-oldest)`,
+    )
+}
+
+function idRange(r: LinesResult['ranges'][number], node: string, epoch: string): string {
+  return r.firstSeq === r.lastSeq
+    ? `${node}:${epoch}:${r.firstSeq}`
+    : `${node}:${epoch}:${r.firstSeq}..${r.lastSeq}`
+}
+
+/** Run `rmq publish` with `argv` (the arguments after `publish`); returns the exit code. */
+export async function runPublishCli(argv: string[]): Promise<number> {
+  const json = argv.includes('--json')
+  try {
+    const { topic, message, values } = parse(argv)
+    const loaded = await loadConfig({ configPath: values.config })
+    const opts: PublishOptions = publishOptionsFrom(loaded.config)
+    const record: Omit<PublishRecord, 'payload'> = {
+      topic,
+      ts: values.timestamp,
+      ttl: values.ttl,
+      priority: values.priority,
+      contentType: values['content-type'] ?? null,
+    }
+    buildTemplate(record, opts) // fail on bad flags before touching the outbox
+    if (values.lines) return await publishLinesCli(loaded, record, opts, message, values.file, json)
+    const payload = await singlePayload(message, values.file, opts.maxBytes)
+    const outbox = await openOutbox(loaded.config, loaded.cwd)
+    try {
+      const { receipts, dropped } = await publishRecords(outbox, [{ ...record, payload }], opts)
+      droppedNote(dropped)
+      const r = receipts[0]
+      if (json) out(JSON.stringify({ ...r, dropped }))
+      else out(`stored ${r.id}`)
+    } finally {
+      await outbox.close()
+    }
+    return 0
+  } catch (err) {
+    if (json) out(JSON.stringify(errorToJson(err)))
+    process.stderr.write(formatError(err))
+    return exitCodeOf(err)
+  }
+}
+
+async function publishLinesCli(
+  loaded: Awaited<ReturnType<typeof loadConfig>>,
+  record: Omit<PublishRecord, 'payload'>,
+  opts: PublishOptions,
+  message: string | undefined,
+  file: string | undefined,
+  json: boolean,
+): Promise<number> {
+  const input = linesInput(message, file)
+  const outbox = await openOutbox(loaded.config, loaded.cwd)
+  const { Progress } = await import('./progress.js')
+  const progress = new Progress('rmq publish:')
+  const node = opts.nodeId
+  try {
+    const res = await publishLines(outbox, input, record, {
+      ...opts,
+      onProgress: (read, stored) => progress.update(`${read} lines read, ${stored} messages`),
+      // Report every commit before the last, so a killed run has said exactly what is safe.
+      onCommit: (c) => {
+        if (!c.more || json) return
+        progress.done()
+        out(
+          `stored lines ${c.firstLine}-${c.lastLine} (${c.count} messages, ${idRange(c, node, outbox.epoch)})`,
+        )
+      },
+    })
+    progress.done()
+    droppedNote(res.dropped)
+    if (json) out(JSON.stringify(res))
+    else {
+      const ids = res.ranges.map((r) => idRange(r, node, outbox.epoch)).join(', ')
+      const blank = res.blank > 0 ? `, ${res.blank} blank skipped` : ''
+      out(`stored ${res.stored} messages from ${res.lines} lines${blank}${ids ? ` (${ids})` : ''}`)
+    }
+    return 0
+  } finally {
+    progress.done()
+    await outbox.close()
+  }
+}

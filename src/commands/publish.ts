@@ -1,0 +1,47 @@
+import { Args, Flags } from '@oclif/core'
+import { BaseCommand } from '../cli/base-command.js'
+import { PUBLISH_FLAGS, runPublishCli } from '../cli/publish-fast.js'
+
+const flags = Object.fromEntries(
+  PUBLISH_FLAGS.map((f) => [
+    f.name,
+    f.type === 'boolean'
+      ? Flags.boolean({ description: f.description, ...(f.char ? { char: f.char as 'f' } : {}) })
+      : Flags.string({
+          description: f.description,
+          helpValue: f.helpValue,
+          ...(f.char ? { char: f.char as 'f' } : {}),
+        }),
+  ]),
+)
+
+/**
+ * Help text and manifest entry for `rmq publish`. bin/run.js normally runs
+ * the lean path (src/cli/publish-fast.ts) directly; this command delegates to
+ * it too, so flags, output and exit codes are the same either way.
+ */
+export default class Publish extends BaseCommand<typeof Publish> {
+  static override summary = 'Store a message in the local outbox (durably) for `rmq sync` to forward.'
+  static override description =
+    'The payload comes from MESSAGE, from a file (-f FILE, the whole file is one message), from stdin (-f -), ' +
+    'or, with --lines, one message per line (bulk NDJSON, committed in large transactions). Prints ' +
+    '`stored <id>` per message (a summary for --lines) once it is on disk; ids are node:epoch:seq. ' +
+    'Exit codes: 65 invalid topic/payload/line/flag value (nothing from the bad record is stored), ' +
+    '73 outbox or disk full, 78 configuration error.'
+  static override examples = [
+    '<%= config.bin %> publish plant/line1/temp \'{"c":21.5}\' --content-type application/json',
+    '<%= config.bin %> publish sensors/t1 -f data.json',
+    'sensor-read | <%= config.bin %> publish sensors/t1 -f - --ttl 10m --priority 7',
+    '<%= config.bin %> publish sensors/bulk --lines -f readings.ndjson',
+    '<%= config.bin %> publish alarms/door open --timestamp 2025-11-26T10:00:00Z --json',
+  ]
+  static override args = {
+    topic: Args.string({ description: 'Topic, e.g. plant/line1/temp (no + or #).', required: true }),
+    message: Args.string({ description: 'Payload (UTF-8). Omit with -f or --lines.' }),
+  }
+  static override flags = flags
+
+  async run(): Promise<void> {
+    process.exitCode = await runPublishCli(this.argv)
+  }
+}
