@@ -30,6 +30,30 @@ describe('sqlite broker store specifics', () => {
     }
   })
 
+  it('group commit: concurrent batches share a commit, each with its own result; a failing one spoils only itself', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-store-')
+    try {
+      const store = await openSqliteBrokerStore({ dataDir: dir })
+      const ctx = { now: 10_000, maxLateness: 60_000 }
+      const broken = { ...wireMessage(1, 5), topic: null as unknown as string }
+      const results = await Promise.allSettled([
+        store.ingest(batchOf('a', [wireMessage(1, 1), wireMessage(2, 2)], { clock: 100 }), ctx),
+        store.ingest(batchOf('b', [wireMessage(1, 3), broken]), ctx),
+        store.ingest(batchOf('c', [wireMessage(1, 4)], { clock: 100 }), ctx),
+        store.ingest(batchOf('a', [wireMessage(2, 2)], { clock: 100 }), ctx),
+      ])
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled'])
+      expect((results[0] as PromiseFulfilledResult<{ accepted: number }>).value.accepted).toBe(2)
+      expect((results[3] as PromiseFulfilledResult<{ duplicates: number }>).value.duplicates).toBe(1)
+      const all = await store.read({ order: 'arrival', after: 0, limit: 10 })
+      expect(all.messages.map((m) => `${m.node}${m.seq}`)).toEqual(['a1', 'a2', 'c1'])
+      expect((await store.nodes()).map((n) => n.node)).toEqual(['a', 'c'])
+      await store.close()
+    } finally {
+      cleanup()
+    }
+  })
+
   it('maps a full disk to StoreUnavailableError and stores nothing', async () => {
     const { dir, cleanup } = makeTempDir('rmq-broker-store-')
     try {

@@ -170,6 +170,24 @@ const SCAN_CHUNK = 2000
 const SCAN_MAX_ROWS = 50_000
 
 const UNAVAILABLE_CODES = /^SQLITE_(FULL|BUSY|LOCKED|IOERR|READONLY|CANTOPEN|NOMEM|PROTOCOL)/
+/** Most batches sharing one commit. */
+const MAX_GROUP = 64
+
+interface IngestJob {
+  batch: BatchBody
+  ctx: IngestContext
+  resolve: (ack: BatchAck) => void
+  reject: (err: unknown) => void
+  result?: BatchAck
+  error?: unknown
+}
+
+function mapError(err: unknown): unknown {
+  const code = (err as { code?: string })?.code
+  if (typeof code === 'string' && UNAVAILABLE_CODES.test(code))
+    return new StoreUnavailableError(`the broker store cannot commit (${code})`, { cause: err })
+  return err
+}
 
 export function toMessage(r: MessageRow): StoredMessage {
   return {
@@ -240,14 +258,23 @@ export class SqliteBrokerStore implements BrokerStore {
   readonly kind = 'sqlite'
   private readonly db: BetterSqlite3.Database
   private readonly stmts: ReturnType<SqliteBrokerStore['prepare']>
-  private readonly ingestTx: BetterSqlite3.Transaction<(batch: BatchBody, ctx: IngestContext) => BatchAck>
+  private readonly insertTx: BetterSqlite3.Transaction<
+    (batch: BatchBody, ctx: IngestContext, before: number | null) => Omit<BatchAck, 'watermark'>
+  >
+  private readonly groupTx: BetterSqlite3.Transaction<(jobs: IngestJob[]) => void>
+  private queue: IngestJob[] = []
+  private flushScheduled = false
   private readonly releaseTx: BetterSqlite3.Transaction<(ctx: IngestContext) => ReleaseResult>
   private closed = false
 
   constructor(db: BetterSqlite3.Database) {
     this.db = db
     this.stmts = this.prepare()
-    this.ingestTx = db.transaction((batch: BatchBody, ctx: IngestContext) => this.ingestSync(batch, ctx))
+    // Nested inside groupTx, each batch runs in its own SAVEPOINT: one bad batch spoils only itself.
+    this.insertTx = db.transaction((batch: BatchBody, ctx: IngestContext, before: number | null) =>
+      this.insertSync(batch, ctx, before),
+    )
+    this.groupTx = db.transaction((jobs: IngestJob[]) => this.groupSync(jobs))
     this.releaseTx = db.transaction((ctx: IngestContext) => this.releaseSync(ctx))
   }
 
@@ -361,10 +388,62 @@ export class SqliteBrokerStore implements BrokerStore {
     }
   }
 
-  private ingestSync(batch: BatchBody, ctx: IngestContext): BatchAck {
+  /**
+   * Group commit: batches that arrive while a commit is in progress wait for
+   * the next one and share its fsync. Each still gets its own SAVEPOINT, its
+   * own result, and its answer only after the shared commit. Messages of one
+   * group count as arriving together: late means below W before the group.
+   */
+  private groupSync(jobs: IngestJob[]): void {
+    const before = this.stmts.meta.get()!.watermark
+    let ctx = jobs[0].ctx
+    for (const job of jobs) {
+      try {
+        job.result = { ...this.insertTx(job.batch, job.ctx, before), watermark: null }
+      } catch (err) {
+        // A full disk or I/O error can abort the whole transaction: then nothing of the group commits.
+        if (!this.db.inTransaction || mapError(err) instanceof StoreUnavailableError) throw err
+        job.error = err
+      }
+      if (job.ctx.now > ctx.now) ctx = job.ctx
+    }
+    const { watermark } = this.releaseSync(ctx)
+    for (const job of jobs) if (job.result) job.result.watermark = watermark
+  }
+
+  private flush(): void {
+    this.flushScheduled = false
+    const jobs = this.queue.splice(0, MAX_GROUP)
+    if (this.queue.length > 0) this.scheduleFlush()
+    if (jobs.length === 0) return
+    if (this.closed) {
+      for (const job of jobs) job.reject(new StoreUnavailableError('the broker store is closed'))
+      return
+    }
+    try {
+      this.groupTx.immediate(jobs)
+    } catch (err) {
+      for (const job of jobs) job.reject(mapError(err))
+      return
+    }
+    for (const job of jobs)
+      if (job.result) job.resolve(job.result)
+      else job.reject(mapError(job.error))
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return
+    this.flushScheduled = true
+    setImmediate(() => this.flush())
+  }
+
+  private insertSync(
+    batch: BatchBody,
+    ctx: IngestContext,
+    before: number | null,
+  ): Omit<BatchAck, 'watermark'> {
     const s = this.stmts
     const meta = s.meta.get()!
-    const before = meta.watermark
     let arrival = meta.next_arrival
     let accepted = 0
     let late = 0
@@ -414,8 +493,7 @@ export class SqliteBrokerStore implements BrokerStore {
       late,
       batches: 1,
     })
-    const { watermark } = this.releaseSync(ctx)
-    return { accepted, duplicates, late, watermark }
+    return { accepted, duplicates, late }
   }
 
   private releaseSync(ctx: IngestContext): ReleaseResult {
@@ -443,17 +521,16 @@ export class SqliteBrokerStore implements BrokerStore {
     try {
       return Promise.resolve(fn())
     } catch (err) {
-      const code = (err as { code?: string }).code
-      if (typeof code === 'string' && UNAVAILABLE_CODES.test(code))
-        return Promise.reject(
-          new StoreUnavailableError(`the broker store cannot commit (${code})`, { cause: err }),
-        )
-      return Promise.reject(err)
+      return Promise.reject(mapError(err))
     }
   }
 
   ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck> {
-    return this.run(() => this.ingestTx.immediate(batch, ctx))
+    if (this.closed) return Promise.reject(new StoreUnavailableError('the broker store is closed'))
+    return new Promise((resolve, reject) => {
+      this.queue.push({ batch, ctx, resolve, reject })
+      this.scheduleFlush()
+    })
   }
 
   release(ctx: IngestContext): Promise<ReleaseResult> {
@@ -616,6 +693,8 @@ export class SqliteBrokerStore implements BrokerStore {
 
   async close(): Promise<void> {
     if (this.closed) return
+    // Batches already queued still get their commit (and their answer).
+    while (this.queue.length > 0) this.flush()
     this.closed = true
     this.db.close()
   }
