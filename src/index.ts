@@ -7,5 +7,25 @@ export { loadConfig, type LoadedConfig, type LoadConfigOptions } from './core/co
 export { CONFIG_KEYS, envVarFor, type RmqConfig } from './core/config/schema.js'
 export * from './core/protocol.js'
 export type * from './plugins/storage/types.js'
+export { resolveStorageDriver, BUILTIN_STORAGE_DRIVERS, accountedSize } from './plugins/storage/index.js'
+export { createSqliteStorage } from './plugins/storage/sqlite.js'
+export { createMemoryStorage } from './plugins/storage/memory.js'
+export {
+  openOutbox,
+  publishRecords,
+  publishLines,
+  publishOptionsFrom,
+  buildMessage,
+  buildTemplate,
+  DEFAULT_PRIORITY,
+  type PublishRecord,
+  type PublishOptions,
+  type PublishReceipt,
+  type PublishResult,
+  type LinesOptions,
+  type LinesResult,
+  type LinesCommit,
+  type MessageTemplate,
+} from './core/outbox.js'
 export type * from './plugins/compression/types.js'
 export { DecompressLimitError, CorruptInputError } from './plugins/compression/types.js'
