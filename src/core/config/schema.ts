@@ -269,6 +269,12 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     description: 'Alert when a node reports dropped or expired messages.',
   },
   {
+    key: 'broker.alerts.dataLossClearAfter',
+    type: 'duration',
+    default: '1h',
+    description: 'A data-loss alert resolves after the node reports no new losses for this long.',
+  },
+  {
     key: 'broker.alerts.interval',
     type: 'duration',
     default: '10s',
@@ -347,6 +353,13 @@ export interface RmqConfig {
     limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number }
     ordering: { maxLateness: number }
     retention: number
-    alerts: { noSyncFor: number; backlogAge: number; dataLoss: boolean; interval: number; webhooks: string[] }
+    alerts: {
+      noSyncFor: number
+      backlogAge: number
+      dataLoss: boolean
+      dataLossClearAfter: number
+      interval: number
+      webhooks: string[]
+    }
   }
 }
