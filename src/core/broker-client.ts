@@ -37,6 +37,8 @@ export type PostOutcome =
   | { kind: 'too-large'; status: number; reason: string }
   /** Any other 4xx: the broker refuses this batch as it is. */
   | { kind: 'rejected'; status: number; reason: string }
+  /** The caller's signal aborted the request (the batch may or may not have been committed). */
+  | { kind: 'aborted' }
 
 type Got = typeof import('got').default
 
@@ -91,7 +93,7 @@ export class BrokerClient {
         signal,
       })
     } catch (err) {
-      if (signal?.aborted) throw err
+      if (signal?.aborted) return { kind: 'aborted' }
       return { kind: 'retry', reason: networkReason(err, this.options.timeout, this.url) }
     }
     const status = res.statusCode

@@ -131,6 +131,19 @@ export interface SyncStats {
   backoff: BackoffState | null
 }
 
+interface Prepared {
+  kind: 'batch'
+  messages: StoredMessage[]
+  seqs: number[]
+  /** Accounted outbox bytes of the messages. */
+  bytes: number
+  encoded: EncodedBatch
+}
+
+type Prep =
+  Prepared | { kind: 'empty' } | { kind: 'stop'; reason: StopReason } | { kind: 'shrink'; limit: number }
+type Settled = 'ok' | 'failed' | 'split'
+
 interface LastState {
   lastAttemptAt: number | null
   lastSuccessAt: number | null
@@ -360,66 +373,76 @@ class SyncRun {
     return ok
   }
 
+  /**
+   * Send batches one request at a time, but pipelined: while batch k is in
+   * flight, batch k+1 is read (skipping k's messages) and compressed; when k
+   * is acknowledged, k+1 goes out before k is marked sent. A failed k
+   * discards the prepared k+1, so nothing is skipped or reordered.
+   */
   private async loop(): Promise<void> {
-    const { driver, config } = this
-    const startStats = await driver.stats(this.now())
+    const startStats = await this.driver.stats(this.now())
     this.res.order = await this.chooseOrder(startStats)
-    let limit = config.sync.batchSize
+    let limit = this.config.sync.batchSize
     let sentSomething = false
+    let current: Prepared | undefined
+    let currentPost: Promise<PostOutcome> | undefined
     for (;;) {
-      const stop = this.shouldStop()
-      if (stop) {
-        this.res.stoppedBy = stop
-        return
-      }
-      if (!(await this.renewLease())) {
-        this.res.stoppedBy = 'lease-lost'
-        return
-      }
-      const messages = await driver.nextBatch({
-        limit,
-        maxBytes: config.sync.batchBytes,
-        order: this.res.order,
-        now: this.now(),
-      })
-      if (messages.length === 0) {
-        if (!sentSomething && this.opts.heartbeat !== false) {
-          // A failed heartbeat does not keep a drain waiting: there is nothing to deliver.
-          this.res.heartbeat =
-            (await this.send([], await driver.stats(this.now()), undefined, false)) === true
+      if (!current) {
+        const stop = this.shouldStop(0)
+        if (stop) return void (this.res.stoppedBy = stop)
+        if (!(await this.renewLease())) return void (this.res.stoppedBy = 'lease-lost')
+        const p = await this.prepare(limit, undefined, sentSomething)
+        if (p.kind === 'shrink') {
+          limit = p.limit
+          continue
         }
-        this.res.stoppedBy = 'empty'
-        return
-      }
-      const stats = await driver.stats(this.now())
-      const encoded = await this.encode(messages, stats)
-      if (this.budget > 0 && this.res.bytesWire + encoded.wireBytes > this.budget) {
-        const left = this.budget - this.res.bytesWire
-        if (messages.length > 1 && left > 0) {
-          // Fit the budget with a smaller batch (never less than one message).
-          limit = Math.max(1, Math.floor(((messages.length * left) / encoded.wireBytes) * 0.9))
-          if (limit < messages.length) continue
-        }
-        // One message larger than the whole budget is still sent, once per run,
-        // so that a budget set too small cannot stall the link for ever.
-        if (sentSomething || messages.length > 1) {
-          this.res.stoppedBy = 'budget'
+        if (p.kind === 'stop') return void (this.res.stoppedBy = p.reason)
+        if (p.kind === 'empty') {
+          if (!sentSomething && this.opts.heartbeat !== false) await this.heartbeat()
+          this.res.stoppedBy = 'empty'
           return
         }
+        await this.pace(0)
+        current = p
+        currentPost = this.post(p)
       }
-      await this.pace()
-      const ok = await this.send(messages, stats, encoded)
-      if (ok === 'split') {
-        limit = Math.max(1, Math.ceil(messages.length / 2))
+
+      // Prepare the next batch while the current one is in flight.
+      let next: Prepared | undefined
+      if (!this.shouldStop(1) && (await this.renewLease())) {
+        const p = await this.prepare(limit, current, true)
+        if (p.kind === 'batch') next = p
+      }
+      const outcome = await currentPost!
+      let nextPost: Promise<PostOutcome> | undefined
+      if (outcome.kind === 'ok' && next) {
+        await this.pace(current.encoded.wireBytes)
+        nextPost = this.post(next)
+      }
+      let settled: Settled
+      try {
+        settled = await this.settle(current, outcome, true)
+      } catch (err) {
+        // Let a request already started finish and count, then report the error.
+        if (nextPost && next) await this.settle(next, await nextPost, false).catch(() => {})
+        throw err
+      }
+      if (settled === 'ok') {
+        sentSomething = true
+        current = nextPost ? next : undefined
+        currentPost = nextPost
         continue
       }
-      if (ok) sentSomething = true
+      if (settled === 'split') limit = Math.max(1, Math.ceil(current.messages.length / 2))
+      current = undefined
+      currentPost = undefined
     }
   }
 
-  private shouldStop(): StopReason | undefined {
+  /** Stop before starting another batch? `inFlight` batches are already on their way. */
+  private shouldStop(inFlight: number): StopReason | undefined {
     if (this.opts.signal?.aborted) return 'aborted'
-    if (this.opts.maxBatches && this.res.batches >= this.opts.maxBatches) return 'max-batches'
+    if (this.opts.maxBatches && this.res.batches + inFlight >= this.opts.maxBatches) return 'max-batches'
     if (this.opts.deadline !== undefined && this.now() >= this.opts.deadline) return 'deadline'
     return undefined
   }
@@ -434,10 +457,59 @@ class SyncRun {
     return stats.pendingBytes * ratio > this.budget ? 'newest' : 'oldest'
   }
 
-  private async encode(messages: StoredMessage[], stats: StorageStats): Promise<EncodedBatch> {
+  /** Read and encode the next batch, skipping the messages of `inFlight`, within the budget. */
+  private async prepare(
+    limit: number,
+    inFlight: Prepared | undefined,
+    sentSomething: boolean,
+  ): Promise<Prep> {
+    const skip = inFlight ? new Set(inFlight.seqs) : undefined
+    let messages = await this.driver.nextBatch({
+      limit: limit + (skip?.size ?? 0),
+      maxBytes: this.config.sync.batchBytes + (inFlight?.bytes ?? 0),
+      order: this.res.order,
+      now: this.now(),
+    })
+    if (skip) {
+      const kept: StoredMessage[] = []
+      let bytes = 0
+      for (const m of messages) {
+        if (skip.has(m.seq)) continue
+        if (kept.length >= limit || (kept.length > 0 && bytes + m.size > this.config.sync.batchBytes)) break
+        bytes += m.size
+        kept.push(m)
+      }
+      messages = kept
+    }
+    if (messages.length === 0) return { kind: 'empty' }
+    const stats = await this.driver.stats(this.now())
+    const encoded = await this.encode(messages, stats, inFlight)
+    const committed = this.res.bytesWire + (inFlight?.encoded.wireBytes ?? 0)
+    if (this.budget > 0 && committed + encoded.wireBytes > this.budget) {
+      const left = this.budget - committed
+      if (messages.length > 1 && left > 0) {
+        // Fit the budget with a smaller batch (never less than one message).
+        const smaller = Math.max(1, Math.floor(((messages.length * left) / encoded.wireBytes) * 0.9))
+        if (smaller < messages.length)
+          return inFlight ? { kind: 'stop', reason: 'budget' } : { kind: 'shrink', limit: smaller }
+      }
+      // One message larger than the whole budget is still sent, once per run,
+      // so that a budget set too small cannot stall the link for ever.
+      if (sentSomething || inFlight || messages.length > 1) return { kind: 'stop', reason: 'budget' }
+    }
     let bytes = 0
     for (const m of messages) bytes += m.size
-    const pending = Math.max(0, stats.pending - messages.length)
+    return { kind: 'batch', messages, seqs: messages.map((m) => m.seq), bytes, encoded }
+  }
+
+  private async encode(
+    messages: StoredMessage[],
+    stats: StorageStats,
+    inFlight?: Prepared,
+  ): Promise<EncodedBatch> {
+    let bytes = inFlight?.bytes ?? 0
+    for (const m of messages) bytes += m.size
+    const pending = Math.max(0, stats.pending - messages.length - (inFlight?.seqs.length ?? 0))
     const body: BatchBody = {
       node: this.node,
       epoch: this.driver.epoch,
@@ -477,36 +549,49 @@ class SyncRun {
   }
 
   /** Rate limit: keep the run's average at or under sync.rateLimit bytes per second. */
-  private async pace(): Promise<void> {
-    if (this.rateLimit <= 0 || this.res.bytesWire === 0) return
-    const due = this.started + (this.res.bytesWire * 1000) / this.rateLimit
-    const wait = due - this.now()
+  private async pace(unsettledBytes: number): Promise<void> {
+    const sent = this.res.bytesWire + unsettledBytes
+    if (this.rateLimit <= 0 || sent === 0) return
+    const wait = this.started + (sent * 1000) / this.rateLimit - this.now()
     if (wait > 0) await sleep(wait, undefined, { signal: this.opts.signal }).catch(() => {})
   }
 
-  /**
-   * Send one batch (or a heartbeat). true: accepted and marked sent; false:
-   * failed and waited out (persistent mode: try again); 'split': too large.
-   */
-  private async send(
-    messages: StoredMessage[],
-    stats: StorageStats,
-    encoded?: EncodedBatch,
-    waitOnFailure = true,
-  ): Promise<boolean | 'split'> {
-    const batch = encoded ?? (await this.encode(messages, stats))
-    const at = this.now()
-    let outcome: PostOutcome
+  /** POST one prepared batch; never rejects (an abort is an outcome too). */
+  private async post(p: Prepared | { encoded: EncodedBatch }): Promise<PostOutcome> {
     try {
-      outcome = await this.client.post(batch, this.opts.signal)
+      return await this.client.post(p.encoded, this.opts.signal)
     } catch (err) {
-      if (this.opts.signal?.aborted) {
-        this.res.stoppedBy = 'aborted'
-        return false
-      }
-      throw err
+      if (this.opts.signal?.aborted) return { kind: 'aborted' }
+      return { kind: 'retry', reason: (err as Error)?.message ?? String(err) }
     }
-    const seqs = messages.map((m) => m.seq)
+  }
+
+  /** Nothing to send: tell the broker the node is alive (its clock and empty backlog). */
+  private async heartbeat(): Promise<void> {
+    const stats = await this.driver.stats(this.now())
+    const hb: Prepared = {
+      kind: 'batch',
+      messages: [],
+      seqs: [],
+      bytes: 0,
+      encoded: await this.encode([], stats),
+    }
+    // A failed heartbeat does not keep a drain waiting: there is nothing to deliver.
+    this.res.heartbeat = (await this.settle(hb, await this.post(hb), false)) === 'ok'
+  }
+
+  /**
+   * Act on a request's outcome. 'ok': accepted and marked sent; 'failed':
+   * failed and (persistent mode) waited out; 'split': too large, retry
+   * smaller. Throws for everything that ends the run.
+   */
+  private async settle(p: Prepared, outcome: PostOutcome, waitOnFailure: boolean): Promise<Settled> {
+    const { seqs, encoded: batch } = p
+    const at = this.now()
+    if (outcome.kind === 'aborted') {
+      this.res.stoppedBy = 'aborted'
+      return 'failed'
+    }
     if (outcome.kind === 'ok') {
       if (seqs.length > 0) await this.driver.markSent(seqs, this.now())
       await this.driver.addCounters({
@@ -521,6 +606,7 @@ class SyncRun {
       if (this.res.backoff || (await this.driver.getState(BACKOFF_STATE_KEY)) !== undefined) {
         await clearBackoff(this.driver)
         this.res.backoff = undefined
+        this.res.nextAttemptAt = undefined
       }
       if (seqs.length > 0) this.res.batches++
       this.res.messages += seqs.length
@@ -536,7 +622,7 @@ class SyncRun {
         bytesWire: this.res.bytesWire,
         pending: this.res.pending,
       })
-      return true
+      return 'ok'
     }
 
     await this.driver.addCounters({ [SYNC_COUNTERS.attempts]: 1, [SYNC_COUNTERS.failures]: 1 })
@@ -584,12 +670,12 @@ class SyncRun {
     this.res.backoff = b
     this.res.nextAttemptAt = b.nextAttemptAt
     if (this.opts.persistent) {
-      if (!waitOnFailure) return false
+      if (!waitOnFailure) return 'failed'
       const deadline = this.opts.deadline ?? Infinity
       const wait = Math.min(b.nextAttemptAt, deadline) - this.now()
       this.res.retries++
       if (wait > 0) await sleep(wait, undefined, { signal: this.opts.signal }).catch(() => {})
-      return false
+      return 'failed'
     }
     throw new SyncFailedError(
       `sync failed: ${outcome.reason}` +

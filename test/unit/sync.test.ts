@@ -91,8 +91,9 @@ describe('syncOnce', () => {
     expect(JSON.parse(first.body.messages[0].payload)).toEqual({ i: 0, v: 20, unit: 'C' })
     const last = broker.batches[2].body
     expect(last.backlog).toEqual({ pending: 0, bytes: 0, oldestTs: null })
+    // Prepared while the previous batch was in flight: its stats lag one batch.
     expect(last.stats).toMatchObject({
-      sync: { successes: 2, messagesSent: 200 },
+      sync: { successes: 1, messagesSent: 100 },
       storage: { appendedTotal: 250 },
     })
 
