@@ -29,3 +29,25 @@ export {
 } from './core/outbox.js'
 export type * from './plugins/compression/types.js'
 export { DecompressLimitError, CorruptInputError } from './plugins/compression/types.js'
+export { resolveCodec, codecForEncoding, BUILTIN_CODECS } from './plugins/compression/index.js'
+export {
+  syncOnce,
+  drain,
+  watchSync,
+  readSyncStats,
+  toWireMessage,
+  type SyncDeps,
+  type SyncOptions,
+  type SyncResult,
+  type SyncStats,
+  type SyncProgress,
+  type WatchOptions,
+  type WatchSummary,
+} from './core/sync.js'
+export {
+  BrokerClient,
+  type BrokerClientOptions,
+  type PostOutcome,
+  type EncodedBatch,
+} from './core/broker-client.js'
+export { backoffDelay, readBackoff, type BackoffPolicy, type BackoffState } from './core/backoff.js'
