@@ -1,4 +1,5 @@
 import type { RmqConfig } from '../core/config/schema.js'
+import type { MonitoringOptions } from './monitoring.js'
 import type { BrokerStore } from './store/types.js'
 
 export type LogFormat = 'json' | 'pretty' | 'silent'
@@ -17,7 +18,8 @@ export interface BrokerOptions {
   maxLateness: number
   /** broker.retention, ms (0: keep forever). */
   retention: number
-  alerts: RmqConfig['broker']['alerts']
+  /** broker.alerts.* (dataLossClearAfter defaults to 1h when left out). */
+  alerts: Omit<RmqConfig['broker']['alerts'], 'dataLossClearAfter'> & { dataLossClearAfter?: number }
   logFormat?: LogFormat
   logLevel?: string
   /** How often the watermark is recomputed without traffic (ms). */
@@ -28,6 +30,8 @@ export interface BrokerOptions {
   storeInstance?: BrokerStore
   /** Broker clock (tests). */
   now?: () => number
+  /** Monitoring internals: history sampling, webhook delivery timing (tests). */
+  monitoring?: MonitoringOptions
 }
 
 /** Broker options from the effective configuration (broker.* keys). */

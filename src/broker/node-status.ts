@@ -1,0 +1,196 @@
+/**
+ * What the broker tells about each node: the stored NodeRecord plus derived
+ * values (ages, success rate, losses) and a health state. One place for the
+ * rules, shared by GET /v1/nodes, the alerts, /metrics and the dashboard
+ * (docs/monitoring.md "Health").
+ */
+import { formatAge, formatDuration } from '../core/units.js'
+import type { BrokerOptions } from './options.js'
+import type { BrokerStore, NodeCounters, NodeRecord } from './store/types.js'
+
+export type Health = 'ok' | 'behind' | 'stale' | 'never-seen'
+export const HEALTH_STATES: readonly Health[] = ['ok', 'behind', 'stale', 'never-seen']
+
+export interface HealthRules {
+  /** No batch or heartbeat for longer than this: stale (broker.alerts.noSyncFor, or 15m when that is 0). */
+  staleAfter: number
+  /** Oldest pending message older than this: behind (broker.ordering.maxLateness). */
+  behindAfter: number
+}
+
+const DEFAULT_STALE_AFTER = 15 * 60_000
+
+export function healthRules(options: Pick<BrokerOptions, 'alerts' | 'maxLateness'>): HealthRules {
+  return {
+    staleAfter: options.alerts.noSyncFor > 0 ? options.alerts.noSyncFor : DEFAULT_STALE_AFTER,
+    behindAfter: options.maxLateness,
+  }
+}
+
+export interface NodeStatus {
+  node: string
+  health: Health
+  /** Why the node is not ok, in words (empty when ok). */
+  reasons: string[]
+  epoch: string | null
+  /** Last batch came from a direct-mode producer (nothing held on the node). */
+  direct: boolean
+  firstSeen: number | null
+  /** Last batch or heartbeat the broker accepted (a successful sync), broker time. */
+  lastContact: number | null
+  /** Last accepted batch that carried messages, broker time. */
+  lastSync: number | null
+  /** now - lastContact, ms. */
+  sinceContact: number | null
+  /** Node-reported successful sync requests / attempts (the sync counters of its outbox); null if unknown. */
+  successRate: number | null
+  /** Pending on the node at its last report. */
+  backlog: { pending: number; bytes: number; oldestTs: number | null }
+  /**
+   * Age of the oldest pending message now: its age on the node's clock at the
+   * last report plus the time since that report (skew-free); null when none pending.
+   */
+  backlogAge: number | null
+  /** Messages accepted from this node, duplicates ignored, late ones among the accepted. */
+  received: number
+  duplicates: number
+  late: number
+  batches: number
+  /** Node clock minus broker time at the last contact, ms. */
+  clockSkew: number | null
+  /** Messages the node reports it dropped (overflow) or that expired unsent, since its store was created. */
+  dropped: number
+  expired: number
+  /** Outbox size and limit as last reported (bytes); null when unknown. */
+  storage: { totalBytes: number; maxBytes: number } | null
+  /** Node-reported sync details of its last report (attempts, failures, last error, backoff). */
+  sync: Record<string, unknown> | null
+  /** Holding the watermark back (edge node heard from within broker.ordering.maxLateness). */
+  live: boolean
+  /** Raw counters as the store keeps them. */
+  counters: NodeCounters
+}
+
+function num(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) ? v : undefined
+}
+
+function obj(v: unknown): Record<string, unknown> | undefined {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined
+}
+
+/** Dropped and expired totals a node reported in its last batch (0 when it never said). */
+export function reportedLosses(stats: Record<string, unknown> | null): { dropped: number; expired: number } {
+  const storage = obj(stats?.storage)
+  return { dropped: num(storage?.droppedTotal) ?? 0, expired: num(storage?.expiredTotal) ?? 0 }
+}
+
+export function backlogAgeOf(r: NodeRecord, now: number): number | null {
+  if (r.backlog.pending <= 0 || r.backlog.oldestTs === null) return null
+  return Math.max(0, r.lastClock - r.backlog.oldestTs) + Math.max(0, now - r.lastContact)
+}
+
+export function nodeStatus(r: NodeRecord, now: number, rules: HealthRules, maxLateness: number): NodeStatus {
+  const stats = r.stats
+  const sync = obj(stats?.sync) ?? null
+  const storage = obj(stats?.storage)
+  const attempts = num(sync?.attempts)
+  const successes = num(sync?.successes)
+  const sinceContact = Math.max(0, now - r.lastContact)
+  const backlogAge = backlogAgeOf(r, now)
+  const reasons: string[] = []
+  let health: Health = 'ok'
+  if (!r.direct && sinceContact > rules.staleAfter) {
+    health = 'stale'
+    reasons.push(`no sync for ${formatAge(sinceContact)} (limit ${formatDuration(rules.staleAfter)})`)
+  }
+  if (!r.direct && backlogAge !== null && backlogAge > rules.behindAfter) {
+    if (health === 'ok') health = 'behind'
+    reasons.push(
+      `oldest pending message is ${formatAge(backlogAge)} old (limit ${formatDuration(rules.behindAfter)})`,
+    )
+  }
+  const maxBytes = num(storage?.maxBytes)
+  const totalBytes = num(storage?.totalBytes)
+  return {
+    node: r.node,
+    health,
+    reasons,
+    epoch: r.epoch,
+    direct: r.direct,
+    firstSeen: r.firstSeen,
+    lastContact: r.lastContact,
+    lastSync: r.lastSync,
+    sinceContact,
+    successRate: attempts && successes !== undefined ? Math.min(1, successes / attempts) : null,
+    backlog: { ...r.backlog },
+    backlogAge,
+    received: r.counters.received,
+    duplicates: r.counters.duplicates,
+    late: r.counters.late,
+    batches: r.counters.batches,
+    clockSkew: r.clockSkew,
+    ...reportedLosses(stats),
+    storage: maxBytes !== undefined && totalBytes !== undefined ? { totalBytes, maxBytes } : null,
+    sync,
+    live: !r.direct && now - r.lastContact <= maxLateness,
+    counters: { ...r.counters },
+  }
+}
+
+/** A node that has a token but never sent a batch or heartbeat. */
+export function neverSeenStatus(node: string): NodeStatus {
+  return {
+    node,
+    health: 'never-seen',
+    reasons: ['has a token but never synced'],
+    epoch: null,
+    direct: false,
+    firstSeen: null,
+    lastContact: null,
+    lastSync: null,
+    sinceContact: null,
+    successRate: null,
+    backlog: { pending: 0, bytes: 0, oldestTs: null },
+    backlogAge: null,
+    received: 0,
+    duplicates: 0,
+    late: 0,
+    batches: 0,
+    clockSkew: null,
+    dropped: 0,
+    expired: 0,
+    storage: null,
+    sync: null,
+    live: false,
+    counters: { received: 0, duplicates: 0, late: 0, batches: 0 },
+  }
+}
+
+export interface FleetStatus {
+  now: number
+  rules: HealthRules
+  summary: Record<Health, number> & { total: number }
+  nodes: NodeStatus[]
+}
+
+export function summarize(nodes: NodeStatus[]): FleetStatus['summary'] {
+  const summary = { ok: 0, behind: 0, stale: 0, 'never-seen': 0, total: nodes.length }
+  for (const n of nodes) summary[n.health]++
+  return summary
+}
+
+/** Every node the store knows, plus token holders never heard from, sorted by id. */
+export async function fleetStatus(
+  store: BrokerStore,
+  options: Pick<BrokerOptions, 'alerts' | 'maxLateness'>,
+  now: number,
+): Promise<FleetStatus> {
+  const rules = healthRules(options)
+  const [records, tokens] = await Promise.all([store.nodes(), store.listTokens()])
+  const known = new Set(records.map((r) => r.node))
+  const nodes = records.map((r) => nodeStatus(r, now, rules, options.maxLateness))
+  for (const t of tokens) if (!known.has(t.node)) nodes.push(neverSeenStatus(t.node))
+  nodes.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
+  return { now, rules, summary: summarize(nodes), nodes }
+}

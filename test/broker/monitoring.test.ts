@@ -1,0 +1,610 @@
+/**
+ * Monitoring on the broker with an injectable clock: node status and health
+ * (GET /v1/nodes), alert rules (fire once, resolve once, persisted), webhook
+ * delivery to a real receiver on 127.0.0.1 (retries; a dead webhook never
+ * slows ingest), /metrics through a real Prometheus text parser, and the
+ * dashboard's static files.
+ */
+import http from 'node:http'
+import { createRequire } from 'node:module'
+import type { AddressInfo } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createBrokerApp, startBroker, type CreateBrokerAppOptions } from '../../src/broker/app.js'
+import type { AlertEvent, AlertSink } from '../../src/broker/alerts.js'
+import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
+import type { BrokerStore } from '../../src/broker/store/types.js'
+import { createNodeToken } from '../../src/broker/tokens.js'
+import type { BatchBody } from '../../src/core/protocol.js'
+import { makeBatch, message, postBatch } from '../helpers/broker.js'
+import { makeTempDir } from '../helpers/cli.js'
+
+const require = createRequire(import.meta.url)
+interface PromFamily {
+  name: string
+  help: string
+  type: 'COUNTER' | 'GAUGE' | 'HISTOGRAM' | 'SUMMARY' | 'UNTYPED'
+  metrics: Array<{ value?: string; labels?: Record<string, string>; buckets?: Record<string, string> }>
+}
+const parsePrometheus = require('parse-prometheus-text-format') as (text: string) => PromFamily[]
+
+const SEC = 1000
+const MIN = 60_000
+const T0 = 1_764_000_000_000
+
+/** Collects alert events like a sink would deliver them. */
+class MemorySink implements AlertSink {
+  readonly name = 'memory'
+  events: AlertEvent[] = []
+  send(e: AlertEvent) {
+    this.events.push(e)
+  }
+  close() {}
+}
+
+function options(dataDir: string, extra: Partial<CreateBrokerAppOptions> = {}): CreateBrokerAppOptions {
+  return {
+    host: '127.0.0.1',
+    port: 0,
+    dataDir,
+    store: 'sqlite',
+    auth: 'token',
+    limits: { bodyBytes: 8 << 20, decompressedBytes: 64 << 20, ratePerNode: 0 },
+    maxLateness: 5 * MIN,
+    retention: 0,
+    alerts: {
+      noSyncFor: 10 * MIN,
+      backlogAge: 30 * MIN,
+      dataLoss: true,
+      dataLossClearAfter: 15 * MIN,
+      interval: 10 * SEC,
+      webhooks: [],
+    },
+    logFormat: 'silent',
+    ...extra,
+  }
+}
+
+function stats(s: { attempts?: number; successes?: number; dropped?: number; expired?: number } = {}) {
+  return {
+    sync: { attempts: s.attempts ?? 4, successes: s.successes ?? 3, failures: 1, lastError: null },
+    storage: {
+      pending: 0,
+      totalBytes: 2048,
+      maxBytes: 1 << 20,
+      droppedTotal: s.dropped ?? 0,
+      expiredTotal: s.expired ?? 0,
+    },
+  }
+}
+
+/** A webhook receiver on 127.0.0.1 that answers with the statuses given, then 200. */
+async function startReceiver(statuses: number[] = []) {
+  const got: Array<{ body: AlertEvent; headers: http.IncomingHttpHeaders }> = []
+  let attempts = 0
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const status = statuses[attempts++] ?? 200
+      if (status === 200)
+        got.push({ body: JSON.parse(Buffer.concat(chunks).toString('utf8')), headers: req.headers })
+      res.writeHead(status).end()
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook?secret=s3`
+  return {
+    url,
+    got,
+    attempts: () => attempts,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  }
+}
+
+async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 5000): Promise<T> {
+  const end = Date.now() + timeoutMs
+  for (;;) {
+    const v = await fn()
+    if (v) return v
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+describe('broker monitoring (injectable clock)', () => {
+  let tmp: ReturnType<typeof makeTempDir>
+  let app: FastifyInstance
+  let store: BrokerStore
+  let token: string
+  let clock: number
+  let sink: MemorySink
+
+  const open = async (extra: Partial<CreateBrokerAppOptions> = {}) => {
+    store = await openSqliteBrokerStore({ dataDir: tmp.dir })
+    token = (await createNodeToken(store, 'gw-1')).token
+    sink = new MemorySink()
+    app = await createBrokerApp(
+      options(tmp.dir, {
+        storeInstance: store,
+        now: () => clock,
+        monitoring: { alertTimer: false, sinks: [sink], defaultMetrics: false },
+        ...extra,
+      }),
+    )
+    await app.ready()
+  }
+  const ingest = (body: BatchBody) => store.ingest(body, { now: clock, maxLateness: 5 * MIN })
+  const get = async (url: string) => {
+    const res = await app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${token}` } })
+    return { status: res.statusCode, body: res.json(), headers: res.headers }
+  }
+
+  beforeEach(() => {
+    tmp = makeTempDir('rmq-monitoring-')
+    clock = T0
+  })
+  afterEach(async () => {
+    await app?.close()
+    tmp.cleanup()
+  })
+
+  it('GET /v1/nodes derives ok / behind / stale / never-seen with reasons and a summary', async () => {
+    await open()
+    await createNodeToken(store, 'gw-new')
+    // gw-stale: last heard 11 minutes ago (noSyncFor 10m).
+    clock = T0 - 11 * MIN
+    await ingest(makeBatch('gw-stale', [message(1, clock - 1000)], { clock }))
+    // gw-behind: oldest pending message 6 minutes old on its own clock (maxLateness 5m); clock 2 s ahead.
+    clock = T0
+    await ingest(
+      makeBatch('gw-behind', [], {
+        clock: T0 + 2000,
+        backlog: { pending: 40, bytes: 4000, oldestTs: T0 + 2000 - 6 * MIN },
+        stats: stats({ attempts: 10, successes: 9 }),
+      }),
+    )
+    await ingest(
+      makeBatch('gw-1', [message(1, T0 - 500), message(2, T0 - 400)], { clock: T0, stats: stats() }),
+    )
+    await ingest(makeBatch('gw-1', [message(2, T0 - 400)], { clock: T0 }))
+    clock = T0 + 30 * SEC
+
+    const res = await get('/v1/nodes')
+    expect(res.status).toBe(200)
+    const by = Object.fromEntries(res.body.nodes.map((n: { node: string }) => [n.node, n]))
+    expect(res.body.nodes.map((n: { node: string }) => n.node)).toEqual([
+      'gw-1',
+      'gw-behind',
+      'gw-new',
+      'gw-stale',
+    ])
+    expect(res.body.summary).toEqual({ ok: 1, behind: 1, stale: 1, 'never-seen': 1, total: 4 })
+    expect(res.body.rules).toEqual({ staleAfter: 10 * MIN, behindAfter: 5 * MIN })
+    expect(by['gw-1']).toMatchObject({
+      health: 'ok',
+      reasons: [],
+      lastContact: T0,
+      lastSync: T0,
+      sinceContact: 30 * SEC,
+      successRate: 0.75,
+      received: 2,
+      duplicates: 1,
+      late: 0,
+      batches: 2,
+      clockSkew: 0,
+      dropped: 0,
+      expired: 0,
+      storage: { totalBytes: 2048, maxBytes: 1 << 20 },
+      live: true,
+    })
+    expect(by['gw-behind']).toMatchObject({
+      health: 'behind',
+      lastSync: null,
+      successRate: 0.9,
+      clockSkew: 2000,
+      backlog: { pending: 40, bytes: 4000, oldestTs: T0 + 2000 - 6 * MIN },
+      // 6 min old when reported + 30 s since the report.
+      backlogAge: 6 * MIN + 30 * SEC,
+    })
+    expect(by['gw-behind'].reasons[0]).toMatch(/oldest pending message is 6m 30s old \(limit 5m\)/)
+    expect(by['gw-stale']).toMatchObject({ health: 'stale', sinceContact: 11 * MIN + 30 * SEC, live: false })
+    expect(by['gw-stale'].reasons[0]).toMatch(/no sync for 11m 30s \(limit 10m\)/)
+    expect(by['gw-new']).toMatchObject({ health: 'never-seen', lastContact: null, received: 0 })
+
+    expect((await get('/v1/nodes/gw-behind')).body).toEqual(by['gw-behind'])
+    expect((await get('/v1/nodes/gw-new')).body.health).toBe('never-seen')
+    const missing = await get('/v1/nodes/nope')
+    expect(missing.status).toBe(404)
+    expect(missing.body.code).toBe('NOT_FOUND')
+    expect((await app.inject({ method: 'GET', url: '/v1/nodes' })).statusCode).toBe(401)
+  })
+
+  it('a node that stops syncing turns stale after noSyncFor, fires ONE alert, resolves when it syncs again', async () => {
+    await open()
+    await ingest(makeBatch('gw-1', [message(1, T0)], { clock: T0 }))
+    const health = async () => (await get('/v1/nodes/gw-1')).body.health
+
+    clock = T0 + 9 * MIN
+    expect((await app.monitor.alerts.evaluate()).fired).toEqual([])
+    expect(await health()).toBe('ok')
+
+    clock = T0 + 10 * MIN + 1
+    const first = await app.monitor.alerts.evaluate()
+    expect(first.fired).toHaveLength(1)
+    expect(first.fired[0]).toMatchObject({
+      rule: 'no-sync',
+      node: 'gw-1',
+      severity: 'critical',
+      state: 'active',
+    })
+    expect(await health()).toBe('stale')
+
+    // Many more evaluations while it stays silent: still exactly one alert, one event.
+    for (let i = 1; i <= 6; i++) {
+      clock = T0 + 10 * MIN + i * 10 * SEC
+      const e = await app.monitor.alerts.evaluate()
+      expect(e.fired).toEqual([])
+      expect(e.active).toBe(1)
+    }
+    let alerts = (await get('/v1/alerts')).body
+    expect(alerts.active).toHaveLength(1)
+    expect(alerts.active[0]).toMatchObject({
+      value: 11 * MIN,
+      threshold: 10 * MIN,
+      firedAt: T0 + 10 * MIN + 1,
+    })
+    expect(alerts.active[0].message).toMatch(/gw-1 has not synced for 11m 0s \(limit 10m\)/)
+    expect(alerts.resolved).toEqual([])
+    expect(sink.events.map((e) => [e.event, e.alert.rule])).toEqual([['fired', 'no-sync']])
+
+    // It syncs again (a heartbeat is enough).
+    clock = T0 + 12 * MIN
+    await ingest(makeBatch('gw-1', [], { clock }))
+    const after = await app.monitor.alerts.evaluate()
+    expect(after.resolved).toHaveLength(1)
+    expect(await health()).toBe('ok')
+    await app.monitor.alerts.evaluate()
+    alerts = (await get('/v1/alerts')).body
+    expect(alerts.active).toEqual([])
+    expect(alerts.resolved).toMatchObject([
+      { rule: 'no-sync', node: 'gw-1', state: 'resolved', resolvedAt: clock },
+    ])
+    expect(sink.events.map((e) => e.event)).toEqual(['fired', 'resolved'])
+    expect((await get('/v1/alerts?state=active')).body).toMatchObject({ active: [], resolved: [] })
+    expect((await get('/v1/alerts?state=bogus')).status).toBe(400)
+  })
+
+  it('alert state is in the store: a second broker on the same store neither fires again nor misses the resolution', async () => {
+    await open()
+    await ingest(makeBatch('gw-1', [], { clock: T0 }))
+    clock = T0 + 11 * MIN
+    expect((await app.monitor.alerts.evaluate()).fired).toHaveLength(1)
+
+    const sink2 = new MemorySink()
+    const store2 = await openSqliteBrokerStore({ dataDir: tmp.dir })
+    const app2 = await createBrokerApp(
+      options(tmp.dir, {
+        storeInstance: store2,
+        now: () => clock,
+        monitoring: { alertTimer: false, sinks: [sink2], defaultMetrics: false },
+      }),
+    )
+    try {
+      await app2.ready()
+      expect((await app2.monitor.alerts.evaluate()).fired).toEqual([])
+      await ingest(makeBatch('gw-1', [], { clock }))
+      clock += SEC
+      const [a, b] = await Promise.all([app.monitor.alerts.evaluate(), app2.monitor.alerts.evaluate()])
+      expect(a.resolved.length + b.resolved.length).toBe(1)
+      expect(sink.events.length + sink2.events.length).toBe(2)
+    } finally {
+      await app2.close()
+    }
+  })
+
+  it('backlog-age fires when the oldest pending message is older than backlogAge, and resolves when drained', async () => {
+    await open()
+    await ingest(
+      makeBatch('gw-1', [], { clock: T0, backlog: { pending: 5, bytes: 500, oldestTs: T0 - 20 * MIN } }),
+    )
+    clock = T0 + 5 * MIN
+    expect((await app.monitor.alerts.evaluate()).fired).toEqual([])
+    clock = T0 + 9 * MIN
+    await ingest(
+      makeBatch('gw-1', [], { clock, backlog: { pending: 5, bytes: 500, oldestTs: T0 - 20 * MIN } }),
+    )
+    clock = T0 + 10 * MIN + 1
+    const e = await app.monitor.alerts.evaluate()
+    expect(e.fired.map((a) => [a.rule, a.severity])).toEqual([['backlog-age', 'warning']])
+    expect(e.fired[0].message).toMatch(/holds 5 pending message\(s\), the oldest 30m 0s old \(limit 30m\)/)
+    await ingest(makeBatch('gw-1', [], { clock }))
+    expect((await app.monitor.alerts.evaluate()).resolved.map((a) => a.rule)).toEqual(['backlog-age'])
+  })
+
+  it('data-loss fires on reported dropped/expired messages, stays one alert while losses grow, clears after a quiet period', async () => {
+    await open()
+    const report = (dropped: number, expired: number) =>
+      ingest(makeBatch('gw-1', [], { clock, stats: stats({ dropped, expired }) }))
+    await report(0, 0)
+    expect((await app.monitor.alerts.evaluate()).fired).toEqual([])
+    clock += MIN
+    await report(3, 1)
+    const fired = (await app.monitor.alerts.evaluate()).fired
+    expect(fired).toMatchObject([{ rule: 'data-loss', value: 4, severity: 'critical' }])
+    expect(fired[0].message).toMatch(/lost 4 message\(s\) since the last alert \(3 dropped .*, 1 expired/)
+    clock += MIN
+    await report(5, 1)
+    expect((await app.monitor.alerts.evaluate()).fired).toEqual([])
+    expect((await get('/v1/alerts')).body.active).toMatchObject([{ rule: 'data-loss', value: 6 }])
+    // 14 minutes without new losses: still active (dataLossClearAfter 15m)...
+    clock += 14 * MIN
+    await report(5, 1)
+    expect((await app.monitor.alerts.evaluate()).resolved).toEqual([])
+    // ... 15 minutes: resolved.
+    clock += MIN
+    await report(5, 1)
+    expect((await app.monitor.alerts.evaluate()).resolved.map((a) => a.rule)).toEqual(['data-loss'])
+    await app.monitor.alerts.evaluate()
+    // A new loss later is a new alert counting only what is new.
+    clock += MIN
+    await report(5, 3)
+    const again = (await app.monitor.alerts.evaluate()).fired
+    expect(again).toMatchObject([{ rule: 'data-loss', value: 8 }])
+    expect(again[0].message).toMatch(/lost 2 message/)
+    expect(sink.events.map((e) => e.event)).toEqual(['fired', 'resolved', 'fired'])
+  })
+
+  it('evaluates on the broker.alerts.interval timer', async () => {
+    await open({
+      alerts: { ...options(tmp.dir).alerts, interval: 50 },
+      monitoring: { sinks: [], defaultMetrics: false },
+    })
+    await ingest(makeBatch('gw-1', [], { clock: T0 }))
+    clock = T0 + 11 * MIN
+    const active = await until(async () => {
+      const a = (await get('/v1/alerts')).body.active
+      return a.length ? a : undefined
+    }, 'the timer to fire the alert')
+    expect(active).toMatchObject([{ rule: 'no-sync', node: 'gw-1' }])
+  })
+
+  it('/metrics is valid Prometheus text with broker and per-node series (parsed, not string-matched)', async () => {
+    await open({ monitoring: { alertTimer: false, sinks: [], defaultMetrics: true } })
+    await createNodeToken(store, 'gw-"quoted"\\node')
+    await ingest(
+      makeBatch('gw-1', [message(1, T0 - 1000), message(2, T0 - 900)], {
+        clock: T0 + 1500,
+        backlog: { pending: 7, bytes: 700, oldestTs: T0 - 60 * SEC },
+        stats: stats({ dropped: 2, expired: 1 }),
+      }),
+    )
+    await ingest(
+      makeBatch('gw-1', [message(2, T0 - 900)], {
+        clock: T0 + 1500,
+        backlog: { pending: 7, bytes: 700, oldestTs: T0 - 60 * SEC },
+      }),
+    )
+    clock = T0 + 11 * MIN
+    await app.monitor.alerts.evaluate()
+    await get('/v1/nodes')
+
+    const res = await app.inject({ method: 'GET', url: '/metrics' })
+    expect(res.statusCode).toBe(200)
+    expect(res.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/)
+    const families = parsePrometheus(res.body)
+    const fam = new Map(families.map((f) => [f.name, f]))
+    // Every family is well-formed: legal name, HELP, a TYPE, numeric values; counters end in _total.
+    for (const f of families) {
+      expect(f.name).toMatch(/^[a-zA-Z_:][a-zA-Z0-9_:]*$/)
+      expect(f.help.length, `${f.name} has HELP`).toBeGreaterThan(0)
+      expect(f.type, `${f.name} has a TYPE`).not.toBe('UNTYPED')
+      if (f.type === 'COUNTER') expect(f.name).toMatch(/_total$/)
+      for (const m of f.metrics) {
+        const values = m.buckets ? Object.values(m.buckets) : [m.value!]
+        // Go's ParseFloat, which Prometheus uses: numbers, and NaN / Inf in any case.
+        for (const v of values)
+          expect(
+            Number.isFinite(Number(v)) || /^[+-]?(inf|infinity|nan)$/i.test(v!),
+            `${f.name} value ${v}`,
+          ).toBe(true)
+      }
+    }
+    const value = (name: string, labels: Record<string, string> = {}) => {
+      const f = fam.get(name)
+      expect(f, name).toBeDefined()
+      const m = f!.metrics.find((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v))
+      expect(m, `${name} ${JSON.stringify(labels)}`).toBeDefined()
+      return Number(m!.value)
+    }
+    const type = (name: string) => fam.get(name)?.type
+    expect(type('rmq_node_messages_received_total')).toBe('COUNTER')
+    expect(value('rmq_node_messages_received_total', { node: 'gw-1' })).toBe(2)
+    expect(value('rmq_node_duplicates_total', { node: 'gw-1' })).toBe(1)
+    expect(value('rmq_node_late_messages_total', { node: 'gw-1' })).toBe(0)
+    expect(value('rmq_node_dropped_messages_total', { node: 'gw-1' })).toBe(2)
+    expect(value('rmq_node_expired_messages_total', { node: 'gw-1' })).toBe(1)
+    expect(type('rmq_node_backlog_messages')).toBe('GAUGE')
+    expect(value('rmq_node_backlog_messages', { node: 'gw-1' })).toBe(7)
+    expect(value('rmq_node_backlog_bytes', { node: 'gw-1' })).toBe(700)
+    expect(value('rmq_node_last_sync_age_seconds', { node: 'gw-1' })).toBe(660)
+    expect(value('rmq_node_backlog_oldest_age_seconds', { node: 'gw-1' })).toBeCloseTo(61.5 + 660, 3)
+    expect(value('rmq_node_clock_skew_seconds', { node: 'gw-1' })).toBe(1.5)
+    expect(value('rmq_node_sync_success_ratio', { node: 'gw-1' })).toBe(0.75)
+    expect(value('rmq_node_health', { node: 'gw-1', state: 'stale' })).toBe(1)
+    expect(value('rmq_node_health', { node: 'gw-1', state: 'ok' })).toBe(0)
+    // A label value with quotes and a backslash survives the exposition format.
+    expect(value('rmq_node_health', { node: 'gw-"quoted"\\node', state: 'never-seen' })).toBe(1)
+    expect(value('rmq_broker_messages_received_total')).toBe(2)
+    expect(value('rmq_broker_nodes', { health: 'stale' })).toBe(1)
+    expect(value('rmq_broker_nodes', { health: 'never-seen' })).toBe(1)
+    expect(value('rmq_broker_messages_stored')).toBe(2)
+    expect(value('rmq_alert_active', { rule: 'no-sync', node: 'gw-1' })).toBe(1)
+    expect(value('rmq_alert_active', { rule: 'data-loss', node: 'gw-1' })).toBe(1)
+    expect(value('rmq_broker_alerts_active', { rule: 'no-sync', severity: 'critical' })).toBe(1)
+    expect(value('rmq_broker_info', { store: 'sqlite' })).toBe(1)
+    expect(type('rmq_broker_http_request_duration_seconds')).toBe('HISTOGRAM')
+    expect(value('rmq_broker_http_requests_total', { route: '/v1/nodes', status: '200' })).toBeGreaterThan(0)
+    expect(fam.has('process_cpu_user_seconds_total')).toBe(true)
+    // No authentication for scrapers.
+    expect((await app.inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(200)
+  })
+
+  it('serves the dashboard, uPlot and /v1/history with a strict CSP', async () => {
+    await open({
+      monitoring: { alertTimer: false, sinks: [], defaultMetrics: false, historyIntervalMs: 1000 },
+    })
+    const page = await app.inject({ method: 'GET', url: '/' })
+    expect(page.statusCode).toBe(200)
+    expect(page.headers['content-type']).toMatch(/text\/html/)
+    expect(page.headers['content-security-policy']).toMatch(/script-src 'self'/)
+    expect(page.body).toMatch(/<script src="\/dashboard\/app\.js"/)
+    for (const f of ['app.js', 'style.css', 'uplot.js', 'uplot.css']) {
+      const r = await app.inject({ method: 'GET', url: `/dashboard/${f}` })
+      expect(r.statusCode, f).toBe(200)
+      expect(r.body.length, f).toBeGreaterThan(1000)
+    }
+    // The dashboard script never writes HTML from data.
+    const js = (await app.inject({ method: 'GET', url: '/dashboard/app.js' })).body
+    expect(js).not.toMatch(/innerHTML|outerHTML|insertAdjacentHTML|document\.write/)
+
+    await ingest(makeBatch('gw-1', [message(1, T0)], { clock: T0 }))
+    clock = T0 + 2000
+    await app.monitor.sample()
+    const h = await get('/v1/history')
+    expect(h.body.intervalMs).toBe(1000)
+    const last = h.body.samples[h.body.samples.length - 1]
+    expect(last).toMatchObject({ t: T0 + 2000, received: 1, backlog: 0, ok: 1 })
+    expect(last.rate).toBeCloseTo(0.5, 5)
+    expect((await get(`/v1/history?since=${T0 + 2000}`)).body.samples).toEqual([])
+  })
+})
+
+describe('alert webhooks (real HTTP on 127.0.0.1)', () => {
+  let tmp: ReturnType<typeof makeTempDir>
+  beforeEach(() => {
+    tmp = makeTempDir('rmq-webhook-')
+  })
+  afterEach(() => tmp.cleanup())
+
+  it('a receiver gets the fired and the resolved event (documented body), after retries', async () => {
+    const receiver = await startReceiver([503, 500])
+    let clock = T0
+    const store = await openSqliteBrokerStore({ dataDir: tmp.dir })
+    const app = await createBrokerApp(
+      options(tmp.dir, {
+        storeInstance: store,
+        now: () => clock,
+        alerts: { ...options(tmp.dir).alerts, webhooks: [receiver.url] },
+        monitoring: {
+          alertTimer: false,
+          defaultMetrics: false,
+          webhook: { initialDelayMs: 20, maxDelayMs: 50 },
+        },
+      }),
+    )
+    try {
+      await app.ready()
+      await store.ingest(makeBatch('gw-9', [], { clock }), { now: clock, maxLateness: 5 * MIN })
+      clock = T0 + 11 * MIN
+      await app.monitor.alerts.evaluate()
+      await store.ingest(makeBatch('gw-9', [], { clock }), { now: clock, maxLateness: 5 * MIN })
+      clock += SEC
+      await app.monitor.alerts.evaluate()
+      await until(() => receiver.got.length >= 2, 'both webhook deliveries')
+      expect(receiver.attempts()).toBe(4)
+      const [fired, resolved] = receiver.got
+      expect(fired.headers['content-type']).toBe('application/json')
+      expect(fired.headers['x-rmq-event']).toBe('fired')
+      expect(fired.headers['x-rmq-delivery']).toBe(`${fired.body.alert.id}-fired`)
+      expect(fired.body).toMatchObject({
+        version: 1,
+        event: 'fired',
+        sentAt: T0 + 11 * MIN,
+        alert: {
+          key: 'no-sync:gw-9',
+          rule: 'no-sync',
+          node: 'gw-9',
+          state: 'active',
+          severity: 'critical',
+          value: 11 * MIN,
+          threshold: 10 * MIN,
+          firedAt: T0 + 11 * MIN,
+          resolvedAt: null,
+        },
+      })
+      expect(typeof fired.body.broker).toBe('string')
+      expect(resolved.body).toMatchObject({
+        event: 'resolved',
+        alert: { id: fired.body.alert.id, state: 'resolved', resolvedAt: T0 + 11 * MIN + SEC },
+      })
+      expect(resolved.headers['x-rmq-event']).toBe('resolved')
+    } finally {
+      await app.close()
+      await receiver.close()
+    }
+  })
+
+  it('a webhook that is down (hanging, or refusing connections) does not slow ingest', async () => {
+    // One receiver accepts the request and never answers; the other port is closed.
+    const held: http.ServerResponse[] = []
+    const hanging = http.createServer((_req, res) => held.push(res))
+    await new Promise<void>((r) => hanging.listen(0, '127.0.0.1', r))
+    const closed = http.createServer()
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r))
+    const closedPort = (closed.address() as AddressInfo).port
+    await new Promise<void>((r) => closed.close(() => r()))
+    const hangingUrl = `http://127.0.0.1:${(hanging.address() as AddressInfo).port}/`
+
+    let clock = Date.now()
+    const store = await openSqliteBrokerStore({ dataDir: tmp.dir })
+    const token = (await createNodeToken(store, 'gw-fast')).token
+    const broker = await startBroker(
+      options(tmp.dir, {
+        storeInstance: store,
+        now: () => clock,
+        alerts: { ...options(tmp.dir).alerts, webhooks: [hangingUrl, `http://127.0.0.1:${closedPort}/`] },
+        monitoring: {
+          alertTimer: false,
+          defaultMetrics: false,
+          webhook: { timeoutMs: 60_000, initialDelayMs: 10 },
+        },
+      }),
+    )
+    try {
+      // Ten silent nodes fire ten alerts: twenty webhook events queue up behind dead receivers.
+      for (let i = 0; i < 10; i++)
+        await store.ingest(makeBatch(`gw-${i}`, [], { clock }), { now: clock, maxLateness: 5 * MIN })
+      clock += 11 * MIN
+      const evaluation = await broker.app.monitor.alerts.evaluate()
+      expect(evaluation.fired).toHaveLength(10)
+      await until(() => held.length > 0, 'the hanging webhook to receive a request')
+
+      const started = Date.now()
+      for (let i = 1; i <= 30; i++) {
+        const res = await postBatch(broker.url, makeBatch('gw-fast', [message(i, clock)], { clock }), {
+          token,
+        })
+        expect(res.status).toBe(200)
+      }
+      const elapsed = Date.now() - started
+      // The webhook request is still open (its 60 s timeout has not passed) while all 30 batches were answered.
+      expect(held.length).toBe(1)
+      expect(held[0].writableEnded).toBe(false)
+      expect(elapsed).toBeLessThan(10_000)
+      // Alert evaluation is not held up either.
+      clock += SEC
+      await broker.app.monitor.alerts.evaluate()
+      const nodes = await broker.app.inject({
+        method: 'GET',
+        url: '/v1/nodes/gw-fast',
+        headers: { authorization: `Bearer ${token}` },
+      })
+      expect(nodes.json().received).toBe(30)
+    } finally {
+      for (const r of held) r.destroy()
+      await broker.close()
+      await new Promise<void>((r) => hanging.close(() => r()))
+    }
+  })
+})
