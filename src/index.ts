@@ -27,6 +27,20 @@ export {
   type LinesCommit,
   type MessageTemplate,
 } from './core/outbox.js'
+export {
+  createProducer,
+  openProducer,
+  type Producer,
+  type ProducerMode,
+  type ProducerOptions,
+  type ProducerExtras,
+  type ProducerRecord,
+  type ConfigInput,
+  type SendOptions,
+  type SendReceipt,
+  type SendStatus,
+  type DrainResult,
+} from './core/producer.js'
 export type * from './plugins/compression/types.js'
 export { DecompressLimitError, CorruptInputError } from './plugins/compression/types.js'
 export { resolveCodec, codecForEncoding, BUILTIN_CODECS } from './plugins/compression/index.js'

@@ -273,7 +273,7 @@ export async function publishRecords(
 }
 
 /** The same error with more context in its message and details. */
-function withContext<E extends RmqError>(
+export function withContext<E extends RmqError>(
   err: E,
   prefix: string,
   suffix: string,
