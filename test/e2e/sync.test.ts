@@ -251,6 +251,36 @@ describe('sync end to end', () => {
     expect(nodes.stdout.split('\n').filter(Boolean)).toHaveLength(2000)
   })
 
+  it('--watch forwards new messages every sync.interval and stops cleanly on SIGTERM', async () => {
+    const b = await broker()
+    const token = await b.createToken('gw-e2e')
+    const node = edge({ RMQ_BROKER_URL: b.url, RMQ_TOKEN: token, RMQ_SYNC_INTERVAL: '200ms' })
+    await node.publish(100)
+    const child = node.spawn(['sync', '--watch', '--json'])
+    let stdout = ''
+    let stderr = ''
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+    const waitFor = async (n: number) => {
+      for (let k = 0; k < 200; k++) {
+        const got = await consumeAll(b.url, token, 'arrival')
+        if (got.length >= n) return got
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      throw new Error(`watch did not deliver ${n} messages:\n${stderr}`)
+    }
+    await waitFor(100)
+    await node.publish(50, 100)
+    expect(await waitFor(150)).toHaveLength(150)
+    child.kill('SIGTERM')
+    expect(await exited).toBe(0)
+    const summary = parseJson(stdout)
+    expect(summary.messages).toBe(150)
+    expect(summary.runs).toBeGreaterThan(1)
+    expect(stderr).toMatch(/sent 100 message/)
+  })
+
   it('explains a refused token with exit 78', async () => {
     const b = await broker()
     const node = edge({ RMQ_BROKER_URL: b.url, RMQ_TOKEN: 'wrong' })
