@@ -146,6 +146,7 @@ export class SqliteStorage implements StorageDriver {
   private readonly db: Database
   private readonly now: () => number
   private readonly stmts = new Map<string, Statement>()
+  private maintaining = false
 
   constructor(private readonly opts: StorageOptions) {
     this.now = opts.now ?? Date.now
@@ -490,6 +491,17 @@ export class SqliteStorage implements StorageDriver {
     })
   }
 
+  /**
+   * A connection that deletes in bulk (cleanup) checkpoints the WAL every 256
+   * pages itself (default 1000), so a publisher's commit seldom finds a long
+   * WAL to copy.
+   */
+  private maintenance(): void {
+    if (this.maintaining) return
+    this.maintaining = true
+    this.db.exec('PRAGMA wal_autocheckpoint = 256')
+  }
+
   async purge(q: PurgeQuery): Promise<PurgeResult> {
     const res: PurgeResult = { sentDeleted: 0, expiredDeleted: 0, bytesFreed: 0 }
     // Sent messages past retention first (messages_sent), then expired ones (messages_expiry).
@@ -514,6 +526,7 @@ export class SqliteStorage implements StorageDriver {
         return res
       })
     }
+    this.maintenance()
     return this.write(() => {
       for (const [sql, arg] of [
         [sentSql, q.sentBefore],
@@ -543,12 +556,19 @@ export class SqliteStorage implements StorageDriver {
     })
   }
 
-  async enforceLimits(opts: { limit?: number } = {}): Promise<{ dropped: number; deleted: number }> {
+  async enforceLimits(
+    opts: { limit?: number } = {},
+  ): Promise<{ dropped: number; deleted: number; bytesFreed: number }> {
+    this.maintenance()
     return this.write(() => {
       const t = this.totals()
       const dropped = this.makeRoom(t, { messages: 0, bytes: 0 }, this.now(), false, opts.limit)
       const after = this.totals()
-      return { dropped, deleted: t.pending + t.sent - after.pending - after.sent }
+      return {
+        dropped,
+        deleted: t.pending + t.sent - after.pending - after.sent,
+        bytesFreed: t.pending_bytes + t.sent_bytes - after.pending_bytes - after.sent_bytes,
+      }
     })
   }
 
@@ -576,6 +596,7 @@ export class SqliteStorage implements StorageDriver {
     opts: { maxPages?: number } = {},
   ): Promise<{ fileBytesBefore: number | null; fileBytesAfter: number | null; freePages: number }> {
     const fileBytesBefore = this.fileBytes()
+    this.maintenance()
     const freePages = this.guard(() => {
       const free = () => this.db.prepare('PRAGMA freelist_count').pluck().get() as number
       const before = free()

@@ -130,10 +130,22 @@ export interface StorageDriver {
   /** Count one failed attempt on each message. */
   recordAttempt(seqs: number[]): Promise<void>
   purge(query: PurgeQuery): Promise<PurgeResult>
-  /** Apply maxBytes/maxMessages under the overflow policy now (after limits were lowered). */
-  enforceLimits(): Promise<{ dropped: number }>
-  /** Give freed pages back to the file system; returns file sizes before and after. */
-  compact(): Promise<{ fileBytesBefore: number | null; fileBytesAfter: number | null }>
+  /**
+   * Apply maxBytes/maxMessages under the overflow policy now (after limits were
+   * lowered): expired, then sent, then (drop-oldest) oldest pending messages.
+   * `limit` bounds the rows one call deletes (callers loop while `deleted`
+   * reaches it); `deleted` counts every row removed, `dropped` the pending
+   * ones, `bytesFreed` their accounted bytes.
+   */
+  enforceLimits(opts?: { limit?: number }): Promise<{ dropped: number; deleted?: number; bytesFreed?: number }>
+  /**
+   * Give freed pages back to the file system; returns file sizes before and
+   * after. `maxPages` bounds the work of one call (one short transaction):
+   * callers loop while `freePages` > 0. Drivers without a file return nulls.
+   */
+  compact(opts?: {
+    maxPages?: number
+  }): Promise<{ fileBytesBefore: number | null; fileBytesAfter: number | null; freePages?: number }>
   stats(now: number): Promise<StorageStats>
   getState(key: string): Promise<string | undefined>
   setState(key: string, value: string | undefined): Promise<void>

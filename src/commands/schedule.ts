@@ -1,0 +1,73 @@
+import { Flags } from '@oclif/core'
+import { BaseCommand } from '../cli/base-command.js'
+import type { SchedulePlan } from '../core/schedule.js'
+
+export default class Schedule extends BaseCommand<typeof Schedule> {
+  static override summary = 'Print crontab lines or systemd units that run `rmq sync` and `rmq cleanup`.'
+  static override description =
+    'Uses the current configuration: absolute paths of node and rmq, this working directory, the config file ' +
+    'in effect, sync.interval and cleanup.interval. crontab runs at most once a minute (a shorter ' +
+    'sync.interval is rounded up, and said so); systemd timers keep second intervals, catch up after a power ' +
+    'cut (Persistent=true) and spread a fleet (RandomizedDelaySec). No flock is needed: overlapping runs of ' +
+    '`rmq sync` or `rmq cleanup` exit 0 at once because each takes a lease in the outbox. ' +
+    'Without --cron or --systemd both are printed. Deployment guide: docs/operations.md.'
+  static override examples = [
+    '<%= config.bin %> schedule',
+    '<%= config.bin %> schedule --cron | crontab -',
+    'sudo <%= config.bin %> schedule --systemd --write /etc/systemd/system && sudo systemctl daemon-reload && ' +
+      'sudo systemctl enable --now rmq-sync.timer rmq-cleanup.timer',
+    '<%= config.bin %> schedule --json',
+  ]
+  static override flags = {
+    cron: Flags.boolean({ description: 'Print only the crontab lines.', exclusive: ['systemd'] }),
+    systemd: Flags.boolean({ description: 'Print only the systemd units.', exclusive: ['cron'] }),
+    write: Flags.string({
+      description:
+        'Write the systemd unit files into DIR (e.g. /etc/systemd/system) instead of printing them.',
+      helpValue: 'DIR',
+    }),
+    user: Flags.string({
+      description: 'systemd User= to run as (default: the current user; none for root).',
+    }),
+    name: Flags.string({ description: 'Prefix of unit names and log files.', default: 'rmq' }),
+  }
+
+  async run(): Promise<SchedulePlan & { written: string[] }> {
+    const f = this.flags
+    const loaded = await this.loadConfig()
+    const { buildSchedule, writeUnits } = await import('../core/schedule.js')
+    const plan = buildSchedule({
+      config: loaded.config,
+      cwd: loaded.cwd,
+      configFile: loaded.filePath,
+      user: f.user,
+      name: f.name,
+    })
+    const written = f.write ? writeUnits(plan, f.write) : []
+    const showCron = !f.systemd
+    const showSystemd = !f.cron
+    const notes = plan.notes.map((n) => `# note: ${n}`)
+    const out: string[] = []
+    if (showCron) out.push(plan.crontab, ...notes)
+    if (showSystemd && written.length > 0) {
+      if (showCron) out.push('')
+      out.push(
+        `# wrote ${written.join(', ')}`,
+        '# then: systemctl daemon-reload && systemctl enable --now ' +
+          plan.units
+            .filter((u) => u.name.endsWith('.timer'))
+            .map((u) => u.name)
+            .join(' '),
+      )
+      if (!showCron) out.push(...notes)
+    } else if (showSystemd) {
+      for (const u of plan.units) {
+        if (out.length > 0) out.push('')
+        out.push(`# ---- ${u.name} (e.g. /etc/systemd/system/${u.name}) ----`, u.text.trimEnd())
+      }
+      if (!showCron) out.push('', ...notes)
+    }
+    this.say(out.join('\n'))
+    return { ...plan, written }
+  }
+}
