@@ -16,7 +16,14 @@ import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Codec } from '../plugins/compression/types.js'
 import type { StorageDriver, StorageStats, StoredMessage } from '../plugins/storage/types.js'
-import { BACKOFF_STATE_KEY, clearBackoff, readBackoff, recordFailure, type BackoffState } from './backoff.js'
+import {
+  BACKOFF_STATE_KEY,
+  backoffDelay,
+  clearBackoff,
+  readBackoff,
+  recordFailure,
+  type BackoffState,
+} from './backoff.js'
 import { BrokerClient, type EncodedBatch, type PostOutcome } from './broker-client.js'
 import type { RmqConfig } from './config/schema.js'
 import { ConfigError, RejectedError, SyncFailedError } from './errors.js'
@@ -671,9 +678,15 @@ class SyncRun {
     this.res.nextAttemptAt = b.nextAttemptAt
     if (this.opts.persistent) {
       if (!waitOnFailure) return 'failed'
-      const deadline = this.opts.deadline ?? Infinity
-      const wait = Math.min(b.nextAttemptAt, deadline) - this.now()
+      // Retries inside a drain back off from its own first failure (not from
+      // the failures of earlier cron runs), and Retry-After is still a floor.
       this.res.retries++
+      const own = Math.max(
+        backoffDelay(this.config.sync.backoff, this.res.retries, this.opts.random),
+        outcome.retryAfterMs ?? 0,
+      )
+      const deadline = this.opts.deadline ?? Infinity
+      const wait = Math.min(this.now() + own, deadline) - this.now()
       if (wait > 0) await sleep(wait, undefined, { signal: this.opts.signal }).catch(() => {})
       return 'failed'
     }

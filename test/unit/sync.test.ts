@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { backoffDelay, readBackoff } from '../../src/core/backoff.js'
+import { backoffDelay, readBackoff, recordFailure } from '../../src/core/backoff.js'
 import { loadConfig } from '../../src/core/config/load.js'
 import type { RmqConfig } from '../../src/core/config/schema.js'
 import { ConfigError, RejectedError, SyncFailedError } from '../../src/core/errors.js'
@@ -369,6 +369,22 @@ describe('drain', () => {
     expect(broker.accepted.size).toBe(50)
     expect(progress.at(-1)).toBe(50)
     expect(await readBackoff(store)).toBeUndefined()
+  })
+
+  it('retries on its own schedule, not the long backoff earned by earlier cron runs', async () => {
+    const { broker, config, store } = await setup({
+      'sync.backoff.initial': '50ms',
+      'sync.backoff.max': '1m',
+    })
+    for (let k = 0; k < 20; k++)
+      await recordFailure(store, config.sync.backoff, Date.now(), 'earlier outage', { random: () => 1 })
+    expect((await readBackoff(store))!.delayMs).toBe(60_000)
+    await store.append(telemetry(10))
+    broker.reply = (_r, n) => (n === 1 ? { status: 503 } : undefined)
+    const t0 = Date.now()
+    const r = await drain({ driver: store, config }, { timeout: 30_000 })
+    expect(r).toMatchObject({ pending: 0, retries: 1 })
+    expect(Date.now() - t0).toBeLessThan(5000)
   })
 
   it('fails with 75 and the count left when the timeout passes', async () => {
