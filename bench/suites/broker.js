@@ -14,9 +14,9 @@ const require = createRequire(import.meta.url)
 const here = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(here, '../..')
 
-const TOTAL = 100_000
-const BATCH = 500
-const SENDERS = 4
+export const TOTAL = 100_000
+export const BATCH = 500
+export const SENDERS = 4
 const PAGE = 5000
 
 function payloadFor(i) {
@@ -59,7 +59,8 @@ function get(agent, url, headers) {
   })
 }
 
-async function startBroker(dataDir) {
+/** A real `rmq broker start` on a free port; `env` adds RMQ_* settings (e.g. the PostgreSQL store). */
+export async function startBroker(dataDir, env = {}) {
   const child = spawn(
     process.execPath,
     [
@@ -75,7 +76,13 @@ async function startBroker(dataDir) {
     ],
     {
       cwd: dataDir,
-      env: { ...process.env, RMQ_BROKER_DATA_DIR: dataDir, RMQ_BROKER_AUTH: 'token', RMQ_LOG_LEVEL: 'warn' },
+      env: {
+        ...process.env,
+        RMQ_BROKER_DATA_DIR: dataDir,
+        RMQ_BROKER_AUTH: 'token',
+        RMQ_LOG_LEVEL: 'warn',
+        ...env,
+      },
       stdio: ['ignore', 'ignore', 'pipe'],
     },
   )
@@ -95,10 +102,92 @@ async function startBroker(dataDir) {
   return { child, url }
 }
 
+/**
+ * The workload: TOTAL ~200-byte messages from SENDERS nodes in zstd batches of BATCH, built and
+ * compressed up front so that the senders only send. Shared with bench/suites/broker-postgres.js.
+ */
+export function buildWork() {
+  const zstd = require('zstd-napi')
+  const perSender = TOTAL / SENDERS
+  const t0 = Date.now() - 3_600_000
+  const work = []
+  let rawBytes = 0
+  let wireBytes = 0
+  let msgBytes = 0
+  for (let s = 0; s < SENDERS; s++) {
+    const batches = []
+    for (let b = 0; b < perSender / BATCH; b++) {
+      const messages = []
+      for (let k = 0; k < BATCH; k++) {
+        const seq = b * BATCH + k + 1
+        const m = {
+          seq,
+          topic: `plant/line${seq % 4}/temp`,
+          ts: t0 + seq * SENDERS + s,
+          payload: payloadFor(seq),
+          enc: 'utf8',
+          expiresAt: null,
+          priority: 4,
+          contentType: 'application/json',
+        }
+        msgBytes += JSON.stringify(m).length
+        messages.push(m)
+      }
+      const left = perSender - (b + 1) * BATCH
+      const raw = Buffer.from(
+        JSON.stringify({
+          node: `bench-${s}`,
+          epoch: `epoch-${s}`,
+          batch: `b-${s}-${b}`,
+          clock: t0 + ((b + 1) * BATCH + 1) * SENDERS,
+          backlog: {
+            pending: left,
+            bytes: left * 200,
+            oldestTs: left ? t0 + ((b + 1) * BATCH + 1) * SENDERS : null,
+          },
+          messages,
+        }),
+      )
+      rawBytes += raw.length
+      const body = zstd.compress(raw, { compressionLevel: 3 })
+      wireBytes += body.length
+      batches.push(body)
+    }
+    work.push(batches)
+  }
+  return { work, rawBytes, wireBytes, msgBytes }
+}
+
+/** Send every sender's batches concurrently (sender s to urls[s % urls.length]) until acknowledged. */
+export async function sendAll(work, urls, tokens) {
+  const started = process.hrtime.bigint()
+  let retries = 0
+  await Promise.all(
+    work.map(async (batches, s) => {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+      for (const body of batches) {
+        for (;;) {
+          const res = await post(agent, `${urls[s % urls.length]}/v1/batches`, body, {
+            'content-type': 'application/json',
+            'content-encoding': 'zstd',
+            authorization: `Bearer ${tokens[s]}`,
+          })
+          if (res.status === 200) break
+          if (res.status !== 429 && res.status !== 503) throw new Error(`HTTP ${res.status}: ${res.body}`)
+          retries++
+          await new Promise((r) => setTimeout(r, 50))
+        }
+      }
+      agent.destroy()
+    }),
+  )
+  const ingestSec = Number(process.hrtime.bigint() - started) / 1e9
+  return { seconds: ingestSec, retries }
+}
+
 export async function run() {
   const { openSqliteBrokerStore } = await import(path.join(ROOT, 'dist/broker/store/sqlite.js'))
   const { createNodeToken } = await import(path.join(ROOT, 'dist/broker/tokens.js'))
-  const zstd = require('zstd-napi')
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-bench-broker-'))
   let broker
   try {
@@ -107,78 +196,10 @@ export async function run() {
     for (let s = 0; s < SENDERS; s++) tokens.push((await createNodeToken(store, `bench-${s}`)).token)
     await store.close()
 
-    // Build and compress every batch up front: the senders only send.
-    const perSender = TOTAL / SENDERS
-    const t0 = Date.now() - 3_600_000
-    const work = []
-    let rawBytes = 0
-    let wireBytes = 0
-    let msgBytes = 0
-    for (let s = 0; s < SENDERS; s++) {
-      const batches = []
-      for (let b = 0; b < perSender / BATCH; b++) {
-        const messages = []
-        for (let k = 0; k < BATCH; k++) {
-          const seq = b * BATCH + k + 1
-          const m = {
-            seq,
-            topic: `plant/line${seq % 4}/temp`,
-            ts: t0 + seq * SENDERS + s,
-            payload: payloadFor(seq),
-            enc: 'utf8',
-            expiresAt: null,
-            priority: 4,
-            contentType: 'application/json',
-          }
-          msgBytes += JSON.stringify(m).length
-          messages.push(m)
-        }
-        const left = perSender - (b + 1) * BATCH
-        const raw = Buffer.from(
-          JSON.stringify({
-            node: `bench-${s}`,
-            epoch: `epoch-${s}`,
-            batch: `b-${s}-${b}`,
-            clock: t0 + ((b + 1) * BATCH + 1) * SENDERS,
-            backlog: {
-              pending: left,
-              bytes: left * 200,
-              oldestTs: left ? t0 + ((b + 1) * BATCH + 1) * SENDERS : null,
-            },
-            messages,
-          }),
-        )
-        rawBytes += raw.length
-        const body = zstd.compress(raw, { compressionLevel: 3 })
-        wireBytes += body.length
-        batches.push(body)
-      }
-      work.push(batches)
-    }
+    const { work, rawBytes, wireBytes, msgBytes } = buildWork()
 
     broker = await startBroker(dataDir)
-    const started = process.hrtime.bigint()
-    let retries = 0
-    await Promise.all(
-      work.map(async (batches, s) => {
-        const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
-        for (const body of batches) {
-          for (;;) {
-            const res = await post(agent, `${broker.url}/v1/batches`, body, {
-              'content-type': 'application/json',
-              'content-encoding': 'zstd',
-              authorization: `Bearer ${tokens[s]}`,
-            })
-            if (res.status === 200) break
-            if (res.status !== 429 && res.status !== 503) throw new Error(`HTTP ${res.status}: ${res.body}`)
-            retries++
-            await new Promise((r) => setTimeout(r, 50))
-          }
-        }
-        agent.destroy()
-      }),
-    )
-    const ingestSec = Number(process.hrtime.bigint() - started) / 1e9
+    const { seconds: ingestSec, retries } = await sendAll(work, [broker.url], tokens)
 
     // Read the whole event-time stream back (the last nodes' clocks release everything).
     const agent = new http.Agent({ keepAlive: true })
