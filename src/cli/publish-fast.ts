@@ -1,7 +1,9 @@
 /**
  * `rmq publish` without oclif: bin/run.js calls runPublishCli for every
  * publish except --help, so shell scripts on gateways pay only for Node,
- * config and SQLite. src/commands/publish.ts (help, manifest) derives its
+ * config and SQLite. Messages go through the Producer (src/core/producer.ts),
+ * so `sent` / `stored` follow the library's rules; in edge mode with
+ * forward=deferred no network code (got, codecs) is loaded. src/commands/publish.ts (help, manifest) derives its
  * flags from PUBLISH_FLAGS and delegates here, so both behave the same.
  */
 import fs from 'node:fs'
@@ -13,12 +15,13 @@ import {
   openOutbox,
   publishLines,
   publishOptionsFrom,
-  publishRecords,
   type LinesResult,
   type PublishOptions,
   type PublishRecord,
 } from '../core/outbox.js'
+import { openProducer, type Producer, type SendStatus } from '../core/producer.js'
 import { formatBytes } from '../core/units.js'
+import type { NewMessage, StorageDriver } from '../plugins/storage/types.js'
 
 export interface PublishFlagSpec {
   name: string
@@ -186,6 +189,10 @@ function droppedNote(n: number): void {
     )
 }
 
+function notForwarded(reason: string): void {
+  note(`rmq: stored, not forwarded yet: ${reason}; \`rmq sync\` delivers it later`)
+}
+
 function idRange(r: LinesResult['ranges'][number], node: string, epoch: string): string {
   return r.firstSeq === r.lastSeq
     ? `${node}:${epoch}:${r.firstSeq}`
@@ -209,15 +216,21 @@ export async function runPublishCli(argv: string[]): Promise<number> {
     buildTemplate(record, opts) // fail on bad flags before touching the outbox
     if (values.lines) return await publishLinesCli(loaded, record, opts, message, values.file, json)
     const payload = await singlePayload(message, values.file, opts.maxBytes)
-    const outbox = await openOutbox(loaded.config, loaded.cwd)
+    // The Producer decides `sent` or `stored` by the same rules as the library (mode, forward).
+    const producer = await openProducer(loaded)
     try {
-      const { receipts, dropped } = await publishRecords(outbox, [{ ...record, payload }], opts)
+      const { dropped = 0, ...r } = await producer.send(topic, payload, {
+        timestamp: record.ts,
+        ttl: record.ttl,
+        priority: record.priority,
+        contentType: record.contentType,
+      })
       droppedNote(dropped)
-      const r = receipts[0]
+      if (r.reason) notForwarded(r.reason)
       if (json) out(JSON.stringify({ ...r, dropped }))
-      else out(`stored ${r.id}`)
+      else out(`${r.status} ${r.id}`)
     } finally {
-      await outbox.close()
+      await producer.close()
     }
     return 0
   } catch (err) {
@@ -236,12 +249,17 @@ async function publishLinesCli(
   json: boolean,
 ): Promise<number> {
   const input = linesInput(message, file)
-  const outbox = await openOutbox(loaded.config, loaded.cwd)
+  const { mode, forward } = loaded.config
+  // Edge + deferred (the common case) appends straight to the outbox; otherwise
+  // each chunk goes through the Producer, which sends or forwards it.
+  const producer = mode === 'direct' || forward === 'immediate' ? await openProducer(loaded) : undefined
+  const target = producer ? producerSink(producer) : await openOutbox(loaded.config, loaded.cwd)
+  const verb = () => (producer ? (target as ReturnType<typeof producerSink>).status() : 'stored')
   const { Progress } = await import('./progress.js')
   const progress = new Progress('rmq publish:')
   const node = opts.nodeId
   try {
-    const res = await publishLines(outbox, input, record, {
+    const res = await publishLines(target, input, record, {
       ...opts,
       onProgress: (read, stored) => progress.update(`${read} lines read, ${stored} messages`),
       // Report every commit before the last, so a killed run has said exactly what is safe.
@@ -249,21 +267,55 @@ async function publishLinesCli(
         if (!c.more || json) return
         progress.done()
         out(
-          `stored lines ${c.firstLine}-${c.lastLine} (${c.count} messages, ${idRange(c, node, outbox.epoch)})`,
+          `${verb()} lines ${c.firstLine}-${c.lastLine} (${c.count} messages, ${idRange(c, node, target.epoch)})`,
         )
       },
     })
     progress.done()
     droppedNote(res.dropped)
-    if (json) out(JSON.stringify(res))
+    const status = verb()
+    const reason = producer ? (target as ReturnType<typeof producerSink>).reason() : undefined
+    if (reason) notForwarded(reason)
+    if (json) out(JSON.stringify(producer ? { ...res, status, ...(reason ? { reason } : {}) } : res))
     else {
-      const ids = res.ranges.map((r) => idRange(r, node, outbox.epoch)).join(', ')
+      const ids = res.ranges.map((r) => idRange(r, node, target.epoch)).join(', ')
       const blank = res.blank > 0 ? `, ${res.blank} blank skipped` : ''
-      out(`stored ${res.stored} messages from ${res.lines} lines${blank}${ids ? ` (${ids})` : ''}`)
+      out(`${status} ${res.stored} messages from ${res.lines} lines${blank}${ids ? ` (${ids})` : ''}`)
     }
     return 0
   } finally {
     progress.done()
-    await outbox.close()
+    await (producer ?? (target as StorageDriver)).close()
+  }
+}
+
+/** publishLines' target backed by a Producer: each chunk is one sendMany; remembers the weakest status. */
+function producerSink(producer: Producer) {
+  let status: SendStatus = 'sent'
+  let reason: string | undefined
+  return {
+    epoch: producer.epoch,
+    status: () => status,
+    reason: () => reason,
+    async append(messages: NewMessage[]) {
+      const receipts = await producer.sendMany(
+        messages.map((m) => ({
+          topic: m.topic,
+          payload: m.payload,
+          timestamp: m.ts,
+          // Already resolved by the template: null means never expire (not the default TTL).
+          ...(m.expiresAt == null ? { ttl: 0 } : { expiresAt: m.expiresAt }),
+          priority: m.priority,
+          contentType: m.contentType,
+          headers: m.headers,
+        })),
+      )
+      for (const r of receipts)
+        if (r.status === 'stored') {
+          status = 'stored'
+          reason ??= r.reason
+        }
+      return { seqs: receipts.map((r) => r.seq), dropped: receipts[0]?.dropped ?? 0 }
+    },
   }
 }

@@ -21,13 +21,15 @@ const flags = Object.fromEntries(
  * it too, so flags, output and exit codes are the same either way.
  */
 export default class Publish extends BaseCommand<typeof Publish> {
-  static override summary = 'Store a message in the local outbox (durably) for `rmq sync` to forward.'
+  static override summary =
+    'Publish a message: store it durably in the local outbox (edge mode) or send it to the broker (direct mode).'
   static override description =
     'The payload comes from MESSAGE, from a file (-f FILE, the whole file is one message), from stdin (-f -), ' +
     'or, with --lines, one message per line (bulk NDJSON, committed in large transactions). Prints ' +
-    '`stored <id>` per message (a summary for --lines) once it is on disk; ids are node:epoch:seq. ' +
+    '`stored <id>` once the message is on disk, or `sent <id>` once the broker acknowledged it (mode=direct, ' +
+    'or forward=immediate with the broker reachable; a summary for --lines); ids are node:epoch:seq. ' +
     'Exit codes: 65 invalid topic/payload/line/flag value (nothing from the bad record is stored), ' +
-    '73 outbox or disk full, 78 configuration error.'
+    '69 broker unavailable (mode=direct), 73 outbox or disk full, 78 configuration error.'
   static override examples = [
     '<%= config.bin %> publish plant/line1/temp \'{"c":21.5}\' --content-type application/json',
     '<%= config.bin %> publish sensors/t1 -f data.json',

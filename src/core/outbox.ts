@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
+import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
 import { ConfigError, ValidationError, isRmqError, type RmqError } from './errors.js'
 import { messageId, topicProblem } from './protocol.js'
@@ -107,7 +108,7 @@ const JSON_TYPE = /^application\/(?:[\w.-]+\+)?json\s*(?:;.*)?$/i
 export function buildTemplate(
   r: Omit<PublishRecord, 'payload'>,
   opts: PublishOptions,
-  now = (opts.now ?? Date.now)(),
+  now = (opts.now ?? edgeNow)(),
 ): MessageTemplate {
   const problem = topicProblem(r.topic, { forPublish: true })
   if (problem)
@@ -215,7 +216,7 @@ function payloadError(problem: string, t: MessageTemplate): ValidationError {
 export function buildMessage(
   r: PublishRecord,
   opts: PublishOptions,
-  now = (opts.now ?? Date.now)(),
+  now = (opts.now ?? edgeNow)(),
 ): NewMessage {
   const t = buildTemplate(r, opts, now)
   const payload = typeof r.payload === 'string' ? Buffer.from(r.payload, 'utf8') : r.payload
@@ -249,7 +250,7 @@ export async function publishRecords(
   records: PublishRecord[],
   opts: PublishOptions,
 ): Promise<PublishResult> {
-  const now = (opts.now ?? Date.now)()
+  const now = (opts.now ?? edgeNow)()
   const messages = records.map((r, i) => {
     try {
       return buildMessage(r, opts, now)
@@ -326,15 +327,17 @@ export interface LinesOptions extends PublishOptions {
  * Store each line of `input` as one message (bulk NDJSON), committing in
  * large transactions. Blank lines are skipped; a trailing CR is removed. On a
  * bad line every line before it is stored and nothing from it on; the error
- * says so exactly (details: line, storedLines, stored).
+ * says so exactly (details: line, storedLines, stored). `outbox` may be any
+ * sink with an epoch and an append (the CLI passes a Producer-backed one in
+ * direct mode and with forward=immediate).
  */
 export async function publishLines(
-  outbox: StorageDriver,
+  outbox: Pick<StorageDriver, 'epoch' | 'append'>,
   input: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   record: Omit<PublishRecord, 'payload'>,
   opts: LinesOptions,
 ): Promise<LinesResult> {
-  const clock = opts.now ?? Date.now
+  const clock = opts.now ?? edgeNow
   const t = buildTemplate(record, opts, clock())
   const chunkMessages = opts.chunkMessages ?? 10_000
   const chunkBytes = opts.chunkBytes ?? 8 * 1024 * 1024

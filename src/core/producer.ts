@@ -15,6 +15,7 @@
  * code; the direct producer and the immediate forwarder (got, codecs, sync
  * engine) are imported only when the configuration asks for them.
  */
+import { edgeNow } from './clock.js'
 import { loadConfig, flattenConfig, type LoadedConfig } from './config/load.js'
 import type { RmqConfig } from './config/schema.js'
 import { ConfigError, TimeoutError, UsageError, isRmqError } from './errors.js'
@@ -37,8 +38,8 @@ export type SendStatus = 'sent' | 'stored'
 export interface SendOptions {
   /** Time to live from now: ms or a duration (`10m`); 0 never expires; default message.defaultTtl. */
   ttl?: number | string
-  /** 0 (lowest) to 9 (highest); default 4. */
-  priority?: number
+  /** 0 (lowest) to 9 (highest); default 4. A string is parsed like the CLI flag. */
+  priority?: number | string
   /** Original generation time: epoch ms, ISO-8601 string or Date; default now. */
   timestamp?: number | string | Date
   /** MIME type; a JSON type (application/json, *+json) requires a payload that parses. */
@@ -266,7 +267,7 @@ export abstract class BaseProducer implements Producer {
       )
     let messages: NewMessage[]
     try {
-      const now = (this.settings.publish.now ?? Date.now)()
+      const now = (this.settings.publish.now ?? edgeNow)()
       messages = records.map((r, i) => {
         try {
           return buildMessage(toPublishRecord(r), this.settings.publish, now)

@@ -34,8 +34,8 @@ export function producerOptions(
 }
 
 /** The messages of `node` the broker holds, in arrival order. */
-export async function brokerMessages(url: string, node: string): Promise<any[]> {
-  const page = await getMessages(url, { topic: '#', order: 'arrival', limit: 1000 })
+export async function brokerMessages(url: string, node: string, token?: string): Promise<any[]> {
+  const page = await getMessages(url, { topic: '#', order: 'arrival', limit: 1000 }, token)
   if (page.status !== 200) throw new Error(`GET /v1/messages: ${page.status} ${JSON.stringify(page.body)}`)
   return (page.body.messages as any[]).filter((m) => m.node === node)
 }
