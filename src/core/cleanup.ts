@@ -14,7 +14,9 @@
  */
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
+import { failpoint } from './failpoints.js'
 import type { StorageDriver } from '../plugins/storage/types.js'
 
 export const CLEANUP_LEASE = 'cleanup'
@@ -144,14 +146,17 @@ export async function cleanupOutbox(
   }
 }
 
-/** Run one cleanup on an open outbox. */
+/**
+ * Run one cleanup on an open outbox. Open it with durability `normal` as
+ * cleanupOutbox() does: on a `full` connection every step waits for an fsync.
+ */
 export async function runCleanup(
   driver: StorageDriver,
   config: RmqConfig,
   options: CleanupOptions = {},
 ): Promise<CleanupResult> {
   const started = performance.now()
-  const now = options.now ?? Date.now()
+  const now = options.now ?? edgeNow()
   const retention = config.cleanup.sentRetention
   const { maxBytes, maxMessages, overflow } = config.storage
   const before = await driver.stats(now)
@@ -237,6 +242,7 @@ export async function runCleanup(
       res.expiredDeleted += p.expiredDeleted
       res.bytesFreed += p.bytesFreed
       progress('purge')
+      await failpoint('cleanup.after-step')
       await keepLease()
       if (p.sentDeleted + p.expiredDeleted < limit) break
     }
