@@ -25,12 +25,16 @@ import {
   type BackoffState,
 } from './backoff.js'
 import { BrokerClient, type EncodedBatch, type PostOutcome } from './broker-client.js'
+import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
 import { ConfigError, RejectedError, SyncFailedError } from './errors.js'
+import { failpoint } from './failpoints.js'
 import { encodePayload, type BatchBody, type WireMessage } from './protocol.js'
 import { formatBytes, formatDuration } from './units.js'
 
 export const SYNC_LEASE = 'sync'
+/** Batches read from the store at a time (see SyncRun.take). */
+const READ_AHEAD = 4
 const LEASE_OWNER_KEY = 'sync.leaseOwner'
 const LAST_KEY = 'sync.last'
 /** Counter names in the store (driver.addCounters). */
@@ -225,7 +229,7 @@ export async function drain(
   deps: SyncDeps,
   options: Omit<SyncOptions, 'persistent' | 'deadline' | 'force'> & { timeout: number },
 ): Promise<SyncResult> {
-  const now = options.now ?? Date.now
+  const now = options.now ?? edgeNow
   const result = await new SyncRun(deps, {
     // Everything is the point of a drain: no per-run budget unless asked.
     budget: 0,
@@ -262,6 +266,8 @@ class SyncRun {
   private readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
   private readonly leaseTtl: number
   private leaseRenewedAt = 0
+  /** Pending messages read ahead, in send order, not yet in any batch. */
+  private ahead: StoredMessage[] = []
   private client!: BrokerClient
   private readonly started: number
   private readonly res: SyncResult
@@ -274,7 +280,7 @@ class SyncRun {
   ) {
     this.driver = deps.driver
     this.config = deps.config
-    this.now = opts.now ?? Date.now
+    this.now = opts.now ?? edgeNow
     this.node = deps.config.nodeId || os.hostname()
     // Long enough to cover one request; a crashed run's lease is taken over
     // at once when its process is gone (same host), else after the TTL.
@@ -441,6 +447,8 @@ class SyncRun {
         continue
       }
       if (settled === 'split') limit = Math.max(1, Math.ceil(current.messages.length / 2))
+      // Resend the failed batch first: forget what was read ahead of it.
+      this.ahead = []
       current = undefined
       currentPost = undefined
     }
@@ -464,31 +472,49 @@ class SyncRun {
     return stats.pendingBytes * ratio > this.budget ? 'newest' : 'oldest'
   }
 
+  /**
+   * The next batch's messages, from messages read ahead. Reading several
+   * batches at a time means the in-flight batch (which is still pending in
+   * the store) is read again only once per READ_AHEAD batches.
+   */
+  private async take(limit: number, inFlight: Prepared | undefined): Promise<StoredMessage[]> {
+    const maxBytes = this.config.sync.batchBytes
+    let aheadBytes = 0
+    for (const m of this.ahead) aheadBytes += m.size
+    if (this.ahead.length < limit && aheadBytes < maxBytes) {
+      const skip = new Set(inFlight?.seqs ?? [])
+      const rows = await this.driver.nextBatch({
+        limit: READ_AHEAD * limit + skip.size,
+        maxBytes: READ_AHEAD * maxBytes + (inFlight?.bytes ?? 0),
+        order: this.res.order,
+        now: this.now(),
+      })
+      this.ahead = skip.size > 0 ? rows.filter((m) => !skip.has(m.seq)) : rows
+    }
+    const now = this.now()
+    const out: StoredMessage[] = []
+    let bytes = 0
+    let i = 0
+    for (; i < this.ahead.length; i++) {
+      const m = this.ahead[i]
+      if (m.expiresAt !== null && m.expiresAt <= now) continue
+      if (out.length >= limit || (out.length > 0 && bytes + m.size > maxBytes)) break
+      bytes += m.size
+      out.push(m)
+    }
+    this.ahead = this.ahead.slice(i)
+    return out
+  }
+
   /** Read and encode the next batch, skipping the messages of `inFlight`, within the budget. */
   private async prepare(
     limit: number,
     inFlight: Prepared | undefined,
     sentSomething: boolean,
   ): Promise<Prep> {
-    const skip = inFlight ? new Set(inFlight.seqs) : undefined
-    let messages = await this.driver.nextBatch({
-      limit: limit + (skip?.size ?? 0),
-      maxBytes: this.config.sync.batchBytes + (inFlight?.bytes ?? 0),
-      order: this.res.order,
-      now: this.now(),
-    })
-    if (skip) {
-      const kept: StoredMessage[] = []
-      let bytes = 0
-      for (const m of messages) {
-        if (skip.has(m.seq)) continue
-        if (kept.length >= limit || (kept.length > 0 && bytes + m.size > this.config.sync.batchBytes)) break
-        bytes += m.size
-        kept.push(m)
-      }
-      messages = kept
-    }
+    const messages = await this.take(limit, inFlight)
     if (messages.length === 0) return { kind: 'empty' }
+    await failpoint('sync.after-read')
     const stats = await this.driver.stats(this.now())
     const encoded = await this.encode(messages, stats, inFlight)
     const committed = this.res.bytesWire + (inFlight?.encoded.wireBytes ?? 0)
@@ -497,12 +523,17 @@ class SyncRun {
       if (messages.length > 1 && left > 0) {
         // Fit the budget with a smaller batch (never less than one message).
         const smaller = Math.max(1, Math.floor(((messages.length * left) / encoded.wireBytes) * 0.9))
-        if (smaller < messages.length)
+        if (smaller < messages.length) {
+          this.ahead = [...messages, ...this.ahead]
           return inFlight ? { kind: 'stop', reason: 'budget' } : { kind: 'shrink', limit: smaller }
+        }
       }
       // One message larger than the whole budget is still sent, once per run,
       // so that a budget set too small cannot stall the link for ever.
-      if (sentSomething || inFlight || messages.length > 1) return { kind: 'stop', reason: 'budget' }
+      if (sentSomething || inFlight || messages.length > 1) {
+        this.ahead = [...messages, ...this.ahead]
+        return { kind: 'stop', reason: 'budget' }
+      }
     }
     let bytes = 0
     for (const m of messages) bytes += m.size
@@ -566,6 +597,7 @@ class SyncRun {
   /** POST one prepared batch; never rejects (an abort is an outcome too). */
   private async post(p: Prepared | { encoded: EncodedBatch }): Promise<PostOutcome> {
     try {
+      await failpoint('sync.before-post')
       return await this.client.post(p.encoded, this.opts.signal)
     } catch (err) {
       if (this.opts.signal?.aborted) return { kind: 'aborted' }
@@ -600,7 +632,11 @@ class SyncRun {
       return 'failed'
     }
     if (outcome.kind === 'ok') {
-      if (seqs.length > 0) await this.driver.markSent(seqs, this.now())
+      if (seqs.length > 0) {
+        await failpoint('sync.after-post-before-mark-sent')
+        await this.driver.markSent(seqs, this.now())
+        await failpoint('sync.after-mark-sent')
+      }
       await this.driver.addCounters({
         [SYNC_COUNTERS.attempts]: 1,
         [SYNC_COUNTERS.successes]: 1,
@@ -768,7 +804,7 @@ export interface WatchSummary {
  */
 export async function watchSync(deps: SyncDeps, options: WatchOptions): Promise<WatchSummary> {
   const { interval, signal, onRun, ...runOptions } = options
-  const now = options.now ?? Date.now
+  const now = options.now ?? edgeNow
   const sum: WatchSummary = { runs: 0, failures: 0, messages: 0, bytesRaw: 0, bytesWire: 0, pending: 0 }
   const codec =
     deps.codec ??
