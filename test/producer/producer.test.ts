@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import {
   BrokerUnavailableError,
   StorageFullError,
+  TimeoutError,
   UsageError,
   ValidationError,
   createProducer,
@@ -332,5 +333,65 @@ describe('edge mode specifics', () => {
       /invalid value "soon" for sync.timeout/,
     )
     await expect(createProducer({ cwd: dir, env: {}, nope: 1 } as never)).rejects.toThrow(/nope/)
+  })
+})
+
+describe('direct mode specifics', () => {
+  let dir: string
+  let cleanup: () => void
+  beforeEach(() => {
+    ;({ dir, cleanup } = makeTempDir('rmq-producer-direct-'))
+  })
+  afterEach(() => cleanup())
+  const fast = { timeout: '500ms', backoff: { initial: '20ms', max: '100ms' } }
+
+  it('a lost acknowledgement is retried with the same ids and the broker keeps the message once', async () => {
+    const { FaultProxy } = await import('../helpers/fault-proxy.js')
+    // The request reaches the broker (and is committed), the answer is held back.
+    const proxy = await new FaultProxy(
+      { host: '127.0.0.1', port: broker.port },
+      { kind: 'stall', afterBytes: Infinity },
+    ).start()
+    const watch = setInterval(() => {
+      if (proxy.stats.stalls > 0) proxy.setMode({ kind: 'pass' })
+    }, 5)
+    const node = uniqueNode('dedup')
+    const p = await createProducer(
+      producerOptions(dir, { mode: 'direct', nodeId: node, brokerUrl: proxy.url, sync: fast }),
+    )
+    try {
+      const r = await p.send('dedup/t', 'exactly once')
+      expect(r.status).toBe('sent')
+      expect(proxy.stats.stalls).toBe(1)
+      expect(proxy.stats.connections).toBeGreaterThanOrEqual(2)
+      expect((await brokerMessages(broker.url, node)).map((m) => m.id)).toEqual([r.id])
+    } finally {
+      clearInterval(watch)
+      await p.close()
+      await proxy.stop()
+    }
+  })
+
+  it('a broker that never answers: TimeoutError (69) after the bounded retries', async () => {
+    const { FaultProxy } = await import('../helpers/fault-proxy.js')
+    const proxy = await new FaultProxy(
+      { host: '127.0.0.1', port: broker.port },
+      { kind: 'blackhole' },
+    ).start()
+    const p = await createProducer({
+      ...producerOptions(dir, { mode: 'direct', nodeId: uniqueNode('bh'), brokerUrl: proxy.url, sync: fast }),
+      retries: 1,
+    })
+    try {
+      const err = await p.send('bh/t', 'x').then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(err).toBeInstanceOf(TimeoutError)
+      expect(err).toMatchObject({ exitCode: 69, code: 'TIMEOUT', details: { attempts: 2 } })
+    } finally {
+      await p.close()
+      await proxy.stop()
+    }
   })
 })
