@@ -4,7 +4,7 @@
 // processes: one on SQLite, one on PostgreSQL, and two on one PostgreSQL
 // database (senders spread over both), all measured in this same run.
 // PostgreSQL is a throwaway cluster (test/helpers/postgres.ts, fsync on), or
-// the server at RMQ_BENCH_POSTGRES_URL (a database this suite may fill).
+// the server at BENCH_POSTGRES_URL (a database this suite may fill).
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -66,7 +66,7 @@ export async function run() {
     })
     rows.push({ metric: `${label}, SQLite, 1 broker`, value: Math.round(sqlite.rate), unit: 'msg/s' })
 
-    let databaseUrl = process.env.RMQ_BENCH_POSTGRES_URL
+    let databaseUrl = process.env.BENCH_POSTGRES_URL
     let fresh
     if (!databaseUrl) {
       // Reuse the tests' throwaway-cluster helper (TypeScript, loaded through tsx).
@@ -84,9 +84,8 @@ export async function run() {
       fresh = async () => {
         const c = new pg.Client({ connectionString: databaseUrl })
         await c.connect()
-        await c.query(
-          'DROP TABLE IF EXISTS rmq_messages, rmq_meta, rmq_purged, rmq_nodes, rmq_tokens, rmq_groups, rmq_schema_version',
-        )
+        const { rows } = await c.query(`SELECT tablename FROM pg_tables WHERE tablename LIKE 'rmq\\_%'`)
+        for (const r of rows) await c.query(`DROP TABLE ${r.tablename} CASCADE`)
         await c.end()
         return databaseUrl
       }
