@@ -331,21 +331,7 @@ class SyncRun {
     }
     const ownClient = !this.deps.client
     try {
-      const codec =
-        this.deps.codec ??
-        this.deps.client?.codec ??
-        (await (
-          await import('../plugins/compression/index.js')
-        ).resolveCodec(this.config.compression.codec, this.deps.cwd))
-      this.client =
-        this.deps.client ??
-        new BrokerClient({
-          brokerUrl: this.config.brokerUrl,
-          token: this.config.token,
-          codec,
-          level: this.config.compression.level,
-          timeout: this.config.sync.timeout,
-        })
+      this.client = await clientFor(this.deps)
       this.res.codec = this.client.codec.name
       await this.loop()
       return await this.finish({})
@@ -765,6 +751,23 @@ class SyncRun {
   }
 }
 
+/** The caller's client, or a new one for the configured broker, token and codec. */
+export async function clientFor(deps: SyncDeps): Promise<BrokerClient> {
+  if (deps.client) return deps.client
+  const codec =
+    deps.codec ??
+    (await (
+      await import('../plugins/compression/index.js')
+    ).resolveCodec(deps.config.compression.codec, deps.cwd))
+  return new BrokerClient({
+    brokerUrl: deps.config.brokerUrl,
+    token: deps.config.token,
+    codec,
+    level: deps.config.compression.level,
+    timeout: deps.config.sync.timeout,
+  })
+}
+
 /** A lease owner `host:pid:id` whose process no longer exists on this host. */
 function holderIsGone(owner: string): boolean {
   const [host, pidText] = owner.split(':')
@@ -806,20 +809,7 @@ export async function watchSync(deps: SyncDeps, options: WatchOptions): Promise<
   const { interval, signal, onRun, ...runOptions } = options
   const now = options.now ?? edgeNow
   const sum: WatchSummary = { runs: 0, failures: 0, messages: 0, bytesRaw: 0, bytesWire: 0, pending: 0 }
-  const codec =
-    deps.codec ??
-    (await (
-      await import('../plugins/compression/index.js')
-    ).resolveCodec(deps.config.compression.codec, deps.cwd))
-  const client =
-    deps.client ??
-    new BrokerClient({
-      brokerUrl: deps.config.brokerUrl,
-      token: deps.config.token,
-      codec,
-      level: deps.config.compression.level,
-      timeout: deps.config.sync.timeout,
-    })
+  const client = await clientFor(deps)
   try {
     let force = runOptions.force
     while (!signal.aborted) {
