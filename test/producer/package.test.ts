@@ -1,0 +1,186 @@
+/**
+ * The package as a user gets it: `npm pack`, install the tarball in a fresh
+ * project, import it from plain JavaScript (ESM) and from TypeScript (types
+ * checked with tsc against the installed declarations), send messages in
+ * both modes against a real broker.
+ *
+ * dist/ must be current (`npm test` builds it first; `npm pack` alone would
+ * run prepack = build). The install reuses this machine's npm cache
+ * (--prefer-offline; only the npm registry if something is missing) and skips
+ * install scripts: the native addons (better-sqlite3, zstd-napi) take about
+ * 75 s to compile here, so their builds are copied from this checkout when
+ * the versions match, and rebuilt otherwise.
+ */
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
+import { ROOT, cleanEnv, makeTempDir } from '../helpers/cli.js'
+
+const NATIVE = [
+  { name: 'better-sqlite3', addon: 'build/Release/better_sqlite3.node' },
+  { name: 'zstd-napi', addon: 'build/Release/binding.node' },
+]
+
+const version = (dir: string) =>
+  (JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { version: string }).version
+
+function sh(cmd: string, args: string[], cwd: string, timeout = 120_000): string {
+  return execFileSync(cmd, args, {
+    cwd,
+    env: cleanEnv({ npm_config_update_notifier: 'false' }),
+    encoding: 'utf8',
+    timeout,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+}
+
+const JS_APP = `
+import { createProducer, BrokerUnavailableError, ValidationError } from 'rmq'
+
+const base = { cwd: process.cwd(), env: {}, brokerUrl: process.env.BROKER_URL, nodeId: 'pkg-js' }
+const edge = await createProducer({ ...base, storage: { path: 'outbox.db' } })
+const stored = await edge.send('pkg/js', JSON.stringify({ v: 1 }), { contentType: 'application/json' })
+await edge.close()
+const direct = await createProducer({ ...base, mode: 'direct' })
+const sent = await direct.send('pkg/js', 'hello from plain JavaScript')
+let invalid
+try {
+  await direct.send('bad/#', 'x')
+} catch (err) {
+  invalid = err instanceof ValidationError ? err.exitCode : 'wrong class'
+}
+await direct.close()
+console.log(JSON.stringify({ stored, sent, invalid, typed: typeof BrokerUnavailableError }))
+`
+
+const TS_APP = `
+import { createProducer, RejectedError, type Producer, type SendReceipt, type ProducerOptions } from 'rmq'
+
+const options: ProducerOptions = {
+  mode: 'direct',
+  nodeId: 'pkg-ts',
+  brokerUrl: process.env.BROKER_URL,
+  env: {},
+  sync: { timeout: '5s' },
+}
+const producer: Producer = await createProducer(options)
+const receipt: SendReceipt = await producer.send('pkg/ts', new Uint8Array([104, 105]), { priority: 5, ttl: '10m' })
+const status: 'sent' | 'stored' = receipt.status
+const many: SendReceipt[] = await producer.sendMany([{ topic: 'pkg/ts', payload: 'two', timestamp: new Date() }])
+await producer.flush()
+await producer.close()
+console.log(JSON.stringify({ status, id: receipt.id, many: many.length, rejected: RejectedError.name }))
+`
+
+describe('the packed package, installed like a user would', () => {
+  let broker: BrokerProcess
+  let tmp: { dir: string; cleanup: () => void }
+  let app: string
+  beforeAll(async () => {
+    broker = await startBrokerProcess({ auth: 'none' })
+    tmp = makeTempDir('rmq-package-')
+    expect(fs.existsSync(path.join(ROOT, 'dist/index.js')), 'run `npm run build` first').toBe(true)
+    const packed = sh('npm', ['pack', '--ignore-scripts', '--pack-destination', tmp.dir], ROOT)
+    const tarball = path.join(tmp.dir, packed.trim().split('\n').pop()!)
+    app = path.join(tmp.dir, 'app')
+    fs.mkdirSync(app)
+    fs.writeFileSync(
+      path.join(app, 'package.json'),
+      JSON.stringify({ name: 'consumer', version: '1.0.0', type: 'module', private: true }),
+    )
+    sh(
+      'npm',
+      [
+        'install',
+        tarball,
+        '--no-audit',
+        '--no-fund',
+        '--prefer-offline',
+        '--ignore-scripts',
+        '--loglevel=error',
+      ],
+      app,
+      180_000,
+    )
+    const stale: string[] = []
+    for (const { name, addon } of NATIVE) {
+      const mine = path.join(ROOT, 'node_modules', name)
+      const theirs = path.join(app, 'node_modules', name)
+      if (version(mine) === version(theirs) && fs.existsSync(path.join(mine, addon))) {
+        fs.mkdirSync(path.dirname(path.join(theirs, addon)), { recursive: true })
+        fs.copyFileSync(path.join(mine, addon), path.join(theirs, addon))
+      } else stale.push(name)
+    }
+    if (stale.length > 0) sh('npm', ['rebuild', ...stale], app, 300_000)
+  }, 600_000)
+  afterAll(async () => {
+    await broker?.cleanup()
+    tmp?.cleanup()
+  })
+
+  it('exports only the built entry point and its declarations', () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(app, 'node_modules/rmq/package.json'), 'utf8'))
+    expect(pkg.exports['.']).toEqual({ types: './dist/index.d.ts', import: './dist/index.js' })
+    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/core/producer.d.ts', 'bin/run.js'])
+      expect(fs.existsSync(path.join(app, 'node_modules/rmq', f)), f).toBe(true)
+    expect(fs.existsSync(path.join(app, 'node_modules/rmq/src'))).toBe(false)
+  })
+
+  it('plain JavaScript (ESM): edge mode stores, direct mode sends, typed errors', () => {
+    fs.writeFileSync(path.join(app, 'app.mjs'), JS_APP)
+    const out = JSON.parse(
+      execFileSync(process.execPath, ['app.mjs'], {
+        cwd: app,
+        env: cleanEnv({ BROKER_URL: broker.url }),
+        encoding: 'utf8',
+        timeout: 30_000,
+      }),
+    )
+    expect(out.stored).toMatchObject({ status: 'stored', topic: 'pkg/js', seq: 1 })
+    expect(out.sent).toMatchObject({ status: 'sent', topic: 'pkg/js', seq: 1 })
+    expect(out.sent.id).toMatch(/^pkg-js:[0-9a-f-]{36}:1$/)
+    expect(out).toMatchObject({ invalid: 65, typed: 'function' })
+    expect(fs.existsSync(path.join(app, 'outbox.db'))).toBe(true)
+  })
+
+  it('TypeScript: tsc --noEmit against the installed types, then it runs and sends', () => {
+    fs.writeFileSync(path.join(app, 'app.ts'), TS_APP)
+    fs.writeFileSync(
+      path.join(app, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: {
+          target: 'ES2022',
+          module: 'NodeNext',
+          moduleResolution: 'NodeNext',
+          strict: true,
+          noEmit: true,
+          // The consumer's own @types/node (borrowed from this checkout to stay offline).
+          typeRoots: [path.join(ROOT, 'node_modules/@types')],
+          types: ['node'],
+        },
+        files: ['app.ts'],
+      }),
+    )
+    const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc')
+    try {
+      execFileSync(process.execPath, [tsc, '-p', 'tsconfig.json'], {
+        cwd: app,
+        encoding: 'utf8',
+        timeout: 60_000,
+      })
+    } catch (err) {
+      throw new Error(`tsc failed:\n${(err as { stdout?: string }).stdout}`)
+    }
+    const out = JSON.parse(
+      execFileSync(path.join(ROOT, 'node_modules/.bin/tsx'), ['app.ts'], {
+        cwd: app,
+        env: cleanEnv({ BROKER_URL: broker.url }),
+        encoding: 'utf8',
+        timeout: 30_000,
+      }),
+    )
+    expect(out).toMatchObject({ status: 'sent', many: 1, rejected: 'RejectedError' })
+  })
+})
