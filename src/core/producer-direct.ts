@@ -11,6 +11,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { backoffDelay } from './backoff.js'
 import { BrokerClient, type EncodedBatch, type PostOutcome } from './broker-client.js'
+import { edgeNow } from './clock.js'
 import { BrokerUnavailableError, ConfigError, RejectedError, TimeoutError } from './errors.js'
 import {
   BaseProducer,
@@ -97,7 +98,7 @@ export class DirectProducer extends BaseProducer {
       node: this.node,
       epoch: this.epoch,
       batch: `b-${randomBytes(6).toString('hex')}`,
-      clock: Date.now(),
+      clock: edgeNow(),
       direct: true,
       backlog: { pending: 0, bytes: 0, oldestTs: null },
       messages: wire,

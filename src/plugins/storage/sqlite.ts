@@ -10,6 +10,7 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
 import { ConfigError, StorageError, isRmqError } from '../../core/errors.js'
+import { failpointValue } from '../../core/failpoints.js'
 import { accountedSize, asBuffer, diskFullError, limitError, type Fullness } from './common.js'
 import type {
   AppendResult,
@@ -128,17 +129,6 @@ function sqliteCode(err: unknown): string | undefined {
   return typeof code === 'string' && code.startsWith('SQLITE_') ? code : undefined
 }
 
-/** `RMQ_FAILPOINTS=sqlite.maxPageCount=64` caps the file (tests: disk full without a full disk). */
-function failpoint(name: string): string | undefined {
-  const spec = process.env.RMQ_FAILPOINTS
-  if (!spec) return undefined
-  for (const part of spec.split(',')) {
-    const [k, v] = part.split('=')
-    if (k.trim() === name) return (v ?? '').trim()
-  }
-  return undefined
-}
-
 export class SqliteStorage implements StorageDriver {
   readonly name = 'sqlite'
   readonly capabilities: StorageCapabilities = { durable: true, multiProcess: true }
@@ -160,7 +150,8 @@ export class SqliteStorage implements StorageDriver {
     }
     try {
       this.epoch = this.guard(() => this.migrate())
-      const maxPages = failpoint('sqlite.maxPageCount')
+      // `RMQ_FAILPOINTS=sqlite.maxPageCount=64` caps the file (tests: disk full without a full disk).
+      const maxPages = failpointValue('sqlite.maxPageCount')
       this.db.exec(
         `PRAGMA synchronous = ${opts.durability === 'normal' ? 'NORMAL' : 'FULL'}` +
           (maxPages ? `; PRAGMA max_page_count = ${Number(maxPages)}` : ''),
