@@ -117,6 +117,36 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
       }
     })
 
+    it('group commit: concurrent batches on one broker share a transaction; a bad one fails alone', async () => {
+      const db = await cluster.createDatabase()
+      const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      try {
+        const results = await Promise.allSettled([
+          store.ingest(batchOf('a', [wireMessage(1, T0), wireMessage(2, T0 + 1)]), ctx(T0)),
+          // ts beyond bigint: PostgreSQL refuses this batch inside its own savepoint.
+          store.ingest(batchOf('b', [wireMessage(1, 1e20)]), ctx(T0)),
+          store.ingest(batchOf('c', [wireMessage(1, T0 + 2)]), ctx(T0)),
+          store.ingest(batchOf('a', [wireMessage(2, T0 + 1)]), ctx(T0)),
+        ])
+        expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled'])
+        const acks = results.map((r) => (r.status === 'fulfilled' ? r.value : null))
+        expect(acks[0]).toMatchObject({ accepted: 2, duplicates: 0 })
+        expect(acks[2]).toMatchObject({ accepted: 1 })
+        expect(acks[3]).toMatchObject({ accepted: 0, duplicates: 1 })
+        const arr = await store.read({ order: 'arrival', after: 0, limit: 10 })
+        expect(arr.messages.map((m) => [m.node, m.seq, m.arrival])).toEqual([
+          ['a', 1, 1],
+          ['a', 2, 2],
+          ['c', 1, 3],
+        ])
+        expect(await store.heads()).toMatchObject({ total: 3, arrival: 3 })
+        expect(await store.node('b')).toBeUndefined()
+      } finally {
+        await store.close()
+        await db.drop()
+      }
+    })
+
     it('a cursor reader never misses a message while four brokers ingest and release concurrently', async () => {
       const db = await cluster.createDatabase()
       const stores: BrokerStore[] = await Promise.all(

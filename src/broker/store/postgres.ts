@@ -59,6 +59,16 @@ interface MetaRow {
 type MessageRow = Parameters<typeof toMessage>[0]
 type NodeRow = Parameters<typeof toNode>[0]
 
+interface IngestJob {
+  batch: BatchBody
+  ctx: IngestContext
+  resolve(ack: BatchAck): void
+  reject(err: unknown): void
+}
+
+/** Most batches one group commit carries. */
+const MAX_GROUP = 32
+
 /** Rows examined per query when a topic filter skips non-matching messages (as the SQLite store). */
 const SCAN_CHUNK = 2000
 const SCAN_MAX_ROWS = 50_000
@@ -150,6 +160,8 @@ function fromRow(r: Omit<MessageRow, 'payload'> & { payload: Buffer }): StoredMe
 export class PostgresBrokerStore implements BrokerStore {
   readonly kind = 'postgres'
   private closed = false
+  private readonly queue: IngestJob[] = []
+  private flushing = false
   private readonly listeners = new Set<() => void>()
   private listener: pgTypes.Client | undefined
   private listenRetry: NodeJS.Timeout | undefined
@@ -207,56 +219,122 @@ export class PostgresBrokerStore implements BrokerStore {
     return { released, watermark }
   }
 
+  /**
+   * Group commit: batches that arrive at this broker while its previous group
+   * is committing wait and go together in the next transaction: one lock
+   * acquisition, one release pass and one durable commit (fsync) for all.
+   * Each batch runs in its own SAVEPOINT (a bad batch spoils only itself)
+   * and is answered only after the shared commit. Messages of one group
+   * count as arriving together: late means below W as it stood before it.
+   */
   ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck> {
-    return this.wrap(() =>
-      this.locked(async (c, meta) => {
-        const before = meta.watermark
-        const ms = batch.messages
-        let accepted = 0
-        let late = 0
-        if (ms.length > 0) {
-          const res = await c.query<{ late: boolean }>(INSERT_BATCH, [
-            batch.node,
-            batch.epoch,
-            ms.map((m) => m.seq),
-            ms.map((m) => m.topic),
-            ms.map((m) => m.ts),
-            ms.map((m) => Buffer.from(m.payload, 'utf8')),
-            ms.map((m) => m.enc),
-            ms.map((m) => m.contentType ?? null),
-            ms.map((m) => m.priority ?? 4),
-            ms.map((m) => m.expiresAt ?? null),
-            ms.map((m) => (m.headers === null || m.headers === undefined ? null : JSON.stringify(m.headers))),
-            meta.next_arrival,
-            ctx.now,
-            before,
-          ])
-          accepted = res.rowCount ?? 0
-          for (const r of res.rows) if (r.late) late++
+    if (this.closed) return Promise.reject(new StoreUnavailableError('the broker store is closed'))
+    return new Promise((resolve, reject) => {
+      this.queue.push({ batch, ctx, resolve, reject })
+      if (!this.flushing) void this.flush()
+    })
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true
+    try {
+      while (this.queue.length > 0) {
+        const jobs = this.queue.splice(0, MAX_GROUP)
+        try {
+          const acks = await this.wrap(() => this.locked((c, meta) => this.ingestGroup(c, meta, jobs)))
+          jobs.forEach((job, i) => {
+            const ack = acks[i]
+            if (ack instanceof Error) job.reject(ack)
+            else job.resolve(ack)
+          })
+        } catch (err) {
+          for (const job of jobs) job.reject(err)
         }
-        const duplicates = ms.length - accepted
-        await c.query(UPSERT_NODE, [
-          batch.node,
-          batch.epoch,
-          batch.direct === true,
-          ctx.now,
-          ms.length > 0 ? ctx.now : null,
-          Math.round(batch.clock - ctx.now),
-          batch.clock,
-          batch.backlog.pending,
-          batch.backlog.bytes,
-          batch.backlog.oldestTs ?? null,
-          lowMarkOf(batch),
-          batch.stats === undefined ? null : JSON.stringify(batch.stats),
-          accepted,
-          duplicates,
-          late,
-        ])
-        const { released, watermark } = await this.releaseLocked(c, meta, ctx)
-        await this.writeMeta(c, meta, watermark, released, accepted)
-        return { accepted, duplicates, late, watermark }
-      }),
-    )
+      }
+    } finally {
+      this.flushing = false
+    }
+  }
+
+  private async ingestGroup(
+    c: PoolClient,
+    meta: MetaRow,
+    jobs: IngestJob[],
+  ): Promise<Array<BatchAck | Error>> {
+    const before = meta.watermark
+    let nextArrival = meta.next_arrival
+    let ctx = jobs[0].ctx
+    const out: Array<Omit<BatchAck, 'watermark'> | Error> = []
+    for (const job of jobs) {
+      if (job.ctx.now > ctx.now) ctx = job.ctx
+      if (jobs.length > 1) await c.query('SAVEPOINT rmq_batch')
+      try {
+        const ack = await this.insertBatch(c, job.batch, job.ctx, before, nextArrival)
+        if (jobs.length > 1) await c.query('RELEASE SAVEPOINT rmq_batch')
+        nextArrival += ack.accepted
+        out.push(ack)
+      } catch (err) {
+        // Lost connection, timeouts...: the whole group fails (503) and nothing of it commits.
+        if (jobs.length === 1 || isUnavailable(err)) throw err
+        await c.query('ROLLBACK TO SAVEPOINT rmq_batch')
+        out.push(err as Error)
+      }
+    }
+    const accepted = nextArrival - meta.next_arrival
+    const { released, watermark } = await this.releaseLocked(c, meta, ctx)
+    await this.writeMeta(c, meta, watermark, released, accepted)
+    return out.map((r) => (r instanceof Error ? r : { ...r, watermark }))
+  }
+
+  private async insertBatch(
+    c: PoolClient,
+    batch: BatchBody,
+    ctx: IngestContext,
+    before: number | null,
+    nextArrival: number,
+  ): Promise<Omit<BatchAck, 'watermark'>> {
+    const ms = batch.messages
+    let accepted = 0
+    let late = 0
+    if (ms.length > 0) {
+      const res = await c.query<{ late: boolean }>(INSERT_BATCH, [
+        batch.node,
+        batch.epoch,
+        ms.map((m) => m.seq),
+        ms.map((m) => m.topic),
+        ms.map((m) => m.ts),
+        ms.map((m) => Buffer.from(m.payload, 'utf8')),
+        ms.map((m) => m.enc),
+        ms.map((m) => m.contentType ?? null),
+        ms.map((m) => m.priority ?? 4),
+        ms.map((m) => m.expiresAt ?? null),
+        ms.map((m) => (m.headers === null || m.headers === undefined ? null : JSON.stringify(m.headers))),
+        nextArrival,
+        ctx.now,
+        before,
+      ])
+      accepted = res.rowCount ?? 0
+      for (const r of res.rows) if (r.late) late++
+    }
+    const duplicates = ms.length - accepted
+    await c.query(UPSERT_NODE, [
+      batch.node,
+      batch.epoch,
+      batch.direct === true,
+      ctx.now,
+      ms.length > 0 ? ctx.now : null,
+      Math.round(batch.clock - ctx.now),
+      batch.clock,
+      batch.backlog.pending,
+      batch.backlog.bytes,
+      batch.backlog.oldestTs ?? null,
+      lowMarkOf(batch),
+      batch.stats === undefined ? null : JSON.stringify(batch.stats),
+      accepted,
+      duplicates,
+      late,
+    ])
+    return { accepted, duplicates, late }
   }
 
   private async writeMeta(
@@ -597,6 +675,8 @@ export class PostgresBrokerStore implements BrokerStore {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    // Let a group commit in progress finish and answer; queued batches are refused (503).
+    while (this.flushing) await new Promise((r) => setTimeout(r, 5))
     this.listeners.clear()
     this.unlisten()
     await this.pool.end()
