@@ -163,12 +163,12 @@ describe('sync end to end', () => {
     const node = edge({
       RMQ_BROKER_URL: proxy.url,
       RMQ_TOKEN: token,
-      RMQ_SYNC_BATCH_SIZE: '500',
+      RMQ_SYNC_BATCH_SIZE: '300',
       RMQ_SYNC_TIMEOUT: '1s',
       RMQ_SYNC_BACKOFF_INITIAL: '50ms',
       RMQ_SYNC_BACKOFF_MAX: '300ms',
     })
-    const total = 10_000
+    const total = 6000
     await node.publish(total)
 
     // 1. SIGKILL the broker while a sync is sending.
@@ -181,20 +181,25 @@ describe('sync end to end', () => {
     cleanups.push(() => restarted.cleanup())
 
     // 2. Drain through a link that resets and stalls connections mid-body.
-    const modes: FaultMode[] = [
-      { kind: 'reset', afterBytes: 300 },
-      { kind: 'pass' },
-      { kind: 'stall', afterBytes: 500 },
-      { kind: 'delay', ms: 5 },
-      { kind: 'blackhole' },
-      { kind: 'pass' },
+    // Short bad spells between longer healthy ones, so the drain both meets every fault and gets through.
+    const spells: Array<[FaultMode, number]> = [
+      [{ kind: 'reset', afterBytes: 300 }, 150],
+      [{ kind: 'pass' }, 700],
+      [{ kind: 'stall', afterBytes: 500 }, 150],
+      [{ kind: 'delay', ms: 5 }, 700],
+      [{ kind: 'blackhole' }, 150],
+      [{ kind: 'pass' }, 700],
     ]
-    let i = 0
-    proxy.setMode(modes[0])
-    const timer = setInterval(() => proxy.setMode(modes[++i % modes.length]), 250)
-    cleanups.push(() => clearInterval(timer))
+    let timer: NodeJS.Timeout | undefined
+    const next = (i: number) => {
+      const [mode, ms] = spells[i % spells.length]
+      proxy.setMode(mode)
+      timer = setTimeout(() => next(i + 1), ms)
+    }
+    next(0)
+    cleanups.push(() => clearTimeout(timer))
     const r = await node.run(['drain', '--timeout', '60s', '--json'])
-    clearInterval(timer)
+    clearTimeout(timer)
     expect(r.code, r.stderr).toBe(0)
     expect(parseJson(r.stdout).pending).toBe(0)
     expect(proxy.stats.resets).toBeGreaterThan(0)
