@@ -1,5 +1,12 @@
-#!/usr/bin/env -S node --import tsx
+#!/usr/bin/env node
 // Runs the TypeScript sources directly (no build step), for development.
-import { execute } from '@oclif/core'
+// oclif's own tsx hook does not find tsx 4.2x, so register it here and point
+// oclif at src/commands.
+import fs from 'node:fs'
+import { register } from 'tsx/esm/api'
 
-await execute({ development: true, dir: import.meta.url })
+register()
+const { execute } = await import('@oclif/core')
+const pjson = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
+pjson.oclif.commands = './src/commands'
+await execute({ dir: import.meta.url, loadOptions: { root: new URL('..', import.meta.url).pathname, pjson } })
