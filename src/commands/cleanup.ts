@@ -86,7 +86,7 @@ function cleanupSummary(r: CleanupResult): string {
       'over the limits',
       `${formatBytes(r.limits.overBytes)} / ${r.limits.overMessages} message(s) ` +
         (r.limits.overflow === 'drop-oldest'
-          ? '(the oldest pending messages are dropped)'
+          ? `(${r.dryRun ? 'a real run drops' : 'still over: drop'} the oldest pending messages)`
           : '(overflow=reject: new publishes fail until `rmq sync` sends the backlog)'),
     ])
   if (r.fileBytesBefore !== null)

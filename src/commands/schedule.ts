@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
+import { UsageError } from '../core/errors.js'
 import type { SchedulePlan } from '../core/schedule.js'
 
 export default class Schedule extends BaseCommand<typeof Schedule> {
@@ -19,8 +20,8 @@ export default class Schedule extends BaseCommand<typeof Schedule> {
     '<%= config.bin %> schedule --json',
   ]
   static override flags = {
-    cron: Flags.boolean({ description: 'Print only the crontab lines.', exclusive: ['systemd'] }),
-    systemd: Flags.boolean({ description: 'Print only the systemd units.', exclusive: ['cron'] }),
+    cron: Flags.boolean({ description: 'Print only the crontab lines.' }),
+    systemd: Flags.boolean({ description: 'Print only the systemd units.' }),
     write: Flags.string({
       description:
         'Write the systemd unit files into DIR (e.g. /etc/systemd/system) instead of printing them.',
@@ -34,6 +35,10 @@ export default class Schedule extends BaseCommand<typeof Schedule> {
 
   async run(): Promise<SchedulePlan & { written: string[] }> {
     const f = this.flags
+    if (f.cron && f.systemd)
+      throw new UsageError('--cron and --systemd exclude each other', {
+        suggestion: 'give one of them, or neither to print both',
+      })
     const loaded = await this.loadConfig()
     const { buildSchedule, writeUnits } = await import('../core/schedule.js')
     const plan = buildSchedule({

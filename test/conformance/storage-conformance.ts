@@ -212,7 +212,7 @@ export function storageConformance(opts: ConformanceOptions): void {
       expect(dry).toEqual({ sentDeleted: 0, expiredDeleted: 1, bytesFreed: accountedSize(msg(1)) })
       expect((await d.stats(later)).totalMessages).toBe(3)
       const res = await d.purge({ sentBefore: 0, now: later, limit: 100 })
-      expect(res).toEqual(dry)
+      expect({ ...res, workMs: undefined }).toEqual(dry)
       const after = await d.stats(later)
       expect(after).toMatchObject({ totalMessages: 2, expiredTotal: 1, pending: 2 })
     })

@@ -519,6 +519,7 @@ export class SqliteStorage implements StorageDriver {
     }
     this.maintenance()
     return this.write(() => {
+      const started = performance.now()
       for (const [sql, arg] of [
         [sentSql, q.sentBefore],
         [expiredSql, q.now],
@@ -543,6 +544,7 @@ export class SqliteStorage implements StorageDriver {
         res.expiredDeleted += r.pending
         res.bytesFreed += r.sentBytes + r.pendingBytes
       }
+      res.workMs = performance.now() - started
       return res
     })
   }

@@ -73,6 +73,8 @@ export interface PurgeResult {
   sentDeleted: number
   expiredDeleted: number
   bytesFreed: number
+  /** Time the deletion itself took inside the transaction (not waiting for the lock), when known. */
+  workMs?: number
 }
 
 export interface StorageStats {
@@ -137,7 +139,9 @@ export interface StorageDriver {
    * reaches it); `deleted` counts every row removed, `dropped` the pending
    * ones, `bytesFreed` their accounted bytes.
    */
-  enforceLimits(opts?: { limit?: number }): Promise<{ dropped: number; deleted?: number; bytesFreed?: number }>
+  enforceLimits(opts?: {
+    limit?: number
+  }): Promise<{ dropped: number; deleted?: number; bytesFreed?: number }>
   /**
    * Give freed pages back to the file system; returns file sizes before and
    * after. `maxPages` bounds the work of one call (one short transaction):
