@@ -13,6 +13,7 @@ import { Notifier } from './notifier.js'
 import { isLoopback, type BrokerOptions } from './options.js'
 import { RateLimiter } from './rate-limit.js'
 import { ROUTES } from './routes/index.js'
+import { MAX_WAIT_MS } from './routes/messages.js'
 import { openBrokerStore } from './store/index.js'
 import { StoreUnavailableError, type BrokerStore } from './store/types.js'
 import { authenticate, bearerToken } from './tokens.js'
@@ -57,6 +58,7 @@ export interface CreateBrokerAppOptions extends BrokerOptions {
 }
 
 const PURGE_CHUNK = 10_000
+const DEFAULT_REQUEST_TIMEOUT_MS = 60_000
 const TOUCH_EVERY_MS = 60_000
 
 export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<FastifyInstance> {
@@ -71,10 +73,21 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   const store =
     options.storeInstance ??
     (await openBrokerStore(options.store, { dataDir: options.dataDir, url: options.postgresUrl }))
+  // Slow or stalled clients (slow-loris) must not hold sockets for ever: the
+  // whole request (headers and body) has to arrive within requestTimeout, the
+  // headers within a quarter of it, checked every second or so. Idle sockets
+  // are closed after the longest long-poll plus a margin.
+  const requestTimeout = options.limits.requestTimeout || DEFAULT_REQUEST_TIMEOUT_MS
   const app = Fastify({
     logger: loggerOptions(options.logFormat ?? 'silent', options.logLevel),
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: options.limits.bodyBytes,
+    requestTimeout,
+    connectionTimeout: MAX_WAIT_MS + 60_000,
+    http: {
+      headersTimeout: Math.max(1000, Math.min(requestTimeout, Math.ceil(requestTimeout / 4), 15_000)),
+      connectionsCheckingInterval: Math.max(250, Math.min(1000, Math.floor(requestTimeout / 4))),
+    },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: {

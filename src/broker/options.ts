@@ -13,7 +13,8 @@ export interface BrokerOptions {
   auth: 'token' | 'none'
   /** Allow auth=none on a non-loopback address. */
   insecure?: boolean
-  limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number }
+  /** requestTimeout (ms): the whole request must arrive within it; default 60 s. */
+  limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout?: number }
   /** broker.ordering.maxLateness, ms. */
   maxLateness: number
   /** broker.retention, ms (0: keep forever). */

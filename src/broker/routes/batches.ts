@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { failpoint } from '../../core/failpoints.js'
 import { topicProblem, type BatchBody } from '../../core/protocol.js'
 import { HttpError } from '../app.js'
 import { BASE64_RE, batchAckSchema, batchBodySchema } from '../schemas.js'
@@ -37,7 +38,9 @@ const batches: FastifyPluginAsync = async (app) => {
         if (m.enc === 'base64' && (m.payload.length % 4 !== 0 || !BASE64_RE.test(m.payload)))
           throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/payload: not valid base64`)
       }
+      await failpoint('broker.ingest.before-commit')
       const ack = await store.ingest(body, { now: now(), maxLateness: options.maxLateness })
+      await failpoint('broker.ingest.after-commit-before-reply')
       notifier.notify()
       if (ack.duplicates > 0 || ack.late > 0)
         req.log.debug({ node: body.node, batch: body.batch, ...ack }, 'batch stored')

@@ -239,6 +239,13 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     description: 'Batches per second per node before 429 (0: no limit).',
   },
   {
+    key: 'broker.limits.requestTimeout',
+    type: 'duration',
+    default: '60s',
+    description:
+      'Longest time to receive one request (headers and body); slow or stalled clients are cut off (408).',
+  },
+  {
     key: 'broker.ordering.maxLateness',
     type: 'duration',
     default: '5m',
@@ -350,7 +357,7 @@ export interface RmqConfig {
     store: 'sqlite' | 'postgres'
     postgres: { url: string }
     auth: 'token' | 'none'
-    limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number }
+    limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout: number }
     ordering: { maxLateness: number }
     retention: number
     alerts: {
