@@ -3,10 +3,9 @@
  * ajv with type coercion and property removal turned off: a request either
  * is valid as sent or is refused with 400 and nothing is stored.
  */
-import { TOPIC_MAX_BYTES } from '../core/protocol.js'
+import { HEADER_VALUE_MAX, HEADERS_MAX, MAX_TS, TOPIC_MAX_BYTES } from '../core/protocol.js'
 
-/** Latest instant JavaScript dates handle sanely: 9999-12-31T23:59:59.999Z. */
-export const MAX_TS = 253_402_300_799_999
+export { MAX_TS }
 export const NODE_ID_PATTERN = '^[^\\u0000-\\u001f\\u007f/\\s]+$'
 export const NODE_ID_MAX = 128
 export const MAX_MESSAGES_PER_BATCH = 100_000
@@ -36,7 +35,11 @@ export const wireMessageSchema = {
     contentType: { anyOf: [{ type: 'string', maxLength: 255 }, { type: 'null' }] },
     headers: {
       anyOf: [
-        { type: 'object', maxProperties: 64, additionalProperties: { type: 'string', maxLength: 4096 } },
+        {
+          type: 'object',
+          maxProperties: HEADERS_MAX,
+          additionalProperties: { type: 'string', maxLength: HEADER_VALUE_MAX },
+        },
         { type: 'null' },
       ],
     },

@@ -166,12 +166,18 @@ function linesInput(
 ): AsyncIterable<Uint8Array> | Uint8Array[] {
   if (message !== undefined) return [Buffer.from(message, 'utf8')]
   if (file === undefined || file === '-') return process.stdin
+  // Open now, so that a missing file, a directory or no permission is a clear 65 before anything is stored.
+  let fd: number
   try {
-    fs.accessSync(file, fs.constants.R_OK)
+    fd = fs.openSync(file, 'r')
+    if (fs.fstatSync(fd).isDirectory()) {
+      fs.closeSync(fd)
+      throw Object.assign(new Error('it is a directory'), { code: 'EISDIR' })
+    }
   } catch (err) {
     throw noInput(file, err)
   }
-  return fs.createReadStream(file, { highWaterMark: 256 * 1024 })
+  return fs.createReadStream(file, { fd, highWaterMark: 256 * 1024 })
 }
 
 function out(text: string): void {

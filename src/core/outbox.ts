@@ -9,7 +9,7 @@ import path from 'node:path'
 import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
 import { ConfigError, ValidationError, isRmqError, type RmqError } from './errors.js'
-import { messageId, topicProblem } from './protocol.js'
+import { HEADER_VALUE_MAX, HEADERS_MAX, MAX_TS, messageId, topicProblem } from './protocol.js'
 import { formatBytes, parseDuration, parseTimestamp, DURATION_FORMS } from './units.js'
 import { resolveStorageDriver } from '../plugins/storage/index.js'
 import type { NewMessage, StorageDriver, StorageOptions } from '../plugins/storage/types.js'
@@ -119,18 +119,20 @@ export function buildTemplate(
   let ts: number | undefined
   if (r.ts !== undefined) {
     const t = r.ts instanceof Date ? r.ts.getTime() : typeof r.ts === 'number' ? r.ts : parseTimestamp(r.ts)
-    if (t === undefined || !Number.isSafeInteger(t) || t < 0)
+    if (t === undefined || !Number.isSafeInteger(t) || t < 0 || t > MAX_TS)
       throw new ValidationError(`invalid timestamp ${JSON.stringify(String(r.ts))}`, {
-        suggestion: 'give an ISO-8601 date (2025-11-26T10:00:00Z) or epoch milliseconds (1764151200000)',
+        suggestion:
+          'give an ISO-8601 date (2025-11-26T10:00:00Z) or epoch milliseconds (1764151200000), ' +
+          'between 1970 and 9999',
         details: { field: 'ts' },
       })
     ts = t
   }
   let expiresAt: number | null = null
   if (r.expiresAt !== undefined && r.expiresAt !== null) {
-    if (!Number.isSafeInteger(r.expiresAt))
+    if (!Number.isSafeInteger(r.expiresAt) || r.expiresAt < 0 || r.expiresAt > MAX_TS)
       throw new ValidationError(`invalid expiresAt ${JSON.stringify(r.expiresAt)}`, {
-        suggestion: 'give epoch milliseconds',
+        suggestion: 'give epoch milliseconds before the year 10000',
         details: { field: 'expiresAt' },
       })
     expiresAt = r.expiresAt
@@ -142,6 +144,11 @@ export function buildTemplate(
         details: { field: 'ttl' },
       })
     expiresAt = ttl > 0 ? now + ttl : null
+    if (expiresAt !== null && expiresAt > MAX_TS)
+      throw new ValidationError(`TTL ${JSON.stringify(r.ttl ?? opts.defaultTtl)} ends after the year 9999`, {
+        suggestion: 'give a shorter TTL, or 0 to never expire',
+        details: { field: 'ttl' },
+      })
   }
   const priority = r.priority === undefined ? DEFAULT_PRIORITY : Number(r.priority)
   if (
@@ -165,12 +172,21 @@ export function buildTemplate(
     })
   const headers = r.headers ?? null
   if (headers !== null) {
-    for (const [k, v] of Object.entries(headers))
-      if (typeof v !== 'string')
-        throw new ValidationError(`header ${JSON.stringify(k)} is not a string`, {
-          suggestion: 'headers map names to string values',
-          details: { field: 'headers' },
-        })
+    const entries = Object.entries(headers)
+    if (entries.length > HEADERS_MAX)
+      throw new ValidationError(`${entries.length} headers, more than the ${HEADERS_MAX} allowed`, {
+        suggestion: 'put the extra fields in the payload',
+        details: { field: 'headers' },
+      })
+    for (const [k, v] of entries)
+      if (typeof v !== 'string' || v.length > HEADER_VALUE_MAX)
+        throw new ValidationError(
+          `header ${JSON.stringify(k)} ${typeof v !== 'string' ? 'is not a string' : `is longer than ${HEADER_VALUE_MAX} characters`}`,
+          {
+            suggestion: `headers map names to string values of at most ${HEADER_VALUE_MAX} characters`,
+            details: { field: 'headers' },
+          },
+        )
   }
   return {
     topic: r.topic,

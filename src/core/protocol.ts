@@ -52,6 +52,15 @@ export interface BatchAck {
 
 /** Limits a topic must respect (validated by publish and by the broker). */
 export const TOPIC_MAX_BYTES = 1024
+/**
+ * Limits of the other message fields, the same at publish and at the broker:
+ * what the edge accepts the broker must accept too, or it would sit in the
+ * outbox for ever as a batch the broker refuses (docs/guarantees.md).
+ * MAX_TS is 9999-12-31T23:59:59.999Z, the latest instant dates handle sanely.
+ */
+export const MAX_TS = 253_402_300_799_999
+export const HEADERS_MAX = 64
+export const HEADER_VALUE_MAX = 4096
 
 export function encodePayload(buf: Uint8Array): { payload: string; enc: 'utf8' | 'base64' } {
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
