@@ -9,7 +9,7 @@ export default class Cleanup extends BaseCommand<typeof Cleanup> {
   static override summary =
     'Delete sent and expired messages, apply the size limits and shrink the outbox file.'
   static override description =
-    'Deletes sent messages older than cleanup.sentRetention and expired messages (sent or not; counted as ' +
+    'Deletes sent messages older than cleanup.sentRetention and expired messages (sent or not; unsent ones count as ' +
     'expired), applies storage.maxBytes / storage.maxMessages under storage.overflow (drop-oldest drops the ' +
     'oldest pending messages; reject never deletes one), then gives the freed space back to the file system ' +
     '(incremental vacuum and a WAL checkpoint) so the database file shrinks. A pending message that has not ' +
