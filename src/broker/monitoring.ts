@@ -41,7 +41,7 @@ export interface HistorySample {
   t: number
   /** Messages accepted from all nodes so far (store-wide). */
   received: number
-  /** Messages per second accepted since the previous sample (store-wide; 0 for the first). */
+  /** Messages per second accepted over the last 5 s (store-wide; 0 for the first sample). */
   rate: number
   /** Messages pending on all nodes at their last reports. */
   backlog: number
@@ -52,6 +52,8 @@ export interface HistorySample {
   stale: number
 }
 
+const RATE_WINDOW_MS = 5000
+
 /** A ring of fleet samples, for charts that show something the moment the dashboard opens. */
 export class History {
   private readonly samples: HistorySample[] = []
@@ -59,13 +61,16 @@ export class History {
 
   add(t: number, fleet: FleetStatus, held: number): HistorySample {
     const received = fleet.nodes.reduce((s, n) => s + n.received, 0)
-    const prev = this.samples[this.samples.length - 1]
-    const dt = prev ? (t - prev.t) / 1000 : 0
+    // The rate is averaged over the last RATE_WINDOW_MS (or since the previous sample, if older).
+    let base = this.samples[this.samples.length - 1]
+    for (let i = this.samples.length - 1; i >= 0 && t - this.samples[i].t <= RATE_WINDOW_MS; i--)
+      base = this.samples[i]
+    const dt = base ? (t - base.t) / 1000 : 0
     const sample: HistorySample = {
       t,
       received,
       // A drop of the total (nodes removed) is a reset, never a negative rate.
-      rate: prev && dt > 0 ? Math.max(0, received - prev.received) / dt : 0,
+      rate: base && dt > 0 ? Math.max(0, received - base.received) / dt : 0,
       backlog: fleet.nodes.reduce((s, n) => s + n.backlog.pending, 0),
       held,
       ok: fleet.summary.ok,

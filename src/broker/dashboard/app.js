@@ -40,6 +40,17 @@
     if (s < 86400) return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm'
     return Math.floor(s / 86400) + 'd ' + Math.floor((s % 86400) / 3600) + 'h'
   }
+  /** A configured limit: 5m, 4s, 1h (exact units when they fit). */
+  function fmtLimit(ms) {
+    for (const [u, f] of [
+      ['d', 86400000],
+      ['h', 3600000],
+      ['m', 60000],
+      ['s', 1000],
+    ])
+      if (ms >= f && ms % f === 0) return ms / f + u
+    return fmtAge(ms)
+  }
   function fmtBytes(n) {
     if (n === null || n === undefined) return '–'
     const u = ['B', 'KB', 'MB', 'GB', 'TB']
@@ -125,15 +136,15 @@
     $('c-alerts').textContent = fmtInt(alerts.active.length)
     document.querySelector('.card.stale').classList.toggle('hot', s.stale > 0)
     document.querySelector('.card.behind').classList.toggle('hot', s.behind > 0)
-    document.querySelector('.card.alerts').classList.toggle('hot', alerts.active.length > 0)
+    document.querySelector('.card.alerts-card').classList.toggle('hot', alerts.active.length > 0)
     $('c-rate').textContent = last ? fmtRate(last.rate) : '–'
     const backlog = fleet.nodes.reduce((t, n) => t + n.backlog.pending, 0)
     $('c-backlog').textContent = fmtInt(backlog)
     $('rules').textContent =
       'stale after ' +
-      fmtAge(fleet.rules.staleAfter) +
+      fmtLimit(fleet.rules.staleAfter) +
       ' without sync · behind when oldest pending > ' +
-      fmtAge(fleet.rules.behindAfter)
+      fmtLimit(fleet.rules.behindAfter)
   }
 
   // ---------- alerts ----------
@@ -370,6 +381,13 @@
     $('filter').addEventListener('input', (e) => {
       state.filter = e.target.value
       renderNodes()
+    })
+    // A link with #token=... opened in a tab that already shows the dashboard.
+    window.addEventListener('hashchange', () => {
+      if (/(?:^#|&)token=/.test(location.hash)) {
+        loadToken()
+        void refresh()
+      }
     })
     $('token-button').addEventListener('click', () => showAuth(''))
     $('token-clear').addEventListener('click', () => {
