@@ -4,10 +4,19 @@
  * backoff after a failure, the fleet table, exit 69 when the broker is down.
  */
 import fs from 'node:fs'
+import { createRequire } from 'node:module'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
 import { makeTempDir, parseJson, runCli } from '../helpers/cli.js'
+
+const parsePrometheus = createRequire(import.meta.url)('parse-prometheus-text-format') as (
+  text: string,
+) => Array<{
+  name: string
+  type: string
+  metrics: Array<{ value?: string; labels?: Record<string, string> }>
+}>
 
 describe('rmq status (edge) and rmq status --broker', () => {
   let broker: BrokerProcess
@@ -113,6 +122,19 @@ describe('rmq status (edge) and rmq status --broker', () => {
       backlog: { pending: 0 },
     })
     expect(fleet.alerts).toEqual([])
+  })
+
+  it('the running broker process serves /metrics that a Prometheus parser accepts', async () => {
+    const res = await fetch(`${broker.url}/metrics`)
+    expect(res.status).toBe(200)
+    const families = parsePrometheus(await res.text())
+    const received = families.find((f) => f.name === 'rmq_node_messages_received_total')
+    expect(received?.type).toBe('COUNTER')
+    expect(received?.metrics.find((m) => m.labels?.node === 'gw-status')?.value).toBe('4')
+    const health = families.find((f) => f.name === 'rmq_node_health')
+    expect(
+      health?.metrics.find((m) => m.labels?.node === 'gw-spare' && m.labels.state === 'never-seen')?.value,
+    ).toBe('1')
   })
 
   it('--broker exits 69 when the broker is unreachable, 78 when it refuses the token', async () => {
