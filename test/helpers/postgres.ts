@@ -131,6 +131,12 @@ async function adminQuery(url: string, sql: string): Promise<void> {
 
 let dbCounter = 0
 
+/** Clusters still running: stopped at exit even when a test run ends abruptly (timeout, error). */
+const live = new Set<() => void>()
+process.once('exit', () => {
+  for (const stop of live) stop()
+})
+
 /** initdb + pg_ctl start a private cluster on 127.0.0.1. */
 export async function startPgCluster(): Promise<PgCluster> {
   const avail = postgresAvailability()
@@ -143,7 +149,8 @@ export async function startPgCluster(): Promise<PgCluster> {
   }
   const log = path.join(dir, 'server.log')
   let started = false
-  const stop = async () => {
+  const stopSync = () => {
+    live.delete(stopSync)
     if (started) {
       started = false
       try {
@@ -154,6 +161,8 @@ export async function startPgCluster(): Promise<PgCluster> {
     }
     fs.rmSync(dir, { recursive: true, force: true })
   }
+  live.add(stopSync)
+  const stop = async () => stopSync()
   try {
     runPg(avail.bin, 'initdb', [
       '-D',
