@@ -125,7 +125,9 @@ describe('the packed package, installed like a user would', () => {
     expect(pkg.exports['.']).toEqual({ types: './dist/index.d.ts', import: './dist/index.js' })
     for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/core/producer.d.ts', 'bin/run.js'])
       expect(fs.existsSync(path.join(app, 'node_modules/rmq', f)), f).toBe(true)
-    expect(fs.existsSync(path.join(app, 'node_modules/rmq/src'))).toBe(false)
+    // Compiled code only: no TypeScript sources of the library, no tests.
+    for (const f of ['src/core', 'src/index.ts', 'test'])
+      expect(fs.existsSync(path.join(app, 'node_modules/rmq', f)), f).toBe(false)
   })
 
   it('plain JavaScript (ESM): edge mode stores, direct mode sends, typed errors', () => {
