@@ -59,10 +59,24 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     let error: unknown = err
     if (!isRmqError(err) && err?.oclif?.exit === 2) {
       const command = this.id ? `rmq ${this.id.replaceAll(':', ' ')}` : 'rmq'
-      error = new UsageError(err.message.split('\n')[0], { suggestion: `see \`${command} --help\`` })
+      error = new UsageError(parseErrorMessage(err.message), { suggestion: `see \`${command} --help\`` })
     }
     if (this.jsonEnabled()) process.stdout.write(JSON.stringify(errorToJson(error)) + '\n')
     process.stderr.write(formatError(error))
     process.exitCode = exitCodeOf(error)
   }
+}
+
+/**
+ * oclif wraps parse errors as "The following error occurred:\n  <reason>\nSee
+ * more help with --help"; keep the reasons on one line.
+ */
+export function parseErrorMessage(message: string): string {
+  const lines = message
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !/^The following errors? occurred:?$/i.test(l) && !/^See more help with/i.test(l))
+  let out = ''
+  for (const l of lines) out += out === '' ? l : out.endsWith(':') ? ` ${l}` : `; ${l}`
+  return out.replace(/\s{2,}/g, ' — ') || message
 }
