@@ -52,6 +52,8 @@ export interface AlertLogger {
 }
 
 export const DEFAULT_DATA_LOSS_CLEAR_AFTER = 3_600_000
+/** How often the value/message of an active age alert (no-sync, backlog-age) is refreshed in the store. */
+export const REFRESH_AGE_MS = 60_000
 
 export interface AlertEngineOptions {
   store: BrokerStore
@@ -108,7 +110,11 @@ export class AlertEngine {
       const prev = last.get(key)
       out.active++
       if (prev?.state === 'active') {
-        if (!w.keepOnly) await store.updateAlert(key, { value: w.alert.value, message: w.alert.message }, now)
+        // A data-loss alert records every new loss; an age only needs refreshing once in a while
+        // (it is derived live in GET /v1/nodes), which spares the store a write per alert per evaluation.
+        const due = w.alert.rule === 'data-loss' || now - prev.updatedAt >= REFRESH_AGE_MS
+        if (!w.keepOnly && due && w.alert.value !== prev.value)
+          await store.updateAlert(key, { value: w.alert.value, message: w.alert.message }, now)
         continue
       }
       if (w.keepOnly) continue

@@ -241,7 +241,7 @@ describe('broker monitoring (injectable clock)', () => {
     expect(await health()).toBe('stale')
 
     // Many more evaluations while it stays silent: still exactly one alert, one event.
-    for (let i = 1; i <= 6; i++) {
+    for (let i = 1; i <= 7; i++) {
       clock = T0 + 10 * MIN + i * 10 * SEC
       const e = await app.monitor.alerts.evaluate()
       expect(e.fired).toEqual([])
@@ -249,12 +249,14 @@ describe('broker monitoring (injectable clock)', () => {
     }
     let alerts = (await get('/v1/alerts')).body
     expect(alerts.active).toHaveLength(1)
+    // The age in the record is refreshed once a minute (GET /v1/nodes has it live).
     expect(alerts.active[0]).toMatchObject({
-      value: 11 * MIN,
+      value: 11 * MIN + 10 * SEC,
       threshold: 10 * MIN,
       firedAt: T0 + 10 * MIN + 1,
+      updatedAt: T0 + 11 * MIN + 10 * SEC,
     })
-    expect(alerts.active[0].message).toMatch(/gw-1 has not synced for 11m 0s \(limit 10m\)/)
+    expect(alerts.active[0].message).toMatch(/gw-1 has not synced for 11m 10s \(limit 10m\)/)
     expect(alerts.resolved).toEqual([])
     expect(sink.events.map((e) => [e.event, e.alert.rule])).toEqual([['fired', 'no-sync']])
 
@@ -543,6 +545,18 @@ describe('alert webhooks (real HTTP on 127.0.0.1)', () => {
       await app.close()
       await receiver.close()
     }
+  })
+
+  it('refuses to start with a webhook that is not an http(s) URL (ConfigError, exit 78)', async () => {
+    const store = await openSqliteBrokerStore({ dataDir: tmp.dir })
+    const err = await createBrokerApp(
+      options(tmp.dir, {
+        storeInstance: store,
+        alerts: { ...options(tmp.dir).alerts, webhooks: ['ftp://alerts.example.com/x'] },
+      }),
+    ).catch((e: unknown) => e)
+    await store.close()
+    expect(err).toMatchObject({ exitCode: 78, message: expect.stringMatching(/broker\.alerts\.webhooks/) })
   })
 
   it('a webhook that is down (hanging, or refusing connections) does not slow ingest', async () => {
