@@ -16,6 +16,7 @@ import { ROUTES } from './routes/index.js'
 import { MAX_WAIT_MS } from './routes/messages.js'
 import { openBrokerStore } from './store/index.js'
 import { StoreUnavailableError, type BrokerStore } from './store/types.js'
+import { Repeater } from './timers.js'
 import { authenticate, bearerToken } from './tokens.js'
 
 export interface BrokerContext {
@@ -211,19 +212,8 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   for (const plugin of options.plugins ?? []) await app.register(plugin)
 
   // Background work: timers are unref'd; the watermark also moves on every ingest.
-  const timers: NodeJS.Timeout[] = []
-  const every = (ms: number, what: string, fn: () => Promise<unknown>) => {
-    let running = false
-    const t = setInterval(() => {
-      if (running) return
-      running = true
-      fn()
-        .catch((err) => app.log.warn({ err }, `${what} failed`))
-        .finally(() => (running = false))
-    }, ms)
-    t.unref()
-    timers.push(t)
-  }
+  const repeater = new Repeater(app.log)
+  const every = repeater.every.bind(repeater)
   app.addHook('onReady', async () => {
     every(options.releaseIntervalMs ?? 1000, 'release', () => ctx.release())
     if (options.retention > 0)
@@ -234,7 +224,7 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
       )
   })
   app.addHook('preClose', async () => {
-    for (const t of timers) clearInterval(t)
+    repeater.stop()
     unsubscribe?.()
     notifier.close()
   })

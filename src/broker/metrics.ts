@@ -6,7 +6,7 @@
  * this process's own. Names and meanings: docs/monitoring.md "Metrics".
  */
 import type * as PromClient from 'prom-client'
-import { HEALTH_STATES, type FleetStatus } from './node-status.js'
+import { HEALTH_STATES, type FleetStatus, type NodeStatus } from './node-status.js'
 import type { AlertRecord, StreamHeads } from './store/types.js'
 
 export interface MetricsSnapshot {
@@ -133,7 +133,6 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
   })
 
   // ---- per node ----
-  const edge = (s: MetricsSnapshot) => s.fleet.nodes.filter((n) => n.health !== 'never-seen')
   gauge(
     'rmq_node_health',
     'Derived health of each node: 1 for its current state, 0 for the others.',
@@ -143,95 +142,85 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
         for (const h of HEALTH_STATES) set({ node: n.node, state: h }, +(n.health === h))
     },
   )
-  gauge(
-    'rmq_node_backlog_messages',
-    'Messages pending on the node at its last report.',
-    ['node'],
-    (set, s) => {
-      for (const n of edge(s)) set({ node: n.node }, n.backlog.pending)
-    },
-  )
-  gauge('rmq_node_backlog_bytes', 'Bytes pending on the node at its last report.', ['node'], (set, s) => {
-    for (const n of edge(s)) set({ node: n.node }, n.backlog.bytes)
-  })
-  gauge(
-    'rmq_node_backlog_oldest_age_seconds',
-    'Age of the oldest message pending on the node (0 when none).',
-    ['node'],
-    (set, s) => {
-      for (const n of edge(s)) set({ node: n.node }, sec(n.backlogAge ?? 0))
-    },
-  )
-  gauge(
-    'rmq_node_last_sync_age_seconds',
-    'Time since the last batch or heartbeat the broker accepted from the node.',
-    ['node'],
-    (set, s) => {
-      for (const n of edge(s)) set({ node: n.node }, sec(n.sinceContact ?? 0))
-    },
-  )
-  gauge(
-    'rmq_node_last_sync_timestamp_seconds',
-    'When the broker last accepted a batch or heartbeat from the node.',
-    ['node'],
-    (set, s) => {
-      for (const n of edge(s)) set({ node: n.node }, sec(n.lastContact ?? 0))
-    },
-  )
-  counter('rmq_node_messages_received_total', 'Messages accepted from the node.', ['node'], (inc, s) => {
-    for (const n of edge(s)) inc({ node: n.node }, n.received)
-  })
-  counter(
-    'rmq_node_duplicates_total',
-    'Messages the node sent again that the broker already had.',
-    ['node'],
-    (inc, s) => {
-      for (const n of edge(s)) inc({ node: n.node }, n.duplicates)
-    },
-  )
-  counter(
-    'rmq_node_late_messages_total',
-    'Messages from the node that arrived below the watermark (released flagged late).',
-    ['node'],
-    (inc, s) => {
-      for (const n of edge(s)) inc({ node: n.node }, n.late)
-    },
-  )
-  counter('rmq_node_batches_total', 'Batches and heartbeats accepted from the node.', ['node'], (inc, s) => {
-    for (const n of edge(s)) inc({ node: n.node }, n.batches)
-  })
-  counter(
-    'rmq_node_dropped_messages_total',
-    'Messages the node reports it dropped to make room (storage.overflow=drop-oldest).',
-    ['node'],
-    (inc, s) => {
-      for (const n of edge(s)) inc({ node: n.node }, n.dropped)
-    },
-  )
-  counter(
-    'rmq_node_expired_messages_total',
-    'Messages the node reports expired before they could be sent.',
-    ['node'],
-    (inc, s) => {
-      for (const n of edge(s)) inc({ node: n.node }, n.expired)
-    },
-  )
-  gauge(
-    'rmq_node_clock_skew_seconds',
-    "Node clock minus broker clock at the node's last contact.",
-    ['node'],
-    (set, s) => {
-      for (const n of edge(s)) if (n.clockSkew !== null) set({ node: n.node }, sec(n.clockSkew))
-    },
-  )
-  gauge(
-    'rmq_node_sync_success_ratio',
-    'Successful sync requests over attempts, as the node reports them.',
-    ['node'],
-    (set, s) => {
-      for (const n of edge(s)) if (n.successRate !== null) set({ node: n.node }, n.successRate)
-    },
-  )
+  // One series per edge node (never-seen nodes have only rmq_node_health).
+  type PerNode = [kind: 'gauge' | 'counter', name: string, help: string, of: (n: NodeStatus) => number | null]
+  const perNode: PerNode[] = [
+    [
+      'gauge',
+      'rmq_node_backlog_messages',
+      'Messages pending on the node at its last report.',
+      (n) => n.backlog.pending,
+    ],
+    [
+      'gauge',
+      'rmq_node_backlog_bytes',
+      'Bytes pending on the node at its last report.',
+      (n) => n.backlog.bytes,
+    ],
+    [
+      'gauge',
+      'rmq_node_backlog_oldest_age_seconds',
+      'Age of the oldest message pending on the node (0 when none).',
+      (n) => sec(n.backlogAge ?? 0),
+    ],
+    [
+      'gauge',
+      'rmq_node_last_sync_age_seconds',
+      'Time since the last batch or heartbeat the broker accepted from the node.',
+      (n) => sec(n.sinceContact ?? 0),
+    ],
+    [
+      'gauge',
+      'rmq_node_last_sync_timestamp_seconds',
+      'When the broker last accepted a batch or heartbeat from the node.',
+      (n) => sec(n.lastContact ?? 0),
+    ],
+    ['counter', 'rmq_node_messages_received_total', 'Messages accepted from the node.', (n) => n.received],
+    [
+      'counter',
+      'rmq_node_duplicates_total',
+      'Messages the node sent again that the broker already had.',
+      (n) => n.duplicates,
+    ],
+    [
+      'counter',
+      'rmq_node_late_messages_total',
+      'Messages from the node that arrived below the watermark (released flagged late).',
+      (n) => n.late,
+    ],
+    ['counter', 'rmq_node_batches_total', 'Batches and heartbeats accepted from the node.', (n) => n.batches],
+    [
+      'counter',
+      'rmq_node_dropped_messages_total',
+      'Messages the node reports it dropped to make room (storage.overflow=drop-oldest).',
+      (n) => n.dropped,
+    ],
+    [
+      'counter',
+      'rmq_node_expired_messages_total',
+      'Messages the node reports expired before they could be sent.',
+      (n) => n.expired,
+    ],
+    [
+      'gauge',
+      'rmq_node_clock_skew_seconds',
+      "Node clock minus broker clock at the node's last contact.",
+      (n) => (n.clockSkew === null ? null : sec(n.clockSkew)),
+    ],
+    [
+      'gauge',
+      'rmq_node_sync_success_ratio',
+      'Successful sync requests over attempts, as the node reports them.',
+      (n) => n.successRate,
+    ],
+  ]
+  for (const [kind, name, help, of] of perNode)
+    (kind === 'gauge' ? gauge : counter)(name, help, ['node'], (put, s) => {
+      for (const n of s.fleet.nodes) {
+        const v = n.health === 'never-seen' ? null : of(n)
+        if (v !== null) put({ node: n.node }, v)
+      }
+    })
   gauge(
     'rmq_alert_active',
     'One series per active alert (value 1).',

@@ -20,6 +20,7 @@ import {
 import { createMetrics, type BrokerMetrics } from './metrics.js'
 import { fleetStatus, type FleetStatus } from './node-status.js'
 import type { BrokerStore } from './store/types.js'
+import { Repeater } from './timers.js'
 
 export interface MonitoringOptions {
   /** How often the dashboard history is sampled (ms); default min(5s, broker.alerts.interval), at least 250 ms. */
@@ -173,19 +174,8 @@ const monitoring: FastifyPluginAsync = async (app) => {
     monitor.metrics.observeRequest(req.method, route, reply.statusCode, reply.elapsedTime / 1000)
   })
 
-  const timers: NodeJS.Timeout[] = []
-  const every = (ms: number, what: string, fn: () => Promise<unknown>) => {
-    let running = false
-    const t = setInterval(() => {
-      if (running) return
-      running = true
-      fn()
-        .catch((err) => app.log.warn({ err }, `${what} failed`))
-        .finally(() => (running = false))
-    }, ms)
-    t.unref()
-    timers.push(t)
-  }
+  const repeater = new Repeater(app.log)
+  const every = repeater.every.bind(repeater)
   app.addHook('onReady', async () => {
     await monitor.sample().catch((err) => app.log.warn({ err }, 'history sample failed'))
     every(historyIntervalMs, 'history sample', () => monitor.sample())
@@ -193,7 +183,7 @@ const monitoring: FastifyPluginAsync = async (app) => {
       every(options.alerts.interval, 'alert evaluation', () => alerts.evaluate())
   })
   app.addHook('preClose', async () => {
-    for (const t of timers) clearInterval(t)
+    repeater.stop()
     alerts.close()
   })
 }
