@@ -278,6 +278,8 @@ const sleep = (ms: number, signal?: AbortSignal) =>
  * broker restart neither loses nor repeats messages. A first request that
  * cannot reach the broker fails with BrokerUnavailableError (exit 69).
  */
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH'])
+
 export async function runConsume(opts: ConsumeRunOptions): Promise<ConsumeSummary> {
   const consumer = new Consumer(opts)
   const write = opts.write ?? writeStdout
@@ -319,6 +321,9 @@ export async function runConsume(opts: ConsumeRunOptions): Promise<ConsumeSummar
     } catch (err) {
       if (aborted() || (err as Error).name === 'AbortError') break
       const retryable = err instanceof BrokerUnavailableError
+      // Before the first answer, give up only when no connection could be made at all (a wrong
+      // brokerUrl); a long-poll cut off mid-request is a broker restart to ride out.
+      if (!CONNECT_FAILURES.has((err as { cause?: { code?: string } }).cause?.code ?? '')) contacted = true
       if (!opts.follow || !retryable || !contacted) throw err
       failures++
       const delay = Math.min(5000, 100 * 2 ** Math.min(failures, 6))
