@@ -11,6 +11,7 @@ describe('README', () => {
     expect(missing.map((k) => k.key)).toEqual([])
   })
   it('documents every exit code', () => {
-    for (const code of [0, 1, 2, 65, 69, 73, 75, 78]) expect(readme).toMatch(new RegExp(`^\\| ${code} \\|`, 'm'))
+    for (const code of [0, 1, 2, 65, 69, 73, 75, 78])
+      expect(readme).toMatch(new RegExp(`^\\| ${code} \\|`, 'm'))
   })
 })
