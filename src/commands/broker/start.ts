@@ -51,6 +51,7 @@ export default class BrokerStart extends BaseCommand<typeof BrokerStart> {
       this.note(
         `rmq broker listening on ${url} (data ${options.dataDir}, store ${options.store}, auth ${options.auth})`,
       )
+      this.note(`dashboard: ${url}/   metrics: ${url}/metrics`)
     })
   }
 }
