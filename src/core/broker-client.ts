@@ -25,6 +25,8 @@ export interface EncodedBatch {
   wire: Buffer
   rawBytes: number
   wireBytes: number
+  /** Messages on the wire, when they are not in body.messages (encode with messagesJson). */
+  count?: number
 }
 
 export type PostOutcome =
@@ -64,10 +66,24 @@ export class BrokerClient {
     return this.options.codec
   }
 
-  async encode(body: BatchBody): Promise<EncodedBatch> {
-    const raw = Buffer.from(JSON.stringify(body))
+  /**
+   * JSON-encode and compress a batch. `messagesJson`, when given, are the
+   * messages already serialised (each one WireMessage's JSON, as the sync
+   * engine gets them from the outbox) and go on the wire in place of
+   * body.messages, which must then be empty.
+   */
+  async encode(body: BatchBody, messagesJson?: string[]): Promise<EncodedBatch> {
+    let json = JSON.stringify(body)
+    if (messagesJson) {
+      const tail = '"messages":[]}'
+      if (body.messages.length > 0 || !json.endsWith(tail))
+        throw new Error('encode: with messagesJson, body.messages must be empty and its last key')
+      json = `${json.slice(0, -2)}${messagesJson.join(',')}]}`
+    }
+    const raw = Buffer.from(json)
     const wire = await this.options.codec.compress(raw, { level: this.options.level })
-    return { body, wire, rawBytes: raw.length, wireBytes: wire.length }
+    const count = messagesJson?.length ?? body.messages.length
+    return { body, wire, rawBytes: raw.length, wireBytes: wire.length, count }
   }
 
   async post(batch: EncodedBatch, signal?: AbortSignal): Promise<PostOutcome> {
@@ -103,7 +119,7 @@ export class BrokerClient {
       try {
         ack = JSON.parse(text) as BatchAck
       } catch {
-        ack = { accepted: batch.body.messages.length, duplicates: 0, late: 0, watermark: null }
+        ack = { accepted: batch.count ?? batch.body.messages.length, duplicates: 0, late: 0, watermark: null }
       }
       return { kind: 'ok', status, ack }
     }

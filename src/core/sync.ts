@@ -15,7 +15,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Codec } from '../plugins/compression/types.js'
-import type { StorageDriver, StorageStats, StoredMessage } from '../plugins/storage/types.js'
+import type { StorageDriver, StorageStats, StoredMessage, WireRow } from '../plugins/storage/types.js'
 import {
   BACKOFF_STATE_KEY,
   backoffDelay,
@@ -144,7 +144,7 @@ export interface SyncStats {
 
 interface Prepared {
   kind: 'batch'
-  messages: StoredMessage[]
+  messages: WireRow[]
   seqs: number[]
   /** Accounted outbox bytes of the messages. */
   bytes: number
@@ -209,6 +209,11 @@ export function toWireMessage(m: StoredMessage): WireMessage {
   return w
 }
 
+/** What sync keeps of a message it forwards, for drivers without nextWireBatch. */
+function toWireRow(m: StoredMessage): WireRow {
+  return { seq: m.seq, size: m.size, expiresAt: m.expiresAt, json: JSON.stringify(toWireMessage(m)) }
+}
+
 /**
  * One bounded sync run: honour the backoff, take the lease, send batches
  * until the outbox is empty (or a limit is reached), release the lease.
@@ -267,7 +272,7 @@ class SyncRun {
   private readonly leaseTtl: number
   private leaseRenewedAt = 0
   /** Pending messages read ahead, in send order, not yet in any batch. */
-  private ahead: StoredMessage[] = []
+  private ahead: WireRow[] = []
   private client!: BrokerClient
   private readonly started: number
   private readonly res: SyncResult
@@ -463,22 +468,26 @@ class SyncRun {
    * batches at a time means the in-flight batch (which is still pending in
    * the store) is read again only once per READ_AHEAD batches.
    */
-  private async take(limit: number, inFlight: Prepared | undefined): Promise<StoredMessage[]> {
+  private async take(limit: number, inFlight: Prepared | undefined): Promise<WireRow[]> {
     const maxBytes = this.config.sync.batchBytes
     let aheadBytes = 0
     for (const m of this.ahead) aheadBytes += m.size
     if (this.ahead.length < limit && aheadBytes < maxBytes) {
       const skip = new Set(inFlight?.seqs ?? [])
-      const rows = await this.driver.nextBatch({
+      const q = {
         limit: READ_AHEAD * limit + skip.size,
         maxBytes: READ_AHEAD * maxBytes + (inFlight?.bytes ?? 0),
         order: this.res.order,
         now: this.now(),
-      })
+      }
+      // The driver's wire fast path when it has one (no StoredMessage per forwarded message).
+      const rows = this.driver.nextWireBatch
+        ? await this.driver.nextWireBatch(q)
+        : (await this.driver.nextBatch(q)).map(toWireRow)
       this.ahead = skip.size > 0 ? rows.filter((m) => !skip.has(m.seq)) : rows
     }
     const now = this.now()
-    const out: StoredMessage[] = []
+    const out: WireRow[] = []
     let bytes = 0
     let i = 0
     for (; i < this.ahead.length; i++) {
@@ -526,11 +535,7 @@ class SyncRun {
     return { kind: 'batch', messages, seqs: messages.map((m) => m.seq), bytes, encoded }
   }
 
-  private async encode(
-    messages: StoredMessage[],
-    stats: StorageStats,
-    inFlight?: Prepared,
-  ): Promise<EncodedBatch> {
+  private async encode(messages: WireRow[], stats: StorageStats, inFlight?: Prepared): Promise<EncodedBatch> {
     let bytes = inFlight?.bytes ?? 0
     for (const m of messages) bytes += m.size
     const pending = Math.max(0, stats.pending - messages.length - (inFlight?.seqs.length ?? 0))
@@ -547,9 +552,12 @@ class SyncRun {
         oldestTs: pending > 0 ? stats.oldestPendingTs : null,
       },
       stats: await this.statsField(stats),
-      messages: messages.map(toWireMessage),
+      messages: [],
     }
-    return this.client.encode(body)
+    return this.client.encode(
+      body,
+      messages.map((m) => m.json),
+    )
   }
 
   private async statsField(s: StorageStats): Promise<Record<string, unknown>> {
@@ -769,7 +777,7 @@ export async function clientFor(deps: SyncDeps): Promise<BrokerClient> {
 }
 
 /** A lease owner `host:pid:id` whose process no longer exists on this host. */
-function holderIsGone(owner: string): boolean {
+export function holderIsGone(owner: string): boolean {
   const [host, pidText] = owner.split(':')
   const pid = Number(pidText)
   if (host !== os.hostname() || !Number.isInteger(pid) || pid <= 0) return false

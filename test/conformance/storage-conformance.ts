@@ -159,6 +159,79 @@ export function storageConformance(opts: ConformanceOptions): void {
       expect(s.totalBytes).toBe(accountedSize(msg(1)) + accountedSize(msg(2)) + accountedSize(msg(3)))
     })
 
+    it('marks sent by runs, scattered seqs, duplicates and any order, counting each message once', async () => {
+      const d = await make()
+      const { seqs } = await d.append(Array.from({ length: 40 }, (_, i) => msg(i)))
+      // Descending, with a duplicate: one run.
+      expect(await d.markSent([seqs[3], seqs[2], seqs[1], seqs[2]], clock)).toBe(3)
+      // Every other one: more runs than a driver may want to send one by one.
+      const scattered = seqs.filter((_, i) => i >= 10 && i % 2 === 0)
+      expect(await d.markSent([...scattered].reverse(), clock + 1)).toBe(scattered.length)
+      // Already sent, unknown, and fresh ones mixed.
+      expect(await d.markSent([seqs[1], seqs[39], 1e9, seqs[37]], clock + 2)).toBe(2)
+      const left = await d.nextBatch({ limit: 100, maxBytes: 1e9, order: 'oldest', now: clock })
+      const sent = new Set([seqs[1], seqs[2], seqs[3], ...scattered, seqs[37], seqs[39]])
+      expect(left.map((m) => m.seq)).toEqual(seqs.filter((s) => !sent.has(s)))
+      const s = await d.stats(clock)
+      expect(s).toMatchObject({ pending: 40 - sent.size, sentKept: sent.size, sentTotal: sent.size })
+      expect(s.pendingBytes).toBe(left.reduce((n, m) => n + m.size, 0))
+    })
+
+    it('nextWireBatch (when offered) matches nextBatch and its wire form byte for byte', async () => {
+      const d = await make()
+      // Optional: without it sync builds the same wire form from nextBatch.
+      if (!d.nextWireBatch) return
+      const payloads = [
+        Buffer.from('{"v":1,"s":"é€𝄞"}'),
+        Buffer.from('quote " backslash \\ newline \n tab \t nul \u0000 del \u007f ls \u2028'),
+        Buffer.from([0x61, 0xed, 0xa0, 0x80]), // an encoded surrogate: not UTF-8
+        Buffer.from([0xff, 0x00, 0xc3, 0x28]),
+        Buffer.from('a real \uFFFD replacement character'),
+        Buffer.alloc(0),
+        Buffer.from([0xef, 0xbb, 0xbf, 0x61]), // BOM kept
+      ]
+      await d.append(
+        payloads.map((payload, i) =>
+          msg(i, {
+            payload,
+            priority: i % 3 === 0 ? 9 : 4,
+            contentType: i % 2 ? 'application/json' : null,
+            headers: i === 1 ? { k: 'v', 'x-ü': 'line\nbreak' } : null,
+            expiresAt: i === 2 ? clock + 60_000 : null,
+          }),
+        ),
+      )
+      const { encodePayload } = await import('../../src/core/protocol.js')
+      for (const order of ['oldest', 'newest'] as const) {
+        const q = { limit: 5, maxBytes: 1e9, order, now: clock }
+        const stored = await d.nextBatch(q)
+        const wire = await d.nextWireBatch(q)
+        expect(wire.map((w) => w.seq)).toEqual(stored.map((m) => m.seq))
+        for (const [i, m] of stored.entries()) {
+          const { payload, enc } = encodePayload(m.payload)
+          const expected: Record<string, unknown> = {
+            seq: m.seq,
+            topic: m.topic,
+            ts: m.ts,
+            payload,
+            enc,
+            expiresAt: m.expiresAt,
+            priority: m.priority,
+            contentType: m.contentType,
+          }
+          if (m.headers) expected.headers = m.headers
+          expect(JSON.parse(wire[i].json)).toEqual(expected)
+          expect(Object.keys(JSON.parse(wire[i].json))).toEqual(Object.keys(expected))
+          expect(wire[i]).toMatchObject({ size: m.size, expiresAt: m.expiresAt })
+        }
+      }
+      // Byte limits cut the same way.
+      const first = await d.nextBatch({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })
+      expect((await d.nextWireBatch({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })).length).toBe(
+        first.length,
+      )
+    })
+
     it('records attempts on the stored messages', async () => {
       const d = await make()
       const { seqs } = await d.append([msg(1), msg(2)])

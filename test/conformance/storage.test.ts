@@ -167,6 +167,15 @@ describe('sqlite driver specifics', () => {
     expect(
       plan('SELECT seq, size, status FROM messages WHERE expires_at <= 5 ORDER BY expires_at LIMIT 9'),
     ).toMatch(/USING INDEX messages_expiry/)
+    // markSent, set-based: by rowid ranges or a json_each list, never a scan.
+    expect(
+      plan('UPDATE messages SET status = 1, sent_at = 1 WHERE seq BETWEEN 1 AND 9 AND status = 0'),
+    ).toMatch(/USING INTEGER PRIMARY KEY \(rowid>\? AND rowid<\?\)/)
+    expect(
+      plan(
+        `UPDATE messages SET status = 1, sent_at = 1 WHERE seq IN (SELECT value FROM json_each('[1,5]')) AND status = 0`,
+      ),
+    ).toMatch(/USING INTEGER PRIMARY KEY \(rowid=\?\)/)
     db.close()
   })
 })

@@ -11,6 +11,7 @@ import path from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
 import { ConfigError, StorageError, isRmqError } from '../../core/errors.js'
 import { failpointValue } from '../../core/failpoints.js'
+import { encodePayload, type WireMessage } from '../../core/protocol.js'
 import { accountedSize, asBuffer, diskFullError, limitError, type Fullness } from './common.js'
 import type {
   AppendResult,
@@ -23,6 +24,7 @@ import type {
   StorageOptions,
   StorageStats,
   StoredMessage,
+  WireRow,
 } from './types.js'
 
 // require() skips the CommonJS export scan that `import` does: a few ms of every `rmq publish`.
@@ -123,6 +125,20 @@ const INSERT_ROWS = 16
 /** Rows deleted per statement while making room or purging. */
 const DELETE_CHUNK = 1000
 const PRIORITIES_DESC = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+/** markSent: up to this many runs of consecutive seqs get one range UPDATE each; more go as one json_each list. */
+const MAX_RANGES = 8
+
+/**
+ * A pending message's wire form, built by SQLite (json_object), in the key
+ * order of toWireMessage. The payload is read as text: when it is not valid
+ * UTF-8 the decoded string holds U+FFFD and nextWireBatch builds that row in
+ * JS instead (base64, or utf8 for a payload that really contains U+FFFD).
+ */
+const WIRE_FIELDS =
+  "'seq', seq, 'topic', topic, 'ts', ts, 'payload', CAST(payload AS TEXT), 'enc', 'utf8', " +
+  "'expiresAt', expires_at, 'priority', priority, 'contentType', content_type"
+const WIRE_JSON = `CASE WHEN headers IS NULL THEN json_object(${WIRE_FIELDS})
+  ELSE json_object(${WIRE_FIELDS}, 'headers', json(headers)) END`
 
 function sqliteCode(err: unknown): string | undefined {
   const code = (err as { code?: unknown })?.code
@@ -450,20 +466,80 @@ export class SqliteStorage implements StorageDriver {
     })
   }
 
+  /** nextBatch's messages as wire JSON built by SQLite: no Buffer or object per message. */
+  async nextWireBatch(q: BatchQuery): Promise<WireRow[]> {
+    const sql = `SELECT seq, size, expires_at AS expiresAt, ${WIRE_JSON} AS json FROM messages
+       WHERE status = 0 AND priority = ? AND (expires_at IS NULL OR expires_at > ?)
+       ORDER BY seq ${q.order === 'newest' ? 'DESC' : 'ASC'} LIMIT ?`
+    const out: WireRow[] = []
+    let bytes = 0
+    return this.guard(() => {
+      const sel = this.stmt(sql)
+      for (const p of PRIORITIES_DESC) {
+        if (out.length >= q.limit) break
+        for (const r of sel.all(p, q.now, q.limit - out.length) as WireRow[]) {
+          if (out.length > 0 && bytes + r.size > q.maxBytes) return out
+          bytes += r.size
+          // U+FFFD: the payload may not be valid UTF-8 (or really holds U+FFFD): decide on the bytes.
+          if (r.json.includes('\uFFFD')) r.json = this.wireJson(r.seq)
+          out.push(r)
+        }
+      }
+      return out
+    })
+  }
+
+  /** One row's wire JSON built in JS (the same shape as WIRE_JSON, payload checked byte for byte). */
+  private wireJson(seq: number): string {
+    const m = toStored(this.stmt('SELECT * FROM messages WHERE seq = ?').get(seq) as Row)
+    const { payload, enc } = encodePayload(m.payload)
+    const w: WireMessage = {
+      seq: m.seq,
+      topic: m.topic,
+      ts: m.ts,
+      payload,
+      enc,
+      expiresAt: m.expiresAt,
+      priority: m.priority,
+      contentType: m.contentType,
+    }
+    if (m.headers) w.headers = m.headers
+    return JSON.stringify(w)
+  }
+
+  /**
+   * Set-based: one UPDATE per run of consecutive seqs (a sync batch is
+   * usually one run), or one for the whole list through json_each, instead
+   * of a statement per message.
+   */
   async markSent(seqs: number[], sentAt: number): Promise<number> {
     if (seqs.length === 0) return 0
+    const sorted = Float64Array.from(seqs).sort()
+    const ranges: Array<[number, number]> = []
+    for (let i = 0; i < sorted.length && ranges.length <= MAX_RANGES;) {
+      let j = i
+      while (j + 1 < sorted.length && sorted[j + 1] - sorted[j] <= 1) j++
+      ranges.push([sorted[i], sorted[j]])
+      i = j + 1
+    }
     return this.write(() => {
-      const upd = this.stmt(
-        'UPDATE messages SET status = 1, sent_at = ? WHERE seq = ? AND status = 0 RETURNING size',
-      )
       let n = 0
       let bytes = 0
-      for (const seq of seqs) {
-        const r = upd.get(sentAt, seq) as { size: number } | undefined
-        if (r) {
-          n++
-          bytes += r.size
-        }
+      const count = (sizes: number[]) => {
+        n += sizes.length
+        for (const size of sizes) bytes += size
+      }
+      if (ranges.length <= MAX_RANGES) {
+        const upd = this.stmt(
+          'UPDATE messages SET status = 1, sent_at = ? WHERE seq BETWEEN ? AND ? AND status = 0 RETURNING size',
+        ).pluck()
+        for (const [first, last] of ranges) count(upd.all(sentAt, first, last) as number[])
+      } else {
+        const upd = this.stmt(
+          `UPDATE messages SET status = 1, sent_at = ?
+           WHERE seq IN (SELECT value FROM json_each(?)) AND status = 0 RETURNING size`,
+        ).pluck()
+        count(upd.all(sentAt, JSON.stringify(seqs)) as number[])
       }
       if (n > 0)
         this.stmt(

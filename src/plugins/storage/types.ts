@@ -58,6 +58,16 @@ export interface BatchQuery {
   now: number
 }
 
+/** One pending message as `nextWireBatch` returns it: what sync needs, and its wire form. */
+export interface WireRow {
+  seq: number
+  /** Accounted size, as StoredMessage.size. */
+  size: number
+  expiresAt: number | null
+  /** JSON text of the message's WireMessage (src/core/protocol.ts), exactly as sync would encode it. */
+  json: string
+}
+
 export interface PurgeQuery {
   /** Delete sent messages with sentAt < sentBefore. */
   sentBefore: number
@@ -127,6 +137,12 @@ export interface StorageDriver {
   /** Append atomically: all messages or none. Throws StorageFullError when full under overflow=reject. */
   append(messages: NewMessage[]): Promise<AppendResult>
   nextBatch(query: BatchQuery): Promise<StoredMessage[]>
+  /**
+   * Optional fast path of nextBatch for sync: the same messages in the same
+   * order, each already in wire form, so that no StoredMessage (payload
+   * Buffer, headers object) is built for a message that is only forwarded.
+   */
+  nextWireBatch?(query: BatchQuery): Promise<WireRow[]>
   /** Mark as sent; returns how many changed from pending to sent. */
   markSent(seqs: number[], sentAt: number): Promise<number>
   /** Count one failed attempt on each message. */
