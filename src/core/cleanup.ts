@@ -13,13 +13,16 @@
  * dropped). Operations guide: docs/operations.md.
  */
 import { randomUUID } from 'node:crypto'
+import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
 import { failpoint } from './failpoints.js'
+import { holderIsGone } from './sync.js'
 import type { StorageDriver } from '../plugins/storage/types.js'
 
 export const CLEANUP_LEASE = 'cleanup'
+const CLEANUP_OWNER_KEY = 'cleanup.leaseOwner'
 
 export interface CleanupOptions {
   /** Clock for retention and expiry, epoch ms (default: Date.now()). */
@@ -208,12 +211,22 @@ export async function runCleanup(
   }
 
   // Overlapping runs (a slow cleanup and the next timer) would only compete for the lock: one works.
-  const owner = randomUUID()
+  const owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
   const leaseTtl = 60_000
-  if (!(await driver.acquireLease(CLEANUP_LEASE, owner, leaseTtl, Date.now()))) {
+  let leased = await driver.acquireLease(CLEANUP_LEASE, owner, leaseTtl, Date.now())
+  if (!leased) {
+    // A cleanup killed mid-run leaves its lease behind: take it over at once when its process is gone.
+    const holder = await driver.getState(CLEANUP_OWNER_KEY)
+    if (holder && holderIsGone(holder)) {
+      await driver.releaseLease(CLEANUP_LEASE, holder)
+      leased = await driver.acquireLease(CLEANUP_LEASE, owner, leaseTtl, Date.now())
+    }
+  }
+  if (!leased) {
     res.status = 'locked'
     return finish()
   }
+  await driver.setState(CLEANUP_OWNER_KEY, owner)
   let leaseAt = Date.now()
   const keepLease = async () => {
     if (Date.now() - leaseAt < leaseTtl / 3) return

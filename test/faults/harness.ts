@@ -142,6 +142,7 @@ export class EdgeNode {
     this.cluster.exits.add(
       `${what} ${r.killed ? 'killed' : r.signal ? `signal ${r.signal}` : `exit ${r.code}`}`,
     )
+    if (r.code === 1) this.cluster.unexpected.push(`${this.id} ${what}: ${r.stderr.trim()}`)
   }
 
   /** Publish `n` messages with `publish --lines` (one transaction); record each. */
@@ -235,6 +236,8 @@ export class Cluster {
   readonly attempts: Attempt[] = []
   readonly faults = new Counter()
   readonly exits = new Counter()
+  /** stderr of every process that exited 1 (an unexpected error: a bug). */
+  readonly unexpected: string[] = []
   broker!: BrokerProcess
   proxy!: FaultProxy
   nodes: EdgeNode[] = []

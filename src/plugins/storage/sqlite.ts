@@ -145,6 +145,16 @@ function sqliteCode(err: unknown): string | undefined {
   return typeof code === 'string' && code.startsWith('SQLITE_') ? code : undefined
 }
 
+/** Less than 1 MiB free where the outbox lives: an I/O error there is most likely the disk being full. */
+function lowOnSpace(file: string): boolean {
+  try {
+    const s = fs.statfsSync(path.dirname(file))
+    return s.bavail * s.bsize < 1024 * 1024
+  } catch {
+    return false
+  }
+}
+
 export class SqliteStorage implements StorageDriver {
   readonly name = 'sqlite'
   readonly capabilities: StorageCapabilities = { durable: true, multiProcess: true }
@@ -244,8 +254,10 @@ export class SqliteStorage implements StorageDriver {
       return fn()
     } catch (err) {
       if (isRmqError(err)) throw err
-      const code = sqliteCode(err)
-      if (code === 'SQLITE_FULL') {
+      // better-sqlite3 reports extended result codes (SQLITE_IOERR_SHMSIZE, SQLITE_READONLY_DBMOVED, …).
+      const code = sqliteCode(err)?.split('_').slice(0, 2).join('_')
+      // A full disk often shows as an I/O error (the WAL index or the WAL cannot grow), not SQLITE_FULL.
+      if (code === 'SQLITE_FULL' || (code === 'SQLITE_IOERR' && lowOnSpace(this.opts.path))) {
         let now: Fullness | undefined
         try {
           now = this.fullness()
