@@ -98,7 +98,7 @@ describe('deterministic failpoints (RMQ_FAILPOINTS)', () => {
     ] as const) {
       await n2.drain() // leave exactly the 40 new messages for the crash
       expect((await n2.publishLines(40)).code).toBe(0)
-      await c.broker.stop()
+      await c.stopBroker()
       await c.startBroker({ RMQ_FAILPOINTS: fp })
       const r = await n2.sync()
       expect(r.code, r.stderr).toBe(75)
@@ -293,7 +293,7 @@ if (FULL)
           Buffer.alloc(Math.max(0, free.bavail * free.bsize - 8 * 1024)),
         )
       } else {
-        await c.broker.stop()
+        await c.stopBroker()
         await c.startBroker({ RMQ_FAILPOINTS: 'sqlite.maxPageCount=1' })
       }
       for (let i = 0; i < 4; i++) expect((await n.publishLines(200)).code).toBe(0)
@@ -303,7 +303,7 @@ if (FULL)
       c.faults.add('broker disk full')
       if (fsmount) fs.rmSync(path.join(fsmount.dir, 'filler'))
       else {
-        await c.broker.stop()
+        await c.stopBroker()
         await c.startBroker()
       }
       await settleAndCheck(c, 'broker disk full')

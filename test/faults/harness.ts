@@ -245,6 +245,8 @@ export class Cluster {
   private readonly tmp: ReturnType<typeof makeTempDir>
   private readonly dataDir: string
   private tokens = new Map<string, string>()
+  /** The current broker process was stopped or killed on purpose. */
+  private brokerKilled = false
 
   private constructor(private readonly opts: ClusterOptions) {
     this.tmp = makeTempDir('rmq-faults-')
@@ -274,6 +276,10 @@ export class Cluster {
 
   /** Start the broker (again) on its data dir; the same port after the first start. */
   async startBroker(env: Record<string, string> = {}): Promise<void> {
+    const prev = this.broker
+    if (prev && !this.brokerKilled && prev.child.exitCode !== null)
+      this.unexpected.push(`broker exited by itself (${prev.child.exitCode}): ${prev.logs().slice(-2000)}`)
+    this.brokerKilled = false
     this.broker = await startBrokerProcess({
       dataDir: this.dataDir,
       port: this.broker?.port ?? 0,
@@ -281,8 +287,15 @@ export class Cluster {
     })
   }
 
+  /** SIGTERM the broker and wait for its clean exit. */
+  async stopBroker(): Promise<void> {
+    this.brokerKilled = true
+    await this.broker.stop()
+  }
+
   async killBroker(): Promise<void> {
     this.faults.add('SIGKILL broker')
+    this.brokerKilled = true
     await this.broker.kill()
   }
 
