@@ -5,6 +5,8 @@ import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import { brokerStoreConformance, batchOf, wireMessage } from '../conformance/broker-store-conformance.js'
 import { makeTempDir } from '../helpers/cli.js'
 
+const T0 = 1_764_160_000_000
+
 brokerStoreConformance('sqlite', async () => {
   const { dir, cleanup } = makeTempDir('rmq-broker-store-')
   return {
@@ -66,6 +68,109 @@ describe('sqlite broker store specifics', () => {
         code: 'STORE_UNAVAILABLE',
       })
       expect((await store.heads()).total).toBe(0)
+      await store.close()
+    } finally {
+      cleanup()
+    }
+  })
+})
+
+describe('sqlite broker store: fast ingest path', () => {
+  /** A small deterministic PRNG, so a failure can be replayed. */
+  function prng(seed: number) {
+    let s = seed >>> 0
+    return () => {
+      s = (s + 0x6d2b79f5) >>> 0
+      let t = Math.imul(s ^ (s >>> 15), 1 | s)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    }
+  }
+
+  it('gives the same acks, arrivals, positions, late flags and node records as the general path', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-store-')
+    try {
+      for (const seed of [1, 2, 3, 4, 5, 6]) {
+        const rnd = prng(seed)
+        const fast = await openSqliteBrokerStore({ dataDir: path.join(dir, `fast-${seed}`) })
+        const slow = await openSqliteBrokerStore({ dataDir: path.join(dir, `slow-${seed}`) })
+        slow.fastIngest = false
+        // Nodes whose names sort differently in UTF-16 and in UTF-8 (astral vs U+E000..U+FFFF), one direct producer.
+        const nodes = ['a', 'b', 'n-\u{1F600}', 'n-\uFF5E', 'direct']
+        const next = new Map(nodes.map((n) => [n, 1]))
+        let now = T0
+        for (let round = 0; round < 25; round++) {
+          now += Math.floor(rnd() * 3000)
+          const group = Array.from({ length: 1 + Math.floor(rnd() * 4) }, () => {
+            const node = nodes[Math.floor(rnd() * nodes.length)]
+            const messages = []
+            const count = rnd() < 0.15 ? 0 : Math.floor(rnd() * 12)
+            for (let i = 0; i < count; i++) {
+              // Sometimes resend an old seq (duplicate), sometimes a ts far behind (late), ties in ts across nodes.
+              const top = next.get(node)!
+              const resend = rnd() < 0.1 && top > 1
+              const seq = resend ? 1 + Math.floor(rnd() * top) : top
+              if (!resend) next.set(node, top + 1)
+              const ts =
+                now - Math.floor(rnd() * (rnd() < 0.1 ? 600_000 : 5000)) - (rnd() < 0.3 ? 0 : seq % 7)
+              messages.push(wireMessage(seq, ts, `t/${node}`))
+            }
+            const pending = Math.floor(rnd() * 3)
+            return batchOf(node, messages, {
+              clock: now + Math.floor(rnd() * 2000) - 1000,
+              backlog: {
+                pending,
+                bytes: pending * 10,
+                oldestTs: pending ? now - Math.floor(rnd() * 8000) : null,
+              },
+              direct: node === 'direct' ? true : undefined,
+            })
+          })
+          const ctx = { now, maxLateness: 60_000 }
+          // Concurrent ingests share a group commit (and the group's watermark).
+          const acks = await Promise.all(group.map((b) => fast.ingest(b, ctx)))
+          const expected = await Promise.all(group.map((b) => slow.ingest(b, ctx)))
+          expect(acks, `seed ${seed} round ${round}`).toEqual(expected)
+          if (rnd() < 0.2) {
+            const later = { now: now + 90_000, maxLateness: 60_000 }
+            expect(await fast.release(later)).toEqual(await slow.release(later))
+          }
+        }
+        for (const order of ['event', 'arrival'] as const) {
+          const a = await fast.read({ order, after: 0, limit: 10_000 })
+          const b = await slow.read({ order, after: 0, limit: 10_000 })
+          expect(a, `seed ${seed} ${order}`).toEqual(b)
+        }
+        expect(await fast.heads()).toEqual(await slow.heads())
+        expect(await fast.nodes()).toEqual(await slow.nodes())
+        expect((await fast.heads()).event).toBeGreaterThan(0)
+        await fast.close()
+        await slow.close()
+      }
+    } finally {
+      cleanup()
+    }
+  })
+
+  it('a batch repeating another one of the same group, or a bad row, takes the general path', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-store-')
+    try {
+      const store = await openSqliteBrokerStore({ dataDir: dir })
+      const ctx = { now: T0, maxLateness: 60_000 }
+      const acks = await Promise.all([
+        store.ingest(batchOf('a', [wireMessage(1, T0 - 10), wireMessage(2, T0 - 9)], { clock: T0 }), ctx),
+        store.ingest(batchOf('a', [wireMessage(2, T0 - 9), wireMessage(3, T0 - 8)], { clock: T0 }), ctx),
+      ])
+      expect(acks.map((a) => [a.accepted, a.duplicates])).toEqual([
+        [2, 0],
+        [1, 1],
+      ])
+      const read = await store.read({ order: 'event', after: 0, limit: 10 })
+      expect(read.messages.map((m) => [m.seq, m.position, m.arrival])).toEqual([
+        [1, 1, 1],
+        [2, 2, 2],
+        [3, 3, 3],
+      ])
       await store.close()
     } finally {
       cleanup()

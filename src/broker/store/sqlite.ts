@@ -7,7 +7,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
-import type { BatchAck, BatchBody } from '../../core/protocol.js'
+import type { BatchAck, BatchBody, WireMessage } from '../../core/protocol.js'
 import { topicMatcher } from '../topic-filter.js'
 import {
   StoreUnavailableError,
@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS messages (
   expires_at INTEGER,
   headers TEXT,
   received_at INTEGER NOT NULL,
-  position INTEGER UNIQUE,
+  position INTEGER,
   late INTEGER NOT NULL DEFAULT 0,
   UNIQUE (node, epoch, seq)
 );
@@ -172,6 +172,54 @@ const SCAN_MAX_ROWS = 50_000
 const UNAVAILABLE_CODES = /^SQLITE_(FULL|BUSY|LOCKED|IOERR|READONLY|CANTOPEN|NOMEM|PROTOCOL)/
 /** Most batches sharing one commit. */
 const MAX_GROUP = 64
+/** Rows per multi-row INSERT on the fast ingest path. */
+const INSERT_ROWS = 32
+const INSERT_COLUMNS = 15
+/**
+ * Stores made before the position index became partial declare `position
+ * INTEGER UNIQUE` (an index entry for every held NULL too); both work.
+ */
+const POSITION_INDEX =
+  'CREATE UNIQUE INDEX IF NOT EXISTS messages_position ON messages (position) WHERE position IS NOT NULL'
+
+/** Thrown inside the fast group transaction: roll it back and ingest the group on the general path. */
+class SlowPath extends Error {}
+
+/** An accepted message on the fast ingest path, in arrival order (with its event-order key). */
+interface Fresh {
+  ts: number
+  node: string
+  seq: number
+  epoch: string
+  m: WireMessage
+  receivedAt: number
+  late: number
+  position: number | null
+}
+
+/** SQLite's BINARY order of TEXT (UTF-8 bytes, i.e. code points), not JS's UTF-16 code units. */
+export function compareText(a: string, b: string): number {
+  if (a === b) return 0
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i)
+    let y = b.charCodeAt(i)
+    if (x === y) continue
+    // Surrogates (astral code points) sort after U+E000..U+FFFF in code point order.
+    if (x >= 0xd800) x = x <= 0xdfff ? x + 0x2000 : x - 0x800
+    if (y >= 0xd800) y = y <= 0xdfff ? y + 0x2000 : y - 0x800
+    return x - y
+  }
+  return a.length - b.length
+}
+
+/** The event order: (ts, node, seq, epoch), as ORDER BY in releaseUpTo. */
+function compareEvent(
+  a: { ts: number; node: string; seq: number; epoch: string },
+  b: { ts: number; node: string; seq: number; epoch: string },
+): number {
+  return a.ts - b.ts || compareText(a.node, b.node) || a.seq - b.seq || compareText(a.epoch, b.epoch)
+}
 
 interface IngestJob {
   batch: BatchBody
@@ -262,10 +310,14 @@ export class SqliteBrokerStore implements BrokerStore {
     (batch: BatchBody, ctx: IngestContext, before: number | null) => Omit<BatchAck, 'watermark'>
   >
   private readonly groupTx: BetterSqlite3.Transaction<(jobs: IngestJob[]) => void>
+  private readonly fastGroupTx: BetterSqlite3.Transaction<(jobs: IngestJob[]) => void>
+  private readonly nodeTx: BetterSqlite3.Transaction<(job: IngestJob, before: number | null) => Fresh[]>
   private queue: IngestJob[] = []
   private flushScheduled = false
   private readonly releaseTx: BetterSqlite3.Transaction<(ctx: IngestContext) => ReleaseResult>
   private closed = false
+  /** Take fastGroupSync first (tests turn it off to compare it with the general path). */
+  fastIngest = true
 
   constructor(db: BetterSqlite3.Database) {
     this.db = db
@@ -275,6 +327,8 @@ export class SqliteBrokerStore implements BrokerStore {
       this.insertSync(batch, ctx, before),
     )
     this.groupTx = db.transaction((jobs: IngestJob[]) => this.groupSync(jobs))
+    this.fastGroupTx = db.transaction((jobs: IngestJob[]) => this.fastGroupSync(jobs))
+    this.nodeTx = db.transaction((job: IngestJob, before: number | null) => this.acceptSync(job, before))
     this.releaseTx = db.transaction((ctx: IngestContext) => this.releaseSync(ctx))
   }
 
@@ -293,6 +347,32 @@ export class SqliteBrokerStore implements BrokerStore {
            expires_at, headers, received_at, position, late)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
          ON CONFLICT (node, epoch, seq) DO NOTHING`,
+      ),
+      insertOne: db.prepare(insertSql(1)),
+      insertMany: db.prepare(insertSql(INSERT_ROWS)),
+      existingRange: db
+        .prepare<[string, string, number, number], number>(
+          'SELECT seq FROM messages WHERE node = ? AND epoch = ? AND seq BETWEEN ? AND ?',
+        )
+        .pluck(),
+      existingList: db
+        .prepare<[string, string, string], number>(
+          'SELECT seq FROM messages WHERE node = ? AND epoch = ? AND seq IN (SELECT value FROM json_each(?))',
+        )
+        .pluck(),
+      heldBelow: db.prepare<
+        [number],
+        { arrival: number; ts: number; node: string; seq: number; epoch: string }
+      >(
+        `SELECT arrival, ts, node, seq, epoch FROM messages WHERE position IS NULL AND ts < ?
+         ORDER BY ts, node, seq, epoch`,
+      ),
+      placeHeld: db.prepare<[string]>(
+        `UPDATE messages SET position = p.value ->> 1
+         FROM json_each(?) AS p WHERE messages.arrival = p.value ->> 0`,
+      ),
+      setAll: db.prepare<[number | null, number, number]>(
+        'UPDATE broker_meta SET watermark = ?, next_position = ?, next_arrival = ? WHERE id = 1',
       ),
       upsertNode: db.prepare(
         `INSERT INTO nodes (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
@@ -411,6 +491,155 @@ export class SqliteBrokerStore implements BrokerStore {
     for (const job of jobs) if (job.result) job.result.watermark = watermark
   }
 
+  /**
+   * The group on the fast path: the same results as groupSync, but a message
+   * released by this group's own watermark is written once, with its
+   * position, instead of inserted held and updated by releaseSync. Held
+   * messages released now get their positions in the same (ts, node, seq,
+   * epoch) order. Anything unexpected throws SlowPath (the transaction rolls
+   * back and groupSync runs instead).
+   */
+  private fastGroupSync(jobs: IngestJob[]): void {
+    const s = this.stmts
+    const meta = s.meta.get()!
+    const before = meta.watermark
+    let ctx = jobs[0].ctx
+    const fresh: Fresh[] = []
+    const taken = new Map<string, Set<number>>()
+    for (const job of jobs) {
+      if (job.ctx.now > ctx.now) ctx = job.ctx
+      // Two batches of one group carrying the same message: the general path counts the second as a duplicate.
+      const key = `${job.batch.node}\u0000${job.batch.epoch}`
+      const seen = taken.get(key)
+      if (seen && job.batch.messages.some((m) => seen.has(m.seq))) throw new SlowPath()
+      try {
+        const accepted = this.nodeTx(job, before)
+        for (const f of accepted) fresh.push(f)
+        const set = seen ?? new Set<number>()
+        for (const f of accepted) set.add(f.seq)
+        taken.set(key, set)
+      } catch (err) {
+        if (!this.db.inTransaction || mapError(err) instanceof StoreUnavailableError) throw err
+        job.error = err
+      }
+    }
+
+    // The watermark after this group, as releaseSync computes it after the inserts.
+    const live = s.liveLowMark.get(ctx.now - ctx.maxLateness)!
+    let candidate: number | null
+    if (live.n > 0) candidate = live.lm
+    else {
+      let held = s.maxHeldTs.get()!.m
+      for (const f of fresh) if (held === null || f.ts > held) held = f.ts
+      candidate = held === null ? null : held + 1
+    }
+    let watermark = before
+    if (candidate !== null && (watermark === null || candidate > watermark)) watermark = candidate
+
+    // Release: held rows and this group's messages below the watermark, merged in event order.
+    let position = meta.next_position
+    if (watermark !== null) {
+      const w = watermark
+      const held = s.heldBelow.all(w)
+      const now = fresh.filter((f) => f.ts < w).sort(compareEvent)
+      const placed: Array<[number, number]> = []
+      let i = 0
+      let j = 0
+      while (i < held.length || j < now.length) {
+        if (j >= now.length || (i < held.length && compareEvent(held[i], now[j]) < 0))
+          placed.push([held[i++].arrival, position++])
+        else now[j++].position = position++
+      }
+      if (placed.length > 0 && s.placeHeld.run(JSON.stringify(placed)).changes !== placed.length)
+        throw new SlowPath()
+    }
+
+    // Insert in arrival order, INSERT_ROWS rows per statement.
+    let arrival = meta.next_arrival
+    const params = new Array<unknown>(INSERT_ROWS * INSERT_COLUMNS)
+    let inserted = 0
+    for (let i = 0; i < fresh.length;) {
+      const rows = fresh.length - i >= INSERT_ROWS ? INSERT_ROWS : 1
+      const args = rows === 1 ? new Array<unknown>(INSERT_COLUMNS) : params
+      for (let k = 0; k < rows; k++) {
+        const f = fresh[i + k]
+        const o = k * INSERT_COLUMNS
+        args[o] = arrival++
+        args[o + 1] = f.node
+        args[o + 2] = f.epoch
+        args[o + 3] = f.m.seq
+        args[o + 4] = f.m.topic
+        args[o + 5] = f.m.ts
+        args[o + 6] = f.m.payload
+        args[o + 7] = f.m.enc
+        args[o + 8] = f.m.contentType ?? null
+        args[o + 9] = f.m.priority ?? 4
+        args[o + 10] = f.m.expiresAt ?? null
+        args[o + 11] = f.m.headers === null || f.m.headers === undefined ? null : JSON.stringify(f.m.headers)
+        args[o + 12] = f.receivedAt
+        args[o + 13] = f.position
+        args[o + 14] = f.late
+      }
+      try {
+        inserted += (rows === 1 ? s.insertOne : s.insertMany).run(args).changes
+      } catch (err) {
+        // A full disk or I/O error fails the group as on the general path; a bad row goes there to spoil only its batch.
+        if (mapError(err) instanceof StoreUnavailableError) throw err
+        throw new SlowPath()
+      }
+      i += rows
+    }
+    if (inserted !== fresh.length) throw new SlowPath()
+    if (arrival !== meta.next_arrival || position !== meta.next_position || watermark !== before)
+      s.setAll.run(watermark, position, arrival)
+    for (const job of jobs) if (job.result) job.result.watermark = watermark
+  }
+
+  /**
+   * One batch on the fast path (in its own SAVEPOINT): which messages are new
+   * (not stored before, not repeated in the batch), and the node's record.
+   */
+  private acceptSync(job: IngestJob, before: number | null): Fresh[] {
+    const { batch, ctx } = job
+    const msgs = batch.messages
+    const out: Fresh[] = []
+    let late = 0
+    if (msgs.length > 0) {
+      let min = Infinity
+      let max = -Infinity
+      for (const m of msgs) {
+        if (m.seq < min) min = m.seq
+        if (m.seq > max) max = m.seq
+      }
+      // A dense run of seqs (a sync batch) is one index range; scattered ones are looked up one by one.
+      const existing =
+        max - min < 4 * msgs.length
+          ? this.stmts.existingRange.all(batch.node, batch.epoch, min, max)
+          : this.stmts.existingList.all(batch.node, batch.epoch, JSON.stringify(msgs.map((m) => m.seq)))
+      const skip = new Set(existing)
+      for (const m of msgs) {
+        if (skip.has(m.seq)) continue
+        skip.add(m.seq)
+        const isLate = before !== null && m.ts < before ? 1 : 0
+        late += isLate
+        out.push({
+          ts: m.ts,
+          node: batch.node,
+          seq: m.seq,
+          epoch: batch.epoch,
+          m,
+          receivedAt: ctx.now,
+          late: isLate,
+          position: null,
+        })
+      }
+    }
+    const duplicates = msgs.length - out.length
+    this.upsertNodeRow(batch, ctx, out.length, duplicates, late)
+    job.result = { accepted: out.length, duplicates, late, watermark: null }
+    return out
+  }
+
   private flush(): void {
     this.flushScheduled = false
     const jobs = this.queue.splice(0, MAX_GROUP)
@@ -421,7 +650,15 @@ export class SqliteBrokerStore implements BrokerStore {
       return
     }
     try {
-      this.groupTx.immediate(jobs)
+      try {
+        if (!this.fastIngest) throw new SlowPath()
+        this.fastGroupTx.immediate(jobs)
+      } catch (err) {
+        if (!(err instanceof SlowPath)) throw err
+        // Rolled back: nothing of the fast attempt stays. The general path isolates each batch.
+        for (const job of jobs) job.result = job.error = undefined
+        this.groupTx.immediate(jobs)
+      }
     } catch (err) {
       for (const job of jobs) job.reject(mapError(err))
       return
@@ -475,7 +712,18 @@ export class SqliteBrokerStore implements BrokerStore {
     }
     if (arrival !== meta.next_arrival) s.setArrival.run(arrival)
     const duplicates = batch.messages.length - accepted
-    s.upsertNode.run({
+    this.upsertNodeRow(batch, ctx, accepted, duplicates, late)
+    return { accepted, duplicates, late }
+  }
+
+  private upsertNodeRow(
+    batch: BatchBody,
+    ctx: IngestContext,
+    received: number,
+    duplicates: number,
+    late: number,
+  ): void {
+    this.stmts.upsertNode.run({
       node: batch.node,
       epoch: batch.epoch,
       direct: batch.direct ? 1 : 0,
@@ -488,12 +736,11 @@ export class SqliteBrokerStore implements BrokerStore {
       oldest: batch.backlog.oldestTs ?? null,
       lowMark: lowMarkOf(batch),
       stats: batch.stats === undefined ? null : JSON.stringify(batch.stats),
-      received: accepted,
+      received,
       duplicates,
       late,
       batches: 1,
     })
-    return { accepted, duplicates, late }
   }
 
   private releaseSync(ctx: IngestContext): ReleaseResult {
@@ -700,6 +947,15 @@ export class SqliteBrokerStore implements BrokerStore {
   }
 }
 
+function insertSql(rows: number): string {
+  return (
+    `INSERT INTO messages (arrival, node, epoch, seq, topic, ts, payload, enc, content_type, priority,
+       expires_at, headers, received_at, position, late) VALUES ` +
+    Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ') +
+    ' ON CONFLICT (node, epoch, seq) DO NOTHING'
+  )
+}
+
 export const SQLITE_FILE = 'broker.db'
 
 export async function openSqliteBrokerStore(options: BrokerStoreOptions): Promise<SqliteBrokerStore> {
@@ -718,7 +974,13 @@ export async function openSqliteBrokerStore(options: BrokerStoreOptions): Promis
   db.pragma('synchronous = FULL')
   db.pragma('busy_timeout = 5000')
   db.pragma('foreign_keys = ON')
-  db.transaction(() => db.exec(SCHEMA)).immediate()
+  db.transaction(() => {
+    db.exec(SCHEMA)
+    const table = db
+      .prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'")
+      .pluck()
+    if (!/position INTEGER UNIQUE/.test(table.get() as string)) db.exec(POSITION_INDEX)
+  }).immediate()
   return new SqliteBrokerStore(db)
 }
 
