@@ -211,8 +211,33 @@ export function toWireMessage(m: StoredMessage): WireMessage {
 
 /** What sync keeps of a message it forwards, for drivers without nextWireBatch. */
 function toWireRow(m: StoredMessage): WireRow {
-  return { seq: m.seq, size: m.size, expiresAt: m.expiresAt, json: JSON.stringify(toWireMessage(m)) }
+  return {
+    seq: m.seq,
+    size: m.size,
+    ts: m.ts,
+    expiresAt: m.expiresAt,
+    json: JSON.stringify(toWireMessage(m)),
+  }
 }
+
+/** Runs of consecutive seqs, as [first, last] ranges. */
+function seqRanges(seqs: number[]): Array<[number, number]> {
+  let ascending = true
+  for (let i = 1; i < seqs.length && ascending; i++) ascending = seqs[i] >= seqs[i - 1]
+  // Batches in oldest order are ascending already: no copy, no sort.
+  const sorted = ascending ? seqs : Float64Array.from(seqs).sort()
+  const out: Array<[number, number]> = []
+  for (let i = 0; i < sorted.length;) {
+    let j = i
+    while (j + 1 < sorted.length && sorted[j + 1] - sorted[j] <= 1) j++
+    out.push([sorted[i], sorted[j]])
+    i = j + 1
+  }
+  return out
+}
+
+/** Most seq ranges the precise backlog query excludes; beyond that the conservative value is sent. */
+const MAX_EXCLUDED_RANGES = 8
 
 /**
  * One bounded sync run: honour the backoff, take the lease, send batches
@@ -547,9 +572,7 @@ class SyncRun {
       backlog: {
         pending,
         bytes: pending > 0 ? Math.max(0, stats.pendingBytes - bytes) : 0,
-        // Conservative: the oldest ts pending before this batch holds the
-        // broker's watermark back at most one batch longer than needed.
-        oldestTs: pending > 0 ? stats.oldestPendingTs : null,
+        oldestTs: pending > 0 ? await this.oldestAfter(stats, messages, inFlight) : null,
       },
       stats: await this.statsField(stats),
       messages: [],
@@ -558,6 +581,31 @@ class SyncRun {
       body,
       messages.map((m) => m.json),
     )
+  }
+
+  /**
+   * The oldest ts the node may still send once this batch is stored: pending
+   * messages outside this batch and the one in flight. The in-flight batch
+   * counts as delivered because this batch is only sent after it was
+   * acknowledged (a failure discards this one). Falls back to the oldest ts
+   * of all pending messages (conservative: holds the watermark back one
+   * batch longer) when the driver cannot exclude seqs.
+   */
+  private async oldestAfter(
+    stats: StorageStats,
+    messages: WireRow[],
+    inFlight?: Prepared,
+  ): Promise<number | null> {
+    const oldest = stats.oldestPendingTs
+    if (oldest === null || !this.driver.oldestPendingTs) return oldest
+    let minOut = Infinity
+    for (const m of messages) if (m.ts < minOut) minOut = m.ts
+    for (const m of inFlight?.messages ?? []) if (m.ts < minOut) minOut = m.ts
+    // The oldest pending message is not in either batch: it is the answer.
+    if (oldest < minOut) return oldest
+    const ranges = seqRanges((inFlight?.seqs ?? []).concat(messages.map((m) => m.seq)))
+    if (ranges.length > MAX_EXCLUDED_RANGES) return oldest
+    return this.driver.oldestPendingTs(this.now(), ranges)
   }
 
   private async statsField(s: StorageStats): Promise<Record<string, unknown>> {

@@ -7,7 +7,7 @@ import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
 import { makeTempDir, parseJson, runCli, spawnCli } from '../helpers/cli.js'
-import { FaultProxy, type FaultMode } from '../helpers/fault-proxy.js'
+import { FaultProxy } from '../helpers/fault-proxy.js'
 
 const cleanups: Array<() => Promise<unknown> | unknown> = []
 afterEach(async () => {
@@ -180,31 +180,31 @@ describe('sync end to end', () => {
     const restarted = await b.restart()
     cleanups.push(() => restarted.cleanup())
 
-    // 2. Drain through a link that resets and stalls connections mid-body.
-    // Short bad spells between longer healthy ones, so the drain both meets every fault and gets through.
-    const spells: Array<[FaultMode, number]> = [
-      [{ kind: 'reset', afterBytes: 300 }, 150],
-      [{ kind: 'pass' }, 700],
-      [{ kind: 'stall', afterBytes: 500 }, 150],
-      [{ kind: 'delay', ms: 5 }, 700],
-      [{ kind: 'blackhole' }, 150],
-      [{ kind: 'pass' }, 700],
-    ]
-    let timer: NodeJS.Timeout | undefined
-    const next = (i: number) => {
-      const [mode, ms] = spells[i % spells.length]
-      proxy.setMode(mode)
-      timer = setTimeout(() => next(i + 1), ms)
+    // 2. Drain through a link that resets and stalls connections mid-body. However far step 1
+    // got (a fast sync may have sent everything), the drain has a backlog to push through the faults.
+    const extra = 1500
+    await node.publish(extra, total)
+    // Each fault stays on until the drain has met it (no message gets through meanwhile), then a
+    // healthy spell lets it through.
+    const until = async (met: () => boolean) => {
+      for (let i = 0; i < 1000 && !met(); i++) await new Promise((r) => setTimeout(r, 10))
     }
-    next(0)
-    cleanups.push(() => clearTimeout(timer))
-    const r = await node.run(['drain', '--timeout', '60s', '--json'])
-    clearTimeout(timer)
+    proxy.setMode({ kind: 'reset', afterBytes: 300 })
+    const drained = node.run(['drain', '--timeout', '60s', '--json'])
+    await until(() => proxy.stats.resets > 0)
+    proxy.setMode({ kind: 'stall', afterBytes: 500 })
+    await until(() => proxy.stats.stalls > 0)
+    proxy.setMode({ kind: 'blackhole' })
+    await new Promise((r) => setTimeout(r, 150))
+    proxy.setMode({ kind: 'delay', ms: 5 })
+    await new Promise((r) => setTimeout(r, 300))
+    proxy.setMode({ kind: 'pass' })
+    const r = await drained
     expect(r.code, r.stderr).toBe(0)
     expect(parseJson(r.stdout).pending).toBe(0)
     expect(proxy.stats.resets).toBeGreaterThan(0)
     expect(proxy.stats.stalls).toBeGreaterThan(0)
-    expectAllOnceInOrder(await consumeAll(restarted.url, token), total)
+    expectAllOnceInOrder(await consumeAll(restarted.url, token), total + extra)
   })
 
   it('under a budget sends the newest first; later runs send the rest; consumers still read in event order', async () => {

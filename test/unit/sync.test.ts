@@ -5,7 +5,7 @@ import { loadConfig } from '../../src/core/config/load.js'
 import type { RmqConfig } from '../../src/core/config/schema.js'
 import { ConfigError, RejectedError, SyncFailedError } from '../../src/core/errors.js'
 import { openOutbox } from '../../src/core/outbox.js'
-import { drain, readSyncStats, syncOnce, SYNC_LEASE } from '../../src/core/sync.js'
+import { drain, readSyncStats, syncOnce, SYNC_LEASE, toWireMessage } from '../../src/core/sync.js'
 import type { NewMessage, StorageDriver } from '../../src/plugins/storage/types.js'
 import { makeTempDir } from '../helpers/cli.js'
 import { FakeBroker } from '../helpers/fake-broker.js'
@@ -102,6 +102,33 @@ describe('syncOnce', () => {
     expect(stats.bytesWire).toBe(r.bytesWire)
     expect(stats.lastSuccessAt).toBeGreaterThan(0)
     expect((await store.stats(Date.now())).pending).toBe(0)
+  })
+
+  it('sqlite fast path: the same wire messages as from nextBatch, and the backlog left after each batch exactly', async () => {
+    const { broker, config, store } = await setup({ 'sync.batchSize': 100 }, 'sqlite')
+    const ts = (i: number) => 1_764_160_000_000 + i * 1000
+    await store.append([
+      ...telemetry(250),
+      // Older than everything, but low priority: sent last, so it holds every low mark back.
+      { topic: 'late/one', payload: Buffer.from([0xff, 0xfe]), ts: ts(-5), priority: 1, headers: { h: 'v' } },
+    ])
+    const expected = await store.nextBatch({ limit: 1000, maxBytes: 1e12, order: 'oldest', now: Date.now() })
+    const r = await syncOnce({ driver: store, config })
+    expect(r.messages).toBe(251)
+    const sent = broker.batches.flatMap((b) => b.body.messages)
+    expect(sent).toEqual(expected.map((m) => JSON.parse(JSON.stringify(toWireMessage(m)))))
+    expect(sent[250]).toMatchObject({ enc: 'base64', payload: '//4=', headers: { h: 'v' } })
+    expect(broker.batches.map((b) => b.body.backlog.oldestTs)).toEqual([ts(-5), ts(-5), null])
+
+    // Without the old message, each batch reports the oldest ts left after it and the one in flight.
+    const second = await setup({ 'sync.batchSize': 100 }, 'sqlite')
+    await second.store.append(telemetry(250))
+    await syncOnce({ driver: second.store, config: second.config })
+    expect(second.broker.batches.map((b) => b.body.backlog)).toEqual([
+      { pending: 150, bytes: expect.any(Number), oldestTs: ts(100) },
+      { pending: 50, bytes: expect.any(Number), oldestTs: ts(200) },
+      { pending: 0, bytes: 0, oldestTs: null },
+    ])
   })
 
   it('sends binary payloads as base64 and honours batchBytes', async () => {

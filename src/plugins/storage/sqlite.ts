@@ -480,7 +480,7 @@ export class SqliteStorage implements StorageDriver {
 
   /** nextBatch's messages as wire JSON built by SQLite: no Buffer or object per message. */
   async nextWireBatch(q: BatchQuery): Promise<WireRow[]> {
-    const sql = `SELECT seq, size, expires_at AS expiresAt, ${WIRE_JSON} AS json FROM messages
+    const sql = `SELECT seq, size, ts, expires_at AS expiresAt, ${WIRE_JSON} AS json FROM messages
        WHERE status = 0 AND priority = ? AND (expires_at IS NULL OR expires_at > ?)
        ORDER BY seq ${q.order === 'newest' ? 'DESC' : 'ASC'} LIMIT ?`
     const out: WireRow[] = []
@@ -499,6 +499,15 @@ export class SqliteStorage implements StorageDriver {
       }
       return out
     })
+  }
+
+  async oldestPendingTs(now: number, exclude: Array<[number, number]>): Promise<number | null> {
+    const sql =
+      'SELECT ts FROM messages WHERE status = 0 AND (expires_at IS NULL OR expires_at > ?)' +
+      ' AND seq NOT BETWEEN ? AND ?'.repeat(exclude.length) +
+      ' ORDER BY ts LIMIT 1'
+    const r = this.guard(() => this.stmt(sql).get(now, ...exclude.flat())) as { ts: number } | undefined
+    return r?.ts ?? null
   }
 
   /** One row's wire JSON built in JS (the same shape as WIRE_JSON, payload checked byte for byte). */
@@ -526,7 +535,9 @@ export class SqliteStorage implements StorageDriver {
    */
   async markSent(seqs: number[], sentAt: number): Promise<number> {
     if (seqs.length === 0) return 0
-    const sorted = Float64Array.from(seqs).sort()
+    let ascending = true
+    for (let i = 1; i < seqs.length && ascending; i++) ascending = seqs[i] >= seqs[i - 1]
+    const sorted = ascending ? seqs : Float64Array.from(seqs).sort()
     const ranges: Array<[number, number]> = []
     for (let i = 0; i < sorted.length && ranges.length <= MAX_RANGES;) {
       let j = i

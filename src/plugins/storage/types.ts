@@ -63,6 +63,7 @@ export interface WireRow {
   seq: number
   /** Accounted size, as StoredMessage.size. */
   size: number
+  ts: number
   expiresAt: number | null
   /** JSON text of the message's WireMessage (src/core/protocol.ts), exactly as sync would encode it. */
   json: string
@@ -143,6 +144,13 @@ export interface StorageDriver {
    * Buffer, headers object) is built for a message that is only forwarded.
    */
   nextWireBatch?(query: BatchQuery): Promise<WireRow[]>
+  /**
+   * Optional: the oldest ts among pending, unexpired messages whose seq lies
+   * outside every `exclude` range [first, last] (null when there is none).
+   * Sync uses it to report the backlog left after a batch precisely; without
+   * it, stats().oldestPendingTs (which counts the batch itself) is used.
+   */
+  oldestPendingTs?(now: number, exclude: Array<[number, number]>): Promise<number | null>
   /** Mark as sent; returns how many changed from pending to sent. */
   markSent(seqs: number[], sentAt: number): Promise<number>
   /** Count one failed attempt on each message. */
