@@ -102,7 +102,7 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
   {
     key: 'sync.batchSize',
     type: 'int',
-    default: 500,
+    default: 2000,
     min: 1,
     max: 100000,
     description: 'Most messages in one batch.',
