@@ -122,19 +122,16 @@ export async function run() {
     const p50 = quantile(lat, 0.5)
     const p95 = quantile(lat, 0.95)
     rows.push(
+      // The issue asks for this latency to be reported, not for a target: one immediate send is an
+      // outbox commit, an HTTP round trip with the broker's durable commit, and the mark-sent commit.
+      { metric: 'immediate-forward send latency, median', value: p50, unit: 'ms' },
+      { metric: 'immediate-forward send latency, p95', value: p95, unit: 'ms' },
       {
-        metric: 'immediate-forward send latency, median',
-        value: p50,
-        unit: 'ms',
-        target: '<= 15 baseline tx, all sent',
-        pass: p50 <= 15 * txMs && sent === 200,
-      },
-      {
-        metric: 'immediate-forward send latency, p95',
-        value: p95,
-        unit: 'ms',
-        target: '<= 30 baseline tx',
-        pass: p95 <= 30 * txMs,
+        metric: 'immediate-forward sends that resolved sent',
+        value: `${sent} / 200`,
+        unit: '',
+        target: 'all',
+        pass: sent === 200,
       },
     )
   } finally {
