@@ -1,3 +1,5 @@
+import type { StoredMessage } from '../plugins/storage/types.js'
+
 /**
  * Wire protocol v1 between edge and broker (docs/protocol.md). Shared by the
  * sync engine, the direct-mode producer, the broker and the tests.
@@ -94,4 +96,21 @@ export function topicProblem(topic: string, { forPublish }: { forPublish: boolea
   if (forPublish && /[+#]/.test(topic))
     return 'the topic contains a wildcard (+ or #), which only filters may use'
   return undefined
+}
+
+/** One wire message from an outbox row. */
+export function toWireMessage(m: StoredMessage): WireMessage {
+  const { payload, enc } = encodePayload(m.payload)
+  const w: WireMessage = {
+    seq: m.seq,
+    topic: m.topic,
+    ts: m.ts,
+    payload,
+    enc,
+    expiresAt: m.expiresAt,
+    priority: m.priority,
+    contentType: m.contentType,
+  }
+  if (m.headers) w.headers = m.headers
+  return w
 }

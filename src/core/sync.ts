@@ -29,7 +29,7 @@ import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
 import { ConfigError, RejectedError, SyncFailedError } from './errors.js'
 import { failpoint } from './failpoints.js'
-import { encodePayload, type BatchBody, type WireMessage } from './protocol.js'
+import { toWireMessage, type BatchBody } from './protocol.js'
 import { formatBytes, formatDuration } from './units.js'
 
 export const SYNC_LEASE = 'sync'
@@ -192,22 +192,7 @@ async function readLast(driver: StorageDriver): Promise<LastState> {
   }
 }
 
-/** One wire message from an outbox row. */
-export function toWireMessage(m: StoredMessage): WireMessage {
-  const { payload, enc } = encodePayload(m.payload)
-  const w: WireMessage = {
-    seq: m.seq,
-    topic: m.topic,
-    ts: m.ts,
-    payload,
-    enc,
-    expiresAt: m.expiresAt,
-    priority: m.priority,
-    contentType: m.contentType,
-  }
-  if (m.headers) w.headers = m.headers
-  return w
-}
+export { toWireMessage }
 
 /** What sync keeps of a message it forwards, for drivers without nextWireBatch. */
 function toWireRow(m: StoredMessage): WireRow {

@@ -11,7 +11,7 @@ import path from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
 import { ConfigError, StorageError, isRmqError } from '../../core/errors.js'
 import { failpointValue } from '../../core/failpoints.js'
-import { encodePayload, type WireMessage } from '../../core/protocol.js'
+import { toWireMessage } from '../../core/protocol.js'
 import { accountedSize, asBuffer, diskFullError, limitError, type Fullness } from './common.js'
 import type {
   AppendResult,
@@ -512,20 +512,9 @@ export class SqliteStorage implements StorageDriver {
 
   /** One row's wire JSON built in JS (the same shape as WIRE_JSON, payload checked byte for byte). */
   private wireJson(seq: number): string {
-    const m = toStored(this.stmt('SELECT * FROM messages WHERE seq = ?').get(seq) as Row)
-    const { payload, enc } = encodePayload(m.payload)
-    const w: WireMessage = {
-      seq: m.seq,
-      topic: m.topic,
-      ts: m.ts,
-      payload,
-      enc,
-      expiresAt: m.expiresAt,
-      priority: m.priority,
-      contentType: m.contentType,
-    }
-    if (m.headers) w.headers = m.headers
-    return JSON.stringify(w)
+    return JSON.stringify(
+      toWireMessage(toStored(this.stmt('SELECT * FROM messages WHERE seq = ?').get(seq) as Row)),
+    )
   }
 
   /**
