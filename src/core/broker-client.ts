@@ -7,6 +7,7 @@
 import http from 'node:http'
 import https from 'node:https'
 import type { Codec } from '../plugins/compression/types.js'
+import type { RmqConfig } from './config/schema.js'
 import type { BatchAck, BatchBody } from './protocol.js'
 
 export interface BrokerClientOptions {
@@ -169,4 +170,22 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
   if (/^\s*\d+(\.\d+)?\s*$/.test(v)) return Math.round(Number(v) * 1000)
   const t = Date.parse(v)
   return Number.isNaN(t) ? undefined : Math.max(0, t - now)
+}
+
+/** A client for the configured broker, token and codec (resolved lazily unless given). */
+export async function brokerClientFromConfig(
+  config: RmqConfig,
+  cwd?: string,
+  options: { codec?: Codec; timeout?: number } = {},
+): Promise<BrokerClient> {
+  const codec =
+    options.codec ??
+    (await (await import('../plugins/compression/index.js')).resolveCodec(config.compression.codec, cwd))
+  return new BrokerClient({
+    brokerUrl: config.brokerUrl,
+    token: config.token,
+    codec,
+    level: config.compression.level,
+    timeout: options.timeout ?? config.sync.timeout,
+  })
 }

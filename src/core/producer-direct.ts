@@ -10,7 +10,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { backoffDelay } from './backoff.js'
-import { BrokerClient, type EncodedBatch, type PostOutcome } from './broker-client.js'
+import { BrokerClient, brokerClientFromConfig, type EncodedBatch, type PostOutcome } from './broker-client.js'
 import { edgeNow } from './clock.js'
 import { BrokerUnavailableError, ConfigError, RejectedError, TimeoutError } from './errors.js'
 import {
@@ -20,9 +20,7 @@ import {
   type ProducerSettings,
   type SendReceipt,
 } from './producer.js'
-import { messageId, type BatchBody } from './protocol.js'
-import { toWireMessage } from './sync.js'
-import { resolveCodec } from '../plugins/compression/index.js'
+import { messageId, toWireMessage, type BatchBody } from './protocol.js'
 import type { StoredMessage } from '../plugins/storage/types.js'
 
 export class DirectProducer extends BaseProducer {
@@ -40,16 +38,7 @@ export class DirectProducer extends BaseProducer {
 
   private getClient(): Promise<BrokerClient> {
     const { config, cwd } = this.settings
-    this.client ??= resolveCodec(config.compression.codec, cwd).then(
-      (codec) =>
-        new BrokerClient({
-          brokerUrl: config.brokerUrl,
-          token: config.token,
-          codec,
-          level: config.compression.level,
-          timeout: config.sync.timeout,
-        }),
-    )
+    this.client ??= brokerClientFromConfig(config, cwd)
     return this.client
   }
 

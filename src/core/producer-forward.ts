@@ -7,11 +7,10 @@
  * concurrent `rmq sync` or a broker that is down make sends resolve
  * `stored` at once instead of waiting. Loaded only when needed (got, codecs).
  */
-import { BrokerClient } from './broker-client.js'
+import { brokerClientFromConfig, type BrokerClient } from './broker-client.js'
 import type { ForwardOutcome, ProducerSettings } from './producer.js'
 import { drain, syncOnce, type SyncResult } from './sync.js'
 import { formatDuration } from './units.js'
-import { resolveCodec } from '../plugins/compression/index.js'
 import type { StorageDriver } from '../plugins/storage/types.js'
 
 export class Forwarder {
@@ -42,16 +41,9 @@ export class Forwarder {
 
   private getClient(): Promise<BrokerClient> {
     const { config, cwd } = this.settings
-    this.client ??= resolveCodec(config.compression.codec, cwd).then(
-      (codec) =>
-        new BrokerClient({
-          brokerUrl: config.brokerUrl,
-          token: config.token,
-          codec,
-          level: config.compression.level,
-          timeout: Math.min(config.sync.timeout, this.settings.forwardTimeout),
-        }),
-    )
+    this.client ??= brokerClientFromConfig(config, cwd, {
+      timeout: Math.min(config.sync.timeout, this.settings.forwardTimeout),
+    })
     return this.client
   }
 

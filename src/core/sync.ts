@@ -24,7 +24,7 @@ import {
   recordFailure,
   type BackoffState,
 } from './backoff.js'
-import { BrokerClient, type EncodedBatch, type PostOutcome } from './broker-client.js'
+import { BrokerClient, brokerClientFromConfig, type EncodedBatch, type PostOutcome } from './broker-client.js'
 import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
 import { ConfigError, RejectedError, SyncFailedError } from './errors.js'
@@ -794,19 +794,7 @@ class SyncRun {
 
 /** The caller's client, or a new one for the configured broker, token and codec. */
 export async function clientFor(deps: SyncDeps): Promise<BrokerClient> {
-  if (deps.client) return deps.client
-  const codec =
-    deps.codec ??
-    (await (
-      await import('../plugins/compression/index.js')
-    ).resolveCodec(deps.config.compression.codec, deps.cwd))
-  return new BrokerClient({
-    brokerUrl: deps.config.brokerUrl,
-    token: deps.config.token,
-    codec,
-    level: deps.config.compression.level,
-    timeout: deps.config.sync.timeout,
-  })
+  return deps.client ?? brokerClientFromConfig(deps.config, deps.cwd, { codec: deps.codec })
 }
 
 /** A lease owner `host:pid:id` whose process no longer exists on this host. */
