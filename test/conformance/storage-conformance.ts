@@ -122,6 +122,51 @@ export function storageConformance(opts: ConformanceOptions): void {
       expect(batch[2].ts).toBe(5)
     })
 
+    it('keeps order, every field and exact sizes in large appends of mixed shapes', async () => {
+      const d = await make()
+      const shapeA = {
+        topic: 'bulk/a',
+        contentType: 'text/plain',
+        priority: 7,
+        expiresAt: clock + 60_000,
+        headers: { h: 'ü' },
+      }
+      const messages: NewMessage[] = []
+      // Long runs of one shape (only payload and ts differ), a mixed stretch, then another long run.
+      for (let i = 0; i < 250; i++)
+        messages.push({ ...shapeA, payload: Buffer.from(`a-${i}-${'é'.repeat(i % 7)}`), ts: 10 + i })
+      for (let i = 0; i < 40; i++)
+        messages.push(
+          i % 2 ? msg(i, { priority: i % 10 }) : { ...shapeA, payload: Buffer.from(`m-${i}`), ts: 3 },
+        )
+      for (let i = 0; i < 230; i++)
+        messages.push({ topic: 'bulk/b', payload: Buffer.alloc(i % 13, i), ts: 2_000 - i })
+      const { seqs } = await d.append(messages)
+      expect(seqs).toHaveLength(messages.length)
+      for (let i = 1; i < seqs.length; i++) expect(seqs[i]).toBe(seqs[i - 1] + 1)
+      const stored = await d.nextBatch({ limit: 10_000, maxBytes: 1e9, order: 'oldest', now: clock })
+      stored.sort((x, y) => x.seq - y.seq)
+      expect(stored.map((m) => m.seq)).toEqual(seqs)
+      let bytes = 0
+      stored.forEach((s, i) => {
+        const m = messages[i]
+        const size = accountedSize(m, m.headers ? JSON.stringify(m.headers) : null)
+        bytes += size
+        expect(Buffer.compare(s.payload, Buffer.from(m.payload))).toBe(0)
+        expect(s).toMatchObject({
+          topic: m.topic,
+          ts: m.ts,
+          contentType: m.contentType ?? null,
+          expiresAt: m.expiresAt ?? null,
+          priority: m.priority ?? 4,
+          headers: m.headers ?? null,
+          arrivedAt: clock,
+          size,
+        })
+      })
+      expect(await d.stats(clock)).toMatchObject({ pending: messages.length, pendingBytes: bytes })
+    })
+
     it('never reuses a seq, even after everything was deleted', async () => {
       const d = await make()
       const { seqs } = await d.append([msg(1), msg(2)])
