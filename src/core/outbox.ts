@@ -452,13 +452,21 @@ export async function publishLines(
 
   let rest: Buffer | null = null
   for await (const chunk of input as AsyncIterable<Uint8Array>) {
-    const buf: Buffer = rest
-      ? Buffer.concat([rest, chunk])
-      : Buffer.isBuffer(chunk)
-        ? chunk
-        : Buffer.from(chunk)
-    rest = null
+    let buf: Buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk)
     let start = 0
+    if (rest) {
+      // Copy only the line split across chunks, not the whole chunk.
+      const nl = buf.indexOf(10)
+      const head = Buffer.concat([rest, nl < 0 ? buf : buf.subarray(0, nl)])
+      rest = null
+      if (nl < 0)
+        buf = head // still no end of line: all of it carries over below
+      else {
+        const problem = take(head)
+        start = nl + 1
+        if (problem !== undefined || full()) await settle(problem)
+      }
+    }
     for (;;) {
       const nl = buf.indexOf(10, start)
       if (nl < 0) break
