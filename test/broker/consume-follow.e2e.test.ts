@@ -1,7 +1,8 @@
 import fs from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { makeBatch, message, postBatch, startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
-import { runCli, spawnCli } from '../helpers/cli.js'
+import { runCli } from '../helpers/cli.js'
+import { startFollowConsumer } from '../helpers/consumer-process.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -30,13 +31,7 @@ describe('rmq consume --follow across a broker restart', () => {
 
   it('rides out a broker killed while its very first long-poll is in flight', async () => {
     broker = await startBrokerProcess({ auth: 'none' })
-    const child = spawnCli(['consume', '#', '--follow', '--json'], { env: { RMQ_BROKER_URL: broker.url } })
-    let out = ''
-    let err = ''
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d))
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d))
-    let exitCode: number | null | undefined
-    child.on('exit', (code) => (exitCode = code))
+    const consumer = startFollowConsumer({ url: broker.url })
     try {
       // Nothing to read yet: the consumer's first request is a long-poll held open by the broker.
       const until0 = Date.now() + 20_000
@@ -45,24 +40,16 @@ describe('rmq consume --follow across a broker restart', () => {
       await sleep(200)
       await broker.kill()
       await sleep(500)
-      expect(exitCode, `stderr: ${err}`).toBeUndefined()
+      expect(consumer.exitCode(), `stderr: ${consumer.stderr()}`).toBeUndefined()
       broker = await broker.restart()
       const now = Date.now()
       const ack = await postBatch(broker.url, makeBatch('gw-1', [message(1, now - 10), message(2, now - 5)]))
       expect(ack.status).toBe(200)
-      const until = Date.now() + 20_000
-      while (out.split('\n').filter(Boolean).length < 2 && Date.now() < until) await sleep(100)
-      const lines = out
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l))
-      expect(
-        lines.map((l) => l.seq),
-        `stdout: ${out}\nstderr: ${err}`,
-      ).toEqual([1, 2])
-      expect(err).toContain('retrying')
+      await consumer.waitFor(2, 20_000)
+      expect(consumer.lines.map((l) => l.seq)).toEqual([1, 2])
+      expect(consumer.stderr()).toContain('retrying')
     } finally {
-      child.kill('SIGTERM')
+      await consumer.kill()
     }
   })
 

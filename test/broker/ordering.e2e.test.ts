@@ -1,56 +1,14 @@
-import type { ChildProcess } from 'node:child_process'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { WireMessage } from '../../src/core/protocol.js'
-import { spawnCli } from '../helpers/cli.js'
+import { startFollowConsumer, type ConsumedLine } from '../helpers/consumer-process.js'
 import { makeBatch, message, postBatch, startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
 
-interface Line {
-  id: string
-  node: string
-  seq: number
-  ts: number
-  position: number
-  late: boolean
-}
+type Line = ConsumedLine
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-/** A real `rmq consume --follow --json` process collecting its NDJSON lines. */
-function startConsumer(broker: BrokerProcess, token: string, extra: string[]) {
-  const child: ChildProcess = spawnCli(['consume', '#', '--follow', '--json', ...extra], {
-    env: { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: token },
-  })
-  const lines: Line[] = []
-  let buf = ''
-  let stderr = ''
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    buf += d
-    let i: number
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(JSON.parse(buf.slice(0, i)) as Line)
-      buf = buf.slice(i + 1)
-    }
-  })
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  const exited = new Promise<number | string | null>((resolve) =>
-    child.on('exit', (code, sig) => resolve(code ?? sig)),
-  )
-  return {
-    lines,
-    stderr: () => stderr,
-    async waitFor(n: number, timeoutMs = 20_000) {
-      const until = Date.now() + timeoutMs
-      while (lines.length < n && Date.now() < until) await sleep(50)
-      if (lines.length < n)
-        throw new Error(`consumer printed ${lines.length} of ${n} lines; stderr:\n${stderr}`)
-    },
-    async stop() {
-      child.kill('SIGTERM')
-      return exited
-    },
-    kill: () => child.kill('SIGKILL'),
-  }
-}
+const startConsumer = (broker: BrokerProcess, token: string, args: string[]) =>
+  startFollowConsumer({ url: broker.url, token, args })
 
 /** Send a batch until the broker acknowledges it (the edge's at-least-once retry). */
 async function sendUntilAcked(

@@ -5,59 +5,19 @@
  * balancer would spread them) and real `rmq consume --follow` readers. One
  * broker is SIGKILLed while syncs are in flight; its readers fail over.
  */
-import type { ChildProcess } from 'node:child_process'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { makeBatch, message, postBatch, startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
-import { makeTempDir, parseJson, runCli, spawnCli } from '../helpers/cli.js'
+import { makeTempDir, parseJson, runCli } from '../helpers/cli.js'
+import { startFollowConsumer, type ConsumedLine } from '../helpers/consumer-process.js'
 import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
 
 const pg = postgresAvailability()
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-interface Line {
-  id: string
-  node: string
-  seq: number
-  ts: number
-  position: number
-  late: boolean
-}
+type Line = ConsumedLine
 
-/** A real `rmq consume '#' --follow --json` process collecting its NDJSON lines. */
-function startConsumer(url: string, token: string, extra: string[] = []) {
-  const child: ChildProcess = spawnCli(['consume', '#', '--follow', '--json', ...extra], {
-    env: { RMQ_BROKER_URL: url, RMQ_TOKEN: token },
-  })
-  const lines: Line[] = []
-  const errors: string[] = []
-  let buf = ''
-  let stderr = ''
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    buf += d
-    let i: number
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const doc = JSON.parse(buf.slice(0, i)) as Line | { error: unknown }
-      if ('id' in doc) lines.push(doc)
-      else errors.push(JSON.stringify(doc))
-      buf = buf.slice(i + 1)
-    }
-  })
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()))
-  return {
-    lines,
-    async waitFor(n: number, timeoutMs = 30_000) {
-      const until = Date.now() + timeoutMs
-      while (lines.length < n && Date.now() < until) await sleep(50)
-      if (lines.length < n)
-        throw new Error(`consumer printed ${lines.length} of ${n} lines; ${errors.join(' ')}\n${stderr}`)
-    },
-    async kill() {
-      child.kill('SIGKILL')
-      await exited
-    },
-  }
-}
+const startConsumer = (url: string, token: string, args: string[] = []) =>
+  startFollowConsumer({ url, token, args })
 
 const byEvent = (a: Line, b: Line) =>
   a.ts - b.ts || (a.node < b.node ? -1 : a.node > b.node ? 1 : a.seq - b.seq)
