@@ -1,19 +1,9 @@
 import type { ChildProcess } from 'node:child_process'
+import type { ConsumedMessage } from '../../src/core/consumer.js'
 import { spawnCli } from './cli.js'
 
 /** One NDJSON line of `rmq consume --json`. */
-export interface ConsumedLine {
-  id: string
-  node: string
-  epoch: string
-  seq: number
-  topic: string
-  ts: number
-  position: number
-  late: boolean
-  payload: string
-  enc: 'utf8' | 'base64'
-}
+export type ConsumedLine = ConsumedMessage
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
