@@ -75,6 +75,77 @@ describe('sqlite broker store specifics', () => {
   })
 })
 
+describe('sqlite broker store: schema 1 (node and epoch in every row, a position column)', () => {
+  const V1 = `
+    CREATE TABLE broker_meta (id INTEGER PRIMARY KEY CHECK (id = 1), schema_version INTEGER NOT NULL,
+      watermark INTEGER, next_position INTEGER NOT NULL, next_arrival INTEGER NOT NULL);
+    INSERT INTO broker_meta VALUES (1, 1, ${T0 + 25}, 3, 5);
+    CREATE TABLE messages (arrival INTEGER PRIMARY KEY, node TEXT NOT NULL, epoch TEXT NOT NULL,
+      seq INTEGER NOT NULL, topic TEXT NOT NULL, ts INTEGER NOT NULL, payload TEXT NOT NULL, enc TEXT NOT NULL,
+      content_type TEXT, priority INTEGER NOT NULL, expires_at INTEGER, headers TEXT, received_at INTEGER NOT NULL,
+      position INTEGER, late INTEGER NOT NULL DEFAULT 0, UNIQUE (node, epoch, seq));
+    CREATE INDEX messages_held ON messages (ts, node, seq, epoch) WHERE position IS NULL;
+    CREATE UNIQUE INDEX messages_position ON messages (position) WHERE position IS NOT NULL;
+    INSERT INTO messages VALUES
+      (1, 'b', 'eb', 1, 't/b', ${T0 + 20}, 'b1', 'utf8', NULL, 4, NULL, NULL, ${T0}, 2, 0),
+      (2, 'a', 'ea', 1, 't/a', ${T0 + 10}, 'a1', 'utf8', 'text/plain', 7, ${T0 + 9999}, '{"k":"v"}', ${T0}, 1, 0),
+      (3, 'a', 'ea', 2, 't/a', ${T0 + 40}, 'a2', 'utf8', NULL, 4, NULL, NULL, ${T0}, NULL, 0),
+      (4, 'b', 'eb', 2, 't/b', ${T0 + 30}, 'b2', 'utf8', NULL, 4, NULL, NULL, ${T0}, NULL, 0);
+  `
+
+  it('migrates in place: reads, heads, dedup and positions carry on', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-store-')
+    try {
+      const { default: Database } = await import('better-sqlite3')
+      const old = new Database(path.join(dir, 'broker.db'))
+      old.pragma('journal_mode = WAL')
+      old.exec(V1)
+      old.close()
+      const store = await openSqliteBrokerStore({ dataDir: dir })
+      expect(await store.heads()).toEqual({ event: 2, arrival: 4, watermark: T0 + 25, held: 2, total: 4 })
+      const events = await store.read({ order: 'event', after: 0, limit: 10 })
+      expect(events.messages.map((m) => [m.node, m.seq, m.position, m.arrival])).toEqual([
+        ['a', 1, 1, 2],
+        ['b', 1, 2, 1],
+      ])
+      expect(events.messages[0]).toMatchObject({
+        epoch: 'ea',
+        contentType: 'text/plain',
+        priority: 7,
+        expiresAt: T0 + 9999,
+        headers: { k: 'v' },
+      })
+      const arrival = await store.read({ order: 'arrival', after: 0, limit: 10 })
+      expect(arrival.messages.map((m) => [m.node, m.seq, m.position])).toEqual([
+        ['b', 1, 2],
+        ['a', 1, 1],
+        ['a', 2, null],
+        ['b', 2, null],
+      ])
+      // Old messages still deduplicate; the held ones are released with the new one, in event order.
+      const ack = await store.ingest(
+        batchOf('a', [wireMessage(2, T0 + 40), wireMessage(3, T0 + 35)], { epoch: 'ea', clock: T0 + 100 }),
+        { now: T0 + 50, maxLateness: 60_000 },
+      )
+      expect(ack).toMatchObject({ accepted: 1, duplicates: 1, watermark: T0 + 100 })
+      expect((await store.heads()).held).toBe(0)
+      const all = await store.read({ order: 'event', after: 0, limit: 10 })
+      expect(all.messages.map((m) => `${m.node}${m.seq}@${m.position}`)).toEqual([
+        'a1@1',
+        'b1@2',
+        'b2@3',
+        'a3@4',
+        'a2@5',
+      ])
+      const db = (store as unknown as { db: import('better-sqlite3').Database }).db
+      expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(2)
+      await store.close()
+    } finally {
+      cleanup()
+    }
+  })
+})
+
 describe('sqlite broker store: fast ingest path', () => {
   /** A small deterministic PRNG, so a failure can be replayed. */
   function prng(seed: number) {
@@ -147,6 +218,55 @@ describe('sqlite broker store: fast ingest path', () => {
         await fast.close()
         await slow.close()
       }
+    } finally {
+      cleanup()
+    }
+  })
+
+  it('large batches (bulk inserts of one shape, shape changes, duplicates, held) match the general path', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-store-')
+    try {
+      const fast = await openSqliteBrokerStore({ dataDir: path.join(dir, 'fast') })
+      const slow = await openSqliteBrokerStore({ dataDir: path.join(dir, 'slow') })
+      slow.fastIngest = false
+      const big = (node: string, from: number, count: number, clock: number) =>
+        batchOf(
+          node,
+          Array.from({ length: count }, (_, i) => {
+            const seq = from + i
+            const m = wireMessage(seq, T0 + seq * 10 - (seq % 3), `t/${node}/${seq % 5}`)
+            // Shape breaks inside a run: another priority, headers, an expiry, a base64 payload.
+            if (seq % 211 === 0) return { ...m, priority: 9 }
+            if (seq % 263 === 0) return { ...m, headers: { k: `v${seq}` } }
+            if (seq % 307 === 0) return { ...m, expiresAt: T0 + 1e9 }
+            if (seq % 401 === 0) return { ...m, enc: 'base64' as const, payload: 'AAEC' }
+            return m
+          }),
+          { clock, backlog: { pending: 1, bytes: 1, oldestTs: T0 + (from + count) * 10 - 50 } },
+        )
+      const rounds: Array<Array<ReturnType<typeof big>>> = [
+        [big('a', 1, 450, T0 + 4600), big('b', 1, 300, T0 + 2000)],
+        [big('a', 400, 250, T0 + 6600)],
+        [big('b', 301, 520, T0 + 9000), big('c', 1, 100, T0 + 1000)],
+        [big('c', 101, 300, T0 + 20_000), big('a', 651, 120, T0 + 20_000)],
+      ]
+      let now = T0 + 5000
+      for (const group of rounds) {
+        const ctx = { now: (now += 1000), maxLateness: 600_000 }
+        const acks = await Promise.all(group.map((b) => fast.ingest(b, ctx)))
+        expect(acks).toEqual(await Promise.all(group.map((b) => slow.ingest(b, ctx))))
+      }
+      expect((await fast.heads()).held).toBeGreaterThan(0)
+      const later = { now: now + 10_000_000, maxLateness: 60_000 }
+      expect(await fast.release(later)).toEqual(await slow.release(later))
+      for (const order of ['event', 'arrival'] as const) {
+        const a = await fast.read({ order, after: 0, limit: 10_000 })
+        expect(a).toEqual(await slow.read({ order, after: 0, limit: 10_000 }))
+        expect(a.messages).toHaveLength(1989)
+      }
+      expect(await fast.heads()).toEqual(await slow.heads())
+      await fast.close()
+      await slow.close()
     } finally {
       cleanup()
     }
