@@ -38,6 +38,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The node of the bearer token; null when broker.auth=none. */
     authNode: string | null
+    /** The decompressed JSON text of the body (POST /v1/batches), as parsed. */
+    bodyText: string | null
   }
 }
 
@@ -73,7 +75,11 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   const { default: Fastify, LogController } = await import('fastify')
   const store =
     options.storeInstance ??
-    (await openBrokerStore(options.store, { dataDir: options.dataDir, url: options.postgresUrl }))
+    (await openBrokerStore(options.store, {
+      dataDir: options.dataDir,
+      url: options.postgresUrl,
+      writerThread: true,
+    }))
   // Slow or stalled clients (slow-loris) must not hold sockets for ever: the
   // whole request (headers and body) has to arrive within requestTimeout, the
   // headers within a quarter of it, checked every second or so. Idle sockets
@@ -123,6 +129,7 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   }
   app.decorate('broker', ctx)
   app.decorateRequest('authNode', null)
+  app.decorateRequest('bodyText', null)
 
   // Bodies: raw bytes up to bodyLimit, then Content-Encoding via the codec plugins with the decompressed cap.
   app.removeContentTypeParser(['application/json'])
@@ -157,7 +164,8 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
         throw err
       }
       try {
-        return JSON.parse(text.toString('utf8'))
+        req.bodyText = text.toString('utf8')
+        return JSON.parse(req.bodyText)
       } catch (err) {
         throw new HttpError(400, 'MALFORMED_JSON', `the body is not valid JSON: ${(err as Error).message}`)
       }

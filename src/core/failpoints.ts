@@ -27,6 +27,7 @@ export const FAILPOINTS = [
   'broker.ingest.after-commit-before-reply',
   'cleanup.after-step',
   'sqlite.maxPageCount',
+  'broker.sqlite.maxPageCount',
 ] as const
 
 export class FailpointError extends Error {

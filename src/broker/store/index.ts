@@ -9,7 +9,13 @@ export * from './types.js'
  * only when configured.
  */
 const BUILTINS: Record<string, () => Promise<BrokerStoreFactory>> = {
-  sqlite: async () => (await import('./sqlite.js')).openSqliteBrokerStore,
+  sqlite: async () => async (options) => {
+    const threaded = await import('./sqlite-threaded.js')
+    // From the TypeScript sources (tests, bin/dev.js) there is no compiled thread: commit in-thread.
+    if (options.writerThread && threaded.writerThreadAvailable())
+      return threaded.openThreadedSqliteStore(options)
+    return (await import('./sqlite.js')).openSqliteBrokerStore(options)
+  },
   postgres: async () => {
     const specifier = './postgres.js'
     const mod = (await import(specifier)) as { default: BrokerStoreFactory }

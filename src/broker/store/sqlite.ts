@@ -8,6 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
 import type { BatchAck, BatchBody, WireMessage } from '../../core/protocol.js'
+import { failpointValue } from '../../core/failpoints.js'
 import { topicMatcher } from '../topic-filter.js'
 import {
   StoreUnavailableError,
@@ -1190,6 +1191,9 @@ export async function openSqliteBrokerStore(options: BrokerStoreOptions): Promis
   db.pragma('synchronous = FULL')
   db.pragma('busy_timeout = 5000')
   db.pragma('foreign_keys = ON')
+  // `RMQ_FAILPOINTS=broker.sqlite.maxPageCount=N` caps the file (tests: a full disk without filling one).
+  const maxPages = failpointValue('broker.sqlite.maxPageCount')
+  if (maxPages) db.pragma(`max_page_count = ${Number(maxPages)}`)
   try {
     db.transaction(() => {
       const hasMeta = db

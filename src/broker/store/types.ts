@@ -182,9 +182,11 @@ export interface BrokerStore {
    * counters), insert messages idempotently on (node, epoch, seq) counting
    * duplicates, recompute the watermark (monotonic) and release what it
    * allows. Messages whose ts is below the watermark as it stood before this
-   * batch are released at once with `late: true`.
+   * batch are released at once with `late: true`. `text`, when the caller
+   * has it, is the JSON `batch` was parsed from (and validated as): a store
+   * that hands batches to another thread may send it instead of the object.
    */
-  ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck>
+  ingest(batch: BatchBody, ctx: IngestContext, text?: string): Promise<BatchAck>
 
   /** Recompute the watermark at `now` (silent nodes age out) and release. */
   release(ctx: IngestContext): Promise<ReleaseResult>
@@ -253,6 +255,11 @@ export interface BrokerStoreOptions {
   dataDir: string
   /** Connection URL for server stores (PostgreSQL). */
   url?: string
+  /**
+   * Opened by a long-running broker: SQLite then commits on a writer thread
+   * (sqlite-threaded.ts). Short-lived commands (tokens) leave it off.
+   */
+  writerThread?: boolean
 }
 
 export type BrokerStoreFactory = (options: BrokerStoreOptions) => Promise<BrokerStore>

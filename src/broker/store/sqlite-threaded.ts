@@ -1,0 +1,231 @@
+/**
+ * The SQLite store as the broker server runs it: writes (ingest, release,
+ * tokens, groups, alerts, purge) go to one writer thread (sqlite-worker.ts)
+ * that owns the group commit, so an fsync never blocks the event loop and
+ * HTTP, decompression and JSON parsing of the next batches run on the other
+ * core while a group commits. Reads run here on a second connection: WAL
+ * gives them the last committed state, so a write acknowledged by the
+ * thread is visible to the next read.
+ */
+import fs from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
+import type { BatchAck, BatchBody } from '../../core/protocol.js'
+import { openSqliteBrokerStore, type SqliteBrokerStore } from './sqlite.js'
+import {
+  StoreUnavailableError,
+  type AlertQuery,
+  type AlertRecord,
+  type BrokerStore,
+  type BrokerStoreOptions,
+  type GroupRecord,
+  type IngestContext,
+  type NewAlert,
+  type NodeRecord,
+  type ReadOrder,
+  type ReadQuery,
+  type ReadResult,
+  type ReleaseResult,
+  type StreamHeads,
+  type TokenRecord,
+} from './types.js'
+
+export interface WorkerRequest {
+  id: number
+  method: string
+  args: unknown[]
+  /** The JSON text of an ingest batch (args[0]), parsed by the thread. */
+  text?: string
+}
+
+export interface WorkerError {
+  message: string
+  name: string
+  code?: string
+  unavailable: boolean
+}
+
+export type WorkerReply = { id: number; value: unknown } | { id: number; error: WorkerError }
+
+export function toWorkerError(err: unknown): WorkerError {
+  const e = err as { message?: unknown; name?: unknown; code?: unknown }
+  return {
+    message: typeof e?.message === 'string' ? e.message : String(err),
+    name: typeof e?.name === 'string' ? e.name : 'Error',
+    code: typeof e?.code === 'string' ? e.code : undefined,
+    unavailable: err instanceof StoreUnavailableError,
+  }
+}
+
+function fromWorkerError(e: WorkerError): Error {
+  if (e.unavailable) return new StoreUnavailableError(e.message)
+  const err = new Error(e.message) as Error & { code?: string }
+  err.name = e.name
+  if (e.code !== undefined) err.code = e.code
+  return err
+}
+
+/** The compiled writer thread next to this module; absent when running from the TypeScript sources. */
+const WORKER_URL = new URL('./sqlite-worker.js', import.meta.url)
+
+export function writerThreadAvailable(): boolean {
+  return WORKER_URL.protocol === 'file:' && fs.existsSync(fileURLToPath(WORKER_URL))
+}
+
+export class ThreadedSqliteStore implements BrokerStore {
+  readonly kind = 'sqlite'
+  private nextId = 1
+  private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>()
+  private stopped: Error | undefined
+  private closing: Promise<void> | undefined
+
+  constructor(
+    private readonly worker: Worker,
+    private readonly reader: SqliteBrokerStore,
+  ) {
+    worker.on('message', (reply: WorkerReply) => {
+      const call = this.calls.get(reply.id)
+      if (!call) return
+      this.calls.delete(reply.id)
+      if (this.calls.size === 0) worker.unref()
+      if ('error' in reply) call.reject(fromWorkerError(reply.error))
+      else call.resolve(reply.value)
+    })
+    worker.on('error', (err) => this.stop(err))
+    worker.on('exit', (code) => this.stop(new Error(`the broker store thread exited with code ${code}`)))
+    // An idle store does not keep the process alive; a pending call does.
+    worker.unref()
+  }
+
+  private stop(cause: unknown): void {
+    this.stopped ??= new StoreUnavailableError('the broker store thread stopped', { cause })
+    for (const call of this.calls.values()) call.reject(this.stopped)
+    this.calls.clear()
+  }
+
+  private call<T>(method: string, args: unknown[], text?: string): Promise<T> {
+    if (this.stopped) return Promise.reject(this.stopped)
+    const id = this.nextId++
+    return new Promise<T>((resolve, reject) => {
+      if (this.calls.size === 0) this.worker.ref()
+      this.calls.set(id, { resolve: resolve as (v: unknown) => void, reject })
+      this.worker.postMessage({ id, method, args, text } satisfies WorkerRequest)
+    })
+  }
+
+  ingest(batch: BatchBody, ctx: IngestContext, text?: string): Promise<BatchAck> {
+    // The JSON text is cheaper to hand over (and parse again) than the object is to clone.
+    return text === undefined ? this.call('ingest', [batch, ctx]) : this.call('ingest', [null, ctx], text)
+  }
+
+  release(ctx: IngestContext): Promise<ReleaseResult> {
+    return this.call('release', [ctx])
+  }
+
+  read(q: ReadQuery): Promise<ReadResult> {
+    return this.reader.read(q)
+  }
+
+  heads(): Promise<StreamHeads> {
+    return this.reader.heads()
+  }
+
+  nodes(): Promise<NodeRecord[]> {
+    return this.reader.nodes()
+  }
+
+  node(id: string): Promise<NodeRecord | undefined> {
+    return this.reader.node(id)
+  }
+
+  putToken(node: string, tokenHash: string, now: number): Promise<void> {
+    return this.call('putToken', [node, tokenHash, now])
+  }
+
+  findToken(tokenHash: string): Promise<TokenRecord | undefined> {
+    return this.reader.findToken(tokenHash)
+  }
+
+  touchToken(node: string, now: number): Promise<void> {
+    return this.call('touchToken', [node, now])
+  }
+
+  listTokens(): Promise<TokenRecord[]> {
+    return this.reader.listTokens()
+  }
+
+  revokeToken(node: string): Promise<boolean> {
+    return this.call('revokeToken', [node])
+  }
+
+  groupPosition(name: string, order: ReadOrder): Promise<number | undefined> {
+    return this.reader.groupPosition(name, order)
+  }
+
+  commitGroup(name: string, order: ReadOrder, position: number, now: number): Promise<number> {
+    return this.call('commitGroup', [name, order, position, now])
+  }
+
+  listGroups(): Promise<GroupRecord[]> {
+    return this.reader.listGroups()
+  }
+
+  purge(options: { receivedBefore: number; limit: number }): Promise<number> {
+    return this.call('purge', [options])
+  }
+
+  listAlerts(q: AlertQuery): Promise<AlertRecord[]> {
+    return this.reader.listAlerts(q)
+  }
+
+  latestAlerts(): Promise<AlertRecord[]> {
+    return this.reader.latestAlerts()
+  }
+
+  fireAlert(a: NewAlert, now: number): Promise<AlertRecord | undefined> {
+    return this.call('fireAlert', [a, now])
+  }
+
+  updateAlert(key: string, patch: { value: number; message: string }, now: number): Promise<boolean> {
+    return this.call('updateAlert', [key, patch, now])
+  }
+
+  resolveAlert(key: string, now: number): Promise<AlertRecord | undefined> {
+    return this.call('resolveAlert', [key, now])
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      // The thread commits what is queued (and answers it) before it closes.
+      await this.call('close', []).catch(() => {})
+      await this.worker.terminate()
+      await this.reader.close()
+    })()
+    return this.closing
+  }
+}
+
+/** Start the writer thread (it opens and migrates the store), then open the read connection. */
+export async function openThreadedSqliteStore(options: BrokerStoreOptions): Promise<ThreadedSqliteStore> {
+  const worker = new Worker(WORKER_URL, { workerData: { dataDir: options.dataDir } })
+  await new Promise<void>((resolve, reject) => {
+    const onExit = (code: number) =>
+      reject(new StoreUnavailableError(`the broker store thread exited (${code})`))
+    worker.once('exit', onExit)
+    worker.once('error', reject)
+    worker.once('message', (m: { ready?: true; fatal?: WorkerError }) => {
+      worker.off('exit', onExit)
+      worker.off('error', reject)
+      if (m.fatal) {
+        void worker.terminate()
+        reject(fromWorkerError(m.fatal))
+      } else resolve()
+    })
+  })
+  try {
+    return new ThreadedSqliteStore(worker, await openSqliteBrokerStore(options))
+  } catch (err) {
+    await worker.terminate()
+    throw err
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * The writer thread of the threaded SQLite store (sqlite-threaded.ts): one
+ * SqliteBrokerStore whose commits (and their fsyncs) run here, off the
+ * broker's event loop. Requests are `{ id, method, args, text? }`; `text` is
+ * the JSON of an ingest batch, parsed here instead of structured-cloned.
+ */
+import { parentPort, workerData } from 'node:worker_threads'
+import { openSqliteBrokerStore, type SqliteBrokerStore } from './sqlite.js'
+import { toWorkerError, type WorkerReply, type WorkerRequest } from './sqlite-threaded.js'
+import type { BrokerStoreOptions } from './types.js'
+
+const port = parentPort!
+let store: SqliteBrokerStore | undefined
+try {
+  store = await openSqliteBrokerStore(workerData as BrokerStoreOptions)
+} catch (err) {
+  // The opener rejects with this; the thread then ends (nothing keeps it alive).
+  port.postMessage({ fatal: toWorkerError(err) })
+  port.close()
+}
+
+if (store) serve(store)
+
+function serve(store: SqliteBrokerStore): void {
+  port.on('message', (req: WorkerRequest) => {
+    let pending: Promise<unknown>
+    try {
+      if (req.text !== undefined) req.args[0] = JSON.parse(req.text)
+      const fn = (store as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[req.method]
+      pending = fn.apply(store, req.args)
+    } catch (err) {
+      pending = Promise.reject(err)
+    }
+    pending.then(
+      (value) => {
+        port.postMessage({ id: req.id, value } satisfies WorkerReply)
+        if (req.method === 'close') port.close()
+      },
+      (err: unknown) => port.postMessage({ id: req.id, error: toWorkerError(err) } satisfies WorkerReply),
+    )
+  })
+  port.postMessage({ ready: true })
+}
