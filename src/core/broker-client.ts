@@ -69,22 +69,27 @@ export class BrokerClient {
 
   /**
    * JSON-encode and compress a batch. `messagesJson`, when given, are the
-   * messages already serialised (each one WireMessage's JSON, as the sync
-   * engine gets them from the outbox) and go on the wire in place of
-   * body.messages, which must then be empty.
+   * messages already serialised and go on the wire in place of
+   * body.messages, which must then be empty: each WireMessage's JSON, or
+   * (as the sync engine gets them from the outbox) all of them joined by `,`
+   * as UTF-8 bytes, which are copied once and never decoded. `count` is the
+   * number of messages then (the broker's ack falls back on it).
    */
-  async encode(body: BatchBody, messagesJson?: string[]): Promise<EncodedBatch> {
-    let json = JSON.stringify(body)
+  async encode(body: BatchBody, messagesJson?: string[] | Buffer, count?: number): Promise<EncodedBatch> {
+    let raw: Buffer
+    const json = JSON.stringify(body)
     if (messagesJson) {
       const tail = '"messages":[]}'
       if (body.messages.length > 0 || !json.endsWith(tail))
         throw new Error('encode: with messagesJson, body.messages must be empty and its last key')
-      json = `${json.slice(0, -2)}${messagesJson.join(',')}]}`
-    }
-    const raw = Buffer.from(json)
+      const head = json.slice(0, -2)
+      raw = Buffer.isBuffer(messagesJson)
+        ? Buffer.concat([Buffer.from(head), messagesJson, Buffer.from(']}')])
+        : Buffer.from(`${head}${messagesJson.join(',')}]}`)
+    } else raw = Buffer.from(json)
     const wire = await this.options.codec.compress(raw, { level: this.options.level })
-    const count = messagesJson?.length ?? body.messages.length
-    return { body, wire, rawBytes: raw.length, wireBytes: wire.length, count }
+    const n = count ?? (Array.isArray(messagesJson) ? messagesJson.length : body.messages.length)
+    return { body, wire, rawBytes: raw.length, wireBytes: wire.length, count: n }
   }
 
   async post(batch: EncodedBatch, signal?: AbortSignal): Promise<PostOutcome> {

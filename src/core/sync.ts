@@ -15,7 +15,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Codec } from '../plugins/compression/types.js'
-import type { StorageDriver, StorageStats, StoredMessage, WireRow } from '../plugins/storage/types.js'
+import type { PendingRef, StorageDriver, StorageStats, StoredMessage } from '../plugins/storage/types.js'
 import {
   BACKOFF_STATE_KEY,
   backoffDelay,
@@ -142,9 +142,12 @@ export interface SyncStats {
   backoff: BackoffState | null
 }
 
+/** A pending message sync may send; `json` is its wire form when the driver has no wireJson. */
+type Outgoing = PendingRef & { json?: string }
+
 interface Prepared {
   kind: 'batch'
-  messages: WireRow[]
+  messages: Outgoing[]
   seqs: number[]
   /** Accounted outbox bytes of the messages. */
   bytes: number
@@ -194,8 +197,8 @@ async function readLast(driver: StorageDriver): Promise<LastState> {
 
 export { toWireMessage }
 
-/** What sync keeps of a message it forwards, for drivers without nextWireBatch. */
-function toWireRow(m: StoredMessage): WireRow {
+/** What sync keeps of a message it forwards, for drivers without nextPending/wireJson. */
+function toOutgoing(m: StoredMessage): Outgoing {
   return {
     seq: m.seq,
     size: m.size,
@@ -282,7 +285,9 @@ class SyncRun {
   private readonly leaseTtl: number
   private leaseRenewedAt = 0
   /** Pending messages read ahead, in send order, not yet in any batch. */
-  private ahead: WireRow[] = []
+  private ahead: Outgoing[] = []
+  /** sync.last as this run last wrote it (only the lease holder writes it). */
+  private last: LastState | undefined
   private client!: BrokerClient
   private readonly started: number
   private readonly res: SyncResult
@@ -478,7 +483,7 @@ class SyncRun {
    * batches at a time means the in-flight batch (which is still pending in
    * the store) is read again only once per READ_AHEAD batches.
    */
-  private async take(limit: number, inFlight: Prepared | undefined): Promise<WireRow[]> {
+  private async take(limit: number, inFlight: Prepared | undefined): Promise<Outgoing[]> {
     const maxBytes = this.config.sync.batchBytes
     let aheadBytes = 0
     for (const m of this.ahead) aheadBytes += m.size
@@ -490,14 +495,15 @@ class SyncRun {
         order: this.res.order,
         now: this.now(),
       }
-      // The driver's wire fast path when it has one (no StoredMessage per forwarded message).
-      const rows = this.driver.nextWireBatch
-        ? await this.driver.nextWireBatch(q)
-        : (await this.driver.nextBatch(q)).map(toWireRow)
+      // The driver's fast path when it has one: references only, the wire form comes per batch (encode).
+      const rows: Outgoing[] =
+        this.driver.nextPending && this.driver.wireJson
+          ? await this.driver.nextPending(q)
+          : (await this.driver.nextBatch(q)).map(toOutgoing)
       this.ahead = skip.size > 0 ? rows.filter((m) => !skip.has(m.seq)) : rows
     }
     const now = this.now()
-    const out: WireRow[] = []
+    const out: Outgoing[] = []
     let bytes = 0
     let i = 0
     for (; i < this.ahead.length; i++) {
@@ -545,7 +551,11 @@ class SyncRun {
     return { kind: 'batch', messages, seqs: messages.map((m) => m.seq), bytes, encoded }
   }
 
-  private async encode(messages: WireRow[], stats: StorageStats, inFlight?: Prepared): Promise<EncodedBatch> {
+  private async encode(
+    messages: Outgoing[],
+    stats: StorageStats,
+    inFlight?: Prepared,
+  ): Promise<EncodedBatch> {
     let bytes = inFlight?.bytes ?? 0
     for (const m of messages) bytes += m.size
     const pending = Math.max(0, stats.pending - messages.length - (inFlight?.seqs.length ?? 0))
@@ -562,10 +572,14 @@ class SyncRun {
       stats: await this.statsField(stats),
       messages: [],
     }
-    return this.client.encode(
-      body,
-      messages.map((m) => m.json),
-    )
+    if (messages.length === 0 || messages[0].json !== undefined)
+      return this.client.encode(
+        body,
+        messages.map((m) => m.json!),
+      )
+    // One buffer from the driver (fewer messages when some were deleted since they were read).
+    const wire = await this.driver.wireJson!(messages.map((m) => m.seq))
+    return this.client.encode(body, wire.json, wire.count)
   }
 
   /**
@@ -578,7 +592,7 @@ class SyncRun {
    */
   private async oldestAfter(
     stats: StorageStats,
-    messages: WireRow[],
+    messages: Outgoing[],
     inFlight?: Prepared,
   ): Promise<number | null> {
     const oldest = stats.oldestPendingTs
@@ -659,25 +673,35 @@ class SyncRun {
       return 'failed'
     }
     if (outcome.kind === 'ok') {
-      if (seqs.length > 0) {
-        await failpoint('sync.after-post-before-mark-sent')
-        await this.driver.markSent(seqs, this.now())
-        await failpoint('sync.after-mark-sent')
-      }
-      await this.driver.addCounters({
+      if (seqs.length > 0) await failpoint('sync.after-post-before-mark-sent')
+      const counters = {
         [SYNC_COUNTERS.attempts]: 1,
         [SYNC_COUNTERS.successes]: 1,
         [seqs.length > 0 ? SYNC_COUNTERS.batches : SYNC_COUNTERS.heartbeats]: 1,
         [SYNC_COUNTERS.messagesSent]: seqs.length,
         [SYNC_COUNTERS.bytesRaw]: batch.rawBytes,
         [SYNC_COUNTERS.bytesWire]: batch.wireBytes,
-      })
-      await this.writeLast({ lastAttemptAt: at, lastSuccessAt: this.now() })
-      if (this.res.backoff || (await this.driver.getState(BACKOFF_STATE_KEY)) !== undefined) {
-        await clearBackoff(this.driver)
-        this.res.backoff = undefined
-        this.res.nextAttemptAt = undefined
       }
+      const last = await this.patchLast({ lastAttemptAt: at, lastSuccessAt: this.now() })
+      if (this.driver.commitSent) {
+        // Sent marks, statistics, sync.last and the end of any backoff: one transaction, one commit.
+        await this.driver.commitSent(seqs, this.now(), {
+          counters,
+          state: { [LAST_KEY]: last, [BACKOFF_STATE_KEY]: undefined },
+        })
+        if (seqs.length > 0) await failpoint('sync.after-mark-sent')
+      } else {
+        if (seqs.length > 0) {
+          await this.driver.markSent(seqs, this.now())
+          await failpoint('sync.after-mark-sent')
+        }
+        await this.driver.addCounters(counters)
+        await this.driver.setState(LAST_KEY, last)
+        if (this.res.backoff || (await this.driver.getState(BACKOFF_STATE_KEY)) !== undefined)
+          await clearBackoff(this.driver)
+      }
+      this.res.backoff = undefined
+      this.res.nextAttemptAt = undefined
       if (seqs.length > 0) this.res.batches++
       this.res.messages += seqs.length
       this.res.duplicates += outcome.ack.duplicates ?? 0
@@ -765,9 +789,14 @@ class SyncRun {
     )
   }
 
+  /** sync.last with `patch` applied, as JSON to store (read from the store once per run). */
+  private async patchLast(patch: Partial<LastState>): Promise<string> {
+    this.last = { ...(this.last ?? (await readLast(this.driver))), ...patch }
+    return JSON.stringify(this.last)
+  }
+
   private async writeLast(patch: Partial<LastState>): Promise<void> {
-    const cur = await readLast(this.driver)
-    await this.driver.setState(LAST_KEY, JSON.stringify({ ...cur, ...patch }))
+    await this.driver.setState(LAST_KEY, await this.patchLast(patch))
   }
 
   private async finish(patch: Partial<SyncResult>): Promise<SyncResult> {

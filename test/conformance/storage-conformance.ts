@@ -15,6 +15,7 @@ import { StorageFullError } from '../../src/core/errors.js'
 import { accountedSize } from '../../src/plugins/storage/common.js'
 import type {
   NewMessage,
+  StoredMessage,
   StorageDriver,
   StorageFactory,
   StorageOptions,
@@ -222,10 +223,10 @@ export function storageConformance(opts: ConformanceOptions): void {
       expect(s.pendingBytes).toBe(left.reduce((n, m) => n + m.size, 0))
     })
 
-    it('nextWireBatch (when offered) matches nextBatch and its wire form byte for byte', async () => {
+    it('nextPending and wireJson (when offered) match nextBatch and its wire form', async () => {
       const d = await make()
-      // Optional: without it sync builds the same wire form from nextBatch.
-      if (!d.nextWireBatch) return
+      // Optional: without them sync builds the same wire form from nextBatch.
+      if (!d.nextPending || !d.wireJson) return
       const payloads = [
         Buffer.from('{"v":1,"s":"é€𝄞"}'),
         Buffer.from('quote " backslash \\ newline \n tab \t nul \u0000 del \u007f ls \u2028'),
@@ -247,34 +248,75 @@ export function storageConformance(opts: ConformanceOptions): void {
         ),
       )
       const { encodePayload } = await import('../../src/core/protocol.js')
+      const expected = (m: StoredMessage) => {
+        const { payload, enc } = encodePayload(m.payload)
+        const e: Record<string, unknown> = {
+          seq: m.seq,
+          topic: m.topic,
+          ts: m.ts,
+          payload,
+          enc,
+          expiresAt: m.expiresAt,
+          priority: m.priority,
+          contentType: m.contentType,
+        }
+        if (m.headers) e.headers = m.headers
+        return e
+      }
       for (const order of ['oldest', 'newest'] as const) {
-        const q = { limit: 5, maxBytes: 1e9, order, now: clock }
-        const stored = await d.nextBatch(q)
-        const wire = await d.nextWireBatch(q)
-        expect(wire.map((w) => w.seq)).toEqual(stored.map((m) => m.seq))
-        for (const [i, m] of stored.entries()) {
-          const { payload, enc } = encodePayload(m.payload)
-          const expected: Record<string, unknown> = {
-            seq: m.seq,
-            topic: m.topic,
-            ts: m.ts,
-            payload,
-            enc,
-            expiresAt: m.expiresAt,
-            priority: m.priority,
-            contentType: m.contentType,
-          }
-          if (m.headers) expected.headers = m.headers
-          expect(JSON.parse(wire[i].json)).toEqual(expected)
-          expect(Object.keys(JSON.parse(wire[i].json))).toEqual(Object.keys(expected))
-          expect(wire[i]).toMatchObject({ size: m.size, expiresAt: m.expiresAt })
+        for (const limit of [5, 7]) {
+          const q = { limit, maxBytes: 1e9, order, now: clock }
+          const stored = await d.nextBatch(q)
+          const refs = await d.nextPending(q)
+          expect(refs).toEqual(
+            stored.map((m) => ({ seq: m.seq, size: m.size, ts: m.ts, expiresAt: m.expiresAt })),
+          )
+          const wire = await d.wireJson(refs.map((r) => r.seq))
+          expect(wire.count).toBe(stored.length)
+          const parsed = JSON.parse(`[${wire.json.toString('utf8')}]`) as Array<Record<string, unknown>>
+          // Same messages, same order, same keys in the same order as toWireMessage.
+          expect(parsed).toEqual(stored.map(expected))
+          parsed.forEach((p, i) => expect(Object.keys(p)).toEqual(Object.keys(expected(stored[i]))))
         }
       }
+      // Any order of seqs, runs in both directions; unknown seqs are left out.
+      const all = (await d.nextBatch({ limit: 10, maxBytes: 1e9, order: 'oldest', now: clock })).sort(
+        (a, b) => a.seq - b.seq,
+      )
+      const s = all.map((m) => m.seq)
+      const mixed = [s[3], s[2], s[1], 999_999, s[5], s[6], s[0], s[4]]
+      const wire = await d.wireJson(mixed)
+      expect(wire.count).toBe(7)
+      expect((JSON.parse(`[${wire.json}]`) as Array<{ seq: number }>).map((m) => m.seq)).toEqual(
+        mixed.filter((x) => x !== 999_999),
+      )
+      expect((await d.wireJson([])).count).toBe(0)
       // Byte limits cut the same way.
       const first = await d.nextBatch({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })
-      expect((await d.nextWireBatch({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })).length).toBe(
+      expect((await d.nextPending({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })).length).toBe(
         first.length,
       )
+    })
+
+    it('commitSent (when offered) marks sent, adds counters and sets state in one call', async () => {
+      const d = await make()
+      if (!d.commitSent) return
+      const { seqs } = await d.append([msg(1), msg(2), msg(3)])
+      await d.setState('gone', 'x')
+      expect(
+        await d.commitSent(seqs.slice(0, 2), clock, {
+          counters: { c: 2 },
+          state: { k: 'v', gone: undefined },
+        }),
+      ).toBe(2)
+      expect(await d.commitSent([], clock, { counters: { c: 1 } })).toBe(0)
+      expect(await d.getCounters()).toEqual({ c: 3 })
+      expect(await d.getState('k')).toBe('v')
+      expect(await d.getState('gone')).toBeUndefined()
+      expect((await d.stats(clock)).pending).toBe(1)
+      await expect(d.commitSent([seqs[2]], clock, { state: { epoch: 'x' } })).rejects.toThrow(/epoch/)
+      // All or nothing: the refused state change leaves the message pending.
+      expect((await d.stats(clock)).pending).toBe(1)
     })
 
     it('records attempts on the stored messages', async () => {

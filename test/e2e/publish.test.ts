@@ -44,7 +44,9 @@ describe('rmq publish (real binary)', () => {
     expect(m).not.toBeNull()
     expect(m[3]).toBe('1')
     const [row] = rows()
-    expect(row).toMatchObject({ seq: 1, topic: 'plant/line1/temp', status: 0, priority: 4, expires_at: null })
+    expect(row).toMatchObject({ seq: 1, topic: 'plant/line1/temp', priority: 4, expires_at: null })
+    // Queued for sync: its row in the pending queue.
+    expect(rows('SELECT seq, priority FROM pending')).toEqual([{ seq: 1, priority: 4 }])
     expect(row.payload.toString()).toBe('{"c":21.5}')
     const epoch = rows("SELECT value FROM state WHERE key = 'epoch'")[0].value
     expect(m[2]).toBe(epoch)
@@ -236,7 +238,7 @@ describe('rmq publish (real binary)', () => {
       if (i >= 6) expect(r.stderr).toMatch(/dropped the 1 oldest pending message/)
     }
     expect(rows().map((x) => x.payload.toString()[0])).toEqual(['2', '3', '4', '5', '6', '7'])
-    expect(rows('SELECT dropped_total FROM totals')[0].dropped_total).toBe(2)
+    expect(rows('SELECT dropped_total FROM queue_totals')[0].dropped_total).toBe(2)
   })
 
   it('reports a full disk (SQLITE_FULL) as exit 73 and keeps the database intact', async () => {
@@ -316,7 +318,7 @@ describe('rmq publish (real binary)', () => {
       })
       // Committed in whole chunks: never a partial transaction.
       expect(stored.length % 10_000 === 0 || stored.length === total).toBe(true)
-      const totals = rows('SELECT pending, appended_total FROM totals')[0]
+      const totals = rows('SELECT pending, appended_total FROM queue_totals')[0]
       expect(totals).toEqual({ pending: stored.length, appended_total: stored.length })
     }
     expect(killedMidway).toBeGreaterThan(0)

@@ -1,10 +1,11 @@
 /**
  * The default outbox: one SQLite file (better-sqlite3), WAL, synchronous=FULL
  * unless storage.durability=normal, every write in a BEGIN IMMEDIATE
- * transaction. Running totals live in the `totals` row and are updated in the
+ * transaction. Running totals live in the `queue_totals` row and are updated in the
  * same transactions, so stats() and limit checks never scan the table.
  * Schema and design notes: docs/storage.md.
  */
+import { isUtf8 } from 'node:buffer'
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
@@ -17,14 +18,16 @@ import type {
   AppendResult,
   BatchQuery,
   NewMessage,
+  PendingRef,
   PurgeQuery,
   PurgeResult,
+  SentExtras,
   StorageCapabilities,
   StorageDriver,
   StorageOptions,
   StorageStats,
   StoredMessage,
-  WireRow,
+  WireJson,
 } from './types.js'
 
 // require() skips the CommonJS export scan that `import` does: a few ms of every `rmq publish`.
@@ -49,9 +52,41 @@ function addonPath(): string | undefined {
 type Database = BetterSqlite3.Database
 type Statement = BetterSqlite3.Statement
 
-/** Each entry moves the schema from version i to i+1 (PRAGMA user_version). */
-const MIGRATIONS: string[] = [
-  `CREATE TABLE messages (
+const SMALL_TABLES = `
+   CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+   CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+   CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+   CREATE TABLE queue_totals (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     pending INTEGER NOT NULL, pending_bytes INTEGER NOT NULL,
+     sent INTEGER NOT NULL, sent_bytes INTEGER NOT NULL,
+     appended_total INTEGER NOT NULL, sent_total INTEGER NOT NULL,
+     expired_total INTEGER NOT NULL, dropped_total INTEGER NOT NULL
+   );
+   INSERT INTO queue_totals VALUES (1, 0, 0, 0, 0, 0, 0, 0, 0);`
+
+/**
+ * The queue state, apart from the immutable messages (schema 2): `pending`
+ * holds one narrow row per pending message (deleted when it is sent), `sent`
+ * one row per run of consecutive seqs marked sent together. Sending a batch
+ * so rewrites a few narrow pages instead of every message row.
+ */
+const QUEUE_TABLES = `
+   CREATE TABLE pending (
+     priority INTEGER NOT NULL,
+     seq INTEGER NOT NULL,
+     ts INTEGER NOT NULL,
+     expires_at INTEGER,
+     size INTEGER NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (priority, seq)
+   ) WITHOUT ROWID;
+   CREATE INDEX pending_ts ON pending (ts);
+   CREATE TABLE sent (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, sent_at INTEGER NOT NULL);
+   CREATE INDEX sent_at ON sent (sent_at);`
+
+/** A new file gets the current schema at once. */
+const CREATE_SCHEMA = `CREATE TABLE messages (
      seq INTEGER PRIMARY KEY AUTOINCREMENT,
      topic TEXT NOT NULL,
      payload BLOB NOT NULL,
@@ -61,29 +96,39 @@ const MIGRATIONS: string[] = [
      expires_at INTEGER,
      priority INTEGER NOT NULL,
      headers TEXT,
-     status INTEGER NOT NULL DEFAULT 0, -- 0 pending, 1 sent
-     sent_at INTEGER,
-     attempts INTEGER NOT NULL DEFAULT 0,
      size INTEGER NOT NULL
    );
-   CREATE INDEX messages_pending ON messages (priority, seq) WHERE status = 0;
-   CREATE INDEX messages_pending_ts ON messages (ts) WHERE status = 0;
-   CREATE INDEX messages_sent ON messages (sent_at) WHERE status = 1;
    CREATE INDEX messages_expiry ON messages (expires_at) WHERE expires_at IS NOT NULL;
-   CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-   CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-   CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
-   CREATE TABLE totals (
-     id INTEGER PRIMARY KEY CHECK (id = 1),
-     pending INTEGER NOT NULL, pending_bytes INTEGER NOT NULL,
-     sent INTEGER NOT NULL, sent_bytes INTEGER NOT NULL,
-     appended_total INTEGER NOT NULL, sent_total INTEGER NOT NULL,
-     expired_total INTEGER NOT NULL, dropped_total INTEGER NOT NULL
-   );
-   INSERT INTO totals VALUES (1, 0, 0, 0, 0, 0, 0, 0, 0);`,
+   ${QUEUE_TABLES}
+   ${SMALL_TABLES}`
+
+/**
+ * Each entry moves an existing file from version i+1 to i+2 (PRAGMA
+ * user_version); version 1 files were created with the schema of 1.
+ */
+const MIGRATIONS: string[] = [
+  // 1 -> 2: queue state out of `messages`. Each pending row gets its `pending`
+  // row; sent rows become runs of consecutive seqs with one sent_at (gaps and
+  // islands). The old status/sent_at/attempts columns stay, unused, so the
+  // migration does not rewrite every message.
+  `${QUEUE_TABLES}
+   INSERT INTO pending (priority, seq, ts, expires_at, size, attempts)
+     SELECT priority, seq, ts, expires_at, size, attempts FROM messages WHERE status = 0;
+   INSERT INTO sent (first, last, sent_at)
+     SELECT min(seq), max(seq), sent_at FROM (
+       SELECT seq, coalesce(sent_at, 0) AS sent_at,
+         seq - row_number() OVER (PARTITION BY coalesce(sent_at, 0) ORDER BY seq) AS island
+       FROM messages WHERE status = 1)
+     GROUP BY sent_at, island;
+   DROP INDEX messages_pending;
+   DROP INDEX messages_pending_ts;
+   DROP INDEX messages_sent;
+   -- Every write of schema 1 code updates \`totals\`: a process of an older rmq that had the file
+   -- open fails loudly (no such table) instead of appending messages that would never be queued.
+   ALTER TABLE totals RENAME TO queue_totals;`,
 ]
 
-export const SCHEMA_VERSION = MIGRATIONS.length
+export const SCHEMA_VERSION = MIGRATIONS.length + 1
 
 interface Totals {
   pending: number
@@ -106,11 +151,16 @@ interface Row {
   expires_at: number | null
   priority: number
   headers: string | null
-  status: number
-  sent_at: number | null
+  /** From `pending`: rows read as StoredMessage are pending ones. */
   attempts: number
   size: number
 }
+
+/** The columns of a pending message as StoredMessage needs them (`m` messages, `p` pending). */
+const ROW_COLUMNS =
+  'm.seq, m.topic, m.payload, m.content_type, m.ts, m.arrived_at, m.expires_at, m.priority, m.headers, p.attempts, m.size'
+/** `priority = ?` for every priority: the pending primary key is (priority, seq), sync knows only seqs. */
+const ANY_PRIORITY = 'priority IN (9, 8, 7, 6, 5, 4, 3, 2, 1, 0)'
 
 interface Deleted {
   sent: number
@@ -139,20 +189,55 @@ function sameShape(a: NewMessage, b: NewMessage, aHeaders: string | null, bHeade
 /** Rows deleted per statement while making room or purging. */
 const DELETE_CHUNK = 1000
 const PRIORITIES_DESC = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
-/** markSent: up to this many runs of consecutive seqs get one range UPDATE each; more go as one json_each list. */
+/** markSent: up to this many runs of consecutive seqs get one range DELETE each; more go as one json_each list. */
 const MAX_RANGES = 8
+/** Sent ranges read per statement while purging. */
+const RANGE_CHUNK = 100
 
 /**
- * A pending message's wire form, built by SQLite (json_object), in the key
- * order of toWireMessage. The payload is read as text: when it is not valid
- * UTF-8 the decoded string holds U+FFFD and nextWireBatch builds that row in
- * JS instead (base64, or utf8 for a payload that really contains U+FFFD).
+ * A message's wire form, built by SQLite (json_object), in the key order of
+ * toWireMessage. The payload is read as text; wireJson checks the result is
+ * valid UTF-8 and builds rows whose payload is not in JS instead (base64).
  */
 const WIRE_FIELDS =
   "'seq', seq, 'topic', topic, 'ts', ts, 'payload', CAST(payload AS TEXT), 'enc', 'utf8', " +
   "'expiresAt', expires_at, 'priority', priority, 'contentType', content_type"
 const WIRE_JSON = `CASE WHEN headers IS NULL THEN json_object(${WIRE_FIELDS})
   ELSE json_object(${WIRE_FIELDS}, 'headers', json(headers)) END`
+/**
+ * The wire form of a run of consecutive seqs as one UTF-8 blob, in seq order.
+ * The subquery's ORDER BY holds: SQLite never flattens an ordered subquery
+ * into an aggregate (query flattening rule 16).
+ */
+const wireRunSql = (dir: 'ASC' | 'DESC') =>
+  `SELECT CAST(group_concat(${WIRE_JSON}, ',') AS BLOB) AS json, count(*) AS n
+   FROM (SELECT * FROM messages WHERE seq BETWEEN ? AND ? ORDER BY seq ${dir})`
+
+/** Runs of consecutive seqs in the order given: ascending runs [first, last], descending ones [last, first]. */
+function runsInOrder(seqs: number[]): Array<[number, number]> {
+  const out: Array<[number, number]> = []
+  for (let i = 0; i < seqs.length;) {
+    let j = i
+    const step = seqs[i + 1] - seqs[i]
+    if (step === 1 || step === -1) while (j + 1 < seqs.length && seqs[j + 1] - seqs[j] === step) j++
+    out.push([seqs[i], seqs[j]])
+    i = j + 1
+  }
+  return out
+}
+
+/** Sorted distinct seqs as [first, last] runs. */
+function sortedRuns(seqs: ArrayLike<number>): Array<[number, number]> {
+  const sorted = Float64Array.from(seqs).sort()
+  const out: Array<[number, number]> = []
+  for (let i = 0; i < sorted.length;) {
+    let j = i
+    while (j + 1 < sorted.length && sorted[j + 1] - sorted[j] <= 1) j++
+    out.push([sorted[i], sorted[j]])
+    i = j + 1
+  }
+  return out
+}
 
 function sqliteCode(err: unknown): string | undefined {
   const code = (err as { code?: unknown })?.code
@@ -221,14 +306,12 @@ export class SqliteStorage implements StorageDriver {
       this.transaction(() => {
         // Another process may have migrated while we waited for the write lock.
         version = userVersion()
-        for (; version < SCHEMA_VERSION; version++) {
-          db.exec(MIGRATIONS[version])
-          if (version === 0) {
-            const ins = db.prepare('INSERT INTO state (key, value) VALUES (?, ?)')
-            ins.run('epoch', (require('node:crypto') as typeof import('node:crypto')).randomUUID())
-            ins.run('createdAt', String(this.now()))
-          }
-        }
+        if (version === 0) {
+          db.exec(CREATE_SCHEMA)
+          const ins = db.prepare('INSERT INTO state (key, value) VALUES (?, ?)')
+          ins.run('epoch', (require('node:crypto') as typeof import('node:crypto')).randomUUID())
+          ins.run('createdAt', String(this.now()))
+        } else for (; version < SCHEMA_VERSION; version++) db.exec(MIGRATIONS[version - 1])
         db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`)
       })
     }
@@ -251,7 +334,7 @@ export class SqliteStorage implements StorageDriver {
   }
 
   private totals(): Totals {
-    return this.stmt('SELECT * FROM totals WHERE id = 1').get() as Totals
+    return this.stmt('SELECT * FROM queue_totals WHERE id = 1').get() as Totals
   }
 
   private fullness(t: Totals = this.totals()): Fullness {
@@ -328,34 +411,93 @@ export class SqliteStorage implements StorageDriver {
   private adjustTotals(r: Deleted, counter: 'expired_total' | 'dropped_total' | null): void {
     if (r.sent + r.pending === 0) return
     this.stmt(
-      `UPDATE totals SET pending = pending - ?, pending_bytes = pending_bytes - ?, sent = sent - ?,
+      `UPDATE queue_totals SET pending = pending - ?, pending_bytes = pending_bytes - ?, sent = sent - ?,
          sent_bytes = sent_bytes - ?${counter ? `, ${counter} = ${counter} + ?` : ''} WHERE id = 1`,
     ).run(r.pending, r.pendingBytes, r.sent, r.sentBytes, ...(counter ? [r.pending] : []))
   }
 
-  /** Delete rows chosen by `selectSql` (returning seq, size, status) until `enough` says stop. */
+  /** Delete one message and, when it is pending, its queue row; true when it was pending. */
+  private deleteMessage(seq: number, priority: number): boolean {
+    this.stmt('DELETE FROM messages WHERE seq = ?').run(seq)
+    return this.stmt('DELETE FROM pending WHERE priority = ? AND seq = ?').run(priority, seq).changes > 0
+  }
+
+  /** Delete rows chosen by `selectSql` (returning seq, size, priority) until `enough` says stop. */
   private deleteWhile(
     selectSql: string,
     params: unknown[],
     enough: (freedCount: number, freedBytes: number) => boolean,
   ): Deleted {
-    const del = this.stmt('DELETE FROM messages WHERE seq = ?')
     const sel = this.stmt(selectSql)
     const out = { sent: 0, sentBytes: 0, pending: 0, pendingBytes: 0 }
     for (;;) {
-      const rows = sel.all(...params, DELETE_CHUNK) as Array<{ seq: number; size: number; status: number }>
+      const rows = sel.all(...params, DELETE_CHUNK) as Array<{ seq: number; size: number; priority: number }>
       if (rows.length === 0) return out
       for (const r of rows) {
         if (enough(out.sent + out.pending, out.sentBytes + out.pendingBytes)) return out
-        del.run(r.seq)
-        if (r.status === 1) {
-          out.sent++
-          out.sentBytes += r.size
-        } else {
+        if (this.deleteMessage(r.seq, r.priority)) {
           out.pending++
           out.pendingBytes += r.size
+        } else {
+          out.sent++
+          out.sentBytes += r.size
         }
       }
+    }
+  }
+
+  /**
+   * Delete sent messages range by range, oldest sentAt first (only ranges
+   * sent before `before` when given), until `limit` rows or `enough`. A range
+   * left without messages is deleted; a range emptied at its start begins at
+   * its first message left.
+   */
+  private deleteSent(
+    before: number | null,
+    limit: number,
+    enough?: (freedCount: number, freedBytes: number) => boolean,
+  ): Deleted {
+    const out = { sent: 0, sentBytes: 0, pending: 0, pendingBytes: 0 }
+    const ranges = this.stmt(
+      `SELECT first, last FROM sent ${before === null ? '' : 'WHERE sent_at < ?'} ORDER BY sent_at, first LIMIT ?`,
+    ).raw()
+    for (;;) {
+      const chunk = ranges.all(...(before === null ? [] : [before]), RANGE_CHUNK) as Array<[number, number]>
+      for (const [first, last] of chunk) {
+        const budget = limit - out.sent
+        if (budget <= 0 || enough?.(out.sent, out.sentBytes)) return out
+        let through: number
+        if (enough) {
+          // Row by row: makeRoom stops as soon as there is room.
+          through = first - 1
+          const rows = this.stmt(
+            'SELECT seq, size FROM messages WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?',
+          ).raw()
+          for (const [seq, size] of rows.all(first, last, budget) as Array<[number, number]>) {
+            if (enough(out.sent, out.sentBytes)) break
+            this.stmt('DELETE FROM messages WHERE seq = ?').run(seq)
+            out.sent++
+            out.sentBytes += size
+            through = seq
+          }
+        } else {
+          // Set-based: the range's first `budget` messages with one DELETE.
+          const r = this.stmt(
+            `SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes, max(seq) AS through
+             FROM (SELECT seq, size FROM messages WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?)`,
+          ).get(first, last, budget) as { n: number; bytes: number; through: number | null }
+          through = r.through ?? last
+          if (r.n > 0) this.stmt('DELETE FROM messages WHERE seq BETWEEN ? AND ?').run(first, through)
+          out.sent += r.n
+          out.sentBytes += r.bytes
+        }
+        const next = this.stmt('SELECT min(seq) FROM messages WHERE seq > ? AND seq <= ?')
+          .pluck()
+          .get(through, last) as number | null
+        if (next === null) this.stmt('DELETE FROM sent WHERE first = ?').run(first)
+        else if (next !== first) this.stmt('UPDATE sent SET first = ? WHERE first = ?').run(next, first)
+      }
+      if (chunk.length < RANGE_CHUNK) return out
     }
   }
 
@@ -390,26 +532,22 @@ export class SqliteStorage implements StorageDriver {
     }
     apply(
       this.deleteWhile(
-        'SELECT seq, size, status FROM messages WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
+        'SELECT seq, size, priority FROM messages WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
         [now],
         enough,
       ),
       'expired_total',
     )
     if (enough(0, 0)) return 0
-    apply(
-      this.deleteWhile(
-        'SELECT seq, size, status FROM messages WHERE status = 1 ORDER BY sent_at LIMIT ?',
-        [],
-        enough,
-      ),
-      null,
-    )
+    apply(this.deleteSent(null, Number.MAX_SAFE_INTEGER, enough), null)
     if (enough(0, 0)) return 0
     if (overflow === 'drop-oldest') {
       const dropped = apply(
+        // Sent and expired messages are gone by now: the scan starts at the oldest pending one.
         this.deleteWhile(
-          'SELECT seq, size, status FROM messages WHERE status = 0 ORDER BY seq LIMIT ?',
+          `SELECT seq, size, priority FROM messages m
+           WHERE EXISTS (SELECT 1 FROM pending p WHERE p.priority = m.priority AND p.seq = m.seq)
+           ORDER BY seq LIMIT ?`,
           [],
           enough,
         ),
@@ -488,8 +626,13 @@ export class SqliteStorage implements StorageDriver {
         put(this.insertStatement(rows), args, i, rows)
         i += rows
       }
+      // Their queue rows, read back from the pages just written: one statement for the whole append.
       this.stmt(
-        `UPDATE totals SET pending = pending + ?, pending_bytes = pending_bytes + ?,
+        `INSERT INTO pending (priority, seq, ts, expires_at, size)
+         SELECT priority, seq, ts, expires_at, size FROM messages WHERE seq BETWEEN ? AND ?`,
+      ).run(seqs[0], seqs[n - 1])
+      this.stmt(
+        `UPDATE queue_totals SET pending = pending + ?, pending_bytes = pending_bytes + ?,
            appended_total = appended_total + ? WHERE id = 1`,
       ).run(n, bytes, n)
       return { seqs, dropped }
@@ -519,8 +662,10 @@ export class SqliteStorage implements StorageDriver {
   }
 
   async nextBatch(q: BatchQuery): Promise<StoredMessage[]> {
-    const sql = `SELECT * FROM messages WHERE status = 0 AND priority = ? AND (expires_at IS NULL OR expires_at > ?)
-       ORDER BY seq ${q.order === 'newest' ? 'DESC' : 'ASC'} LIMIT ?`
+    // Driven by the pending primary key (priority, seq); each message is one rowid lookup.
+    const sql = `SELECT ${ROW_COLUMNS} FROM pending p CROSS JOIN messages m ON m.seq = p.seq
+       WHERE p.priority = ? AND (p.expires_at IS NULL OR p.expires_at > ?)
+       ORDER BY p.seq ${q.order === 'newest' ? 'DESC' : 'ASC'} LIMIT ?`
     const out: StoredMessage[] = []
     let bytes = 0
     return this.guard(() => {
@@ -537,94 +682,164 @@ export class SqliteStorage implements StorageDriver {
     })
   }
 
-  /** nextBatch's messages as wire JSON built by SQLite: no Buffer or object per message. */
-  async nextWireBatch(q: BatchQuery): Promise<WireRow[]> {
-    const sql = `SELECT seq, size, ts, expires_at AS expiresAt, ${WIRE_JSON} AS json FROM messages
-       WHERE status = 0 AND priority = ? AND (expires_at IS NULL OR expires_at > ?)
+  /** nextBatch's messages from the narrow pending table alone: no message row is read. */
+  async nextPending(q: BatchQuery): Promise<PendingRef[]> {
+    const sql = `SELECT seq, size, ts, expires_at FROM pending
+       WHERE priority = ? AND (expires_at IS NULL OR expires_at > ?)
        ORDER BY seq ${q.order === 'newest' ? 'DESC' : 'ASC'} LIMIT ?`
-    const out: WireRow[] = []
+    const out: PendingRef[] = []
     let bytes = 0
     return this.guard(() => {
-      const sel = this.stmt(sql)
+      const sel = this.stmt(sql).raw()
       for (const p of PRIORITIES_DESC) {
         if (out.length >= q.limit) break
-        for (const r of sel.all(p, q.now, q.limit - out.length) as WireRow[]) {
-          if (out.length > 0 && bytes + r.size > q.maxBytes) return out
-          bytes += r.size
-          // U+FFFD: the payload may not be valid UTF-8 (or really holds U+FFFD): decide on the bytes.
-          if (r.json.includes('\uFFFD')) r.json = this.wireJson(r.seq)
-          out.push(r)
+        for (const [seq, size, ts, expiresAt] of sel.all(p, q.now, q.limit - out.length) as Array<
+          [number, number, number, number | null]
+        >) {
+          if (out.length > 0 && bytes + size > q.maxBytes) return out
+          bytes += size
+          out.push({ seq, size, ts, expiresAt })
         }
       }
       return out
     })
   }
 
+  /**
+   * The wire JSON of `seqs` in their order: one aggregate query per run of
+   * consecutive seqs (a sync batch is a few runs), each returning one UTF-8
+   * blob, so no string or object is made per message. A run whose blob is
+   * not valid UTF-8 (a binary payload read as text) is built row by row.
+   */
+  async wireJson(seqs: number[]): Promise<WireJson> {
+    return this.guard(() => {
+      const parts: Buffer[] = []
+      let count = 0
+      const comma = Buffer.from(',')
+      for (const [a, b] of runsInOrder(seqs)) {
+        const desc = b < a
+        const r = this.stmt(wireRunSql(desc ? 'DESC' : 'ASC')).get(desc ? b : a, desc ? a : b) as {
+          json: Buffer | null
+          n: number
+        }
+        if (r.n === 0 || !r.json) continue
+        if (parts.length > 0) parts.push(comma)
+        count += r.n
+        if (isUtf8(r.json)) {
+          parts.push(r.json)
+          continue
+        }
+        const rows = this.stmt(
+          `SELECT seq, CAST(${WIRE_JSON} AS BLOB) AS json FROM messages WHERE seq BETWEEN ? AND ? ORDER BY seq ${desc ? 'DESC' : 'ASC'}`,
+        ).raw()
+        const list = rows.all(desc ? b : a, desc ? a : b) as Array<[number, Buffer]>
+        list.forEach(([seq, json], i) => {
+          if (i > 0) parts.push(comma)
+          parts.push(isUtf8(json) ? json : Buffer.from(this.wireJsonOf(seq)))
+        })
+      }
+      return { json: Buffer.concat(parts), count }
+    })
+  }
+
   async oldestPendingTs(now: number, exclude: Array<[number, number]>): Promise<number | null> {
     const sql =
-      'SELECT ts FROM messages WHERE status = 0 AND (expires_at IS NULL OR expires_at > ?)' +
+      'SELECT ts FROM pending WHERE (expires_at IS NULL OR expires_at > ?)' +
       ' AND seq NOT BETWEEN ? AND ?'.repeat(exclude.length) +
       ' ORDER BY ts LIMIT 1'
     const r = this.guard(() => this.stmt(sql).get(now, ...exclude.flat())) as { ts: number } | undefined
     return r?.ts ?? null
   }
 
-  /** One row's wire JSON built in JS (the same shape as WIRE_JSON, payload checked byte for byte). */
-  private wireJson(seq: number): string {
-    return JSON.stringify(
-      toWireMessage(toStored(this.stmt('SELECT * FROM messages WHERE seq = ?').get(seq) as Row)),
-    )
+  /** One message's wire JSON built in JS (the same shape as WIRE_JSON, payload checked byte for byte). */
+  private wireJsonOf(seq: number): string {
+    const r = this.stmt(
+      `SELECT ${ROW_COLUMNS.replace('p.attempts', '0 AS attempts')} FROM messages m WHERE m.seq = ?`,
+    ).get(seq) as Row
+    return JSON.stringify(toWireMessage(toStored(r)))
   }
 
   /**
-   * Set-based: one UPDATE per run of consecutive seqs (a sync batch is
-   * usually one run), or one for the whole list through json_each, instead
-   * of a statement per message.
+   * Set-based: one DELETE of queue rows per run of consecutive seqs (a sync
+   * batch is usually one run), or one for the whole list through json_each;
+   * each run of seqs that really were pending becomes one `sent` row. The
+   * message rows themselves are not touched.
    */
   async markSent(seqs: number[], sentAt: number): Promise<number> {
-    if (seqs.length === 0) return 0
-    let ascending = true
-    for (let i = 1; i < seqs.length && ascending; i++) ascending = seqs[i] >= seqs[i - 1]
-    const sorted = ascending ? seqs : Float64Array.from(seqs).sort()
-    const ranges: Array<[number, number]> = []
-    for (let i = 0; i < sorted.length && ranges.length <= MAX_RANGES;) {
-      let j = i
-      while (j + 1 < sorted.length && sorted[j + 1] - sorted[j] <= 1) j++
-      ranges.push([sorted[i], sorted[j]])
-      i = j + 1
-    }
+    return this.commitSent(seqs, sentAt, {})
+  }
+
+  async commitSent(seqs: number[], sentAt: number, extras: SentExtras): Promise<number> {
+    const ranges = seqs.length > 0 ? sortedRuns(seqs) : []
     return this.write(() => {
       let n = 0
-      let bytes = 0
-      const count = (sizes: number[]) => {
-        n += sizes.length
-        for (const size of sizes) bytes += size
-      }
-      if (ranges.length <= MAX_RANGES) {
-        const upd = this.stmt(
-          'UPDATE messages SET status = 1, sent_at = ? WHERE seq BETWEEN ? AND ? AND status = 0 RETURNING size',
-        ).pluck()
-        for (const [first, last] of ranges) count(upd.all(sentAt, first, last) as number[])
-      } else {
-        const upd = this.stmt(
-          `UPDATE messages SET status = 1, sent_at = ?
-           WHERE seq IN (SELECT value FROM json_each(?)) AND status = 0 RETURNING size`,
-        ).pluck()
-        count(upd.all(sentAt, JSON.stringify(seqs)) as number[])
-      }
-      if (n > 0)
-        this.stmt(
-          `UPDATE totals SET pending = pending - ?, pending_bytes = pending_bytes - ?, sent = sent + ?,
-             sent_bytes = sent_bytes + ?, sent_total = sent_total + ? WHERE id = 1`,
-        ).run(n, bytes, n, bytes, n)
+      if (ranges.length > 0) n = this.markSentIn(ranges, seqs, sentAt)
+      if (extras.counters) this.addCountersIn(extras.counters)
+      for (const [k, v] of Object.entries(extras.state ?? {})) this.setStateIn(k, v)
       return n
     })
+  }
+
+  private markSentIn(ranges: Array<[number, number]>, seqs: number[], sentAt: number): number {
+    const del = (sql: string, ...args: unknown[]) =>
+      this.stmt(sql)
+        .raw()
+        .all(...args) as Array<[number, number]>
+    let n = 0
+    let bytes = 0
+    const changed: Array<[number, number]> = []
+    const take = (first: number, last: number, rows: () => Array<[number, number]>) => {
+      // Whole run still pending (the usual case): count and sum in SQL, no row comes back.
+      const agg = this.stmt(
+        `SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM pending WHERE ${ANY_PRIORITY} AND seq BETWEEN ? AND ?`,
+      ).get(first, last) as { n: number; bytes: number }
+      if (agg.n === last - first + 1) {
+        this.stmt(`DELETE FROM pending WHERE ${ANY_PRIORITY} AND seq BETWEEN ? AND ?`).run(first, last)
+        n += agg.n
+        bytes += agg.bytes
+        changed.push([first, last])
+        return
+      }
+      const done: number[] = []
+      for (const [seq, size] of rows()) {
+        done.push(seq)
+        bytes += size
+      }
+      n += done.length
+      for (const r of sortedRuns(done)) changed.push(r)
+    }
+    if (ranges.length <= MAX_RANGES) {
+      for (const [first, last] of ranges)
+        take(first, last, () =>
+          del(
+            `DELETE FROM pending WHERE ${ANY_PRIORITY} AND seq BETWEEN ? AND ? RETURNING seq, size`,
+            first,
+            last,
+          ),
+        )
+    } else {
+      const rows = del(
+        `DELETE FROM pending WHERE ${ANY_PRIORITY} AND seq IN (SELECT value FROM json_each(?)) RETURNING seq, size`,
+        JSON.stringify(seqs),
+      )
+      for (const [, size] of rows) bytes += size
+      n += rows.length
+      for (const r of sortedRuns(rows.map((r) => r[0]))) changed.push(r)
+    }
+    if (n === 0) return 0
+    const ins = this.stmt('INSERT INTO sent (first, last, sent_at) VALUES (?, ?, ?)')
+    for (const [first, last] of changed) ins.run(first, last, sentAt)
+    this.stmt(
+      `UPDATE queue_totals SET pending = pending - ?, pending_bytes = pending_bytes - ?, sent = sent + ?,
+         sent_bytes = sent_bytes + ?, sent_total = sent_total + ? WHERE id = 1`,
+    ).run(n, bytes, n, bytes, n)
+    return n
   }
 
   async recordAttempt(seqs: number[]): Promise<void> {
     if (seqs.length === 0) return
     this.write(() => {
-      const upd = this.stmt('UPDATE messages SET attempts = attempts + 1 WHERE seq = ?')
+      const upd = this.stmt(`UPDATE pending SET attempts = attempts + 1 WHERE ${ANY_PRIORITY} AND seq = ?`)
       for (const seq of seqs) upd.run(seq)
     })
   }
@@ -642,22 +857,29 @@ export class SqliteStorage implements StorageDriver {
 
   async purge(q: PurgeQuery): Promise<PurgeResult> {
     const res: PurgeResult = { sentDeleted: 0, expiredDeleted: 0, bytesFreed: 0 }
-    // Sent messages past retention first (messages_sent), then expired ones (messages_expiry).
-    const sentSql = 'FROM messages WHERE status = 1 AND sent_at < ? ORDER BY sent_at LIMIT ?'
-    const expiredSql = 'FROM messages WHERE expires_at <= ? ORDER BY expires_at LIMIT ?'
     if (q.dryRun) {
       // Aggregates only: a dry run over a million rows neither copies them out nor writes.
-      const tally = (sql: string, args: unknown[]) =>
-        this.stmt(
-          `SELECT count(*) AS n, coalesce(sum(status = 1), 0) AS sent, coalesce(sum(size), 0) AS bytes
-           FROM (SELECT size, status ${sql})`,
-        ).get(...args) as { n: number; sent: number; bytes: number }
       return this.guard(() => {
-        const sent = tally(sentSql, [q.sentBefore, q.limit])
-        const expired = tally(
-          'FROM messages WHERE expires_at <= ? AND NOT (status = 1 AND sent_at < ?) ORDER BY expires_at LIMIT ?',
-          [q.now, q.sentBefore, Math.max(0, q.limit - sent.n)],
-        )
+        // Sent past retention: the messages of the oldest sent ranges (sent_at index, rowid ranges).
+        const sent = this.stmt(
+          `SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM (
+             SELECT m.size FROM sent s CROSS JOIN messages m ON m.seq BETWEEN s.first AND s.last
+             WHERE s.sent_at < ? ORDER BY s.sent_at, s.first, m.seq LIMIT ?)`,
+        ).get(q.sentBefore, q.limit) as { n: number; bytes: number }
+        // Expired, except what the first part counted: sent before the cutoff (its range's sent_at).
+        const expired = this.stmt(
+          `SELECT count(*) AS n, coalesce(sum(sent), 0) AS sent, coalesce(sum(size), 0) AS bytes FROM (
+             SELECT m.size, NOT EXISTS (SELECT 1 FROM pending p WHERE p.priority = m.priority AND p.seq = m.seq) AS sent
+             FROM messages m
+             WHERE m.expires_at <= ? AND coalesce((
+               SELECT s.sent_at < ? AND s.last >= m.seq FROM sent s WHERE s.first <= m.seq ORDER BY s.first DESC LIMIT 1
+             ), 0) = 0
+             ORDER BY m.expires_at LIMIT ?)`,
+        ).get(q.now, q.sentBefore, Math.max(0, q.limit - sent.n)) as {
+          n: number
+          sent: number
+          bytes: number
+        }
         res.sentDeleted = sent.n + expired.sent
         res.expiredDeleted = expired.n - expired.sent
         res.bytesFreed = sent.bytes + expired.bytes
@@ -667,24 +889,30 @@ export class SqliteStorage implements StorageDriver {
     this.maintenance()
     return this.write(() => {
       const started = performance.now()
-      for (const [sql, arg] of [
-        [sentSql, q.sentBefore],
-        [expiredSql, q.now],
-      ] as const) {
-        const budget = q.limit - res.sentDeleted - res.expiredDeleted
-        if (budget <= 0) break
+      // Sent messages past retention first (by sent range, oldest first), then expired ones (messages_expiry).
+      const sent = this.deleteSent(q.sentBefore, q.limit)
+      this.adjustTotals(sent, null)
+      res.sentDeleted += sent.sent
+      res.bytesFreed += sent.sentBytes
+      const budget = q.limit - res.sentDeleted
+      if (budget > 0) {
         // One set-based statement: about half the cost of a DELETE per row.
         const rows = this.stmt(
-          `DELETE FROM messages WHERE seq IN (SELECT seq ${sql}) RETURNING size, status`,
-        ).all(arg, budget) as Array<{ size: number; status: number }>
+          `DELETE FROM messages WHERE seq IN
+             (SELECT seq FROM messages WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)
+           RETURNING seq, size, priority`,
+        )
+          .raw()
+          .all(q.now, budget) as Array<[number, number, number]>
         const r = { sent: 0, sentBytes: 0, pending: 0, pendingBytes: 0 }
-        for (const row of rows)
-          if (row.status === 1) {
-            r.sent++
-            r.sentBytes += row.size
-          } else {
+        const unqueue = this.stmt('DELETE FROM pending WHERE priority = ? AND seq = ?')
+        for (const [seq, size, priority] of rows)
+          if (unqueue.run(priority, seq).changes > 0) {
             r.pending++
-            r.pendingBytes += row.size
+            r.pendingBytes += size
+          } else {
+            r.sent++
+            r.sentBytes += size
           }
         this.adjustTotals(r, 'expired_total')
         res.sentDeleted += r.sent
@@ -758,15 +986,18 @@ export class SqliteStorage implements StorageDriver {
   async stats(now: number): Promise<StorageStats> {
     return this.guard(() => {
       const t = this.totals()
+      // Expired pending messages not purged yet: through messages_expiry, one pending probe each.
       const expired = this.stmt(
-        'SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM messages WHERE expires_at <= ? AND status = 0',
+        `SELECT count(*) AS n, coalesce(sum(p.size), 0) AS bytes
+         FROM messages m CROSS JOIN pending p ON p.priority = m.priority AND p.seq = m.seq
+         WHERE m.expires_at <= ?`,
       ).get(now) as { n: number; bytes: number }
       const oldestTs = this.stmt(
-        'SELECT ts FROM messages WHERE status = 0 AND (expires_at IS NULL OR expires_at > ?) ORDER BY ts LIMIT 1',
+        'SELECT ts FROM pending WHERE (expires_at IS NULL OR expires_at > ?) ORDER BY ts LIMIT 1',
       ).get(now) as { ts: number } | undefined
       const firstOfPriority = this.stmt(
-        `SELECT seq, arrived_at FROM messages WHERE status = 0 AND priority = ?
-           AND (expires_at IS NULL OR expires_at > ?) ORDER BY seq LIMIT 1`,
+        `SELECT p.seq, m.arrived_at FROM pending p CROSS JOIN messages m ON m.seq = p.seq
+         WHERE p.priority = ? AND (p.expires_at IS NULL OR p.expires_at > ?) ORDER BY p.seq LIMIT 1`,
       )
       let oldest: { seq: number; arrived_at: number } | undefined
       if (t.pending > 0)
@@ -802,24 +1033,28 @@ export class SqliteStorage implements StorageDriver {
 
   async setState(key: string, value: string | undefined): Promise<void> {
     if (key === 'epoch') throw new StorageError('the outbox epoch is fixed when the store is created')
-    this.write(() => {
-      if (value === undefined) this.stmt('DELETE FROM state WHERE key = ?').run(key)
-      else
-        this.stmt(
-          'INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
-        ).run(key, value)
-    })
+    this.write(() => this.setStateIn(key, value))
+  }
+
+  private setStateIn(key: string, value: string | undefined): void {
+    if (key === 'epoch') throw new StorageError('the outbox epoch is fixed when the store is created')
+    if (value === undefined) this.stmt('DELETE FROM state WHERE key = ?').run(key)
+    else
+      this.stmt(
+        'INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+      ).run(key, value)
   }
 
   async addCounters(deltas: Record<string, number>): Promise<void> {
-    const entries = Object.entries(deltas)
-    if (entries.length === 0) return
-    this.write(() => {
-      const up = this.stmt(
-        'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value',
-      )
-      for (const [k, v] of entries) up.run(k, v)
-    })
+    if (Object.keys(deltas).length === 0) return
+    this.write(() => this.addCountersIn(deltas))
+  }
+
+  private addCountersIn(deltas: Record<string, number>): void {
+    const up = this.stmt(
+      'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value',
+    )
+    for (const [k, v] of Object.entries(deltas)) up.run(k, v)
   }
 
   async getCounters(): Promise<Record<string, number>> {
@@ -863,8 +1098,8 @@ function toStored(r: Row): StoredMessage {
     expiresAt: r.expires_at,
     priority: r.priority,
     headers: r.headers ? (JSON.parse(r.headers) as Record<string, string>) : null,
-    status: r.status === 1 ? 'sent' : 'pending',
-    sentAt: r.sent_at,
+    status: 'pending',
+    sentAt: null,
     attempts: r.attempts,
     size: r.size,
   }

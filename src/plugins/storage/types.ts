@@ -58,15 +58,29 @@ export interface BatchQuery {
   now: number
 }
 
-/** One pending message as `nextWireBatch` returns it: what sync needs, and its wire form. */
-export interface WireRow {
+/** One pending message as `nextPending` returns it: what sync needs to choose a batch, without its contents. */
+export interface PendingRef {
   seq: number
   /** Accounted size, as StoredMessage.size. */
   size: number
   ts: number
   expiresAt: number | null
-  /** JSON text of the message's WireMessage (src/core/protocol.ts), exactly as sync would encode it. */
-  json: string
+}
+
+/** The wire form of some messages (`wireJson`). */
+export interface WireJson {
+  /** Each message's WireMessage JSON (src/core/protocol.ts), joined by `,`, UTF-8. */
+  json: Buffer
+  /** Messages in `json`: fewer than asked when some were deleted meanwhile. */
+  count: number
+}
+
+/** What `commitSent` writes in the same transaction as the sent marks. */
+export interface SentExtras {
+  /** Added to the named counters (as addCounters). */
+  counters?: Record<string, number>
+  /** State keys to set (undefined: delete), as setState. */
+  state?: Record<string, string | undefined>
 }
 
 export interface PurgeQuery {
@@ -139,11 +153,16 @@ export interface StorageDriver {
   append(messages: NewMessage[]): Promise<AppendResult>
   nextBatch(query: BatchQuery): Promise<StoredMessage[]>
   /**
-   * Optional fast path of nextBatch for sync: the same messages in the same
-   * order, each already in wire form, so that no StoredMessage (payload
-   * Buffer, headers object) is built for a message that is only forwarded.
+   * Optional fast path of nextBatch for sync, offered together with
+   * `wireJson`: the same messages in the same order, without their contents,
+   * so that nothing is built for a message that is only forwarded.
    */
-  nextWireBatch?(query: BatchQuery): Promise<WireRow[]>
+  nextPending?(query: BatchQuery): Promise<PendingRef[]>
+  /**
+   * The wire form of the messages with these seqs, in the order given
+   * (seqs no longer stored are left out). Offered with `nextPending`.
+   */
+  wireJson?(seqs: number[]): Promise<WireJson>
   /**
    * Optional: the oldest ts among pending, unexpired messages whose seq lies
    * outside every `exclude` range [first, last] (null when there is none).
@@ -153,6 +172,11 @@ export interface StorageDriver {
   oldestPendingTs?(now: number, exclude: Array<[number, number]>): Promise<number | null>
   /** Mark as sent; returns how many changed from pending to sent. */
   markSent(seqs: number[], sentAt: number): Promise<number>
+  /**
+   * Optional: markSent, addCounters and setState of `extras` in one
+   * transaction (one commit per acknowledged batch instead of three).
+   */
+  commitSent?(seqs: number[], sentAt: number, extras: SentExtras): Promise<number>
   /** Count one failed attempt on each message. */
   recordAttempt(seqs: number[]): Promise<void>
   purge(query: PurgeQuery): Promise<PurgeResult>
