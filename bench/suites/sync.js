@@ -5,10 +5,10 @@
 // HTTP headers, counted by a TCP proxy in front of the broker), per codec.
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
 import { loadConfig } from '../../dist/core/config/load.js'
 import { openOutbox } from '../../dist/core/outbox.js'
 import { drain } from '../../dist/core/sync.js'
@@ -75,26 +75,48 @@ async function startBroker(dataDir) {
   }
 }
 
-/** Counts the bytes the edge sends (bodies and headers) on their way to the broker. */
-async function countingProxy(port) {
-  const stats = { up: 0, requests: 0 }
-  const server = net.createServer((client) => {
-    const upstream = net.connect(port, '127.0.0.1')
-    client.on('data', (d) => {
-      stats.up += d.length
-      upstream.write(d)
-    })
-    upstream.on('data', (d) => client.write(d))
-    client.on('error', () => upstream.destroy())
-    upstream.on('error', () => client.destroy())
-    client.on('close', () => upstream.destroy())
-    upstream.on('close', () => client.destroy())
+/**
+ * Counts the bytes the edge sends (bodies and headers) on their way to the broker. It runs on its
+ * own thread: on the edge's event loop it would hold each request back while the edge prepares the
+ * next batch, a delay no real link has.
+ */
+const PROXY_THREAD = `
+const net = require('node:net')
+const { parentPort, workerData } = require('node:worker_threads')
+const stats = { up: 0, requests: 0 }
+const server = net.createServer((client) => {
+  const upstream = net.connect(workerData.port, '127.0.0.1')
+  client.on('data', (d) => {
+    stats.up += d.length
+    upstream.write(d)
   })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  upstream.on('data', (d) => client.write(d))
+  client.on('error', () => upstream.destroy())
+  upstream.on('error', () => client.destroy())
+  client.on('close', () => upstream.destroy())
+  upstream.on('close', () => client.destroy())
+})
+server.listen(0, '127.0.0.1', () => parentPort.postMessage({ port: server.address().port }))
+parentPort.on('message', (m) => {
+  if (m === 'stats') parentPort.postMessage({ stats })
+  if (m === 'stop') server.close(() => parentPort.close())
+})
+`
+
+async function countingProxy(port) {
+  const worker = new Worker(PROXY_THREAD, { eval: true, workerData: { port } })
+  const next = () => new Promise((resolve) => worker.once('message', resolve))
+  const { port: proxyPort } = await next()
   return {
-    stats,
-    url: `http://127.0.0.1:${server.address().port}`,
-    stop: () => new Promise((r) => server.close(r)),
+    url: `http://127.0.0.1:${proxyPort}`,
+    stats: async () => {
+      worker.postMessage('stats')
+      return (await next()).stats
+    },
+    stop: async () => {
+      worker.postMessage('stop')
+      await new Promise((resolve) => worker.once('exit', resolve))
+    },
   }
 }
 
@@ -138,10 +160,11 @@ async function replay(codec) {
     const result = await drain({ driver, config, cwd: work }, { timeout: 300_000 })
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
     await driver.close()
+    const wire = await proxy.stats()
     if (result.messages !== MESSAGES) throw new Error(`${codec}: sent ${result.messages} of ${MESSAGES}`)
     return {
       rate: MESSAGES / seconds,
-      wirePerMsg: proxy.stats.up / MESSAGES,
+      wirePerMsg: wire.up / MESSAGES,
       bodyPerMsg: result.bytesWire / MESSAGES,
       payloadPerMsg: payloadBytes / MESSAGES,
       batches: result.batches,

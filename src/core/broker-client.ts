@@ -92,7 +92,8 @@ export class BrokerClient {
     return { body, wire, rawBytes: raw.length, wireBytes: wire.length, count: n }
   }
 
-  async post(batch: EncodedBatch, signal?: AbortSignal): Promise<PostOutcome> {
+  /** POST a batch; `onUploaded` is called once the whole body has been written to the socket. */
+  async post(batch: EncodedBatch, signal?: AbortSignal, onUploaded?: () => void): Promise<PostOutcome> {
     const got = await loadGot()
     const headers: Record<string, string> = {
       'content-type': 'application/json',
@@ -102,7 +103,7 @@ export class BrokerClient {
     if (this.options.token) headers.authorization = `Bearer ${this.options.token}`
     let res
     try {
-      res = await got.post(this.url, {
+      const req = got.post(this.url, {
         body: batch.wire,
         headers,
         agent: this.agent,
@@ -114,6 +115,8 @@ export class BrokerClient {
         responseType: 'text',
         signal,
       })
+      if (onUploaded) req.on('uploadProgress', (p) => p.percent === 1 && onUploaded())
+      res = await req
     } catch (err) {
       if (signal?.aborted) return { kind: 'aborted' }
       return { kind: 'retry', reason: networkReason(err, this.options.timeout, this.url) }

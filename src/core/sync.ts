@@ -423,7 +423,7 @@ class SyncRun {
         }
         await this.pace(0)
         current = p
-        currentPost = this.post(p)
+        currentPost = (await this.start(p)).outcome
       }
 
       // Prepare the next batch while the current one is in flight.
@@ -436,7 +436,7 @@ class SyncRun {
       let nextPost: Promise<PostOutcome> | undefined
       if (outcome.kind === 'ok' && next) {
         await this.pace(current.encoded.wireBytes)
-        nextPost = this.post(next)
+        nextPost = (await this.start(next)).outcome
       }
       let settled: Settled
       try {
@@ -635,11 +635,25 @@ class SyncRun {
     if (wait > 0) await sleep(wait, undefined, { signal: this.opts.signal }).catch(() => {})
   }
 
+  /**
+   * Start a POST and return its outcome once the body is on the socket (or
+   * the request ended): what runs next (marking the previous batch sent,
+   * reading and compressing the next one) is synchronous SQLite and zstd
+   * work that would otherwise hold the request back in this process.
+   */
+  private async start(p: Prepared): Promise<{ outcome: Promise<PostOutcome> }> {
+    let uploaded!: () => void
+    const onSocket = new Promise<void>((resolve) => (uploaded = resolve))
+    const outcome = this.post(p, uploaded).finally(uploaded)
+    await onSocket
+    return { outcome }
+  }
+
   /** POST one prepared batch; never rejects (an abort is an outcome too). */
-  private async post(p: Prepared | { encoded: EncodedBatch }): Promise<PostOutcome> {
+  private async post(p: Prepared | { encoded: EncodedBatch }, onUploaded?: () => void): Promise<PostOutcome> {
     try {
       await failpoint('sync.before-post')
-      return await this.client.post(p.encoded, this.opts.signal)
+      return await this.client.post(p.encoded, this.opts.signal, onUploaded)
     } catch (err) {
       if (this.opts.signal?.aborted) return { kind: 'aborted' }
       return { kind: 'retry', reason: (err as Error)?.message ?? String(err) }
