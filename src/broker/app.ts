@@ -38,8 +38,6 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The node of the bearer token; null when broker.auth=none. */
     authNode: string | null
-    /** The decompressed JSON text of the body (POST /v1/batches), as parsed. */
-    bodyText: string | null
   }
 }
 
@@ -129,7 +127,6 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   }
   app.decorate('broker', ctx)
   app.decorateRequest('authNode', null)
-  app.decorateRequest('bodyText', null)
 
   // Bodies: raw bytes up to bodyLimit, then Content-Encoding via the codec plugins with the decompressed cap.
   app.removeContentTypeParser(['application/json'])
@@ -164,8 +161,7 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
         throw err
       }
       try {
-        req.bodyText = text.toString('utf8')
-        return JSON.parse(req.bodyText)
+        return JSON.parse(text.toString('utf8'))
       } catch (err) {
         throw new HttpError(400, 'MALFORMED_JSON', `the body is not valid JSON: ${(err as Error).message}`)
       }

@@ -39,11 +39,7 @@ const batches: FastifyPluginAsync = async (app) => {
           throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/payload: not valid base64`)
       }
       await failpoint('broker.ingest.before-commit')
-      const ack = await store.ingest(
-        body,
-        { now: now(), maxLateness: options.maxLateness },
-        req.bodyText ?? undefined,
-      )
+      const ack = await store.ingest(body, { now: now(), maxLateness: options.maxLateness })
       await failpoint('broker.ingest.after-commit-before-reply')
       notifier.notify()
       if (ack.duplicates > 0 || ack.late > 0)

@@ -11,6 +11,7 @@ import fs from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import type { BatchAck, BatchBody } from '../../core/protocol.js'
+import { toColumns, transferList } from './batch-columns.js'
 import { openSqliteBrokerStore, type SqliteBrokerStore } from './sqlite.js'
 import {
   StoreUnavailableError,
@@ -32,10 +33,9 @@ import {
 
 export interface WorkerRequest {
   id: number
+  /** A BrokerStore method, or `ingestColumns` (ingest of a batch as BatchColumns). */
   method: string
   args: unknown[]
-  /** The JSON text of an ingest batch (args[0]), parsed by the thread. */
-  text?: string
 }
 
 export interface WorkerError {
@@ -103,19 +103,19 @@ export class ThreadedSqliteStore implements BrokerStore {
     this.calls.clear()
   }
 
-  private call<T>(method: string, args: unknown[], text?: string): Promise<T> {
+  private call<T>(method: string, args: unknown[], transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.stopped) return Promise.reject(this.stopped)
     const id = this.nextId++
     return new Promise<T>((resolve, reject) => {
       if (this.calls.size === 0) this.worker.ref()
       this.calls.set(id, { resolve: resolve as (v: unknown) => void, reject })
-      this.worker.postMessage({ id, method, args, text } satisfies WorkerRequest)
+      this.worker.postMessage({ id, method, args } satisfies WorkerRequest, transfer)
     })
   }
 
-  ingest(batch: BatchBody, ctx: IngestContext, text?: string): Promise<BatchAck> {
-    // The JSON text is cheaper to hand over (and parse again) than the object is to clone.
-    return text === undefined ? this.call('ingest', [batch, ctx]) : this.call('ingest', [null, ctx], text)
+  ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck> {
+    const cols = toColumns(batch)
+    return this.call('ingestColumns', [cols, ctx], transferList(cols))
   }
 
   release(ctx: IngestContext): Promise<ReleaseResult> {

@@ -7,7 +7,8 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { openSqliteBrokerStore, type SqliteBrokerStore } from './sqlite.js'
 import { toWorkerError, type WorkerReply, type WorkerRequest } from './sqlite-threaded.js'
-import type { BrokerStoreOptions } from './types.js'
+import { fromColumns, type BatchColumns } from './batch-columns.js'
+import type { BrokerStoreOptions, IngestContext } from './types.js'
 
 const port = parentPort!
 let store: SqliteBrokerStore | undefined
@@ -25,9 +26,12 @@ function serve(store: SqliteBrokerStore): void {
   port.on('message', (req: WorkerRequest) => {
     let pending: Promise<unknown>
     try {
-      if (req.text !== undefined) req.args[0] = JSON.parse(req.text)
-      const fn = (store as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[req.method]
-      pending = fn.apply(store, req.args)
+      if (req.method === 'ingestColumns')
+        pending = store.ingest(fromColumns(req.args[0] as BatchColumns), req.args[1] as IngestContext)
+      else {
+        const fn = (store as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[req.method]
+        pending = fn.apply(store, req.args)
+      }
     } catch (err) {
       pending = Promise.reject(err)
     }

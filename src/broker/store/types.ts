@@ -182,11 +182,9 @@ export interface BrokerStore {
    * counters), insert messages idempotently on (node, epoch, seq) counting
    * duplicates, recompute the watermark (monotonic) and release what it
    * allows. Messages whose ts is below the watermark as it stood before this
-   * batch are released at once with `late: true`. `text`, when the caller
-   * has it, is the JSON `batch` was parsed from (and validated as): a store
-   * that hands batches to another thread may send it instead of the object.
+   * batch are released at once with `late: true`.
    */
-  ingest(batch: BatchBody, ctx: IngestContext, text?: string): Promise<BatchAck>
+  ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck>
 
   /** Recompute the watermark at `now` (silent nodes age out) and release. */
   release(ctx: IngestContext): Promise<ReleaseResult>
