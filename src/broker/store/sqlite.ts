@@ -461,9 +461,11 @@ export class SqliteBrokerStore implements BrokerStore {
           'SELECT seq FROM messages WHERE stream = ? AND seq IN (SELECT value FROM json_each(?))',
         )
         .pluck(),
-      heldBelow: db.prepare<[number], { arrival: number; ts: number; stream: number; seq: number }>(
-        'SELECT arrival, ts, stream, seq FROM held WHERE ts < ?',
-      ),
+      heldBelow: db
+        .prepare<[number], [number, number, number, number]>(
+          'SELECT arrival, ts, stream, seq FROM held WHERE ts < ?',
+        )
+        .raw(),
       dropHeld: db.prepare<[number]>('DELETE FROM held WHERE ts < ?'),
       setAll: db.prepare<[number | null, number, number]>(
         'UPDATE broker_meta SET watermark = ?, next_position = ?, next_arrival = ? WHERE id = 1',
@@ -707,9 +709,9 @@ export class SqliteBrokerStore implements BrokerStore {
     const events: number[] = []
     if (watermark !== null) {
       const w = watermark
-      const held = s.heldBelow.all(w).map((h) => {
-        const st = this.streamById(h.stream)
-        return { arrival: h.arrival, ts: h.ts, node: st.node, seq: h.seq, epoch: st.epoch }
+      const held = s.heldBelow.all(w).map(([arrival, ts, stream, seq]) => {
+        const st = this.streamById(stream)
+        return { arrival, ts, node: st.node, seq, epoch: st.epoch }
       })
       held.sort(compareEvent)
       const now = fresh.filter((f) => f.ts < w).sort(compareEvent)
