@@ -15,7 +15,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Codec } from '../plugins/compression/types.js'
-import type { PendingRef, StorageDriver, StorageStats, StoredMessage } from '../plugins/storage/types.js'
+import type { StorageDriver, StorageStats, StoredMessage } from '../plugins/storage/types.js'
 import {
   BACKOFF_STATE_KEY,
   backoffDelay,
@@ -33,7 +33,7 @@ import { toWireMessage, type BatchBody } from './protocol.js'
 import { formatBytes, formatDuration } from './units.js'
 
 export const SYNC_LEASE = 'sync'
-/** Batches read from the store at a time (see SyncRun.take). */
+/** Batches read from the store at a time by drivers without pendingRuns (see SyncRun.takeMessages). */
 const READ_AHEAD = 4
 const LEASE_OWNER_KEY = 'sync.leaseOwner'
 const LAST_KEY = 'sync.last'
@@ -142,15 +142,30 @@ export interface SyncStats {
   backoff: BackoffState | null
 }
 
-/** A pending message sync may send; `json` is its wire form when the driver has no wireJson. */
-type Outgoing = PendingRef & { json?: string }
+/** A pending message read through nextBatch (drivers without pendingRuns), with its wire form. */
+interface Outgoing {
+  seq: number
+  size: number
+  ts: number
+  expiresAt: number | null
+  json: string
+}
 
-interface Prepared {
-  kind: 'batch'
-  messages: Outgoing[]
+/** The messages of one batch. */
+interface Taken {
   seqs: number[]
   /** Accounted outbox bytes of the messages. */
   bytes: number
+  /** Oldest ts among them. */
+  minTs: number
+  /** Per priority: the lowest and highest seq of the batch (pendingRuns drivers: what the next read skips). */
+  spans?: Array<[number, number] | undefined>
+  /** Drivers without pendingRuns: the messages and their wire JSON. */
+  messages?: Outgoing[]
+}
+
+interface Prepared extends Taken {
+  kind: 'batch'
   encoded: EncodedBatch
 }
 
@@ -197,7 +212,7 @@ async function readLast(driver: StorageDriver): Promise<LastState> {
 
 export { toWireMessage }
 
-/** What sync keeps of a message it forwards, for drivers without nextPending/wireJson. */
+/** What sync keeps of a message it forwards, for drivers without pendingRuns/wireJson. */
 function toOutgoing(m: StoredMessage): Outgoing {
   return {
     seq: m.seq,
@@ -284,7 +299,7 @@ class SyncRun {
   private readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
   private readonly leaseTtl: number
   private leaseRenewedAt = 0
-  /** Pending messages read ahead, in send order, not yet in any batch. */
+  /** Drivers without pendingRuns: pending messages read ahead, in send order, not yet in any batch. */
   private ahead: Outgoing[] = []
   /** sync.last as this run last wrote it (only the lease holder writes it). */
   private last: LastState | undefined
@@ -452,7 +467,7 @@ class SyncRun {
         currentPost = nextPost
         continue
       }
-      if (settled === 'split') limit = Math.max(1, Math.ceil(current.messages.length / 2))
+      if (settled === 'split') limit = Math.max(1, Math.ceil(current.seqs.length / 2))
       // Resend the failed batch first: forget what was read ahead of it.
       this.ahead = []
       current = undefined
@@ -479,42 +494,81 @@ class SyncRun {
   }
 
   /**
-   * The next batch's messages, from messages read ahead. Reading several
+   * The next batch's messages, skipping those of `inFlight`. Drivers with
+   * pendingRuns choose them in the store (runs of seqs, no row per message
+   * for a backlog of one priority); the others through nextBatch.
+   */
+  private async take(limit: number, inFlight: Prepared | undefined): Promise<Taken> {
+    if (!this.driver.pendingRuns || !this.driver.wireJson) return this.takeMessages(limit, inFlight)
+    const runs = await this.driver.pendingRuns({
+      limit,
+      maxBytes: this.config.sync.batchBytes,
+      order: this.res.order,
+      now: this.now(),
+      skip: inFlight?.spans,
+    })
+    const seqs: number[] = []
+    const spans: Array<[number, number] | undefined> = []
+    let bytes = 0
+    let minTs = Infinity
+    for (const r of runs) {
+      const step = r.first <= r.last ? 1 : -1
+      for (let seq = r.first; ; seq += step) {
+        seqs.push(seq)
+        if (seq === r.last) break
+      }
+      bytes += r.bytes
+      if (r.minTs < minTs) minTs = r.minTs
+      const lo = Math.min(r.first, r.last)
+      const hi = Math.max(r.first, r.last)
+      const s = spans[r.priority]
+      spans[r.priority] = s ? [Math.min(s[0], lo), Math.max(s[1], hi)] : [lo, hi]
+    }
+    return { seqs, bytes, minTs, spans }
+  }
+
+  /**
+   * take() through nextBatch, from messages read ahead. Reading several
    * batches at a time means the in-flight batch (which is still pending in
    * the store) is read again only once per READ_AHEAD batches.
    */
-  private async take(limit: number, inFlight: Prepared | undefined): Promise<Outgoing[]> {
+  private async takeMessages(limit: number, inFlight: Prepared | undefined): Promise<Taken> {
     const maxBytes = this.config.sync.batchBytes
     let aheadBytes = 0
     for (const m of this.ahead) aheadBytes += m.size
     if (this.ahead.length < limit && aheadBytes < maxBytes) {
       const skip = new Set(inFlight?.seqs ?? [])
-      const q = {
-        limit: READ_AHEAD * limit + skip.size,
-        maxBytes: READ_AHEAD * maxBytes + (inFlight?.bytes ?? 0),
-        order: this.res.order,
-        now: this.now(),
-      }
-      // The driver's fast path when it has one: references only, the wire form comes per batch (encode).
-      const rows: Outgoing[] =
-        this.driver.nextPending && this.driver.wireJson
-          ? await this.driver.nextPending(q)
-          : (await this.driver.nextBatch(q)).map(toOutgoing)
+      const rows = (
+        await this.driver.nextBatch({
+          limit: READ_AHEAD * limit + skip.size,
+          maxBytes: READ_AHEAD * maxBytes + (inFlight?.bytes ?? 0),
+          order: this.res.order,
+          now: this.now(),
+        })
+      ).map(toOutgoing)
       this.ahead = skip.size > 0 ? rows.filter((m) => !skip.has(m.seq)) : rows
     }
     const now = this.now()
-    const out: Outgoing[] = []
+    const messages: Outgoing[] = []
     let bytes = 0
+    let minTs = Infinity
     let i = 0
     for (; i < this.ahead.length; i++) {
       const m = this.ahead[i]
       if (m.expiresAt !== null && m.expiresAt <= now) continue
-      if (out.length >= limit || (out.length > 0 && bytes + m.size > maxBytes)) break
+      if (messages.length >= limit || (messages.length > 0 && bytes + m.size > maxBytes)) break
       bytes += m.size
-      out.push(m)
+      if (m.ts < minTs) minTs = m.ts
+      messages.push(m)
     }
     this.ahead = this.ahead.slice(i)
-    return out
+    return { seqs: messages.map((m) => m.seq), bytes, minTs, messages }
+  }
+
+  /** Give a batch's messages back: the next take starts with them again. */
+  private putBack(t: Taken): void {
+    // pendingRuns reads them again (nothing is kept between reads).
+    if (t.messages) this.ahead = [...t.messages, ...this.ahead]
   }
 
   /** Read and encode the next batch, skipping the messages of `inFlight`, within the budget. */
@@ -523,42 +577,37 @@ class SyncRun {
     inFlight: Prepared | undefined,
     sentSomething: boolean,
   ): Promise<Prep> {
-    const messages = await this.take(limit, inFlight)
-    if (messages.length === 0) return { kind: 'empty' }
+    const taken = await this.take(limit, inFlight)
+    const n = taken.seqs.length
+    if (n === 0) return { kind: 'empty' }
     await failpoint('sync.after-read')
     const stats = await this.driver.stats(this.now())
-    const encoded = await this.encode(messages, stats, inFlight)
+    const encoded = await this.encode(taken, stats, inFlight)
     const committed = this.res.bytesWire + (inFlight?.encoded.wireBytes ?? 0)
     if (this.budget > 0 && committed + encoded.wireBytes > this.budget) {
       const left = this.budget - committed
-      if (messages.length > 1 && left > 0) {
+      if (n > 1 && left > 0) {
         // Fit the budget with a smaller batch (never less than one message).
-        const smaller = Math.max(1, Math.floor(((messages.length * left) / encoded.wireBytes) * 0.9))
-        if (smaller < messages.length) {
-          this.ahead = [...messages, ...this.ahead]
+        const smaller = Math.max(1, Math.floor(((n * left) / encoded.wireBytes) * 0.9))
+        if (smaller < n) {
+          this.putBack(taken)
           return inFlight ? { kind: 'stop', reason: 'budget' } : { kind: 'shrink', limit: smaller }
         }
       }
       // One message larger than the whole budget is still sent, once per run,
       // so that a budget set too small cannot stall the link for ever.
-      if (sentSomething || inFlight || messages.length > 1) {
-        this.ahead = [...messages, ...this.ahead]
+      if (sentSomething || inFlight || n > 1) {
+        this.putBack(taken)
         return { kind: 'stop', reason: 'budget' }
       }
     }
-    let bytes = 0
-    for (const m of messages) bytes += m.size
-    return { kind: 'batch', messages, seqs: messages.map((m) => m.seq), bytes, encoded }
+    return { kind: 'batch', ...taken, encoded }
   }
 
-  private async encode(
-    messages: Outgoing[],
-    stats: StorageStats,
-    inFlight?: Prepared,
-  ): Promise<EncodedBatch> {
-    let bytes = inFlight?.bytes ?? 0
-    for (const m of messages) bytes += m.size
-    const pending = Math.max(0, stats.pending - messages.length - (inFlight?.seqs.length ?? 0))
+  private async encode(taken: Taken, stats: StorageStats, inFlight?: Prepared): Promise<EncodedBatch> {
+    const n = taken.seqs.length
+    const bytes = taken.bytes + (inFlight?.bytes ?? 0)
+    const pending = Math.max(0, stats.pending - n - (inFlight?.seqs.length ?? 0))
     const body: BatchBody = {
       node: this.node,
       epoch: this.driver.epoch,
@@ -567,18 +616,18 @@ class SyncRun {
       backlog: {
         pending,
         bytes: pending > 0 ? Math.max(0, stats.pendingBytes - bytes) : 0,
-        oldestTs: pending > 0 ? await this.oldestAfter(stats, messages, inFlight) : null,
+        oldestTs: pending > 0 ? await this.oldestAfter(stats, taken, inFlight) : null,
       },
       stats: await this.statsField(stats),
       messages: [],
     }
-    if (messages.length === 0 || messages[0].json !== undefined)
+    if (n === 0 || taken.messages)
       return this.client.encode(
         body,
-        messages.map((m) => m.json!),
+        (taken.messages ?? []).map((m) => m.json),
       )
     // One buffer from the driver (fewer messages when some were deleted since they were read).
-    const wire = await this.driver.wireJson!(messages.map((m) => m.seq))
+    const wire = await this.driver.wireJson!(taken.seqs)
     return this.client.encode(body, wire.json, wire.count)
   }
 
@@ -590,19 +639,12 @@ class SyncRun {
    * of all pending messages (conservative: holds the watermark back one
    * batch longer) when the driver cannot exclude seqs.
    */
-  private async oldestAfter(
-    stats: StorageStats,
-    messages: Outgoing[],
-    inFlight?: Prepared,
-  ): Promise<number | null> {
+  private async oldestAfter(stats: StorageStats, taken: Taken, inFlight?: Prepared): Promise<number | null> {
     const oldest = stats.oldestPendingTs
     if (oldest === null || !this.driver.oldestPendingTs) return oldest
-    let minOut = Infinity
-    for (const m of messages) if (m.ts < minOut) minOut = m.ts
-    for (const m of inFlight?.messages ?? []) if (m.ts < minOut) minOut = m.ts
     // The oldest pending message is not in either batch: it is the answer.
-    if (oldest < minOut) return oldest
-    const ranges = seqRanges((inFlight?.seqs ?? []).concat(messages.map((m) => m.seq)))
+    if (oldest < Math.min(taken.minTs, inFlight?.minTs ?? Infinity)) return oldest
+    const ranges = seqRanges(inFlight ? inFlight.seqs.concat(taken.seqs) : taken.seqs)
     if (ranges.length > MAX_EXCLUDED_RANGES) return oldest
     return this.driver.oldestPendingTs(this.now(), ranges)
   }
@@ -663,13 +705,8 @@ class SyncRun {
   /** Nothing to send: tell the broker the node is alive (its clock and empty backlog). */
   private async heartbeat(): Promise<void> {
     const stats = await this.driver.stats(this.now())
-    const hb: Prepared = {
-      kind: 'batch',
-      messages: [],
-      seqs: [],
-      bytes: 0,
-      encoded: await this.encode([], stats),
-    }
+    const none: Taken = { seqs: [], bytes: 0, minTs: Infinity }
+    const hb: Prepared = { kind: 'batch', ...none, encoded: await this.encode(none, stats) }
     // A failed heartbeat does not keep a drain waiting: there is nothing to deliver.
     this.res.heartbeat = (await this.settle(hb, await this.post(hb), false)) === 'ok'
   }

@@ -15,6 +15,7 @@ import { StorageFullError } from '../../src/core/errors.js'
 import { accountedSize } from '../../src/plugins/storage/common.js'
 import type {
   NewMessage,
+  PendingRun,
   StoredMessage,
   StorageDriver,
   StorageFactory,
@@ -35,6 +36,28 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 function msg(i: number, extra: Partial<NewMessage> = {}): NewMessage {
   return { topic: `t/${i}`, payload: Buffer.from(`payload-${i}`), ts: 1_000_000 + i, ...extra }
+}
+
+/** The seqs of a run, in send order. */
+function expandRun(r: PendingRun): number[] {
+  const step = r.first <= r.last ? 1 : -1
+  return Array.from({ length: r.count }, (_, i) => r.first + i * step)
+}
+
+/** Messages (in send order) grouped as pendingRuns returns them: consecutive seqs of one priority. */
+function runsOf(messages: StoredMessage[], order: 'oldest' | 'newest'): PendingRun[] {
+  const step = order === 'newest' ? -1 : 1
+  const out: PendingRun[] = []
+  for (const m of messages) {
+    const r = out[out.length - 1]
+    if (r && r.priority === m.priority && m.seq === r.last + step) {
+      r.last = m.seq
+      r.count++
+      r.bytes += m.size
+      r.minTs = Math.min(r.minTs, m.ts)
+    } else out.push({ priority: m.priority, first: m.seq, last: m.seq, count: 1, bytes: m.size, minTs: m.ts })
+  }
+  return out
 }
 
 export function storageConformance(opts: ConformanceOptions): void {
@@ -223,10 +246,10 @@ export function storageConformance(opts: ConformanceOptions): void {
       expect(s.pendingBytes).toBe(left.reduce((n, m) => n + m.size, 0))
     })
 
-    it('nextPending and wireJson (when offered) match nextBatch and its wire form', async () => {
+    it('pendingRuns and wireJson (when offered) match nextBatch and its wire form', async () => {
       const d = await make()
       // Optional: without them sync builds the same wire form from nextBatch.
-      if (!d.nextPending || !d.wireJson) return
+      if (!d.pendingRuns || !d.wireJson) return
       const payloads = [
         Buffer.from('{"v":1,"s":"é€𝄞"}'),
         Buffer.from('quote " backslash \\ newline \n tab \t nul \u0000 del \u007f ls \u2028'),
@@ -267,11 +290,10 @@ export function storageConformance(opts: ConformanceOptions): void {
         for (const limit of [5, 7]) {
           const q = { limit, maxBytes: 1e9, order, now: clock }
           const stored = await d.nextBatch(q)
-          const refs = await d.nextPending(q)
-          expect(refs).toEqual(
-            stored.map((m) => ({ seq: m.seq, size: m.size, ts: m.ts, expiresAt: m.expiresAt })),
-          )
-          const wire = await d.wireJson(refs.map((r) => r.seq))
+          const runs = await d.pendingRuns(q)
+          expect(runs.flatMap(expandRun)).toEqual(stored.map((m) => m.seq))
+          expect(runs).toEqual(runsOf(stored, order))
+          const wire = await d.wireJson(runs.flatMap(expandRun))
           expect(wire.count).toBe(stored.length)
           const parsed = JSON.parse(`[${wire.json.toString('utf8')}]`) as Array<Record<string, unknown>>
           // Same messages, same order, same keys in the same order as toWireMessage.
@@ -293,9 +315,92 @@ export function storageConformance(opts: ConformanceOptions): void {
       expect((await d.wireJson([])).count).toBe(0)
       // Byte limits cut the same way.
       const first = await d.nextBatch({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })
-      expect((await d.nextPending({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })).length).toBe(
-        first.length,
+      expect(
+        (await d.pendingRuns({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })).flatMap(expandRun),
+      ).toEqual(first.map((m) => m.seq))
+    })
+
+    it('pendingRuns (when offered): runs across priorities, gaps, expiry, byte cuts and the range skipped', async () => {
+      const d = await make()
+      if (!d.pendingRuns) return
+      // Priority 4 in long runs broken by priority 9 messages, one expiring, sizes that vary.
+      const { seqs } = await d.append(
+        Array.from({ length: 60 }, (_, i) =>
+          msg(i, {
+            priority: i % 20 === 7 ? 9 : 4,
+            ts: 5_000_000 - i * (i % 3), // not in seq order
+            payload: Buffer.alloc(10 + (i % 7) * 5, 97),
+            expiresAt: i === 33 ? clock + 10 : null,
+          }),
+        ),
       )
+      for (const order of ['oldest', 'newest'] as const) {
+        for (const [limit, maxBytes] of [
+          [100, 1e9],
+          [13, 1e9],
+          [100, 700],
+          [1, 1],
+        ]) {
+          for (const now of [clock, clock + 10]) {
+            const q = { limit, maxBytes, order, now }
+            const stored = await d.nextBatch(q)
+            expect(await d.pendingRuns!(q)).toEqual(runsOf(stored, order))
+          }
+        }
+      }
+      // Skipping the batch in flight: what nextBatch gives once those seqs are gone.
+      const skipFirst = async (order: 'oldest' | 'newest', take: number) => {
+        const q = { limit: take, maxBytes: 1e9, order, now: clock }
+        const inFlight = await d.pendingRuns!(q)
+        const skip: Array<[number, number] | undefined> = []
+        for (const r of inFlight) {
+          const lo = Math.min(r.first, r.last)
+          const hi = Math.max(r.first, r.last)
+          const s = skip[r.priority]
+          skip[r.priority] = s ? [Math.min(s[0], lo), Math.max(s[1], hi)] : [lo, hi]
+        }
+        const sent = new Set(inFlight.flatMap(expandRun))
+        const rest = (await d.nextBatch({ ...q, limit: 1000 })).filter((m) => !sent.has(m.seq))
+        expect((await d.pendingRuns!({ ...q, limit: 25, skip })).flatMap(expandRun)).toEqual(
+          rest.slice(0, 25).map((m) => m.seq),
+        )
+        return skip
+      }
+      await skipFirst('oldest', 17)
+      await skipFirst('oldest', 4)
+      const skip = await skipFirst('newest', 22)
+      // Newest first: messages appended after the batch in flight was read come first.
+      const late = await d.append([msg(100), msg(101), msg(102, { priority: 9 })])
+      const next = (
+        await d.pendingRuns!({ limit: 4, maxBytes: 1e9, order: 'newest', now: clock, skip })
+      ).flatMap(expandRun)
+      expect(next.slice(0, 3)).toEqual([late.seqs[2], late.seqs[1], late.seqs[0]])
+      expect(seqs).toContain(next[3])
+    })
+
+    it('oldestPendingTs (when offered): oldest unexpired ts outside the ranges excluded', async () => {
+      const d = await make()
+      if (!d.oldestPendingTs) return
+      // ts falls with seq; the 5 and then 30 oldest outside [10, 19] expire.
+      const { seqs } = await d.append(
+        Array.from({ length: 80 }, (_, i) =>
+          msg(i, { ts: 10_000 - i * 10, expiresAt: i >= 75 ? clock + 10 : i >= 45 ? clock + 20 : null }),
+        ),
+      )
+      const ex = (a: number, b: number): [number, number] => [seqs[a], seqs[b]]
+      const expected = (now: number, excluded: Array<[number, number]>) => {
+        let best: number | null = null
+        for (let i = 0; i < 80; i++) {
+          const expiresAt = i >= 75 ? clock + 10 : i >= 45 ? clock + 20 : null
+          if (expiresAt !== null && expiresAt <= now) continue
+          if (excluded.some(([a, b]) => seqs[i] >= a && seqs[i] <= b)) continue
+          if (best === null || 10_000 - i * 10 < best) best = 10_000 - i * 10
+        }
+        return best
+      }
+      for (const now of [clock, clock + 10, clock + 20])
+        for (const excluded of [[], [ex(70, 79)], [ex(0, 9), ex(60, 72)], [ex(0, 79)]])
+          expect(await d.oldestPendingTs(now, excluded)).toBe(expected(now, excluded))
     })
 
     it('commitSent (when offered) marks sent, adds counters and sets state in one call', async () => {

@@ -18,9 +18,10 @@ import type {
   AppendResult,
   BatchQuery,
   NewMessage,
-  PendingRef,
+  PendingRun,
   PurgeQuery,
   PurgeResult,
+  RunQuery,
   SentExtras,
   StorageCapabilities,
   StorageDriver,
@@ -682,23 +683,74 @@ export class SqliteStorage implements StorageDriver {
     })
   }
 
-  /** nextBatch's messages from the narrow pending table alone: no message row is read. */
-  async nextPending(q: BatchQuery): Promise<PendingRef[]> {
-    const sql = `SELECT seq, size, ts, expires_at FROM pending
-       WHERE priority = ? AND (expires_at IS NULL OR expires_at > ?)
-       ORDER BY seq ${q.order === 'newest' ? 'DESC' : 'ASC'} LIMIT ?`
-    const out: PendingRef[] = []
+  /**
+   * nextBatch's messages as runs of consecutive seqs, from the narrow pending
+   * table alone. Per priority and side of the range taken, one aggregate
+   * answers when the next rows are one run within the byte limit (a backlog
+   * of one priority); only otherwise do rows come back one by one.
+   */
+  async pendingRuns(q: RunQuery): Promise<PendingRun[]> {
+    const desc = q.order === 'newest'
+    const dir = desc ? 'DESC' : 'ASC'
+    const from = `FROM pending WHERE priority = ? AND seq BETWEEN ? AND ? AND (expires_at IS NULL OR expires_at > ?)
+       ORDER BY seq ${dir} LIMIT ?`
+    const out: PendingRun[] = []
+    let n = 0
     let bytes = 0
     return this.guard(() => {
-      const sel = this.stmt(sql).raw()
+      const agg = this.stmt(
+        `SELECT count(*), min(seq), max(seq), coalesce(sum(size), 0), min(ts) FROM (SELECT seq, size, ts ${from})`,
+      ).raw()
+      const rows = this.stmt(`SELECT seq, size, ts ${from}`).raw()
       for (const p of PRIORITIES_DESC) {
-        if (out.length >= q.limit) break
-        for (const [seq, size, ts, expiresAt] of sel.all(p, q.now, q.limit - out.length) as Array<
-          [number, number, number, number | null]
-        >) {
-          if (out.length > 0 && bytes + size > q.maxBytes) return out
-          bytes += size
-          out.push({ seq, size, ts, expiresAt })
+        const t = q.skip?.[p]
+        // The seqs of this priority outside the range skipped, in send order.
+        const sides: Array<[number, number]> = !t
+          ? [[0, Number.MAX_SAFE_INTEGER]]
+          : desc
+            ? [
+                [t[1] + 1, Number.MAX_SAFE_INTEGER],
+                [0, t[0] - 1],
+              ]
+            : [
+                [0, t[0] - 1],
+                [t[1] + 1, Number.MAX_SAFE_INTEGER],
+              ]
+        for (const [a, b] of sides) {
+          if (n >= q.limit) return out
+          if (a > b) continue
+          const [count, lo, hi, sum, minTs] = agg.get(p, a, b, q.now, q.limit - n) as [
+            number,
+            number,
+            number,
+            number,
+            number,
+          ]
+          if (count === 0) continue
+          if (hi - lo + 1 === count && (bytes + sum <= q.maxBytes || (n === 0 && count === 1))) {
+            out.push({ priority: p, first: desc ? hi : lo, last: desc ? lo : hi, count, bytes: sum, minTs })
+            n += count
+            bytes += sum
+            continue
+          }
+          // Gaps, or the byte limit falls inside: row by row.
+          let run: PendingRun | undefined
+          for (const [seq, size, ts] of rows.all(p, a, b, q.now, q.limit - n) as Array<
+            [number, number, number]
+          >) {
+            if (n > 0 && bytes + size > q.maxBytes) return out
+            n++
+            bytes += size
+            if (run && seq === run.last + (desc ? -1 : 1)) {
+              run.last = seq
+              run.count++
+              run.bytes += size
+              if (ts < run.minTs) run.minTs = ts
+            } else {
+              run = { priority: p, first: seq, last: seq, count: 1, bytes: size, minTs: ts }
+              out.push(run)
+            }
+          }
         }
       }
       return out
@@ -742,13 +794,36 @@ export class SqliteStorage implements StorageDriver {
     })
   }
 
+  /**
+   * Walks the ts index past the excluded rows without reading a table row
+   * for each (the index holds ts, priority, seq); only the row found is
+   * checked for expiry, and the walk goes on past it in the rare case it
+   * has expired.
+   */
   async oldestPendingTs(now: number, exclude: Array<[number, number]>): Promise<number | null> {
-    const sql =
-      'SELECT ts FROM pending WHERE (expires_at IS NULL OR expires_at > ?)' +
-      ' AND seq NOT BETWEEN ? AND ?'.repeat(exclude.length) +
-      ' ORDER BY ts LIMIT 1'
-    const r = this.guard(() => this.stmt(sql).get(now, ...exclude.flat())) as { ts: number } | undefined
-    return r?.ts ?? null
+    const outside = ' AND seq NOT BETWEEN ? AND ?'.repeat(exclude.length)
+    const bounds = exclude.flat()
+    return this.guard(() => {
+      const first = this.stmt(
+        `SELECT ts, priority, seq FROM pending WHERE 1${outside} ORDER BY ts, priority, seq LIMIT 1`,
+      ).raw()
+      const after = this.stmt(
+        `SELECT ts, priority, seq FROM pending WHERE (ts, priority, seq) > (?, ?, ?)${outside} ORDER BY ts, priority, seq LIMIT 1`,
+      ).raw()
+      const expiry = this.stmt('SELECT expires_at FROM pending WHERE priority = ? AND seq = ?').pluck()
+      let r = first.get(...bounds) as [number, number, number] | undefined
+      for (let i = 0; r && i < 16; i++) {
+        const e = expiry.get(r[1], r[2]) as number | null
+        if (e === null || e > now) return r[0]
+        r = after.get(r[0], r[1], r[2], ...bounds) as [number, number, number] | undefined
+      }
+      if (!r) return null
+      // Many expired rows in a row (not purged yet): let SQLite check them all.
+      const all = this.stmt(
+        `SELECT ts FROM pending WHERE (expires_at IS NULL OR expires_at > ?)${outside} ORDER BY ts LIMIT 1`,
+      ).pluck()
+      return (all.get(now, ...bounds) as number | undefined) ?? null
+    })
   }
 
   /** One message's wire JSON built in JS (the same shape as WIRE_JSON, payload checked byte for byte). */

@@ -58,13 +58,28 @@ export interface BatchQuery {
   now: number
 }
 
-/** One pending message as `nextPending` returns it: what sync needs to choose a batch, without its contents. */
-export interface PendingRef {
-  seq: number
-  /** Accounted size, as StoredMessage.size. */
-  size: number
-  ts: number
-  expiresAt: number | null
+/** What `pendingRuns` is asked: a BatchQuery that skips the batch in flight. */
+export interface RunQuery extends BatchQuery {
+  /**
+   * Per priority (index 0-9): seqs [lo, hi] to skip, those of the batch in
+   * flight. Seqs only grow, so what is pending in that range at that
+   * priority is either in the batch or not sendable (expired).
+   */
+  skip?: Array<[number, number] | undefined>
+}
+
+/** A run of consecutive seqs of one priority, all pending, as `pendingRuns` returns them. */
+export interface PendingRun {
+  priority: number
+  /** First and last seq in send order: first > last when newest first. */
+  first: number
+  last: number
+  /** |last - first| + 1. */
+  count: number
+  /** Accounted bytes (StoredMessage.size) of the run. */
+  bytes: number
+  /** Oldest ts in the run. */
+  minTs: number
 }
 
 /** The wire form of some messages (`wireJson`). */
@@ -154,13 +169,14 @@ export interface StorageDriver {
   nextBatch(query: BatchQuery): Promise<StoredMessage[]>
   /**
    * Optional fast path of nextBatch for sync, offered together with
-   * `wireJson`: the same messages in the same order, without their contents,
-   * so that nothing is built for a message that is only forwarded.
+   * `wireJson`: the same messages in the same order, as runs of consecutive
+   * seqs and without their contents, so that nothing is built for a message
+   * that is only forwarded.
    */
-  nextPending?(query: BatchQuery): Promise<PendingRef[]>
+  pendingRuns?(query: RunQuery): Promise<PendingRun[]>
   /**
    * The wire form of the messages with these seqs, in the order given
-   * (seqs no longer stored are left out). Offered with `nextPending`.
+   * (seqs no longer stored are left out). Offered with `pendingRuns`.
    */
   wireJson?(seqs: number[]): Promise<WireJson>
   /**
