@@ -15,6 +15,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Codec } from '../plugins/compression/types.js'
+import { sortedRuns } from '../plugins/storage/common.js'
 import type { StorageDriver, StorageStats, StoredMessage } from '../plugins/storage/types.js'
 import {
   BACKOFF_STATE_KEY,
@@ -221,22 +222,6 @@ function toOutgoing(m: StoredMessage): Outgoing {
     expiresAt: m.expiresAt,
     json: JSON.stringify(toWireMessage(m)),
   }
-}
-
-/** Runs of consecutive seqs, as [first, last] ranges. */
-function seqRanges(seqs: number[]): Array<[number, number]> {
-  let ascending = true
-  for (let i = 1; i < seqs.length && ascending; i++) ascending = seqs[i] >= seqs[i - 1]
-  // Batches in oldest order are ascending already: no copy, no sort.
-  const sorted = ascending ? seqs : Float64Array.from(seqs).sort()
-  const out: Array<[number, number]> = []
-  for (let i = 0; i < sorted.length;) {
-    let j = i
-    while (j + 1 < sorted.length && sorted[j + 1] - sorted[j] <= 1) j++
-    out.push([sorted[i], sorted[j]])
-    i = j + 1
-  }
-  return out
 }
 
 /** Most seq ranges the precise backlog query excludes; beyond that the conservative value is sent. */
@@ -644,7 +629,7 @@ class SyncRun {
     if (oldest === null || !this.driver.oldestPendingTs) return oldest
     // The oldest pending message is not in either batch: it is the answer.
     if (oldest < Math.min(taken.minTs, inFlight?.minTs ?? Infinity)) return oldest
-    const ranges = seqRanges(inFlight ? inFlight.seqs.concat(taken.seqs) : taken.seqs)
+    const ranges = sortedRuns(inFlight ? inFlight.seqs.concat(taken.seqs) : taken.seqs)
     if (ranges.length > MAX_EXCLUDED_RANGES) return oldest
     return this.driver.oldestPendingTs(this.now(), ranges)
   }

@@ -13,7 +13,7 @@ import type BetterSqlite3 from 'better-sqlite3'
 import { ConfigError, StorageError, isRmqError } from '../../core/errors.js'
 import { failpointValue } from '../../core/failpoints.js'
 import { toWireMessage } from '../../core/protocol.js'
-import { accountedSize, asBuffer, diskFullError, limitError, type Fullness } from './common.js'
+import { accountedSize, asBuffer, diskFullError, limitError, sortedRuns, type Fullness } from './common.js'
 import type {
   AppendResult,
   BatchQuery,
@@ -207,12 +207,17 @@ const WIRE_JSON = `CASE WHEN headers IS NULL THEN json_object(${WIRE_FIELDS})
   ELSE json_object(${WIRE_FIELDS}, 'headers', json(headers)) END`
 /**
  * The wire form of a run of consecutive seqs as one UTF-8 blob, in seq order.
- * The subquery's ORDER BY holds: SQLite never flattens an ordered subquery
- * into an aggregate (query flattening rule 16).
+ * Ascending: the aggregate takes the rows in the order of the rowid range
+ * scan, the only plan for it (unless the test-only PRAGMA
+ * reverse_unordered_selects is set), about a third cheaper than through an
+ * ordered subquery. Descending: the subquery's ORDER BY holds, as SQLite
+ * never flattens an ordered subquery into an aggregate (flattening rule 16).
  */
 const wireRunSql = (dir: 'ASC' | 'DESC') =>
-  `SELECT CAST(group_concat(${WIRE_JSON}, ',') AS BLOB) AS json, count(*) AS n
-   FROM (SELECT * FROM messages WHERE seq BETWEEN ? AND ? ORDER BY seq ${dir})`
+  `SELECT CAST(group_concat(${WIRE_JSON}, ',') AS BLOB) AS json, count(*) AS n FROM ` +
+  (dir === 'ASC'
+    ? 'messages WHERE seq BETWEEN ? AND ?'
+    : '(SELECT * FROM messages WHERE seq BETWEEN ? AND ? ORDER BY seq DESC)')
 
 /** Runs of consecutive seqs in the order given: ascending runs [first, last], descending ones [last, first]. */
 function runsInOrder(seqs: number[]): Array<[number, number]> {
@@ -222,19 +227,6 @@ function runsInOrder(seqs: number[]): Array<[number, number]> {
     const step = seqs[i + 1] - seqs[i]
     if (step === 1 || step === -1) while (j + 1 < seqs.length && seqs[j + 1] - seqs[j] === step) j++
     out.push([seqs[i], seqs[j]])
-    i = j + 1
-  }
-  return out
-}
-
-/** Sorted distinct seqs as [first, last] runs. */
-function sortedRuns(seqs: ArrayLike<number>): Array<[number, number]> {
-  const sorted = Float64Array.from(seqs).sort()
-  const out: Array<[number, number]> = []
-  for (let i = 0; i < sorted.length;) {
-    let j = i
-    while (j + 1 < sorted.length && sorted[j + 1] - sorted[j] <= 1) j++
-    out.push([sorted[i], sorted[j]])
     i = j + 1
   }
   return out
