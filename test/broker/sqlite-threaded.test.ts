@@ -9,7 +9,8 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import type { ThreadedSqliteStore } from '../../src/broker/store/sqlite-threaded.js'
-import type { BrokerStoreOptions } from '../../src/broker/store/types.js'
+import type { BatchBody } from '../../src/core/protocol.js'
+import type { BrokerStore, BrokerStoreOptions, IngestContext } from '../../src/broker/store/types.js'
 import { brokerStoreConformance, batchOf, wireMessage } from '../conformance/broker-store-conformance.js'
 import { makeTempDir } from '../helpers/cli.js'
 
@@ -33,7 +34,76 @@ brokerStoreConformance('sqlite with a writer thread', async () => {
   }
 })
 
+/** The same store, told that every batch has company: batches are committed on the writer thread. */
+function markedConcurrent(store: ThreadedSqliteStore): BrokerStore {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      if (prop === 'ingest')
+        return (batch: BatchBody, ctx: IngestContext) => target.ingest(batch, { ...ctx, concurrent: 1 })
+      const value = Reflect.get(target, prop, receiver) as unknown
+      return typeof value === 'function' ? value.bind(target) : value
+    },
+  })
+}
+
+brokerStoreConformance('sqlite with a writer thread, every batch concurrent', async () => {
+  const { dir, cleanup } = makeTempDir('rmq-broker-threaded-')
+  return {
+    store: markedConcurrent(await openThreaded({ dataDir: dir })),
+    reopen: async () => markedConcurrent(await openThreaded({ dataDir: dir })),
+    cleanup,
+  }
+})
+
 describe('sqlite store with a writer thread', () => {
+  it('lone and concurrent batches, mixed at random, store every message once with unique positions', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-threaded-')
+    try {
+      const store = await openThreaded({ dataDir: dir })
+      let seed = 7
+      const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
+      const nodes = ['a', 'b', 'c', 'd']
+      const next = new Map(nodes.map((n) => [n, 1]))
+      let now = T0
+      for (let round = 0; round < 40; round++) {
+        now += 100
+        const group = nodes.filter(() => rnd() < 0.6)
+        await Promise.all(
+          group.map((node, i) => {
+            const from = next.get(node)!
+            next.set(node, from + 50)
+            const batch = batchOf(
+              node,
+              Array.from({ length: 50 }, (_, k) => wireMessage(from + k, now - 1000 + k)),
+              { clock: now },
+            )
+            // A resend of the same batch now and then: counted as duplicates, stored once.
+            const resend =
+              rnd() < 0.2 ? [store.ingest(batch, { now, maxLateness: 60_000, concurrent: 1 })] : []
+            return Promise.all([
+              store.ingest(batch, {
+                now,
+                maxLateness: 60_000,
+                concurrent: rnd() < 0.5 ? 0 : group.length - 1 + i,
+              }),
+              ...resend,
+            ])
+          }),
+        )
+        if (rnd() < 0.3) await store.release({ now: now + 1, maxLateness: 60_000 })
+      }
+      await store.release({ now: now + 10_000_000, maxLateness: 60_000 })
+      const total = [...next.values()].reduce((a, v) => a + v - 1, 0)
+      expect(await store.heads()).toMatchObject({ total, held: 0, event: total, arrival: total })
+      const page = await store.read({ order: 'event', after: 0, limit: 100_000 })
+      expect(page.messages.map((m) => m.position)).toEqual(Array.from({ length: total }, (_, i) => i + 1))
+      expect(new Set(page.messages.map((m) => `${m.node}:${m.seq}`)).size).toBe(total)
+      await store.close()
+    } finally {
+      cleanup()
+    }
+  })
+
   it('ships batches as columns; concurrent batches share commits; close answers what was queued', async () => {
     const { dir, cleanup } = makeTempDir('rmq-broker-threaded-')
     try {
@@ -46,7 +116,7 @@ describe('sqlite store with a writer thread', () => {
           { clock: T0 },
         ),
       )
-      const acks = Promise.all(batches.map((b) => store.ingest(b, ctx)))
+      const acks = Promise.all(batches.map((b) => store.ingest(b, { ...ctx, concurrent: 1 })))
       const closing = store.close()
       expect((await acks).map((a) => a.accepted)).toEqual(batches.map(() => 150))
       await closing

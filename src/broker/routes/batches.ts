@@ -16,12 +16,16 @@ function rateLimit(req: FastifyRequest, reply: FastifyReply, node: string): void
 
 /** POST /v1/batches: one batch or heartbeat from an edge node (docs/protocol.md). */
 const batches: FastifyPluginAsync = async (app) => {
+  // Batch requests between their headers and the end of their response: tells the store whether a batch is alone.
+  let inProgress = 0
   app.post(
     '/v1/batches',
     {
       schema: { body: batchBodySchema, response: { 200: batchAckSchema } },
       // With tokens the node is known before the body is read: refuse early.
       onRequest: async (req, reply) => {
+        inProgress++
+        reply.raw.once('close', () => inProgress--)
         if (req.authNode) rateLimit(req, reply, req.authNode)
       },
     },
@@ -39,7 +43,11 @@ const batches: FastifyPluginAsync = async (app) => {
           throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/payload: not valid base64`)
       }
       await failpoint('broker.ingest.before-commit')
-      const ack = await store.ingest(body, { now: now(), maxLateness: options.maxLateness })
+      const ack = await store.ingest(body, {
+        now: now(),
+        maxLateness: options.maxLateness,
+        concurrent: inProgress - 1,
+      })
       await failpoint('broker.ingest.after-commit-before-reply')
       notifier.notify()
       if (ack.duplicates > 0 || ack.late > 0)

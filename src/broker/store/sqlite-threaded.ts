@@ -1,11 +1,14 @@
 /**
- * The SQLite store as the broker server runs it: writes (ingest, release,
- * tokens, groups, alerts, purge) go to one writer thread (sqlite-worker.ts)
- * that owns the group commit, so an fsync never blocks the event loop and
- * HTTP, decompression and JSON parsing of the next batches run on the other
- * core while a group commits. Reads run here on a second connection: WAL
- * gives them the last committed state, so a write acknowledged by the
- * thread is visible to the next read.
+ * The SQLite store as the broker server runs it, with two connections: one
+ * in this thread (all reads) and one on a writer thread (sqlite-worker.ts)
+ * with its own group commit. Concurrent batches from several nodes go to
+ * the writer thread, so that HTTP, decompression and parsing of the next
+ * batches run on one core while the other commits, and an fsync never
+ * blocks the event loop. A batch that arrives alone (one node replaying a
+ * backlog) is committed here instead: handing it over would only add work.
+ * Writes never run on both connections at once (a side is chosen only when
+ * neither has a write outstanding), and WAL gives every read the last
+ * committed state, so a client sees its own writes.
  */
 import fs from 'node:fs'
 import { fileURLToPath } from 'node:url'
@@ -65,6 +68,9 @@ function fromWorkerError(e: WorkerError): Error {
   return err
 }
 
+/** A batch counts as alone when no two batches were in progress together for this long (ms). */
+const COMPANY_MS = 2000
+
 /** The compiled writer thread next to this module; absent when running from the TypeScript sources. */
 const WORKER_URL = new URL('./sqlite-worker.js', import.meta.url)
 
@@ -78,10 +84,14 @@ export class ThreadedSqliteStore implements BrokerStore {
   private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>()
   private stopped: Error | undefined
   private closing: Promise<void> | undefined
+  /** Writes outstanding on the local connection. */
+  private localWrites = 0
+  /** When a batch last arrived while another one was in progress (broker time). */
+  private lastCompany = -Infinity
 
   constructor(
     private readonly worker: Worker,
-    private readonly reader: SqliteBrokerStore,
+    private readonly local: SqliteBrokerStore,
   ) {
     worker.on('message', (reply: WorkerReply) => {
       const call = this.calls.get(reply.id)
@@ -113,85 +123,147 @@ export class ThreadedSqliteStore implements BrokerStore {
     })
   }
 
+  /**
+   * Where the next write runs: with the side that has writes outstanding,
+   * else `idle` (writes on both connections at once would only wait for
+   * each other's lock).
+   */
+  private side(idle: 'local' | 'thread'): 'local' | 'thread' {
+    if (this.localWrites > 0) return 'local'
+    if (this.calls.size > 0 || this.stopped) return 'thread'
+    return idle
+  }
+
+  private write<T>(idle: 'local' | 'thread', local: () => Promise<T>, thread: () => Promise<T>): Promise<T> {
+    if (this.side(idle) === 'thread') return thread()
+    this.localWrites++
+    return local().finally(() => this.localWrites--)
+  }
+
   ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck> {
-    const cols = toColumns(batch)
-    return this.call('ingestColumns', [cols, ctx], transferList(cols))
+    // "Alone" means no other batch in progress for a while, not just at this instant: the batches of
+    // several nodes arrive a little apart, and the first of each round would otherwise pull the rest here.
+    if ((ctx.concurrent ?? 0) > 0) this.lastCompany = ctx.now
+    return this.write(
+      ctx.now - this.lastCompany < COMPANY_MS ? 'thread' : 'local',
+      () => this.local.ingest(batch, ctx),
+      () => {
+        const cols = toColumns(batch)
+        return this.call('ingestColumns', [cols, ctx], transferList(cols))
+      },
+    )
   }
 
   release(ctx: IngestContext): Promise<ReleaseResult> {
-    return this.call('release', [ctx])
+    return this.write(
+      'thread',
+      () => this.local.release(ctx),
+      () => this.call('release', [ctx]),
+    )
   }
 
   read(q: ReadQuery): Promise<ReadResult> {
-    return this.reader.read(q)
+    return this.local.read(q)
   }
 
   heads(): Promise<StreamHeads> {
-    return this.reader.heads()
+    return this.local.heads()
   }
 
   nodes(): Promise<NodeRecord[]> {
-    return this.reader.nodes()
+    return this.local.nodes()
   }
 
   node(id: string): Promise<NodeRecord | undefined> {
-    return this.reader.node(id)
+    return this.local.node(id)
   }
 
   putToken(node: string, tokenHash: string, now: number): Promise<void> {
-    return this.call('putToken', [node, tokenHash, now])
+    return this.write(
+      'thread',
+      () => this.local.putToken(node, tokenHash, now),
+      () => this.call('putToken', [node, tokenHash, now]),
+    )
   }
 
   findToken(tokenHash: string): Promise<TokenRecord | undefined> {
-    return this.reader.findToken(tokenHash)
+    return this.local.findToken(tokenHash)
   }
 
   touchToken(node: string, now: number): Promise<void> {
-    return this.call('touchToken', [node, now])
+    return this.write(
+      'thread',
+      () => this.local.touchToken(node, now),
+      () => this.call('touchToken', [node, now]),
+    )
   }
 
   listTokens(): Promise<TokenRecord[]> {
-    return this.reader.listTokens()
+    return this.local.listTokens()
   }
 
   revokeToken(node: string): Promise<boolean> {
-    return this.call('revokeToken', [node])
+    return this.write(
+      'thread',
+      () => this.local.revokeToken(node),
+      () => this.call('revokeToken', [node]),
+    )
   }
 
   groupPosition(name: string, order: ReadOrder): Promise<number | undefined> {
-    return this.reader.groupPosition(name, order)
+    return this.local.groupPosition(name, order)
   }
 
   commitGroup(name: string, order: ReadOrder, position: number, now: number): Promise<number> {
-    return this.call('commitGroup', [name, order, position, now])
+    return this.write(
+      'thread',
+      () => this.local.commitGroup(name, order, position, now),
+      () => this.call('commitGroup', [name, order, position, now]),
+    )
   }
 
   listGroups(): Promise<GroupRecord[]> {
-    return this.reader.listGroups()
+    return this.local.listGroups()
   }
 
   purge(options: { receivedBefore: number; limit: number }): Promise<number> {
-    return this.call('purge', [options])
+    return this.write(
+      'thread',
+      () => this.local.purge(options),
+      () => this.call('purge', [options]),
+    )
   }
 
   listAlerts(q: AlertQuery): Promise<AlertRecord[]> {
-    return this.reader.listAlerts(q)
+    return this.local.listAlerts(q)
   }
 
   latestAlerts(): Promise<AlertRecord[]> {
-    return this.reader.latestAlerts()
+    return this.local.latestAlerts()
   }
 
   fireAlert(a: NewAlert, now: number): Promise<AlertRecord | undefined> {
-    return this.call('fireAlert', [a, now])
+    return this.write(
+      'thread',
+      () => this.local.fireAlert(a, now),
+      () => this.call('fireAlert', [a, now]),
+    )
   }
 
   updateAlert(key: string, patch: { value: number; message: string }, now: number): Promise<boolean> {
-    return this.call('updateAlert', [key, patch, now])
+    return this.write(
+      'thread',
+      () => this.local.updateAlert(key, patch, now),
+      () => this.call('updateAlert', [key, patch, now]),
+    )
   }
 
   resolveAlert(key: string, now: number): Promise<AlertRecord | undefined> {
-    return this.call('resolveAlert', [key, now])
+    return this.write(
+      'thread',
+      () => this.local.resolveAlert(key, now),
+      () => this.call('resolveAlert', [key, now]),
+    )
   }
 
   close(): Promise<void> {
@@ -199,7 +271,7 @@ export class ThreadedSqliteStore implements BrokerStore {
       // The thread commits what is queued (and answers it) before it closes.
       await this.call('close', []).catch(() => {})
       await this.worker.terminate()
-      await this.reader.close()
+      await this.local.close()
     })()
     return this.closing
   }

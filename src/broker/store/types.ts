@@ -84,6 +84,11 @@ export interface IngestContext {
   now: number
   /** A node silent for longer than this stops holding the watermark back (ms). */
   maxLateness: number
+  /**
+   * Other batch requests the broker is handling at this moment (a hint): a
+   * store may commit a lone batch differently from concurrent ones.
+   */
+  concurrent?: number
 }
 
 export interface ReleaseResult {
