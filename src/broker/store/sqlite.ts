@@ -32,9 +32,10 @@ import {
 /**
  * Schema 2. Messages are written once: a stream id instead of (node, epoch)
  * text in every row and its dedup index, and the event order in `events`
- * (position -> arrival) rather than a position column, so that releasing a
- * held message adds a narrow row instead of rewriting the message. `held`
- * lists the messages not yet released, by ts. docs/storage.md has the why.
+ * (position -> arrival). A message released as it is stored carries its
+ * position in its row; one released later (held first, listed in `held` by
+ * ts) gets a narrow `released_later` row instead of a rewrite of the
+ * message. docs/broker-storage.md has the why.
  */
 const SCHEMA_VERSION = 2
 const SCHEMA = `
@@ -67,11 +68,16 @@ CREATE TABLE IF NOT EXISTS messages (
   headers TEXT,
   received_at INTEGER NOT NULL,
   late INTEGER NOT NULL DEFAULT 0,
+  position INTEGER,
   UNIQUE (stream, seq)
 );
 CREATE TABLE IF NOT EXISTS events (
   position INTEGER PRIMARY KEY,
-  arrival INTEGER NOT NULL UNIQUE
+  arrival INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS released_later (
+  arrival INTEGER PRIMARY KEY,
+  position INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS held (
   ts INTEGER NOT NULL,
@@ -140,9 +146,9 @@ ALTER TABLE messages RENAME TO messages_v1;
 ${SCHEMA}
 INSERT INTO streams (node, epoch) SELECT DISTINCT node, epoch FROM messages_v1 ORDER BY node, epoch;
 INSERT INTO messages (arrival, stream, seq, ts, topic, payload, enc, content_type, priority, expires_at, headers,
-    received_at, late)
+    received_at, late, position)
   SELECT m.arrival, s.id, m.seq, m.ts, m.topic, m.payload, m.enc, m.content_type, m.priority, m.expires_at,
-    m.headers, m.received_at, m.late
+    m.headers, m.received_at, m.late, m.position
   FROM messages_v1 m JOIN streams s ON s.node = m.node AND s.epoch = m.epoch ORDER BY m.arrival;
 INSERT INTO events (position, arrival) SELECT position, arrival FROM messages_v1 WHERE position IS NOT NULL
   ORDER BY position;
@@ -221,11 +227,11 @@ const UNAVAILABLE_CODES = /^SQLITE_(FULL|BUSY|LOCKED|IOERR|READONLY|CANTOPEN|NOM
 const MAX_GROUP = 64
 /** Rows per multi-row INSERT of messages on the fast ingest path. */
 const INSERT_ROWS = 32
-const INSERT_COLUMNS = 13
+const INSERT_COLUMNS = 14
 /** Messages per INSERT for a run of one shape (sameShape): BULK_CONSTANTS bound once, BULK_COLUMNS per row. */
 const BULK_ROWS = 100
 const BULK_CONSTANTS = 8
-const BULK_COLUMNS = 5
+const BULK_COLUMNS = 6
 /** Rows per multi-row INSERT into events (position, arrival) or held (ts, arrival, stream, seq). */
 const PAIR_ROWS = 200
 
@@ -268,10 +274,10 @@ interface Stream {
   epoch: string
 }
 
-/** Columns of a message read back, with its stream's node and epoch and its position (or NULL while held). */
-const READ_COLUMNS =
+/** Columns of a message read back, with its stream's node and epoch and `position` (NULL while held). */
+const readColumns = (position: string) =>
   'm.arrival, s.node, s.epoch, m.seq, m.topic, m.ts, m.payload, m.enc, m.content_type, m.priority, ' +
-  'm.expires_at, m.headers, m.received_at, e.position, m.late'
+  `m.expires_at, m.headers, m.received_at, ${position} AS position, m.late`
 
 /** SQLite's BINARY order of TEXT (UTF-8 bytes, i.e. code points), not JS's UTF-16 code units. */
 export function compareText(a: string, b: string): number {
@@ -416,13 +422,14 @@ export class SqliteBrokerStore implements BrokerStore {
 
   private prepare() {
     const db = this.db
-    const tuples = (table: 'events' | 'held', cols: string[], rows: number) =>
+    const tuples = (table: 'events' | 'held' | 'released_later', cols: string[], rows: number) =>
       db.prepare(
         `INSERT INTO ${table} (${cols.join(', ')}) VALUES ` +
           Array.from({ length: rows }, () => `(${cols.map(() => '?').join(', ')})`).join(', '),
       )
     const HELD = ['ts', 'arrival', 'stream', 'seq']
     const EVENT = ['position', 'arrival']
+    const LATER = ['arrival', 'position']
     return {
       meta: db.prepare<[], MetaRow>(
         'SELECT watermark, next_position, next_arrival FROM broker_meta WHERE id = 1',
@@ -442,15 +449,20 @@ export class SqliteBrokerStore implements BrokerStore {
       insertMany: db.prepare(insertSql(INSERT_ROWS)),
       insertBulk: db.prepare(
         `INSERT INTO messages (arrival, stream, seq, topic, ts, payload, enc, content_type, priority, expires_at,
-           headers, received_at, late)
-         SELECT column1, ?, column2, column3, column4, column5, ?, ?, ?, ?, ?, ?, ?
-         FROM (VALUES ${Array.from({ length: BULK_ROWS }, () => '(?, ?, ?, ?, ?)').join(', ')}) WHERE true
+           headers, received_at, late, position)
+         SELECT column1, ?, column2, column3, column4, column5, ?, ?, ?, ?, ?, ?, ?, column6
+         FROM (VALUES ${Array.from({ length: BULK_ROWS }, () => '(?, ?, ?, ?, ?, ?)').join(', ')}) WHERE true
          ON CONFLICT (stream, seq) DO NOTHING`,
       ),
       holdOne: tuples('held', HELD, 1),
       holdMany: tuples('held', HELD, PAIR_ROWS),
       eventOne: tuples('events', EVENT, 1),
       eventMany: tuples('events', EVENT, PAIR_ROWS),
+      laterOne: tuples('released_later', LATER, 1),
+      laterMany: tuples('released_later', LATER, PAIR_ROWS),
+      laterSince: db.prepare<[number]>(
+        'INSERT INTO released_later (arrival, position) SELECT arrival, position FROM events WHERE position >= ?',
+      ),
       existingRange: db
         .prepare<[number, number, number], number>(
           'SELECT seq FROM messages WHERE stream = ? AND seq BETWEEN ? AND ?',
@@ -496,12 +508,12 @@ export class SqliteBrokerStore implements BrokerStore {
          WHERE h.ts < ?`,
       ),
       readEvent: db.prepare<[number, number], MessageRow>(
-        `SELECT ${READ_COLUMNS} FROM events e CROSS JOIN messages m ON m.arrival = e.arrival
+        `SELECT ${readColumns('e.position')} FROM events e CROSS JOIN messages m ON m.arrival = e.arrival
          JOIN streams s ON s.id = m.stream WHERE e.position > ? ORDER BY e.position LIMIT ?`,
       ),
       readArrival: db.prepare<[number, number], MessageRow>(
-        `SELECT ${READ_COLUMNS} FROM messages m JOIN streams s ON s.id = m.stream
-         LEFT JOIN events e ON e.arrival = m.arrival WHERE m.arrival > ? ORDER BY m.arrival LIMIT ?`,
+        `SELECT ${readColumns('COALESCE(m.position, r.position)')} FROM messages m JOIN streams s ON s.id = m.stream
+         LEFT JOIN released_later r ON r.arrival = m.arrival WHERE m.arrival > ? ORDER BY m.arrival LIMIT ?`,
       ),
       counts: db.prepare<[], { held: number; total: number }>(
         'SELECT (SELECT COUNT(*) FROM held) AS held, (SELECT COUNT(*) FROM messages) AS total',
@@ -559,13 +571,18 @@ export class SqliteBrokerStore implements BrokerStore {
          RETURNING *`,
       ),
       purgeSelect: db
-        .prepare<[number, number], number>(
-          `SELECT m.arrival FROM messages m WHERE m.received_at < ? AND m.arrival IN (SELECT arrival FROM events)
+        .prepare<[number, number], [number, number]>(
+          `SELECT m.arrival, COALESCE(m.position, r.position) FROM messages m
+           LEFT JOIN released_later r ON r.arrival = m.arrival
+           WHERE m.received_at < ? AND (m.position IS NOT NULL OR r.position IS NOT NULL)
            ORDER BY m.arrival LIMIT ?`,
         )
-        .pluck(),
+        .raw(),
       purgeEvents: db.prepare<[string]>(
-        'DELETE FROM events WHERE arrival IN (SELECT value FROM json_each(?))',
+        'DELETE FROM events WHERE position IN (SELECT value FROM json_each(?))',
+      ),
+      purgeLater: db.prepare<[string]>(
+        'DELETE FROM released_later WHERE arrival IN (SELECT value FROM json_each(?))',
       ),
       purgeMessages: db.prepare<[string]>(
         'DELETE FROM messages WHERE arrival IN (SELECT value FROM json_each(?))',
@@ -707,6 +724,7 @@ export class SqliteBrokerStore implements BrokerStore {
     // Release: held messages and this group's below the watermark, merged in event order.
     let position = meta.next_position
     const events: number[] = []
+    const later: number[] = []
     if (watermark !== null) {
       const w = watermark
       const held = s.heldBelow.all(w).map(([arrival, ts, stream, seq]) => {
@@ -718,9 +736,10 @@ export class SqliteBrokerStore implements BrokerStore {
       let i = 0
       let j = 0
       while (i < held.length || j < now.length) {
-        if (j >= now.length || (i < held.length && compareEvent(held[i], now[j]) < 0))
+        if (j >= now.length || (i < held.length && compareEvent(held[i], now[j]) < 0)) {
+          later.push(held[i].arrival, position)
           events.push(position++, held[i++].arrival)
-        else {
+        } else {
           const f = now[j++]
           f.position = position++
           events.push(f.position, f.arrival)
@@ -761,6 +780,7 @@ export class SqliteBrokerStore implements BrokerStore {
           args[o + 2] = f.m.topic
           args[o + 3] = f.m.ts
           args[o + 4] = f.m.payload
+          args[o + 5] = f.position
         }
       } else {
         rows = fresh.length - i >= INSERT_ROWS ? INSERT_ROWS : 1
@@ -781,6 +801,7 @@ export class SqliteBrokerStore implements BrokerStore {
           args[o + 10] = f.headers
           args[o + 11] = f.receivedAt
           args[o + 12] = f.late
+          args[o + 13] = f.position
         }
       }
       for (let k = 0; k < rows; k++) {
@@ -799,6 +820,7 @@ export class SqliteBrokerStore implements BrokerStore {
     if (inserted !== fresh.length) throw new SlowPath()
     this.insertTuples(s.holdMany, s.holdOne, 4, holds)
     this.insertTuples(s.eventMany, s.eventOne, 2, events)
+    this.insertTuples(s.laterMany, s.laterOne, 2, later)
     if (arrival !== meta.next_arrival || position !== meta.next_position || watermark !== before)
       s.setAll.run(watermark, position, arrival)
     for (const job of jobs) if (job.result) job.result.watermark = watermark
@@ -919,6 +941,7 @@ export class SqliteBrokerStore implements BrokerStore {
         headersOf(m.headers),
         ctx.now,
         isLate,
+        null,
       )
       if (res.changes === 1) {
         s.holdOne.run(m.ts, arrival, stream, m.seq)
@@ -976,7 +999,10 @@ export class SqliteBrokerStore implements BrokerStore {
     let released = 0
     if (watermark !== null) {
       released = s.releaseUpTo.run(meta.next_position, watermark).changes
-      if (released > 0) s.dropHeld.run(watermark)
+      if (released > 0) {
+        s.laterSince.run(meta.next_position)
+        s.dropHeld.run(watermark)
+      }
     }
     if (released > 0 || watermark !== meta.watermark)
       s.setRelease.run(watermark, meta.next_position + released)
@@ -1116,11 +1142,12 @@ export class SqliteBrokerStore implements BrokerStore {
     return this.run(() =>
       this.db
         .transaction(() => {
-          const arrivals = this.stmts.purgeSelect.all(options.receivedBefore, options.limit)
-          if (arrivals.length === 0) return 0
-          const list = JSON.stringify(arrivals)
-          this.stmts.purgeEvents.run(list)
-          return this.stmts.purgeMessages.run(list).changes
+          const rows = this.stmts.purgeSelect.all(options.receivedBefore, options.limit)
+          if (rows.length === 0) return 0
+          const arrivals = JSON.stringify(rows.map((r) => r[0]))
+          this.stmts.purgeEvents.run(JSON.stringify(rows.map((r) => r[1])))
+          this.stmts.purgeLater.run(arrivals)
+          return this.stmts.purgeMessages.run(arrivals).changes
         })
         .immediate(),
     )
@@ -1180,8 +1207,8 @@ export class SqliteBrokerStore implements BrokerStore {
 function insertSql(rows: number): string {
   return (
     `INSERT INTO messages (arrival, stream, seq, topic, ts, payload, enc, content_type, priority, expires_at, headers,
-       received_at, late) VALUES ` +
-    Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ') +
+       received_at, late, position) VALUES ` +
+    Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ') +
     ' ON CONFLICT (stream, seq) DO NOTHING'
   )
 }
