@@ -25,7 +25,13 @@ const batches: FastifyPluginAsync = async (app) => {
       // With tokens the node is known before the body is read: refuse early.
       onRequest: async (req, reply) => {
         inProgress++
-        reply.raw.once('close', () => inProgress--)
+        // 'finish' (the response is written) comes before the client can send its next batch; 'close' covers aborts.
+        let done = false
+        const end = () => {
+          if (!done) inProgress--
+          done = true
+        }
+        reply.raw.once('finish', end).once('close', end)
         if (req.authNode) rateLimit(req, reply, req.authNode)
       },
     },

@@ -86,7 +86,7 @@ export class ThreadedSqliteStore implements BrokerStore {
   private closing: Promise<void> | undefined
   /** Writes outstanding on the local connection. */
   private localWrites = 0
-  /** When a batch last arrived while another one was in progress (broker time). */
+  /** When a batch last arrived while another one was in progress (performance.now()). */
   private lastCompany = -Infinity
 
   constructor(
@@ -134,6 +134,11 @@ export class ThreadedSqliteStore implements BrokerStore {
     return idle
   }
 
+  /** Where writes go when both sides are idle: the thread while several nodes send, else here. */
+  private mode(): 'local' | 'thread' {
+    return performance.now() - this.lastCompany < COMPANY_MS ? 'thread' : 'local'
+  }
+
   private write<T>(idle: 'local' | 'thread', local: () => Promise<T>, thread: () => Promise<T>): Promise<T> {
     if (this.side(idle) === 'thread') return thread()
     this.localWrites++
@@ -143,9 +148,9 @@ export class ThreadedSqliteStore implements BrokerStore {
   ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck> {
     // "Alone" means no other batch in progress for a while, not just at this instant: the batches of
     // several nodes arrive a little apart, and the first of each round would otherwise pull the rest here.
-    if ((ctx.concurrent ?? 0) > 0) this.lastCompany = ctx.now
+    if ((ctx.concurrent ?? 0) > 0) this.lastCompany = performance.now()
     return this.write(
-      ctx.now - this.lastCompany < COMPANY_MS ? 'thread' : 'local',
+      this.mode(),
       () => this.local.ingest(batch, ctx),
       () => {
         const cols = toColumns(batch)
@@ -156,7 +161,7 @@ export class ThreadedSqliteStore implements BrokerStore {
 
   release(ctx: IngestContext): Promise<ReleaseResult> {
     return this.write(
-      'thread',
+      this.mode(),
       () => this.local.release(ctx),
       () => this.call('release', [ctx]),
     )
@@ -180,7 +185,7 @@ export class ThreadedSqliteStore implements BrokerStore {
 
   putToken(node: string, tokenHash: string, now: number): Promise<void> {
     return this.write(
-      'thread',
+      this.mode(),
       () => this.local.putToken(node, tokenHash, now),
       () => this.call('putToken', [node, tokenHash, now]),
     )
@@ -192,7 +197,7 @@ export class ThreadedSqliteStore implements BrokerStore {
 
   touchToken(node: string, now: number): Promise<void> {
     return this.write(
-      'thread',
+      this.mode(),
       () => this.local.touchToken(node, now),
       () => this.call('touchToken', [node, now]),
     )
@@ -204,7 +209,7 @@ export class ThreadedSqliteStore implements BrokerStore {
 
   revokeToken(node: string): Promise<boolean> {
     return this.write(
-      'thread',
+      this.mode(),
       () => this.local.revokeToken(node),
       () => this.call('revokeToken', [node]),
     )
@@ -216,7 +221,7 @@ export class ThreadedSqliteStore implements BrokerStore {
 
   commitGroup(name: string, order: ReadOrder, position: number, now: number): Promise<number> {
     return this.write(
-      'thread',
+      this.mode(),
       () => this.local.commitGroup(name, order, position, now),
       () => this.call('commitGroup', [name, order, position, now]),
     )
@@ -244,7 +249,7 @@ export class ThreadedSqliteStore implements BrokerStore {
 
   fireAlert(a: NewAlert, now: number): Promise<AlertRecord | undefined> {
     return this.write(
-      'thread',
+      this.mode(),
       () => this.local.fireAlert(a, now),
       () => this.call('fireAlert', [a, now]),
     )
@@ -252,7 +257,7 @@ export class ThreadedSqliteStore implements BrokerStore {
 
   updateAlert(key: string, patch: { value: number; message: string }, now: number): Promise<boolean> {
     return this.write(
-      'thread',
+      this.mode(),
       () => this.local.updateAlert(key, patch, now),
       () => this.call('updateAlert', [key, patch, now]),
     )
@@ -260,7 +265,7 @@ export class ThreadedSqliteStore implements BrokerStore {
 
   resolveAlert(key: string, now: number): Promise<AlertRecord | undefined> {
     return this.write(
-      'thread',
+      this.mode(),
       () => this.local.resolveAlert(key, now),
       () => this.call('resolveAlert', [key, now]),
     )
