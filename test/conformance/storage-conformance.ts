@@ -270,22 +270,9 @@ export function storageConformance(opts: ConformanceOptions): void {
           }),
         ),
       )
-      const { encodePayload } = await import('../../src/core/protocol.js')
-      const expected = (m: StoredMessage) => {
-        const { payload, enc } = encodePayload(m.payload)
-        const e: Record<string, unknown> = {
-          seq: m.seq,
-          topic: m.topic,
-          ts: m.ts,
-          payload,
-          enc,
-          expiresAt: m.expiresAt,
-          priority: m.priority,
-          contentType: m.contentType,
-        }
-        if (m.headers) e.headers = m.headers
-        return e
-      }
+      // The wire form the sync engine would build from nextBatch's messages.
+      const { toWireMessage } = await import('../../src/core/protocol.js')
+      const expected = (m: StoredMessage) => toWireMessage(m)
       for (const order of ['oldest', 'newest'] as const) {
         for (const limit of [5, 7]) {
           const q = { limit, maxBytes: 1e9, order, now: clock }
