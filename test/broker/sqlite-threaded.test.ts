@@ -154,6 +154,22 @@ describe('sqlite store with a writer thread', () => {
     }
   })
 
+  it('if the thread dies, writes carry on on the main connection', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-threaded-')
+    try {
+      const store = await openThreaded({ dataDir: dir })
+      const ctx = { now: T0, maxLateness: 60_000, concurrent: 1 }
+      expect((await store.ingest(batchOf('a', [wireMessage(1, T0 - 5)]), ctx)).accepted).toBe(1)
+      await (store as unknown as { worker: import('node:worker_threads').Worker }).worker.terminate()
+      expect((await store.ingest(batchOf('a', [wireMessage(2, T0 - 4)]), ctx)).accepted).toBe(1)
+      expect(await store.commitGroup('g', 'event', 0, T0)).toBe(0)
+      expect((await store.heads()).total).toBe(2)
+      await store.close()
+    } finally {
+      cleanup()
+    }
+  })
+
   it('a store that cannot open rejects with the reason, and no thread is left running', async () => {
     const { dir, cleanup } = makeTempDir('rmq-broker-threaded-')
     try {

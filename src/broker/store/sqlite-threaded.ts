@@ -129,8 +129,9 @@ export class ThreadedSqliteStore implements BrokerStore {
    * each other's lock).
    */
   private side(idle: 'local' | 'thread'): 'local' | 'thread' {
-    if (this.localWrites > 0) return 'local'
-    if (this.calls.size > 0 || this.stopped) return 'thread'
+    // A stopped thread answers nothing more: this connection carries on alone.
+    if (this.localWrites > 0 || this.stopped) return 'local'
+    if (this.calls.size > 0) return 'thread'
     return idle
   }
 
