@@ -1,8 +1,9 @@
 /**
  * The writer thread of the threaded SQLite store (sqlite-threaded.ts): one
  * SqliteBrokerStore whose commits (and their fsyncs) run here, off the
- * broker's event loop. Requests are `{ id, method, args, text? }`; `text` is
- * the JSON of an ingest batch, parsed here instead of structured-cloned.
+ * broker's event loop. Requests are `{ id, method, args }`: a BrokerStore
+ * method, or `ingestColumns` for a batch handed over as columns
+ * (batch-columns.ts).
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { openSqliteBrokerStore, type SqliteBrokerStore } from './sqlite.js'
