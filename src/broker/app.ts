@@ -8,6 +8,7 @@
  */
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { ConfigError } from '../core/errors.js'
+import { decodeFrames, FRAMES_CONTENT_TYPE, MalformedFramesError } from '../core/protocol.js'
 import { loggerOptions } from './logging.js'
 import { Notifier } from './notifier.js'
 import { isLoopback, type BrokerOptions } from './options.js'
@@ -129,41 +130,58 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   app.decorateRequest('authNode', null)
 
   // Bodies: raw bytes up to bodyLimit, then Content-Encoding via the codec plugins with the decompressed cap.
+  const decompressBody = async (req: FastifyRequest, raw: Buffer): Promise<Buffer> => {
+    const { codecForEncoding, CorruptInputError, DecompressLimitError } =
+      await import('../plugins/compression/index.js')
+    const encoding = req.headers['content-encoding']
+    let codec
+    try {
+      codec = await codecForEncoding(Array.isArray(encoding) ? encoding.join(',') : encoding)
+    } catch {
+      throw new HttpError(
+        415,
+        'UNSUPPORTED_ENCODING',
+        `unsupported Content-Encoding ${JSON.stringify(encoding)}`,
+      )
+    }
+    try {
+      return await codec.decompress(raw, { maxOutputBytes: options.limits.decompressedBytes })
+    } catch (err) {
+      if (err instanceof DecompressLimitError)
+        throw new HttpError(
+          413,
+          'DECOMPRESSED_TOO_LARGE',
+          `decompressed body exceeds the limit of ${options.limits.decompressedBytes} bytes`,
+        )
+      if (err instanceof CorruptInputError) throw new HttpError(400, 'CORRUPT_BODY', (err as Error).message)
+      throw err
+    }
+  }
   app.removeContentTypeParser(['application/json'])
   app.addContentTypeParser(
     'application/json',
     { parseAs: 'buffer' },
     async (req: FastifyRequest, raw: Buffer) => {
-      const { codecForEncoding, CorruptInputError, DecompressLimitError } =
-        await import('../plugins/compression/index.js')
-      const encoding = req.headers['content-encoding']
-      let codec
-      try {
-        codec = await codecForEncoding(Array.isArray(encoding) ? encoding.join(',') : encoding)
-      } catch {
-        throw new HttpError(
-          415,
-          'UNSUPPORTED_ENCODING',
-          `unsupported Content-Encoding ${JSON.stringify(encoding)}`,
-        )
-      }
-      let text: Buffer
-      try {
-        text = await codec.decompress(raw, { maxOutputBytes: options.limits.decompressedBytes })
-      } catch (err) {
-        if (err instanceof DecompressLimitError)
-          throw new HttpError(
-            413,
-            'DECOMPRESSED_TOO_LARGE',
-            `decompressed body exceeds the limit of ${options.limits.decompressedBytes} bytes`,
-          )
-        if (err instanceof CorruptInputError) throw new HttpError(400, 'CORRUPT_BODY', (err as Error).message)
-        throw err
-      }
+      const text = await decompressBody(req, raw)
       try {
         return JSON.parse(text.toString('utf8'))
       } catch (err) {
         throw new HttpError(400, 'MALFORMED_JSON', `the body is not valid JSON: ${(err as Error).message}`)
+      }
+    },
+  )
+  // A batch as frames (docs/protocol.md): validated like a JSON one once its payloads are cut out.
+  app.addContentTypeParser(
+    FRAMES_CONTENT_TYPE,
+    { parseAs: 'buffer' },
+    async (req: FastifyRequest, raw: Buffer) => {
+      const buf = await decompressBody(req, raw)
+      try {
+        return decodeFrames(buf)
+      } catch (err) {
+        if (err instanceof MalformedFramesError)
+          throw new HttpError(400, 'MALFORMED_FRAMES', `the frames body is not valid: ${err.message}`)
+        throw err
       }
     },
   )

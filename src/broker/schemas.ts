@@ -62,6 +62,11 @@ export const batchBodySchema = {
         pending: count,
         bytes: count,
         oldestTs: { anyOf: [timestamp, { type: 'null' }] },
+        unacked: {
+          type: 'object',
+          required: ['batch', 'oldestTs'],
+          properties: { batch: { type: 'string', minLength: 1, maxLength: 128 }, oldestTs: timestamp },
+        },
       },
     },
     stats: { type: 'object' },
@@ -76,6 +81,7 @@ export const batchAckSchema = {
     duplicates: { type: 'integer' },
     late: { type: 'integer' },
     watermark: { type: ['number', 'null'] },
+    features: { type: 'array', items: { type: 'string' } },
   },
 } as const
 

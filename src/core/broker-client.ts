@@ -8,7 +8,7 @@ import http from 'node:http'
 import https from 'node:https'
 import type { Codec } from '../plugins/compression/types.js'
 import type { RmqConfig } from './config/schema.js'
-import type { BatchAck, BatchBody } from './protocol.js'
+import { FRAMES_CONTENT_TYPE, type BatchAck, type BatchBody } from './protocol.js'
 
 export interface BrokerClientOptions {
   brokerUrl: string
@@ -28,6 +28,8 @@ export interface EncodedBatch {
   wireBytes: number
   /** Messages on the wire, when they are not in body.messages (encode with messagesJson). */
   count?: number
+  /** application/json, or FRAMES_CONTENT_TYPE when encoded with payloads. */
+  contentType: string
 }
 
 export type PostOutcome =
@@ -73,9 +75,15 @@ export class BrokerClient {
    * body.messages, which must then be empty: each WireMessage's JSON, or
    * (as the sync engine gets them from the outbox) all of them joined by `,`
    * as UTF-8 bytes, which are copied once and never decoded. `count` is the
-   * number of messages then (the broker's ack falls back on it).
+   * number of messages then (the broker's ack falls back on it). With
+   * `payloads`, the messages are frames (WireFrames) and so is the body.
    */
-  async encode(body: BatchBody, messagesJson?: string[] | Buffer, count?: number): Promise<EncodedBatch> {
+  async encode(
+    body: BatchBody,
+    messagesJson?: string[] | Buffer,
+    count?: number,
+    payloads?: Buffer,
+  ): Promise<EncodedBatch> {
     let raw: Buffer
     const json = JSON.stringify(body)
     if (messagesJson) {
@@ -84,19 +92,25 @@ export class BrokerClient {
         throw new Error('encode: with messagesJson, body.messages must be empty and its last key')
       const head = json.slice(0, -2)
       raw = Buffer.isBuffer(messagesJson)
-        ? Buffer.concat([Buffer.from(head), messagesJson, Buffer.from(']}')])
+        ? Buffer.concat([
+            Buffer.from(head),
+            messagesJson,
+            Buffer.from(payloads ? ']}\n' : ']}'),
+            ...(payloads ? [payloads] : []),
+          ])
         : Buffer.from(`${head}${messagesJson.join(',')}]}`)
     } else raw = Buffer.from(json)
     const wire = await this.options.codec.compress(raw, { level: this.options.level })
     const n = count ?? (Array.isArray(messagesJson) ? messagesJson.length : body.messages.length)
-    return { body, wire, rawBytes: raw.length, wireBytes: wire.length, count: n }
+    const contentType = payloads && Buffer.isBuffer(messagesJson) ? FRAMES_CONTENT_TYPE : 'application/json'
+    return { body, wire, rawBytes: raw.length, wireBytes: wire.length, count: n, contentType }
   }
 
   /** POST a batch; `onUploaded` is called once the whole body has been written to the socket. */
   async post(batch: EncodedBatch, signal?: AbortSignal, onUploaded?: () => void): Promise<PostOutcome> {
     const got = await loadGot()
     const headers: Record<string, string> = {
-      'content-type': 'application/json',
+      'content-type': batch.contentType,
       'content-encoding': this.options.codec.encoding,
       'user-agent': 'rmq/1',
     }

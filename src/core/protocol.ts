@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import type { StoredMessage } from '../plugins/storage/types.js'
 
 /**
@@ -25,6 +26,13 @@ export interface Backlog {
   bytes: number
   /** Oldest `ts` still pending after this batch, or null when none. */
   oldestTs: number | null
+  /**
+   * A batch sent before this one and not yet acknowledged when this one was
+   * sent (pipelining, docs/protocol.md): `oldestTs` above leaves its messages
+   * out. The broker uses `oldestTs` only if that batch is already committed,
+   * else the lower of the two.
+   */
+  unacked?: { batch: string; oldestTs: number }
 }
 
 export interface BatchBody {
@@ -50,6 +58,80 @@ export interface BatchAck {
   /** Accepted messages whose ts was already below the watermark. */
   late: number
   watermark: number | null
+  /** What this broker supports beyond protocol v1's JSON batches, one at a time (BROKER_FEATURES). */
+  features?: string[]
+}
+
+/**
+ * Broker features a node may use once an ack lists them (docs/protocol.md):
+ * `pipeline`, the broker honours `backlog.unacked`, so a node may send a
+ * batch before the previous one is acknowledged; `frames`, the broker takes
+ * bodies of FRAMES_CONTENT_TYPE.
+ */
+export const BROKER_FEATURES = ['pipeline', 'frames'] as const
+
+/**
+ * A batch as frames: the batch's JSON, in which each message has `size`
+ * (the byte length of its payload's UTF-8 text) in place of `payload`, a
+ * line feed, then the payloads back to back. Payloads are not JSON-escaped
+ * on the edge or unescaped at the broker, which is about a third of the
+ * CPU time of a batch of JSON telemetry on each side.
+ */
+export const FRAMES_CONTENT_TYPE = 'application/vnd.rmq.frames'
+
+/** One message as frames: its JSON with `size` in place of `payload`, and the payload's bytes. */
+export function toFrame(w: WireMessage): { json: string; payload: Buffer } {
+  const { payload, ...rest } = w
+  const bytes = Buffer.from(payload, 'utf8')
+  return { json: JSON.stringify({ ...rest, size: bytes.length }), payload: bytes }
+}
+
+/** A batch as a frames body, before compression (the sync engine builds the same bytes in SQL). */
+export function encodeFrames(body: BatchBody): Buffer {
+  const frames = body.messages.map(toFrame)
+  const head = JSON.stringify({ ...body, messages: undefined }).slice(0, -1)
+  return Buffer.concat([
+    Buffer.from(`${head},"messages":[${frames.map((f) => f.json).join(',')}]}\n`),
+    ...frames.map((f) => f.payload),
+  ])
+}
+
+/** Why a frames body cannot be read (the broker answers 400). */
+export class MalformedFramesError extends Error {}
+
+/**
+ * The batch in a frames body, with each message's `payload` cut from the
+ * payload section. Only the framing is checked here; the batch is then
+ * validated like a JSON one.
+ */
+export function decodeFrames(buf: Buffer): BatchBody {
+  const nl = buf.indexOf(10)
+  if (nl < 0) throw new MalformedFramesError('no line feed after the batch JSON')
+  let body: BatchBody
+  try {
+    body = JSON.parse(buf.toString('utf8', 0, nl)) as BatchBody
+  } catch (err) {
+    throw new MalformedFramesError(`the batch JSON is not valid: ${(err as Error).message}`)
+  }
+  const messages = body?.messages
+  if (!Array.isArray(messages)) throw new MalformedFramesError('the batch JSON has no messages array')
+  const end = buf.length
+  if (!isUtf8(buf.subarray(nl + 1))) throw new MalformedFramesError('the payloads are not valid UTF-8')
+  let off = nl + 1
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i] as WireMessage & { size?: unknown }
+    const size = m?.size
+    if (typeof size !== 'number' || !Number.isInteger(size) || size < 0 || off + size > end)
+      throw new MalformedFramesError(`messages/${i}/size: not a byte count within the payloads`)
+    // A payload must start and end on a character boundary (UTF-8 continuation bytes are 10xxxxxx).
+    if (size > 0 && (buf[off] & 0xc0) === 0x80)
+      throw new MalformedFramesError(`messages/${i}/size: the payload starts inside a UTF-8 character`)
+    m.payload = buf.toString('utf8', off, off + size)
+    off += size
+  }
+  if (off !== end)
+    throw new MalformedFramesError(`the payloads are ${end - off} byte(s) longer than the sizes add up to`)
+  return body
 }
 
 /** Limits a topic must respect (validated by publish and by the broker). */

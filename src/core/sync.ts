@@ -170,6 +170,51 @@ interface Prepared extends Taken {
   encoded: EncodedBatch
 }
 
+/** A batch whose request is on its way. */
+interface InFlight {
+  p: Prepared
+  outcome: Promise<PostOutcome>
+}
+
+/**
+ * Requests in flight at once when the broker honours `backlog.unacked`
+ * (its ack lists `pipeline`): the broker parses one batch while it commits
+ * the one before (docs/sync.md, "Pipelining").
+ */
+const PIPELINE_DEPTH = 2
+
+function wireBytesOf(flying: readonly InFlight[]): number {
+  let n = 0
+  for (const f of flying) n += f.p.encoded.wireBytes
+  return n
+}
+
+/**
+ * Several batches as one, to skip and exclude them. Per priority the seq
+ * spans are joined: the batches were read one after the other, each
+ * skipping the ones before, so what is pending between them is in one of
+ * them or expired.
+ */
+function unionOf(batches: readonly Taken[]): Taken | undefined {
+  if (batches.length <= 1) return batches[0]
+  const seqs: number[] = []
+  let spans: Array<[number, number] | undefined> | undefined
+  let bytes = 0
+  let minTs = Infinity
+  for (const b of batches) {
+    for (const seq of b.seqs) seqs.push(seq)
+    bytes += b.bytes
+    if (b.minTs < minTs) minTs = b.minTs
+    b.spans?.forEach((span, priority) => {
+      if (!span) return
+      spans ??= []
+      const s = spans[priority]
+      spans[priority] = s ? [Math.min(s[0], span[0]), Math.max(s[1], span[1])] : [span[0], span[1]]
+    })
+  }
+  return { seqs, bytes, minTs, spans }
+}
+
 type Prep =
   Prepared | { kind: 'empty' } | { kind: 'stop'; reason: StopReason } | { kind: 'shrink'; limit: number }
 type Settled = 'ok' | 'failed' | 'split'
@@ -293,6 +338,8 @@ class SyncRun {
   private readonly res: SyncResult
   private readonly budget: number
   private readonly rateLimit: number
+  /** Features the broker listed in its last ack (BROKER_FEATURES); none until the first ack of the run. */
+  private features: readonly string[] = []
 
   constructor(
     private readonly deps: SyncDeps,
@@ -403,61 +450,86 @@ class SyncRun {
     this.res.order = await this.chooseOrder(startStats)
     let limit = this.config.sync.batchSize
     let sentSomething = false
-    let current: Prepared | undefined
-    let currentPost: Promise<PostOutcome> | undefined
+    // Requests in flight, oldest first; `next` is read and compressed, waiting for room.
+    const flying: InFlight[] = []
+    let next: Prepared | undefined
+    // Why no further batch is read this run (the ones in flight still finish).
+    let end: StopReason | undefined
     for (;;) {
-      if (!current) {
-        const stop = this.shouldStop(0)
-        if (stop) return void (this.res.stoppedBy = stop)
-        if (!(await this.renewLease())) return void (this.res.stoppedBy = 'lease-lost')
-        const p = await this.prepare(limit, undefined, sentSomething)
-        if (p.kind === 'shrink') {
-          limit = p.limit
-          continue
+      const depth = this.features.includes('pipeline') ? PIPELINE_DEPTH : 1
+      if (!next && !end) {
+        const stop = this.shouldStop(flying.length)
+        if (stop) end = stop
+        else if (!(await this.renewLease())) end = 'lease-lost'
+        else {
+          // With the pipeline full, `next` goes out once the oldest in flight is acknowledged.
+          const unacked = flying.length >= depth ? flying.slice(1) : flying
+          const p = await this.prepare(
+            limit,
+            flying.map((f) => f.p),
+            unacked[0]?.p,
+            sentSomething || flying.length > 0,
+          )
+          if (p.kind === 'shrink') {
+            limit = p.limit
+            continue
+          }
+          if (p.kind === 'batch') next = p
+          else end = p.kind === 'empty' ? 'empty' : p.reason
         }
-        if (p.kind === 'stop') return void (this.res.stoppedBy = p.reason)
-        if (p.kind === 'empty') {
-          if (!sentSomething && this.opts.heartbeat !== false) await this.heartbeat()
-          this.res.stoppedBy = 'empty'
-          return
-        }
-        await this.pace(0)
-        current = p
-        currentPost = (await this.start(p)).outcome
       }
-
-      // Prepare the next batch while the current one is in flight.
-      let next: Prepared | undefined
-      if (!this.shouldStop(1) && (await this.renewLease())) {
-        const p = await this.prepare(limit, current, true)
-        if (p.kind === 'batch') next = p
-      }
-      const outcome = await currentPost!
-      let nextPost: Promise<PostOutcome> | undefined
-      if (outcome.kind === 'ok' && next) {
-        await this.pace(current.encoded.wireBytes)
-        nextPost = (await this.start(next)).outcome
-      }
-      let settled: Settled
-      try {
-        settled = await this.settle(current, outcome, true)
-      } catch (err) {
-        // Let a request already started finish and count, then report the error.
-        if (nextPost && next) await this.settle(next, await nextPost, false).catch(() => {})
-        throw err
-      }
-      if (settled === 'ok') {
-        sentSomething = true
-        current = nextPost ? next : undefined
-        currentPost = nextPost
+      if (next && flying.length < depth) {
+        await this.pace(wireBytesOf(flying))
+        flying.push({ p: next, outcome: (await this.start(next)).outcome })
+        next = undefined
         continue
       }
-      if (settled === 'split') limit = Math.max(1, Math.ceil(current.seqs.length / 2))
-      // Resend the failed batch first: forget what was read ahead of it.
+      const head = flying.shift()
+      if (!head) {
+        if (end === 'empty' && !sentSomething && this.opts.heartbeat !== false) await this.heartbeat()
+        this.res.stoppedBy = end
+        return
+      }
+      const outcome = await head.outcome
+      if (outcome.kind === 'ok') {
+        // `next` was read for this moment: send it before the synchronous work of marking `head` sent.
+        if (next && flying.length < depth) {
+          await this.pace(wireBytesOf(flying) + head.p.encoded.wireBytes)
+          flying.push({ p: next, outcome: (await this.start(next)).outcome })
+          next = undefined
+        }
+        try {
+          await this.settle(head.p, outcome, false)
+        } catch (err) {
+          await this.settleAll(flying)
+          throw err
+        }
+        sentSomething = true
+        continue
+      }
+      // A failure: the batch read ahead is dropped (it may skip or exclude `head`); the requests
+      // still in flight finish and count first, so that a success there does not clear the
+      // backoff this failure sets. Then the failed messages are read again, in order.
+      next = undefined
+      if (await this.settleAll(flying)) sentSomething = true
+      flying.length = 0
+      const settled = await this.settle(head.p, outcome, true)
+      if (settled === 'split') limit = Math.max(1, Math.ceil(head.p.seqs.length / 2))
       this.ahead = []
-      current = undefined
-      currentPost = undefined
+      // Whatever ended the reading (nothing left, the budget) was decided with `head` counted as sent.
+      end = outcome.kind === 'aborted' ? 'aborted' : undefined
     }
+  }
+
+  /** Let requests already started finish and count; true when one of them was accepted. */
+  private async settleAll(flying: InFlight[]): Promise<boolean> {
+    let accepted = false
+    for (const f of flying) {
+      const outcome = await f.outcome
+      await this.settle(f.p, outcome, false).catch(() => {})
+      if (outcome.kind === 'ok') accepted = true
+    }
+    return accepted
   }
 
   /** Stop before starting another batch? `inFlight` batches are already on their way. */
@@ -483,7 +555,7 @@ class SyncRun {
    * pendingRuns choose them in the store (runs of seqs, no row per message
    * for a backlog of one priority); the others through nextBatch.
    */
-  private async take(limit: number, inFlight: Prepared | undefined): Promise<Taken> {
+  private async take(limit: number, inFlight: Taken | undefined): Promise<Taken> {
     if (!this.driver.pendingRuns || !this.driver.wireJson) return this.takeMessages(limit, inFlight)
     const runs = await this.driver.pendingRuns({
       limit,
@@ -517,7 +589,7 @@ class SyncRun {
    * batches at a time means the in-flight batch (which is still pending in
    * the store) is read again only once per READ_AHEAD batches.
    */
-  private async takeMessages(limit: number, inFlight: Prepared | undefined): Promise<Taken> {
+  private async takeMessages(limit: number, inFlight: Taken | undefined): Promise<Taken> {
     const maxBytes = this.config.sync.batchBytes
     let aheadBytes = 0
     for (const m of this.ahead) aheadBytes += m.size
@@ -556,19 +628,26 @@ class SyncRun {
     if (t.messages) this.ahead = [...t.messages, ...this.ahead]
   }
 
-  /** Read and encode the next batch, skipping the messages of `inFlight`, within the budget. */
+  /**
+   * Read and encode the next batch, skipping the messages of the batches in
+   * flight, within the budget. `unacked`: the one among them that may still
+   * be unacknowledged when this batch is sent.
+   */
   private async prepare(
     limit: number,
-    inFlight: Prepared | undefined,
+    flying: readonly Prepared[],
+    unacked: Prepared | undefined,
     sentSomething: boolean,
   ): Promise<Prep> {
+    const inFlight = unionOf(flying)
     const taken = await this.take(limit, inFlight)
     const n = taken.seqs.length
     if (n === 0) return { kind: 'empty' }
     await failpoint('sync.after-read')
     const stats = await this.driver.stats(this.now())
-    const encoded = await this.encode(taken, stats, inFlight)
-    const committed = this.res.bytesWire + (inFlight?.encoded.wireBytes ?? 0)
+    const encoded = await this.encode(taken, stats, inFlight, unacked)
+    let committed = this.res.bytesWire
+    for (const f of flying) committed += f.encoded.wireBytes
     if (this.budget > 0 && committed + encoded.wireBytes > this.budget) {
       const left = this.budget - committed
       if (n > 1 && left > 0) {
@@ -589,7 +668,12 @@ class SyncRun {
     return { kind: 'batch', ...taken, encoded }
   }
 
-  private async encode(taken: Taken, stats: StorageStats, inFlight?: Prepared): Promise<EncodedBatch> {
+  private async encode(
+    taken: Taken,
+    stats: StorageStats,
+    inFlight?: Taken,
+    unacked?: Prepared,
+  ): Promise<EncodedBatch> {
     const n = taken.seqs.length
     const bytes = taken.bytes + (inFlight?.bytes ?? 0)
     const pending = Math.max(0, stats.pending - n - (inFlight?.seqs.length ?? 0))
@@ -602,6 +686,7 @@ class SyncRun {
         pending,
         bytes: pending > 0 ? Math.max(0, stats.pendingBytes - bytes) : 0,
         oldestTs: pending > 0 ? await this.oldestAfter(stats, taken, inFlight) : null,
+        ...(unacked ? { unacked: { batch: unacked.encoded.body.batch, oldestTs: unacked.minTs } } : {}),
       },
       stats: await this.statsField(stats),
       messages: [],
@@ -612,19 +697,23 @@ class SyncRun {
         (taken.messages ?? []).map((m) => m.json),
       )
     // One buffer from the driver (fewer messages when some were deleted since they were read).
+    if (this.driver.wireFrames && this.features.includes('frames')) {
+      const frames = await this.driver.wireFrames(taken.seqs)
+      return this.client.encode(body, frames.json, frames.count, frames.payloads)
+    }
     const wire = await this.driver.wireJson!(taken.seqs)
     return this.client.encode(body, wire.json, wire.count)
   }
 
   /**
    * The oldest ts the node may still send once this batch is stored: pending
-   * messages outside this batch and the one in flight. The in-flight batch
-   * counts as delivered because this batch is only sent after it was
-   * acknowledged (a failure discards this one). Falls back to the oldest ts
-   * of all pending messages (conservative: holds the watermark back one
-   * batch longer) when the driver cannot exclude seqs.
+   * messages outside this batch and those in flight. A batch in flight counts
+   * as delivered because this batch is only sent after it was acknowledged
+   * (a failure discards this one), or else is named in `backlog.unacked`.
+   * Falls back to the oldest ts of all pending messages (conservative: holds
+   * the watermark back one batch longer) when the driver cannot exclude seqs.
    */
-  private async oldestAfter(stats: StorageStats, taken: Taken, inFlight?: Prepared): Promise<number | null> {
+  private async oldestAfter(stats: StorageStats, taken: Taken, inFlight?: Taken): Promise<number | null> {
     const oldest = stats.oldestPendingTs
     if (oldest === null || !this.driver.oldestPendingTs) return oldest
     // The oldest pending message is not in either batch: it is the answer.
@@ -738,6 +827,7 @@ class SyncRun {
       }
       this.res.backoff = undefined
       this.res.nextAttemptAt = undefined
+      if (Array.isArray(outcome.ack.features)) this.features = outcome.ack.features
       if (seqs.length > 0) this.res.batches++
       this.res.messages += seqs.length
       this.res.duplicates += outcome.ack.duplicates ?? 0

@@ -4,6 +4,7 @@ import { createBrokerApp, type CreateBrokerAppOptions } from '../../src/broker/a
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import { StoreUnavailableError, type BrokerStore } from '../../src/broker/store/types.js'
 import { createNodeToken } from '../../src/broker/tokens.js'
+import { encodeFrames, FRAMES_CONTENT_TYPE } from '../../src/core/protocol.js'
 import { makeTempDir } from '../helpers/cli.js'
 import { encodeBody, makeBatch, message, type Encoding } from '../helpers/broker.js'
 
@@ -77,7 +78,13 @@ describe('broker app (inject)', () => {
     const body = makeBatch('gw-1', [message(1, T0 - 2), message(2, T0 - 1)], { clock: T0 })
     const res = await post(body)
     expect(res.statusCode, res.body).toBe(200)
-    expect(res.json()).toEqual({ accepted: 2, duplicates: 0, late: 0, watermark: T0 })
+    expect(res.json()).toEqual({
+      accepted: 2,
+      duplicates: 0,
+      late: 0,
+      watermark: T0,
+      features: ['pipeline', 'frames'],
+    })
     const again = await post(body)
     expect(again.json()).toMatchObject({ accepted: 0, duplicates: 2 })
     const page = await read('topic=plant/%23')
@@ -149,6 +156,73 @@ describe('broker app (inject)', () => {
     expect((await post(mixed)).statusCode).toBe(400)
     expect((await store.heads()).total).toBe(0)
     expect((await store.nodes()).length).toBe(0)
+  })
+
+  it('frames bodies: stored exactly as the same batch in JSON; acks list the features', async () => {
+    await open()
+    const messages = [
+      message(1, T0 - 3, 'plant/a', '{"v":"€ ✓ 𝄞","q":"\\"quoted\\""}'),
+      { ...message(2, T0 - 2, 'plant/b', '/wD+'), enc: 'base64' as const, headers: { h: 'v' } },
+      { ...message(3, T0 - 1, 'plant/c', ''), contentType: null, priority: 9 },
+    ]
+    for (const enc of ['identity', 'zstd'] as const) {
+      const node = enc === 'identity' ? 'gw-1' : 'gw-2'
+      const tok = enc === 'identity' ? token : (await createNodeToken(store, 'gw-2')).token
+      const body = makeBatch(node, messages, { clock: T0 })
+      const res = await post(encodeBody(encodeFrames(body), enc), {
+        enc,
+        tok,
+        headers: { 'content-type': FRAMES_CONTENT_TYPE },
+      })
+      expect(res.statusCode, res.body).toBe(200)
+      expect(res.json()).toMatchObject({ accepted: 3, duplicates: 0, features: ['pipeline', 'frames'] })
+    }
+    const page = await read('topic=plant/%23&limit=10&order=arrival')
+    const strip = (m: Record<string, unknown>) => {
+      const { payload, enc, headers, priority, contentType, topic, seq } = m
+      return { payload, enc, headers: headers ?? null, priority, contentType, topic, seq }
+    }
+    const stored = page.messages.map(strip)
+    expect(stored.slice(0, 3)).toEqual(stored.slice(3))
+    expect(stored.slice(0, 3)).toEqual(messages.map((m) => strip({ ...m })))
+  })
+
+  it('400 MALFORMED_FRAMES for a frames body that does not add up; nothing stored', async () => {
+    await open()
+    const good = encodeFrames(makeBatch('gw-1', [message(1, T0, 'plant/a', 'é')], { clock: T0 }))
+    const nl = good.indexOf(10)
+    const header = good.subarray(0, nl).toString()
+    // Two payloads, 'é' (2 bytes) and 'a', framed as 1 and 2 bytes: the second starts inside 'é'.
+    const two = encodeFrames(
+      makeBatch('gw-1', [message(1, T0, 'plant/a', 'é'), message(2, T0, 'plant/a', 'a')], { clock: T0 }),
+    ).toString()
+    const lf = two.indexOf('\n')
+    const cut = Buffer.from(
+      two
+        .slice(0, lf)
+        .replace('"size":2}', '"size":1}')
+        .replace(/"size":1\}\]\}$/, '"size":2}]}') + two.slice(lf),
+    )
+    const bad: Array<[string, Buffer]> = [
+      ['no line feed', good.subarray(0, nl)],
+      ['payloads longer than the sizes', Buffer.concat([good, Buffer.from('x')])],
+      ['payloads shorter than the sizes', good.subarray(0, good.length - 1)],
+      ['a size that cuts a character', cut],
+      ['not UTF-8', Buffer.concat([Buffer.from(`${header}\n`), Buffer.from([0xc3, 0x28])])],
+      ['bad header JSON', Buffer.from(`{"node":\n`)],
+      ['no size', Buffer.from(`${header.replace('"size":2', '"sighs":2')}\né`)],
+    ]
+    for (const [what, body] of bad) {
+      const res = await post(body, { headers: { 'content-type': FRAMES_CONTENT_TYPE } })
+      expect(res.statusCode, `${what}: ${res.body}`).toBe(400)
+      expect(res.json().code, what).toBe('MALFORMED_FRAMES')
+    }
+    // Well framed but invalid: the same validation as JSON.
+    const wildcard = encodeFrames(makeBatch('gw-1', [message(1, T0, 'plant/+', 'x')], { clock: T0 }))
+    const res = await post(wildcard, { headers: { 'content-type': FRAMES_CONTENT_TYPE } })
+    expect(res.statusCode).toBe(400)
+    expect(res.json().code).toBe('INVALID_BODY')
+    expect((await store.heads()).total).toBe(0)
   })
 
   it('413 for an oversize body and for a decompression bomb; 415 for an unknown encoding', async () => {

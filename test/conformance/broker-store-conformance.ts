@@ -221,6 +221,68 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
       expect((await store.node('a'))!.counters.late).toBe(1)
     })
 
+    it("backlog.unacked: the low mark leaves that batch out only when it is the node's last committed batch", async () => {
+      const clock = T0 + 10_000
+      const first = await store.ingest(
+        batchOf('a', [wireMessage(1, T0 + 100), wireMessage(2, T0 + 200)], {
+          batch: 'b-first',
+          clock,
+          backlog: { pending: 9, bytes: 90, oldestTs: T0 + 300 },
+        }),
+        ctx(clock),
+      )
+      expect(first.watermark).toBe(T0 + 300)
+      // Sent before 'b-lost' was acknowledged, which never arrived: its oldest ts still counts.
+      const second = await store.ingest(
+        batchOf('a', [wireMessage(5, T0 + 500)], {
+          batch: 'b-second',
+          clock,
+          backlog: {
+            pending: 5,
+            bytes: 50,
+            oldestTs: T0 + 600,
+            unacked: { batch: 'b-lost', oldestTs: T0 + 350 },
+          },
+        }),
+        ctx(clock),
+      )
+      expect(second.watermark).toBe(T0 + 350)
+      expect((await store.node('a'))!.lowMark).toBe(T0 + 350)
+      // Sent before 'b-second' was acknowledged, and 'b-second' is committed: only oldestTs counts.
+      const third = await store.ingest(
+        batchOf('a', [wireMessage(3, T0 + 350), wireMessage(4, T0 + 400)], {
+          batch: 'b-third',
+          clock,
+          backlog: {
+            pending: 4,
+            bytes: 40,
+            oldestTs: T0 + 600,
+            unacked: { batch: 'b-second', oldestTs: T0 + 500 },
+          },
+        }),
+        ctx(clock),
+      )
+      expect(third).toMatchObject({ accepted: 2, late: 0, watermark: T0 + 600 })
+      const page = await store.read({ order: 'event', after: 0, limit: 10 })
+      expect(page.messages.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5])
+      // Null oldestTs (nothing left) with an unacknowledged batch that is not the last: its oldest ts still holds.
+      const fourth = await store.ingest(
+        batchOf('a', [wireMessage(7, T0 + 700)], {
+          batch: 'b-fourth',
+          clock,
+          backlog: {
+            pending: 0,
+            bytes: 0,
+            oldestTs: null,
+            unacked: { batch: 'b-other', oldestTs: T0 + 650 },
+          },
+        }),
+        ctx(clock),
+      )
+      expect(fourth.watermark).toBe(T0 + 650)
+      expect((await store.heads()).held).toBe(1)
+    })
+
     it('the watermark never decreases', async () => {
       await store.ingest(batchOf('a', [], { clock: T0 + 1000 }), ctx(T0))
       expect((await store.heads()).watermark).toBe(T0 + 1000)

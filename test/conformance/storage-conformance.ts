@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { StorageFullError } from '../../src/core/errors.js'
+import { decodeFrames, type WireMessage } from '../../src/core/protocol.js'
 import { accountedSize } from '../../src/plugins/storage/common.js'
 import type {
   NewMessage,
@@ -286,6 +287,20 @@ export function storageConformance(opts: ConformanceOptions): void {
           // Same messages, same order, same keys in the same order as toWireMessage.
           expect(parsed).toEqual(stored.map(expected))
           parsed.forEach((p, i) => expect(Object.keys(p)).toEqual(Object.keys(expected(stored[i]))))
+          if (d.wireFrames) {
+            // Frames carry the same messages: decoded as the broker decodes them, equal but for `size`.
+            const frames = await d.wireFrames(runs.flatMap(expandRun))
+            expect(frames.count).toBe(stored.length)
+            const body = decodeFrames(
+              Buffer.concat([
+                Buffer.from(`{"messages":[${frames.json.toString('utf8')}]}\n`),
+                frames.payloads,
+              ]),
+            )
+            expect(body.messages.map(({ size: _s, ...m }: WireMessage & { size?: number }) => m)).toEqual(
+              stored.map(expected),
+            )
+          }
         }
       }
       // Any order of seqs, runs in both directions; unknown seqs are left out.
@@ -300,6 +315,15 @@ export function storageConformance(opts: ConformanceOptions): void {
         mixed.filter((x) => x !== 999_999),
       )
       expect((await d.wireJson([])).count).toBe(0)
+      if (d.wireFrames) {
+        const frames = await d.wireFrames(mixed)
+        expect(frames.count).toBe(7)
+        const body = decodeFrames(
+          Buffer.concat([Buffer.from(`{"messages":[${frames.json.toString('utf8')}]}\n`), frames.payloads]),
+        )
+        expect(body.messages.map((m) => m.seq)).toEqual(mixed.filter((x) => x !== 999_999))
+        expect(await d.wireFrames([])).toMatchObject({ count: 0, payloads: Buffer.alloc(0) })
+      }
       // Byte limits cut the same way.
       const first = await d.nextBatch({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })
       expect(

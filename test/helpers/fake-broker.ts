@@ -1,12 +1,14 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { codecForEncoding } from '../../src/plugins/compression/index.js'
-import type { BatchBody } from '../../src/core/protocol.js'
+import { decodeFrames, FRAMES_CONTENT_TYPE, type BatchBody } from '../../src/core/protocol.js'
 
 export interface ReceivedBatch {
   body: BatchBody
   headers: http.IncomingHttpHeaders
   wireBytes: number
+  /** Requests in progress at this fake when this one's body was read (this one included). */
+  inProgress: number
 }
 
 /** What the fake answers to one request; undefined: 200 with an ack. */
@@ -26,6 +28,11 @@ export class FakeBroker {
   /** Accepted messages by `node:epoch:seq`, first acceptance only. */
   readonly accepted = new Map<string, BatchBody['messages'][number]>()
   reply: (req: ReceivedBatch, n: number) => Reply | Promise<Reply> = () => undefined
+  /** Listed in every ack, as the real broker lists BROKER_FEATURES; none (an older broker) by default. */
+  features: string[] | undefined
+  /** The most requests this fake had in progress at once. */
+  maxInProgress = 0
+  private inProgress = 0
   private server?: http.Server
   private readonly sockets = new Set<import('node:net').Socket>()
   port = 0
@@ -51,14 +58,24 @@ export class FakeBroker {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    this.inProgress++
+    res.once('close', () => this.inProgress--)
+    this.maxInProgress = Math.max(this.maxInProgress, this.inProgress)
     const chunks: Buffer[] = []
     for await (const c of req) chunks.push(c as Buffer)
     const wire = Buffer.concat(chunks)
     const codec = await codecForEncoding(req.headers['content-encoding'])
-    const body = JSON.parse(
-      (await codec.decompress(wire, { maxOutputBytes: 64 << 20 })).toString(),
-    ) as BatchBody
-    const rec: ReceivedBatch = { body, headers: req.headers, wireBytes: wire.length }
+    const raw = await codec.decompress(wire, { maxOutputBytes: 64 << 20 })
+    const body =
+      req.headers['content-type'] === FRAMES_CONTENT_TYPE
+        ? decodeFrames(raw)
+        : (JSON.parse(raw.toString()) as BatchBody)
+    const rec: ReceivedBatch = {
+      body,
+      headers: req.headers,
+      wireBytes: wire.length,
+      inProgress: this.inProgress,
+    }
     this.received.push(rec)
     const reply = await this.reply(rec, this.received.length)
     if (reply && 'hang' in reply) return
@@ -76,7 +93,13 @@ export class FakeBroker {
     }
     res.writeHead(200, { 'content-type': 'application/json' })
     res.end(
-      JSON.stringify({ accepted: body.messages.length - dup, duplicates: dup, late: 0, watermark: null }),
+      JSON.stringify({
+        accepted: body.messages.length - dup,
+        duplicates: dup,
+        late: 0,
+        watermark: null,
+        ...(this.features ? { features: this.features } : {}),
+      }),
     )
   }
 

@@ -377,6 +377,102 @@ describe('syncOnce', () => {
   })
 })
 
+describe('pipelining and frames (a broker that lists them in its acks)', () => {
+  const withoutSize = (m: object) => {
+    const { size: _size, ...rest } = m as { size?: number }
+    return rest
+  }
+
+  it('first batches as JSON, one at a time; then frames, two in flight, each naming the unacknowledged one before it', async () => {
+    const { broker, config, store } = await setup({ 'sync.batchSize': 50 }, 'sqlite')
+    broker.features = ['pipeline', 'frames']
+    // Slow acks, so that a second request is really sent before the first is answered.
+    broker.reply = () => ({ status: 200, delayMs: 40 })
+    const ts = (i: number) => 1_764_160_000_000 + i * 1000
+    await store.append([
+      ...telemetry(300),
+      { topic: 'bin/one', payload: Buffer.from([0xff, 0x00, 0xfe]), ts: ts(300), headers: { h: 'v' } },
+      {
+        topic: 'utf8/multi',
+        payload: Buffer.from('€ ✓ 𝄞 "quoted" \\ \n'),
+        ts: ts(301),
+        contentType: 'text/plain',
+      },
+      { topic: 'empty/one', payload: Buffer.alloc(0), ts: ts(302) },
+    ])
+    const expected = await store.nextBatch({ limit: 1000, maxBytes: 1e12, order: 'oldest', now: Date.now() })
+    const r = await syncOnce({ driver: store, config })
+    expect(r.messages).toBe(303)
+    expect(r.pending).toBe(0)
+
+    const batches = broker.batches
+    // The second batch is read (as JSON) while the first is in flight, before any ack lists features.
+    for (const b of batches.slice(0, 2)) {
+      expect(b.headers['content-type']).toBe('application/json')
+      expect(b.inProgress).toBe(1)
+    }
+    for (const b of batches.slice(2)) expect(b.headers['content-type']).toBe('application/vnd.rmq.frames')
+    expect(broker.maxInProgress).toBe(2)
+    // Every message once, byte for byte as in JSON.
+    const sent = batches.flatMap((b) => b.body.messages.map(withoutSize))
+    expect(sent).toEqual(expected.map((m) => JSON.parse(JSON.stringify(toWireMessage(m)))))
+    expect(sent.at(-3)).toMatchObject({ enc: 'base64', payload: '/wD+', headers: { h: 'v' } })
+    expect(sent.at(-2)).toMatchObject({ enc: 'utf8', payload: '€ ✓ 𝄞 "quoted" \\ \n' })
+    expect(sent.at(-1)).toMatchObject({ enc: 'utf8', payload: '' })
+
+    // A batch sent while another was in flight names it, with that batch's oldest ts, and its own
+    // oldestTs leaves both out; the broker uses the lower of the two unless that batch is committed.
+    const sentWithCompany = batches.filter((b) => b.body.backlog.unacked)
+    expect(sentWithCompany.length).toBeGreaterThan(0)
+    for (const b of sentWithCompany) {
+      const i = batches.indexOf(b)
+      const before = batches[i - 1]
+      expect(b.body.backlog.unacked).toEqual({
+        batch: before.body.batch,
+        oldestTs: Math.min(...before.body.messages.map((m) => m.ts)),
+      })
+      const own = Math.max(...b.body.messages.map((m) => m.ts))
+      if (b.body.backlog.oldestTs !== null) expect(b.body.backlog.oldestTs).toBeGreaterThan(own)
+    }
+    expect(batches.at(-1)!.body.backlog).toMatchObject({ pending: 0, oldestTs: null })
+  })
+
+  it('a failure of the first in flight: the second still counts, the failed messages go again, nothing twice', async () => {
+    const { broker, config, store } = await setup(
+      { 'sync.batchSize': 20, 'sync.backoff.initial': '20ms', 'sync.backoff.max': '50ms' },
+      'sqlite',
+    )
+    broker.features = ['pipeline', 'frames']
+    broker.reply = (_r, n) => (n === 3 ? { status: 503, delayMs: 60 } : { status: 200, delayMs: 20 })
+    await store.append(telemetry(200))
+    const r = await drain({ driver: store, config }, { timeout: 20_000 })
+    expect(r.pending).toBe(0)
+    expect(r.retries).toBe(1)
+    expect(broker.accepted.size).toBe(200)
+    const received = broker.batches.flatMap((b) => b.body.messages.map((m) => m.seq))
+    // The failed batch's 20 messages were sent twice (once refused); every other message once.
+    expect(received.length).toBe(220)
+    const failed = broker.batches[2].body.messages.map((m) => m.seq)
+    const resent = broker.batches.slice(3).find((b) => b.body.messages[0].seq === failed[0])
+    expect(resent?.body.messages.map((m) => m.seq)).toEqual(failed)
+    expect(await readBackoff(store)).toBeUndefined()
+    expect((await store.stats(Date.now())).pending).toBe(0)
+  })
+
+  it('an older broker (no features in its acks) gets JSON, one batch at a time', async () => {
+    const { broker, config, store } = await setup({ 'sync.batchSize': 50 }, 'sqlite')
+    broker.reply = () => ({ status: 200, delayMs: 20 })
+    await store.append(telemetry(200))
+    await syncOnce({ driver: store, config })
+    expect(broker.accepted.size).toBe(200)
+    expect(broker.maxInProgress).toBe(1)
+    for (const b of broker.batches) {
+      expect(b.headers['content-type']).toBe('application/json')
+      expect(b.body.backlog.unacked).toBeUndefined()
+    }
+  })
+})
+
 describe('drain', () => {
   it('retries through failures until everything is delivered', async () => {
     const { broker, config, store } = await setup({

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { failpoint } from '../../core/failpoints.js'
-import { topicProblem, type BatchBody } from '../../core/protocol.js'
+import { BROKER_FEATURES, topicProblem, type BatchBody } from '../../core/protocol.js'
 import { HttpError } from '../app.js'
 import { BASE64_RE, batchAckSchema, batchBodySchema } from '../schemas.js'
 
@@ -41,10 +41,15 @@ const batches: FastifyPluginAsync = async (app) => {
       if (req.authNode !== null && body.node !== req.authNode)
         throw new HttpError(403, 'WRONG_NODE', `this token belongs to node ${req.authNode}, not ${body.node}`)
       if (req.authNode === null) rateLimit(req, reply, body.node)
+      // A batch repeats a few topics thousands of times: each is checked once.
+      const checkedTopics = new Set<string>()
       for (let i = 0; i < body.messages.length; i++) {
         const m = body.messages[i]
-        const problem = topicProblem(m.topic, { forPublish: true })
-        if (problem) throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/topic: ${problem}`)
+        if (!checkedTopics.has(m.topic)) {
+          const problem = topicProblem(m.topic, { forPublish: true })
+          if (problem) throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/topic: ${problem}`)
+          checkedTopics.add(m.topic)
+        }
         if (m.enc === 'base64' && (m.payload.length % 4 !== 0 || !BASE64_RE.test(m.payload)))
           throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/payload: not valid base64`)
       }
@@ -52,13 +57,15 @@ const batches: FastifyPluginAsync = async (app) => {
       const ack = await store.ingest(body, {
         now: now(),
         maxLateness: options.maxLateness,
-        concurrent: inProgress - 1,
+        // A pipelined batch (backlog.unacked) is usually followed by its node's next one: not company.
+        concurrent: Math.max(0, inProgress - 1 - (body.backlog.unacked ? 1 : 0)),
       })
       await failpoint('broker.ingest.after-commit-before-reply')
       notifier.notify()
       if (ack.duplicates > 0 || ack.late > 0)
         req.log.debug({ node: body.node, batch: body.batch, ...ack }, 'batch stored')
-      return ack
+      // Every store checks backlog.unacked against the node's last committed batch.
+      return { ...ack, features: [...BROKER_FEATURES] }
     },
   )
 }

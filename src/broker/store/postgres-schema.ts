@@ -95,6 +95,8 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE UNIQUE INDEX rmq_alerts_active ON rmq_alerts (key) WHERE state = 'active';
   `,
+  // The node's last committed batch: a pipelined batch's backlog.unacked is checked against it.
+  `ALTER TABLE rmq_nodes ADD COLUMN last_batch text COLLATE "C"`,
 ]
 
 /** Key of the transaction-scoped advisory lock that serializes migrations ('rmq' + 1). */

@@ -104,16 +104,18 @@ const INSERT_BATCH = `
 
 const UPSERT_NODE = `
   INSERT INTO rmq_nodes AS n (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
-    backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches)
-  VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1)
+    backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches,
+    last_batch)
+  VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16)
   ON CONFLICT (node) DO UPDATE SET
     epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
     last_sync = COALESCE(excluded.last_sync, n.last_sync), clock_skew = excluded.clock_skew,
     last_clock = excluded.last_clock, backlog_pending = excluded.backlog_pending,
     backlog_bytes = excluded.backlog_bytes, backlog_oldest_ts = excluded.backlog_oldest_ts,
-    low_mark = excluded.low_mark, stats = COALESCE(excluded.stats, n.stats),
+    low_mark = CASE WHEN n.last_batch = $17::text THEN $18::bigint ELSE excluded.low_mark END,
+    stats = COALESCE(excluded.stats, n.stats),
     received = n.received + excluded.received, duplicates = n.duplicates + excluded.duplicates,
-    late = n.late + excluded.late, batches = n.batches + 1`
+    late = n.late + excluded.late, batches = n.batches + 1, last_batch = excluded.last_batch`
 
 /** Candidate watermark inputs: live edge nodes' low marks, and the newest held ts. */
 const WATERMARK_INPUTS = `
@@ -317,6 +319,7 @@ export class PostgresBrokerStore implements BrokerStore {
       for (const r of res.rows) if (r.late) late++
     }
     const duplicates = ms.length - accepted
+    const { lowMark, unackedLowMark } = lowMarkOf(batch)
     await c.query(UPSERT_NODE, [
       batch.node,
       batch.epoch,
@@ -328,11 +331,14 @@ export class PostgresBrokerStore implements BrokerStore {
       batch.backlog.pending,
       batch.backlog.bytes,
       batch.backlog.oldestTs ?? null,
-      lowMarkOf(batch),
+      unackedLowMark,
       batch.stats === undefined ? null : JSON.stringify(batch.stats),
       accepted,
       duplicates,
       late,
+      batch.batch,
+      batch.backlog.unacked?.batch ?? null,
+      lowMark,
     ])
     return { accepted, duplicates, late }
   }

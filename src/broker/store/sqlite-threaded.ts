@@ -68,6 +68,17 @@ function fromWorkerError(e: WorkerError): Error {
   return err
 }
 
+/** The writer thread checkpoints the WAL this often (ms), so that commits on either connection need not. */
+export const CHECKPOINT_EVERY_MS = 250
+/**
+ * Meanwhile a commit still checkpoints by itself once the WAL holds this many
+ * pages (128 MiB of 16 KiB pages): a bound on the WAL should the thread fall
+ * behind. SQLite's default, 1000 pages, made about one sync batch in four
+ * wait 30-60 ms for a checkpoint on the event loop.
+ */
+export const BACKSTOP_CHECKPOINT_PAGES = 8192
+const DEFAULT_CHECKPOINT_PAGES = 1000
+
 /** A batch counts as alone when no two batches were in progress together for this long (ms). */
 const COMPANY_MS = 2000
 
@@ -101,6 +112,7 @@ export class ThreadedSqliteStore implements BrokerStore {
       if ('error' in reply) call.reject(fromWorkerError(reply.error))
       else call.resolve(reply.value)
     })
+    local.setAutoCheckpoint(BACKSTOP_CHECKPOINT_PAGES)
     worker.on('error', (err) => this.stop(err))
     worker.on('exit', (code) => this.stop(new Error(`the broker store thread exited with code ${code}`)))
     // An idle store does not keep the process alive; a pending call does.
@@ -108,6 +120,8 @@ export class ThreadedSqliteStore implements BrokerStore {
   }
 
   private stop(cause: unknown): void {
+    // Nobody checkpoints on a timer any more: commits here do it themselves again.
+    if (!this.stopped) this.local.setAutoCheckpoint(DEFAULT_CHECKPOINT_PAGES)
     this.stopped ??= new StoreUnavailableError('the broker store thread stopped', { cause })
     for (const call of this.calls.values()) call.reject(this.stopped)
     this.calls.clear()

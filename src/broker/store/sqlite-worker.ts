@@ -3,11 +3,17 @@
  * SqliteBrokerStore whose commits (and their fsyncs) run here, off the
  * broker's event loop. Requests are `{ id, method, args }`: a BrokerStore
  * method, or `ingestColumns` for a batch handed over as columns
- * (batch-columns.ts).
+ * (batch-columns.ts). It also checkpoints the WAL on a timer.
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { openSqliteBrokerStore, type SqliteBrokerStore } from './sqlite.js'
-import { toWorkerError, type WorkerReply, type WorkerRequest } from './sqlite-threaded.js'
+import {
+  BACKSTOP_CHECKPOINT_PAGES,
+  CHECKPOINT_EVERY_MS,
+  toWorkerError,
+  type WorkerReply,
+  type WorkerRequest,
+} from './sqlite-threaded.js'
 import { fromColumns, type BatchColumns } from './batch-columns.js'
 import type { BrokerStoreOptions, IngestContext } from './types.js'
 
@@ -24,7 +30,11 @@ try {
 if (store) serve(store)
 
 function serve(store: SqliteBrokerStore): void {
+  // Checkpoints run here, between this thread's commits, and never on the event loop's connection.
+  store.setAutoCheckpoint(BACKSTOP_CHECKPOINT_PAGES)
+  const checkpoints = setInterval(() => store.checkpoint(), CHECKPOINT_EVERY_MS)
   port.on('message', (req: WorkerRequest) => {
+    if (req.method === 'close') clearInterval(checkpoints)
     let pending: Promise<unknown>
     try {
       if (req.method === 'ingestColumns')

@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS nodes (
   backlog_oldest_ts INTEGER,
   low_mark INTEGER NOT NULL,
   stats TEXT,
+  last_batch TEXT,
   received INTEGER NOT NULL,
   duplicates INTEGER NOT NULL,
   late INTEGER NOT NULL,
@@ -378,10 +379,17 @@ export function alertKey(rule: string, node: string): string {
   return `${rule}:${node}`
 }
 
-/** A node's low mark: the oldest ts it still holds, but never above its clock. */
-export function lowMarkOf(batch: BatchBody): number {
+/**
+ * A node's low mark: the oldest ts it still holds, but never above its clock.
+ * That is `lowMark` when the batch's `backlog.unacked` batch is committed
+ * (the node's last batch), else `unackedLowMark`, which counts that batch's
+ * messages as still to come (docs/protocol.md, pipelining).
+ */
+export function lowMarkOf(batch: BatchBody): { lowMark: number; unackedLowMark: number } {
   const oldest = batch.backlog.oldestTs
-  return oldest === null || oldest === undefined ? batch.clock : Math.min(oldest, batch.clock)
+  const lowMark = oldest === null || oldest === undefined ? batch.clock : Math.min(oldest, batch.clock)
+  const unacked = batch.backlog.unacked
+  return { lowMark, unackedLowMark: unacked ? Math.min(lowMark, unacked.oldestTs) : lowMark }
 }
 
 export class SqliteBrokerStore implements BrokerStore {
@@ -484,17 +492,20 @@ export class SqliteBrokerStore implements BrokerStore {
       ),
       upsertNode: db.prepare(
         `INSERT INTO nodes (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
-           backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches)
-         VALUES (@node, @epoch, @direct, @now, @now, @lastSync, @skew, @clock, @pending, @bytes, @oldest, @lowMark,
-           @stats, @received, @duplicates, @late, @batches)
+           backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches,
+           last_batch)
+         VALUES (@node, @epoch, @direct, @now, @now, @lastSync, @skew, @clock, @pending, @bytes, @oldest,
+           @unackedLowMark, @stats, @received, @duplicates, @late, @batches, @batch)
          ON CONFLICT (node) DO UPDATE SET
            epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
            last_sync = COALESCE(excluded.last_sync, nodes.last_sync), clock_skew = excluded.clock_skew,
            last_clock = excluded.last_clock, backlog_pending = excluded.backlog_pending,
            backlog_bytes = excluded.backlog_bytes, backlog_oldest_ts = excluded.backlog_oldest_ts,
-           low_mark = excluded.low_mark, stats = COALESCE(excluded.stats, nodes.stats),
+           low_mark = CASE WHEN nodes.last_batch = @unacked THEN @lowMark ELSE excluded.low_mark END,
+           stats = COALESCE(excluded.stats, nodes.stats),
            received = nodes.received + excluded.received, duplicates = nodes.duplicates + excluded.duplicates,
-           late = nodes.late + excluded.late, batches = nodes.batches + excluded.batches`,
+           late = nodes.late + excluded.late, batches = nodes.batches + excluded.batches,
+           last_batch = excluded.last_batch`,
       ),
       liveLowMark: db.prepare<[number], { lm: number | null; n: number }>(
         'SELECT MIN(low_mark) AS lm, COUNT(*) AS n FROM nodes WHERE direct = 0 AND last_contact >= ?',
@@ -974,7 +985,9 @@ export class SqliteBrokerStore implements BrokerStore {
       pending: batch.backlog.pending,
       bytes: batch.backlog.bytes,
       oldest: batch.backlog.oldestTs ?? null,
-      lowMark: lowMarkOf(batch),
+      ...lowMarkOf(batch),
+      unacked: batch.backlog.unacked?.batch ?? null,
+      batch: batch.batch,
       stats: batch.stats === undefined ? null : JSON.stringify(batch.stats),
       received,
       duplicates,
@@ -1195,6 +1208,25 @@ export class SqliteBrokerStore implements BrokerStore {
     })
   }
 
+  /**
+   * Copy the WAL into the database file as far as readers allow, without
+   * waiting for anyone (PASSIVE). The threaded store's writer thread runs it
+   * on a timer, so that no commit pays for a checkpoint on the event loop.
+   */
+  checkpoint(): void {
+    if (this.closed) return
+    try {
+      this.db.pragma('wal_checkpoint(PASSIVE)')
+    } catch {
+      // A failed checkpoint loses nothing: the frames stay in the WAL for the next one.
+    }
+  }
+
+  /** WAL pages after which a commit checkpoints by itself (SQLite's wal_autocheckpoint; 1000 by default). */
+  setAutoCheckpoint(pages: number): void {
+    if (!this.closed) this.db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(pages))}`)
+  }
+
   async close(): Promise<void> {
     if (this.closed) return
     // Batches already queued still get their commit (and their answer).
@@ -1254,6 +1286,9 @@ export async function openSqliteBrokerStore(options: BrokerStoreOptions): Promis
         )
       if (version === 1) db.exec(MIGRATE_1_TO_2)
       db.exec(SCHEMA)
+      // Added to schema 2 without a version bump: older rmq ignores the column.
+      const nodeColumns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all('nodes')
+      if (!nodeColumns.includes('last_batch')) db.exec('ALTER TABLE nodes ADD COLUMN last_batch TEXT')
     }).immediate()
   } catch (err) {
     db.close()

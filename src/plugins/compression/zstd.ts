@@ -38,7 +38,8 @@ export function createZstdCodec(): Codec {
         dctx.setParameter(binding.DParameter.windowLogMax, WINDOW_LOG_MAX)
       }
       dctx.reset(binding.ResetDirective.sessionOnly)
-      const chunkSize = Math.min(MAX_CHUNK, Math.max(minChunk, input.length * 8))
+      // Sized for the usual ratio of JSON telemetry (often 15-25x), so that one chunk holds a batch.
+      const chunkSize = Math.min(MAX_CHUNK, Math.max(minChunk, input.length * 32))
       const chunks: Buffer[] = []
       let total = 0
       let src: Buffer = input

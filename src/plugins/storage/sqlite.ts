@@ -12,7 +12,7 @@ import path from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
 import { ConfigError, StorageError, isRmqError } from '../../core/errors.js'
 import { failpointValue } from '../../core/failpoints.js'
-import { toWireMessage } from '../../core/protocol.js'
+import { toFrame, toWireMessage } from '../../core/protocol.js'
 import { accountedSize, asBuffer, diskFullError, limitError, sortedRuns, type Fullness } from './common.js'
 import type {
   AppendResult,
@@ -28,6 +28,7 @@ import type {
   StorageOptions,
   StorageStats,
   StoredMessage,
+  WireFrames,
   WireJson,
 } from './types.js'
 
@@ -215,6 +216,20 @@ const WIRE_JSON = `CASE WHEN headers IS NULL THEN json_object(${WIRE_FIELDS})
  */
 const wireRunSql = (dir: 'ASC' | 'DESC') =>
   `SELECT CAST(group_concat(${WIRE_JSON}, ',') AS BLOB) AS json, count(*) AS n FROM ` +
+  (dir === 'ASC'
+    ? 'messages WHERE seq BETWEEN ? AND ?'
+    : '(SELECT * FROM messages WHERE seq BETWEEN ? AND ? ORDER BY seq DESC)')
+
+const FRAME_FIELDS = WIRE_FIELDS.replace(
+  "'payload', CAST(payload AS TEXT)",
+  "'size', length(CAST(payload AS BLOB))",
+)
+const FRAME_JSON = `CASE WHEN headers IS NULL THEN json_object(${FRAME_FIELDS})
+  ELSE json_object(${FRAME_FIELDS}, 'headers', json(headers)) END`
+/** wireRunSql's frames: the payloads are concatenated as they are stored. */
+const frameRunSql = (dir: 'ASC' | 'DESC') =>
+  `SELECT CAST(group_concat(${FRAME_JSON}, ',') AS BLOB) AS json, ` +
+  `CAST(group_concat(payload, '') AS BLOB) AS payloads, count(*) AS n FROM ` +
   (dir === 'ASC'
     ? 'messages WHERE seq BETWEEN ? AND ?'
     : '(SELECT * FROM messages WHERE seq BETWEEN ? AND ? ORDER BY seq DESC)')
@@ -783,6 +798,46 @@ export class SqliteStorage implements StorageDriver {
         })
       }
       return { json: Buffer.concat(parts), count }
+    })
+  }
+
+  /**
+   * wireJson as frames. A run whose payloads are not all valid UTF-8 is
+   * built row by row through toWireMessage (those payloads go as base64).
+   */
+  async wireFrames(seqs: number[]): Promise<WireFrames> {
+    return this.guard(() => {
+      const json: Buffer[] = []
+      const payloads: Buffer[] = []
+      let count = 0
+      const comma = Buffer.from(',')
+      for (const [a, b] of runsInOrder(seqs)) {
+        const desc = b < a
+        const lo = desc ? b : a
+        const hi = desc ? a : b
+        const r = this.stmt(frameRunSql(desc ? 'DESC' : 'ASC')).get(lo, hi) as {
+          json: Buffer | null
+          payloads: Buffer | null
+          n: number
+        }
+        if (r.n === 0 || !r.json) continue
+        if (json.length > 0) json.push(comma)
+        count += r.n
+        if (isUtf8(r.payloads ?? Buffer.alloc(0))) {
+          json.push(r.json)
+          if (r.payloads) payloads.push(r.payloads)
+          continue
+        }
+        const rows = this.stmt(
+          `SELECT ${ROW_COLUMNS.replace('p.attempts', '0 AS attempts')} FROM messages m WHERE m.seq BETWEEN ? AND ? ORDER BY m.seq ${desc ? 'DESC' : 'ASC'}`,
+        ).all(lo, hi) as Row[]
+        rows.forEach((row, i) => {
+          const f = toFrame(toWireMessage(toStored(row)))
+          json.push(Buffer.from(i > 0 ? `,${f.json}` : f.json))
+          payloads.push(f.payload)
+        })
+      }
+      return { json: Buffer.concat(json), payloads: Buffer.concat(payloads), count }
     })
   }
 

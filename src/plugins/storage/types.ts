@@ -90,6 +90,15 @@ export interface WireJson {
   count: number
 }
 
+/** Some messages as frames (`wireFrames`, FRAMES_CONTENT_TYPE in src/core/protocol.ts). */
+export interface WireFrames {
+  /** Each message's WireMessage JSON with `size` in place of `payload`, joined by `,`, UTF-8. */
+  json: Buffer
+  /** The payloads' UTF-8 text, back to back, in the same order. */
+  payloads: Buffer
+  count: number
+}
+
 /** What `commitSent` writes in the same transaction as the sent marks. */
 export interface SentExtras {
   /** Added to the named counters (as addCounters). */
@@ -179,6 +188,8 @@ export interface StorageDriver {
    * (seqs no longer stored are left out). Offered with `pendingRuns`.
    */
   wireJson?(seqs: number[]): Promise<WireJson>
+  /** Optional: the same messages as `wireJson`, as frames (the broker's `frames` feature). */
+  wireFrames?(seqs: number[]): Promise<WireFrames>
   /**
    * Optional: the oldest ts among pending, unexpired messages whose seq lies
    * outside every `exclude` range [first, last] (null when there is none).
