@@ -237,6 +237,9 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   const repeater = new Repeater(app.log)
   const every = repeater.every.bind(repeater)
   app.addHook('onReady', async () => {
+    // Load the codecs (zstd's native binding) now rather than in the first batch's request.
+    const { codecForEncoding } = await import('../plugins/compression/index.js')
+    await Promise.all(['zstd', 'gzip'].map((encoding) => codecForEncoding(encoding)))
     every(options.releaseIntervalMs ?? 1000, 'release', () => ctx.release())
     if (options.retention > 0)
       every(

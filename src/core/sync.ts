@@ -30,7 +30,7 @@ import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
 import { ConfigError, RejectedError, SyncFailedError } from './errors.js'
 import { failpoint } from './failpoints.js'
-import { toWireMessage, type BatchBody } from './protocol.js'
+import { FRAMES_CONTENT_TYPE, toWireMessage, type BatchBody } from './protocol.js'
 import { formatBytes, formatDuration } from './units.js'
 
 export const SYNC_LEASE = 'sync'
@@ -182,6 +182,13 @@ interface InFlight {
  * the one before (docs/sync.md, "Pipelining").
  */
 const PIPELINE_DEPTH = 2
+
+/** 415 to a frames body: a broker that does not take them (any other 415 is a rejection). */
+function framesRefused(p: Prepared, outcome: PostOutcome): boolean {
+  return (
+    outcome.kind === 'rejected' && outcome.status === 415 && p.encoded.contentType === FRAMES_CONTENT_TYPE
+  )
+}
 
 function wireBytesOf(flying: readonly InFlight[]): number {
   let n = 0
@@ -513,8 +520,13 @@ class SyncRun {
       next = undefined
       if (await this.settleAll(flying)) sentSomething = true
       flying.length = 0
-      const settled = await this.settle(head.p, outcome, true)
-      if (settled === 'split') limit = Math.max(1, Math.ceil(head.p.seqs.length / 2))
+      if (framesRefused(head.p, outcome)) {
+        // An older broker behind the same URL: the same messages again, as JSON and one at a time.
+        this.features = []
+      } else {
+        const settled = await this.settle(head.p, outcome, true)
+        if (settled === 'split') limit = Math.max(1, Math.ceil(head.p.seqs.length / 2))
+      }
       this.ahead = []
       // Whatever ended the reading (nothing left, the budget) was decided with `head` counted as sent.
       end = outcome.kind === 'aborted' ? 'aborted' : undefined
@@ -827,7 +839,8 @@ class SyncRun {
       }
       this.res.backoff = undefined
       this.res.nextAttemptAt = undefined
-      if (Array.isArray(outcome.ack.features)) this.features = outcome.ack.features
+      // An ack without features (an older broker behind the same URL) turns both off again.
+      this.features = Array.isArray(outcome.ack.features) ? outcome.ack.features : []
       if (seqs.length > 0) this.res.batches++
       this.res.messages += seqs.length
       this.res.duplicates += outcome.ack.duplicates ?? 0

@@ -459,6 +459,30 @@ describe('pipelining and frames (a broker that lists them in its acks)', () => {
     expect((await store.stats(Date.now())).pending).toBe(0)
   })
 
+  it('415 to a frames body (an older broker behind the same URL): the same messages again as JSON', async () => {
+    const { broker, config, store } = await setup({ 'sync.batchSize': 30 }, 'sqlite')
+    broker.features = ['pipeline', 'frames']
+    const refused: number[] = []
+    broker.reply = (r) => {
+      if (r.headers['content-type'] !== 'application/vnd.rmq.frames') return undefined
+      refused.push(...r.body.messages.map((m) => m.seq))
+      return {
+        status: 415,
+        body: { code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', error: 'Unsupported Media Type' },
+      }
+    }
+    await store.append(telemetry(200))
+    const r = await syncOnce({ driver: store, config })
+    expect(r.status).toBe('ok')
+    expect(r.messages).toBe(200)
+    expect(refused.length).toBeGreaterThan(0)
+    expect(broker.accepted.size).toBe(200)
+    // Each frames batch refused was accepted again as JSON; no batch was both.
+    for (const seq of refused) expect(broker.accepted.has(`gw-test:${store.epoch}:${seq}`)).toBe(true)
+    expect((await store.stats(Date.now())).pending).toBe(0)
+    expect(await readBackoff(store)).toBeUndefined()
+  })
+
   it('an older broker (no features in its acks) gets JSON, one batch at a time', async () => {
     const { broker, config, store } = await setup({ 'sync.batchSize': 50 }, 'sqlite')
     broker.reply = () => ({ status: 200, delayMs: 20 })
