@@ -75,6 +75,46 @@ describe('sqlite broker store specifics', () => {
   })
 })
 
+describe('sqlite broker store: a schema-2 file from before nodes.last_batch', () => {
+  it('gets the column in place; backlog.unacked is matched from the next batch on', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-store-')
+    const ctx = (now: number) => ({ now, maxLateness: 60_000 })
+    try {
+      let store = await openSqliteBrokerStore({ dataDir: dir })
+      await store.ingest(batchOf('a', [wireMessage(1, T0)], { batch: 'b-1', clock: T0 + 10 }), ctx(T0 + 10))
+      const dbOf = (s: unknown) => (s as { db: import('better-sqlite3').Database }).db
+      dbOf(store).exec('ALTER TABLE nodes DROP COLUMN last_batch')
+      await store.close()
+
+      store = await openSqliteBrokerStore({ dataDir: dir })
+      const columns = dbOf(store).prepare("SELECT name FROM pragma_table_info('nodes')").pluck().all()
+      expect(columns).toContain('last_batch')
+      // 'b-1' was committed before the column existed: not known, so its oldest ts still counts.
+      const second = await store.ingest(
+        batchOf('a', [wireMessage(2, T0 + 20)], {
+          batch: 'b-2',
+          clock: T0 + 100,
+          backlog: { pending: 1, bytes: 1, oldestTs: T0 + 50, unacked: { batch: 'b-1', oldestTs: T0 } },
+        }),
+        ctx(T0 + 100),
+      )
+      expect(second.watermark).toBe(T0 + 10)
+      const third = await store.ingest(
+        batchOf('a', [wireMessage(3, T0 + 30)], {
+          batch: 'b-3',
+          clock: T0 + 100,
+          backlog: { pending: 1, bytes: 1, oldestTs: T0 + 50, unacked: { batch: 'b-2', oldestTs: T0 + 20 } },
+        }),
+        ctx(T0 + 100),
+      )
+      expect(third.watermark).toBe(T0 + 50)
+      await store.close()
+    } finally {
+      cleanup()
+    }
+  })
+})
+
 describe('sqlite broker store: schema 1 (node and epoch in every row, a position column)', () => {
   const V1 = `
     CREATE TABLE broker_meta (id INTEGER PRIMARY KEY CHECK (id = 1), schema_version INTEGER NOT NULL,
