@@ -48,8 +48,11 @@ export type PostOutcome =
 type Got = typeof import('got').default
 
 let gotPromise: Promise<Got> | undefined
+/** got, loaded on first use: the build's one-file bundle of it (dist/vendor/got.js), else the package. */
 function loadGot(): Promise<Got> {
-  gotPromise ??= import('got').then((m) => m.default)
+  gotPromise ??= (import(new URL('../vendor/got.js', import.meta.url).href) as Promise<{ default: Got }>)
+    .catch(() => import('got'))
+    .then((m) => m.default)
   return gotPromise
 }
 
