@@ -2,16 +2,15 @@
 // real SQLite outbox, forwarded by the sync engine to a real broker process
 // on loopback until every batch is durably committed (HTTP 200). Measures
 // messages per second and bytes on the wire per message (request bodies and
-// HTTP headers, counted by a TCP proxy in front of the broker), per codec.
+// HTTP headers, counted by a TCP proxy in front of the broker), per codec. The
+// edge writes the backlog in one process and forwards it from a fresh one
+// (bench/sync-edge.js), as `rmq publish` and `rmq drain` would.
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
-import { loadConfig } from '../../dist/core/config/load.js'
-import { openOutbox } from '../../dist/core/outbox.js'
-import { drain } from '../../dist/core/sync.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const MESSAGES = Number(process.env.RMQ_BENCH_SYNC_MESSAGES ?? 100_000)
@@ -22,21 +21,18 @@ const CODECS = ['zstd', 'gzip', 'none']
 const REPLAYS = Number(process.env.RMQ_BENCH_SYNC_REPLAYS ?? 3)
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
-function telemetry(i, t0) {
-  return JSON.stringify({
-    device: `sensor-${String(i % 64).padStart(3, '0')}`,
-    site: 'plant-7',
-    line: `line${i % 4}`,
-    ts: t0 + i * 100,
-    temperature: +(20 + (i % 97) / 10).toFixed(1),
-    humidity: +(40 + (i % 53) / 5).toFixed(1),
-    pressure: +(1.0 + (i % 11) / 1000).toFixed(3),
-    vibration: +((i % 37) / 1000).toFixed(3),
-    battery: 100 - (i % 40),
-    rssi: -50 - (i % 30),
-    status: i % 500 === 0 ? 'warn' : 'ok',
-    fw: '2.4.1',
+/** Run bench/sync-edge.js in a process of its own; its last line of output is its result. */
+async function runEdge(mode, edge) {
+  const child = spawn(process.execPath, [path.join(root, 'bench/sync-edge.js'), mode, JSON.stringify(edge)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
   })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d) => (out += d))
+  child.stderr.on('data', (d) => (err += d))
+  const code = await new Promise((resolve) => child.once('exit', resolve))
+  if (code !== 0) throw new Error(`sync-edge ${mode} exited with ${code}:\n${err}`)
+  return JSON.parse(out.trim().split('\n').at(-1))
 }
 
 async function startBroker(dataDir) {
@@ -129,10 +125,9 @@ async function replay(codec) {
   const broker = await startBroker(path.join(work))
   const proxy = await countingProxy(broker.port)
   try {
-    const { config } = await loadConfig({
-      cwd: work,
-      env: {},
-      dotenv: false,
+    const edge = {
+      work,
+      messages: MESSAGES,
       options: {
         nodeId: 'bench-gw',
         brokerUrl: proxy.url,
@@ -142,32 +137,14 @@ async function replay(codec) {
         'sync.batchSize': BATCH_SIZE,
         'sync.batchBytes': '8MB',
       },
-    })
-    const driver = await openOutbox(config, work)
-    const t0 = Date.now() - MESSAGES * 100
-    let payloadBytes = 0
-    for (let start = 0; start < MESSAGES; start += 10_000) {
-      const batch = []
-      for (let i = start; i < Math.min(MESSAGES, start + 10_000); i++) {
-        const payload = Buffer.from(telemetry(i, t0))
-        payloadBytes += payload.length
-        batch.push({
-          topic: `plant-7/line${i % 4}/telemetry`,
-          payload,
-          ts: t0 + i * 100,
-          contentType: 'application/json',
-        })
-      }
-      await driver.append(batch)
     }
-    const started = process.hrtime.bigint()
-    const result = await drain({ driver, config, cwd: work }, { timeout: 300_000 })
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9
-    await driver.close()
+    // The backlog is written by one process and forwarded by another (bench/sync-edge.js).
+    const { payloadBytes } = await runEdge('fill', edge)
+    const result = await runEdge('drain', edge)
     const wire = await proxy.stats()
     if (result.messages !== MESSAGES) throw new Error(`${codec}: sent ${result.messages} of ${MESSAGES}`)
     return {
-      rate: MESSAGES / seconds,
+      rate: MESSAGES / result.seconds,
       wirePerMsg: wire.up / MESSAGES,
       bodyPerMsg: result.bytesWire / MESSAGES,
       payloadPerMsg: payloadBytes / MESSAGES,
