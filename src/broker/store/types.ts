@@ -187,7 +187,10 @@ export interface BrokerStore {
    * counters), insert messages idempotently on (node, epoch, seq) counting
    * duplicates, recompute the watermark (monotonic) and release what it
    * allows. Messages whose ts is below the watermark as it stood before this
-   * batch are released at once with `late: true`.
+   * batch are released at once with `late: true`. The low mark counts
+   * `backlog.unacked.oldestTs` unless that batch is the node's last
+   * committed one (`lowMarkOf`): the broker's acks promise it to pipelining
+   * nodes (docs/protocol.md), and the conformance suite checks it.
    */
   ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck>
 
