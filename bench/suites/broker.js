@@ -9,6 +9,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
+import { childEnv } from '../child-env.js'
 
 const require = createRequire(import.meta.url)
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -76,13 +77,12 @@ export async function startBroker(dataDir, env = {}) {
     ],
     {
       cwd: dataDir,
-      env: {
-        ...process.env,
+      env: childEnv({
         RMQ_BROKER_DATA_DIR: dataDir,
         RMQ_BROKER_AUTH: 'token',
         RMQ_LOG_LEVEL: 'warn',
         ...env,
-      },
+      }),
       stdio: ['ignore', 'ignore', 'pipe'],
     },
   )

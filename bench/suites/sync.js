@@ -10,6 +10,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { childEnv } from '../child-env.js'
 import { Worker } from 'node:worker_threads'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -41,12 +42,11 @@ async function startBroker(dataDir) {
     [path.join(root, 'bin/run.js'), 'broker', 'start', '--host', '127.0.0.1', '--port', '0'],
     {
       cwd: dataDir,
-      env: {
-        ...process.env,
+      env: childEnv({
         RMQ_BROKER_AUTH: 'none',
         RMQ_BROKER_DATA_DIR: dataDir,
         RMQ_BROKER_LIMITS_RATE_PER_NODE: '0',
-      },
+      }),
       stdio: ['ignore', 'ignore', 'pipe'],
     },
   )
