@@ -163,8 +163,12 @@ export async function run() {
     const runs = []
     for (let i = 0; i < REPLAYS; i++) runs.push(await replay(codec))
     const rates = runs.map((x) => x.rate)
-    const r = { ...runs[0], rate: median(rates), wirePerMsg: median(runs.map((x) => x.wirePerMsg)) }
-    r.bodyPerMsg = median(runs.map((x) => x.bodyPerMsg))
+    const r = {
+      payloadPerMsg: runs[0].payloadPerMsg,
+      rate: median(rates),
+      wirePerMsg: median(runs.map((x) => x.wirePerMsg)),
+      bodyPerMsg: median(runs.map((x) => x.bodyPerMsg)),
+    }
     const range = `${Math.round(Math.min(...rates))}-${Math.round(Math.max(...rates))}`
     const primary = codec === 'zstd'
     rows.push({

@@ -161,6 +161,8 @@ interface Row {
 /** The columns of a pending message as StoredMessage needs them (`m` messages, `p` pending). */
 const ROW_COLUMNS =
   'm.seq, m.topic, m.payload, m.content_type, m.ts, m.arrived_at, m.expires_at, m.priority, m.headers, p.attempts, m.size'
+/** ROW_COLUMNS from `messages m` alone (a message read to forward it, not as a queue entry). */
+const MESSAGE_COLUMNS = ROW_COLUMNS.replace('p.attempts', '0 AS attempts')
 /** `priority = ?` for every priority: the pending primary key is (priority, seq), sync knows only seqs. */
 const ANY_PRIORITY = 'priority IN (9, 8, 7, 6, 5, 4, 3, 2, 1, 0)'
 
@@ -823,13 +825,13 @@ export class SqliteStorage implements StorageDriver {
         if (r.n === 0 || !r.json) continue
         if (json.length > 0) json.push(comma)
         count += r.n
-        if (isUtf8(r.payloads ?? Buffer.alloc(0))) {
+        if (!r.payloads || isUtf8(r.payloads)) {
           json.push(r.json)
           if (r.payloads) payloads.push(r.payloads)
           continue
         }
         const rows = this.stmt(
-          `SELECT ${ROW_COLUMNS.replace('p.attempts', '0 AS attempts')} FROM messages m WHERE m.seq BETWEEN ? AND ? ORDER BY m.seq ${desc ? 'DESC' : 'ASC'}`,
+          `SELECT ${MESSAGE_COLUMNS} FROM messages m WHERE m.seq BETWEEN ? AND ? ORDER BY m.seq ${desc ? 'DESC' : 'ASC'}`,
         ).all(lo, hi) as Row[]
         rows.forEach((row, i) => {
           const f = toFrame(toWireMessage(toStored(row)))
@@ -875,9 +877,7 @@ export class SqliteStorage implements StorageDriver {
 
   /** One message's wire JSON built in JS (the same shape as WIRE_JSON, payload checked byte for byte). */
   private wireJsonOf(seq: number): string {
-    const r = this.stmt(
-      `SELECT ${ROW_COLUMNS.replace('p.attempts', '0 AS attempts')} FROM messages m WHERE m.seq = ?`,
-    ).get(seq) as Row
+    const r = this.stmt(`SELECT ${MESSAGE_COLUMNS} FROM messages m WHERE m.seq = ?`).get(seq) as Row
     return JSON.stringify(toWireMessage(toStored(r)))
   }
 
