@@ -183,6 +183,15 @@ interface InFlight {
  */
 const PIPELINE_DEPTH = 2
 
+/**
+ * Most messages in the first batch of a run that has more than one batch to
+ * send (and a budget that does not bind): its ack, with the broker's
+ * `features`, comes back while the next batch is read, so pipelining starts
+ * one batch earlier, and a broker or link that is down costs a small body
+ * rather than a full one (docs/sync.md, "The first batch").
+ */
+const PROBE_MESSAGES = 250
+
 /** 415 to a frames body: a broker that does not take them (any other 415 is a rejection). */
 function framesRefused(p: Prepared, outcome: PostOutcome): boolean {
   return (
@@ -345,8 +354,12 @@ class SyncRun {
   private readonly res: SyncResult
   private readonly budget: number
   private readonly rateLimit: number
-  /** Features the broker listed in its last ack (BROKER_FEATURES); none until the first ack of the run. */
-  private features: readonly string[] = []
+  /**
+   * Features the broker listed in its last ack (BROKER_FEATURES). Until the
+   * first ack of the run, frames are assumed (a broker without them answers
+   * 415, and the batch goes again as JSON), and pipelining is not.
+   */
+  private features: readonly string[] = ['frames']
 
   constructor(
     private readonly deps: SyncDeps,
@@ -456,6 +469,7 @@ class SyncRun {
     const startStats = await this.driver.stats(this.now())
     this.res.order = await this.chooseOrder(startStats)
     let limit = this.config.sync.batchSize
+    let probe = this.res.order === 'oldest' && startStats.pending > limit ? PROBE_MESSAGES : Infinity
     let sentSomething = false
     // Requests in flight, oldest first; `next` is read and compressed, waiting for room.
     const flying: InFlight[] = []
@@ -472,7 +486,7 @@ class SyncRun {
           // With the pipeline full, `next` goes out once the oldest in flight is acknowledged.
           const unacked = flying.length >= depth ? flying.slice(1) : flying
           const p = await this.prepare(
-            limit,
+            Math.min(limit, probe),
             flying.map((f) => f.p),
             unacked[0]?.p,
             sentSomething || flying.length > 0,
@@ -481,8 +495,10 @@ class SyncRun {
             limit = p.limit
             continue
           }
-          if (p.kind === 'batch') next = p
-          else end = p.kind === 'empty' ? 'empty' : p.reason
+          if (p.kind === 'batch') {
+            next = p
+            probe = Infinity
+          } else end = p.kind === 'empty' ? 'empty' : p.reason
         }
       }
       if (next && flying.length < depth) {

@@ -1,7 +1,12 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { codecForEncoding } from '../../src/plugins/compression/index.js'
-import { decodeFrames, FRAMES_CONTENT_TYPE, type BatchBody } from '../../src/core/protocol.js'
+import {
+  BROKER_FEATURES,
+  decodeFrames,
+  FRAMES_CONTENT_TYPE,
+  type BatchBody,
+} from '../../src/core/protocol.js'
 
 export interface ReceivedBatch {
   body: BatchBody
@@ -28,8 +33,13 @@ export class FakeBroker {
   /** Accepted messages by `node:epoch:seq`, first acceptance only. */
   readonly accepted = new Map<string, BatchBody['messages'][number]>()
   reply: (req: ReceivedBatch, n: number) => Reply | Promise<Reply> = () => undefined
-  /** Listed in every ack, as the real broker lists BROKER_FEATURES; none (an older broker) by default. */
-  features: string[] | undefined
+  /**
+   * Listed in every ack: BROKER_FEATURES by default, as the real broker;
+   * undefined for an older broker. Without `frames`, a frames body gets the
+   * 415 an older broker's HTTP framework gives a content type it has no
+   * parser for.
+   */
+  features: string[] | undefined = [...BROKER_FEATURES]
   /** The most requests this fake had in progress at once. */
   maxInProgress = 0
   private inProgress = 0
@@ -66,10 +76,10 @@ export class FakeBroker {
     const wire = Buffer.concat(chunks)
     const codec = await codecForEncoding(req.headers['content-encoding'])
     const raw = await codec.decompress(wire, { maxOutputBytes: 64 << 20 })
-    const body =
-      req.headers['content-type'] === FRAMES_CONTENT_TYPE
-        ? decodeFrames(raw)
-        : (JSON.parse(raw.toString()) as BatchBody)
+    const frames = req.headers['content-type'] === FRAMES_CONTENT_TYPE
+    const body = frames ? decodeFrames(raw) : (JSON.parse(raw.toString()) as BatchBody)
+    // The same messages whichever the body: frames' `size` is framing, not part of a message.
+    if (frames) for (const m of body.messages) delete (m as { size?: number }).size
     const rec: ReceivedBatch = {
       body,
       headers: req.headers,
@@ -83,6 +93,18 @@ export class FakeBroker {
     if (reply && reply.status !== 200) {
       res.writeHead(reply.status, { 'content-type': 'application/json', ...(reply.headers ?? {}) })
       res.end(JSON.stringify(reply.body ?? { error: { message: `status ${reply.status}` } }))
+      return
+    }
+    if (req.headers['content-type'] === FRAMES_CONTENT_TYPE && !this.features?.includes('frames')) {
+      res.writeHead(415, { 'content-type': 'application/json' })
+      res.end(
+        JSON.stringify({
+          statusCode: 415,
+          code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE',
+          error: 'Unsupported Media Type',
+          message: `Unsupported Media Type: ${FRAMES_CONTENT_TYPE}`,
+        }),
+      )
       return
     }
     let dup = 0

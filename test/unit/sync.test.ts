@@ -90,7 +90,13 @@ describe('syncOnce', () => {
     })
     expect(JSON.parse(first.body.messages[0].payload)).toEqual({ i: 0, v: 20, unit: 'C' })
     const last = broker.batches[2].body
-    expect(last.backlog).toEqual({ pending: 0, bytes: 0, oldestTs: null })
+    // Sent while the second was in flight (the first ack listed pipeline): names it.
+    expect(last.backlog).toEqual({
+      pending: 0,
+      bytes: 0,
+      oldestTs: null,
+      unacked: { batch: broker.batches[1].body.batch, oldestTs: 1_764_160_100_000 },
+    })
     // Prepared while the previous batch was in flight: its stats lag one batch.
     expect(last.stats).toMatchObject({
       sync: { successes: 1, messagesSent: 100 },
@@ -127,7 +133,12 @@ describe('syncOnce', () => {
     expect(second.broker.batches.map((b) => b.body.backlog)).toEqual([
       { pending: 150, bytes: expect.any(Number), oldestTs: ts(100) },
       { pending: 50, bytes: expect.any(Number), oldestTs: ts(200) },
-      { pending: 0, bytes: 0, oldestTs: null },
+      {
+        pending: 0,
+        bytes: 0,
+        oldestTs: null,
+        unacked: { batch: second.broker.batches[1].body.batch, oldestTs: ts(100) },
+      },
     ])
   })
 
@@ -378,14 +389,8 @@ describe('syncOnce', () => {
 })
 
 describe('pipelining and frames (a broker that lists them in its acks)', () => {
-  const withoutSize = (m: object) => {
-    const { size: _size, ...rest } = m as { size?: number }
-    return rest
-  }
-
-  it('first batches as JSON, one at a time; then frames, two in flight, each naming the unacknowledged one before it', async () => {
+  it('frames from the first batch; one at a time until an ack lists pipeline, then two in flight, each naming the unacknowledged one before it', async () => {
     const { broker, config, store } = await setup({ 'sync.batchSize': 50 }, 'sqlite')
-    broker.features = ['pipeline', 'frames']
     // Slow acks, so that a second request is really sent before the first is answered.
     broker.reply = () => ({ status: 200, delayMs: 40 })
     const ts = (i: number) => 1_764_160_000_000 + i * 1000
@@ -406,15 +411,12 @@ describe('pipelining and frames (a broker that lists them in its acks)', () => {
     expect(r.pending).toBe(0)
 
     const batches = broker.batches
-    // The second batch is read (as JSON) while the first is in flight, before any ack lists features.
-    for (const b of batches.slice(0, 2)) {
-      expect(b.headers['content-type']).toBe('application/json')
-      expect(b.inProgress).toBe(1)
-    }
-    for (const b of batches.slice(2)) expect(b.headers['content-type']).toBe('application/vnd.rmq.frames')
+    // The second batch is read while the first is in flight, before any ack lists features: it waits.
+    for (const b of batches.slice(0, 2)) expect(b.inProgress).toBe(1)
+    for (const b of batches) expect(b.headers['content-type']).toBe('application/vnd.rmq.frames')
     expect(broker.maxInProgress).toBe(2)
     // Every message once, byte for byte as in JSON.
-    const sent = batches.flatMap((b) => b.body.messages.map(withoutSize))
+    const sent = batches.flatMap((b) => b.body.messages)
     expect(sent).toEqual(expected.map((m) => JSON.parse(JSON.stringify(toWireMessage(m)))))
     expect(sent.at(-3)).toMatchObject({ enc: 'base64', payload: '/wD+', headers: { h: 'v' } })
     expect(sent.at(-2)).toMatchObject({ enc: 'utf8', payload: '€ ✓ 𝄞 "quoted" \\ \n' })
@@ -442,7 +444,6 @@ describe('pipelining and frames (a broker that lists them in its acks)', () => {
       { 'sync.batchSize': 20, 'sync.backoff.initial': '20ms', 'sync.backoff.max': '50ms' },
       'sqlite',
     )
-    broker.features = ['pipeline', 'frames']
     broker.reply = (_r, n) => (n === 3 ? { status: 503, delayMs: 60 } : { status: 200, delayMs: 20 })
     await store.append(telemetry(200))
     const r = await drain({ driver: store, config }, { timeout: 20_000 })
@@ -461,7 +462,6 @@ describe('pipelining and frames (a broker that lists them in its acks)', () => {
 
   it('415 to a frames body (an older broker behind the same URL): the same messages again as JSON', async () => {
     const { broker, config, store } = await setup({ 'sync.batchSize': 30 }, 'sqlite')
-    broker.features = ['pipeline', 'frames']
     const refused: number[] = []
     broker.reply = (r) => {
       if (r.headers['content-type'] !== 'application/vnd.rmq.frames') return undefined
@@ -483,17 +483,47 @@ describe('pipelining and frames (a broker that lists them in its acks)', () => {
     expect(await readBackoff(store)).toBeUndefined()
   })
 
-  it('an older broker (no features in its acks) gets JSON, one batch at a time', async () => {
+  it('an older broker (415 to frames, no features in its acks): the first batch again as JSON, then JSON one at a time', async () => {
     const { broker, config, store } = await setup({ 'sync.batchSize': 50 }, 'sqlite')
+    broker.features = undefined
     broker.reply = () => ({ status: 200, delayMs: 20 })
     await store.append(telemetry(200))
-    await syncOnce({ driver: store, config })
+    const r = await syncOnce({ driver: store, config })
+    expect(r).toMatchObject({ status: 'ok', messages: 200, batches: 4, retries: 0 })
     expect(broker.accepted.size).toBe(200)
     expect(broker.maxInProgress).toBe(1)
-    for (const b of broker.batches) {
+    const [refused, ...rest] = broker.batches
+    expect(refused.headers['content-type']).toBe('application/vnd.rmq.frames')
+    expect(rest.map((b) => b.body.messages[0].seq)).toEqual([1, 51, 101, 151])
+    for (const b of rest) {
       expect(b.headers['content-type']).toBe('application/json')
       expect(b.body.backlog.unacked).toBeUndefined()
     }
+    expect(await readBackoff(store)).toBeUndefined()
+    expect((await readSyncStats(store)).failures).toBe(0)
+  })
+
+  it('the first batch of a run with more than one batch pending carries at most 250 messages', async () => {
+    const { broker, config, store } = await setup({ 'sync.batchSize': 1000 }, 'sqlite')
+    await store.append(telemetry(2500))
+    const r = await syncOnce({ driver: store, config })
+    expect(r).toMatchObject({ messages: 2500, batches: 4 })
+    expect(broker.batches.map((b) => b.body.messages.length)).toEqual([250, 1000, 1000, 250])
+    expect(broker.batches.flatMap((b) => b.body.messages.map((m) => m.seq))).toEqual(
+      Array.from({ length: 2500 }, (_, i) => i + 1),
+    )
+
+    // One batch or less pending: no smaller first batch.
+    await store.append(telemetry(1000))
+    expect(await syncOnce({ driver: store, config })).toMatchObject({ messages: 1000, batches: 1 })
+    expect(broker.batches.at(-1)!.body.messages.length).toBe(1000)
+
+    // A budget that binds (newest first): the first batch is as large as the budget allows.
+    const limited = await setup({ 'sync.batchSize': 1000 }, 'sqlite')
+    await limited.store.append(telemetry(3000))
+    const newest = await syncOnce({ driver: limited.store, config: limited.config }, { budget: 40 * 1024 })
+    expect(newest.order).toBe('newest')
+    expect(limited.broker.batches[0].body.messages.length).toBe(1000)
   })
 })
 
