@@ -1,15 +1,16 @@
 // The edge side of the sync replay bench (bench/suites/sync.js), in processes of its own:
 //   node bench/sync-edge.js fill  '<json>'   writes the backlog into the outbox, prints {payloadBytes}
+//   node bench/sync-edge.js sync  '<json>'   one `rmq sync` run of at most maxBatches batches, prints {messages}
 //   node bench/sync-edge.js drain '<json>'   forwards it all, prints {seconds, messages, bytesWire}
 // The drain runs in a fresh process, as `rmq sync` or `rmq drain` would: in the bench's own process it
 // would also collect the garbage of writing the backlog and of the suites before it (about 7% slower,
 // measured over 10 paired replays).
 import { loadConfig } from '../dist/core/config/load.js'
 import { openOutbox } from '../dist/core/outbox.js'
-import { drain } from '../dist/core/sync.js'
+import { drain, syncOnce } from '../dist/core/sync.js'
 
 const [mode, arg] = process.argv.slice(2)
-const { work, options, messages } = JSON.parse(arg)
+const { work, options, messages, maxBatches } = JSON.parse(arg)
 
 function telemetry(i, t0) {
   return JSON.stringify({
@@ -49,6 +50,9 @@ try {
       await driver.append(batch)
     }
     console.log(JSON.stringify({ payloadBytes }))
+  } else if (mode === 'sync') {
+    const result = await syncOnce({ driver, config, cwd: work }, { maxBatches })
+    console.log(JSON.stringify({ messages: result.messages }))
   } else if (mode === 'drain') {
     const started = process.hrtime.bigint()
     const result = await drain({ driver, config, cwd: work }, { timeout: 300_000 })

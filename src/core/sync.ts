@@ -183,15 +183,6 @@ interface InFlight {
  */
 const PIPELINE_DEPTH = 2
 
-/**
- * Most messages in the first batch of a run that has more than one batch to
- * send (and a budget that does not bind): its ack, with the broker's
- * `features`, comes back while the next batch is read, so pipelining starts
- * one batch earlier, and a broker or link that is down costs a small body
- * rather than a full one (docs/sync.md, "The first batch").
- */
-const PROBE_MESSAGES = 250
-
 /** 415 to a frames body: a broker that does not take them (any other 415 is a rejection). */
 function framesRefused(p: Prepared, outcome: PostOutcome): boolean {
   return (
@@ -469,7 +460,6 @@ class SyncRun {
     const startStats = await this.driver.stats(this.now())
     this.res.order = await this.chooseOrder(startStats)
     let limit = this.config.sync.batchSize
-    let probe = this.res.order === 'oldest' && startStats.pending > limit ? PROBE_MESSAGES : Infinity
     let sentSomething = false
     // Requests in flight, oldest first; `next` is read and compressed, waiting for room.
     const flying: InFlight[] = []
@@ -486,7 +476,7 @@ class SyncRun {
           // With the pipeline full, `next` goes out once the oldest in flight is acknowledged.
           const unacked = flying.length >= depth ? flying.slice(1) : flying
           const p = await this.prepare(
-            Math.min(limit, probe),
+            limit,
             flying.map((f) => f.p),
             unacked[0]?.p,
             sentSomething || flying.length > 0,
@@ -495,10 +485,8 @@ class SyncRun {
             limit = p.limit
             continue
           }
-          if (p.kind === 'batch') {
-            next = p
-            probe = Infinity
-          } else end = p.kind === 'empty' ? 'empty' : p.reason
+          if (p.kind === 'batch') next = p
+          else end = p.kind === 'empty' ? 'empty' : p.reason
         }
       }
       if (next && flying.length < depth) {

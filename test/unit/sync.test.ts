@@ -502,29 +502,6 @@ describe('pipelining and frames (a broker that lists them in its acks)', () => {
     expect(await readBackoff(store)).toBeUndefined()
     expect((await readSyncStats(store)).failures).toBe(0)
   })
-
-  it('the first batch of a run with more than one batch pending carries at most 250 messages', async () => {
-    const { broker, config, store } = await setup({ 'sync.batchSize': 1000 }, 'sqlite')
-    await store.append(telemetry(2500))
-    const r = await syncOnce({ driver: store, config })
-    expect(r).toMatchObject({ messages: 2500, batches: 4 })
-    expect(broker.batches.map((b) => b.body.messages.length)).toEqual([250, 1000, 1000, 250])
-    expect(broker.batches.flatMap((b) => b.body.messages.map((m) => m.seq))).toEqual(
-      Array.from({ length: 2500 }, (_, i) => i + 1),
-    )
-
-    // One batch or less pending: no smaller first batch.
-    await store.append(telemetry(1000))
-    expect(await syncOnce({ driver: store, config })).toMatchObject({ messages: 1000, batches: 1 })
-    expect(broker.batches.at(-1)!.body.messages.length).toBe(1000)
-
-    // A budget that binds (newest first): the first batch is as large as the budget allows.
-    const limited = await setup({ 'sync.batchSize': 1000 }, 'sqlite')
-    await limited.store.append(telemetry(3000))
-    const newest = await syncOnce({ driver: limited.store, config: limited.config }, { budget: 40 * 1024 })
-    expect(newest.order).toBe('newest')
-    expect(limited.broker.batches[0].body.messages.length).toBe(1000)
-  })
 })
 
 describe('drain', () => {
