@@ -461,6 +461,8 @@ class SyncRun {
     this.res.order = await this.chooseOrder(startStats)
     let limit = this.config.sync.batchSize
     let sentSomething = false
+    // An accepted batch named another in backlog.unacked: the run ends with closingReport().
+    let named = false
     // Requests in flight, oldest first; `next` is read and compressed, waiting for room.
     const flying: InFlight[] = []
     let next: Prepared | undefined
@@ -498,11 +500,13 @@ class SyncRun {
       const head = flying.shift()
       if (!head) {
         if (end === 'empty' && !sentSomething && this.opts.heartbeat !== false) await this.heartbeat()
+        else if (named && end !== 'aborted' && end !== 'lease-lost') await this.closingReport()
         this.res.stoppedBy = end
         return
       }
       const outcome = await head.outcome
       if (outcome.kind === 'ok') {
+        if (head.p.encoded.body.backlog.unacked) named = true
         // `next` was read for this moment: send it before the synchronous work of marking `head` sent.
         if (next && flying.length < depth) {
           await this.pace(wireBytesOf(flying) + head.p.encoded.wireBytes)
@@ -799,6 +803,22 @@ class SyncRun {
     const hb: Prepared = { kind: 'batch', ...none, encoded: await this.encode(none, stats) }
     // A failed heartbeat does not keep a drain waiting: there is nothing to deliver.
     this.res.heartbeat = (await this.settle(hb, await this.post(hb), false)) === 'ok'
+  }
+
+  /**
+   * An empty batch at the end of a run in which a batch named another in
+   * `backlog.unacked`. The broker may have committed the last two in either
+   * order, and then the node's low mark still holds back the messages of the
+   * earlier one (docs/ordering.md) until the node's next contact, which for
+   * a cron job is the next run. This reports the backlog as it is now. If it
+   * fails, the next contact does the same: everything was delivered.
+   */
+  private async closingReport(): Promise<void> {
+    const stats = await this.driver.stats(this.now())
+    const none: Taken = { seqs: [], bytes: 0, minTs: Infinity }
+    const report: Prepared = { kind: 'batch', ...none, encoded: await this.encode(none, stats) }
+    const outcome = await this.post(report)
+    if (outcome.kind === 'ok') await this.settle(report, outcome, false)
   }
 
   /**

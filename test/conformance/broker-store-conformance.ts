@@ -281,6 +281,13 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
       )
       expect(fourth.watermark).toBe(T0 + 650)
       expect((await store.heads()).held).toBe(1)
+      // The node's closing report (an empty batch, nothing in flight) lets it go.
+      const closing = await store.ingest(
+        batchOf('a', [], { batch: 'b-closing', clock, backlog: { pending: 0, bytes: 0, oldestTs: null } }),
+        ctx(clock),
+      )
+      expect(closing.watermark).toBe(clock)
+      expect((await store.heads()).held).toBe(0)
     })
 
     it('the watermark never decreases', async () => {

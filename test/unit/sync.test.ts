@@ -103,8 +103,21 @@ describe('syncOnce', () => {
       storage: { appendedTotal: 250 },
     })
 
+    // The third batch named the second in backlog.unacked: the run ends with an empty batch that
+    // reports the backlog as it is, whatever order the broker committed the last two in.
+    const closing = broker.received.at(-1)!.body
+    expect(closing.messages).toEqual([])
+    expect(closing.backlog).toEqual({ pending: 0, bytes: 0, oldestTs: null })
+    expect(r.heartbeat).toBe(false)
     const stats = await readSyncStats(store)
-    expect(stats).toMatchObject({ attempts: 3, successes: 3, failures: 0, messagesSent: 250, batches: 3 })
+    expect(stats).toMatchObject({
+      attempts: 4,
+      successes: 4,
+      failures: 0,
+      messagesSent: 250,
+      batches: 3,
+      heartbeats: 1,
+    })
     expect(stats.bytesWire).toBe(r.bytesWire)
     expect(stats.lastSuccessAt).toBeGreaterThan(0)
     expect((await store.stats(Date.now())).pending).toBe(0)
@@ -490,6 +503,8 @@ describe('pipelining and frames (a broker that lists them in its acks)', () => {
     await store.append(telemetry(200))
     const r = await syncOnce({ driver: store, config })
     expect(r).toMatchObject({ status: 'ok', messages: 200, batches: 4, retries: 0 })
+    // Nothing was pipelined: no closing report.
+    expect(broker.received.at(-1)!.body.messages.length).toBe(50)
     expect(broker.accepted.size).toBe(200)
     expect(broker.maxInProgress).toBe(1)
     const [refused, ...rest] = broker.batches
