@@ -798,11 +798,16 @@ class SyncRun {
 
   /** Nothing to send: tell the broker the node is alive (its clock and empty backlog). */
   private async heartbeat(): Promise<void> {
-    const stats = await this.driver.stats(this.now())
-    const none: Taken = { seqs: [], bytes: 0, minTs: Infinity }
-    const hb: Prepared = { kind: 'batch', ...none, encoded: await this.encode(none, stats) }
+    const hb = await this.emptyBatch()
     // A failed heartbeat does not keep a drain waiting: there is nothing to deliver.
     this.res.heartbeat = (await this.settle(hb, await this.post(hb), false)) === 'ok'
+  }
+
+  /** A batch without messages: the backlog as it is now, with nothing in flight. */
+  private async emptyBatch(): Promise<Prepared> {
+    const stats = await this.driver.stats(this.now())
+    const none: Taken = { seqs: [], bytes: 0, minTs: Infinity }
+    return { kind: 'batch', ...none, encoded: await this.encode(none, stats) }
   }
 
   /**
@@ -814,9 +819,7 @@ class SyncRun {
    * fails, the next contact does the same: everything was delivered.
    */
   private async closingReport(): Promise<void> {
-    const stats = await this.driver.stats(this.now())
-    const none: Taken = { seqs: [], bytes: 0, minTs: Infinity }
-    const report: Prepared = { kind: 'batch', ...none, encoded: await this.encode(none, stats) }
+    const report = await this.emptyBatch()
     const outcome = await this.post(report)
     if (outcome.kind === 'ok') await this.settle(report, outcome, false)
   }
