@@ -75,20 +75,21 @@ describe('sqlite broker store specifics', () => {
   })
 })
 
-describe('sqlite broker store: a schema-2 file from before nodes.last_batch', () => {
-  it('gets the column in place; backlog.unacked is matched from the next batch on', async () => {
+describe('sqlite broker store: a schema-2 file from before nodes.last_batch, waiting_for, ahead_low_mark', () => {
+  it('gets the columns in place; backlog.unacked is matched from the next batch on', async () => {
     const { dir, cleanup } = makeTempDir('rmq-broker-store-')
     const ctx = (now: number) => ({ now, maxLateness: 60_000 })
     try {
       let store = await openSqliteBrokerStore({ dataDir: dir })
       await store.ingest(batchOf('a', [wireMessage(1, T0)], { batch: 'b-1', clock: T0 + 10 }), ctx(T0 + 10))
       const dbOf = (s: unknown) => (s as { db: import('better-sqlite3').Database }).db
-      dbOf(store).exec('ALTER TABLE nodes DROP COLUMN last_batch')
+      for (const column of ['last_batch', 'waiting_for', 'ahead_low_mark'])
+        dbOf(store).exec(`ALTER TABLE nodes DROP COLUMN ${column}`)
       await store.close()
 
       store = await openSqliteBrokerStore({ dataDir: dir })
       const columns = dbOf(store).prepare("SELECT name FROM pragma_table_info('nodes')").pluck().all()
-      expect(columns).toContain('last_batch')
+      expect(columns).toEqual(expect.arrayContaining(['last_batch', 'waiting_for', 'ahead_low_mark']))
       // 'b-1' was committed before the column existed: not known, so its oldest ts still counts.
       const second = await store.ingest(
         batchOf('a', [wireMessage(2, T0 + 20)], {

@@ -290,6 +290,54 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
       expect((await store.heads()).held).toBe(0)
     })
 
+    it('backlog.unacked: a batch committed after the later one that named it leaves that later report standing', async () => {
+      const clock = T0 + 10_000
+      const report = (
+        batch: string,
+        messages: ReturnType<typeof wireMessage>[],
+        backlog: BatchBody['backlog'],
+      ) => store.ingest(batchOf('a', messages, { batch, clock, backlog }), ctx(clock))
+      const first = await report('b-1', [wireMessage(1, T0 + 100)], {
+        pending: 2,
+        bytes: 20,
+        oldestTs: T0 + 200,
+      })
+      expect(first.watermark).toBe(T0 + 200)
+      // The node pipelined b-2 and b-3; the broker commits b-3 first. b-2 is not stored yet: its oldest ts holds.
+      const third = await report('b-3', [wireMessage(3, T0 + 300)], {
+        pending: 0,
+        bytes: 0,
+        oldestTs: null,
+        unacked: { batch: 'b-2', oldestTs: T0 + 200 },
+      })
+      expect(third.watermark).toBe(T0 + 200)
+      // b-2 commits last. Its own report is older (it still counts b-3's message as pending, and names
+      // b-1 as unacknowledged); b-3's report, nothing left, is the node's latest word and now holds alone.
+      const second = await report('b-2', [wireMessage(2, T0 + 200)], {
+        pending: 1,
+        bytes: 10,
+        oldestTs: T0 + 300,
+        unacked: { batch: 'b-1', oldestTs: T0 + 100 },
+      })
+      expect(second).toMatchObject({ accepted: 1, late: 0, watermark: clock })
+      const node = (await store.node('a'))!
+      expect(node.lowMark).toBe(clock)
+      expect(node.backlog).toMatchObject({ pending: 0, bytes: 0, oldestTs: null })
+      expect(node.counters).toMatchObject({ received: 3, batches: 3 })
+      expect((await store.heads()).held).toBe(0)
+      const page = await store.read({ order: 'event', after: 0, limit: 10 })
+      expect(page.messages.map((m) => m.seq)).toEqual([1, 2, 3])
+      // b-3 is still the node's last committed batch: a batch naming it is not held back by it.
+      const fourth = await report('b-4', [wireMessage(4, clock + 50)], {
+        pending: 0,
+        bytes: 0,
+        oldestTs: null,
+        unacked: { batch: 'b-3', oldestTs: T0 + 300 },
+      })
+      expect(fourth.watermark).toBe(clock)
+      expect((await store.node('a'))!.lowMark).toBe(clock)
+    })
+
     it('the watermark never decreases', async () => {
       await store.ingest(batchOf('a', [], { clock: T0 + 1000 }), ctx(T0))
       expect((await store.heads()).watermark).toBe(T0 + 1000)

@@ -97,6 +97,8 @@ export const MIGRATIONS: readonly string[] = [
   `,
   // The node's last committed batch: a pipelined batch's backlog.unacked is checked against it.
   `ALTER TABLE rmq_nodes ADD COLUMN last_batch text COLLATE "C"`,
+  // The batch the last committed one named in backlog.unacked, and that one's low mark without it.
+  `ALTER TABLE rmq_nodes ADD COLUMN waiting_for text COLLATE "C", ADD COLUMN ahead_low_mark bigint`,
 ]
 
 /** Key of the transaction-scoped advisory lock that serializes migrations ('rmq' + 1). */

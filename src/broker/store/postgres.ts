@@ -24,7 +24,15 @@ import type pgTypes from 'pg'
 import type { BatchAck, BatchBody } from '../../core/protocol.js'
 import { BrokerUnavailableError, ConfigError } from '../../core/errors.js'
 import { topicMatcher } from '../topic-filter.js'
-import { alertKey, lowMarkOf, toAlert, toMessage, toNode, type AlertRow } from './sqlite.js'
+import {
+  alertKey,
+  lowMarkOf,
+  NODE_REPORT_UPDATE,
+  toAlert,
+  toMessage,
+  toNode,
+  type AlertRow,
+} from './sqlite.js'
 import { MIGRATIONS, MIGRATION_LOCK_KEY, NOTIFY_CHANNEL } from './postgres-schema.js'
 import {
   StoreUnavailableError,
@@ -102,20 +110,24 @@ const INSERT_BATCH = `
   ON CONFLICT (node, epoch, seq) DO NOTHING
   RETURNING late`
 
+/** NODE_REPORT_UPDATE's parameters in UPSERT_NODE. */
+const NODE_REPORT_PARAMS: Record<string, string> = {
+  batch: '$16::text',
+  unacked: '$17::text',
+  lowMark: '$18::bigint',
+}
+
 const UPSERT_NODE = `
   INSERT INTO rmq_nodes AS n (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
     backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches,
-    last_batch)
-  VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16)
+    last_batch, waiting_for, ahead_low_mark)
+  VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $17, $18)
   ON CONFLICT (node) DO UPDATE SET
     epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
-    last_sync = COALESCE(excluded.last_sync, n.last_sync), clock_skew = excluded.clock_skew,
-    last_clock = excluded.last_clock, backlog_pending = excluded.backlog_pending,
-    backlog_bytes = excluded.backlog_bytes, backlog_oldest_ts = excluded.backlog_oldest_ts,
-    low_mark = CASE WHEN n.last_batch = $17::text THEN $18::bigint ELSE excluded.low_mark END,
-    stats = COALESCE(excluded.stats, n.stats),
+    last_sync = COALESCE(excluded.last_sync, n.last_sync),
     received = n.received + excluded.received, duplicates = n.duplicates + excluded.duplicates,
-    late = n.late + excluded.late, batches = n.batches + 1, last_batch = excluded.last_batch`
+    late = n.late + excluded.late, batches = n.batches + 1,
+    ${NODE_REPORT_UPDATE('n', (name) => NODE_REPORT_PARAMS[name])}`
 
 /** Candidate watermark inputs: live edge nodes' low marks, and the newest held ts. */
 const WATERMARK_INPUTS = `

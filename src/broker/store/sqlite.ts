@@ -101,6 +101,8 @@ CREATE TABLE IF NOT EXISTS nodes (
   low_mark INTEGER NOT NULL,
   stats TEXT,
   last_batch TEXT,
+  waiting_for TEXT,
+  ahead_low_mark INTEGER,
   received INTEGER NOT NULL,
   duplicates INTEGER NOT NULL,
   late INTEGER NOT NULL,
@@ -385,6 +387,35 @@ export function alertKey(rule: string, node: string): string {
  * (the node's last batch), else `unackedLowMark`, which counts that batch's
  * messages as still to come (docs/protocol.md, pipelining).
  */
+/**
+ * The node's report (clock, backlog, stats, low mark, last batch) as a batch
+ * updates it, in both stores' upsert of the node row (`n`: the row before).
+ * A batch is the node's latest word unless the last committed batch named it
+ * in backlog.unacked (`waiting_for`): it was sent earlier and committed later,
+ * so that report stands, and its low mark no longer has to leave this batch
+ * out (`ahead_low_mark`). Otherwise the low mark leaves out the batch this
+ * one names unless that is the last committed one (docs/protocol.md).
+ * Parameters: @batch, @unacked, @lowMark; excluded.low_mark is the low mark
+ * with the unacknowledged batch's oldest ts.
+ */
+export const NODE_REPORT_UPDATE = (n: string, p = (name: string) => `@${name}`) => {
+  const late = `${n}.waiting_for = ${p('batch')}`
+  const keep = (col: string, value: string) => `${col} = CASE WHEN ${late} THEN ${n}.${col} ELSE ${value} END`
+  return [
+    keep('clock_skew', 'excluded.clock_skew'),
+    keep('last_clock', 'excluded.last_clock'),
+    keep('backlog_pending', 'excluded.backlog_pending'),
+    keep('backlog_bytes', 'excluded.backlog_bytes'),
+    keep('backlog_oldest_ts', 'excluded.backlog_oldest_ts'),
+    keep('stats', `COALESCE(excluded.stats, ${n}.stats)`),
+    keep('last_batch', 'excluded.last_batch'),
+    `low_mark = CASE WHEN ${late} THEN ${n}.ahead_low_mark
+      WHEN ${n}.last_batch = ${p('unacked')} THEN ${p('lowMark')} ELSE excluded.low_mark END`,
+    `waiting_for = CASE WHEN ${late} OR ${n}.last_batch = ${p('unacked')} THEN NULL ELSE excluded.waiting_for END`,
+    `ahead_low_mark = CASE WHEN ${late} THEN NULL ELSE excluded.ahead_low_mark END`,
+  ].join(',\n')
+}
+
 export function lowMarkOf(batch: BatchBody): { lowMark: number; unackedLowMark: number } {
   const oldest = batch.backlog.oldestTs
   const lowMark = oldest === null || oldest === undefined ? batch.clock : Math.min(oldest, batch.clock)
@@ -493,19 +524,15 @@ export class SqliteBrokerStore implements BrokerStore {
       upsertNode: db.prepare(
         `INSERT INTO nodes (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
            backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches,
-           last_batch)
+           last_batch, waiting_for, ahead_low_mark)
          VALUES (@node, @epoch, @direct, @now, @now, @lastSync, @skew, @clock, @pending, @bytes, @oldest,
-           @unackedLowMark, @stats, @received, @duplicates, @late, @batches, @batch)
+           @unackedLowMark, @stats, @received, @duplicates, @late, @batches, @batch, @unacked, @lowMark)
          ON CONFLICT (node) DO UPDATE SET
            epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
-           last_sync = COALESCE(excluded.last_sync, nodes.last_sync), clock_skew = excluded.clock_skew,
-           last_clock = excluded.last_clock, backlog_pending = excluded.backlog_pending,
-           backlog_bytes = excluded.backlog_bytes, backlog_oldest_ts = excluded.backlog_oldest_ts,
-           low_mark = CASE WHEN nodes.last_batch = @unacked THEN @lowMark ELSE excluded.low_mark END,
-           stats = COALESCE(excluded.stats, nodes.stats),
+           last_sync = COALESCE(excluded.last_sync, nodes.last_sync),
            received = nodes.received + excluded.received, duplicates = nodes.duplicates + excluded.duplicates,
            late = nodes.late + excluded.late, batches = nodes.batches + excluded.batches,
-           last_batch = excluded.last_batch`,
+           ${NODE_REPORT_UPDATE('nodes')}`,
       ),
       liveLowMark: db.prepare<[number], { lm: number | null; n: number }>(
         'SELECT MIN(low_mark) AS lm, COUNT(*) AS n FROM nodes WHERE direct = 0 AND last_contact >= ?',
@@ -1288,7 +1315,12 @@ export async function openSqliteBrokerStore(options: BrokerStoreOptions): Promis
       db.exec(SCHEMA)
       // Added to schema 2 without a version bump: older rmq ignores the column.
       const nodeColumns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all('nodes')
-      if (!nodeColumns.includes('last_batch')) db.exec('ALTER TABLE nodes ADD COLUMN last_batch TEXT')
+      for (const [column, type] of [
+        ['last_batch', 'TEXT'],
+        ['waiting_for', 'TEXT'],
+        ['ahead_low_mark', 'INTEGER'],
+      ])
+        if (!nodeColumns.includes(column)) db.exec(`ALTER TABLE nodes ADD COLUMN ${column} ${type}`)
     }).immediate()
   } catch (err) {
     db.close()
