@@ -1,7 +1,7 @@
 // The edge side of the sync replay bench (bench/suites/sync.js), in processes of its own:
 //   node bench/sync-edge.js fill  '<json>'   writes the backlog into the outbox, prints {payloadBytes}
 //   node bench/sync-edge.js sync  '<json>'   one `rmq sync` run of at most maxBatches batches, prints {messages}
-//   node bench/sync-edge.js drain '<json>'   forwards it all, prints {seconds, messages, bytesWire}
+//   node bench/sync-edge.js drain '<json>'   forwards it all, prints {seconds, cpuSeconds, messages, bytesWire}
 // The drain runs in a fresh process, as `rmq sync` or `rmq drain` would: in the bench's own process it
 // would also collect the garbage of writing the backlog and of the suites before it (about 7% slower,
 // measured over 10 paired replays).
@@ -55,9 +55,18 @@ try {
     console.log(JSON.stringify({ messages: result.messages }))
   } else if (mode === 'drain') {
     const started = process.hrtime.bigint()
+    const cpu = process.cpuUsage()
     const result = await drain({ driver, config, cwd: work }, { timeout: 300_000 })
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
-    console.log(JSON.stringify({ seconds, messages: result.messages, bytesWire: result.bytesWire }))
+    const { user, system } = process.cpuUsage(cpu)
+    console.log(
+      JSON.stringify({
+        seconds,
+        cpuSeconds: (user + system) / 1e6,
+        messages: result.messages,
+        bytesWire: result.bytesWire,
+      }),
+    )
   } else throw new Error(`unknown mode ${mode}`)
 } finally {
   await driver.close()

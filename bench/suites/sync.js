@@ -74,6 +74,7 @@ async function startBroker(dataDir) {
   return {
     url,
     port: Number(new URL(url).port),
+    cpuSeconds: () => processCpuSeconds(child.pid),
     stop: () =>
       new Promise((resolve) => {
         if (child.exitCode !== null) return resolve()
@@ -82,6 +83,20 @@ async function startBroker(dataDir) {
       }),
   }
 }
+
+/** CPU time (user + system, all threads) a process has used so far, from /proc; undefined elsewhere. */
+function processCpuSeconds(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th, in ticks.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
+  } catch {
+    return undefined
+  }
+}
+/** USER_HZ: 100 on Linux for every architecture rmq runs on. */
+const CLOCK_TICKS = 100
 
 /**
  * Counts the bytes the edge sends (bodies and headers) on their way to the broker. It runs on its
@@ -156,7 +171,9 @@ async function replay(codec, { warm }) {
         throw new Error(`${codec}: warm-up sent ${w.messages} of ${WARM_MESSAGES}`)
     }
     const upBefore = (await proxy.stats()).up
+    const brokerCpuBefore = broker.cpuSeconds()
     const result = await runEdge('drain', edge)
+    const brokerCpu = broker.cpuSeconds() - brokerCpuBefore
     const wire = await proxy.stats()
     if (result.messages !== MESSAGES) throw new Error(`${codec}: sent ${result.messages} of ${MESSAGES}`)
     return {
@@ -165,6 +182,9 @@ async function replay(codec, { warm }) {
       bodyPerMsg: result.bytesWire / MESSAGES,
       payloadPerMsg: payloadBytes / (before + MESSAGES),
       batches: result.batches,
+      // Edge (the timed drain) and broker (while it ran); NaN where /proc is not there.
+      edgeCpuPerMsg: (result.cpuSeconds * 1e6) / MESSAGES,
+      brokerCpuPerMsg: (brokerCpu * 1e6) / MESSAGES,
     }
   } finally {
     await proxy.stop()
@@ -217,6 +237,17 @@ export async function run() {
       value: median(runs.map((x) => x.bodyPerMsg)),
       unit: 'B/msg',
     })
+    const edgeCpu = median(runs.map((x) => x.edgeCpuPerMsg))
+    const brokerCpu = median(runs.map((x) => x.brokerCpuPerMsg))
+    if (Number.isFinite(brokerCpu))
+      rows.push({
+        // What the replay costs each side (edge, broker) in CPU.
+        metric:
+          `sync replay, ${codec}: CPU per message, edge + broker, all threads ` +
+          `(info; edge ${edgeCpu.toFixed(1)}, broker ${brokerCpu.toFixed(1)})`,
+        value: Number((edgeCpu + brokerCpu).toFixed(2)),
+        unit: 'µs/msg',
+      })
   }
   return rows
 }
