@@ -382,12 +382,6 @@ export function alertKey(rule: string, node: string): string {
 }
 
 /**
- * A node's low mark: the oldest ts it still holds, but never above its clock.
- * That is `lowMark` when the batch's `backlog.unacked` batch is committed
- * (the node's last batch), else `unackedLowMark`, which counts that batch's
- * messages as still to come (docs/protocol.md, pipelining).
- */
-/**
  * The node's report (clock, backlog, stats, low mark, last batch) as a batch
  * updates it, in both stores' upsert of the node row (`n`: the row before).
  * A batch is the node's latest word unless the last committed batch named it
@@ -416,6 +410,12 @@ export const NODE_REPORT_UPDATE = (n: string, p = (name: string) => `@${name}`) 
   ].join(',\n')
 }
 
+/**
+ * A node's low mark: the oldest ts it still holds, but never above its clock.
+ * That is `lowMark` when the batch's `backlog.unacked` batch is committed
+ * (the node's last batch), else `unackedLowMark`, which counts that batch's
+ * messages as still to come (docs/protocol.md, pipelining).
+ */
 export function lowMarkOf(batch: BatchBody): { lowMark: number; unackedLowMark: number } {
   const oldest = batch.backlog.oldestTs
   const lowMark = oldest === null || oldest === undefined ? batch.clock : Math.min(oldest, batch.clock)
@@ -1313,7 +1313,7 @@ export async function openSqliteBrokerStore(options: BrokerStoreOptions): Promis
         )
       if (version === 1) db.exec(MIGRATE_1_TO_2)
       db.exec(SCHEMA)
-      // Added to schema 2 without a version bump: older rmq ignores the column.
+      // Added to schema 2 without a version bump: older rmq ignores these columns.
       const nodeColumns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all('nodes')
       for (const [column, type] of [
         ['last_batch', 'TEXT'],
