@@ -63,6 +63,9 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
     let h: StoreHandle
     let store: BrokerStore
     const ctx = (now: number, maxLateness = 5 * MIN): IngestContext => ({ now, maxLateness })
+    /** Node a's batch `batch`, sent and received at `clock`, with its backlog report. */
+    const report = (clock: number, batch: string, messages: WireMessage[], backlog: BatchBody['backlog']) =>
+      store.ingest(batchOf('a', messages, { batch, clock, backlog }), ctx(clock))
 
     beforeEach(async () => {
       h = await open()
@@ -223,88 +226,56 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
 
     it("backlog.unacked: the low mark leaves that batch out only when it is the node's last committed batch", async () => {
       const clock = T0 + 10_000
-      const first = await store.ingest(
-        batchOf('a', [wireMessage(1, T0 + 100), wireMessage(2, T0 + 200)], {
-          batch: 'b-first',
-          clock,
-          backlog: { pending: 9, bytes: 90, oldestTs: T0 + 300 },
-        }),
-        ctx(clock),
-      )
+      const first = await report(clock, 'b-first', [wireMessage(1, T0 + 100), wireMessage(2, T0 + 200)], {
+        pending: 9,
+        bytes: 90,
+        oldestTs: T0 + 300,
+      })
       expect(first.watermark).toBe(T0 + 300)
       // Sent before 'b-lost' was acknowledged, which never arrived: its oldest ts still counts.
-      const second = await store.ingest(
-        batchOf('a', [wireMessage(5, T0 + 500)], {
-          batch: 'b-second',
-          clock,
-          backlog: {
-            pending: 5,
-            bytes: 50,
-            oldestTs: T0 + 600,
-            unacked: { batch: 'b-lost', oldestTs: T0 + 350 },
-          },
-        }),
-        ctx(clock),
-      )
+      const second = await report(clock, 'b-second', [wireMessage(5, T0 + 500)], {
+        pending: 5,
+        bytes: 50,
+        oldestTs: T0 + 600,
+        unacked: { batch: 'b-lost', oldestTs: T0 + 350 },
+      })
       expect(second.watermark).toBe(T0 + 350)
       expect((await store.node('a'))!.lowMark).toBe(T0 + 350)
       // Sent before 'b-second' was acknowledged, and 'b-second' is committed: only oldestTs counts.
-      const third = await store.ingest(
-        batchOf('a', [wireMessage(3, T0 + 350), wireMessage(4, T0 + 400)], {
-          batch: 'b-third',
-          clock,
-          backlog: {
-            pending: 4,
-            bytes: 40,
-            oldestTs: T0 + 600,
-            unacked: { batch: 'b-second', oldestTs: T0 + 500 },
-          },
-        }),
-        ctx(clock),
-      )
+      const third = await report(clock, 'b-third', [wireMessage(3, T0 + 350), wireMessage(4, T0 + 400)], {
+        pending: 4,
+        bytes: 40,
+        oldestTs: T0 + 600,
+        unacked: { batch: 'b-second', oldestTs: T0 + 500 },
+      })
       expect(third).toMatchObject({ accepted: 2, late: 0, watermark: T0 + 600 })
       const page = await store.read({ order: 'event', after: 0, limit: 10 })
       expect(page.messages.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5])
       // Null oldestTs (nothing left) with an unacknowledged batch that is not the last: its oldest ts still holds.
-      const fourth = await store.ingest(
-        batchOf('a', [wireMessage(7, T0 + 700)], {
-          batch: 'b-fourth',
-          clock,
-          backlog: {
-            pending: 0,
-            bytes: 0,
-            oldestTs: null,
-            unacked: { batch: 'b-other', oldestTs: T0 + 650 },
-          },
-        }),
-        ctx(clock),
-      )
+      const fourth = await report(clock, 'b-fourth', [wireMessage(7, T0 + 700)], {
+        pending: 0,
+        bytes: 0,
+        oldestTs: null,
+        unacked: { batch: 'b-other', oldestTs: T0 + 650 },
+      })
       expect(fourth.watermark).toBe(T0 + 650)
       expect((await store.heads()).held).toBe(1)
       // The node's closing report (an empty batch, nothing in flight) lets it go.
-      const closing = await store.ingest(
-        batchOf('a', [], { batch: 'b-closing', clock, backlog: { pending: 0, bytes: 0, oldestTs: null } }),
-        ctx(clock),
-      )
+      const closing = await report(clock, 'b-closing', [], { pending: 0, bytes: 0, oldestTs: null })
       expect(closing.watermark).toBe(clock)
       expect((await store.heads()).held).toBe(0)
     })
 
     it('backlog.unacked: a batch committed after the later one that named it leaves that later report standing', async () => {
       const clock = T0 + 10_000
-      const report = (
-        batch: string,
-        messages: ReturnType<typeof wireMessage>[],
-        backlog: BatchBody['backlog'],
-      ) => store.ingest(batchOf('a', messages, { batch, clock, backlog }), ctx(clock))
-      const first = await report('b-1', [wireMessage(1, T0 + 100)], {
+      const first = await report(clock, 'b-1', [wireMessage(1, T0 + 100)], {
         pending: 2,
         bytes: 20,
         oldestTs: T0 + 200,
       })
       expect(first.watermark).toBe(T0 + 200)
       // The node pipelined b-2 and b-3; the broker commits b-3 first. b-2 is not stored yet: its oldest ts holds.
-      const third = await report('b-3', [wireMessage(3, T0 + 300)], {
+      const third = await report(clock, 'b-3', [wireMessage(3, T0 + 300)], {
         pending: 0,
         bytes: 0,
         oldestTs: null,
@@ -313,7 +284,7 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
       expect(third.watermark).toBe(T0 + 200)
       // b-2 commits last. Its own report is older (it still counts b-3's message as pending, and names
       // b-1 as unacknowledged); b-3's report, nothing left, is the node's latest word and now holds alone.
-      const second = await report('b-2', [wireMessage(2, T0 + 200)], {
+      const second = await report(clock, 'b-2', [wireMessage(2, T0 + 200)], {
         pending: 1,
         bytes: 10,
         oldestTs: T0 + 300,
@@ -328,7 +299,7 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
       const page = await store.read({ order: 'event', after: 0, limit: 10 })
       expect(page.messages.map((m) => m.seq)).toEqual([1, 2, 3])
       // b-3 is still the node's last committed batch: a batch naming it is not held back by it.
-      const fourth = await report('b-4', [wireMessage(4, clock + 50)], {
+      const fourth = await report(clock, 'b-4', [wireMessage(4, clock + 50)], {
         pending: 0,
         bytes: 0,
         oldestTs: null,
