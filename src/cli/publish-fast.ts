@@ -180,8 +180,21 @@ function linesInput(
   return fs.createReadStream(file, { fd, highWaterMark: 256 * 1024 })
 }
 
+/**
+ * One line on stdout, written straight to fd 1: setting up `process.stdout` costs about 4 ms of a
+ * 90 ms `rmq publish` (measured over 101 interleaved runs). A reader that went away (EPIPE) does
+ * not undo what is stored; a non-blocking stdout that is full (EAGAIN) falls back to the stream.
+ */
 function out(text: string): void {
-  process.stdout.write(text + '\n')
+  const line = Buffer.from(text + '\n')
+  let written = 0
+  try {
+    while (written < line.length) written += fs.writeSync(1, line, written)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EAGAIN') process.stdout.write(line.subarray(written))
+    else if (code !== 'EPIPE') throw err
+  }
 }
 
 function note(text: string): void {

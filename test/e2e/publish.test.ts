@@ -54,6 +54,19 @@ describe('rmq publish (real binary)', () => {
     expect(ID.exec(again.stdout.trim())![3]).toBe('2')
   })
 
+  it('a reader of stdout that went away (EPIPE) does not turn a stored message into a failure', async () => {
+    // The read end of stdout is closed before the child can print, so its write gets EPIPE.
+    const child = spawnCli(['publish', 'a/b', 'kept'], { cwd: dir, env })
+    child.stdout!.destroy()
+    let stderr = ''
+    child.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d))
+    child.stdin!.end()
+    const code = await new Promise((resolve) => child.once('close', resolve))
+    expect(stderr).toBe('')
+    expect(code).toBe(0)
+    expect(rows().map((r) => r.payload.toString())).toEqual(['kept'])
+  })
+
   it('stores --ttl, --priority, --timestamp and --content-type, and answers --json', async () => {
     const before = Date.now()
     const r = await publish([
