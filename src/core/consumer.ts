@@ -257,13 +257,20 @@ export interface ConsumeSummary {
   position: number | undefined
   group?: string
   committed?: number
+  /** The output's reader went away (EPIPE) and consuming stopped there. */
+  readerGone?: boolean
 }
 
 function writeStdout(text: string): Promise<void> {
+  // A failed write reaches its callback and is also emitted; the callback is where it is handled.
+  if (process.stdout.listenerCount('error') === 0) process.stdout.on('error', () => {})
   return new Promise((resolve, reject) => {
     process.stdout.write(text, (err) => (err ? reject(err) : resolve()))
   })
 }
+
+/** The reader of the output went away (`rmq consume … | head`): stop as if asked to. */
+const readerGone = (err: unknown) => (err as NodeJS.ErrnoException)?.code === 'EPIPE'
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -311,7 +318,14 @@ export async function runConsume(opts: ConsumeRunOptions): Promise<ConsumeSummar
       failures = 0
       if (page.messages.length > 0) {
         const lines = page.messages.map((m) => (opts.json ? formatMessageJson(m) : formatMessageLine(m)))
-        await write(lines.join('\n') + '\n')
+        try {
+          await write(lines.join('\n') + '\n')
+        } catch (err) {
+          // This page was not printed, so the group's position stays before it.
+          if (!readerGone(err)) throw err
+          summary.readerGone = true
+          break
+        }
         summary.printed += page.messages.length
       }
       // The group continues after everything returned: the last printed message, or rows the filter skipped.
@@ -332,7 +346,7 @@ export async function runConsume(opts: ConsumeRunOptions): Promise<ConsumeSummar
       await sleep(delay, opts.signal)
     }
   }
-  // Stopping (signal or limit): make the committed position match what was printed.
+  // Stopping (signal, limit or reader gone): make the committed position match what was printed.
   for (let attempt = 0; pendingCommit !== undefined && attempt < 5; attempt++) {
     try {
       await commitPending()
