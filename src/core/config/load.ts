@@ -97,8 +97,9 @@ async function loadConfigFile(
     return { filePath: r.filepath, data: r.config }
   } catch (err) {
     if (err instanceof ConfigError) throw err
-    const e = err as Error
-    throw new ConfigError(`cannot read config file: ${e.message.split('\n')[0]}`, {
+    // cosmiconfig says where on the first line and what is wrong on the next ("Unexpected token …").
+    const [where, why] = (err as Error).message.split('\n').filter((l) => l.trim() !== '')
+    throw new ConfigError(`cannot read config file: ${why ? `${where} ${why.trim()}` : where}`, {
       suggestion:
         'fix the syntax of the file (JSON, YAML or JavaScript), or run `rmq config path` to see which file is used',
     })
