@@ -72,6 +72,7 @@ export default class Consume extends BaseCommand<typeof Consume> {
       process.removeListener('SIGINT', stop)
       process.removeListener('SIGTERM', stop)
     }
-    if (!this.jsonEnabled() && !f.follow && summary.printed === 0 && !summary.readerGone) this.note('no messages')
+    if (!this.jsonEnabled() && !f.follow && summary.printed === 0 && !summary.readerGone)
+      this.note('no messages')
   }
 }

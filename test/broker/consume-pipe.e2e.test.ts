@@ -9,7 +9,13 @@ describe('rmq consume into a pipe whose reader goes away (`rmq consume … | hea
   it('stops quietly with exit 0, and a group does not move past what was not printed', async () => {
     broker = await startBrokerProcess({ auth: 'none' })
     const now = Date.now()
-    const ack = await postBatch(broker.url, makeBatch('gw-1', [1, 2, 3].map((s) => message(s, now - 100 + s))))
+    const ack = await postBatch(
+      broker.url,
+      makeBatch(
+        'gw-1',
+        [1, 2, 3].map((s) => message(s, now - 100 + s)),
+      ),
+    )
     expect(ack.status).toBe(200)
     const env = { RMQ_BROKER_URL: broker.url }
 
