@@ -35,16 +35,24 @@ import type {
 // require() skips the CommonJS export scan that `import` does: a few ms of every `rmq publish`.
 const require = createRequire(import.meta.url)
 const Database = require('better-sqlite3') as typeof BetterSqlite3
-/** The addon's path, so better-sqlite3 need not search for it with the `bindings` package. */
-let nativeBinding: string | undefined
-function addonPath(): string | undefined {
+/**
+ * better-sqlite3's addon, found here so that better-sqlite3 need not search for it with `bindings`,
+ * which guesses the package from its caller's file and so cannot find it from the publish fast-path
+ * bundle (scripts/build-fast-path.js bundles better-sqlite3's JavaScript). Usually the path of the
+ * usual build; else `bindings` searches better-sqlite3's own folder (a debug build, say).
+ */
+let nativeBinding: string | object | undefined
+function nativeAddon(): string | object | undefined {
   if (nativeBinding === undefined) {
     try {
-      const p = path.join(
-        path.dirname(require.resolve('better-sqlite3/package.json')),
-        'build/Release/better_sqlite3.node',
-      )
-      nativeBinding = fs.existsSync(p) ? p : ''
+      const root = path.dirname(require.resolve('better-sqlite3/package.json'))
+      const usual = path.join(root, 'build/Release/better_sqlite3.node')
+      nativeBinding = fs.existsSync(usual)
+        ? usual
+        : (createRequire(path.join(root, 'package.json'))('bindings') as (o: object) => object)({
+            bindings: 'better_sqlite3.node',
+            module_root: root,
+          })
     } catch {
       nativeBinding = ''
     }
@@ -276,7 +284,11 @@ export class SqliteStorage implements StorageDriver {
   constructor(private readonly opts: StorageOptions) {
     this.now = opts.now ?? Date.now
     try {
-      this.db = new Database(opts.path, { timeout: 5000, nativeBinding: addonPath() })
+      this.db = new Database(opts.path, {
+        timeout: 5000,
+        // better-sqlite3 takes the addon object too; its types list only a path.
+        nativeBinding: nativeAddon() as string | undefined,
+      })
     } catch (err) {
       throw new ConfigError(`cannot open the outbox at ${opts.path}: ${(err as Error).message}`, {
         suggestion: 'check storage.path: its directory must exist and be writable',
