@@ -49,7 +49,11 @@ await build({
   plugins: [bundleBetterSqlite3],
   // createRequire(import.meta.url) resolves packages; in CommonJS the file's own URL does the same.
   define: { 'import.meta.url': '__rmqFileUrl' },
-  banner: { js: "const __rmqFileUrl = require('node:url').pathToFileURL(__filename).href;" },
+  banner: {
+    js:
+      "// rmq's publish fast path, with better-sqlite3's JavaScript (MIT licensed, see node_modules/better-sqlite3)\n" +
+      "const __rmqFileUrl = require('node:url').pathToFileURL(__filename).href;",
+  },
 })
 
 // got as one ES module: `rmq sync` loads it for its first request, and one file compiles in about
