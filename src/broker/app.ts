@@ -130,9 +130,12 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   app.decorateRequest('authNode', null)
 
   // Bodies: raw bytes up to bodyLimit, then Content-Encoding via the codec plugins with the decompressed cap.
+  // The module is imported once: an import() per request, even of a module already loaded, goes
+  // through the ES module loader again (V8's map log showed it setting up new prototypes each time).
+  let compression: Promise<typeof import('../plugins/compression/index.js')> | undefined
   const decompressBody = async (req: FastifyRequest, raw: Buffer): Promise<Buffer> => {
-    const { codecForEncoding, CorruptInputError, DecompressLimitError } =
-      await import('../plugins/compression/index.js')
+    const { codecForEncoding, CorruptInputError, DecompressLimitError } = await (compression ??=
+      import('../plugins/compression/index.js'))
     const encoding = req.headers['content-encoding']
     let codec
     try {
