@@ -1,6 +1,6 @@
 /**
  * The package as a user gets it: `npm pack`, install the tarball in a fresh
- * project, import it from plain JavaScript (ESM) and from TypeScript (types
+ * project, import it from plain JavaScript (ESM and CommonJS) and from TypeScript (types
  * checked with tsc against the installed declarations), send messages in
  * both modes against a real broker.
  *
@@ -11,7 +11,7 @@
  * 75 s to compile here, so their builds are copied from this checkout when
  * the versions match, and rebuilt otherwise.
  */
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -53,6 +53,29 @@ try {
 }
 await direct.close()
 console.log(JSON.stringify({ stored, sent, invalid, typed: typeof BrokerUnavailableError }))
+`
+
+// CommonJS: require() of the ES module entry (Node 20.19 and later load ES modules without top-level await).
+const CJS_APP = `
+const { createProducer, ValidationError } = require('rmq')
+
+async function main() {
+  const base = { cwd: process.cwd(), env: {}, brokerUrl: process.env.BROKER_URL, nodeId: 'pkg-cjs' }
+  const edge = await createProducer({ ...base, storage: { path: 'outbox-cjs.db' } })
+  const stored = await edge.send('pkg/cjs', 'stored from CommonJS')
+  await edge.close()
+  const direct = await createProducer({ ...base, mode: 'direct' })
+  const sent = await direct.send('pkg/cjs', 'sent from CommonJS')
+  let invalid
+  try {
+    await direct.send('bad/#', 'x')
+  } catch (err) {
+    invalid = err instanceof ValidationError ? err.exitCode : 'wrong class'
+  }
+  await direct.close()
+  console.log(JSON.stringify({ stored, sent, invalid }))
+}
+main()
 `
 
 const TS_APP = `
@@ -122,7 +145,11 @@ describe('the packed package, installed like a user would', () => {
 
   it('exports only the built entry point and its declarations', () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(app, 'node_modules/rmq/package.json'), 'utf8'))
-    expect(pkg.exports['.']).toEqual({ types: './dist/index.d.ts', import: './dist/index.js' })
+    expect(pkg.exports['.']).toEqual({
+      types: './dist/index.d.ts',
+      import: './dist/index.js',
+      default: './dist/index.js',
+    })
     for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/core/producer.d.ts', 'bin/run.js'])
       expect(fs.existsSync(path.join(app, 'node_modules/rmq', f)), f).toBe(true)
     // Compiled code only: no TypeScript sources of the library, no tests.
@@ -145,6 +172,21 @@ describe('the packed package, installed like a user would', () => {
     expect(out.sent.id).toMatch(/^pkg-js:[0-9a-f-]{36}:1$/)
     expect(out).toMatchObject({ invalid: 65, typed: 'function' })
     expect(fs.existsSync(path.join(app, 'outbox.db'))).toBe(true)
+  })
+
+  it('CommonJS: require("rmq") works too (edge mode stores, direct mode sends, typed errors)', () => {
+    fs.writeFileSync(path.join(app, 'app.cjs'), CJS_APP)
+    const result = spawnSync(process.execPath, ['app.cjs'], {
+      cwd: app,
+      env: cleanEnv({ BROKER_URL: broker.url }),
+      encoding: 'utf8',
+      timeout: 30_000,
+    })
+    expect(result.stderr).toBe('')
+    const out = JSON.parse(result.stdout)
+    expect(out.stored).toMatchObject({ status: 'stored', topic: 'pkg/cjs', seq: 1 })
+    expect(out.sent).toMatchObject({ status: 'sent', topic: 'pkg/cjs', seq: 1 })
+    expect(out.invalid).toBe(65)
   })
 
   it('TypeScript: tsc --noEmit against the installed types, then it runs and sends', () => {
