@@ -10,6 +10,8 @@ export const ExitCode = {
   dataError: 65,
   unavailable: 69,
   storageFull: 73,
+  /** A store that cannot be used: damaged, newer than this rmq, unwritable, or locked too long. */
+  ioError: 74,
   tempFail: 75,
   config: 78,
 } as const
@@ -98,6 +100,7 @@ export class ConfigError extends RmqError {
 /** A storage or codec driver failed in a way that is not the user's fault (exit 1). */
 export class StorageError extends RmqError {
   override readonly code: string = 'STORAGE'
+  override readonly exitCode: number = ExitCode.ioError
 }
 
 export function isRmqError(err: unknown): err is RmqError {

@@ -1,6 +1,8 @@
+import fs from 'node:fs'
 import http from 'node:http'
+import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runCli } from '../helpers/cli.js'
+import { makeTempDir, runCli } from '../helpers/cli.js'
 import {
   encodeBody,
   getMessages,
@@ -264,6 +266,29 @@ describe('broker start: refusals and shutdown', () => {
     expect(r.code).toBe(78)
     expect(r.stderr).toMatch(/without authentication/)
     expect(r.stderr).toMatch(/--insecure/)
+  })
+
+  it('a damaged broker.db (74) or a data dir it cannot create (78): a clear error, the file left as it was', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-damaged-')
+    try {
+      const garbage = Buffer.alloc(64 * 1024, 'not a database ')
+      fs.writeFileSync(path.join(dir, 'broker.db'), garbage)
+      const r = await runCli(['broker', 'start', '--port', '0', '--auth', 'none', '--data-dir', dir])
+      expect(r.code).toBe(74)
+      expect(r.stderr).toContain(
+        `the broker store ${path.join(dir, 'broker.db')} is not a valid rmq database`,
+      )
+      expect(r.stderr).toContain('move the file away')
+      expect(r.stderr).not.toMatch(/\n\s+at /)
+      expect(fs.readFileSync(path.join(dir, 'broker.db')).equals(garbage)).toBe(true)
+      // A data dir below a file cannot be created, whoever runs the test (root included).
+      const under = path.join(dir, 'broker.db', 'data')
+      const d = await runCli(['broker', 'start', '--port', '0', '--auth', 'none', '--data-dir', under])
+      expect(d.code).toBe(78)
+      expect(d.stderr).toContain(`cannot create the broker data directory ${under}`)
+    } finally {
+      cleanup()
+    }
   })
 
   it('consume exits 69 with a clear message when the broker is unreachable', async () => {

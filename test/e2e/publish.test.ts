@@ -254,6 +254,19 @@ describe('rmq publish (real binary)', () => {
     expect(rows('SELECT dropped_total FROM queue_totals')[0].dropped_total).toBe(2)
   })
 
+  it('a damaged outbox file is exit 74 naming the file and the fix, and is left as it was', async () => {
+    fs.mkdirSync(path.dirname(dbPath()), { recursive: true })
+    const garbage = Buffer.alloc(64 * 1024, 'not a database ')
+    fs.writeFileSync(dbPath(), garbage)
+    const r = await publish(['a/b', 'x', '--json'])
+    expect(r.code).toBe(74)
+    expect(parseJson(r.stdout).error).toMatchObject({ code: 'STORAGE', exitCode: 74 })
+    expect(r.stderr).toContain(`the outbox ${dbPath()} is not a valid rmq database`)
+    expect(r.stderr).toContain('move the file away')
+    expect(r.stderr).not.toMatch(/\n\s+at /)
+    expect(fs.readFileSync(dbPath()).equals(garbage)).toBe(true)
+  })
+
   it('reports a full disk (SQLITE_FULL) as exit 73 and keeps the database intact', async () => {
     const payload = JSON.stringify({ pad: 'z'.repeat(900) })
     const input = Array.from({ length: 3000 }, () => payload).join('\n') + '\n'

@@ -13,6 +13,7 @@
 import fs from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
+import { ConfigError, ExitCode, StorageError } from '../../core/errors.js'
 import type { BatchAck, BatchBody } from '../../core/protocol.js'
 import { toColumns, transferList } from './batch-columns.js'
 import { openSqliteBrokerStore, type SqliteBrokerStore } from './sqlite.js'
@@ -46,6 +47,8 @@ export interface WorkerError {
   name: string
   code?: string
   unavailable: boolean
+  /** A storage or configuration error for the user (opening the store): rebuilt as one here. */
+  user?: { exitCode: number; suggestion?: string }
 }
 
 export type WorkerReply = { id: number; value: unknown } | { id: number; error: WorkerError }
@@ -57,11 +60,19 @@ export function toWorkerError(err: unknown): WorkerError {
     name: typeof e?.name === 'string' ? e.name : 'Error',
     code: typeof e?.code === 'string' ? e.code : undefined,
     unavailable: err instanceof StoreUnavailableError,
+    user:
+      err instanceof StorageError || err instanceof ConfigError
+        ? { exitCode: err.exitCode, suggestion: err.suggestion }
+        : undefined,
   }
 }
 
 function fromWorkerError(e: WorkerError): Error {
   if (e.unavailable) return new StoreUnavailableError(e.message)
+  if (e.user)
+    return e.user.exitCode === ExitCode.config
+      ? new ConfigError(e.message, { suggestion: e.user.suggestion })
+      : new StorageError(e.message, { suggestion: e.user.suggestion })
   const err = new Error(e.message) as Error & { code?: string }
   err.name = e.name
   if (e.code !== undefined) err.code = e.code

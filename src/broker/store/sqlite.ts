@@ -8,6 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
 import type { BatchAck, BatchBody, WireMessage } from '../../core/protocol.js'
+import { ConfigError, StorageError } from '../../core/errors.js'
 import { failpointValue } from '../../core/failpoints.js'
 import { topicMatcher } from '../topic-filter.js'
 import {
@@ -1276,16 +1277,53 @@ export const SQLITE_FILE = 'broker.db'
 
 export async function openSqliteBrokerStore(options: BrokerStoreOptions): Promise<SqliteBrokerStore> {
   const { default: Database } = await import('better-sqlite3')
-  fs.mkdirSync(options.dataDir, { recursive: true })
+  try {
+    fs.mkdirSync(options.dataDir, { recursive: true })
+  } catch (err) {
+    throw new ConfigError(
+      `cannot create the broker data directory ${options.dataDir}: ${(err as Error).message}`,
+      {
+        suggestion: 'set broker.dataDir (RMQ_BROKER_DATA_DIR, --data-dir) to a directory this user can write',
+        cause: err,
+      },
+    )
+  }
   const file = path.join(options.dataDir, SQLITE_FILE)
   let db: BetterSqlite3.Database
   try {
     db = new Database(file)
   } catch (err) {
-    throw new StoreUnavailableError(`cannot open the broker store ${file}: ${(err as Error).message}`, {
+    throw new StorageError(`cannot open the broker store ${file}: ${(err as Error).message}`, {
+      suggestion: 'check the permissions and free space of broker.dataDir (RMQ_BROKER_DATA_DIR)',
       cause: err,
     })
   }
+  try {
+    setUp(db, file)
+  } catch (err) {
+    db.close()
+    const code = (err as { code?: string }).code
+    if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT')
+      throw new StorageError(
+        `the broker store ${file} is not a valid rmq database: ${(err as Error).message}`,
+        {
+          suggestion:
+            'move the file away (keep it for recovery) and start again with an empty store, or point broker.dataDir elsewhere',
+          cause: err,
+        },
+      )
+    if (code === 'SQLITE_READONLY' || code === 'SQLITE_CANTOPEN' || code === 'SQLITE_IOERR')
+      throw new StorageError(`cannot write the broker store ${file}: ${(err as Error).message}`, {
+        suggestion: 'check the permissions and free space of broker.dataDir (RMQ_BROKER_DATA_DIR)',
+        cause: err,
+      })
+    throw err
+  }
+  return new SqliteBrokerStore(db)
+}
+
+/** Pragmas, then the schema (created or migrated) in one IMMEDIATE transaction. */
+function setUp(db: BetterSqlite3.Database, file: string): void {
   // 16 KiB pages for a new file (a no-op on an existing one): a commit writes a quarter of the pages
   // (one write() each) and the trees are shallower; measured 0.3-0.5 µs less CPU per ingested message.
   db.pragma('page_size = 16384')
@@ -1299,34 +1337,29 @@ export async function openSqliteBrokerStore(options: BrokerStoreOptions): Promis
   // `RMQ_FAILPOINTS=broker.sqlite.maxPageCount=N` caps the file (tests: a full disk without filling one).
   const maxPages = failpointValue('broker.sqlite.maxPageCount')
   if (maxPages) db.pragma(`max_page_count = ${Number(maxPages)}`)
-  try {
-    db.transaction(() => {
-      const hasMeta = db
-        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'broker_meta'")
-        .get()
-      const version = hasMeta
-        ? (db.prepare('SELECT schema_version FROM broker_meta WHERE id = 1').pluck().get() as number)
-        : SCHEMA_VERSION
-      if (version > SCHEMA_VERSION)
-        throw new StoreUnavailableError(
-          `the broker store ${file} has schema version ${version}, newer than this rmq understands (${SCHEMA_VERSION}): upgrade rmq`,
-        )
-      if (version === 1) db.exec(MIGRATE_1_TO_2)
-      db.exec(SCHEMA)
-      // Added to schema 2 without a version bump: older rmq ignores these columns.
-      const nodeColumns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all('nodes')
-      for (const [column, type] of [
-        ['last_batch', 'TEXT'],
-        ['waiting_for', 'TEXT'],
-        ['ahead_low_mark', 'INTEGER'],
-      ])
-        if (!nodeColumns.includes(column)) db.exec(`ALTER TABLE nodes ADD COLUMN ${column} ${type}`)
-    }).immediate()
-  } catch (err) {
-    db.close()
-    throw err
-  }
-  return new SqliteBrokerStore(db)
+  db.transaction(() => {
+    const hasMeta = db
+      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'broker_meta'")
+      .get()
+    const version = hasMeta
+      ? (db.prepare('SELECT schema_version FROM broker_meta WHERE id = 1').pluck().get() as number)
+      : SCHEMA_VERSION
+    if (version > SCHEMA_VERSION)
+      throw new StorageError(
+        `the broker store ${file} has schema version ${version}, newer than this rmq understands (${SCHEMA_VERSION})`,
+        { suggestion: 'upgrade rmq, or point broker.dataDir at another directory' },
+      )
+    if (version === 1) db.exec(MIGRATE_1_TO_2)
+    db.exec(SCHEMA)
+    // Added to schema 2 without a version bump: older rmq ignores these columns.
+    const nodeColumns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all('nodes')
+    for (const [column, type] of [
+      ['last_batch', 'TEXT'],
+      ['waiting_for', 'TEXT'],
+      ['ahead_low_mark', 'INTEGER'],
+    ])
+      if (!nodeColumns.includes(column)) db.exec(`ALTER TABLE nodes ADD COLUMN ${column} ${type}`)
+  }).immediate()
 }
 
 export default openSqliteBrokerStore
