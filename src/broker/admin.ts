@@ -1,14 +1,29 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { ConfigError } from '../core/errors.js'
 import type { RmqConfig } from '../core/config/schema.js'
 import { openBrokerStore } from './store/index.js'
+import { SQLITE_FILE } from './store/sqlite.js'
 import type { BrokerStore } from './store/types.js'
 
-/** Open the configured broker store, run `fn`, close it (token commands: no running broker needed). */
+/**
+ * Open the configured broker store, run `fn`, close it (token commands: no running broker needed).
+ * `existing`: a command that only reads or removes (token list, revoke) refuses a SQLite data dir
+ * without a store, so that a mistyped --data-dir is not answered from a new, empty store.
+ */
 export async function withBrokerStore<T>(
   config: RmqConfig,
   fn: (store: BrokerStore) => Promise<T>,
+  { existing = false }: { existing?: boolean } = {},
 ): Promise<T> {
-  const store = await openBrokerStore(config.broker.store, {
-    dataDir: config.broker.dataDir,
+  const { store: kind, dataDir } = config.broker
+  if (existing && kind === 'sqlite' && !fs.existsSync(path.join(dataDir, SQLITE_FILE)))
+    throw new ConfigError(`no broker store in ${dataDir} (${SQLITE_FILE} not found)`, {
+      suggestion:
+        'check --data-dir / broker.dataDir (RMQ_BROKER_DATA_DIR); `rmq broker start` or `rmq broker token create` makes one',
+    })
+  const store = await openBrokerStore(kind, {
+    dataDir,
     url: config.broker.postgres.url || undefined,
   })
   try {

@@ -291,6 +291,27 @@ describe('broker start: refusals and shutdown', () => {
     }
   })
 
+  it('token list and revoke on a data dir without a store: 78, and nothing is created there', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-nostore-')
+    try {
+      const typo = path.join(dir, 'mistyped')
+      const list = await runCli(['broker', 'token', 'list', '--data-dir', typo])
+      expect(list.code).toBe(78)
+      expect(list.stderr).toContain(`no broker store in ${typo}`)
+      const revoke = await runCli(['broker', 'token', 'revoke', 'gw-a', '--data-dir', typo, '--json'])
+      expect(revoke.code).toBe(78)
+      expect(JSON.parse(revoke.stdout).error.code).toBe('CONFIG')
+      expect(fs.existsSync(typo)).toBe(false)
+      // create makes the store (tokens may be made before the first start) and says where.
+      const create = await runCli(['broker', 'token', 'create', 'gw-a', '--data-dir', typo])
+      expect(create.code).toBe(0)
+      expect(create.stderr).toContain(`(data dir ${typo})`)
+      expect(fs.existsSync(path.join(typo, 'broker.db'))).toBe(true)
+    } finally {
+      cleanup()
+    }
+  })
+
   it('consume exits 69 with a clear message when the broker is unreachable', async () => {
     const r = await runCli(['consume', '#'], { env: { RMQ_BROKER_URL: 'http://127.0.0.1:9' } })
     expect(r.code).toBe(69)

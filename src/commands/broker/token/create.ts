@@ -30,7 +30,9 @@ export default class BrokerTokenCreate extends BaseCommand<typeof BrokerTokenCre
     this.say(created.token)
     if (!this.jsonEnabled())
       this.note(
-        `${created.replaced ? 'replaced the token' : 'created a token'} for node ${created.node}; ` +
+        `${created.replaced ? 'replaced the token' : 'created a token'} for node ${created.node} ` +
+          // Where, so that a mistyped --data-dir shows: the broker must be started on the same store.
+          `(${loaded.config.broker.store === 'sqlite' ? `data dir ${loaded.config.broker.dataDir}` : loaded.config.broker.store}); ` +
           'it is shown only this once: put it in the node config as `token` (RMQ_TOKEN)',
       )
     return created

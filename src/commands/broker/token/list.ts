@@ -18,7 +18,7 @@ export default class BrokerTokenList extends BaseCommand<typeof BrokerTokenList>
     const loaded = await this.loadConfig(
       this.flags['data-dir'] ? { 'broker.dataDir': this.flags['data-dir'] } : {},
     )
-    const tokens = await withBrokerStore(loaded.config, (store) => store.listTokens())
+    const tokens = await withBrokerStore(loaded.config, (store) => store.listTokens(), { existing: true })
     const iso = (t: number | null) => (t === null ? 'never' : new Date(t).toISOString())
     if (tokens.length === 0) this.say('no tokens (create one with `rmq broker token create NODE`)')
     else

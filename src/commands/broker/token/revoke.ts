@@ -15,7 +15,9 @@ export default class BrokerTokenRevoke extends BaseCommand<typeof BrokerTokenRev
     const loaded = await this.loadConfig(
       this.flags['data-dir'] ? { 'broker.dataDir': this.flags['data-dir'] } : {},
     )
-    const revoked = await withBrokerStore(loaded.config, (store) => store.revokeToken(this.args.node))
+    const revoked = await withBrokerStore(loaded.config, (store) => store.revokeToken(this.args.node), {
+      existing: true,
+    })
     if (!revoked)
       throw new ValidationError(`node ${this.args.node} has no token`, {
         suggestion: 'see `rmq broker token list` for the nodes that have one',
