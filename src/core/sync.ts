@@ -320,7 +320,12 @@ export async function drain(
       `${why} with ${result.pending} message(s) (${formatBytes(result.pendingBytes)}) still pending${last}; ` +
         `${result.messages} sent`,
       {
-        suggestion: 'check that the broker is reachable (`rmq status --broker`), then run `rmq drain` again',
+        suggestion:
+          result.stoppedBy === 'aborted'
+            ? 'run `rmq drain` again to send the rest (a batch cut off in flight is sent again; the broker keeps one copy)'
+            : result.status === 'locked'
+              ? 'wait for the other `rmq sync` / `rmq drain` to finish (see `rmq status`), then run `rmq drain` again'
+              : 'check that the broker is reachable (`rmq status --broker`), then run `rmq drain` again',
         details: { result },
       },
     )

@@ -286,6 +286,28 @@ describe('sync end to end', () => {
     expect(stderr).toMatch(/sent 100 message/)
   })
 
+  it('drain interrupted by SIGINT: exit 75 saying to run it again; the next drain sends the rest, once each', async () => {
+    const b = await broker()
+    const token = await b.createToken('gw-e2e')
+    const node = edge({ RMQ_BROKER_URL: b.url, RMQ_TOKEN: token, RMQ_SYNC_BATCH_SIZE: '500' })
+    await node.publish(20_000)
+    // A rate limit keeps the drain going for seconds, so the signal finds it mid-way.
+    const child = node.spawn(['drain'], { RMQ_SYNC_RATE_LIMIT: '40KB' })
+    let stderr = ''
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+    for (let k = 0; k < 100 && (await consumeAll(b.url, token, 'arrival')).length === 0; k++)
+      await new Promise((r) => setTimeout(r, 100))
+    child.kill('SIGINT')
+    expect(await exited).toBe(75)
+    expect(stderr).toMatch(/drain was interrupted with \d+ message\(s\) .* still pending; \d+ sent/)
+    expect(stderr).toContain('run `rmq drain` again to send the rest')
+    expect(stderr).not.toMatch(/\n\s+at /)
+    const again = await node.run(['drain'])
+    expect(again.code, again.stderr).toBe(0)
+    expectAllOnceInOrder(await consumeAll(b.url, token), 20_000)
+  })
+
   it('explains a refused token with exit 78', async () => {
     const b = await broker()
     const node = edge({ RMQ_BROKER_URL: b.url, RMQ_TOKEN: 'wrong' })
