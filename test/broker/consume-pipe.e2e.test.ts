@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { makeBatch, message, postBatch, startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
-import { parseJson, runCli, spawnCli } from '../helpers/cli.js'
+import { parseJson, runCli, runCliReaderGone } from '../helpers/cli.js'
 
 describe('rmq consume into a pipe whose reader goes away (`rmq consume … | head`)', () => {
   let broker: BrokerProcess | undefined
@@ -19,15 +19,9 @@ describe('rmq consume into a pipe whose reader goes away (`rmq consume … | hea
     expect(ack.status).toBe(200)
     const env = { RMQ_BROKER_URL: broker.url }
 
-    // The read end of stdout is closed before the consumer prints, so its first write gets EPIPE.
-    const child = spawnCli(['consume', '#', '--group', 'etl'], { env })
-    child.stdout!.destroy()
-    let stderr = ''
-    child.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d))
-    child.stdin!.end()
-    const code = await new Promise((resolve) => child.once('close', resolve))
-    expect(stderr).toBe('')
-    expect(code).toBe(0)
+    const r = await runCliReaderGone(['consume', '#', '--group', 'etl'], { env })
+    expect(r.stderr).toBe('')
+    expect(r.code).toBe(0)
 
     // Nothing reached a reader, so the group starts from the first message again.
     const again = await runCli(['consume', '#', '--group', 'etl', '--json'], { env })

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { makeTempDir, parseJson, runCli, spawnCli } from '../helpers/cli.js'
+import { makeTempDir, parseJson, runCli, runCliReaderGone, spawnCli } from '../helpers/cli.js'
 
 const ID = /^stored (gw-1):([0-9a-f-]{36}):(\d+)$/
 
@@ -55,15 +55,9 @@ describe('rmq publish (real binary)', () => {
   })
 
   it('a reader of stdout that went away (EPIPE) does not turn a stored message into a failure', async () => {
-    // The read end of stdout is closed before the child can print, so its write gets EPIPE.
-    const child = spawnCli(['publish', 'a/b', 'kept'], { cwd: dir, env })
-    child.stdout!.destroy()
-    let stderr = ''
-    child.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d))
-    child.stdin!.end()
-    const code = await new Promise((resolve) => child.once('close', resolve))
-    expect(stderr).toBe('')
-    expect(code).toBe(0)
+    const r = await runCliReaderGone(['publish', 'a/b', 'kept'], { cwd: dir, env })
+    expect(r.stderr).toBe('')
+    expect(r.code).toBe(0)
     expect(rows().map((r) => r.payload.toString())).toEqual(['kept'])
   })
 

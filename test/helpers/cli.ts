@@ -55,6 +55,25 @@ export function runCli(args: string[], opts: RunOptions = {}): Promise<CliResult
   })
 }
 
+/**
+ * Run the real `rmq` binary with the read end of its stdout closed before it can print, as
+ * `rmq … | head` is once head has exited: its first write gets EPIPE.
+ */
+export async function runCliReaderGone(
+  args: string[],
+  opts: Omit<RunOptions, 'input' | 'timeoutMs'> = {},
+): Promise<Omit<CliResult, 'stdout'>> {
+  const child = spawnCli(args, opts)
+  child.stdout!.destroy()
+  let stderr = ''
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  child.stdin!.end()
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+    child.once('close', (c, s) => resolve([c, s])),
+  )
+  return { code, signal, stderr }
+}
+
 /** Start the real `rmq` binary without waiting for it (for SIGKILL tests and servers). */
 export function spawnCli(args: string[], opts: Omit<RunOptions, 'input' | 'timeoutMs'> = {}): ChildProcess {
   return spawn(process.execPath, [BIN, ...args], {
