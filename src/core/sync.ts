@@ -309,23 +309,27 @@ export async function drain(
     deadline: now() + options.timeout,
   }).run()
   if (result.pending > 0) {
-    const why =
+    const [why, suggestion] =
       result.status === 'locked'
-        ? `another sync held the outbox for the whole ${formatDuration(options.timeout)}`
+        ? [
+            `another sync held the outbox for the whole ${formatDuration(options.timeout)}`,
+            'wait for the other `rmq sync` / `rmq drain` to finish (see `rmq status`), then run `rmq drain` again',
+          ]
         : result.stoppedBy === 'aborted'
-          ? 'drain was interrupted'
-          : `drain timed out after ${formatDuration(options.timeout)}`
+          ? [
+              'drain was interrupted',
+              'run `rmq drain` again to send the rest (a batch cut off in flight is sent again; the broker keeps one copy)',
+            ]
+          : [
+              `drain timed out after ${formatDuration(options.timeout)}`,
+              'check that the broker is reachable (`rmq status --broker`), then run `rmq drain` again',
+            ]
     const last = result.backoff ? ` (last error: ${result.backoff.reason})` : ''
     throw new SyncFailedError(
       `${why} with ${result.pending} message(s) (${formatBytes(result.pendingBytes)}) still pending${last}; ` +
         `${result.messages} sent`,
       {
-        suggestion:
-          result.stoppedBy === 'aborted'
-            ? 'run `rmq drain` again to send the rest (a batch cut off in flight is sent again; the broker keeps one copy)'
-            : result.status === 'locked'
-              ? 'wait for the other `rmq sync` / `rmq drain` to finish (see `rmq status`), then run `rmq drain` again'
-              : 'check that the broker is reachable (`rmq status --broker`), then run `rmq drain` again',
+        suggestion,
         details: { result },
       },
     )
