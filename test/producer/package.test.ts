@@ -36,36 +36,20 @@ function sh(cmd: string, args: string[], cwd: string, timeout = 120_000): string
   })
 }
 
-const JS_APP = `
-import { createProducer, BrokerUnavailableError, ValidationError } from 'rmq'
+/**
+ * One plain JavaScript app, for ES modules and for CommonJS (require() of the ES module entry: Node
+ * 20.19 and later load ES modules without top-level await); `load` brings rmq's exports in.
+ */
+const jsApp = (load: string, name: string) => `
+${load}
 
-const base = { cwd: process.cwd(), env: {}, brokerUrl: process.env.BROKER_URL, nodeId: 'pkg-js' }
-const edge = await createProducer({ ...base, storage: { path: 'outbox.db' } })
-const stored = await edge.send('pkg/js', JSON.stringify({ v: 1 }), { contentType: 'application/json' })
-await edge.close()
-const direct = await createProducer({ ...base, mode: 'direct' })
-const sent = await direct.send('pkg/js', 'hello from plain JavaScript')
-let invalid
-try {
-  await direct.send('bad/#', 'x')
-} catch (err) {
-  invalid = err instanceof ValidationError ? err.exitCode : 'wrong class'
-}
-await direct.close()
-console.log(JSON.stringify({ stored, sent, invalid, typed: typeof BrokerUnavailableError }))
-`
-
-// CommonJS: require() of the ES module entry (Node 20.19 and later load ES modules without top-level await).
-const CJS_APP = `
-const { createProducer, ValidationError } = require('rmq')
-
-async function main() {
-  const base = { cwd: process.cwd(), env: {}, brokerUrl: process.env.BROKER_URL, nodeId: 'pkg-cjs' }
-  const edge = await createProducer({ ...base, storage: { path: 'outbox-cjs.db' } })
-  const stored = await edge.send('pkg/cjs', 'stored from CommonJS')
+;(async () => {
+  const base = { cwd: process.cwd(), env: {}, brokerUrl: process.env.BROKER_URL, nodeId: 'pkg-${name}' }
+  const edge = await createProducer({ ...base, storage: { path: 'outbox-${name}.db' } })
+  const stored = await edge.send('pkg/${name}', JSON.stringify({ v: 1 }), { contentType: 'application/json' })
   await edge.close()
   const direct = await createProducer({ ...base, mode: 'direct' })
-  const sent = await direct.send('pkg/cjs', 'sent from CommonJS')
+  const sent = await direct.send('pkg/${name}', 'hello from plain JavaScript')
   let invalid
   try {
     await direct.send('bad/#', 'x')
@@ -73,10 +57,10 @@ async function main() {
     invalid = err instanceof ValidationError ? err.exitCode : 'wrong class'
   }
   await direct.close()
-  console.log(JSON.stringify({ stored, sent, invalid }))
-}
-main()
+  console.log(JSON.stringify({ stored, sent, invalid, typed: typeof BrokerUnavailableError }))
+})()
 `
+const EXPORTS = '{ createProducer, BrokerUnavailableError, ValidationError }'
 
 const TS_APP = `
 import { createProducer, RejectedError, type Producer, type SendReceipt, type ProducerOptions } from 'rmq'
@@ -157,37 +141,28 @@ describe('the packed package, installed like a user would', () => {
       expect(fs.existsSync(path.join(app, 'node_modules/rmq', f)), f).toBe(false)
   })
 
-  it('plain JavaScript (ESM): edge mode stores, direct mode sends, typed errors', () => {
-    fs.writeFileSync(path.join(app, 'app.mjs'), JS_APP)
-    const out = JSON.parse(
-      execFileSync(process.execPath, ['app.mjs'], {
+  it.each([
+    { system: 'ES modules', file: 'app.mjs', name: 'esm', load: `import ${EXPORTS} from 'rmq'` },
+    { system: 'CommonJS', file: 'app.cjs', name: 'cjs', load: `const ${EXPORTS} = require('rmq')` },
+  ])(
+    'plain JavaScript, $system: edge mode stores, direct mode sends, typed errors',
+    ({ file, name, load }) => {
+      fs.writeFileSync(path.join(app, file), jsApp(load, name))
+      const result = spawnSync(process.execPath, [file], {
         cwd: app,
         env: cleanEnv({ BROKER_URL: broker.url }),
         encoding: 'utf8',
         timeout: 30_000,
-      }),
-    )
-    expect(out.stored).toMatchObject({ status: 'stored', topic: 'pkg/js', seq: 1 })
-    expect(out.sent).toMatchObject({ status: 'sent', topic: 'pkg/js', seq: 1 })
-    expect(out.sent.id).toMatch(/^pkg-js:[0-9a-f-]{36}:1$/)
-    expect(out).toMatchObject({ invalid: 65, typed: 'function' })
-    expect(fs.existsSync(path.join(app, 'outbox.db'))).toBe(true)
-  })
-
-  it('CommonJS: require("rmq") works too (edge mode stores, direct mode sends, typed errors)', () => {
-    fs.writeFileSync(path.join(app, 'app.cjs'), CJS_APP)
-    const result = spawnSync(process.execPath, ['app.cjs'], {
-      cwd: app,
-      env: cleanEnv({ BROKER_URL: broker.url }),
-      encoding: 'utf8',
-      timeout: 30_000,
-    })
-    expect(result.stderr).toBe('')
-    const out = JSON.parse(result.stdout)
-    expect(out.stored).toMatchObject({ status: 'stored', topic: 'pkg/cjs', seq: 1 })
-    expect(out.sent).toMatchObject({ status: 'sent', topic: 'pkg/cjs', seq: 1 })
-    expect(out.invalid).toBe(65)
-  })
+      })
+      expect(result.stderr).toBe('')
+      const out = JSON.parse(result.stdout)
+      expect(out.stored).toMatchObject({ status: 'stored', topic: `pkg/${name}`, seq: 1 })
+      expect(out.sent).toMatchObject({ status: 'sent', topic: `pkg/${name}`, seq: 1 })
+      expect(out.sent.id).toMatch(new RegExp(`^pkg-${name}:[0-9a-f-]{36}:1$`))
+      expect(out).toMatchObject({ invalid: 65, typed: 'function' })
+      expect(fs.existsSync(path.join(app, `outbox-${name}.db`))).toBe(true)
+    },
+  )
 
   it('TypeScript: tsc --noEmit against the installed types, then it runs and sends', () => {
     fs.writeFileSync(path.join(app, 'app.ts'), TS_APP)
