@@ -291,8 +291,9 @@ describe('sync end to end', () => {
     const token = await b.createToken('gw-e2e')
     const node = edge({ RMQ_BROKER_URL: b.url, RMQ_TOKEN: token, RMQ_SYNC_BATCH_SIZE: '500' })
     await node.publish(20_000)
-    // A rate limit keeps the drain going for seconds, so the signal finds it mid-way.
-    const child = node.spawn(['drain'], { RMQ_SYNC_RATE_LIMIT: '40KB' })
+    // A rate limit keeps the drain going for about 20 s (about 84 KB compressed at 4 KB/s), so the
+    // signal finds it mid-way even on a loaded machine (at 40 KB/s it was once done before the signal).
+    const child = node.spawn(['drain'], { RMQ_SYNC_RATE_LIMIT: '4KB' })
     let stderr = ''
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
     const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
