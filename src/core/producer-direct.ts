@@ -19,7 +19,7 @@ import {
   type Entry,
   type ProducerSettings,
   type SendReceipt,
-} from './producer.js'
+} from './producer-base.js'
 import { messageId, toWireMessage, type BatchBody } from './protocol.js'
 import type { StoredMessage } from '../plugins/storage/types.js'
 

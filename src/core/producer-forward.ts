@@ -8,7 +8,7 @@
  * `stored` at once instead of waiting. Loaded only when needed (got, codecs).
  */
 import { brokerClientFromConfig, type BrokerClient } from './broker-client.js'
-import type { ForwardOutcome, ProducerSettings } from './producer.js'
+import type { ForwardOutcome, ProducerSettings } from './producer-base.js'
 import { drain, syncOnce, type SyncResult } from './sync.js'
 import { formatDuration } from './units.js'
 import type { StorageDriver } from '../plugins/storage/types.js'
