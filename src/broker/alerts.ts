@@ -19,8 +19,7 @@
  */
 import os from 'node:os'
 import { formatAge, formatDuration } from '../core/units.js'
-import { fleetStatus, type NodeStatus } from './node-status.js'
-import type { BrokerOptions } from './options.js'
+import { fleetStatus, type HealthOptions, type NodeStatus } from './node-status.js'
 import { alertKey } from './store/sqlite.js'
 import type { AlertRecord, AlertRule, BrokerStore, NewAlert } from './store/types.js'
 
@@ -57,7 +56,7 @@ export const REFRESH_AGE_MS = 60_000
 
 export interface AlertEngineOptions {
   store: BrokerStore
-  options: Pick<BrokerOptions, 'alerts' | 'maxLateness'>
+  options: HealthOptions
   now: () => number
   sinks: AlertSink[]
   instance?: string

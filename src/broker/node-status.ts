@@ -5,7 +5,7 @@
  * (docs/monitoring.md "Health").
  */
 import { formatAge, formatDuration } from '../core/units.js'
-import type { BrokerOptions } from './options.js'
+import type { RmqConfig } from '../core/config/schema.js'
 import type { BrokerStore, NodeCounters, NodeRecord } from './store/types.js'
 
 export type Health = 'ok' | 'behind' | 'stale' | 'never-seen'
@@ -18,9 +18,17 @@ export interface HealthRules {
   behindAfter: number
 }
 
+/** The broker options the health and alert rules read (a part of BrokerOptions). */
+export interface HealthOptions {
+  /** broker.alerts.* (dataLossClearAfter defaults to 1h when left out). */
+  alerts: Omit<RmqConfig['broker']['alerts'], 'dataLossClearAfter'> & { dataLossClearAfter?: number }
+  /** broker.ordering.maxLateness, ms. */
+  maxLateness: number
+}
+
 const DEFAULT_STALE_AFTER = 15 * 60_000
 
-export function healthRules(options: Pick<BrokerOptions, 'alerts' | 'maxLateness'>): HealthRules {
+export function healthRules(options: HealthOptions): HealthRules {
   return {
     staleAfter: options.alerts.noSyncFor > 0 ? options.alerts.noSyncFor : DEFAULT_STALE_AFTER,
     behindAfter: options.maxLateness,
@@ -183,7 +191,7 @@ export function summarize(nodes: NodeStatus[]): FleetStatus['summary'] {
 /** Every node the store knows, plus token holders never heard from, sorted by id. */
 export async function fleetStatus(
   store: BrokerStore,
-  options: Pick<BrokerOptions, 'alerts' | 'maxLateness'>,
+  options: HealthOptions,
   now: number,
 ): Promise<FleetStatus> {
   const rules = healthRules(options)

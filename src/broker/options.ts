@@ -1,5 +1,6 @@
 import type { RmqConfig } from '../core/config/schema.js'
 import type { MonitoringOptions } from './monitoring.js'
+import type { HealthOptions } from './node-status.js'
 import type { BrokerStore } from './store/types.js'
 
 export type LogFormat = 'json' | 'pretty' | 'silent'
@@ -15,12 +16,10 @@ export interface BrokerOptions {
   insecure?: boolean
   /** requestTimeout (ms): the whole request must arrive within it; default 60 s. */
   limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout?: number }
-  /** broker.ordering.maxLateness, ms. */
-  maxLateness: number
+  maxLateness: HealthOptions['maxLateness']
   /** broker.retention, ms (0: keep forever). */
   retention: number
-  /** broker.alerts.* (dataLossClearAfter defaults to 1h when left out). */
-  alerts: Omit<RmqConfig['broker']['alerts'], 'dataLossClearAfter'> & { dataLossClearAfter?: number }
+  alerts: HealthOptions['alerts']
   logFormat?: LogFormat
   logLevel?: string
   /** How often the watermark is recomputed without traffic (ms). */
