@@ -2,66 +2,33 @@
  * The main broker as a fastify application. `createBrokerApp` builds it
  * without binding a port (tests use `app.inject`); `startBroker` listens.
  *
- * Routes live in ./routes/*.ts, one module per area, listed in
- * ./routes/index.ts. A route module is a fastify plugin that reads the shared
- * state from `app.broker` (store, options, notifier, clock).
+ * It is built from named fastify plugins (./plugins/): `rmq-context` (the
+ * shared `app.broker`: store, options, notifier, clock, background timers),
+ * `rmq-errors`, `rmq-body-decoding`, `rmq-authentication` and
+ * `rmq-monitoring`. Routes live in ./routes/*.ts, one module per area, listed
+ * in ./routes/index.ts as public or protected; the protected ones share one
+ * context whose onRequest hook is `app.authenticate`.
  */
-import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { ConfigError } from '../core/errors.js'
-import { decodeFrames, FRAMES_CONTENT_TYPE, MalformedFramesError } from '../core/protocol.js'
+import './context.js'
 import { loggerOptions } from './logging.js'
-import { Notifier } from './notifier.js'
+import monitoring from './monitoring.js'
 import { isLoopback, type BrokerOptions } from './options.js'
-import { RateLimiter } from './rate-limit.js'
-import { ROUTES } from './routes/index.js'
+import authentication from './plugins/authentication.js'
+import bodyDecoding from './plugins/body-decoding.js'
+import context from './plugins/context.js'
+import errorHandler from './plugins/error-handler.js'
+import { PROTECTED_ROUTES, PUBLIC_ROUTES } from './routes/index.js'
 import { MAX_WAIT_MS } from './routes/messages.js'
 import { openBrokerStore } from './store/index.js'
-import { StoreUnavailableError, type BrokerStore } from './store/types.js'
-import { Repeater } from './timers.js'
-import { authenticate, bearerToken } from './tokens.js'
-
-export interface BrokerContext {
-  store: BrokerStore
-  options: BrokerOptions
-  notifier: Notifier
-  rateLimiter: RateLimiter
-  now: () => number
-  /** Recompute the watermark and release held messages now. */
-  release(): Promise<void>
-  /** Run retention once; returns the number of messages deleted. */
-  purge(): Promise<number>
-}
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    broker: BrokerContext
-  }
-  interface FastifyRequest {
-    /** The node of the bearer token; null when broker.auth=none. */
-    authNode: string | null
-  }
-}
-
-/** An error fastify turns into a JSON response with this status. */
-export class HttpError extends Error {
-  constructor(
-    readonly statusCode: number,
-    readonly code: string,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message)
-  }
-}
 
 export interface CreateBrokerAppOptions extends BrokerOptions {
-  /** Extra route plugins (registered after the built-in ones). */
+  /** Extra plugins, registered after the built-in ones (protect a route with `onRequest: app.authenticate`). */
   plugins?: FastifyPluginAsync[]
 }
 
-const PURGE_CHUNK = 10_000
 const DEFAULT_REQUEST_TIMEOUT_MS = 60_000
-const TOUCH_EVERY_MS = 60_000
 
 export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<FastifyInstance> {
   if (options.auth === 'none' && !isLoopback(options.host) && !options.insecure) {
@@ -101,164 +68,18 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
     },
   })
 
-  const now = options.now ?? Date.now
-  const notifier = new Notifier()
-  // Stores shared by several brokers signal commits made by the others too.
-  const unsubscribe = store.subscribe?.(() => notifier.notify())
-  const ctx: BrokerContext = {
-    store,
-    options,
-    notifier,
-    rateLimiter: new RateLimiter(options.limits.ratePerNode),
-    now,
-    async release() {
-      const r = await store.release({ now: now(), maxLateness: options.maxLateness })
-      if (r.released > 0) notifier.notify()
-    },
-    async purge() {
-      if (!options.retention) return 0
-      let total = 0
-      for (;;) {
-        const n = await store.purge({ receivedBefore: now() - options.retention, limit: PURGE_CHUNK })
-        total += n
-        if (n < PURGE_CHUNK) return total
-        await new Promise((r) => setImmediate(r))
-      }
-    },
-  }
-  app.decorate('broker', ctx)
-  app.decorateRequest('authNode', null)
-
-  // Bodies: raw bytes up to bodyLimit, then Content-Encoding via the codec plugins with the decompressed cap.
-  // The module is imported once: an import() per request, even of a module already loaded, goes
-  // through the ES module loader again (V8's map log showed it setting up new prototypes each time).
-  let compression: Promise<typeof import('../plugins/compression/index.js')> | undefined
-  const decompressBody = async (req: FastifyRequest, raw: Buffer): Promise<Buffer> => {
-    const { codecForEncoding, CorruptInputError, DecompressLimitError } = await (compression ??=
-      import('../plugins/compression/index.js'))
-    const encoding = req.headers['content-encoding']
-    let codec
-    try {
-      codec = await codecForEncoding(Array.isArray(encoding) ? encoding.join(',') : encoding)
-    } catch {
-      throw new HttpError(
-        415,
-        'UNSUPPORTED_ENCODING',
-        `unsupported Content-Encoding ${JSON.stringify(encoding)}`,
-      )
-    }
-    try {
-      return await codec.decompress(raw, { maxOutputBytes: options.limits.decompressedBytes })
-    } catch (err) {
-      if (err instanceof DecompressLimitError)
-        throw new HttpError(
-          413,
-          'DECOMPRESSED_TOO_LARGE',
-          `decompressed body exceeds the limit of ${options.limits.decompressedBytes} bytes`,
-        )
-      if (err instanceof CorruptInputError) throw new HttpError(400, 'CORRUPT_BODY', (err as Error).message)
-      throw err
-    }
-  }
-  app.removeContentTypeParser(['application/json'])
-  app.addContentTypeParser(
-    'application/json',
-    { parseAs: 'buffer' },
-    async (req: FastifyRequest, raw: Buffer) => {
-      const text = await decompressBody(req, raw)
-      try {
-        return JSON.parse(text.toString('utf8'))
-      } catch (err) {
-        throw new HttpError(400, 'MALFORMED_JSON', `the body is not valid JSON: ${(err as Error).message}`)
-      }
-    },
-  )
-  // A batch as frames (docs/protocol.md): validated like a JSON one once its payloads are cut out.
-  app.addContentTypeParser(
-    FRAMES_CONTENT_TYPE,
-    { parseAs: 'buffer' },
-    async (req: FastifyRequest, raw: Buffer) => {
-      const buf = await decompressBody(req, raw)
-      try {
-        return decodeFrames(buf)
-      } catch (err) {
-        if (err instanceof MalformedFramesError)
-          throw new HttpError(400, 'MALFORMED_FRAMES', `the frames body is not valid: ${err.message}`)
-        throw err
-      }
-    },
-  )
-
-  app.setErrorHandler(
-    (err: Error & { statusCode?: number; code?: string; validation?: unknown }, req, reply) => {
-      let status = err.statusCode ?? 500
-      let code = err.code ?? 'INTERNAL'
-      let message = err.message
-      if (err instanceof StoreUnavailableError) {
-        status = 503
-        code = err.code
-        reply.header('retry-after', '1')
-      } else if (err.validation) {
-        status = 400
-        code = 'INVALID_BODY'
-      } else if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-        code = 'BODY_TOO_LARGE'
-        message = `request body exceeds the limit of ${options.limits.bodyBytes} bytes`
-      }
-      if (err instanceof HttpError) for (const [k, v] of Object.entries(err.headers)) reply.header(k, v)
-      if (status >= 500) req.log.error({ err, url: req.url }, 'request failed')
-      else req.log.info({ status, code, url: req.url, node: req.authNode ?? undefined }, message)
-      if (status === 500) message = 'internal error'
-      void reply.code(status).send({ statusCode: status, code, error: message })
-    },
-  )
-
-  // Authentication before the body is read: an unauthenticated sender costs no decompression.
-  const touched = new Map<string, number>()
-  app.addHook('onRequest', async (req) => {
-    const path = req.url.split('?', 1)[0]
-    if (!path.startsWith('/v1/')) return
-    if (options.auth === 'none') return
-    const token = bearerToken(req.headers.authorization)
-    if (!token)
-      throw new HttpError(401, 'UNAUTHORIZED', 'missing bearer token', { 'www-authenticate': 'Bearer' })
-    const rec = await authenticate(store, token)
-    if (!rec)
-      throw new HttpError(401, 'UNAUTHORIZED', 'invalid or revoked token', { 'www-authenticate': 'Bearer' })
-    req.authNode = rec.node
-    const t = now()
-    if ((touched.get(rec.node) ?? 0) + TOUCH_EVERY_MS <= t) {
-      touched.set(rec.node, t)
-      await store.touchToken(rec.node, t).catch(() => {})
-    }
+  await app.register(context, { store, options })
+  await app.register(errorHandler)
+  await app.register(bodyDecoding)
+  await app.register(authentication)
+  await app.register(monitoring)
+  for (const route of PUBLIC_ROUTES) await app.register(route)
+  // The protected routes: one context whose every request passes the authentication hook.
+  await app.register(async (v1) => {
+    v1.addHook('onRequest', v1.authenticate)
+    for (const route of PROTECTED_ROUTES) await v1.register(route)
   })
-
-  for (const route of ROUTES) await app.register(route)
   for (const plugin of options.plugins ?? []) await app.register(plugin)
-
-  // Background work: timers are unref'd; the watermark also moves on every ingest.
-  const repeater = new Repeater(app.log)
-  const every = repeater.every.bind(repeater)
-  app.addHook('onReady', async () => {
-    // Load the codecs (zstd's native binding) now rather than in the first batch's request.
-    const { codecForEncoding } = await import('../plugins/compression/index.js')
-    await Promise.all(['zstd', 'gzip'].map((encoding) => codecForEncoding(encoding)))
-    every(options.releaseIntervalMs ?? 1000, 'release', () => ctx.release())
-    if (options.retention > 0)
-      every(
-        options.retentionIntervalMs ?? Math.min(60_000, Math.max(1000, options.retention / 10)),
-        'retention',
-        () => ctx.purge(),
-      )
-  })
-  app.addHook('preClose', async () => {
-    repeater.stop()
-    unsubscribe?.()
-    notifier.close()
-  })
-  app.addHook('onClose', async () => {
-    await store.close()
-  })
   return app
 }
 

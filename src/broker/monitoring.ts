@@ -1,13 +1,14 @@
 /**
- * The broker's monitoring service, registered as the first monitoring route
- * module: it decorates the app with `app.monitor` (alert engine, history of
+ * The broker's monitoring service, the fastify plugin `rmq-monitoring`
+ * (registered by createBrokerApp before the routes): it decorates the app with `app.monitor` (alert engine, history of
  * fleet samples for the dashboard charts, Prometheus metrics) and runs the
  * alert and sampling timers while the app is up. Routes: ./routes/nodes.ts,
- * ./routes/alerts.ts, ./routes/metrics.ts, ./routes/dashboard.ts.
+ * ./routes/alerts.ts, ./routes/metrics.ts, ./routes/dashboard.ts, ./routes/history.ts.
  */
 import fs from 'node:fs'
 import os from 'node:os'
 import type { FastifyPluginAsync } from 'fastify'
+import fp from 'fastify-plugin'
 import { ConfigError } from '../core/errors.js'
 import {
   AlertEngine,
@@ -197,7 +198,5 @@ async function snapshot(store: BrokerStore, fleet: () => Promise<FleetStatus>) {
   return { fleet: f, heads, alerts }
 }
 
-// Like fastify-plugin: decorations and hooks apply to the whole app, not just this module.
-;(monitoring as unknown as Record<symbol, boolean>)[Symbol.for('skip-override')] = true
-
-export default monitoring
+// Plugin `rmq-monitoring`: `app.monitor` and its timers apply to the whole app, not just this module.
+export default fp(monitoring, { name: 'rmq-monitoring', fastify: '5.x', dependencies: ['rmq-context'] })

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify'
-import { HttpError } from '../app.js'
+import { HttpError } from '../http-error.js'
 
 /**
  * GET /v1/alerts?state=active|resolved|all&limit=N: active alerts (all of

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { failpoint } from '../../core/failpoints.js'
 import { BROKER_FEATURES, topicProblem, type BatchBody } from '../../core/protocol.js'
-import { HttpError } from '../app.js'
+import { HttpError } from '../http-error.js'
 import { BASE64_RE, batchAckSchema, batchBodySchema } from '../schemas.js'
 
 function rateLimit(req: FastifyRequest, reply: FastifyReply, node: string): void {

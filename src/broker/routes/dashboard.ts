@@ -3,14 +3,13 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { FastifyPluginAsync } from 'fastify'
-import { HttpError } from '../app.js'
 
 /**
  * GET /: the dashboard, a static page (src/broker/dashboard/: HTML, JS, CSS,
  * no build step) plus uPlot from node_modules, all served from memory with a
  * strict Content-Security-Policy. The page reads /v1/nodes, /v1/alerts and
- * GET /v1/history (fleet samples for the charts) with the token the operator
- * gives it when broker.auth=token.
+ * GET /v1/history (fleet samples for the charts, ./history.ts) with the token
+ * the operator gives it when broker.auth=token.
  */
 const here = path.dirname(fileURLToPath(import.meta.url))
 
@@ -65,16 +64,5 @@ const dashboard: FastifyPluginAsync = async (app) => {
         .header('referrer-policy', 'no-referrer')
         .send(f.body),
     )
-
-  /** GET /v1/history?since=T: fleet samples after T (broker time, ms). */
-  app.get<{ Querystring: { since?: string } }>('/v1/history', async (req) => {
-    const since = req.query.since === undefined ? 0 : Number(req.query.since)
-    if (!Number.isFinite(since)) throw new HttpError(400, 'INVALID_QUERY', 'since must be epoch milliseconds')
-    return {
-      now: app.broker.now(),
-      intervalMs: app.monitor.historyIntervalMs,
-      samples: app.monitor.history.list(since),
-    }
-  })
 }
 export default dashboard

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify'
-import { HttpError } from '../app.js'
+import { HttpError } from '../http-error.js'
 
 const GROUP_NAME = {
   type: 'string',

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { ConsumedMessage, MessagesPage } from '../../core/consumer.js'
 import { messageId } from '../../core/protocol.js'
-import { HttpError } from '../app.js'
+import { HttpError } from '../http-error.js'
 import type { ReadOrder, StoredMessage } from '../store/types.js'
 import { topicFilterProblem } from '../topic-filter.js'
 
