@@ -4,10 +4,10 @@
  * is valid as sent or is refused with 400 and nothing is stored.
  */
 import { HEADER_VALUE_MAX, HEADERS_MAX, MAX_TS, TOPIC_MAX_BYTES } from '../core/protocol.js'
+import { NODE_ID_MAX, NODE_ID_PATTERN } from '../protocol/node-id.js'
 
 export { MAX_TS }
-export const NODE_ID_PATTERN = '^[^\\u0000-\\u001f\\u007f/\\s]+$'
-export const NODE_ID_MAX = 128
+export { NODE_ID_MAX, NODE_ID_PATTERN }
 export const MAX_MESSAGES_PER_BATCH = 100_000
 
 const timestamp = { type: 'number', minimum: 0, maximum: MAX_TS } as const

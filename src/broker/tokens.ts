@@ -6,7 +6,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { ValidationError } from '../core/errors.js'
-import { NODE_ID_MAX, NODE_ID_PATTERN } from './schemas.js'
+import { NODE_ID_RULE, nodeIdProblem } from '../protocol/node-id.js'
 import type { BrokerStore, TokenRecord } from './store/types.js'
 
 const TOKEN_PREFIX = 'rmq_'
@@ -43,11 +43,11 @@ export async function authenticate(store: BrokerStore, token: string): Promise<T
 }
 
 export function checkNodeId(node: string): void {
-  if (node.length === 0 || node.length > NODE_ID_MAX || !new RegExp(NODE_ID_PATTERN).test(node)) {
-    throw new ValidationError(`invalid node id ${JSON.stringify(node)}`, {
-      suggestion: `use 1-${NODE_ID_MAX} characters without spaces, slashes or control characters (e.g. gw-17)`,
+  const problem = nodeIdProblem(node)
+  if (problem)
+    throw new ValidationError(`invalid node id ${JSON.stringify(node)}: ${problem}`, {
+      suggestion: `use ${NODE_ID_RULE}`,
     })
-  }
 }
 
 export interface CreatedToken {

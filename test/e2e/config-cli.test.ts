@@ -9,6 +9,19 @@ describe('rmq config (real binary)', () => {
   beforeEach(() => ({ dir, cleanup } = makeTempDir()))
   afterEach(() => cleanup())
 
+  it('a node id against the protocol rule is exit 78 at config validate and at every command that reads config', async () => {
+    const env = { RMQ_NODE_ID: 'gw/1 x' }
+    for (const args of [['config', 'validate'], ['status'], ['publish', 'a/b', 'x'], ['sync']]) {
+      const r = await runCli(args, { cwd: dir, env })
+      expect(r.code, args.join(' ')).toBe(78)
+      expect(r.stderr).toContain('invalid value "gw/1 x" for nodeId (from env RMQ_NODE_ID)')
+      expect(r.stderr).toContain('without spaces, slashes or control characters')
+    }
+    expect(fs.existsSync(path.join(dir, '.rmq'))).toBe(false)
+    const ok = await runCli(['config', 'validate'], { cwd: dir, env: { RMQ_NODE_ID: 'gw-1' } })
+    expect(ok.code).toBe(0)
+  })
+
   it('--help lists the commands', async () => {
     const r = await runCli(['--help'], { cwd: dir })
     expect(r.code).toBe(0)
@@ -18,7 +31,7 @@ describe('rmq config (real binary)', () => {
   it('env overrides .env, which overrides the file; list --json reports each source', async () => {
     fs.writeFileSync(
       path.join(dir, '.rmqrc.json'),
-      JSON.stringify({ sync: { batchSize: 3 }, brokerUrl: 'http://10.1.1.1:7878' }),
+      JSON.stringify({ sync: { batchSize: 3 }, brokerUrl: 'http://broker.invalid:7878' }),
     )
     let r = await runCli(['config', 'get', 'sync.batchSize'], { cwd: dir })
     expect(r.stdout.trim()).toBe('3')

@@ -119,7 +119,17 @@ export function coerceValue(def: KeyDef, raw: unknown, source: ValueSource): unk
     }
     case 'string': {
       if (typeof raw !== 'string' && typeof raw !== 'number') fail(def, raw, source)
-      return String(raw)
+      const value = String(raw)
+      const problem = def.check?.problem(value)
+      if (problem)
+        throw new ConfigError(
+          `invalid value ${JSON.stringify(raw)} for ${def.key} (from ${describeSource(source)}): ${problem}`,
+          {
+            suggestion: `change ${describeSource(source)} to ${def.check!.rule}`,
+            details: { key: def.key, value: raw, source, expected: def.check!.rule },
+          },
+        )
+      return value
     }
   }
 }

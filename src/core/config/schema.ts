@@ -2,6 +2,8 @@
  * The one list of configuration keys. Everything else (env var names, the
  * README reference, `config list`, validation) is derived from it.
  */
+import { NODE_ID_RULE, nodeIdProblem } from '../../protocol/node-id.js'
+
 export type KeyType = 'string' | 'int' | 'number' | 'bool' | 'duration' | 'size' | 'enum' | 'url' | 'list'
 
 export interface KeyDef {
@@ -13,6 +15,8 @@ export interface KeyDef {
   secret?: boolean
   min?: number
   max?: number
+  /** A rule beyond the type: why a value is wrong (undefined when right), and what the rule is. */
+  check?: { problem(value: string): string | undefined; rule: string }
 }
 
 export const CONFIG_KEYS: readonly KeyDef[] = [
@@ -22,6 +26,7 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     type: 'string',
     default: '',
     description: 'Unique id of this edge node (default: the host name).',
+    check: { problem: (v) => (v === '' ? undefined : nodeIdProblem(v)), rule: NODE_ID_RULE },
   },
   {
     key: 'brokerUrl',
