@@ -82,6 +82,8 @@ export const batchAckSchema = {
     late: { type: 'integer' },
     watermark: { type: ['number', 'null'] },
     features: { type: 'array', items: { type: 'string' } },
+    batch: { type: 'string' },
+    count: { type: 'integer' },
   },
 } as const
 

@@ -4,10 +4,9 @@
  * reused across batches, and the classification of every outcome the wire
  * protocol defines (DESIGN §4). got is imported on first use only.
  */
-import http from 'node:http'
-import https from 'node:https'
 import type { Codec } from '../plugins/compression/types.js'
 import type { RmqConfig } from './config/schema.js'
+import { HttpClient } from './http-client.js'
 import { FRAMES_CONTENT_TYPE, type BatchAck, type BatchBody } from './protocol.js'
 
 export interface BrokerClientOptions {
@@ -34,8 +33,11 @@ export interface EncodedBatch {
 
 export type PostOutcome =
   | { kind: 'ok'; status: number; ack: BatchAck }
-  /** 429, 5xx, network error or timeout: try again later. */
-  | { kind: 'retry'; status?: number; reason: string; retryAfterMs?: number }
+  /**
+   * 429, 5xx, network error or timeout: try again later. `protocol`: a 2xx
+   * that is not the acknowledgement of this batch (nothing counts as stored).
+   */
+  | { kind: 'retry'; status?: number; reason: string; retryAfterMs?: number; protocol?: boolean }
   /** 401/403: the token is missing, wrong, or bound to another node. */
   | { kind: 'auth'; status: number; reason: string }
   /** 413: the body or its decompressed size is over the broker's limit. */
@@ -45,27 +47,17 @@ export type PostOutcome =
   /** The caller's signal aborted the request (the batch may or may not have been committed). */
   | { kind: 'aborted' }
 
-type Got = typeof import('got').default
-
-let gotPromise: Promise<Got> | undefined
-/** got, loaded on first use: the build's one-file bundle of it (dist/vendor/got.js), else the package. */
-function loadGot(): Promise<Got> {
-  gotPromise ??= (import(new URL('../vendor/got.js', import.meta.url).href) as Promise<{ default: Got }>)
-    .catch(() => import('got'))
-    .then((m) => m.default)
-  return gotPromise
-}
+/** An acknowledgement is a small JSON object; anything larger is not one. */
+export const MAX_ACK_BYTES = 64 * 1024
 
 export class BrokerClient {
   readonly url: string
-  private readonly agent: { http: http.Agent; https: https.Agent }
+  private readonly http: HttpClient
 
   constructor(private readonly options: BrokerClientOptions) {
-    this.url = `${options.brokerUrl.replace(/\/+$/, '')}/v1/batches`
-    this.agent = {
-      http: new http.Agent({ keepAlive: true, maxSockets: 2 }),
-      https: new https.Agent({ keepAlive: true, maxSockets: 2 }),
-    }
+    // Two connections: the sync engine keeps at most two batches in flight.
+    this.http = new HttpClient(options.brokerUrl, { maxSockets: 2 })
+    this.url = this.http.url('v1/batches').href
   }
 
   get codec(): Codec {
@@ -111,7 +103,6 @@ export class BrokerClient {
 
   /** POST a batch; `onUploaded` is called once the whole body has been written to the socket. */
   async post(batch: EncodedBatch, signal?: AbortSignal, onUploaded?: () => void): Promise<PostOutcome> {
-    const got = await loadGot()
     const headers: Record<string, string> = {
       'content-type': batch.contentType,
       'content-encoding': this.options.codec.encoding,
@@ -120,34 +111,32 @@ export class BrokerClient {
     if (this.options.token) headers.authorization = `Bearer ${this.options.token}`
     let res
     try {
-      const req = got.post(this.url, {
-        body: batch.wire,
+      res = await this.http.request({
+        method: 'POST',
+        path: 'v1/batches',
         headers,
-        agent: this.agent,
-        timeout: { request: this.options.timeout },
-        retry: { limit: 0 },
-        throwHttpErrors: false,
-        decompress: false,
-        followRedirect: false,
-        responseType: 'text',
+        body: batch.wire,
+        timeoutMs: this.options.timeout,
+        maxResponseBytes: MAX_ACK_BYTES,
         signal,
+        onUploaded,
       })
-      if (onUploaded) req.on('uploadProgress', (p) => p.percent === 1 && onUploaded())
-      res = await req
     } catch (err) {
       if (signal?.aborted) return { kind: 'aborted' }
-      return { kind: 'retry', reason: networkReason(err, this.options.timeout, this.url) }
+      return { kind: 'retry', reason: (err as Error).message }
     }
-    const status = res.statusCode
-    const text = res.body
+    const status = res.status
+    const text = res.body.toString('utf8')
     if (status >= 200 && status < 300) {
-      let ack: BatchAck
-      try {
-        ack = JSON.parse(text) as BatchAck
-      } catch {
-        ack = { accepted: batch.count ?? batch.body.messages.length, duplicates: 0, late: 0, watermark: null }
-      }
-      return { kind: 'ok', status, ack }
+      const sent = batch.count ?? batch.body.messages.length
+      const verdict = verifyAck(status, res.headers['content-type'], text, batch.body.batch, sent)
+      if (typeof verdict === 'string') return { kind: 'retry', status, reason: verdict, protocol: true }
+      return { kind: 'ok', status, ack: verdict }
+    }
+    if (status >= 300 && status < 400) {
+      const to = res.headers.location ? ` to ${res.headers.location}` : ''
+      const reason = `broker answered ${status} (a redirect${to}) for batch ${batch.body.batch}: rmq does not follow redirects; set brokerUrl to the broker's own URL`
+      return { kind: 'retry', status, reason, protocol: true }
     }
     const reason = brokerReason(status, text)
     if (status === 429 || status >= 500) {
@@ -159,8 +148,7 @@ export class BrokerClient {
   }
 
   close(): void {
-    this.agent.http.destroy()
-    this.agent.https.destroy()
+    this.http.close()
   }
 }
 
@@ -177,15 +165,6 @@ export function brokerReason(status: number, text: string): string {
   }
   reason = String(reason).slice(0, 500)
   return `HTTP ${status}${reason ? `: ${reason}` : ''}`
-}
-
-function networkReason(err: unknown, timeout: number, url: string): string {
-  const e = err as { code?: string; name?: string; message?: string }
-  if (e.name === 'TimeoutError' || e.code === 'ETIMEDOUT') return `no answer from ${url} within ${timeout} ms`
-  if (e.code === 'ECONNREFUSED') return `connection refused by ${url} (is the broker running?)`
-  if (e.code === 'ECONNRESET' || e.code === 'EPIPE') return `connection to ${url} was reset mid-request`
-  if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') return `cannot resolve the broker host of ${url}`
-  return `${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}`
 }
 
 /** Retry-After: delta seconds or an HTTP date; ms from now, or undefined. */
@@ -213,4 +192,52 @@ export async function brokerClientFromConfig(
     level: config.compression.level,
     timeout: options.timeout ?? config.sync.timeout,
   })
+}
+
+/**
+ * The acknowledgement of batch `batchId` carrying `sent` messages, or why the
+ * answer is not one (DESIGN §4, docs/protocol.md "What the edge takes as an
+ * ack"): status 200, a JSON content type, a JSON object that echoes the batch
+ * id and the count, whole non-negative counters, and accepted + duplicates
+ * equal to what was sent. A broker that answers anything else has stored
+ * nothing that the edge may forget.
+ */
+export function verifyAck(
+  status: number,
+  contentType: string | undefined,
+  text: string,
+  batchId: string,
+  sent: number,
+): BatchAck | string {
+  const no = (why: string) =>
+    `broker answered ${status} without an acknowledgement for batch ${batchId}: ${why}`
+  if (status !== 200) return no(`status ${status}, expected 200`)
+  if (!/^application\/json\b/i.test(contentType ?? ''))
+    return no(`content type ${JSON.stringify(contentType ?? '')}, expected application/json`)
+  let ack: Record<string, unknown>
+  try {
+    ack = JSON.parse(text)
+  } catch {
+    return no(`the body is not JSON (${JSON.stringify(text.slice(0, 60))})`)
+  }
+  if (typeof ack !== 'object' || ack === null || Array.isArray(ack))
+    return no('the body is not a JSON object')
+  if (ack.batch !== batchId) return no(`it acknowledges batch ${JSON.stringify(ack.batch)}`)
+  const count = (k: string) => Number.isSafeInteger(ack[k]) && (ack[k] as number) >= 0
+  for (const k of ['accepted', 'duplicates', 'late', 'count'])
+    if (!count(k)) return no(`${k} is ${JSON.stringify(ack[k])}, expected a whole number >= 0`)
+  if (ack.count !== sent) return no(`it counts ${ack.count as number} messages, ${sent} were sent`)
+  if ((ack.accepted as number) + (ack.duplicates as number) !== sent)
+    return no(
+      `accepted ${ack.accepted as number} + duplicates ${ack.duplicates as number} is not the ${sent} sent`,
+    )
+  if ((ack.late as number) > (ack.accepted as number)) return no('more messages late than accepted')
+  if (ack.watermark !== null && !Number.isSafeInteger(ack.watermark))
+    return no(`watermark is ${JSON.stringify(ack.watermark)}`)
+  if (
+    ack.features !== undefined &&
+    !(Array.isArray(ack.features) && ack.features.every((f) => typeof f === 'string'))
+  )
+    return no('features is not a list of names')
+  return ack as unknown as BatchAck
 }

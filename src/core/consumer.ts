@@ -10,9 +10,8 @@
  *     await c.commit(page.next)          // with a group: continue here after a restart
  *   }
  */
-import http from 'node:http'
-import https from 'node:https'
-import { BrokerUnavailableError, ConfigError, RejectedError, ValidationError } from './errors.js'
+import { brokerError, brokerRequest } from './http-client.js'
+import { BrokerUnavailableError, ConfigError } from './errors.js'
 
 export type ConsumeOrder = 'event' | 'arrival'
 
@@ -57,88 +56,8 @@ export interface ConsumerOptions {
   timeoutMs?: number
 }
 
-export interface RequestResult {
-  status: number
-  headers: http.IncomingHttpHeaders
-  body: unknown
-}
-
-const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) }
-
-/** One JSON request to the broker. Network failures become BrokerUnavailableError. */
-export function brokerRequest(
-  baseUrl: string,
-  method: 'GET' | 'POST',
-  pathAndQuery: string,
-  options: { token?: string; body?: unknown; timeoutMs?: number; signal?: AbortSignal } = {},
-): Promise<RequestResult> {
-  const url = new URL(pathAndQuery, baseUrl.endsWith('/') ? baseUrl : baseUrl + '/')
-  const lib = url.protocol === 'https:' ? https : http
-  const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body))
-  return new Promise((resolve, reject) => {
-    const req = lib.request(
-      url,
-      {
-        method,
-        agent: url.protocol === 'https:' ? agents.https : agents.http,
-        signal: options.signal,
-        timeout: options.timeoutMs ?? 30_000,
-        headers: {
-          accept: 'application/json',
-          ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
-          ...(payload
-            ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
-            : {}),
-        },
-      },
-      (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('error', (err) => reject(unavailable(baseUrl, err)))
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8')
-          let body: unknown = text
-          try {
-            body = text ? JSON.parse(text) : undefined
-          } catch {
-            // not JSON: keep the text
-          }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body })
-        })
-      },
-    )
-    req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })))
-    req.on('error', (err) => reject(unavailable(baseUrl, err)))
-    req.end(payload)
-  })
-}
-
-function unavailable(baseUrl: string, err: Error & { code?: string }): Error {
-  if (err.name === 'AbortError') return err
-  return new BrokerUnavailableError(`cannot reach the broker at ${baseUrl}: ${err.code ?? err.message}`, {
-    suggestion: 'check brokerUrl (RMQ_BROKER_URL) and that `rmq broker start` is running there',
-    cause: err,
-  })
-}
-
-/** Turn a non-2xx answer into the matching error class. */
-export function brokerError(res: RequestResult, what: string): Error {
-  const b = res.body as { error?: string; code?: string } | undefined
-  const reason = typeof b === 'object' && b?.error ? b.error : `HTTP ${res.status}`
-  if (res.status === 401)
-    return new ConfigError(`the broker rejected the token (${reason})`, {
-      suggestion: 'set token (RMQ_TOKEN) to a token from `rmq broker token create NODE`',
-    })
-  if (res.status === 400) return new ValidationError(`${what}: ${reason}`)
-  if (res.status === 429 || res.status >= 500)
-    return new BrokerUnavailableError(`${what}: broker answered ${res.status} (${reason})`, {
-      suggestion: 'retry later',
-      details: { status: res.status },
-    })
-  return new RejectedError(`${what}: broker answered ${res.status} (${reason})`, {
-    details: { status: res.status },
-  })
-}
+// The JSON requests moved to the one HTTP client; re-exported for the library API.
+export { brokerError, brokerRequest, type RequestResult } from './http-client.js'
 
 export class Consumer {
   readonly order: ConsumeOrder

@@ -60,6 +60,13 @@ export interface BatchAck {
   watermark: number | null
   /** What this broker supports beyond protocol v1's JSON batches, one at a time (BROKER_FEATURES). */
   features?: string[]
+  /**
+   * The batch id and message count the ack is for, echoed by the broker in
+   * every ack it sends (stores leave them out); the edge takes an answer as
+   * an ack only when both match what it sent (verifyAck).
+   */
+  batch?: string
+  count?: number
 }
 
 /**

@@ -120,6 +120,8 @@ export class FakeBroker {
         duplicates: dup,
         late: 0,
         watermark: null,
+        batch: body.batch,
+        count: body.messages.length,
         ...(this.features ? { features: this.features } : {}),
       }),
     )

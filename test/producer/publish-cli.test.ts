@@ -103,7 +103,7 @@ describe('rmq publish on the Producer (real binary, real broker)', () => {
     ])
   })
 
-  it('edge + deferred stays lean: neither got nor zstd-napi is loaded (direct mode loads them)', async () => {
+  it('edge + deferred stays lean: neither the HTTP stack nor zstd-napi is loaded (direct mode loads them)', async () => {
     const log = path.join(dir, 'loaded.txt')
     const hooks = path.join(dir, 'hooks.mjs')
     const preload = path.join(dir, 'preload.mjs')
@@ -116,7 +116,7 @@ describe('rmq publish on the Producer (real binary, real broker)', () => {
       preload,
       `import { register, createRequire } from 'node:module'\nimport fs from 'node:fs'\n` +
         `register(${JSON.stringify('file://' + hooks)})\nconst require = createRequire(import.meta.url)\n` +
-        `process.on('exit', () => fs.appendFileSync(${JSON.stringify(log)}, Object.keys(require.cache).join('\\n') + '\\n'))\n`,
+        `process.on('exit', () => fs.appendFileSync(${JSON.stringify(log)}, [...Object.keys(require.cache), ...process.moduleLoadList].join('\\n') + '\\n'))\n`,
     )
     const loaded = async (env: Record<string, string>) => {
       fs.rmSync(log, { force: true })
@@ -127,13 +127,13 @@ describe('rmq publish on the Producer (real binary, real broker)', () => {
     const { env } = await nodeEnv({ RMQ_COMPRESSION_CODEC: 'zstd' })
     const edge = await loaded(env)
     expect(edge).toMatch(/better-sqlite3/)
-    // got is the build's one-file bundle (dist/vendor/got.js), or the package when that is missing.
-    const got = /node_modules\/got\/|dist\/vendor\/got\.js/
-    expect(edge).not.toMatch(got)
+    // Node's own HTTP modules (process.moduleLoadList): the one HTTP client loads them with the direct producer.
+    const httpStack = /^NativeModule https?$/m
+    expect(edge).not.toMatch(httpStack)
     expect(edge).not.toMatch(/zstd-napi/)
     expect(edge).not.toMatch(/producer-(direct|forward)/)
     const direct = await loaded({ ...env, RMQ_MODE: 'direct' })
-    expect(direct).toMatch(got)
+    expect(direct).toMatch(httpStack)
     expect(direct).toMatch(/zstd-napi/)
   })
 })

@@ -65,7 +65,7 @@ const batches: FastifyPluginAsync = async (app) => {
       if (ack.duplicates > 0 || ack.late > 0)
         req.log.debug({ node: body.node, batch: body.batch, ...ack }, 'batch stored')
       // Every store checks backlog.unacked against the node's last committed batch.
-      return { ...ack, features: [...BROKER_FEATURES] }
+      return { ...ack, batch: body.batch, count: body.messages.length, features: [...BROKER_FEATURES] }
     },
   )
 }
