@@ -58,7 +58,10 @@ export interface NodeStatus {
   batches: number
   /** Node clock minus broker time at the last contact, ms. */
   clockSkew: number | null
-  /** Messages the node reports it dropped (overflow) or that expired unsent, since its store was created. */
+  /**
+   * Messages the node reports it dropped (overflow) or that expired unsent
+   * (removed, or past their TTL and waiting for cleanup), since its store was created.
+   */
   dropped: number
   expired: number
   /** Outbox size and limit as last reported (bytes); null when unknown. */
@@ -79,10 +82,17 @@ function obj(v: unknown): Record<string, unknown> | undefined {
   return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined
 }
 
-/** Dropped and expired totals a node reported in its last batch (0 when it never said). */
+/**
+ * Dropped and expired totals a node reported in its last batch (0 when it
+ * never said). Expired counts the messages past their TTL still waiting for
+ * the node's cleanup (`expiredPending`) too: they will never be sent.
+ */
 export function reportedLosses(stats: Record<string, unknown> | null): { dropped: number; expired: number } {
   const storage = obj(stats?.storage)
-  return { dropped: num(storage?.droppedTotal) ?? 0, expired: num(storage?.expiredTotal) ?? 0 }
+  return {
+    dropped: num(storage?.droppedTotal) ?? 0,
+    expired: (num(storage?.expiredTotal) ?? 0) + (num(storage?.expiredPending) ?? 0),
+  }
 }
 
 export function backlogAgeOf(r: NodeRecord, now: number): number | null {

@@ -84,7 +84,13 @@ function edgePairs(s: EdgeStatus): Array<[string, string]> {
         : `${formatAge(s.pending.oldestAge)} old (${new Date(s.pending.oldestTs!).toISOString()})`,
     ],
     ['sent', int(s.totals.sent)],
-    ['expired', int(s.totals.expired)],
+    [
+      'expired',
+      int(s.totals.expired) +
+        (s.totals.expiredPending > 0
+          ? ` (${int(s.totals.expiredPending)} past the TTL, not yet removed by cleanup)`
+          : ''),
+    ],
     ['dropped', int(s.totals.dropped)],
     [
       'last attempt',

@@ -767,6 +767,7 @@ class SyncRun {
         appendedTotal: s.appendedTotal,
         sentTotal: s.sentTotal,
         expiredTotal: s.expiredTotal,
+        expiredPending: s.expiredPending ?? 0,
         droppedTotal: s.droppedTotal,
       },
     }

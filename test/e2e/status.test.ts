@@ -137,6 +137,34 @@ describe('rmq status (edge) and rmq status --broker', () => {
     ).toBe('1')
   })
 
+  it('counts a pending message past its TTL as expired before cleanup removes it (human and --json)', async () => {
+    // Its own outbox (no broker needed: status reads the outbox only).
+    const dir = makeTempDir('rmq-status-ttl-')
+    try {
+      fs.writeFileSync(path.join(dir.dir, '.rmqrc.json'), JSON.stringify({ nodeId: 'gw-ttl' }))
+      const local = (args: string[]) =>
+        runCli(args, { cwd: dir.dir, env: { RMQ_BROKER_URL: 'http://127.0.0.1:9' } })
+      expect((await local(['publish', 'plant/t', '{"short":true}', '--ttl', '1s'])).code).toBe(0)
+      expect((await local(['publish', 'plant/t', '{"kept":true}'])).code).toBe(0)
+      await new Promise((r) => setTimeout(r, 1500))
+      const s = parseJson((await local(['status', '--json'])).stdout)
+      expect(s.pending.messages).toBe(1)
+      expect(s.totals).toMatchObject({ appended: 2, sent: 0, expired: 1, expiredPending: 1, dropped: 0 })
+      const human = await local(['status'])
+      expect(human.code).toBe(0)
+      expect(human.stdout).toMatch(/^expired\s+1 \(1 past the TTL, not yet removed by cleanup\)$/m)
+      expect(human.stdout).toMatch(/^pending\s+1 message\(s\)/m)
+
+      // Cleanup removes it: still counted once, now among those removed.
+      expect((await local(['cleanup'])).code).toBe(0)
+      const after = parseJson((await local(['status', '--json'])).stdout)
+      expect(after.totals).toMatchObject({ expired: 1, expiredPending: 0 })
+      expect((await local(['status'])).stdout).toMatch(/^expired\s+1$/m)
+    } finally {
+      dir.cleanup()
+    }
+  })
+
   it('--broker exits 69 when the broker is unreachable, 78 when it refuses the token', async () => {
     const r = await rmq(['status', '--broker'], { RMQ_BROKER_URL: 'http://127.0.0.1:9' })
     expect(r.code).toBe(69)
