@@ -77,6 +77,12 @@ export interface NodeRecord {
   /** The `stats` object of the last batch, as sent. */
   stats: Record<string, unknown> | null
   counters: NodeCounters
+  /**
+   * Requests (batches and heartbeats) accepted from the node's current epoch:
+   * what the broker saw of its syncs, counted at commit (0 for requests
+   * accepted before the store had this count).
+   */
+  epochBatches: number
 }
 
 export interface IngestContext {
