@@ -19,8 +19,11 @@ export interface BrokerOptions {
   maxLateness: number
   /** broker.retention, ms (0: keep forever). */
   retention: number
-  /** broker.alerts.* (dataLossClearAfter defaults to 1h when left out). */
-  alerts: Omit<RmqConfig['broker']['alerts'], 'dataLossClearAfter'> & { dataLossClearAfter?: number }
+  /** broker.alerts.* (dataLossClearAfter and neverSyncedFor default to 1h when left out). */
+  alerts: Omit<RmqConfig['broker']['alerts'], 'dataLossClearAfter' | 'neverSyncedFor'> & {
+    dataLossClearAfter?: number
+    neverSyncedFor?: number
+  }
   logFormat?: LogFormat
   logLevel?: string
   /** How often the watermark is recomputed without traffic (ms). */

@@ -147,7 +147,7 @@ export interface StreamHeads {
 }
 
 /** Alert rules the broker evaluates (src/broker/alerts.ts, docs/monitoring.md). */
-export type AlertRule = 'no-sync' | 'backlog-age' | 'data-loss'
+export type AlertRule = 'no-sync' | 'backlog-age' | 'data-loss' | 'never-synced'
 
 /**
  * One alert: fired once when its condition starts, resolved once when it
