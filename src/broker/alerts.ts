@@ -8,6 +8,9 @@
  * - `data-loss` (critical): a node reports more dropped (overflow) or expired
  *   messages than when it was last alerted on; resolves after
  *   broker.alerts.dataLossClearAfter without new losses.
+ * - `never-synced` (warning): a node was given a token longer than
+ *   broker.alerts.neverSyncedFor ago and never synced (health
+ *   `never-synced`); resolves when it syncs (or its token is revoked).
  *
  * Each alert fires once when its condition starts and resolves once when it
  * clears. The state lives in the BrokerStore (at most one active alert per
@@ -19,7 +22,7 @@
  */
 import os from 'node:os'
 import { formatAge, formatDuration } from '../core/units.js'
-import { fleetStatus, type HealthOptions, type NodeStatus } from './node-status.js'
+import { DEFAULT_NEVER_SYNCED_FOR, fleetStatus, type HealthOptions, type NodeStatus } from './node-status.js'
 import { alertKey } from './store/sqlite.js'
 import type { AlertRecord, AlertRule, BrokerStore, NewAlert } from './store/types.js'
 
@@ -51,7 +54,7 @@ export interface AlertLogger {
 }
 
 export const DEFAULT_DATA_LOSS_CLEAR_AFTER = 3_600_000
-/** How often the value/message of an active age alert (no-sync, backlog-age) is refreshed in the store. */
+/** How often the value/message of an active age alert (no-sync, backlog-age, never-synced) is refreshed in the store. */
 export const REFRESH_AGE_MS = 60_000
 
 export interface AlertEngineOptions {
@@ -102,7 +105,8 @@ export class AlertEngine {
     const wants = new Map<string, Want>()
     for (const n of fleet.nodes) {
       if (n.health === 'never-seen') continue
-      for (const w of this.rules(n, now, last, cfg)) wants.set(alertKey(w.alert.rule, w.alert.node), w)
+      const ws = n.health === 'never-synced' ? [neverSynced(n, now, cfg)] : this.rules(n, now, last, cfg)
+      for (const w of ws) wants.set(alertKey(w.alert.rule, w.alert.node), w)
     }
     const out: Evaluation = { fired: [], resolved: [], active: 0 }
     for (const [key, w] of wants) {
@@ -201,6 +205,24 @@ export class AlertEngine {
 
   close(): void {
     for (const s of this.o.sinks) s.close()
+  }
+}
+
+/** A node whose token is older than broker.alerts.neverSyncedFor and that never synced (health never-synced). */
+function neverSynced(n: NodeStatus, now: number, cfg: AlertEngineOptions['options']['alerts']): Want {
+  const limit = cfg.neverSyncedFor ?? DEFAULT_NEVER_SYNCED_FOR
+  const age = Math.max(0, now - (n.tokenCreatedAt ?? now))
+  return {
+    alert: {
+      rule: 'never-synced',
+      node: n.node,
+      severity: 'warning',
+      value: age,
+      threshold: limit,
+      message:
+        `${n.node} has had a token for ${formatAge(age)} and never synced (limit ${formatDuration(limit)}): ` +
+        'is it installed, running, and given the token?',
+    },
   }
 }
 
@@ -370,4 +392,4 @@ export function redact(url: string): string {
   }
 }
 
-export const ALERT_RULES: readonly AlertRule[] = ['no-sync', 'backlog-age', 'data-loss']
+export const ALERT_RULES: readonly AlertRule[] = ['no-sync', 'backlog-age', 'data-loss', 'never-synced']

@@ -142,7 +142,7 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
         for (const h of HEALTH_STATES) set({ node: n.node, state: h }, +(n.health === h))
     },
   )
-  // One series per edge node (never-seen nodes have only rmq_node_health).
+  // One series per edge node (never-seen and never-synced nodes have only rmq_node_health).
   type PerNode = [kind: 'gauge' | 'counter', name: string, help: string, of: (n: NodeStatus) => number | null]
   const perNode: PerNode[] = [
     [
@@ -210,14 +210,14 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     [
       'gauge',
       'rmq_node_sync_success_ratio',
-      'Successful sync requests over attempts, as the node reports them.',
+      'Successful sync requests over attempts (node-reported, at least what the broker accepted).',
       (n) => n.successRate,
     ],
   ]
   for (const [kind, name, help, of] of perNode)
     (kind === 'gauge' ? gauge : counter)(name, help, ['node'], (put, s) => {
       for (const n of s.fleet.nodes) {
-        const v = n.health === 'never-seen' ? null : of(n)
+        const v = n.lastContact === null ? null : of(n)
         if (v !== null) put({ node: n.node }, v)
       }
     })

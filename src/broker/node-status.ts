@@ -6,32 +6,42 @@
  */
 import { formatAge, formatDuration } from '../core/units.js'
 import type { RmqConfig } from '../core/config/schema.js'
-import type { BrokerStore, NodeCounters, NodeRecord } from './store/types.js'
+import type { BrokerStore, NodeCounters, NodeRecord, TokenRecord } from './store/types.js'
 
-export type Health = 'ok' | 'behind' | 'stale' | 'never-seen'
-export const HEALTH_STATES: readonly Health[] = ['ok', 'behind', 'stale', 'never-seen']
+export type Health = 'ok' | 'behind' | 'stale' | 'never-seen' | 'never-synced'
+export const HEALTH_STATES: readonly Health[] = ['ok', 'behind', 'stale', 'never-seen', 'never-synced']
 
 export interface HealthRules {
   /** No batch or heartbeat for longer than this: stale (broker.alerts.noSyncFor, or 15m when that is 0). */
   staleAfter: number
   /** Oldest pending message older than this: behind (broker.ordering.maxLateness). */
   behindAfter: number
+  /**
+   * A token this old whose node never synced: never-synced, else never-seen
+   * (broker.alerts.neverSyncedFor; 0: never-seen however old).
+   */
+  neverSyncedAfter: number
 }
 
 /** The broker options the health and alert rules read (a part of BrokerOptions). */
 export interface HealthOptions {
-  /** broker.alerts.* (dataLossClearAfter defaults to 1h when left out). */
-  alerts: Omit<RmqConfig['broker']['alerts'], 'dataLossClearAfter'> & { dataLossClearAfter?: number }
+  /** broker.alerts.* (dataLossClearAfter and neverSyncedFor default to 1h when left out). */
+  alerts: Omit<RmqConfig['broker']['alerts'], 'dataLossClearAfter' | 'neverSyncedFor'> & {
+    dataLossClearAfter?: number
+    neverSyncedFor?: number
+  }
   /** broker.ordering.maxLateness, ms. */
   maxLateness: number
 }
 
 const DEFAULT_STALE_AFTER = 15 * 60_000
+export const DEFAULT_NEVER_SYNCED_FOR = 3_600_000
 
 export function healthRules(options: HealthOptions): HealthRules {
   return {
     staleAfter: options.alerts.noSyncFor > 0 ? options.alerts.noSyncFor : DEFAULT_STALE_AFTER,
     behindAfter: options.maxLateness,
+    neverSyncedAfter: options.alerts.neverSyncedFor ?? DEFAULT_NEVER_SYNCED_FOR,
   }
 }
 
@@ -50,7 +60,22 @@ export interface NodeStatus {
   lastSync: number | null
   /** now - lastContact, ms. */
   sinceContact: number | null
-  /** Node-reported successful sync requests / attempts (the sync counters of its outbox); null if unknown. */
+  /**
+   * The last successful sync request: when the broker accepted it (its own
+   * clock; the same as lastContact), whatever the node reported.
+   */
+  lastSuccessAt: number | null
+  /**
+   * Sync requests of the node's current outbox: `attempts` as the node
+   * reports them (only it sees the requests that never arrived), `successes`
+   * as it reports them but never fewer than the broker accepted from this
+   * epoch (`epochBatches`), attempts never fewer than successes. The node's
+   * report includes the request that carries it. Null when the node reports
+   * no sync counters (direct producers). docs/monitoring.md.
+   */
+  attempts: number | null
+  successes: number | null
+  /** successes / attempts; null when unknown. */
   successRate: number | null
   /** Pending on the node at its last report. */
   backlog: { pending: number; bytes: number; oldestTs: number | null }
@@ -66,7 +91,10 @@ export interface NodeStatus {
   batches: number
   /** Node clock minus broker time at the last contact, ms. */
   clockSkew: number | null
-  /** Messages the node reports it dropped (overflow) or that expired unsent, since its store was created. */
+  /**
+   * Messages the node reports it dropped (overflow) or that expired unsent
+   * (removed, or past their TTL and waiting for cleanup), since its store was created.
+   */
   dropped: number
   expired: number
   /** Outbox size and limit as last reported (bytes); null when unknown. */
@@ -77,6 +105,10 @@ export interface NodeStatus {
   live: boolean
   /** Raw counters as the store keeps them. */
   counters: NodeCounters
+  /** Requests accepted from the node's current epoch (outbox), as the broker counted them. */
+  epochBatches: number
+  /** When the node's token was created; null when it has none (auth=none, or revoked). */
+  tokenCreatedAt: number | null
 }
 
 function num(v: unknown): number | undefined {
@@ -87,10 +119,17 @@ function obj(v: unknown): Record<string, unknown> | undefined {
   return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined
 }
 
-/** Dropped and expired totals a node reported in its last batch (0 when it never said). */
+/**
+ * Dropped and expired totals a node reported in its last batch (0 when it
+ * never said). Expired counts the messages past their TTL still waiting for
+ * the node's cleanup (`expiredPending`) too: they will never be sent.
+ */
 export function reportedLosses(stats: Record<string, unknown> | null): { dropped: number; expired: number } {
   const storage = obj(stats?.storage)
-  return { dropped: num(storage?.droppedTotal) ?? 0, expired: num(storage?.expiredTotal) ?? 0 }
+  return {
+    dropped: num(storage?.droppedTotal) ?? 0,
+    expired: (num(storage?.expiredTotal) ?? 0) + (num(storage?.expiredPending) ?? 0),
+  }
 }
 
 export function backlogAgeOf(r: NodeRecord, now: number): number | null {
@@ -98,12 +137,28 @@ export function backlogAgeOf(r: NodeRecord, now: number): number | null {
   return Math.max(0, r.lastClock - r.backlog.oldestTs) + Math.max(0, now - r.lastContact)
 }
 
-export function nodeStatus(r: NodeRecord, now: number, rules: HealthRules, maxLateness: number): NodeStatus {
+/** The node's attempts and successes: its report, with what the broker accepted as the floor. */
+function syncCounts(
+  sync: Record<string, unknown> | null,
+  epochBatches: number,
+): { attempts: number; successes: number } | null {
+  const reported = num(sync?.attempts)
+  if (reported === undefined) return null
+  const successes = Math.max(num(sync?.successes) ?? 0, epochBatches)
+  return { attempts: Math.max(reported, successes), successes }
+}
+
+export function nodeStatus(
+  r: NodeRecord,
+  now: number,
+  rules: HealthRules,
+  maxLateness: number,
+  token?: TokenRecord,
+): NodeStatus {
   const stats = r.stats
   const sync = obj(stats?.sync) ?? null
   const storage = obj(stats?.storage)
-  const attempts = num(sync?.attempts)
-  const successes = num(sync?.successes)
+  const counts = syncCounts(sync, r.epochBatches)
   const sinceContact = Math.max(0, now - r.lastContact)
   const backlogAge = backlogAgeOf(r, now)
   const reasons: string[] = []
@@ -130,7 +185,10 @@ export function nodeStatus(r: NodeRecord, now: number, rules: HealthRules, maxLa
     lastContact: r.lastContact,
     lastSync: r.lastSync,
     sinceContact,
-    successRate: attempts && successes !== undefined ? Math.min(1, successes / attempts) : null,
+    lastSuccessAt: r.lastContact,
+    attempts: counts?.attempts ?? null,
+    successes: counts?.successes ?? null,
+    successRate: counts && counts.attempts > 0 ? counts.successes / counts.attempts : null,
     backlog: { ...r.backlog },
     backlogAge,
     received: r.counters.received,
@@ -143,21 +201,35 @@ export function nodeStatus(r: NodeRecord, now: number, rules: HealthRules, maxLa
     sync,
     live: !r.direct && now - r.lastContact <= maxLateness,
     counters: { ...r.counters },
+    epochBatches: r.epochBatches,
+    tokenCreatedAt: token?.createdAt ?? null,
   }
 }
 
-/** A node that has a token but never sent a batch or heartbeat. */
-export function neverSeenStatus(node: string): NodeStatus {
+/**
+ * A node that has a token but never sent a batch or heartbeat: never-seen,
+ * or never-synced once its token is older than rules.neverSyncedAfter.
+ */
+export function neverSeenStatus(token: TokenRecord, now: number, rules: HealthRules): NodeStatus {
+  const age = Math.max(0, now - token.createdAt)
+  const overdue = rules.neverSyncedAfter > 0 && age > rules.neverSyncedAfter
   return {
-    node,
-    health: 'never-seen',
-    reasons: ['has a token but never synced'],
+    node: token.node,
+    health: overdue ? 'never-synced' : 'never-seen',
+    reasons: [
+      overdue
+        ? `has had a token for ${formatAge(age)} but never synced (limit ${formatDuration(rules.neverSyncedAfter)})`
+        : 'has a token but never synced',
+    ],
     epoch: null,
     direct: false,
     firstSeen: null,
     lastContact: null,
     lastSync: null,
     sinceContact: null,
+    lastSuccessAt: null,
+    attempts: null,
+    successes: null,
     successRate: null,
     backlog: { pending: 0, bytes: 0, oldestTs: null },
     backlogAge: null,
@@ -172,6 +244,8 @@ export function neverSeenStatus(node: string): NodeStatus {
     sync: null,
     live: false,
     counters: { received: 0, duplicates: 0, late: 0, batches: 0 },
+    epochBatches: 0,
+    tokenCreatedAt: token.createdAt,
   }
 }
 
@@ -183,7 +257,7 @@ export interface FleetStatus {
 }
 
 export function summarize(nodes: NodeStatus[]): FleetStatus['summary'] {
-  const summary = { ok: 0, behind: 0, stale: 0, 'never-seen': 0, total: nodes.length }
+  const summary = { ok: 0, behind: 0, stale: 0, 'never-seen': 0, 'never-synced': 0, total: nodes.length }
   for (const n of nodes) summary[n.health]++
   return summary
 }
@@ -196,9 +270,10 @@ export async function fleetStatus(
 ): Promise<FleetStatus> {
   const rules = healthRules(options)
   const [records, tokens] = await Promise.all([store.nodes(), store.listTokens()])
+  const byNode = new Map(tokens.map((t) => [t.node, t]))
   const known = new Set(records.map((r) => r.node))
-  const nodes = records.map((r) => nodeStatus(r, now, rules, options.maxLateness))
-  for (const t of tokens) if (!known.has(t.node)) nodes.push(neverSeenStatus(t.node))
+  const nodes = records.map((r) => nodeStatus(r, now, rules, options.maxLateness, byNode.get(r.node)))
+  for (const t of tokens) if (!known.has(t.node)) nodes.push(neverSeenStatus(t, now, rules))
   nodes.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
   return { now, rules, summary: summarize(nodes), nodes }
 }

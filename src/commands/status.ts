@@ -10,7 +10,7 @@ export default class Status extends BaseCommand<typeof Status> {
     'sent/expired/dropped totals, the last sync attempt and success, success rate, the backoff in force and ' +
     'the next attempt, outbox size against storage.maxBytes, and the config file in effect. Reads the local ' +
     'outbox only (works offline). With --broker: every node as the broker at brokerUrl sees it (health ok, ' +
-    'behind, stale or never-seen; last sync; backlog; counters) and the active alerts; exits 69 when the ' +
+    'behind, stale, never-seen or never-synced; last sync; success rate; backlog; counters) and the active alerts; exits 69 when the ' +
     'broker cannot be reached. Health and alert rules: docs/monitoring.md.'
   static override examples = [
     '<%= config.bin %> status',
@@ -84,7 +84,13 @@ function edgePairs(s: EdgeStatus): Array<[string, string]> {
         : `${formatAge(s.pending.oldestAge)} old (${new Date(s.pending.oldestTs!).toISOString()})`,
     ],
     ['sent', int(s.totals.sent)],
-    ['expired', int(s.totals.expired)],
+    [
+      'expired',
+      int(s.totals.expired) +
+        (s.totals.expiredPending > 0
+          ? ` (${int(s.totals.expiredPending)} past the TTL, not yet removed by cleanup)`
+          : ''),
+    ],
     ['dropped', int(s.totals.dropped)],
     [
       'last attempt',
@@ -115,7 +121,9 @@ function renderFleet(
   renderTable: (h: string[], r: Array<Array<string | number>>) => string,
 ) {
   const s = f.summary
-  const head = `${f.brokerUrl}: ${s.total} node(s): ${s.ok} ok, ${s.behind} behind, ${s.stale} stale, ${s['never-seen']} never-seen; ${f.alerts.length} active alert(s)`
+  const head =
+    `${f.brokerUrl}: ${s.total} node(s): ${s.ok} ok, ${s.behind} behind, ${s.stale} stale, ` +
+    `${s['never-seen']} never-seen, ${s['never-synced'] ?? 0} never-synced; ${f.alerts.length} active alert(s)`
   if (f.nodes.length === 0)
     return `${head}\nno nodes yet (they appear after their first batch, or with a token)`
   const table = renderTable(

@@ -29,8 +29,12 @@ export interface EdgeStatus {
     epoch: string | null
   }
   pending: { messages: number; bytes: number; oldestTs: number | null; oldestAge: number | null }
-  /** Since the outbox was created. */
-  totals: { appended: number; sent: number; expired: number; dropped: number }
+  /**
+   * Since the outbox was created. `expired` counts every message that expired
+   * unsent, including those past their TTL still stored (`expiredPending`)
+   * that the next cleanup removes.
+   */
+  totals: { appended: number; sent: number; expired: number; expiredPending: number; dropped: number }
   store: {
     /** Accounted bytes stored (pending and sent kept for retention) against storage.maxBytes. */
     bytes: number
@@ -86,7 +90,7 @@ export async function edgeStatus(loaded: LoadedConfig, options: { now?: number }
       ...base,
       outbox: { driver: config.storage.driver, path: file, exists: false, epoch: null },
       pending: { messages: 0, bytes: 0, oldestTs: null, oldestAge: null },
-      totals: { appended: 0, sent: 0, expired: 0, dropped: 0 },
+      totals: { appended: 0, sent: 0, expired: 0, expiredPending: 0, dropped: 0 },
       store: {
         bytes: 0,
         maxBytes: config.storage.maxBytes,
@@ -114,7 +118,8 @@ export async function edgeStatus(loaded: LoadedConfig, options: { now?: number }
       totals: {
         appended: s.appendedTotal,
         sent: s.sentTotal,
-        expired: s.expiredTotal,
+        expired: s.expiredTotal + (s.expiredPending ?? 0),
+        expiredPending: s.expiredPending ?? 0,
         dropped: s.droppedTotal,
       },
       store: {

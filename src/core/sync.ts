@@ -674,7 +674,7 @@ class SyncRun {
     if (n === 0) return { kind: 'empty' }
     await failpoint('sync.after-read')
     const stats = await this.driver.stats(this.now())
-    const encoded = await this.encode(taken, stats, inFlight, unacked)
+    const encoded = await this.encode(taken, stats, inFlight, unacked, flying)
     let committed = this.res.bytesWire
     for (const f of flying) committed += f.encoded.wireBytes
     if (this.budget > 0 && committed + encoded.wireBytes > this.budget) {
@@ -702,22 +702,24 @@ class SyncRun {
     stats: StorageStats,
     inFlight?: Taken,
     unacked?: Prepared,
+    flying: readonly Prepared[] = [],
   ): Promise<EncodedBatch> {
     const n = taken.seqs.length
     const bytes = taken.bytes + (inFlight?.bytes ?? 0)
     const pending = Math.max(0, stats.pending - n - (inFlight?.seqs.length ?? 0))
+    const clock = this.now()
     const body: BatchBody = {
       node: this.node,
       epoch: this.driver.epoch,
       batch: `b-${randomBytes(6).toString('hex')}`,
-      clock: this.now(),
+      clock,
       backlog: {
         pending,
         bytes: pending > 0 ? Math.max(0, stats.pendingBytes - bytes) : 0,
         oldestTs: pending > 0 ? await this.oldestAfter(stats, taken, inFlight) : null,
         ...(unacked ? { unacked: { batch: unacked.encoded.body.batch, oldestTs: unacked.minTs } } : {}),
       },
-      stats: await this.statsField(stats),
+      stats: await this.statsField(stats, n, flying, clock),
       messages: [],
     }
     if (n === 0 || taken.messages)
@@ -752,10 +754,38 @@ class SyncRun {
     return this.driver.oldestPendingTs(this.now(), ranges)
   }
 
-  private async statsField(s: StorageStats): Promise<Record<string, unknown>> {
-    const sync = await readSyncStats(this.driver)
+  /**
+   * The `stats` of a request: the sync counters as they stand once this
+   * request (`messages` of them) and the requests in flight before it
+   * (`flying`) are accepted. The broker keeps the stats of accepted requests
+   * only, so what it keeps includes the run in progress; the same rule makes
+   * `backlog` count the batches in flight as delivered. Only when a request
+   * in flight fails while a later one is accepted (pipelining) do they count
+   * one success too many, until the next report. Byte counters leave this
+   * request out (it is being encoded). `at`: the request's clock.
+   * docs/monitoring.md.
+   */
+  private async statsField(
+    s: StorageStats,
+    messages: number,
+    flying: readonly Prepared[],
+    at: number,
+  ): Promise<Record<string, unknown>> {
+    const stored = await readSyncStats(this.driver)
+    const requests = flying.length + 1
+    const sync = { ...stored, attempts: stored.attempts + requests, successes: stored.successes + requests }
+    sync.batches += flying.length + (messages > 0 ? 1 : 0)
+    if (messages === 0) sync.heartbeats++
+    sync.messagesSent += messages
+    for (const f of flying) {
+      sync.messagesSent += f.seqs.length
+      sync.bytesRaw += f.encoded.rawBytes
+      sync.bytesWire += f.encoded.wireBytes
+    }
+    sync.lastAttemptAt = sync.lastSuccessAt = at
     return {
-      sync: { ...sync, backoff: sync.backoff ? { failures: sync.backoff.failures } : null },
+      // Accepted, this request ends any backoff in force.
+      sync: { ...sync, backoff: null },
       storage: {
         pending: s.pending,
         pendingBytes: s.pendingBytes,
@@ -767,6 +797,7 @@ class SyncRun {
         appendedTotal: s.appendedTotal,
         sentTotal: s.sentTotal,
         expiredTotal: s.expiredTotal,
+        expiredPending: s.expiredPending ?? 0,
         droppedTotal: s.droppedTotal,
       },
     }

@@ -2,13 +2,16 @@
  * The dashboard in real headless Chromium (Debian's /usr/bin/chromium driven
  * by playwright-core) against a real broker process: it loads, shows the
  * nodes with their states, updates when a node syncs, shows a fired alert
- * (short alert interval and noSyncFor from the environment), escapes node
- * data, and saves a screenshot to test/artifacts/dashboard.png.
+ * (short alert interval and noSyncFor from the environment), shows a node
+ * whose token is older than neverSyncedFor as never-synced with its alert,
+ * escapes node data, and saves a screenshot to test/artifacts/dashboard.png.
  */
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Browser, Page } from 'playwright-core'
+import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
+import { createNodeToken } from '../../src/broker/tokens.js'
 import { makeBatch, message, postBatch, type BrokerProcess, startBrokerProcess } from '../helpers/broker.js'
 import { ROOT } from '../helpers/cli.js'
 
@@ -60,6 +63,10 @@ describe.skipIf(chromiumMissing !== undefined)('dashboard in headless Chromium',
     })
     for (const n of ['gw-ok', 'gw-silent', 'gw-behind', BOLD, 'gw-never'])
       tokens[n] = await broker.createToken(n)
+    // A gateway given its token two hours ago that never came up (neverSyncedFor is 1h by default).
+    const store = await openSqliteBrokerStore({ dataDir: broker.dataDir })
+    tokens['gw-unborn'] = (await createNodeToken(store, 'gw-unborn', Date.now() - 2 * 3_600_000)).token
+    await store.close()
     await send('gw-ok', 40)
     await send('gw-silent', 5)
     await send(BOLD, 3)
@@ -121,10 +128,23 @@ describe.skipIf(chromiumMissing !== undefined)('dashboard in headless Chromium',
 
   it('shows every node with its state, escaping node data', async () => {
     await row('gw-never').waitFor({ timeout: 10_000 })
-    expect(await page.locator('#nodes-body tr').count()).toBe(5)
+    expect(await page.locator('#nodes-body tr').count()).toBe(6)
     expect(await row('gw-ok').getAttribute('data-health')).toBe('ok')
     expect(await row('gw-behind').getAttribute('data-health')).toBe('behind')
     expect(await row('gw-never').getAttribute('data-health')).toBe('never-seen')
+    expect(await row('gw-unborn').getAttribute('data-health')).toBe('never-synced')
+    expect(await row('gw-unborn').locator('.badge').textContent()).toBe('never-synced')
+    expect(await row('gw-unborn').locator('td.since').getAttribute('title')).toMatch(/^token created \d{4}-/)
+    // An amber edge, like behind rows.
+    const edge = await row('gw-unborn').evaluate((e) => (globalThis as any).getComputedStyle(e).boxShadow)
+    expect(edge).toMatch(/rgb\(210, 153, 34\)/)
+    expect(await page.locator('#c-never-synced').textContent()).toBe('1')
+    const alert = page.locator('#alerts-list li[data-rule="never-synced"][data-node="gw-unborn"]')
+    await alert.waitFor({ timeout: 10_000 })
+    expect(await alert.locator('.sev').textContent()).toBe('warning')
+    expect(await alert.locator('.msg').textContent()).toMatch(
+      /gw-unborn has had a token for 2h 0m and never synced \(limit 1h\)/,
+    )
     expect(await row('gw-behind').locator('td').nth(4).textContent()).toBe('1,200')
     // The node id with markup is shown as text: no <b>/<i> element was created from it.
     expect(await row(BOLD).locator('td.node').textContent()).toBe(BOLD)
@@ -166,7 +186,8 @@ describe.skipIf(chromiumMissing !== undefined)('dashboard in headless Chromium',
       /gw-silent has not synced for \d+s \(limit 4s\)/,
     )
     expect(await page.locator('#c-stale').textContent()).toBe('1')
-    expect(await page.locator('#c-alerts').textContent()).toBe('1')
+    // no-sync for gw-silent, never-synced for gw-unborn.
+    expect(await page.locator('#c-alerts').textContent()).toBe('2')
     // Stale rows stand out: a red edge and tint.
     const shadow = await row('gw-silent').evaluate((e) => (globalThis as any).getComputedStyle(e).boxShadow)
     expect(shadow).toMatch(/rgb\(248, 81, 73\)/)
@@ -174,7 +195,7 @@ describe.skipIf(chromiumMissing !== undefined)('dashboard in headless Chromium',
     await page.locator('#nodes th[data-key="node"]').click()
     expect(await page.locator('#nodes-body tr').first().getAttribute('data-node')).toBe(BOLD)
     await page.locator('#nodes th[data-key="node"]').click()
-    expect(await page.locator('#nodes-body tr').first().getAttribute('data-node')).toBe('gw-silent')
+    expect(await page.locator('#nodes-body tr').first().getAttribute('data-node')).toBe('gw-unborn')
     await page.locator('#nodes th[data-key="health"]').click()
     expect(await page.locator('#nodes-body tr').first().getAttribute('data-node')).toBe('gw-silent')
     await page.waitForTimeout(2500) // a few more chart points
@@ -185,12 +206,29 @@ describe.skipIf(chromiumMissing !== undefined)('dashboard in headless Chromium',
 
   it('when the silent node syncs again it turns ok and the alert resolves', async () => {
     await send('gw-silent', 2)
-    await page.locator('#nodes-body tr[data-node="gw-silent"][data-health="ok"]').waitFor({ timeout: 10_000 })
-    await page.locator('#alerts-list li.none').waitFor({ timeout: 10_000 })
-    expect(await page.locator('#resolved-list li[data-rule="no-sync"][data-node="gw-silent"]').count()).toBe(
-      1,
-    )
-    expect(await page.locator('#c-alerts').textContent()).toBe('0')
+    await page.locator('#nodes-body tr[data-node="gw-silent"][data-health="ok"]').waitFor({ timeout: 20_000 })
+    await page
+      .locator('#resolved-list li[data-rule="no-sync"][data-node="gw-silent"]')
+      .waitFor({ state: 'attached', timeout: 20_000 })
+    expect(await page.locator('#alerts-list li[data-node="gw-silent"]').count()).toBe(0)
+    expect(await page.locator('#c-alerts').textContent()).toBe('1')
+    // gw-unborn comes up at last: never-synced resolves, nothing is active. gw-silent keeps
+    // syncing meanwhile (noSyncFor is 4 s), so that no new no-sync alert can come between.
+    const silentAlive = setInterval(() => void send('gw-silent', 0).catch(() => {}), 700)
+    try {
+      await send('gw-unborn', 1)
+      await page
+        .locator('#nodes-body tr[data-node="gw-unborn"][data-health="ok"]')
+        .waitFor({ timeout: 20_000 })
+      await page.locator('#alerts-list li.none').waitFor({ timeout: 20_000 })
+      expect(
+        await page.locator('#resolved-list li[data-rule="never-synced"][data-node="gw-unborn"]').count(),
+      ).toBe(1)
+      expect(await page.locator('#c-alerts').textContent()).toBe('0')
+      expect(await page.locator('#c-never-synced').textContent()).toBe('0')
+    } finally {
+      clearInterval(silentAlive)
+    }
     expect(errors).toEqual([])
   })
 })

@@ -11,13 +11,13 @@ import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createBrokerApp, startBroker, type CreateBrokerAppOptions } from '../../src/broker/app.js'
-import type { AlertEvent, AlertSink } from '../../src/broker/alerts.js'
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
 import { createNodeToken } from '../../src/broker/tokens.js'
 import type { BatchBody } from '../../src/core/protocol.js'
 import { makeBatch, message, postBatch } from '../helpers/broker.js'
 import { makeTempDir } from '../helpers/cli.js'
+import { MemorySink, MIN, SEC, T0, options, startReceiver, stats, until } from '../helpers/monitoring.js'
 
 const require = createRequire(import.meta.url)
 interface PromFamily {
@@ -27,90 +27,6 @@ interface PromFamily {
   metrics: Array<{ value?: string; labels?: Record<string, string>; buckets?: Record<string, string> }>
 }
 const parsePrometheus = require('parse-prometheus-text-format') as (text: string) => PromFamily[]
-
-const SEC = 1000
-const MIN = 60_000
-const T0 = 1_764_000_000_000
-
-/** Collects alert events like a sink would deliver them. */
-class MemorySink implements AlertSink {
-  readonly name = 'memory'
-  events: AlertEvent[] = []
-  send(e: AlertEvent) {
-    this.events.push(e)
-  }
-  close() {}
-}
-
-function options(dataDir: string, extra: Partial<CreateBrokerAppOptions> = {}): CreateBrokerAppOptions {
-  return {
-    host: '127.0.0.1',
-    port: 0,
-    dataDir,
-    store: 'sqlite',
-    auth: 'token',
-    limits: { bodyBytes: 8 << 20, decompressedBytes: 64 << 20, ratePerNode: 0 },
-    maxLateness: 5 * MIN,
-    retention: 0,
-    alerts: {
-      noSyncFor: 10 * MIN,
-      backlogAge: 30 * MIN,
-      dataLoss: true,
-      dataLossClearAfter: 15 * MIN,
-      interval: 10 * SEC,
-      webhooks: [],
-    },
-    logFormat: 'silent',
-    ...extra,
-  }
-}
-
-function stats(s: { attempts?: number; successes?: number; dropped?: number; expired?: number } = {}) {
-  return {
-    sync: { attempts: s.attempts ?? 4, successes: s.successes ?? 3, failures: 1, lastError: null },
-    storage: {
-      pending: 0,
-      totalBytes: 2048,
-      maxBytes: 1 << 20,
-      droppedTotal: s.dropped ?? 0,
-      expiredTotal: s.expired ?? 0,
-    },
-  }
-}
-
-/** A webhook receiver on 127.0.0.1 that answers with the statuses given, then 200. */
-async function startReceiver(statuses: number[] = []) {
-  const got: Array<{ body: AlertEvent; headers: http.IncomingHttpHeaders }> = []
-  let attempts = 0
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
-      const status = statuses[attempts++] ?? 200
-      if (status === 200)
-        got.push({ body: JSON.parse(Buffer.concat(chunks).toString('utf8')), headers: req.headers })
-      res.writeHead(status).end()
-    })
-  })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook?secret=s3`
-  return {
-    url,
-    got,
-    attempts: () => attempts,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  }
-}
-
-async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 5000): Promise<T> {
-  const end = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
 
 describe('broker monitoring (injectable clock)', () => {
   let tmp: ReturnType<typeof makeTempDir>
@@ -179,15 +95,26 @@ describe('broker monitoring (injectable clock)', () => {
       'gw-new',
       'gw-stale',
     ])
-    expect(res.body.summary).toEqual({ ok: 1, behind: 1, stale: 1, 'never-seen': 1, total: 4 })
-    expect(res.body.rules).toEqual({ staleAfter: 10 * MIN, behindAfter: 5 * MIN })
+    expect(res.body.summary).toEqual({
+      ok: 1,
+      behind: 1,
+      stale: 1,
+      'never-seen': 1,
+      'never-synced': 0,
+      total: 4,
+    })
+    expect(res.body.rules).toEqual({ staleAfter: 10 * MIN, behindAfter: 5 * MIN, neverSyncedAfter: 60 * MIN })
     expect(by['gw-1']).toMatchObject({
       health: 'ok',
       reasons: [],
       lastContact: T0,
       lastSync: T0,
       sinceContact: 30 * SEC,
+      lastSuccessAt: T0,
+      attempts: 4,
+      successes: 3,
       successRate: 0.75,
+      epochBatches: 2,
       received: 2,
       duplicates: 1,
       late: 0,
@@ -218,6 +145,38 @@ describe('broker monitoring (injectable clock)', () => {
     expect(missing.status).toBe(404)
     expect(missing.body.code).toBe('NOT_FOUND')
     expect((await app.inject({ method: 'GET', url: '/v1/nodes' })).statusCode).toBe(401)
+  })
+
+  it('successes are never fewer than the requests the broker accepted from the epoch, attempts never fewer than successes', async () => {
+    await open()
+    // An edge that reports its counters as they were before the request (one run behind).
+    await ingest(
+      makeBatch('gw-1', [message(1, T0)], { clock: T0, stats: stats({ attempts: 0, successes: 0 }) }),
+    )
+    expect((await get('/v1/nodes/gw-1')).body).toMatchObject({
+      attempts: 1,
+      successes: 1,
+      successRate: 1,
+      lastSuccessAt: T0,
+      epochBatches: 1,
+    })
+    // Its report is higher than what the broker saw: the report stands.
+    clock = T0 + SEC
+    await ingest(makeBatch('gw-1', [], { clock, stats: stats({ attempts: 10, successes: 8 }) }))
+    expect((await get('/v1/nodes/gw-1')).body).toMatchObject({
+      attempts: 10,
+      successes: 8,
+      successRate: 0.8,
+      lastSuccessAt: T0 + SEC,
+    })
+    // A direct producer reports no sync counters: unknown, not 100%.
+    await ingest(makeBatch('direct-1', [message(1, T0)], { clock, direct: true }))
+    expect((await get('/v1/nodes/direct-1')).body).toMatchObject({
+      attempts: null,
+      successes: null,
+      successRate: null,
+      lastSuccessAt: clock,
+    })
   })
 
   it('a node that stops syncing turns stale after noSyncFor, fires ONE alert, resolves when it syncs again', async () => {

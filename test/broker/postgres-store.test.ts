@@ -73,6 +73,43 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
       }
     })
 
+    it('migrates a database from before rmq_nodes.epoch_batches in place (0 for known nodes, then counting)', async () => {
+      const db = await cluster.createDatabase()
+      const { default: pgmod } = await import('pg')
+      const c = new pgmod.Client({ connectionString: db.url })
+      await c.connect()
+      try {
+        // The schema and a node as a broker of the previous migration left them.
+        const before = MIGRATIONS.length - 1
+        await c.query(
+          'CREATE TABLE rmq_schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
+        )
+        for (let v = 1; v <= before; v++) {
+          await c.query(MIGRATIONS[v - 1])
+          await c.query('INSERT INTO rmq_schema_version (version) VALUES ($1)', [v])
+        }
+        await c.query(
+          `INSERT INTO rmq_nodes (node, epoch, direct, first_seen, last_contact, clock_skew, last_clock, backlog_pending,
+             backlog_bytes, low_mark, received, duplicates, late, batches)
+           VALUES ('old', 'epoch-old', false, $1, $1, 0, $1, 0, 0, $1, 5, 0, 0, 2)`,
+          [T0],
+        )
+        const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+        try {
+          expect(await store.node('old')).toMatchObject({ epochBatches: 0, counters: { batches: 2 } })
+          await store.ingest(batchOf('old', [], { batch: 'b-hb' }), ctx(T0 + 1))
+          expect(await store.node('old')).toMatchObject({ epochBatches: 1, counters: { batches: 3 } })
+        } finally {
+          await store.close()
+        }
+        const v = await c.query('SELECT MAX(version) AS v FROM rmq_schema_version')
+        expect(v.rows[0].v).toBe(MIGRATIONS.length)
+      } finally {
+        await c.end()
+        await db.drop()
+      }
+    })
+
     it('round-trips payloads PostgreSQL text cannot hold (U+0000)', async () => {
       const db = await cluster.createDatabase()
       const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })

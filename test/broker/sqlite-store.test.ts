@@ -116,6 +116,30 @@ describe('sqlite broker store: a schema-2 file from before nodes.last_batch, wai
   })
 })
 
+describe('sqlite broker store: a schema-2 file from before nodes.epoch_batches', () => {
+  it('gets the column in place (0 for the nodes it has) and counts from the next request on', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-store-')
+    const ctx = (now: number) => ({ now, maxLateness: 60_000 })
+    try {
+      let store = await openSqliteBrokerStore({ dataDir: dir })
+      await store.ingest(batchOf('a', [wireMessage(1, T0)]), ctx(T0))
+      const dbOf = (s: unknown) => (s as { db: import('better-sqlite3').Database }).db
+      dbOf(store).exec('ALTER TABLE nodes DROP COLUMN epoch_batches')
+      await store.close()
+
+      store = await openSqliteBrokerStore({ dataDir: dir })
+      const columns = dbOf(store).prepare("SELECT name FROM pragma_table_info('nodes')").pluck().all()
+      expect(columns).toContain('epoch_batches')
+      expect(await store.node('a')).toMatchObject({ epochBatches: 0, counters: { received: 1, batches: 1 } })
+      await store.ingest(batchOf('a', [], { batch: 'b-hb' }), ctx(T0 + 1))
+      expect(await store.node('a')).toMatchObject({ epochBatches: 1, counters: { batches: 2 } })
+      await store.close()
+    } finally {
+      cleanup()
+    }
+  })
+})
+
 describe('sqlite broker store: schema 1 (node and epoch in every row, a position column)', () => {
   const V1 = `
     CREATE TABLE broker_meta (id INTEGER PRIMARY KEY CHECK (id = 1), schema_version INTEGER NOT NULL,

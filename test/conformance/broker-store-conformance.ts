@@ -153,6 +153,22 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
       expect((await store.nodes()).map((x) => x.node)).toEqual(['gw'])
     })
 
+    it("counts the requests accepted from the node's current epoch, from 1 again when the epoch changes", async () => {
+      await store.ingest(batchOf('gw', [wireMessage(1, T0)]), ctx(T0))
+      expect((await store.node('gw'))!.epochBatches).toBe(1)
+      // A resend (all duplicates) and a heartbeat were accepted too.
+      await store.ingest(batchOf('gw', [wireMessage(1, T0)]), ctx(T0 + 1))
+      await store.ingest(batchOf('gw', []), ctx(T0 + 2))
+      expect((await store.node('gw'))!).toMatchObject({ epochBatches: 3, counters: { batches: 3 } })
+      // The node's outbox was recreated: a new epoch counts from 1, the node's totals go on.
+      await store.ingest(batchOf('gw', [wireMessage(1, T0 + 3)], { epoch: 'epoch-2' }), ctx(T0 + 3))
+      expect((await store.node('gw'))!).toMatchObject({
+        epoch: 'epoch-2',
+        epochBatches: 1,
+        counters: { batches: 4 },
+      })
+    })
+
     it('low mark is the oldest pending ts, never above the clock', async () => {
       await store.ingest(
         batchOf('a', [], { clock: T0, backlog: { pending: 3, bytes: 1, oldestTs: T0 - 60_000 } }),

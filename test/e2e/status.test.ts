@@ -85,6 +85,34 @@ describe('rmq status (edge) and rmq status --broker', () => {
     expect(human.stdout).toMatch(/^store size\s+\S+ of 512MB/m)
   })
 
+  it('right after that first sync the broker shows attempts 1, success 100% and the last success', async () => {
+    // The report carried by the sync's only request counts that request (not one run behind).
+    const res = await fetch(`${broker.url}/v1/nodes/gw-status`, {
+      headers: { authorization: `Bearer ${env.RMQ_TOKEN}` },
+    })
+    expect(res.status).toBe(200)
+    const node = parseJson(await res.text())
+    expect(node).toMatchObject({
+      health: 'ok',
+      attempts: 1,
+      successes: 1,
+      successRate: 1,
+      epochBatches: 1,
+      sync: { attempts: 1, successes: 1, failures: 0, batches: 1, messagesSent: 3 },
+    })
+    expect(node.lastSuccessAt).toBe(node.lastContact)
+    expect(node.lastSuccessAt).toBeGreaterThan(Date.now() - 120_000)
+    expect(node.sync.lastSuccessAt).toBeGreaterThan(0)
+
+    const j = await rmq(['status', '--broker', '--json'])
+    expect(j.code).toBe(0)
+    const listed = parseJson(j.stdout).nodes.find((n: { node: string }) => n.node === 'gw-status')
+    expect(listed).toMatchObject({ attempts: 1, successes: 1, successRate: 1 })
+    expect(listed.lastSuccessAt).toBe(node.lastSuccessAt)
+    const human = await rmq(['status', '--broker'])
+    expect(human.stdout).toMatch(/^gw-status\s+ok\s+\d+s ago\s+100%\s+0\s/m)
+  })
+
   it('shows the backoff and the next attempt after a failed sync', async () => {
     expect((await rmq(['publish', 'plant/t', '{"i":4}'])).code).toBe(0)
     const down = { RMQ_BROKER_URL: 'http://127.0.0.1:9', RMQ_SYNC_BACKOFF_INITIAL: '10m' }
@@ -107,7 +135,9 @@ describe('rmq status (edge) and rmq status --broker', () => {
     await broker.createToken('gw-spare')
     const human = await rmq(['status', '--broker'])
     expect(human.code).toBe(0)
-    expect(human.stdout).toMatch(/2 node\(s\): 1 ok, 0 behind, 0 stale, 1 never-seen; 0 active alert\(s\)/)
+    expect(human.stdout).toMatch(
+      /2 node\(s\): 1 ok, 0 behind, 0 stale, 1 never-seen, 0 never-synced; 0 active alert\(s\)/,
+    )
     expect(human.stdout).toMatch(/^node\s+health\s+last sync\s+success\s+pending/m)
     expect(human.stdout).toMatch(/^gw-spare\s+never-seen\s+never/m)
     expect(human.stdout).toMatch(/^gw-status\s+ok\s+\d+s ago\s+\d+(\.\d)?%\s+0\s+-\s+4\s+0\s+0/m)
@@ -120,6 +150,9 @@ describe('rmq status (edge) and rmq status --broker', () => {
       health: 'ok',
       received: 4,
       backlog: { pending: 0 },
+      // Two accepted syncs and the failed one in between, as the node counted them.
+      attempts: 3,
+      successes: 2,
     })
     expect(fleet.alerts).toEqual([])
   })
@@ -135,6 +168,34 @@ describe('rmq status (edge) and rmq status --broker', () => {
     expect(
       health?.metrics.find((m) => m.labels?.node === 'gw-spare' && m.labels.state === 'never-seen')?.value,
     ).toBe('1')
+  })
+
+  it('counts a pending message past its TTL as expired before cleanup removes it (human and --json)', async () => {
+    // Its own outbox (no broker needed: status reads the outbox only).
+    const dir = makeTempDir('rmq-status-ttl-')
+    try {
+      fs.writeFileSync(path.join(dir.dir, '.rmqrc.json'), JSON.stringify({ nodeId: 'gw-ttl' }))
+      const local = (args: string[]) =>
+        runCli(args, { cwd: dir.dir, env: { RMQ_BROKER_URL: 'http://127.0.0.1:9' } })
+      expect((await local(['publish', 'plant/t', '{"short":true}', '--ttl', '1s'])).code).toBe(0)
+      expect((await local(['publish', 'plant/t', '{"kept":true}'])).code).toBe(0)
+      await new Promise((r) => setTimeout(r, 1500))
+      const s = parseJson((await local(['status', '--json'])).stdout)
+      expect(s.pending.messages).toBe(1)
+      expect(s.totals).toMatchObject({ appended: 2, sent: 0, expired: 1, expiredPending: 1, dropped: 0 })
+      const human = await local(['status'])
+      expect(human.code).toBe(0)
+      expect(human.stdout).toMatch(/^expired\s+1 \(1 past the TTL, not yet removed by cleanup\)$/m)
+      expect(human.stdout).toMatch(/^pending\s+1 message\(s\)/m)
+
+      // Cleanup removes it: still counted once, now among those removed.
+      expect((await local(['cleanup'])).code).toBe(0)
+      const after = parseJson((await local(['status', '--json'])).stdout)
+      expect(after.totals).toMatchObject({ expired: 1, expiredPending: 0 })
+      expect((await local(['status'])).stdout).toMatch(/^expired\s+1$/m)
+    } finally {
+      dir.cleanup()
+    }
   })
 
   it('--broker exits 69 when the broker is unreachable, 78 when it refuses the token', async () => {

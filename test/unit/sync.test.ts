@@ -97,9 +97,16 @@ describe('syncOnce', () => {
       oldestTs: null,
       unacked: { batch: broker.batches[1].body.batch, oldestTs: 1_764_160_100_000 },
     })
-    // Prepared while the previous batch was in flight: its stats lag one batch.
+    // Each report counts the request that carries it and those in flight before it (here the
+    // second), as the broker keeps only reports of requests it accepted.
+    expect(broker.batches[0].body.stats).toMatchObject({
+      sync: { attempts: 1, successes: 1, failures: 0, batches: 1, messagesSent: 100, backoff: null },
+    })
+    expect((broker.batches[0].body.stats as { sync: { lastSuccessAt: number } }).sync.lastSuccessAt).toBe(
+      first.body.clock,
+    )
     expect(last.stats).toMatchObject({
-      sync: { successes: 1, messagesSent: 100 },
+      sync: { attempts: 3, successes: 3, batches: 3, heartbeats: 0, messagesSent: 250 },
       storage: { appendedTotal: 250 },
     })
 
@@ -108,6 +115,7 @@ describe('syncOnce', () => {
     const closing = broker.received.at(-1)!.body
     expect(closing.messages).toEqual([])
     expect(closing.backlog).toEqual({ pending: 0, bytes: 0, oldestTs: null })
+    expect(closing.stats).toMatchObject({ sync: { attempts: 4, successes: 4, batches: 3, heartbeats: 1 } })
     expect(r.heartbeat).toBe(false)
     const stats = await readSyncStats(store)
     expect(stats).toMatchObject({

@@ -10,7 +10,7 @@
 
   const POLL_MS = 2000
   const TOKEN_KEY = 'rmq.dashboard.token'
-  const HEALTH_ORDER = { stale: 0, behind: 1, 'never-seen': 2, ok: 3 }
+  const HEALTH_ORDER = { stale: 0, 'never-synced': 1, behind: 2, 'never-seen': 3, ok: 4 }
 
   const state = {
     token: '',
@@ -132,10 +132,12 @@
   // ---------- overview ----------
   function renderSummary(fleet, alerts, last) {
     const s = fleet.summary
-    for (const k of ['total', 'ok', 'behind', 'stale', 'never-seen']) $('c-' + k).textContent = fmtInt(s[k])
+    for (const k of ['total', 'ok', 'behind', 'stale', 'never-seen', 'never-synced'])
+      $('c-' + k).textContent = fmtInt(s[k] || 0)
     $('c-alerts').textContent = fmtInt(alerts.active.length)
     document.querySelector('.card.stale').classList.toggle('hot', s.stale > 0)
     document.querySelector('.card.behind').classList.toggle('hot', s.behind > 0)
+    document.querySelector('.card.never-synced').classList.toggle('hot', s['never-synced'] > 0)
     document.querySelector('.card.alerts-card').classList.toggle('hot', alerts.active.length > 0)
     $('c-rate').textContent = last ? fmtRate(last.rate) : '–'
     const backlog = fleet.nodes.reduce((t, n) => t + n.backlog.pending, 0)
@@ -144,7 +146,10 @@
       'stale after ' +
       fmtLimit(fleet.rules.staleAfter) +
       ' without sync · behind when oldest pending > ' +
-      fmtLimit(fleet.rules.behindAfter)
+      fmtLimit(fleet.rules.behindAfter) +
+      (fleet.rules.neverSyncedAfter > 0
+        ? ' · never synced ' + fmtLimit(fleet.rules.neverSyncedAfter) + ' after its token'
+        : '')
   }
 
   // ---------- alerts ----------
@@ -237,7 +242,11 @@
         cell(
           n.sinceContact === null ? 'never' : fmtAge(n.sinceContact) + ' ago',
           'num since',
-          n.lastContact ? new Date(n.lastContact).toISOString() : '',
+          n.lastContact
+            ? new Date(n.lastContact).toISOString()
+            : n.tokenCreatedAt
+              ? 'token created ' + new Date(n.tokenCreatedAt).toISOString()
+              : '',
         ),
       )
       tr.appendChild(cell(fmtPct(n.successRate), 'num'))

@@ -5,7 +5,8 @@ import { fleetStatus, healthRules, neverSeenStatus, nodeStatus } from '../node-s
 /**
  * GET /v1/nodes: every node with its derived status and health, a summary by
  * health, and the rules in force. GET /v1/nodes/:id: one node (404 if unknown;
- * a node with a token that never synced is `never-seen`). docs/monitoring.md.
+ * a node with a token that never synced is `never-seen`, or `never-synced` once its
+ * token is older than broker.alerts.neverSyncedFor). docs/monitoring.md.
  */
 const nodes: FastifyPluginAsync = async (app) => {
   app.get('/v1/nodes', async () => fleetStatus(app.broker.store, app.broker.options, app.broker.now()))
@@ -13,10 +14,10 @@ const nodes: FastifyPluginAsync = async (app) => {
   app.get<{ Params: { id: string } }>('/v1/nodes/:id', async (req) => {
     const { store, options } = app.broker
     const now = app.broker.now()
-    const rec = await store.node(req.params.id)
-    if (rec) return nodeStatus(rec, now, healthRules(options), options.maxLateness)
-    const tokens = await store.listTokens()
-    if (tokens.some((t) => t.node === req.params.id)) return neverSeenStatus(req.params.id)
+    const [rec, tokens] = await Promise.all([store.node(req.params.id), store.listTokens()])
+    const token = tokens.find((t) => t.node === req.params.id)
+    if (rec) return nodeStatus(rec, now, healthRules(options), options.maxLateness, token)
+    if (token) return neverSeenStatus(token, now, healthRules(options))
     throw new HttpError(404, 'NOT_FOUND', `no node ${JSON.stringify(req.params.id)}`)
   })
 }

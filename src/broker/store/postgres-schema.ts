@@ -99,6 +99,8 @@ export const MIGRATIONS: readonly string[] = [
   `ALTER TABLE rmq_nodes ADD COLUMN last_batch text COLLATE "C"`,
   // The batch the last committed one named in backlog.unacked, and that one's low mark without it.
   `ALTER TABLE rmq_nodes ADD COLUMN waiting_for text COLLATE "C", ADD COLUMN ahead_low_mark bigint`,
+  // Requests accepted from the node's current epoch (EPOCH_BATCHES_UPDATE); 0 for nodes seen before it.
+  `ALTER TABLE rmq_nodes ADD COLUMN epoch_batches bigint NOT NULL DEFAULT 0`,
 ]
 
 /** Key of the transaction-scoped advisory lock that serializes migrations ('rmq' + 1). */

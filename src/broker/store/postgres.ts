@@ -27,6 +27,7 @@ import { topicMatcher } from '../topic-filter.js'
 import {
   alertKey,
   lowMarkOf,
+  EPOCH_BATCHES_UPDATE,
   NODE_REPORT_UPDATE,
   toAlert,
   toMessage,
@@ -86,7 +87,7 @@ const MESSAGE_COLUMNS = `arrival, node, epoch, seq, topic, ts, payload, enc, con
 
 const NODE_COLUMNS = `node, epoch, direct::int AS direct, first_seen, last_contact, last_sync, clock_skew,
   last_clock, backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late,
-  batches`
+  batches, epoch_batches`
 
 /** One round trip: open the transaction, make its commit durable, take the ingest/release lock. */
 const BEGIN_LOCKED = `BEGIN; SET LOCAL synchronous_commit = on;
@@ -120,9 +121,10 @@ const NODE_REPORT_PARAMS: Record<string, string> = {
 const UPSERT_NODE = `
   INSERT INTO rmq_nodes AS n (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
     backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches,
-    last_batch, waiting_for, ahead_low_mark)
-  VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $17, $18)
+    epoch_batches, last_batch, waiting_for, ahead_low_mark)
+  VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, 1, $16, $17, $18)
   ON CONFLICT (node) DO UPDATE SET
+    ${EPOCH_BATCHES_UPDATE('n')},
     epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
     last_sync = COALESCE(excluded.last_sync, n.last_sync),
     received = n.received + excluded.received, duplicates = n.duplicates + excluded.duplicates,

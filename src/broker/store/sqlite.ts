@@ -107,7 +107,8 @@ CREATE TABLE IF NOT EXISTS nodes (
   received INTEGER NOT NULL,
   duplicates INTEGER NOT NULL,
   late INTEGER NOT NULL,
-  batches INTEGER NOT NULL
+  batches INTEGER NOT NULL,
+  epoch_batches INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tokens (
   node TEXT PRIMARY KEY,
@@ -205,6 +206,7 @@ interface NodeRow {
   duplicates: number
   late: number
   batches: number
+  epoch_batches: number
 }
 
 export interface AlertRow {
@@ -357,6 +359,7 @@ export function toNode(r: NodeRow): NodeRecord {
     lowMark: r.low_mark,
     stats: r.stats === null ? null : (JSON.parse(r.stats) as Record<string, unknown>),
     counters: { received: r.received, duplicates: r.duplicates, late: r.late, batches: r.batches },
+    epochBatches: r.epoch_batches,
   }
 }
 
@@ -410,6 +413,16 @@ export const NODE_REPORT_UPDATE = (n: string, p = (name: string) => `@${name}`) 
     `ahead_low_mark = CASE WHEN ${late} THEN NULL ELSE excluded.ahead_low_mark END`,
   ].join(',\n')
 }
+
+/**
+ * Requests the broker accepted from the node's current outbox (epoch), in
+ * both stores' upsert of the node row (`n`: the row before): one more, or 1
+ * when the epoch changed (the node's outbox was recreated, its own sync
+ * counters start from 0 too). A lower bound of the node's successes
+ * (node-status.ts).
+ */
+export const EPOCH_BATCHES_UPDATE = (n: string) =>
+  `epoch_batches = CASE WHEN ${n}.epoch = excluded.epoch THEN ${n}.epoch_batches + 1 ELSE 1 END`
 
 /**
  * A node's low mark: the oldest ts it still holds, but never above its clock.
@@ -525,10 +538,11 @@ export class SqliteBrokerStore implements BrokerStore {
       upsertNode: db.prepare(
         `INSERT INTO nodes (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
            backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches,
-           last_batch, waiting_for, ahead_low_mark)
+           epoch_batches, last_batch, waiting_for, ahead_low_mark)
          VALUES (@node, @epoch, @direct, @now, @now, @lastSync, @skew, @clock, @pending, @bytes, @oldest,
-           @unackedLowMark, @stats, @received, @duplicates, @late, @batches, @batch, @unacked, @lowMark)
+           @unackedLowMark, @stats, @received, @duplicates, @late, @batches, 1, @batch, @unacked, @lowMark)
          ON CONFLICT (node) DO UPDATE SET
+           ${EPOCH_BATCHES_UPDATE('nodes')},
            epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
            last_sync = COALESCE(excluded.last_sync, nodes.last_sync),
            received = nodes.received + excluded.received, duplicates = nodes.duplicates + excluded.duplicates,
@@ -1357,6 +1371,7 @@ function setUp(db: BetterSqlite3.Database, file: string): void {
       ['last_batch', 'TEXT'],
       ['waiting_for', 'TEXT'],
       ['ahead_low_mark', 'INTEGER'],
+      ['epoch_batches', 'INTEGER NOT NULL DEFAULT 0'],
     ])
       if (!nodeColumns.includes(column)) db.exec(`ALTER TABLE nodes ADD COLUMN ${column} ${type}`)
   }).immediate()

@@ -77,6 +77,12 @@ export interface NodeRecord {
   /** The `stats` object of the last batch, as sent. */
   stats: Record<string, unknown> | null
   counters: NodeCounters
+  /**
+   * Requests (batches and heartbeats) accepted from the node's current epoch:
+   * what the broker saw of its syncs, counted at commit (0 for requests
+   * accepted before the store had this count).
+   */
+  epochBatches: number
 }
 
 export interface IngestContext {
@@ -141,7 +147,7 @@ export interface StreamHeads {
 }
 
 /** Alert rules the broker evaluates (src/broker/alerts.ts, docs/monitoring.md). */
-export type AlertRule = 'no-sync' | 'backlog-age' | 'data-loss'
+export type AlertRule = 'no-sync' | 'backlog-age' | 'data-loss' | 'never-synced'
 
 /**
  * One alert: fired once when its condition starts, resolved once when it

@@ -275,6 +275,13 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     description: 'Alert when a node reports pending messages older than this (0: off).',
   },
   {
+    key: 'broker.alerts.neverSyncedFor',
+    type: 'duration',
+    default: '1h',
+    description:
+      'Alert when a node given a token has never synced this long after the token was made (0: off).',
+  },
+  {
     key: 'broker.alerts.dataLoss',
     type: 'bool',
     default: true,
@@ -368,6 +375,7 @@ export interface RmqConfig {
     alerts: {
       noSyncFor: number
       backlogAge: number
+      neverSyncedFor: number
       dataLoss: boolean
       dataLossClearAfter: number
       interval: number

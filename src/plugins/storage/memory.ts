@@ -224,6 +224,7 @@ export class MemoryStorage implements StorageDriver {
       appendedTotal: this.totals.appended,
       sentTotal: this.totals.sent,
       expiredTotal: this.totals.expired,
+      expiredPending: f.pending - live.length,
       droppedTotal: this.totals.dropped,
       maxBytes: this.opts.maxBytes,
       maxMessages: this.opts.maxMessages,

@@ -1152,6 +1152,7 @@ export class SqliteStorage implements StorageDriver {
         appendedTotal: t.appended_total,
         sentTotal: t.sent_total,
         expiredTotal: t.expired_total,
+        expiredPending: expired.n,
         droppedTotal: t.dropped_total,
         maxBytes: this.opts.maxBytes,
         maxMessages: this.opts.maxMessages,

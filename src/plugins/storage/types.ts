@@ -143,7 +143,14 @@ export interface StorageStats {
   /** Counters since the store was created. */
   appendedTotal: number
   sentTotal: number
+  /** Pending messages that expired unsent and were removed (by cleanup, or to make room). */
   expiredTotal: number
+  /**
+   * Pending messages past their TTL that are still stored, waiting for
+   * cleanup: never sent, so lost like those in expiredTotal. Optional for
+   * third-party drivers (0 when left out).
+   */
+  expiredPending?: number
   droppedTotal: number
   maxBytes: number
   maxMessages: number
