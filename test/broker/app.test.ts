@@ -83,6 +83,8 @@ describe('broker app (inject)', () => {
       duplicates: 0,
       late: 0,
       watermark: T0,
+      batch: body.batch,
+      count: 2,
       features: ['pipeline', 'frames'],
     })
     const again = await post(body)
