@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
-import { PUBLISH_FLAGS, runPublishCli } from '../cli/publish-fast.js'
+import { MESSAGE_ARG, PUBLISH_FLAGS, TOPIC_ARG, runPublishCli } from '../cli/publish-fast.js'
 
 const flags = Object.fromEntries(
   PUBLISH_FLAGS.map((f) => [
@@ -38,10 +38,22 @@ export default class Publish extends BaseCommand<typeof Publish> {
     '<%= config.bin %> publish alarms/door open --timestamp 2025-11-26T10:00:00Z --json',
   ]
   static override args = {
-    topic: Args.string({ description: 'Topic, e.g. plant/line1/temp (no + or #).', required: true }),
-    message: Args.string({ description: 'Payload (UTF-8). Omit with -f or --lines.' }),
+    topic: Args.string({ description: TOPIC_ARG.description, required: true }),
+    message: Args.string({ description: MESSAGE_ARG.description }),
   }
   static override flags = flags
+
+  /**
+   * A mistake on the command line is left to runPublishCli, which reports it
+   * exactly as the fast path does (the same words, exit code and --json document).
+   */
+  public override async init(): Promise<void> {
+    try {
+      await super.init()
+    } catch (err) {
+      if ((err as { oclif?: { exit?: number } })?.oclif?.exit !== 2) throw err
+    }
+  }
 
   async run(): Promise<void> {
     process.exitCode = await runPublishCli(this.argv)
