@@ -1,5 +1,5 @@
 import type { Hook } from '@oclif/core'
-import { errorToJson, formatError } from '../core/errors.js'
+import { UsageError, errorToJson, formatError } from '../core/errors.js'
 import { unexpectedArgError, unknownCommandError, usageLine } from './usage-errors.js'
 
 /**
@@ -18,6 +18,12 @@ const hook: Hook.CommandNotFound = async function ({ id, argv = [], config }) {
     const command = `rmq ${words.slice(0, n).join(' ')}`
     const args = Object.entries(cmd.args ?? {}).map(([name, a]) => ({ name, required: a.required }))
     error = unexpectedArgError(command, words[n], usageLine(command, args))
+  }
+  if (!error && words[0] === 'help') {
+    const about = words.slice(1).join(' ')
+    error = new UsageError('unknown command "help"', {
+      suggestion: `help is a flag: \`rmq ${about ? `${about} ` : ''}--help\``,
+    })
   }
   if (!error) {
     // Topics from package.json keep their spaces (`broker token`); ids use colons.

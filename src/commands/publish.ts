@@ -28,7 +28,8 @@ export default class Publish extends BaseCommand<typeof Publish> {
     'or, with --lines, one message per line (bulk NDJSON, committed in large transactions). Prints ' +
     '`stored <id>` once the message is on disk, or `sent <id>` once the broker acknowledged it (mode=direct, ' +
     'or forward=immediate with the broker reachable; a summary for --lines); ids are node:epoch:seq. ' +
-    'Exit codes: 65 invalid topic/payload/line/flag value (nothing from the bad record is stored), ' +
+    'Exit codes: 2 a mistake on the command line (unknown flag, missing TOPIC or MESSAGE), ' +
+    '65 invalid topic/payload/line/flag value (nothing from the bad record is stored), ' +
     '69 broker unavailable (mode=direct), 73 outbox or disk full, 78 configuration error.'
   static override examples = [
     '<%= config.bin %> publish plant/line1/temp \'{"c":21.5}\' --content-type application/json',

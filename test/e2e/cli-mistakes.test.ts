@@ -44,6 +44,12 @@ const MISTAKES: Mistake[] = [
     says: ['unknown command "xyzzy"', /fix: the commands are .*`rmq publish`.*`rmq status`/],
   },
   {
+    name: '`help` as a command',
+    args: ['help', 'config', 'get'],
+    code: 2,
+    says: ['rmq: unknown command "help"', 'fix: help is a flag: `rmq config get --help`'],
+  },
+  {
     name: 'unknown flag',
     args: ['status', '--brokr'],
     code: 2,
