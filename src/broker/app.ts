@@ -12,6 +12,7 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { ConfigError } from '../core/errors.js'
 import './context.js'
+import { checkCanListen, listenError } from './listen.js'
 import { loggerOptions } from './logging.js'
 import monitoring from './monitoring.js'
 import { isLoopback, type BrokerOptions } from './options.js'
@@ -91,17 +92,14 @@ export interface RunningBroker {
 
 /** Create the app and listen on options.host:options.port (0 picks a free port). */
 export async function startBroker(options: CreateBrokerAppOptions): Promise<RunningBroker> {
+  // Before the store: a port in use must not leave a new data directory and broker.db behind.
+  await checkCanListen(options.host, options.port)
   const app = await createBrokerApp(options)
   try {
     await app.listen({ host: options.host, port: options.port })
   } catch (err) {
     await app.close().catch(() => {})
-    const e = err as NodeJS.ErrnoException
-    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')
-      throw new ConfigError(`cannot listen on ${options.host}:${options.port}: ${e.code}`, {
-        suggestion: 'choose another --port / --host (broker.port, broker.host) or stop the process using it',
-      })
-    throw err
+    throw listenError(err, options.host, options.port) ?? err
   }
   const addr = app.server.address()
   const port = typeof addr === 'object' && addr ? addr.port : options.port

@@ -1,6 +1,13 @@
 import { Command, Flags, type Interfaces } from '@oclif/core'
 import { loadConfig, type LoadedConfig } from '../core/config/load.js'
 import { UsageError, errorToJson, exitCodeOf, formatError, isRmqError } from '../core/errors.js'
+import {
+  flagValueMissingError,
+  missingArgsError,
+  unexpectedArgError,
+  unknownFlagError,
+  usageLine,
+} from './usage-errors.js'
 
 export type FlagsOf<T extends typeof Command> = Interfaces.InferredFlags<
   (typeof BaseCommand)['baseFlags'] & T['flags']
@@ -33,6 +40,11 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       enableJsonFlag: this.ctor.enableJsonFlag,
       args: this.ctor.args,
       strict: this.ctor.strict,
+    }).catch((err: unknown) => {
+      // Parsed and rejected: without this, oclif adds a "did not parse its arguments"
+      // warning after the usage error whenever NODE_ENV is development or test.
+      this.parsed = true
+      throw err
     })
     this.flags = flags as FlagsOf<T>
     this.args = args as ArgsOf<T>
@@ -57,13 +69,50 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     // this.exit() and oclif's own help/version exits pass through untouched.
     if (err?.constructor?.name === 'ExitError') throw err
     let error: unknown = err
-    if (!isRmqError(err) && err?.oclif?.exit === 2) {
-      const command = this.id ? `rmq ${this.id.replaceAll(':', ' ')}` : 'rmq'
-      error = new UsageError(parseErrorMessage(err.message), { suggestion: `see \`${command} --help\`` })
-    }
+    if (!isRmqError(err) && err?.oclif?.exit === 2) error = this.usageError(err)
     if (this.jsonEnabled()) process.stdout.write(JSON.stringify(errorToJson(error)) + '\n')
     process.stderr.write(formatError(error))
     process.exitCode = exitCodeOf(error)
+  }
+
+  /** oclif's parse errors in the words every rmq usage error uses (src/cli/usage-errors.ts). */
+  private usageError(err: Error & { flags?: unknown; args?: unknown }): UsageError {
+    const command = this.id ? `rmq ${this.id.replaceAll(':', ' ')}` : 'rmq'
+    const ctor = this.ctor
+    const args = Object.entries(ctor.args ?? {}).map(([name, a]) => ({
+      name: name.toUpperCase(),
+      required: a.required,
+      description: a.description,
+    }))
+    const usage = usageLine(command, args)
+    const kind = err.constructor?.name
+    if (kind === 'NonExistentFlagsError' && Array.isArray(err.flags)) {
+      // The command's own flags first, then the global ones (as the publish fast path lists them).
+      const flags = [
+        ...Object.entries(ctor.flags ?? {})
+          .filter(([, f]) => !f.hidden)
+          .map(([name, f]) => ({ name, char: f.char })),
+        ...(ctor.enableJsonFlag ? [{ name: 'json' }] : []),
+        ...Object.keys(BaseCommand.baseFlags).map((name) => ({ name })),
+      ]
+      return unknownFlagError(command, String(err.flags[0]), flags)
+    }
+    if (kind === 'RequiredArgsError' && Array.isArray(err.args)) {
+      const missing = new Set((err.args as Array<{ name: string }>).map((a) => a.name.toUpperCase()))
+      return missingArgsError(
+        command,
+        args.filter((a) => missing.has(a.name)),
+        usage,
+      )
+    }
+    if (kind === 'UnexpectedArgsError' && Array.isArray(err.args))
+      return unexpectedArgError(command, String(err.args[0]), usage)
+    const noValue = /^Flag --([\w-]+) expects a value/.exec(err.message)
+    if (noValue) {
+      const helpValue = (ctor.flags?.[noValue[1]] as { helpValue?: string } | undefined)?.helpValue
+      return flagValueMissingError(command, noValue[1], typeof helpValue === 'string' ? helpValue : undefined)
+    }
+    return new UsageError(parseErrorMessage(err.message), { suggestion: `see \`${command} --help\`` })
   }
 }
 

@@ -22,6 +22,12 @@ import {
 import { openProducer, type Producer, type SendStatus } from '../core/producer.js'
 import { formatBytes } from '../core/units.js'
 import type { NewMessage, StorageDriver } from '../plugins/storage/types.js'
+import {
+  flagValueMissingError,
+  missingArgsError,
+  unexpectedArgError,
+  unknownFlagError,
+} from './usage-errors.js'
 
 export interface PublishFlagSpec {
   name: string
@@ -76,8 +82,12 @@ export const PUBLISH_FLAGS: readonly PublishFlagSpec[] = [
 
 const GLOBAL_FLAGS: readonly PublishFlagSpec[] = [
   { name: 'json', type: 'boolean', description: 'Format output as json.' },
-  { name: 'config', type: 'string', description: 'Config file to use.' },
+  { name: 'config', type: 'string', helpValue: 'FILE', description: 'Config file to use.' },
 ]
+
+/** The arguments of `rmq publish`, for its help (src/commands/publish.ts) and its errors. */
+export const TOPIC_ARG = { name: 'TOPIC', description: 'Topic, e.g. plant/line1/temp (no + or #).' }
+export const MESSAGE_ARG = { name: 'MESSAGE', description: 'Payload (UTF-8). Omit with -f or --lines.' }
 
 type Values = {
   file?: string
@@ -90,36 +100,53 @@ type Values = {
   config?: string
 }
 
+const PUBLISH = 'rmq publish'
+const USAGE = 'rmq publish TOPIC [MESSAGE] [-f FILE|-] [--lines]'
+
 function parse(argv: string[]): { topic: string; message?: string; values: Values } {
   const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {}
-  for (const f of [...PUBLISH_FLAGS, ...GLOBAL_FLAGS])
-    options[f.name] = f.char ? { type: f.type, short: f.char } : { type: f.type }
+  const all = [...PUBLISH_FLAGS, ...GLOBAL_FLAGS]
+  for (const f of all) options[f.name] = f.char ? { type: f.type, short: f.char } : { type: f.type }
   let parsed
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true })
   } catch (err) {
-    throw new UsageError((err as Error).message.split('\n')[0], { suggestion: 'see `rmq publish --help`' })
+    throw argvError(err as Error & { code?: string })
   }
   const values = parsed.values as Values
   const [topic, message, ...extra] = parsed.positionals
-  if (topic === undefined)
-    throw new UsageError('missing TOPIC', {
-      suggestion: 'usage: rmq publish TOPIC [MESSAGE] [-f FILE|-] [--lines]',
-    })
+  if (topic === undefined) throw missingArgsError(PUBLISH, [TOPIC_ARG], USAGE)
   if (extra.length > 0)
-    throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`, {
-      suggestion: 'quote a MESSAGE that contains spaces: rmq publish TOPIC "hello world"',
-    })
+    throw unexpectedArgError(
+      PUBLISH,
+      extra[0],
+      USAGE,
+      'quote a MESSAGE that contains spaces: rmq publish TOPIC "hello world"',
+    )
   if (message !== undefined && values.file !== undefined)
     throw new UsageError('give either MESSAGE or -f FILE, not both', {
       suggestion: 'see `rmq publish --help`',
     })
   if (message === undefined && values.file === undefined && !values.lines)
-    throw new UsageError('missing MESSAGE', {
-      suggestion:
-        'give the payload as an argument, with -f FILE, or on stdin with -f - (or --lines for NDJSON)',
-    })
+    throw missingArgsError(
+      PUBLISH,
+      [MESSAGE_ARG],
+      USAGE,
+      'give the payload as an argument, with -f FILE, or on stdin with -f - (or --lines for NDJSON)',
+    )
   return { topic, message, values }
+}
+
+/** node:util parseArgs' errors, in the words of the oclif commands (src/cli/usage-errors.ts). */
+function argvError(err: Error & { code?: string }): UsageError {
+  const named = /'(-[^' ]*)/.exec(err.message)?.[1]
+  if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && named)
+    return unknownFlagError(PUBLISH, named, [...PUBLISH_FLAGS, ...GLOBAL_FLAGS])
+  const long = /--([\w-]+)/.exec(err.message)?.[1]
+  const flag = [...PUBLISH_FLAGS, ...GLOBAL_FLAGS].find((f) => f.name === long)
+  if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag && /argument missing/.test(err.message))
+    return flagValueMissingError(PUBLISH, flag.name, flag.helpValue)
+  return new UsageError(err.message.split('\n')[0], { suggestion: 'see `rmq publish --help`' })
 }
 
 function noInput(file: string, err: unknown): ValidationError {

@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
-import { PUBLISH_FLAGS, runPublishCli } from '../cli/publish-fast.js'
+import { MESSAGE_ARG, PUBLISH_FLAGS, TOPIC_ARG, runPublishCli } from '../cli/publish-fast.js'
 
 const flags = Object.fromEntries(
   PUBLISH_FLAGS.map((f) => [
@@ -28,7 +28,8 @@ export default class Publish extends BaseCommand<typeof Publish> {
     'or, with --lines, one message per line (bulk NDJSON, committed in large transactions). Prints ' +
     '`stored <id>` once the message is on disk, or `sent <id>` once the broker acknowledged it (mode=direct, ' +
     'or forward=immediate with the broker reachable; a summary for --lines); ids are node:epoch:seq. ' +
-    'Exit codes: 65 invalid topic/payload/line/flag value (nothing from the bad record is stored), ' +
+    'Exit codes: 2 a mistake on the command line (unknown flag, missing TOPIC or MESSAGE), ' +
+    '65 invalid topic/payload/line/flag value (nothing from the bad record is stored), ' +
     '69 broker unavailable (mode=direct), 73 outbox or disk full, 78 configuration error.'
   static override examples = [
     '<%= config.bin %> publish plant/line1/temp \'{"c":21.5}\' --content-type application/json',
@@ -38,10 +39,22 @@ export default class Publish extends BaseCommand<typeof Publish> {
     '<%= config.bin %> publish alarms/door open --timestamp 2025-11-26T10:00:00Z --json',
   ]
   static override args = {
-    topic: Args.string({ description: 'Topic, e.g. plant/line1/temp (no + or #).', required: true }),
-    message: Args.string({ description: 'Payload (UTF-8). Omit with -f or --lines.' }),
+    topic: Args.string({ description: TOPIC_ARG.description, required: true }),
+    message: Args.string({ description: MESSAGE_ARG.description }),
   }
   static override flags = flags
+
+  /**
+   * A mistake on the command line is left to runPublishCli, which reports it
+   * exactly as the fast path does (the same words, exit code and --json document).
+   */
+  public override async init(): Promise<void> {
+    try {
+      await super.init()
+    } catch (err) {
+      if ((err as { oclif?: { exit?: number } })?.oclif?.exit !== 2) throw err
+    }
+  }
 
   async run(): Promise<void> {
     process.exitCode = await runPublishCli(this.argv)

@@ -72,17 +72,19 @@ describe('rmq config (real binary)', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /)
   })
 
-  it('a config file with a syntax error exits 78 naming the file and what is wrong in it', async () => {
+  it('a config file with a syntax error exits 78 naming the file, line, column and what is wrong', async () => {
     fs.writeFileSync(path.join(dir, '.rmqrc.json'), '{"sync": {"batchSize": }}')
     const json = await runCli(['status'], { cwd: dir, env: { RMQ_NODE_ID: 'gw-1' } })
     expect(json.code).toBe(78)
-    expect(json.stderr).toContain(`${path.join(dir, '.rmqrc.json')}: Unexpected token`)
+    expect(json.stderr).toContain(`${path.join(dir, '.rmqrc.json')}:1:24: invalid JSON: expected a value`)
     expect(json.stderr).not.toMatch(/\n\s+at /)
     fs.rmSync(path.join(dir, '.rmqrc.json'))
     fs.writeFileSync(path.join(dir, '.rmqrc.yaml'), 'sync:\n  batchSize: [\n')
     const yaml = await runCli(['publish', 'a/b', 'x'], { cwd: dir, env: { RMQ_NODE_ID: 'gw-1' } })
     expect(yaml.code).toBe(78)
-    expect(yaml.stderr).toMatch(/YAML Error in .*\.rmqrc\.yaml: unexpected end of the stream/)
+    expect(yaml.stderr).toContain(
+      `${path.join(dir, '.rmqrc.yaml')}:3:1: invalid YAML: unexpected end of the stream`,
+    )
     expect(fs.existsSync(path.join(dir, '.rmq'))).toBe(false)
   })
 

@@ -3,6 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { ConfigError } from '../errors.js'
+import { findJsonSyntaxError } from './json-syntax.js'
 import { coerceValue, describeSource, unknownKeyError, type ValueSource } from './parse.js'
 import { CONFIG_KEYS, ENV_TO_KEY, KEY_INDEX, RESERVED_ENV, type RmqConfig } from './schema.js'
 
@@ -97,13 +98,76 @@ async function loadConfigFile(
     return { filePath: r.filepath, data: r.config }
   } catch (err) {
     if (err instanceof ConfigError) throw err
-    // cosmiconfig says where on the first line and what is wrong on the next ("Unexpected token …").
-    const [where, why] = (err as Error).message.split('\n').filter((l) => l.trim() !== '')
-    throw new ConfigError(`cannot read config file: ${why ? `${where} ${why.trim()}` : where}`, {
-      suggestion:
-        'fix the syntax of the file (JSON, YAML or JavaScript), or run `rmq config path` to see which file is used',
-    })
+    throw syntaxError(err as CosmiconfigError, cwd, explicit)
   }
+}
+
+/** cosmiconfig's parse errors: its `filepath`; js-yaml's `mark` (0-based) and `reason`. */
+type CosmiconfigError = Error & {
+  filepath?: string
+  mark?: { line: number; column: number }
+  reason?: string
+}
+
+/**
+ * A config file that cannot be parsed, as FILE:LINE:COL: what (the form editors
+ * and terminals jump to). js-yaml gives the place; JSON's is found by
+ * findJsonSyntaxError, since JSON.parse's messages often carry none.
+ */
+function syntaxError(err: CosmiconfigError, cwd: string, explicit?: string): ConfigError {
+  const [first, ...rest] = err.message.split('\n').filter((l) => l.trim() !== '')
+  // cosmiconfig's first line: "JSON Error in FILE:" (and `filepath` since version 9).
+  const named = /^(JSON|YAML) Error in (.+?):\s*$/.exec(first)
+  const file = err.filepath ?? named?.[2] ?? (explicit ? path.resolve(cwd, explicit) : findConfigFile(cwd))
+  const where = (format: string, line: number, column: number, what: string, fix: string) =>
+    new ConfigError(`${file}:${line}:${column}: invalid ${format}: ${what}`, {
+      suggestion: `${fix}; \`rmq config path\` shows which file is used`,
+      details: { file, line, column, format },
+    })
+  if (named?.[1] === 'YAML' && err.mark && err.reason)
+    return where(
+      'YAML',
+      err.mark.line + 1,
+      err.mark.column + 1,
+      err.reason,
+      'correct the YAML there (indent with spaces, the same amount on each level; quote values containing ": " or " #")',
+    )
+  if (named?.[1] === 'JSON' && file) {
+    let text: string | undefined
+    try {
+      text = fs.readFileSync(file, 'utf8')
+    } catch {
+      // gone since cosmiconfig read it: report what cosmiconfig said
+    }
+    const found = text === undefined ? undefined : findJsonSyntaxError(text)
+    if (found)
+      return where(
+        'JSON',
+        found.line,
+        found.column,
+        found.message,
+        'correct the JSON there (names and strings in double quotes, no trailing commas, no comments)',
+      )
+  }
+  // A JavaScript file that does not compile: Node's stack starts "FILE:LINE", the source line, a caret.
+  const [at, , caret] = err.name === 'SyntaxError' ? (err.stack ?? '').split('\n') : []
+  const js = at === undefined ? null : /^(?:file:\/\/)?(.+):(\d+)$/.exec(at)
+  if (js && file && path.resolve(js[1]) === path.resolve(file))
+    return where(
+      'JavaScript',
+      Number(js[2]),
+      Math.max(1, (caret ?? '').indexOf('^') + 1),
+      err.message,
+      'correct the JavaScript there (the file must export the configuration object)',
+    )
+  // Anything else: what cosmiconfig says, on one line.
+  const why = rest.find((l) => !/^\s*(>?\s*\d+ \||\|)/.test(l))?.trim()
+  const said = why ? `${first} ${why}` : first
+  const which = file && !said.includes(file) ? ` ${file}` : ''
+  return new ConfigError(`cannot read config file${which}: ${said}`, {
+    suggestion:
+      'fix the syntax of the file (JSON, YAML or JavaScript), or run `rmq config path` to see which file is used',
+  })
 }
 
 function readDotenv(cwd: string): { path: string; vars: Record<string, string> } | undefined {

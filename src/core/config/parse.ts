@@ -1,3 +1,4 @@
+import { didYouMean } from '../did-you-mean.js'
 import { ConfigError } from '../errors.js'
 import { DURATION_FORMS, SIZE_FORMS, parseDuration, parseSize } from '../units.js'
 import { CONFIG_KEYS, KEY_INDEX, type KeyDef } from './schema.js'
@@ -134,55 +135,26 @@ export function coerceValue(def: KeyDef, raw: unknown, source: ValueSource): unk
   }
 }
 
-function levenshtein(a: string, b: string): number {
-  const dp = Array.from({ length: b.length + 1 }, (_, i) => i)
-  for (let i = 1; i <= a.length; i++) {
-    let prev = dp[0]
-    dp[0] = i
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = dp[j]
-      dp[j] = Math.min(dp[j] + 1, dp[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
-      prev = tmp
-    }
-  }
-  return dp[b.length]
-}
-
-/** The closest known name, if it is close enough to be a typo. */
-export function didYouMean(input: string, candidates: Iterable<string>): string | undefined {
-  let best: string | undefined
-  let bestDist = Infinity
-  const lower = input.toLowerCase()
-  for (const c of candidates) {
-    const d = levenshtein(lower, c.toLowerCase())
-    if (d < bestDist) {
-      bestDist = d
-      best = c
-    }
-  }
-  return best !== undefined && bestDist <= Math.max(2, Math.floor(input.length / 3)) ? best : undefined
-}
-
+/** `source` is where the key was written; left out for a key given as a command's argument. */
 export function unknownKeyError(
   key: string,
-  source: ValueSource,
+  source?: ValueSource,
   candidates: Iterable<string> = KEY_INDEX.keys(),
 ): ConfigError {
   const guess = didYouMean(key, candidates)
-  return new ConfigError(
-    `unknown configuration key ${JSON.stringify(key)} (from ${describeSource(source)})`,
-    {
-      suggestion: guess
-        ? `did you mean ${guess}? (see \`rmq config list\`)`
-        : 'see `rmq config list` for the known keys',
-      details: { key, source, didYouMean: guess },
-    },
-  )
+  const from = source ? ` (from ${describeSource(source)})` : ''
+  return new ConfigError(`unknown configuration key ${JSON.stringify(key)}${from}`, {
+    suggestion: guess
+      ? `did you mean ${guess}? (see \`rmq config list\`)`
+      : 'see `rmq config list` for the known keys',
+    details: { key, ...(source ? { source } : {}), didYouMean: guess },
+  })
 }
 
+/** The definition of a key named on the command line (`rmq config get KEY`). */
 export function requireKey(key: string): KeyDef {
   const def = KEY_INDEX.get(key)
-  if (!def) throw unknownKeyError(key, { kind: 'option', detail: 'command line' })
+  if (!def) throw unknownKeyError(key)
   return def
 }
 
