@@ -10,7 +10,8 @@ export { MAX_TS }
 export { NODE_ID_MAX, NODE_ID_PATTERN }
 export const MAX_MESSAGES_PER_BATCH = 100_000
 
-const timestamp = { type: 'number', minimum: 0, maximum: MAX_TS } as const
+// Epoch milliseconds are whole numbers: the edge stores only those, so a fraction is a forged or broken body.
+const timestamp = { type: 'integer', minimum: 0, maximum: MAX_TS } as const
 const count = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const
 
 export const nodeIdSchema = {
@@ -46,6 +47,35 @@ export const wireMessageSchema = {
   },
 } as const
 
+/** A counter or a short text: what a node's stats are made of. */
+const statValue = {
+  anyOf: [{ type: 'number' }, { type: 'string', maxLength: 500 }, { type: 'boolean' }, { type: 'null' }],
+} as const
+
+/**
+ * A node's reported stats (docs/protocol.md): two groups of scalar values,
+ * `sync` (with `backoff`, one more level) and `storage`. The shape is fixed
+ * and small, so a node cannot make the broker store, re-serialise and scrape
+ * megabytes of it, or nest it deeply enough to exhaust a stack.
+ */
+export const statsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    sync: {
+      type: 'object',
+      maxProperties: 32,
+      properties: {
+        backoff: {
+          anyOf: [{ type: 'object', maxProperties: 16, additionalProperties: statValue }, { type: 'null' }],
+        },
+      },
+      additionalProperties: statValue,
+    },
+    storage: { type: 'object', maxProperties: 32, additionalProperties: statValue },
+  },
+} as const
+
 export const batchBodySchema = {
   type: 'object',
   required: ['node', 'epoch', 'batch', 'clock', 'backlog', 'messages'],
@@ -69,7 +99,7 @@ export const batchBodySchema = {
         },
       },
     },
-    stats: { type: 'object' },
+    stats: statsSchema,
     messages: { type: 'array', maxItems: MAX_MESSAGES_PER_BATCH, items: wireMessageSchema },
   },
 } as const

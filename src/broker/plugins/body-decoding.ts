@@ -4,6 +4,7 @@
  * plugins with the decompressed-size cap, then parsed as JSON or as frames
  * (docs/protocol.md). Every failure is an HttpError with its own code.
  */
+import { isUtf8 } from 'node:buffer'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { decodeFrames, FRAMES_CONTENT_TYPE, MalformedFramesError } from '../../core/protocol.js'
@@ -47,6 +48,8 @@ const bodyDecoding: FastifyPluginAsync = async (app) => {
     { parseAs: 'buffer' },
     async (req: FastifyRequest, raw: Buffer) => {
       const text = await decompressBody(req, raw)
+      // JSON.parse would read invalid UTF-8 as U+FFFD and store it so; the frames path refuses it too.
+      if (!isUtf8(text)) throw new HttpError(400, 'INVALID_UTF8', 'the JSON body is not valid UTF-8')
       try {
         return JSON.parse(text.toString('utf8'))
       } catch (err) {

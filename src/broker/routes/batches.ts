@@ -43,8 +43,22 @@ const batches: FastifyPluginAsync = async (app) => {
       if (req.authNode === null) rateLimit(req, reply, body.node)
       // A batch repeats a few topics thousands of times: each is checked once.
       const checkedTopics = new Set<string>()
+      // A seq appears once per batch. Batches are mostly ascending, so a Set is built only after a step down.
+      let lastSeq = 0
+      let seen: Set<number> | undefined
       for (let i = 0; i < body.messages.length; i++) {
         const m = body.messages[i]
+        if (m.seq <= lastSeq || seen) {
+          seen ??= new Set(body.messages.slice(0, i).map((x) => x.seq))
+          if (seen.has(m.seq))
+            throw new HttpError(
+              400,
+              'DUPLICATE_SEQ',
+              `body/messages/${i}/seq: seq ${m.seq} appears twice in this batch; each message is sent once per batch`,
+            )
+          seen.add(m.seq)
+        }
+        lastSeq = m.seq
         if (!checkedTopics.has(m.topic)) {
           const problem = topicProblem(m.topic, { forPublish: true })
           if (problem) throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/topic: ${problem}`)
