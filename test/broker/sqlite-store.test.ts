@@ -178,8 +178,61 @@ describe('sqlite broker store: schema 1 (node and epoch in every row, a position
         'a3@4',
         'a2@5',
       ])
+      // The topic index is filled in by the migration (schema 3).
+      const tb = await store.read({ order: 'event', after: 0, limit: 10, topic: 't/b' })
+      expect(tb.messages.map((m) => `${m.node}${m.seq}@${m.position}`)).toEqual(['b1@2', 'b2@3'])
+      expect(tb).toMatchObject({ next: 5, more: false, head: 5 })
+      const ta = await store.read({ order: 'arrival', after: 0, limit: 10, topic: 't/+' })
+      expect(ta.messages.map((m) => m.arrival)).toEqual([1, 2, 3, 4])
       const db = (store as unknown as { db: import('better-sqlite3').Database }).db
-      expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(2)
+      expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(3)
+      await store.close()
+    } finally {
+      cleanup()
+    }
+  })
+})
+
+describe('sqlite broker store: schema 2 (no topic index)', () => {
+  it('migrates in place to schema 3: topic ids for old rows, filtered reads and ingest carry on', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-store-')
+    try {
+      const ctx = { now: T0 + 100, maxLateness: 60_000 }
+      let store = await openSqliteBrokerStore({ dataDir: dir })
+      const topics = ['x/1', 'id/a', 'x/2', 'id/b', 'x/1']
+      await store.ingest(
+        batchOf(
+          'a',
+          topics.map((t, i) => wireMessage(i + 1, T0 + i, t)),
+          { clock: T0 + 5 },
+        ),
+        ctx,
+      )
+      await store.close()
+      // Turn the file back into schema 2: no topics table, no topic_id columns, no indexes.
+      const { default: Database } = await import('better-sqlite3')
+      const raw = new Database(path.join(dir, 'broker.db'))
+      raw.exec(`DROP INDEX messages_topic; DROP INDEX events_topic; ALTER TABLE messages DROP COLUMN topic_id;
+        ALTER TABLE events DROP COLUMN topic_id; DROP TABLE topics; UPDATE broker_meta SET schema_version = 2`)
+      raw.close()
+      store = await openSqliteBrokerStore({ dataDir: dir })
+      const db = (store as unknown as { db: import('better-sqlite3').Database }).db
+      expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(3)
+      expect(db.prepare('SELECT COUNT(*) FROM messages WHERE topic_id IS NULL').pluck().get()).toBe(0)
+      const seqs = async (order: 'event' | 'arrival', topic: string) =>
+        (await store.read({ order, after: 0, limit: 100, topic })).messages.map((m) => m.seq)
+      expect(await seqs('event', 'id/#')).toEqual([2, 4])
+      expect(await seqs('arrival', 'x/1')).toEqual([1, 5])
+      // New messages on old and new topics after the migration.
+      await store.ingest(
+        batchOf('a', [wireMessage(6, T0 + 10, 'id/a'), wireMessage(7, T0 + 11, 'id/c')], {
+          batch: 'b2',
+          clock: T0 + 50,
+        }),
+        ctx,
+      )
+      expect(await seqs('event', 'id/#')).toEqual([2, 4, 6, 7])
+      expect(await seqs('arrival', 'id/+')).toEqual([2, 4, 6, 7])
       await store.close()
     } finally {
       cleanup()

@@ -10,7 +10,7 @@ import type BetterSqlite3 from 'better-sqlite3'
 import type { BatchAck, BatchBody, WireMessage } from '../../core/protocol.js'
 import { ConfigError, StorageError } from '../../core/errors.js'
 import { failpointValue } from '../../core/failpoints.js'
-import { topicMatcher } from '../topic-filter.js'
+import { SqliteReader } from './sqlite-read.js'
 import {
   StoreUnavailableError,
   type BrokerStore,
@@ -18,6 +18,8 @@ import {
   type AlertQuery,
   type AlertRecord,
   type GroupRecord,
+  type HeldQuery,
+  type HeldReport,
   type IngestContext,
   type NewAlert,
   type NodeRecord,
@@ -25,20 +27,21 @@ import {
   type ReadQuery,
   type ReadResult,
   type ReleaseResult,
-  type StoredMessage,
   type StreamHeads,
   type TokenRecord,
 } from './types.js'
 
 /**
- * Schema 2. Messages are written once: a stream id instead of (node, epoch)
+ * Schema 3. Messages are written once: a stream id instead of (node, epoch)
  * text in every row and its dedup index, and the event order in `events`
  * (position -> arrival). A message released as it is stored carries its
  * position in its row; one released later (held first, listed in `held` by
  * ts) gets a narrow `released_later` row instead of a rewrite of the
- * message. docs/broker-storage.md has the why.
+ * message. Schema 3 adds `topics` and a topic id in `messages` and
+ * `events`, indexed, so that a topic filter seeks instead of scanning
+ * (sqlite-read.ts). docs/broker-storage.md has the why.
  */
-const SCHEMA_VERSION = 2
+const SCHEMA_VERSION = 3
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS broker_meta (
   id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -49,6 +52,10 @@ CREATE TABLE IF NOT EXISTS broker_meta (
 );
 INSERT INTO broker_meta (id, schema_version, watermark, next_position, next_arrival)
   VALUES (1, ${SCHEMA_VERSION}, NULL, 1, 1) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS topics (
+  id INTEGER PRIMARY KEY,
+  topic TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS streams (
   id INTEGER PRIMARY KEY,
   node TEXT NOT NULL,
@@ -70,11 +77,13 @@ CREATE TABLE IF NOT EXISTS messages (
   received_at INTEGER NOT NULL,
   late INTEGER NOT NULL DEFAULT 0,
   position INTEGER,
+  topic_id INTEGER,
   UNIQUE (stream, seq)
 );
 CREATE TABLE IF NOT EXISTS events (
   position INTEGER PRIMARY KEY,
-  arrival INTEGER NOT NULL
+  arrival INTEGER NOT NULL,
+  topic_id INTEGER
 );
 CREATE TABLE IF NOT EXISTS released_later (
   arrival INTEGER PRIMARY KEY,
@@ -163,28 +172,35 @@ DROP TABLE messages_v1;
 UPDATE broker_meta SET schema_version = 2 WHERE id = 1;
 `
 
+/**
+ * Schema 2 -> 3 (after SCHEMA, which adds the topics table): the topic id of
+ * every message and event row, then the indexes. On a rowid table an index
+ * on (topic_id) is ordered by (topic_id, rowid): (topic_id, arrival) and
+ * (topic_id, position).
+ */
+function migrateTopics(db: BetterSqlite3.Database): void {
+  for (const table of ['messages', 'events']) {
+    const cols = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(table)
+    if (!cols.includes('topic_id')) db.exec(`ALTER TABLE ${table} ADD COLUMN topic_id INTEGER`)
+  }
+  db.exec(`
+    INSERT INTO topics (topic) SELECT DISTINCT topic FROM messages WHERE topic_id IS NULL ORDER BY topic
+      ON CONFLICT (topic) DO NOTHING;
+    UPDATE messages SET topic_id = (SELECT id FROM topics t WHERE t.topic = messages.topic) WHERE topic_id IS NULL;
+    UPDATE events SET topic_id = (SELECT topic_id FROM messages m WHERE m.arrival = events.arrival)
+      WHERE topic_id IS NULL;
+    UPDATE broker_meta SET schema_version = ${SCHEMA_VERSION} WHERE id = 1;`)
+}
+
+const TOPIC_INDEXES = `
+CREATE INDEX IF NOT EXISTS messages_topic ON messages (topic_id);
+CREATE INDEX IF NOT EXISTS events_topic ON events (topic_id);
+`
+
 interface MetaRow {
   watermark: number | null
   next_position: number
   next_arrival: number
-}
-
-interface MessageRow {
-  arrival: number
-  node: string
-  epoch: string
-  seq: number
-  topic: string
-  ts: number
-  payload: string
-  enc: 'utf8' | 'base64'
-  content_type: string | null
-  priority: number
-  expires_at: number | null
-  headers: string | null
-  received_at: number
-  position: number | null
-  late: number
 }
 
 interface NodeRow {
@@ -222,20 +238,16 @@ export interface AlertRow {
   resolved_at: number | null
 }
 
-/** Rows examined per query when a topic filter skips non-matching messages. */
-const SCAN_CHUNK = 2000
-const SCAN_MAX_ROWS = 50_000
-
 const UNAVAILABLE_CODES = /^SQLITE_(FULL|BUSY|LOCKED|IOERR|READONLY|CANTOPEN|NOMEM|PROTOCOL)/
 /** Most batches sharing one commit. */
 const MAX_GROUP = 64
 /** Rows per multi-row INSERT of messages on the fast ingest path. */
 const INSERT_ROWS = 32
-const INSERT_COLUMNS = 14
+const INSERT_COLUMNS = 15
 /** Messages per INSERT for a run of one shape (sameShape): BULK_CONSTANTS bound once, BULK_COLUMNS per row. */
 const BULK_ROWS = 100
 const BULK_CONSTANTS = 8
-const BULK_COLUMNS = 6
+const BULK_COLUMNS = 7
 /** Rows per multi-row INSERT into events (position, arrival) or held (ts, arrival, stream, seq). */
 const PAIR_ROWS = 200
 
@@ -249,6 +261,7 @@ interface Fresh {
   seq: number
   epoch: string
   stream: number
+  topicId: number
   m: WireMessage
   /** m.headers as stored (JSON text or null). */
   headers: string | null
@@ -277,11 +290,6 @@ interface Stream {
   node: string
   epoch: string
 }
-
-/** Columns of a message read back, with its stream's node and epoch and `position` (NULL while held). */
-const readColumns = (position: string) =>
-  'm.arrival, s.node, s.epoch, m.seq, m.topic, m.ts, m.payload, m.enc, m.content_type, m.priority, ' +
-  `m.expires_at, m.headers, m.received_at, ${position} AS position, m.late`
 
 /** SQLite's BINARY order of TEXT (UTF-8 bytes, i.e. code points), not JS's UTF-16 code units. */
 export function compareText(a: string, b: string): number {
@@ -323,25 +331,7 @@ function mapError(err: unknown): unknown {
   return err
 }
 
-export function toMessage(r: MessageRow): StoredMessage {
-  return {
-    node: r.node,
-    epoch: r.epoch,
-    seq: r.seq,
-    topic: r.topic,
-    ts: r.ts,
-    payload: r.payload,
-    enc: r.enc,
-    contentType: r.content_type,
-    priority: r.priority,
-    expiresAt: r.expires_at,
-    headers: r.headers === null ? null : (JSON.parse(r.headers) as Record<string, string>),
-    receivedAt: r.received_at,
-    arrival: r.arrival,
-    position: r.position,
-    late: r.late === 1,
-  }
-}
+export { toMessage } from './sqlite-read.js'
 
 export function toNode(r: NodeRow): NodeRecord {
   return {
@@ -428,6 +418,7 @@ export class SqliteBrokerStore implements BrokerStore {
   readonly kind = 'sqlite'
   private readonly db: BetterSqlite3.Database
   private readonly stmts: ReturnType<SqliteBrokerStore['prepare']>
+  private readonly reader: SqliteReader
   private readonly insertTx: BetterSqlite3.Transaction<
     (batch: BatchBody, ctx: IngestContext, before: number | null) => Omit<BatchAck, 'watermark'>
   >
@@ -441,7 +432,12 @@ export class SqliteBrokerStore implements BrokerStore {
   /** Streams by `node \0 epoch` and by id. Ids are never reused, so committed entries stay valid. */
   private readonly streams = new Map<string, Stream>()
   private readonly streamsById = new Map<number, Stream>()
-  /** Keys of streams created by the transaction in progress: forgotten if it (or its savepoint) rolls back. */
+  /** Topic ids by topic (ids are never reused either). */
+  private readonly topicIds = new Map<string, number>()
+  /**
+   * Streams (`s` + key) and topics (`t` + topic) created by the transaction in
+   * progress: forgotten if it (or its savepoint) rolls back.
+   */
   private readonly newStreams: string[] = []
   /** Take fastGroupSync first (tests turn it off to compare it with the general path). */
   fastIngest = true
@@ -449,6 +445,7 @@ export class SqliteBrokerStore implements BrokerStore {
   constructor(db: BetterSqlite3.Database) {
     this.db = db
     this.stmts = this.prepare()
+    this.reader = new SqliteReader(db)
     // Nested inside groupTx, each batch runs in its own SAVEPOINT: one bad batch spoils only itself.
     this.insertTx = db.transaction((batch: BatchBody, ctx: IngestContext, before: number | null) =>
       this.insertSync(batch, ctx, before),
@@ -458,6 +455,7 @@ export class SqliteBrokerStore implements BrokerStore {
     this.nodeTx = db.transaction((job: IngestJob, before: number | null) => this.acceptSync(job, before))
     this.releaseTx = db.transaction((ctx: IngestContext) => this.releaseSync(ctx))
     for (const st of this.stmts.allStreams.all()) this.remember(st)
+    for (const [id, topic] of this.stmts.allTopics.all()) this.topicIds.set(topic, id)
   }
 
   private prepare() {
@@ -468,7 +466,7 @@ export class SqliteBrokerStore implements BrokerStore {
           Array.from({ length: rows }, () => `(${cols.map(() => '?').join(', ')})`).join(', '),
       )
     const HELD = ['ts', 'arrival', 'stream', 'seq']
-    const EVENT = ['position', 'arrival']
+    const EVENT = ['position', 'arrival', 'topic_id']
     const LATER = ['arrival', 'position']
     return {
       meta: db.prepare<[], MetaRow>(
@@ -485,13 +483,16 @@ export class SqliteBrokerStore implements BrokerStore {
       addStream: db.prepare<[string, string], Stream>(
         'INSERT INTO streams (node, epoch) VALUES (?, ?) RETURNING id, node, epoch',
       ),
+      allTopics: db.prepare<[], [number, string]>('SELECT id, topic FROM topics').raw(),
+      findTopic: db.prepare<[string], number>('SELECT id FROM topics WHERE topic = ?').pluck(),
+      addTopic: db.prepare<[string], number>('INSERT INTO topics (topic) VALUES (?) RETURNING id').pluck(),
       insertOne: db.prepare(insertSql(1)),
       insertMany: db.prepare(insertSql(INSERT_ROWS)),
       insertBulk: db.prepare(
         `INSERT INTO messages (arrival, stream, seq, topic, ts, payload, enc, content_type, priority, expires_at,
-           headers, received_at, late, position)
-         SELECT column1, ?, column2, column3, column4, column5, ?, ?, ?, ?, ?, ?, ?, column6
-         FROM (VALUES ${Array.from({ length: BULK_ROWS }, () => '(?, ?, ?, ?, ?, ?)').join(', ')}) WHERE true
+           headers, received_at, late, position, topic_id)
+         SELECT column1, ?, column2, column3, column4, column5, ?, ?, ?, ?, ?, ?, ?, column6, column7
+         FROM (VALUES ${Array.from({ length: BULK_ROWS }, () => '(?, ?, ?, ?, ?, ?, ?)').join(', ')}) WHERE true
          ON CONFLICT (stream, seq) DO NOTHING`,
       ),
       holdOne: tuples('held', HELD, 1),
@@ -514,8 +515,8 @@ export class SqliteBrokerStore implements BrokerStore {
         )
         .pluck(),
       heldBelow: db
-        .prepare<[number], [number, number, number, number]>(
-          'SELECT arrival, ts, stream, seq FROM held WHERE ts < ?',
+        .prepare<[number], [number, number, number, number, number]>(
+          'SELECT h.arrival, h.ts, h.stream, h.seq, m.topic_id FROM held h JOIN messages m ON m.arrival = h.arrival WHERE h.ts < ?',
         )
         .raw(),
       dropHeld: db.prepare<[number]>('DELETE FROM held WHERE ts < ?'),
@@ -541,18 +542,10 @@ export class SqliteBrokerStore implements BrokerStore {
       maxHeldTs: db.prepare<[], { m: number | null }>('SELECT MAX(ts) AS m FROM held'),
       // Held messages below the watermark take the next positions in (ts, node, seq, epoch) order.
       releaseUpTo: db.prepare<[number, number]>(
-        `INSERT INTO events (position, arrival)
-         SELECT ? + ROW_NUMBER() OVER (ORDER BY h.ts, s.node, h.seq, s.epoch) - 1, h.arrival
-         FROM held h JOIN streams s ON s.id = h.stream
+        `INSERT INTO events (position, arrival, topic_id)
+         SELECT ? + ROW_NUMBER() OVER (ORDER BY h.ts, s.node, h.seq, s.epoch) - 1, h.arrival, m.topic_id
+         FROM held h JOIN streams s ON s.id = h.stream CROSS JOIN messages m ON m.arrival = h.arrival
          WHERE h.ts < ?`,
-      ),
-      readEvent: db.prepare<[number, number], MessageRow>(
-        `SELECT ${readColumns('e.position')} FROM events e CROSS JOIN messages m ON m.arrival = e.arrival
-         JOIN streams s ON s.id = m.stream WHERE e.position > ? ORDER BY e.position LIMIT ?`,
-      ),
-      readArrival: db.prepare<[number, number], MessageRow>(
-        `SELECT ${readColumns('COALESCE(m.position, r.position)')} FROM messages m JOIN streams s ON s.id = m.stream
-         LEFT JOIN released_later r ON r.arrival = m.arrival WHERE m.arrival > ? ORDER BY m.arrival LIMIT ?`,
       ),
       counts: db.prepare<[], { held: number; total: number }>(
         'SELECT (SELECT COUNT(*) FROM held) AS held, (SELECT COUNT(*) FROM messages) AS total',
@@ -642,8 +635,21 @@ export class SqliteBrokerStore implements BrokerStore {
     if (known) return known
     const found = this.stmts.findStream.get(node, epoch)
     if (found) return this.remember(found)
-    this.newStreams.push(key)
+    this.newStreams.push('s' + key)
     return this.remember(this.stmts.addStream.get(node, epoch)!)
+  }
+
+  /** The id of a topic, created in the transaction in progress when new. */
+  private topicOf(topic: string): number {
+    let id = this.topicIds.get(topic)
+    if (id !== undefined) return id
+    id = this.stmts.findTopic.get(topic)
+    if (id === undefined) {
+      this.newStreams.push('t' + topic)
+      id = this.stmts.addTopic.get(topic)!
+    }
+    this.topicIds.set(topic, id)
+    return id
   }
 
   private streamById(id: number): Stream {
@@ -659,7 +665,12 @@ export class SqliteBrokerStore implements BrokerStore {
 
   /** Forget streams created since `mark` (their rows were rolled back). */
   private forgetStreams(mark: number): void {
-    for (const key of this.newStreams.splice(mark)) {
+    for (const tagged of this.newStreams.splice(mark)) {
+      const key = tagged.slice(1)
+      if (tagged[0] === 't') {
+        this.topicIds.delete(key)
+        continue
+      }
       const st = this.streams.get(key)
       this.streams.delete(key)
       if (st) this.streamsById.delete(st.id)
@@ -766,9 +777,9 @@ export class SqliteBrokerStore implements BrokerStore {
     const later: number[] = []
     if (watermark !== null) {
       const w = watermark
-      const held = s.heldBelow.all(w).map(([arrival, ts, stream, seq]) => {
+      const held = s.heldBelow.all(w).map(([arrival, ts, stream, seq, topicId]) => {
         const st = this.streamById(stream)
-        return { arrival, ts, node: st.node, seq, epoch: st.epoch }
+        return { arrival, ts, node: st.node, seq, epoch: st.epoch, topicId }
       })
       held.sort(compareEvent)
       const now = fresh.filter((f) => f.ts < w).sort(compareEvent)
@@ -777,11 +788,11 @@ export class SqliteBrokerStore implements BrokerStore {
       while (i < held.length || j < now.length) {
         if (j >= now.length || (i < held.length && compareEvent(held[i], now[j]) < 0)) {
           later.push(held[i].arrival, position)
-          events.push(position++, held[i++].arrival)
+          events.push(position++, held[i].arrival, held[i++].topicId)
         } else {
           const f = now[j++]
           f.position = position++
-          events.push(f.position, f.arrival)
+          events.push(f.position, f.arrival, f.topicId)
         }
       }
       if (held.length > 0 && s.dropHeld.run(w).changes !== held.length) throw new SlowPath()
@@ -820,6 +831,7 @@ export class SqliteBrokerStore implements BrokerStore {
           args[o + 3] = f.m.ts
           args[o + 4] = f.m.payload
           args[o + 5] = f.position
+          args[o + 6] = f.topicId
         }
       } else {
         rows = fresh.length - i >= INSERT_ROWS ? INSERT_ROWS : 1
@@ -841,6 +853,7 @@ export class SqliteBrokerStore implements BrokerStore {
           args[o + 11] = f.receivedAt
           args[o + 12] = f.late
           args[o + 13] = f.position
+          args[o + 14] = f.topicId
         }
       }
       for (let k = 0; k < rows; k++) {
@@ -858,7 +871,7 @@ export class SqliteBrokerStore implements BrokerStore {
     }
     if (inserted !== fresh.length) throw new SlowPath()
     this.insertTuples(s.holdMany, s.holdOne, 4, holds)
-    this.insertTuples(s.eventMany, s.eventOne, 2, events)
+    this.insertTuples(s.eventMany, s.eventOne, 3, events)
     this.insertTuples(s.laterMany, s.laterOne, 2, later)
     if (arrival !== meta.next_arrival || position !== meta.next_position || watermark !== before)
       s.setAll.run(watermark, position, arrival)
@@ -899,6 +912,7 @@ export class SqliteBrokerStore implements BrokerStore {
           seq: m.seq,
           epoch: batch.epoch,
           stream,
+          topicId: this.topicOf(m.topic),
           m,
           headers: m.headers === null || m.headers === undefined ? null : JSON.stringify(m.headers),
           receivedAt: ctx.now,
@@ -981,6 +995,7 @@ export class SqliteBrokerStore implements BrokerStore {
         ctx.now,
         isLate,
         null,
+        this.topicOf(m.topic),
       )
       if (res.changes === 1) {
         s.holdOne.run(m.ts, arrival, stream, m.seq)
@@ -1072,32 +1087,11 @@ export class SqliteBrokerStore implements BrokerStore {
   }
 
   read(q: ReadQuery): Promise<ReadResult> {
-    return this.run(() => {
-      const stmt = q.order === 'event' ? this.stmts.readEvent : this.stmts.readArrival
-      const key = (r: MessageRow) => (q.order === 'event' ? r.position! : r.arrival)
-      const match = topicMatcher(q.topic)
-      const all = q.topic === undefined || q.topic === '#'
-      if (all) {
-        const rows = stmt.all(q.after, q.limit)
-        return { messages: rows.map(toMessage), next: rows.length ? key(rows[rows.length - 1]) : q.after }
-      }
-      const out: StoredMessage[] = []
-      let next = q.after
-      let scanned = 0
-      while (out.length < q.limit && scanned < SCAN_MAX_ROWS) {
-        const rows = stmt.all(next, SCAN_CHUNK)
-        scanned += rows.length
-        for (const r of rows) {
-          next = key(r)
-          if (match(r.topic)) {
-            out.push(toMessage(r))
-            if (out.length >= q.limit) break
-          }
-        }
-        if (rows.length < SCAN_CHUNK) break
-      }
-      return { messages: out, next }
-    })
+    return this.run(() => this.reader.read(q))
+  }
+
+  heldBack(q: HeldQuery): Promise<HeldReport> {
+    return this.run(() => this.reader.heldBack(q))
   }
 
   heads(): Promise<StreamHeads> {
@@ -1267,8 +1261,8 @@ export class SqliteBrokerStore implements BrokerStore {
 function insertSql(rows: number): string {
   return (
     `INSERT INTO messages (arrival, stream, seq, topic, ts, payload, enc, content_type, priority, expires_at, headers,
-       received_at, late, position) VALUES ` +
-    Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ') +
+       received_at, late, position, topic_id) VALUES ` +
+    Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ') +
     ' ON CONFLICT (stream, seq) DO NOTHING'
   )
 }
@@ -1351,6 +1345,8 @@ function setUp(db: BetterSqlite3.Database, file: string): void {
       )
     if (version === 1) db.exec(MIGRATE_1_TO_2)
     db.exec(SCHEMA)
+    if (version < 3) migrateTopics(db)
+    db.exec(TOPIC_INDEXES)
     // Added to schema 2 without a version bump: older rmq ignores these columns.
     const nodeColumns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all('nodes')
     for (const [column, type] of [
