@@ -199,6 +199,8 @@ describe('sqlite broker store: schema 2 (no topic index)', () => {
     try {
       const ctx = { now: T0 + 100, maxLateness: 60_000 }
       let store = await openSqliteBrokerStore({ dataDir: dir })
+      // b's low mark (T0 + 3) holds seqs 4 and 5 of a back: held rows are migrated too.
+      await store.ingest(batchOf('b', [], { batch: 'hb1', clock: T0 + 3 }), ctx)
       const topics = ['x/1', 'id/a', 'x/2', 'id/b', 'x/1']
       await store.ingest(
         batchOf(
@@ -209,20 +211,35 @@ describe('sqlite broker store: schema 2 (no topic index)', () => {
         ctx,
       )
       await store.close()
-      // Turn the file back into schema 2: no topics table, no topic_id columns, no indexes.
+      // Turn the file back into schema 2: the topic text in messages, no topics table, no topic ids.
       const { default: Database } = await import('better-sqlite3')
       const raw = new Database(path.join(dir, 'broker.db'))
-      raw.exec(`DROP INDEX messages_topic; DROP INDEX events_topic; ALTER TABLE messages DROP COLUMN topic_id;
-        ALTER TABLE events DROP COLUMN topic_id; DROP TABLE topics; UPDATE broker_meta SET schema_version = 2`)
+      raw.exec(`DROP INDEX messages_topic; DROP INDEX events_topic;
+        ALTER TABLE messages ADD COLUMN topic TEXT;
+        UPDATE messages SET topic = (SELECT topic FROM topics WHERE id = messages.topic_id);
+        ALTER TABLE messages DROP COLUMN topic_id; ALTER TABLE events DROP COLUMN topic_id;
+        ALTER TABLE held DROP COLUMN topic_id; DROP TABLE topics; UPDATE broker_meta SET schema_version = 2`)
       raw.close()
       store = await openSqliteBrokerStore({ dataDir: dir })
       const db = (store as unknown as { db: import('better-sqlite3').Database }).db
       expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(3)
-      expect(db.prepare('SELECT COUNT(*) FROM messages WHERE topic_id IS NULL').pluck().get()).toBe(0)
+      expect(db.prepare('SELECT topic FROM topics ORDER BY id').pluck().all()).toEqual([
+        'id/a',
+        'id/b',
+        'x/1',
+        'x/2',
+      ])
+      expect(db.prepare("SELECT name FROM sqlite_master WHERE name LIKE '%_v2'").all()).toEqual([])
       const seqs = async (order: 'event' | 'arrival', topic: string) =>
         (await store.read({ order, after: 0, limit: 100, topic })).messages.map((m) => m.seq)
-      expect(await seqs('event', 'id/#')).toEqual([2, 4])
+      expect(await seqs('event', 'id/#')).toEqual([2])
       expect(await seqs('arrival', 'x/1')).toEqual([1, 5])
+      const heldNow = { now: T0 + 100, maxLateness: 60_000 }
+      expect(await store.heldBack({ topic: 'id/#', ...heldNow })).toEqual({
+        count: 1,
+        capped: false,
+        nodes: [{ node: 'b', lowMark: T0 + 3, lastContact: T0 + 100 }],
+      })
       // New messages on old and new topics after the migration.
       await store.ingest(
         batchOf('a', [wireMessage(6, T0 + 10, 'id/a'), wireMessage(7, T0 + 11, 'id/c')], {
@@ -231,6 +248,7 @@ describe('sqlite broker store: schema 2 (no topic index)', () => {
         }),
         ctx,
       )
+      await store.ingest(batchOf('b', [], { batch: 'hb2', clock: T0 + 60 }), ctx)
       expect(await seqs('event', 'id/#')).toEqual([2, 4, 6, 7])
       expect(await seqs('arrival', 'id/+')).toEqual([2, 4, 6, 7])
       await store.close()

@@ -77,13 +77,15 @@ export function toMessage(r: MessageRow): StoredMessage {
 
 /** Columns of a message read back, with its stream's node and epoch and `position` (NULL while held). */
 const readColumns = (position: string) =>
-  'm.arrival, s.node, s.epoch, m.seq, m.topic, m.ts, m.payload, m.enc, m.content_type, m.priority, ' +
+  'm.arrival, s.node, s.epoch, m.seq, t.topic, m.ts, m.payload, m.enc, m.content_type, m.priority, ' +
   `m.expires_at, m.headers, m.received_at, ${position} AS position, m.late`
 
 const EVENT_FROM =
-  'FROM events e CROSS JOIN messages m ON m.arrival = e.arrival JOIN streams s ON s.id = m.stream'
+  'FROM events e CROSS JOIN messages m ON m.arrival = e.arrival JOIN streams s ON s.id = m.stream ' +
+  'JOIN topics t ON t.id = m.topic_id'
 const ARRIVAL_FROM =
-  'FROM messages m JOIN streams s ON s.id = m.stream LEFT JOIN released_later r ON r.arrival = m.arrival'
+  'FROM messages m JOIN streams s ON s.id = m.stream JOIN topics t ON t.id = m.topic_id ' +
+  'LEFT JOIN released_later r ON r.arrival = m.arrival'
 const IN_JSON = 'IN (SELECT value FROM json_each(?))'
 
 function prepare(db: BetterSqlite3.Database) {
@@ -105,7 +107,7 @@ function prepare(db: BetterSqlite3.Database) {
         )
         .pluck(),
       scan: db
-        .prepare<[number, number, number], [number, number | null]>(
+        .prepare<[number, number, number], [number, number]>(
           'SELECT position, topic_id FROM events WHERE position > ? AND position <= ? ORDER BY position LIMIT ?',
         )
         .raw(),
@@ -124,7 +126,7 @@ function prepare(db: BetterSqlite3.Database) {
         )
         .pluck(),
       scan: db
-        .prepare<[number, number, number], [number, number | null]>(
+        .prepare<[number, number, number], [number, number]>(
           'SELECT arrival, topic_id FROM messages WHERE arrival > ? AND arrival <= ? ORDER BY arrival LIMIT ?',
         )
         .raw(),
@@ -134,8 +136,7 @@ function prepare(db: BetterSqlite3.Database) {
     },
     heldAll: db.prepare<[number], number>('SELECT COUNT(*) FROM (SELECT 1 FROM held LIMIT ?)').pluck(),
     heldOfTopics: db.prepare<[string, number], { n: number; newest: number | null }>(
-      `SELECT COUNT(*) AS n, MAX(ts) AS newest FROM (SELECT h.ts FROM held h
-           CROSS JOIN messages m ON m.arrival = h.arrival WHERE m.topic_id ${IN_JSON} LIMIT ?)`,
+      `SELECT COUNT(*) AS n, MAX(ts) AS newest FROM (SELECT ts FROM held WHERE topic_id ${IN_JSON} LIMIT ?)`,
     ),
     heldNewest: db.prepare<[], number | null>('SELECT MAX(ts) FROM held').pluck(),
     holders: db.prepare<[number, number, number], { node: string; low_mark: number; last_contact: number }>(
@@ -245,7 +246,7 @@ export class SqliteReader {
         scanned += rows.length
         for (const [k, topic] of rows) {
           next = k
-          if (topic !== null && want.has(topic) && keys.push(k) >= q.limit) break
+          if (want.has(topic) && keys.push(k) >= q.limit) break
         }
         if (keys.length >= q.limit) break
         if (rows.length < SCAN_CHUNK) {

@@ -11,6 +11,7 @@ import type { BatchAck, BatchBody, WireMessage } from '../../core/protocol.js'
 import { ConfigError, StorageError } from '../../core/errors.js'
 import { failpointValue } from '../../core/failpoints.js'
 import { SqliteReader } from './sqlite-read.js'
+import { SCHEMA_VERSION, migrate } from './sqlite-schema.js'
 import {
   StoreUnavailableError,
   type BrokerStore,
@@ -30,172 +31,6 @@ import {
   type StreamHeads,
   type TokenRecord,
 } from './types.js'
-
-/**
- * Schema 3. Messages are written once: a stream id instead of (node, epoch)
- * text in every row and its dedup index, and the event order in `events`
- * (position -> arrival). A message released as it is stored carries its
- * position in its row; one released later (held first, listed in `held` by
- * ts) gets a narrow `released_later` row instead of a rewrite of the
- * message. Schema 3 adds `topics` and a topic id in `messages` and
- * `events`, indexed, so that a topic filter seeks instead of scanning
- * (sqlite-read.ts). docs/broker-storage.md has the why.
- */
-const SCHEMA_VERSION = 3
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS broker_meta (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  schema_version INTEGER NOT NULL,
-  watermark INTEGER,
-  next_position INTEGER NOT NULL,
-  next_arrival INTEGER NOT NULL
-);
-INSERT INTO broker_meta (id, schema_version, watermark, next_position, next_arrival)
-  VALUES (1, ${SCHEMA_VERSION}, NULL, 1, 1) ON CONFLICT (id) DO NOTHING;
-CREATE TABLE IF NOT EXISTS topics (
-  id INTEGER PRIMARY KEY,
-  topic TEXT NOT NULL UNIQUE
-);
-CREATE TABLE IF NOT EXISTS streams (
-  id INTEGER PRIMARY KEY,
-  node TEXT NOT NULL,
-  epoch TEXT NOT NULL,
-  UNIQUE (node, epoch)
-);
-CREATE TABLE IF NOT EXISTS messages (
-  arrival INTEGER PRIMARY KEY,
-  stream INTEGER NOT NULL,
-  seq INTEGER NOT NULL,
-  ts INTEGER NOT NULL,
-  topic TEXT NOT NULL,
-  payload TEXT NOT NULL,
-  enc TEXT NOT NULL,
-  content_type TEXT,
-  priority INTEGER NOT NULL,
-  expires_at INTEGER,
-  headers TEXT,
-  received_at INTEGER NOT NULL,
-  late INTEGER NOT NULL DEFAULT 0,
-  position INTEGER,
-  topic_id INTEGER,
-  UNIQUE (stream, seq)
-);
-CREATE TABLE IF NOT EXISTS events (
-  position INTEGER PRIMARY KEY,
-  arrival INTEGER NOT NULL,
-  topic_id INTEGER
-);
-CREATE TABLE IF NOT EXISTS released_later (
-  arrival INTEGER PRIMARY KEY,
-  position INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS held (
-  ts INTEGER NOT NULL,
-  arrival INTEGER NOT NULL,
-  stream INTEGER NOT NULL,
-  seq INTEGER NOT NULL,
-  PRIMARY KEY (ts, arrival)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nodes (
-  node TEXT PRIMARY KEY,
-  epoch TEXT NOT NULL,
-  direct INTEGER NOT NULL,
-  first_seen INTEGER NOT NULL,
-  last_contact INTEGER NOT NULL,
-  last_sync INTEGER,
-  clock_skew INTEGER NOT NULL,
-  last_clock INTEGER NOT NULL,
-  backlog_pending INTEGER NOT NULL,
-  backlog_bytes INTEGER NOT NULL,
-  backlog_oldest_ts INTEGER,
-  low_mark INTEGER NOT NULL,
-  stats TEXT,
-  last_batch TEXT,
-  waiting_for TEXT,
-  ahead_low_mark INTEGER,
-  received INTEGER NOT NULL,
-  duplicates INTEGER NOT NULL,
-  late INTEGER NOT NULL,
-  batches INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tokens (
-  node TEXT PRIMARY KEY,
-  hash TEXT NOT NULL UNIQUE,
-  created_at INTEGER NOT NULL,
-  last_used_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS consumer_groups (
-  name TEXT NOT NULL,
-  ord TEXT NOT NULL,
-  position INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL,
-  PRIMARY KEY (name, ord)
-);
-CREATE TABLE IF NOT EXISTS alerts (
-  id INTEGER PRIMARY KEY,
-  key TEXT NOT NULL,
-  rule TEXT NOT NULL,
-  node TEXT NOT NULL,
-  state TEXT NOT NULL,
-  severity TEXT NOT NULL,
-  message TEXT NOT NULL,
-  value INTEGER NOT NULL,
-  threshold INTEGER NOT NULL,
-  fired_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL,
-  resolved_at INTEGER
-);
-CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts (key) WHERE state = 'active';
-`
-
-/**
- * Schema 1 -> 2 in one transaction: schema 1 kept node and epoch in every
- * message row and released a message by writing its position column.
- */
-const MIGRATE_1_TO_2 = `
-DROP INDEX IF EXISTS messages_held;
-DROP INDEX IF EXISTS messages_position;
-ALTER TABLE messages RENAME TO messages_v1;
-${SCHEMA}
-INSERT INTO streams (node, epoch) SELECT DISTINCT node, epoch FROM messages_v1 ORDER BY node, epoch;
-INSERT INTO messages (arrival, stream, seq, ts, topic, payload, enc, content_type, priority, expires_at, headers,
-    received_at, late, position)
-  SELECT m.arrival, s.id, m.seq, m.ts, m.topic, m.payload, m.enc, m.content_type, m.priority, m.expires_at,
-    m.headers, m.received_at, m.late, m.position
-  FROM messages_v1 m JOIN streams s ON s.node = m.node AND s.epoch = m.epoch ORDER BY m.arrival;
-INSERT INTO events (position, arrival) SELECT position, arrival FROM messages_v1 WHERE position IS NOT NULL
-  ORDER BY position;
-INSERT INTO held (ts, arrival, stream, seq)
-  SELECT m.ts, m.arrival, s.id, m.seq FROM messages_v1 m JOIN streams s ON s.node = m.node AND s.epoch = m.epoch
-  WHERE m.position IS NULL;
-DROP TABLE messages_v1;
-UPDATE broker_meta SET schema_version = 2 WHERE id = 1;
-`
-
-/**
- * Schema 2 -> 3 (after SCHEMA, which adds the topics table): the topic id of
- * every message and event row, then the indexes. On a rowid table an index
- * on (topic_id) is ordered by (topic_id, rowid): (topic_id, arrival) and
- * (topic_id, position).
- */
-function migrateTopics(db: BetterSqlite3.Database): void {
-  for (const table of ['messages', 'events']) {
-    const cols = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(table)
-    if (!cols.includes('topic_id')) db.exec(`ALTER TABLE ${table} ADD COLUMN topic_id INTEGER`)
-  }
-  db.exec(`
-    INSERT INTO topics (topic) SELECT DISTINCT topic FROM messages WHERE topic_id IS NULL ORDER BY topic
-      ON CONFLICT (topic) DO NOTHING;
-    UPDATE messages SET topic_id = (SELECT id FROM topics t WHERE t.topic = messages.topic) WHERE topic_id IS NULL;
-    UPDATE events SET topic_id = (SELECT topic_id FROM messages m WHERE m.arrival = events.arrival)
-      WHERE topic_id IS NULL;
-    UPDATE broker_meta SET schema_version = ${SCHEMA_VERSION} WHERE id = 1;`)
-}
-
-const TOPIC_INDEXES = `
-CREATE INDEX IF NOT EXISTS messages_topic ON messages (topic_id);
-CREATE INDEX IF NOT EXISTS events_topic ON events (topic_id);
-`
 
 interface MetaRow {
   watermark: number | null
@@ -243,11 +78,11 @@ const UNAVAILABLE_CODES = /^SQLITE_(FULL|BUSY|LOCKED|IOERR|READONLY|CANTOPEN|NOM
 const MAX_GROUP = 64
 /** Rows per multi-row INSERT of messages on the fast ingest path. */
 const INSERT_ROWS = 32
-const INSERT_COLUMNS = 15
+const INSERT_COLUMNS = 14
 /** Messages per INSERT for a run of one shape (sameShape): BULK_CONSTANTS bound once, BULK_COLUMNS per row. */
 const BULK_ROWS = 100
 const BULK_CONSTANTS = 8
-const BULK_COLUMNS = 7
+const BULK_COLUMNS = 6
 /** Rows per multi-row INSERT into events (position, arrival) or held (ts, arrival, stream, seq). */
 const PAIR_ROWS = 200
 
@@ -465,7 +300,7 @@ export class SqliteBrokerStore implements BrokerStore {
         `INSERT INTO ${table} (${cols.join(', ')}) VALUES ` +
           Array.from({ length: rows }, () => `(${cols.map(() => '?').join(', ')})`).join(', '),
       )
-    const HELD = ['ts', 'arrival', 'stream', 'seq']
+    const HELD = ['ts', 'arrival', 'stream', 'seq', 'topic_id']
     const EVENT = ['position', 'arrival', 'topic_id']
     const LATER = ['arrival', 'position']
     return {
@@ -489,10 +324,10 @@ export class SqliteBrokerStore implements BrokerStore {
       insertOne: db.prepare(insertSql(1)),
       insertMany: db.prepare(insertSql(INSERT_ROWS)),
       insertBulk: db.prepare(
-        `INSERT INTO messages (arrival, stream, seq, topic, ts, payload, enc, content_type, priority, expires_at,
-           headers, received_at, late, position, topic_id)
-         SELECT column1, ?, column2, column3, column4, column5, ?, ?, ?, ?, ?, ?, ?, column6, column7
-         FROM (VALUES ${Array.from({ length: BULK_ROWS }, () => '(?, ?, ?, ?, ?, ?, ?)').join(', ')}) WHERE true
+        `INSERT INTO messages (arrival, stream, seq, topic_id, ts, payload, enc, content_type, priority, expires_at,
+           headers, received_at, late, position)
+         SELECT column1, ?, column2, column3, column4, column5, ?, ?, ?, ?, ?, ?, ?, column6
+         FROM (VALUES ${Array.from({ length: BULK_ROWS }, () => '(?, ?, ?, ?, ?, ?)').join(', ')}) WHERE true
          ON CONFLICT (stream, seq) DO NOTHING`,
       ),
       holdOne: tuples('held', HELD, 1),
@@ -516,7 +351,7 @@ export class SqliteBrokerStore implements BrokerStore {
         .pluck(),
       heldBelow: db
         .prepare<[number], [number, number, number, number, number]>(
-          'SELECT h.arrival, h.ts, h.stream, h.seq, m.topic_id FROM held h JOIN messages m ON m.arrival = h.arrival WHERE h.ts < ?',
+          'SELECT arrival, ts, stream, seq, topic_id FROM held WHERE ts < ?',
         )
         .raw(),
       dropHeld: db.prepare<[number]>('DELETE FROM held WHERE ts < ?'),
@@ -543,8 +378,8 @@ export class SqliteBrokerStore implements BrokerStore {
       // Held messages below the watermark take the next positions in (ts, node, seq, epoch) order.
       releaseUpTo: db.prepare<[number, number]>(
         `INSERT INTO events (position, arrival, topic_id)
-         SELECT ? + ROW_NUMBER() OVER (ORDER BY h.ts, s.node, h.seq, s.epoch) - 1, h.arrival, m.topic_id
-         FROM held h JOIN streams s ON s.id = h.stream CROSS JOIN messages m ON m.arrival = h.arrival
+         SELECT ? + ROW_NUMBER() OVER (ORDER BY h.ts, s.node, h.seq, s.epoch) - 1, h.arrival, h.topic_id
+         FROM held h JOIN streams s ON s.id = h.stream
          WHERE h.ts < ?`,
       ),
       counts: db.prepare<[], { held: number; total: number }>(
@@ -827,11 +662,10 @@ export class SqliteBrokerStore implements BrokerStore {
           const f = fresh[i + k]
           args[o] = f.arrival
           args[o + 1] = f.m.seq
-          args[o + 2] = f.m.topic
+          args[o + 2] = f.topicId
           args[o + 3] = f.m.ts
           args[o + 4] = f.m.payload
           args[o + 5] = f.position
-          args[o + 6] = f.topicId
         }
       } else {
         rows = fresh.length - i >= INSERT_ROWS ? INSERT_ROWS : 1
@@ -842,7 +676,7 @@ export class SqliteBrokerStore implements BrokerStore {
           args[o] = f.arrival
           args[o + 1] = f.stream
           args[o + 2] = f.m.seq
-          args[o + 3] = f.m.topic
+          args[o + 3] = f.topicId
           args[o + 4] = f.m.ts
           args[o + 5] = f.m.payload
           args[o + 6] = f.m.enc
@@ -853,12 +687,11 @@ export class SqliteBrokerStore implements BrokerStore {
           args[o + 11] = f.receivedAt
           args[o + 12] = f.late
           args[o + 13] = f.position
-          args[o + 14] = f.topicId
         }
       }
       for (let k = 0; k < rows; k++) {
         const f = fresh[i + k]
-        if (f.position === null) holds.push(f.ts, f.arrival, f.stream, f.seq)
+        if (f.position === null) holds.push(f.ts, f.arrival, f.stream, f.seq, f.topicId)
       }
       try {
         inserted += stmt.run(args).changes
@@ -870,7 +703,7 @@ export class SqliteBrokerStore implements BrokerStore {
       i += rows
     }
     if (inserted !== fresh.length) throw new SlowPath()
-    this.insertTuples(s.holdMany, s.holdOne, 4, holds)
+    this.insertTuples(s.holdMany, s.holdOne, 5, holds)
     this.insertTuples(s.eventMany, s.eventOne, 3, events)
     this.insertTuples(s.laterMany, s.laterOne, 2, later)
     if (arrival !== meta.next_arrival || position !== meta.next_position || watermark !== before)
@@ -980,11 +813,12 @@ export class SqliteBrokerStore implements BrokerStore {
     const stream = batch.messages.length > 0 ? this.streamOf(batch.node, batch.epoch).id : 0
     for (const m of batch.messages) {
       const isLate = before !== null && m.ts < before ? 1 : 0
+      const topicId = this.topicOf(m.topic)
       const res = s.insertOne.run(
         arrival,
         stream,
         m.seq,
-        m.topic,
+        topicId,
         m.ts,
         m.payload,
         m.enc,
@@ -995,10 +829,9 @@ export class SqliteBrokerStore implements BrokerStore {
         ctx.now,
         isLate,
         null,
-        this.topicOf(m.topic),
       )
       if (res.changes === 1) {
-        s.holdOne.run(m.ts, arrival, stream, m.seq)
+        s.holdOne.run(m.ts, arrival, stream, m.seq, topicId)
         arrival++
         accepted++
         late += isLate
@@ -1260,9 +1093,9 @@ export class SqliteBrokerStore implements BrokerStore {
 
 function insertSql(rows: number): string {
   return (
-    `INSERT INTO messages (arrival, stream, seq, topic, ts, payload, enc, content_type, priority, expires_at, headers,
-       received_at, late, position, topic_id) VALUES ` +
-    Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ') +
+    `INSERT INTO messages (arrival, stream, seq, topic_id, ts, payload, enc, content_type, priority, expires_at, headers,
+       received_at, late, position) VALUES ` +
+    Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ') +
     ' ON CONFLICT (stream, seq) DO NOTHING'
   )
 }
@@ -1343,10 +1176,7 @@ function setUp(db: BetterSqlite3.Database, file: string): void {
         `the broker store ${file} has schema version ${version}, newer than this rmq understands (${SCHEMA_VERSION})`,
         { suggestion: 'upgrade rmq, or point broker.dataDir at another directory' },
       )
-    if (version === 1) db.exec(MIGRATE_1_TO_2)
-    db.exec(SCHEMA)
-    if (version < 3) migrateTopics(db)
-    db.exec(TOPIC_INDEXES)
+    migrate(db, version)
     // Added to schema 2 without a version bump: older rmq ignores these columns.
     const nodeColumns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all('nodes')
     for (const [column, type] of [
