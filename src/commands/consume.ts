@@ -75,7 +75,7 @@ export default class Consume extends BaseCommand<typeof Consume> {
       process.removeListener('SIGTERM', stop)
     }
     if (f.follow || summary.readerGone) return
-    if (summary.held && summary.held.count > 0) {
+    if (summary.held && (summary.held.count > 0 || summary.held.capped)) {
       // Held behind the watermark: say for whom, on stderr, and as the last NDJSON line with --json.
       const now = Date.now()
       this.note(`rmq consume: ${heldExplanation(summary.held, now)}`)

@@ -38,9 +38,9 @@ export interface ConsumedMessage {
 
 /** What an event-order page at the head says is held behind the watermark (docs/ordering.md). */
 export interface HeldInfo {
-  /** Messages matching the filter, stored but held behind the watermark (at most 100,000). */
+  /** Messages matching the filter, stored but held behind the watermark (among the oldest 100,000 held). */
   count: number
-  /** More than `count` are held. */
+  /** More than 100,000 messages are held in all: `count` is a lower bound. */
   capped: boolean
   /** Live edge nodes the held messages wait for (lowest low mark first): their low mark and last contact. */
   nodes: { node: string; lowMark: number; lastContact: number }[]
@@ -266,7 +266,9 @@ export function formatMessageLine(m: ConsumedMessage): string {
  * --order arrival to read them now".
  */
 export function heldExplanation(held: HeldInfo, now: number): string {
-  const n = `${held.capped ? 'more than ' : ''}${held.count} message${held.count === 1 && !held.capped ? '' : 's'}`
+  const n = held.capped
+    ? `at least ${held.count} messages (of more than 100000 held in all)`
+    : `${held.count} message${held.count === 1 ? '' : 's'}`
   const hint = 'use --order arrival to read them now'
   if (held.nodes.length === 0) return `${n} held behind the watermark, about to be released; ${hint}`
   const names = held.nodes.map((h) => h.node)

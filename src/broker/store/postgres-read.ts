@@ -82,15 +82,17 @@ export async function pgHeldBack(pool: pgTypes.Pool, q: HeldQuery): Promise<Held
   const all = q.topic === undefined || q.topic === '#'
   const cond = all ? { sql: 'true', values: [] } : topicCondition(q.topic!, 2)
   const r = (
-    await pool.query<{ n: number; newest: string | null }>(
-      `SELECT COUNT(*)::int AS n, MAX(ts) AS newest FROM (
-         SELECT ts FROM rmq_messages WHERE position IS NULL AND ${cond.sql} LIMIT $1) h`,
+    await pool.query<{ scanned: number; n: number; newest: string | null }>(
+      `SELECT COUNT(*)::int AS scanned, (COUNT(*) FILTER (WHERE ${cond.sql}))::int AS n,
+         MAX(ts) FILTER (WHERE ${cond.sql}) AS newest FROM (
+         SELECT ts, topic FROM rmq_messages WHERE position IS NULL ORDER BY ts, node, seq, epoch LIMIT $1) h`,
       [HELD_COUNT_MAX + 1, ...cond.values],
     )
   ).rows[0]
-  if (r.n === 0 || r.newest === null) return { count: 0, capped: false, nodes: [] }
+  const capped = r.scanned > HELD_COUNT_MAX
+  if ((r.n === 0 && !capped) || (r.newest === null && !capped)) return { count: 0, capped: false, nodes: [] }
   let newest = Number(r.newest)
-  if (r.n > HELD_COUNT_MAX) {
+  if (capped) {
     const max = (
       await pool.query<{ m: string }>('SELECT MAX(ts) AS m FROM rmq_messages WHERE position IS NULL')
     ).rows[0].m
@@ -103,5 +105,5 @@ export async function pgHeldBack(pool: pgTypes.Pool, q: HeldQuery): Promise<Held
       [q.now - q.maxLateness, newest, HELD_NODES_MAX],
     )
   ).rows.map((n) => ({ node: n.node, lowMark: Number(n.low_mark), lastContact: Number(n.last_contact) }))
-  return { count: Math.min(r.n, HELD_COUNT_MAX), capped: r.n > HELD_COUNT_MAX, nodes }
+  return { count: Math.min(r.n, HELD_COUNT_MAX), capped, nodes }
 }

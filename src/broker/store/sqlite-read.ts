@@ -19,6 +19,7 @@
  */
 import type BetterSqlite3 from 'better-sqlite3'
 import { topicMatcher } from '../topic-filter.js'
+import { TOPIC_BLOCK } from './sqlite-schema.js'
 import {
   HELD_COUNT_MAX,
   HELD_NODES_MAX,
@@ -29,8 +30,10 @@ import {
   type StoredMessage,
 } from './types.js'
 
-/** At most this many matching topics are read by per-topic index seeks; more fall back to a scan. */
+/** At most this many matching topics are read through the topic block index; more fall back to a scan. */
 export const MERGE_MAX_TOPICS = 64
+/** Blocks listed per matching topic and read. */
+const BLOCKS_PER_TOPIC = 128
 /** The fallback scan: rows per statement, and rows per read before it answers `more: true`. */
 const SCAN_CHUNK = 5000
 export const SCAN_MAX_ROWS = 100_000
@@ -96,16 +99,16 @@ function prepare(db: BetterSqlite3.Database) {
       'SELECT watermark, next_position, next_arrival FROM broker_meta WHERE id = 1',
     ),
     newTopics: db.prepare<[number], [number, string]>('SELECT id, topic FROM topics WHERE id > ?').raw(),
+    blocksOfTopic: db
+      .prepare<[number, number, number, number, number], number>(
+        `SELECT block FROM topic_blocks WHERE ord = ? AND topic_id = ? AND block >= ? AND block <= ?
+         ORDER BY block LIMIT ?`,
+      )
+      .pluck(),
     event: {
       range: db.prepare<[number, number, number], MessageRow>(
         `SELECT ${ev} ${EVENT_FROM} WHERE e.position > ? AND e.position <= ? ORDER BY e.position LIMIT ?`,
       ),
-      keysOfTopic: db
-        .prepare<[number, number, number, number], number>(
-          `SELECT position FROM events INDEXED BY events_topic
-           WHERE topic_id = ? AND position > ? AND position <= ? ORDER BY position LIMIT ?`,
-        )
-        .pluck(),
       scan: db
         .prepare<[number, number, number], [number, number]>(
           'SELECT position, topic_id FROM events WHERE position > ? AND position <= ? ORDER BY position LIMIT ?',
@@ -119,12 +122,6 @@ function prepare(db: BetterSqlite3.Database) {
       range: db.prepare<[number, number, number], MessageRow>(
         `SELECT ${ar} ${ARRIVAL_FROM} WHERE m.arrival > ? AND m.arrival <= ? ORDER BY m.arrival LIMIT ?`,
       ),
-      keysOfTopic: db
-        .prepare<[number, number, number, number], number>(
-          `SELECT arrival FROM messages INDEXED BY messages_topic
-           WHERE topic_id = ? AND arrival > ? AND arrival <= ? ORDER BY arrival LIMIT ?`,
-        )
-        .pluck(),
       scan: db
         .prepare<[number, number, number], [number, number]>(
           'SELECT arrival, topic_id FROM messages WHERE arrival > ? AND arrival <= ? ORDER BY arrival LIMIT ?',
@@ -135,8 +132,10 @@ function prepare(db: BetterSqlite3.Database) {
       ),
     },
     heldAll: db.prepare<[number], number>('SELECT COUNT(*) FROM (SELECT 1 FROM held LIMIT ?)').pluck(),
-    heldOfTopics: db.prepare<[string, number], { n: number; newest: number | null }>(
-      `SELECT COUNT(*) AS n, MAX(ts) AS newest FROM (SELECT ts FROM held WHERE topic_id ${IN_JSON} LIMIT ?)`,
+    // The oldest `limit` held rows at most (held is ordered by ts): the work is bounded however many are held.
+    heldOfTopics: db.prepare<[string, string, number], { scanned: number; n: number; newest: number | null }>(
+      `SELECT COUNT(*) AS scanned, COALESCE(SUM(topic_id ${IN_JSON}), 0) AS n,
+         MAX(CASE WHEN topic_id ${IN_JSON} THEN ts END) AS newest FROM (SELECT ts, topic_id FROM held LIMIT ?)`,
     ),
     heldNewest: db.prepare<[], number | null>('SELECT MAX(ts) FROM held').pluck(),
     holders: db.prepare<[number, number, number], { node: string; low_mark: number; last_contact: number }>(
@@ -144,6 +143,35 @@ function prepare(db: BetterSqlite3.Database) {
        WHERE direct = 0 AND last_contact >= ? AND low_mark <= ? ORDER BY low_mark, node LIMIT ?`,
     ),
   }
+}
+
+/**
+ * The keys of matching rows in `ranges` ((lo, hi], ascending), at most
+ * `limit`, examining at most SCAN_MAX_ROWS rows. `next` is the last key
+ * examined when it stopped early, else `end`: rows between the ranges hold
+ * no match.
+ */
+function scanRanges(
+  scan: BetterSqlite3.Statement<[number, number, number], [number, number]>,
+  want: Set<number>,
+  ranges: [number, number][],
+  end: number,
+  limit: number,
+): { keys: number[]; next: number } {
+  const keys: number[] = []
+  let scanned = 0
+  for (const [lo, hi] of ranges) {
+    let from = lo
+    for (;;) {
+      if (scanned >= SCAN_MAX_ROWS) return { keys, next: from }
+      const rows = scan.all(from, hi, SCAN_CHUNK)
+      scanned += rows.length
+      for (const [k, topic] of rows) if (want.has(topic) && keys.push(k) >= limit) return { keys, next: k }
+      if (rows.length < SCAN_CHUNK) break
+      from = rows[rows.length - 1][0]
+    }
+  }
+  return { keys, next: end }
 }
 
 export class SqliteReader {
@@ -219,66 +247,69 @@ export class SqliteReader {
     this.refreshTopics()
     const ids = this.matching(q.topic)
     if (ids.length === 0) return done([], head)
-    let keys: number[]
-    let next: number
+    const want = new Set(ids)
+    let ranges: [number, number][]
+    let end = head
     if (ids.length <= MERGE_MAX_TOPICS) {
-      // The next `limit` keys of each matching topic; the smallest `limit` of all are the page.
-      keys = []
-      let bound = head
+      // Only the blocks that hold a message of a matching topic are read.
+      const first = Math.floor((q.after + 1) / TOPIC_BLOCK)
+      let bound = Math.floor(head / TOPIC_BLOCK)
+      const candidates: number[] = []
       for (const id of ids) {
-        for (const k of st.keysOfTopic.all(id, q.after, bound, q.limit)) keys.push(k)
-        if (keys.length >= q.limit) {
-          keys.sort((a, b) => a - b)
-          keys.length = q.limit
-          // Later topics only matter below the current limit-th key.
-          bound = keys[q.limit - 1]
-        }
+        const blocks = this.s.blocksOfTopic.all(
+          q.order === 'event' ? 1 : 0,
+          id,
+          first,
+          bound,
+          BLOCKS_PER_TOPIC,
+        )
+        for (const b of blocks) candidates.push(b)
+        // Listed up to its last block only: the candidates are complete up to there.
+        if (blocks.length === BLOCKS_PER_TOPIC) bound = Math.min(bound, blocks[blocks.length - 1])
       }
-      keys.sort((a, b) => a - b)
-      next = keys.length >= q.limit ? keys[q.limit - 1] : head
+      candidates.sort((a, b) => a - b)
+      if (bound < Math.floor(head / TOPIC_BLOCK)) end = Math.min(head, (bound + 1) * TOPIC_BLOCK - 1)
+      ranges = []
+      for (const b of candidates) {
+        if (b > bound) break
+        const lo = Math.max(q.after, b * TOPIC_BLOCK - 1)
+        const hi = Math.min(head, (b + 1) * TOPIC_BLOCK - 1)
+        const prev = ranges[ranges.length - 1]
+        if (prev && prev[1] >= lo) prev[1] = Math.max(prev[1], hi)
+        else ranges.push([lo, hi])
+      }
     } else {
-      const want = new Set(ids)
-      keys = []
-      next = q.after
-      let scanned = 0
-      for (;;) {
-        const rows = st.scan.all(next, head, SCAN_CHUNK)
-        scanned += rows.length
-        for (const [k, topic] of rows) {
-          next = k
-          if (want.has(topic) && keys.push(k) >= q.limit) break
-        }
-        if (keys.length >= q.limit) break
-        if (rows.length < SCAN_CHUNK) {
-          next = head
-          break
-        }
-        if (scanned >= SCAN_MAX_ROWS) break
-      }
+      // Many topics match: they are dense, a scan of the stream is cheaper than the block lists.
+      ranges = [[q.after, head]]
     }
+    const { keys, next } = scanRanges(st.scan, want, ranges, end, q.limit)
     const messages = keys.length === 0 ? [] : st.byKeys.all(JSON.stringify(keys)).map(toMessage)
     return done(messages, next)
   }
 
   private heldSync(q: HeldQuery): HeldReport {
     let n: number
+    let capped: boolean
     let newest: number | null
     if (q.topic === undefined || q.topic === '#') {
       n = this.s.heldAll.get(HELD_COUNT_MAX + 1)!
+      capped = n > HELD_COUNT_MAX
       newest = n > 0 ? this.s.heldNewest.get()! : null
     } else {
       this.refreshTopics()
       const ids = this.matching(q.topic)
       if (ids.length === 0) return { count: 0, capped: false, nodes: [] }
-      const r = this.s.heldOfTopics.get(JSON.stringify(ids), HELD_COUNT_MAX + 1)!
+      const json = JSON.stringify(ids)
+      const r = this.s.heldOfTopics.get(json, json, HELD_COUNT_MAX + 1)!
       n = r.n
-      // Counting stopped early: the newest of all held is an upper bound for the holders.
-      newest = n > HELD_COUNT_MAX ? this.s.heldNewest.get()! : r.newest
+      capped = r.scanned > HELD_COUNT_MAX
+      // Counting stopped early: the newest of all held bounds the holders from above.
+      newest = capped ? this.s.heldNewest.get()! : r.newest
     }
-    if (n === 0 || newest === null) return { count: 0, capped: false, nodes: [] }
+    if ((n === 0 && !capped) || newest === null) return { count: 0, capped: false, nodes: [] }
     const nodes = this.s.holders
       .all(q.now - q.maxLateness, newest, HELD_NODES_MAX)
       .map((r) => ({ node: r.node, lowMark: r.low_mark, lastContact: r.last_contact }))
-    return { count: Math.min(n, HELD_COUNT_MAX), capped: n > HELD_COUNT_MAX, nodes }
+    return { count: Math.min(n, HELD_COUNT_MAX), capped, nodes }
   }
 }

@@ -6,13 +6,17 @@
  * text, and the event order in `events` (position -> arrival). A message
  * released as it is stored carries its position in its row; one released
  * later (held first, listed in `held` by ts) gets a narrow `released_later`
- * row instead of a rewrite of the message. `messages` and `events` are
- * indexed by topic id, so that a topic filter seeks instead of scanning
- * (sqlite-read.ts). docs/broker-storage.md has the why.
+ * row instead of a rewrite of the message. `topic_blocks` lists, for each
+ * topic, the blocks of TOPIC_BLOCK arrivals (ord 0) and event positions
+ * (ord 1) that hold at least one of its messages, so that a topic filter
+ * reads only those blocks (sqlite-read.ts). docs/broker-storage.md has the why.
  */
 import type BetterSqlite3 from 'better-sqlite3'
 
 export const SCHEMA_VERSION = 3
+
+/** Keys (arrivals or positions) per block of the topic block index: block = key / TOPIC_BLOCK. */
+export const TOPIC_BLOCK = 1024
 
 const MESSAGES = `CREATE TABLE IF NOT EXISTS messages (
   arrival INTEGER PRIMARY KEY,
@@ -36,6 +40,12 @@ const EVENTS = `CREATE TABLE IF NOT EXISTS events (
   arrival INTEGER NOT NULL,
   topic_id INTEGER NOT NULL
 );`
+const TOPIC_BLOCKS = `CREATE TABLE IF NOT EXISTS topic_blocks (
+  ord INTEGER NOT NULL,
+  topic_id INTEGER NOT NULL,
+  block INTEGER NOT NULL,
+  PRIMARY KEY (ord, topic_id, block)
+) WITHOUT ROWID;`
 const HELD = `CREATE TABLE IF NOT EXISTS held (
   ts INTEGER NOT NULL,
   arrival INTEGER NOT NULL,
@@ -72,6 +82,7 @@ CREATE TABLE IF NOT EXISTS released_later (
   position INTEGER NOT NULL
 );
 ${HELD}
+${TOPIC_BLOCKS}
 CREATE TABLE IF NOT EXISTS nodes (
   node TEXT PRIMARY KEY,
   epoch TEXT NOT NULL,
@@ -124,12 +135,6 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts (key) WHERE state = 'active';
 `
 
-/** On a rowid table an index on (topic_id) is ordered by (topic_id, rowid): (topic_id, arrival), (topic_id, position). */
-const TOPIC_INDEXES = `
-CREATE INDEX IF NOT EXISTS messages_topic ON messages (topic_id);
-CREATE INDEX IF NOT EXISTS events_topic ON events (topic_id);
-`
-
 /**
  * Schema 1 -> 2: schema 1 kept node and epoch in every message row and
  * released a message by writing its position column. The schema 2 tables
@@ -164,8 +169,8 @@ UPDATE broker_meta SET schema_version = 2 WHERE id = 1;
 `
 
 /**
- * Schema 2 -> 3: the topics table, and messages, events and held rebuilt
- * with a topic id (one pass over each, in key order).
+ * Schema 2 -> 3: the topics table, messages, events and held rebuilt with
+ * a topic id (one pass over each, in key order), and the topic blocks.
  */
 const MIGRATE_2_TO_3 = `
 CREATE TABLE topics (id INTEGER PRIMARY KEY, topic TEXT NOT NULL UNIQUE);
@@ -176,6 +181,7 @@ ALTER TABLE held RENAME TO held_v2;
 ${MESSAGES}
 ${EVENTS}
 ${HELD}
+${TOPIC_BLOCKS}
 INSERT INTO messages (arrival, stream, seq, ts, topic_id, payload, enc, content_type, priority, expires_at,
     headers, received_at, late, position)
   SELECT m.arrival, m.stream, m.seq, m.ts, t.id, m.payload, m.enc, m.content_type, m.priority, m.expires_at,
@@ -187,6 +193,10 @@ INSERT INTO events (position, arrival, topic_id)
 INSERT INTO held (ts, arrival, stream, seq, topic_id)
   SELECT h.ts, h.arrival, h.stream, h.seq, COALESCE(m.topic_id, 0) FROM held_v2 h
   LEFT JOIN messages m ON m.arrival = h.arrival;
+INSERT INTO topic_blocks (ord, topic_id, block)
+  SELECT DISTINCT 0, topic_id, arrival / ${TOPIC_BLOCK} FROM messages;
+INSERT INTO topic_blocks (ord, topic_id, block)
+  SELECT DISTINCT 1, topic_id, position / ${TOPIC_BLOCK} FROM events;
 DROP TABLE messages_v2;
 DROP TABLE events_v2;
 DROP TABLE held_v2;
@@ -198,5 +208,4 @@ export function migrate(db: BetterSqlite3.Database, version: number): void {
   if (version === 1) db.exec(MIGRATE_1_TO_2)
   if (version <= 2) db.exec(MIGRATE_2_TO_3)
   db.exec(SCHEMA)
-  db.exec(TOPIC_INDEXES)
 }

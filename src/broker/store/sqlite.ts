@@ -11,7 +11,8 @@ import type { BatchAck, BatchBody, WireMessage } from '../../core/protocol.js'
 import { ConfigError, StorageError } from '../../core/errors.js'
 import { failpointValue } from '../../core/failpoints.js'
 import { SqliteReader } from './sqlite-read.js'
-import { SCHEMA_VERSION, migrate } from './sqlite-schema.js'
+import { SCHEMA_VERSION, TOPIC_BLOCK, migrate } from './sqlite-schema.js'
+import { TopicBlocks } from './sqlite-topic-blocks.js'
 import {
   StoreUnavailableError,
   type BrokerStore,
@@ -254,6 +255,7 @@ export class SqliteBrokerStore implements BrokerStore {
   private readonly db: BetterSqlite3.Database
   private readonly stmts: ReturnType<SqliteBrokerStore['prepare']>
   private readonly reader: SqliteReader
+  private readonly blocks: TopicBlocks
   private readonly insertTx: BetterSqlite3.Transaction<
     (batch: BatchBody, ctx: IngestContext, before: number | null) => Omit<BatchAck, 'watermark'>
   >
@@ -281,6 +283,7 @@ export class SqliteBrokerStore implements BrokerStore {
     this.db = db
     this.stmts = this.prepare()
     this.reader = new SqliteReader(db)
+    this.blocks = new TopicBlocks(db)
     // Nested inside groupTx, each batch runs in its own SAVEPOINT: one bad batch spoils only itself.
     this.insertTx = db.transaction((batch: BatchBody, ctx: IngestContext, before: number | null) =>
       this.insertSync(batch, ctx, before),
@@ -336,6 +339,15 @@ export class SqliteBrokerStore implements BrokerStore {
       eventMany: tuples('events', EVENT, PAIR_ROWS),
       laterOne: tuples('released_later', LATER, 1),
       laterMany: tuples('released_later', LATER, PAIR_ROWS),
+      // The topic block index on the general path and for releases by the timer (topic_blocks, TOPIC_BLOCK).
+      arrivalBlocksSince: db.prepare<[number]>(
+        `INSERT OR IGNORE INTO topic_blocks (ord, topic_id, block)
+         SELECT DISTINCT 0, topic_id, arrival / ${TOPIC_BLOCK} FROM messages WHERE arrival >= ?`,
+      ),
+      eventBlocksSince: db.prepare<[number]>(
+        `INSERT OR IGNORE INTO topic_blocks (ord, topic_id, block)
+         SELECT DISTINCT 1, topic_id, position / ${TOPIC_BLOCK} FROM events WHERE position >= ?`,
+      ),
       laterSince: db.prepare<[number]>(
         'INSERT INTO released_later (arrival, position) SELECT arrival, position FROM events WHERE position >= ?',
       ),
@@ -705,6 +717,8 @@ export class SqliteBrokerStore implements BrokerStore {
     if (inserted !== fresh.length) throw new SlowPath()
     this.insertTuples(s.holdMany, s.holdOne, 5, holds)
     this.insertTuples(s.eventMany, s.eventOne, 3, events)
+    for (const f of fresh) this.blocks.add(0, f.topicId, f.arrival)
+    for (let i = 0; i < events.length; i += 3) this.blocks.add(1, events[i + 2], events[i])
     this.insertTuples(s.laterMany, s.laterOne, 2, later)
     if (arrival !== meta.next_arrival || position !== meta.next_position || watermark !== before)
       s.setAll.run(watermark, position, arrival)
@@ -774,7 +788,9 @@ export class SqliteBrokerStore implements BrokerStore {
       try {
         if (!this.fastIngest) throw new SlowPath()
         this.fastGroupTx.immediate(jobs)
+        this.blocks.committedNow()
       } catch (err) {
+        this.blocks.rolledBack()
         this.forgetStreams(0)
         if (!(err instanceof SlowPath)) throw err
         // Rolled back: nothing of the fast attempt stays. The general path isolates each batch.
@@ -837,7 +853,10 @@ export class SqliteBrokerStore implements BrokerStore {
         late += isLate
       }
     }
-    if (arrival !== meta.next_arrival) s.setArrival.run(arrival)
+    if (arrival !== meta.next_arrival) {
+      s.setArrival.run(arrival)
+      s.arrivalBlocksSince.run(meta.next_arrival)
+    }
     const duplicates = batch.messages.length - accepted
     this.upsertNodeRow(batch, ctx, accepted, duplicates, late)
     return { accepted, duplicates, late }
@@ -890,6 +909,7 @@ export class SqliteBrokerStore implements BrokerStore {
       released = s.releaseUpTo.run(meta.next_position, watermark).changes
       if (released > 0) {
         s.laterSince.run(meta.next_position)
+        s.eventBlocksSince.run(meta.next_position)
         s.dropHeld.run(watermark)
       }
     }

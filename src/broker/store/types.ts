@@ -136,9 +136,9 @@ export interface HeldQuery {
 
 /** Why messages matching a filter are not in the event stream yet (docs/ordering.md). */
 export interface HeldReport {
-  /** Stored, matching the filter, held behind the watermark (at most HELD_COUNT_MAX). */
+  /** Stored, matching the filter, held behind the watermark: among the oldest HELD_COUNT_MAX held at most. */
   count: number
-  /** There are more than `count`: counting stopped there. */
+  /** More than HELD_COUNT_MAX messages are held: counting stopped there and `count` is a lower bound. */
   capped: boolean
   /**
    * Live edge nodes whose low mark is at or below the newest matching held
@@ -148,7 +148,7 @@ export interface HeldReport {
   nodes: { node: string; lowMark: number; lastContact: number }[]
 }
 
-/** Counting held messages stops here (a bound on the work of one page). */
+/** Counting held messages examines at most this many (a bound on the work of one page). */
 export const HELD_COUNT_MAX = 100_000
 export const HELD_NODES_MAX = 5
 
