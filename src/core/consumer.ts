@@ -9,6 +9,10 @@
  *     for (const m of page.messages) handle(m)
  *     await c.commit(page.next)          // with a group: continue here after a restart
  *   }
+ *
+ * A filtered page may stop before the head (`more: true`, the broker bounds
+ * its work per request); poll() then reads on by itself until it has
+ * messages or reaches the head, so an empty page means "nothing more yet".
  */
 import http from 'node:http'
 import https from 'node:https'
