@@ -9,7 +9,9 @@ export default class Consume extends BaseCommand<typeof Consume> {
     'Reads GET /v1/messages of the broker at brokerUrl with token. Event order (default) is (ts, node, seq) ' +
     'up to the watermark; messages that arrived below it are marked late. With --group the broker keeps the ' +
     'position: a restarted consumer continues after the last message it printed. --follow waits for new ' +
-    'messages and rides out broker restarts. --json prints NDJSON: one object per message.'
+    'messages and rides out broker restarts. --json prints NDJSON: one object per message. When an ' +
+    'event-order read ends with matching messages held behind the watermark, one line on stderr says how many ' +
+    'and which node they wait for (with --json also a last line with "type":"held").'
   static override examples = [
     "<%= config.bin %> consume 'plant/#'",
     "<%= config.bin %> consume 'plant/+/temp' --follow --group dashboard --json",
@@ -48,7 +50,7 @@ export default class Consume extends BaseCommand<typeof Consume> {
     const problem = topicFilterProblem(this.args.filter)
     if (problem) throw new UsageError(`invalid topic filter ${JSON.stringify(this.args.filter)}: ${problem}`)
     const loaded = await this.loadConfig(f['broker-url'] ? { brokerUrl: f['broker-url'] } : {})
-    const { runConsume } = await import('../core/consumer.js')
+    const { runConsume, heldExplanation, formatHeldJson } = await import('../core/consumer.js')
     const abort = new AbortController()
     const stop = () => abort.abort()
     process.once('SIGINT', stop)
@@ -72,7 +74,13 @@ export default class Consume extends BaseCommand<typeof Consume> {
       process.removeListener('SIGINT', stop)
       process.removeListener('SIGTERM', stop)
     }
-    if (!this.jsonEnabled() && !f.follow && summary.printed === 0 && !summary.readerGone)
-      this.note('no messages')
+    if (f.follow || summary.readerGone) return
+    if (summary.held && (summary.held.count > 0 || summary.held.capped)) {
+      // Held behind the watermark: say for whom, on stderr, and as the last NDJSON line with --json.
+      const now = Date.now()
+      this.note(`rmq consume: ${heldExplanation(summary.held, now)}`)
+      if (this.jsonEnabled())
+        process.stdout.write(formatHeldJson(summary.held, summary.watermark ?? null, now) + '\n')
+    } else if (!this.jsonEnabled() && summary.printed === 0) this.note('no messages')
   }
 }

@@ -9,9 +9,14 @@
  *     for (const m of page.messages) handle(m)
  *     await c.commit(page.next)          // with a group: continue here after a restart
  *   }
+ *
+ * A filtered page may stop before the head (`more: true`, the broker bounds
+ * its work per request); poll() then reads on by itself until it has
+ * messages or reaches the head, so an empty page means "nothing more yet".
  */
 import { brokerError, brokerRequest } from './http-client.js'
 import { BrokerUnavailableError, ConfigError } from './errors.js'
+import { formatAge } from './units.js'
 
 export type ConsumeOrder = 'event' | 'arrival'
 
@@ -34,11 +39,28 @@ export interface ConsumedMessage {
   receivedAt: number
 }
 
+/** What an event-order page at the head says is held behind the watermark (docs/ordering.md). */
+export interface HeldInfo {
+  /** Messages matching the filter, stored but held behind the watermark (among the oldest 100,000 held). */
+  count: number
+  /** More than 100,000 messages are held in all: `count` is a lower bound. */
+  capped: boolean
+  /** Live edge nodes the held messages wait for (lowest low mark first): their low mark and last contact. */
+  nodes: { node: string; lowMark: number; lastContact: number }[]
+}
+
 export interface MessagesPage {
   order: ConsumeOrder
   messages: ConsumedMessage[]
+  /** Pass as `after` next time. */
   next: number
+  /** The read stopped before the head: read again from `next` (even after an empty page). */
+  more: boolean
+  /** Highest position of the order read when the page was read. */
+  headPosition: number
   watermark: number | null
+  /** Event order, at the head (`more: false`) only. */
+  held?: HeldInfo
 }
 
 export interface ConsumerOptions {
@@ -90,8 +112,28 @@ export class Consumer {
     this.started = true
   }
 
-  /** Fetch the next page; with `wait`, the broker holds the request up to that long for new messages. */
+  /**
+   * Fetch the next page; with `wait`, the broker holds the request up to that
+   * long for new messages. An empty page that stopped before the head
+   * (`more: true`, the broker ran out of time scanning past non-matching
+   * messages) is not returned: reading goes on from its `next`. So an empty
+   * page always means "nothing more up to the head".
+   */
   async poll(opts: { wait?: number; limit?: number; signal?: AbortSignal } = {}): Promise<MessagesPage> {
+    for (;;) {
+      const before = this.after
+      const page = await this.pollOnce(opts)
+      // A page without `more` comes from an older broker: as before, only an empty page ends a read.
+      if (page.messages.length > 0 || page.more !== true || opts.signal?.aborted) return page
+      if (before !== undefined && page.next <= before) return page
+    }
+  }
+
+  private async pollOnce(opts: {
+    wait?: number
+    limit?: number
+    signal?: AbortSignal
+  }): Promise<MessagesPage> {
     await this.resolveStart(opts.signal)
     const q = new URLSearchParams({ order: this.order, topic: this.options.topic ?? '#' })
     q.set('limit', String(Math.min(opts.limit ?? this.options.pageSize ?? 500, this.options.pageSize ?? 500)))
@@ -134,10 +176,41 @@ export class Consumer {
   }
 }
 
-/** One line of human output: position, time, topic, payload (late messages marked). */
+/** One line of human output: position, node:seq, time, topic, payload (late messages marked). */
 export function formatMessageLine(m: ConsumedMessage): string {
   const payload = m.enc === 'base64' ? `base64:${m.payload}` : m.payload.replace(/\r?\n/g, '\\n')
-  return `${m.position} ${new Date(m.ts).toISOString()} ${m.topic}${m.late ? ' [late]' : ''} ${payload}`
+  const late = m.late ? ' [late]' : ''
+  return `${m.position} ${m.node}:${m.seq} ${new Date(m.ts).toISOString()} ${m.topic}${late} ${payload}`
+}
+
+/**
+ * Why an event-order read ended with messages held behind the watermark, in
+ * one line: "3 messages held until edge-y reports (last seen 2m 5s ago); use
+ * --order arrival to read them now".
+ */
+export function heldExplanation(held: HeldInfo, now: number): string {
+  const n = held.capped
+    ? `at least ${held.count} messages (of more than 100000 held in all)`
+    : `${held.count} message${held.count === 1 ? '' : 's'}`
+  const hint = 'use --order arrival to read them now'
+  if (held.nodes.length === 0) return `${n} held behind the watermark, about to be released; ${hint}`
+  const names = held.nodes.map((h) => h.node)
+  const who =
+    names.length === 1 ? names[0] : `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`
+  const seen = held.nodes.map((h) => `${formatAge(now - h.lastContact)} ago`).join(', ')
+  return `${n} held until ${who} report${names.length === 1 ? 's' : ''} (last seen ${seen}); ${hint}`
+}
+
+/** The last line of `rmq consume --json` when messages are held: not a message (it has `type`, no `id`). */
+export function formatHeldJson(held: HeldInfo, watermark: number | null, now: number): string {
+  return JSON.stringify({
+    type: 'held',
+    watermark,
+    held: held.count,
+    capped: held.capped,
+    nodes: held.nodes.map((h) => ({ ...h, lastSeenAgo: Math.max(0, now - h.lastContact) })),
+    message: heldExplanation(held, now),
+  })
 }
 
 /** One NDJSON line. */
@@ -178,6 +251,9 @@ export interface ConsumeSummary {
   committed?: number
   /** The output's reader went away (EPIPE) and consuming stopped there. */
   readerGone?: boolean
+  /** Event order: what the last page (at the head) said is held behind the watermark. */
+  held?: HeldInfo
+  watermark?: number | null
 }
 
 function writeStdout(text: string): Promise<void> {
@@ -247,10 +323,16 @@ export async function runConsume(opts: ConsumeRunOptions): Promise<ConsumeSummar
         }
         summary.printed += page.messages.length
       }
-      // The group continues after everything returned: the last printed message, or rows the filter skipped.
-      summary.position = page.next
-      if (opts.group && page.next !== undefined) pendingCommit = page.next
-      if (!opts.follow && page.messages.length === 0) break
+      // The group continues after everything returned: the last printed message, or rows the filter
+      // skipped. Stopped by --limit: the last printed one, so no matching message is skipped unseen.
+      const full = opts.limit !== undefined && summary.printed >= opts.limit && page.messages.length > 0
+      const position = full ? page.messages[page.messages.length - 1].position : page.next
+      summary.position = position
+      summary.watermark = page.watermark
+      summary.held = page.held
+      if (opts.group && position !== undefined) pendingCommit = position
+      const atHead = page.more === false || (page.more === undefined && page.messages.length === 0)
+      if (!opts.follow && atHead) break
     } catch (err) {
       if (aborted() || (err as Error).name === 'AbortError') break
       const retryable = err instanceof BrokerUnavailableError

@@ -190,7 +190,7 @@ describe('broker end to end: ingest over HTTP against `rmq broker start`', () =>
     expect(human.code, human.stderr).toBe(0)
     const lines = human.stdout.trim().split('\n')
     expect(lines.length).toBe(6)
-    expect(lines[0]).toMatch(/^1 \S+Z plant\/line1\/temp \{"seq":1,"v":21\}$/)
+    expect(lines[0]).toMatch(/^1 gw-a:1 \S+Z plant\/line1\/temp \{"seq":1,"v":21\}$/)
     const json = await runCli(
       ['consume', '#', '--order', 'arrival', '--from', '2', '--limit', '2', '--json'],
       { env },

@@ -140,6 +140,85 @@ describe('sqlite broker store: a schema-2 file from before nodes.epoch_batches',
   })
 })
 
+describe('sqlite broker store: topic block index', () => {
+  it('a topic in more blocks than one read lists pages on with more: true and misses nothing', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-store-')
+    try {
+      const store = await openSqliteBrokerStore({ dataDir: dir })
+      // One rare message every 1,000 among 150,000: about 147 blocks of 1,024 hold one.
+      const N = 150_000
+      for (let i = 0; i < N; i += 10_000)
+        await store.ingest(
+          batchOf(
+            'a',
+            Array.from({ length: 10_000 }, (_, k) => {
+              const seq = i + k + 1
+              return wireMessage(seq, T0 + seq, seq % 1000 === 0 ? `rare/${seq % 3}` : 'bulk/x', 'p')
+            }),
+            { batch: `b${i}`, clock: T0 + N + 1 },
+          ),
+          { now: T0, maxLateness: 60_000 },
+        )
+      for (const order of ['event', 'arrival'] as const) {
+        const seqs: number[] = []
+        let after = 0
+        let pages = 0
+        let sawEarlyStop = false
+        for (;;) {
+          const page = await store.read({ order, after, limit: 1000, topic: 'rare/#' })
+          seqs.push(...page.messages.map((m) => m.seq))
+          if (page.more && page.messages.length < 1000) sawEarlyStop = true
+          after = page.next
+          if (!page.more || ++pages > 20) break
+        }
+        expect(seqs).toEqual(Array.from({ length: N / 1000 }, (_, k) => (k + 1) * 1000))
+        // 147 blocks of 1,024 rows are more than one read examines (100,000 rows): it stops early, says more.
+        expect(sawEarlyStop).toBe(true)
+        const one: number[] = []
+        after = 0
+        pages = 0
+        for (;;) {
+          const page = await store.read({ order, after, limit: 1000, topic: 'bulk/x' })
+          one.push(...page.messages.map((m) => m.seq))
+          after = page.next
+          if (!page.more || ++pages > 200) break
+        }
+        expect(one.length).toBe(N - N / 1000)
+      }
+      // A single rare topic in 147 blocks: the first read stops at its 128th block and says more.
+      await store.ingest(
+        batchOf(
+          'b',
+          Array.from({ length: 150 }, (_, k) => wireMessage(k + 1, T0 + N + 2, 'solo/t')),
+          { clock: T0 + N + 3 },
+        ),
+        { now: T0, maxLateness: 60_000 },
+      )
+      const db = (store as unknown as { db: import('better-sqlite3').Database }).db
+      // Spread solo/t over 150 blocks as if it had arrived one per block.
+      db.exec(`INSERT OR IGNORE INTO topic_blocks (ord, topic_id, block)
+        WITH RECURSIVE b(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM b WHERE n < 149)
+        SELECT 0, (SELECT id FROM topics WHERE topic = 'solo/t'), n FROM b`)
+      const solo: string[] = []
+      let after = 0
+      let reads = 0
+      let last
+      do {
+        last = await store.read({ order: 'arrival', after, limit: 1000, topic: 'solo/t' })
+        if (reads === 0) expect(last).toMatchObject({ messages: [], more: true })
+        solo.push(...last.messages.map((m) => m.node + m.seq))
+        after = last.next
+      } while (last.more && ++reads < 50)
+      expect(last.more).toBe(false)
+      expect(reads).toBeGreaterThanOrEqual(1)
+      expect(solo).toEqual(Array.from({ length: 150 }, (_, k) => `b${k + 1}`))
+      await store.close()
+    } finally {
+      cleanup()
+    }
+  })
+})
+
 describe('sqlite broker store: schema 1 (node and epoch in every row, a position column)', () => {
   const V1 = `
     CREATE TABLE broker_meta (id INTEGER PRIMARY KEY CHECK (id = 1), schema_version INTEGER NOT NULL,
@@ -202,8 +281,79 @@ describe('sqlite broker store: schema 1 (node and epoch in every row, a position
         'a3@4',
         'a2@5',
       ])
+      // The topic index is filled in by the migration (schema 3).
+      const tb = await store.read({ order: 'event', after: 0, limit: 10, topic: 't/b' })
+      expect(tb.messages.map((m) => `${m.node}${m.seq}@${m.position}`)).toEqual(['b1@2', 'b2@3'])
+      expect(tb).toMatchObject({ next: 5, more: false, head: 5 })
+      const ta = await store.read({ order: 'arrival', after: 0, limit: 10, topic: 't/+' })
+      expect(ta.messages.map((m) => m.arrival)).toEqual([1, 2, 3, 4])
       const db = (store as unknown as { db: import('better-sqlite3').Database }).db
-      expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(2)
+      expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(3)
+      await store.close()
+    } finally {
+      cleanup()
+    }
+  })
+})
+
+describe('sqlite broker store: schema 2 (no topic index)', () => {
+  it('migrates in place to schema 3: topic ids for old rows, filtered reads and ingest carry on', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-store-')
+    try {
+      const ctx = { now: T0 + 100, maxLateness: 60_000 }
+      let store = await openSqliteBrokerStore({ dataDir: dir })
+      // b's low mark (T0 + 3) holds seqs 4 and 5 of a back: held rows are migrated too.
+      await store.ingest(batchOf('b', [], { batch: 'hb1', clock: T0 + 3 }), ctx)
+      const topics = ['x/1', 'id/a', 'x/2', 'id/b', 'x/1']
+      await store.ingest(
+        batchOf(
+          'a',
+          topics.map((t, i) => wireMessage(i + 1, T0 + i, t)),
+          { clock: T0 + 5 },
+        ),
+        ctx,
+      )
+      await store.close()
+      // Turn the file back into schema 2: the topic text in messages, no topics table, no topic ids.
+      const { default: Database } = await import('better-sqlite3')
+      const raw = new Database(path.join(dir, 'broker.db'))
+      raw.exec(`DROP TABLE topic_blocks;
+        ALTER TABLE messages ADD COLUMN topic TEXT;
+        UPDATE messages SET topic = (SELECT topic FROM topics WHERE id = messages.topic_id);
+        ALTER TABLE messages DROP COLUMN topic_id; ALTER TABLE events DROP COLUMN topic_id;
+        ALTER TABLE held DROP COLUMN topic_id; DROP TABLE topics; UPDATE broker_meta SET schema_version = 2`)
+      raw.close()
+      store = await openSqliteBrokerStore({ dataDir: dir })
+      const db = (store as unknown as { db: import('better-sqlite3').Database }).db
+      expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(3)
+      expect(db.prepare('SELECT topic FROM topics ORDER BY id').pluck().all()).toEqual([
+        'id/a',
+        'id/b',
+        'x/1',
+        'x/2',
+      ])
+      expect(db.prepare("SELECT name FROM sqlite_master WHERE name LIKE '%_v2'").all()).toEqual([])
+      const seqs = async (order: 'event' | 'arrival', topic: string) =>
+        (await store.read({ order, after: 0, limit: 100, topic })).messages.map((m) => m.seq)
+      expect(await seqs('event', 'id/#')).toEqual([2])
+      expect(await seqs('arrival', 'x/1')).toEqual([1, 5])
+      const heldNow = { now: T0 + 100, maxLateness: 60_000 }
+      expect(await store.heldBack({ topic: 'id/#', ...heldNow })).toEqual({
+        count: 1,
+        capped: false,
+        nodes: [{ node: 'b', lowMark: T0 + 3, lastContact: T0 + 100 }],
+      })
+      // New messages on old and new topics after the migration.
+      await store.ingest(
+        batchOf('a', [wireMessage(6, T0 + 10, 'id/a'), wireMessage(7, T0 + 11, 'id/c')], {
+          batch: 'b2',
+          clock: T0 + 50,
+        }),
+        ctx,
+      )
+      await store.ingest(batchOf('b', [], { batch: 'hb2', clock: T0 + 60 }), ctx)
+      expect(await seqs('event', 'id/#')).toEqual([2, 4, 6, 7])
+      expect(await seqs('arrival', 'id/+')).toEqual([2, 4, 6, 7])
       await store.close()
     } finally {
       cleanup()

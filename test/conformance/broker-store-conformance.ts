@@ -12,6 +12,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { BatchBody, WireMessage } from '../../src/core/protocol.js'
 import type { BrokerStore, IngestContext } from '../../src/broker/store/types.js'
+import { pagingConformance } from './broker-store-paging-conformance.js'
 
 export interface StoreHandle {
   store: BrokerStore
@@ -76,10 +77,18 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
       await h.cleanup()
     })
 
+    pagingConformance(() => h)
+
     it('starts empty', async () => {
       expect(await store.heads()).toEqual({ event: 0, arrival: 0, watermark: null, held: 0, total: 0 })
       expect(await store.nodes()).toEqual([])
-      expect((await store.read({ order: 'event', after: 0, limit: 10 })).messages).toEqual([])
+      expect(await store.read({ order: 'event', after: 0, limit: 10 })).toEqual({
+        messages: [],
+        next: 0,
+        more: false,
+        head: 0,
+        watermark: null,
+      })
     })
 
     it('stores a batch, counts duplicates on resend and adds nothing', async () => {

@@ -223,8 +223,11 @@ describe('sync end to end', () => {
     const firstSent = arrived.map((m) => (JSON.parse(m.payload) as { i: number }).i)
     expect(firstSent[0]).toBe(999)
     expect(Math.min(...firstSent)).toBe(1000 - r1.messages)
-    // Held back by the node's backlog: nothing in the event stream yet.
-    expect(await consumeAll(b.url, token, 'event')).toHaveLength(0)
+    // Held back by the node's backlog: nothing in the event stream yet, and the last line says why.
+    const held = (await consumeAll(b.url, token, 'event')) as unknown as Record<string, unknown>[]
+    expect(held).toHaveLength(1)
+    expect(held[0]).toMatchObject({ type: 'held', held: r1.messages, capped: false })
+    expect(held[0].nodes).toHaveLength(1)
 
     let runs = 1
     for (;;) {

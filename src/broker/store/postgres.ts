@@ -23,7 +23,6 @@
 import type pgTypes from 'pg'
 import type { BatchAck, BatchBody } from '../../core/protocol.js'
 import { BrokerUnavailableError, ConfigError } from '../../core/errors.js'
-import { topicMatcher } from '../topic-filter.js'
 import {
   alertKey,
   lowMarkOf,
@@ -34,6 +33,7 @@ import {
   toNode,
   type AlertRow,
 } from './sqlite.js'
+import { pgHeldBack, pgRead } from './postgres-read.js'
 import { MIGRATIONS, MIGRATION_LOCK_KEY, NOTIFY_CHANNEL } from './postgres-schema.js'
 import {
   StoreUnavailableError,
@@ -42,6 +42,8 @@ import {
   type AlertQuery,
   type AlertRecord,
   type GroupRecord,
+  type HeldQuery,
+  type HeldReport,
   type IngestContext,
   type NewAlert,
   type NodeRecord,
@@ -77,10 +79,6 @@ interface IngestJob {
 
 /** Most batches one group commit carries. */
 const MAX_GROUP = 32
-
-/** Rows examined per query when a topic filter skips non-matching messages (as the SQLite store). */
-const SCAN_CHUNK = 2000
-const SCAN_MAX_ROWS = 50_000
 
 const MESSAGE_COLUMNS = `arrival, node, epoch, seq, topic, ts, payload, enc, content_type, priority, expires_at,
   headers, received_at, position, late::int AS late`
@@ -394,36 +392,11 @@ export class PostgresBrokerStore implements BrokerStore {
   }
 
   read(q: ReadQuery): Promise<ReadResult> {
-    return this.wrap(async () => {
-      const sql =
-        q.order === 'event'
-          ? `SELECT ${MESSAGE_COLUMNS} FROM rmq_messages WHERE position > $1 ORDER BY position LIMIT $2`
-          : `SELECT ${MESSAGE_COLUMNS} FROM rmq_messages WHERE arrival > $1 ORDER BY arrival LIMIT $2`
-      const page = async (after: number, limit: number) =>
-        (await this.pool.query({ name: `rmq_read_${q.order}`, text: sql, values: [after, limit] })).rows
-      const key = (r: MessageRow) => (q.order === 'event' ? r.position! : r.arrival)
-      if (q.topic === undefined || q.topic === '#') {
-        const rows = await page(q.after, q.limit)
-        return { messages: rows.map(fromRow), next: rows.length ? key(rows[rows.length - 1]) : q.after }
-      }
-      const match = topicMatcher(q.topic)
-      const out: StoredMessage[] = []
-      let next = q.after
-      let scanned = 0
-      while (out.length < q.limit && scanned < SCAN_MAX_ROWS) {
-        const rows = await page(next, SCAN_CHUNK)
-        scanned += rows.length
-        for (const r of rows) {
-          next = key(r)
-          if (match(r.topic)) {
-            out.push(fromRow(r))
-            if (out.length >= q.limit) break
-          }
-        }
-        if (rows.length < SCAN_CHUNK) break
-      }
-      return { messages: out, next }
-    })
+    return this.wrap(() => pgRead({ pool: this.pool, columns: MESSAGE_COLUMNS, fromRow }, q))
+  }
+
+  heldBack(q: HeldQuery): Promise<HeldReport> {
+    return this.wrap(() => pgHeldBack(this.pool, q))
   }
 
   heads(): Promise<StreamHeads> {

@@ -24,6 +24,8 @@ import {
   type BrokerStore,
   type BrokerStoreOptions,
   type GroupRecord,
+  type HeldQuery,
+  type HeldReport,
   type IngestContext,
   type NewAlert,
   type NodeRecord,
@@ -195,6 +197,10 @@ export class ThreadedSqliteStore implements BrokerStore {
 
   read(q: ReadQuery): Promise<ReadResult> {
     return this.local.read(q)
+  }
+
+  heldBack(q: HeldQuery): Promise<HeldReport> {
+    return this.local.heldBack(q)
   }
 
   heads(): Promise<StreamHeads> {

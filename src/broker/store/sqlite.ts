@@ -10,7 +10,9 @@ import type BetterSqlite3 from 'better-sqlite3'
 import type { BatchAck, BatchBody, WireMessage } from '../../core/protocol.js'
 import { ConfigError, StorageError } from '../../core/errors.js'
 import { failpointValue } from '../../core/failpoints.js'
-import { topicMatcher } from '../topic-filter.js'
+import { SqliteReader } from './sqlite-read.js'
+import { SCHEMA_VERSION, TOPIC_BLOCK, migrate } from './sqlite-schema.js'
+import { TopicBlocks } from './sqlite-topic-blocks.js'
 import {
   StoreUnavailableError,
   type BrokerStore,
@@ -18,6 +20,8 @@ import {
   type AlertQuery,
   type AlertRecord,
   type GroupRecord,
+  type HeldQuery,
+  type HeldReport,
   type IngestContext,
   type NewAlert,
   type NodeRecord,
@@ -25,167 +29,14 @@ import {
   type ReadQuery,
   type ReadResult,
   type ReleaseResult,
-  type StoredMessage,
   type StreamHeads,
   type TokenRecord,
 } from './types.js'
-
-/**
- * Schema 2. Messages are written once: a stream id instead of (node, epoch)
- * text in every row and its dedup index, and the event order in `events`
- * (position -> arrival). A message released as it is stored carries its
- * position in its row; one released later (held first, listed in `held` by
- * ts) gets a narrow `released_later` row instead of a rewrite of the
- * message. docs/broker-storage.md has the why.
- */
-const SCHEMA_VERSION = 2
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS broker_meta (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  schema_version INTEGER NOT NULL,
-  watermark INTEGER,
-  next_position INTEGER NOT NULL,
-  next_arrival INTEGER NOT NULL
-);
-INSERT INTO broker_meta (id, schema_version, watermark, next_position, next_arrival)
-  VALUES (1, ${SCHEMA_VERSION}, NULL, 1, 1) ON CONFLICT (id) DO NOTHING;
-CREATE TABLE IF NOT EXISTS streams (
-  id INTEGER PRIMARY KEY,
-  node TEXT NOT NULL,
-  epoch TEXT NOT NULL,
-  UNIQUE (node, epoch)
-);
-CREATE TABLE IF NOT EXISTS messages (
-  arrival INTEGER PRIMARY KEY,
-  stream INTEGER NOT NULL,
-  seq INTEGER NOT NULL,
-  ts INTEGER NOT NULL,
-  topic TEXT NOT NULL,
-  payload TEXT NOT NULL,
-  enc TEXT NOT NULL,
-  content_type TEXT,
-  priority INTEGER NOT NULL,
-  expires_at INTEGER,
-  headers TEXT,
-  received_at INTEGER NOT NULL,
-  late INTEGER NOT NULL DEFAULT 0,
-  position INTEGER,
-  UNIQUE (stream, seq)
-);
-CREATE TABLE IF NOT EXISTS events (
-  position INTEGER PRIMARY KEY,
-  arrival INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS released_later (
-  arrival INTEGER PRIMARY KEY,
-  position INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS held (
-  ts INTEGER NOT NULL,
-  arrival INTEGER NOT NULL,
-  stream INTEGER NOT NULL,
-  seq INTEGER NOT NULL,
-  PRIMARY KEY (ts, arrival)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nodes (
-  node TEXT PRIMARY KEY,
-  epoch TEXT NOT NULL,
-  direct INTEGER NOT NULL,
-  first_seen INTEGER NOT NULL,
-  last_contact INTEGER NOT NULL,
-  last_sync INTEGER,
-  clock_skew INTEGER NOT NULL,
-  last_clock INTEGER NOT NULL,
-  backlog_pending INTEGER NOT NULL,
-  backlog_bytes INTEGER NOT NULL,
-  backlog_oldest_ts INTEGER,
-  low_mark INTEGER NOT NULL,
-  stats TEXT,
-  last_batch TEXT,
-  waiting_for TEXT,
-  ahead_low_mark INTEGER,
-  received INTEGER NOT NULL,
-  duplicates INTEGER NOT NULL,
-  late INTEGER NOT NULL,
-  batches INTEGER NOT NULL,
-  epoch_batches INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS tokens (
-  node TEXT PRIMARY KEY,
-  hash TEXT NOT NULL UNIQUE,
-  created_at INTEGER NOT NULL,
-  last_used_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS consumer_groups (
-  name TEXT NOT NULL,
-  ord TEXT NOT NULL,
-  position INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL,
-  PRIMARY KEY (name, ord)
-);
-CREATE TABLE IF NOT EXISTS alerts (
-  id INTEGER PRIMARY KEY,
-  key TEXT NOT NULL,
-  rule TEXT NOT NULL,
-  node TEXT NOT NULL,
-  state TEXT NOT NULL,
-  severity TEXT NOT NULL,
-  message TEXT NOT NULL,
-  value INTEGER NOT NULL,
-  threshold INTEGER NOT NULL,
-  fired_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL,
-  resolved_at INTEGER
-);
-CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts (key) WHERE state = 'active';
-`
-
-/**
- * Schema 1 -> 2 in one transaction: schema 1 kept node and epoch in every
- * message row and released a message by writing its position column.
- */
-const MIGRATE_1_TO_2 = `
-DROP INDEX IF EXISTS messages_held;
-DROP INDEX IF EXISTS messages_position;
-ALTER TABLE messages RENAME TO messages_v1;
-${SCHEMA}
-INSERT INTO streams (node, epoch) SELECT DISTINCT node, epoch FROM messages_v1 ORDER BY node, epoch;
-INSERT INTO messages (arrival, stream, seq, ts, topic, payload, enc, content_type, priority, expires_at, headers,
-    received_at, late, position)
-  SELECT m.arrival, s.id, m.seq, m.ts, m.topic, m.payload, m.enc, m.content_type, m.priority, m.expires_at,
-    m.headers, m.received_at, m.late, m.position
-  FROM messages_v1 m JOIN streams s ON s.node = m.node AND s.epoch = m.epoch ORDER BY m.arrival;
-INSERT INTO events (position, arrival) SELECT position, arrival FROM messages_v1 WHERE position IS NOT NULL
-  ORDER BY position;
-INSERT INTO held (ts, arrival, stream, seq)
-  SELECT m.ts, m.arrival, s.id, m.seq FROM messages_v1 m JOIN streams s ON s.node = m.node AND s.epoch = m.epoch
-  WHERE m.position IS NULL;
-DROP TABLE messages_v1;
-UPDATE broker_meta SET schema_version = 2 WHERE id = 1;
-`
 
 interface MetaRow {
   watermark: number | null
   next_position: number
   next_arrival: number
-}
-
-interface MessageRow {
-  arrival: number
-  node: string
-  epoch: string
-  seq: number
-  topic: string
-  ts: number
-  payload: string
-  enc: 'utf8' | 'base64'
-  content_type: string | null
-  priority: number
-  expires_at: number | null
-  headers: string | null
-  received_at: number
-  position: number | null
-  late: number
 }
 
 interface NodeRow {
@@ -224,10 +75,6 @@ export interface AlertRow {
   resolved_at: number | null
 }
 
-/** Rows examined per query when a topic filter skips non-matching messages. */
-const SCAN_CHUNK = 2000
-const SCAN_MAX_ROWS = 50_000
-
 const UNAVAILABLE_CODES = /^SQLITE_(FULL|BUSY|LOCKED|IOERR|READONLY|CANTOPEN|NOMEM|PROTOCOL)/
 /** Most batches sharing one commit. */
 const MAX_GROUP = 64
@@ -251,6 +98,7 @@ interface Fresh {
   seq: number
   epoch: string
   stream: number
+  topicId: number
   m: WireMessage
   /** m.headers as stored (JSON text or null). */
   headers: string | null
@@ -279,11 +127,6 @@ interface Stream {
   node: string
   epoch: string
 }
-
-/** Columns of a message read back, with its stream's node and epoch and `position` (NULL while held). */
-const readColumns = (position: string) =>
-  'm.arrival, s.node, s.epoch, m.seq, m.topic, m.ts, m.payload, m.enc, m.content_type, m.priority, ' +
-  `m.expires_at, m.headers, m.received_at, ${position} AS position, m.late`
 
 /** SQLite's BINARY order of TEXT (UTF-8 bytes, i.e. code points), not JS's UTF-16 code units. */
 export function compareText(a: string, b: string): number {
@@ -325,25 +168,7 @@ function mapError(err: unknown): unknown {
   return err
 }
 
-export function toMessage(r: MessageRow): StoredMessage {
-  return {
-    node: r.node,
-    epoch: r.epoch,
-    seq: r.seq,
-    topic: r.topic,
-    ts: r.ts,
-    payload: r.payload,
-    enc: r.enc,
-    contentType: r.content_type,
-    priority: r.priority,
-    expiresAt: r.expires_at,
-    headers: r.headers === null ? null : (JSON.parse(r.headers) as Record<string, string>),
-    receivedAt: r.received_at,
-    arrival: r.arrival,
-    position: r.position,
-    late: r.late === 1,
-  }
-}
+export { toMessage } from './sqlite-read.js'
 
 export function toNode(r: NodeRow): NodeRecord {
   return {
@@ -441,6 +266,8 @@ export class SqliteBrokerStore implements BrokerStore {
   readonly kind = 'sqlite'
   private readonly db: BetterSqlite3.Database
   private readonly stmts: ReturnType<SqliteBrokerStore['prepare']>
+  private readonly reader: SqliteReader
+  private readonly blocks: TopicBlocks
   private readonly insertTx: BetterSqlite3.Transaction<
     (batch: BatchBody, ctx: IngestContext, before: number | null) => Omit<BatchAck, 'watermark'>
   >
@@ -454,7 +281,12 @@ export class SqliteBrokerStore implements BrokerStore {
   /** Streams by `node \0 epoch` and by id. Ids are never reused, so committed entries stay valid. */
   private readonly streams = new Map<string, Stream>()
   private readonly streamsById = new Map<number, Stream>()
-  /** Keys of streams created by the transaction in progress: forgotten if it (or its savepoint) rolls back. */
+  /** Topic ids by topic (ids are never reused either). */
+  private readonly topicIds = new Map<string, number>()
+  /**
+   * Streams (`s` + key) and topics (`t` + topic) created by the transaction in
+   * progress: forgotten if it (or its savepoint) rolls back.
+   */
   private readonly newStreams: string[] = []
   /** Take fastGroupSync first (tests turn it off to compare it with the general path). */
   fastIngest = true
@@ -462,6 +294,8 @@ export class SqliteBrokerStore implements BrokerStore {
   constructor(db: BetterSqlite3.Database) {
     this.db = db
     this.stmts = this.prepare()
+    this.reader = new SqliteReader(db)
+    this.blocks = new TopicBlocks(db)
     // Nested inside groupTx, each batch runs in its own SAVEPOINT: one bad batch spoils only itself.
     this.insertTx = db.transaction((batch: BatchBody, ctx: IngestContext, before: number | null) =>
       this.insertSync(batch, ctx, before),
@@ -471,6 +305,7 @@ export class SqliteBrokerStore implements BrokerStore {
     this.nodeTx = db.transaction((job: IngestJob, before: number | null) => this.acceptSync(job, before))
     this.releaseTx = db.transaction((ctx: IngestContext) => this.releaseSync(ctx))
     for (const st of this.stmts.allStreams.all()) this.remember(st)
+    for (const [id, topic] of this.stmts.allTopics.all()) this.topicIds.set(topic, id)
   }
 
   private prepare() {
@@ -480,8 +315,8 @@ export class SqliteBrokerStore implements BrokerStore {
         `INSERT INTO ${table} (${cols.join(', ')}) VALUES ` +
           Array.from({ length: rows }, () => `(${cols.map(() => '?').join(', ')})`).join(', '),
       )
-    const HELD = ['ts', 'arrival', 'stream', 'seq']
-    const EVENT = ['position', 'arrival']
+    const HELD = ['ts', 'arrival', 'stream', 'seq', 'topic_id']
+    const EVENT = ['position', 'arrival', 'topic_id']
     const LATER = ['arrival', 'position']
     return {
       meta: db.prepare<[], MetaRow>(
@@ -498,10 +333,13 @@ export class SqliteBrokerStore implements BrokerStore {
       addStream: db.prepare<[string, string], Stream>(
         'INSERT INTO streams (node, epoch) VALUES (?, ?) RETURNING id, node, epoch',
       ),
+      allTopics: db.prepare<[], [number, string]>('SELECT id, topic FROM topics').raw(),
+      findTopic: db.prepare<[string], number>('SELECT id FROM topics WHERE topic = ?').pluck(),
+      addTopic: db.prepare<[string], number>('INSERT INTO topics (topic) VALUES (?) RETURNING id').pluck(),
       insertOne: db.prepare(insertSql(1)),
       insertMany: db.prepare(insertSql(INSERT_ROWS)),
       insertBulk: db.prepare(
-        `INSERT INTO messages (arrival, stream, seq, topic, ts, payload, enc, content_type, priority, expires_at,
+        `INSERT INTO messages (arrival, stream, seq, topic_id, ts, payload, enc, content_type, priority, expires_at,
            headers, received_at, late, position)
          SELECT column1, ?, column2, column3, column4, column5, ?, ?, ?, ?, ?, ?, ?, column6
          FROM (VALUES ${Array.from({ length: BULK_ROWS }, () => '(?, ?, ?, ?, ?, ?)').join(', ')}) WHERE true
@@ -513,6 +351,15 @@ export class SqliteBrokerStore implements BrokerStore {
       eventMany: tuples('events', EVENT, PAIR_ROWS),
       laterOne: tuples('released_later', LATER, 1),
       laterMany: tuples('released_later', LATER, PAIR_ROWS),
+      // The topic block index on the general path and for releases by the timer (topic_blocks, TOPIC_BLOCK).
+      arrivalBlocksSince: db.prepare<[number]>(
+        `INSERT OR IGNORE INTO topic_blocks (ord, topic_id, block)
+         SELECT DISTINCT 0, topic_id, arrival / ${TOPIC_BLOCK} FROM messages WHERE arrival >= ?`,
+      ),
+      eventBlocksSince: db.prepare<[number]>(
+        `INSERT OR IGNORE INTO topic_blocks (ord, topic_id, block)
+         SELECT DISTINCT 1, topic_id, position / ${TOPIC_BLOCK} FROM events WHERE position >= ?`,
+      ),
       laterSince: db.prepare<[number]>(
         'INSERT INTO released_later (arrival, position) SELECT arrival, position FROM events WHERE position >= ?',
       ),
@@ -527,8 +374,8 @@ export class SqliteBrokerStore implements BrokerStore {
         )
         .pluck(),
       heldBelow: db
-        .prepare<[number], [number, number, number, number]>(
-          'SELECT arrival, ts, stream, seq FROM held WHERE ts < ?',
+        .prepare<[number], [number, number, number, number, number]>(
+          'SELECT arrival, ts, stream, seq, topic_id FROM held WHERE ts < ?',
         )
         .raw(),
       dropHeld: db.prepare<[number]>('DELETE FROM held WHERE ts < ?'),
@@ -555,18 +402,10 @@ export class SqliteBrokerStore implements BrokerStore {
       maxHeldTs: db.prepare<[], { m: number | null }>('SELECT MAX(ts) AS m FROM held'),
       // Held messages below the watermark take the next positions in (ts, node, seq, epoch) order.
       releaseUpTo: db.prepare<[number, number]>(
-        `INSERT INTO events (position, arrival)
-         SELECT ? + ROW_NUMBER() OVER (ORDER BY h.ts, s.node, h.seq, s.epoch) - 1, h.arrival
+        `INSERT INTO events (position, arrival, topic_id)
+         SELECT ? + ROW_NUMBER() OVER (ORDER BY h.ts, s.node, h.seq, s.epoch) - 1, h.arrival, h.topic_id
          FROM held h JOIN streams s ON s.id = h.stream
          WHERE h.ts < ?`,
-      ),
-      readEvent: db.prepare<[number, number], MessageRow>(
-        `SELECT ${readColumns('e.position')} FROM events e CROSS JOIN messages m ON m.arrival = e.arrival
-         JOIN streams s ON s.id = m.stream WHERE e.position > ? ORDER BY e.position LIMIT ?`,
-      ),
-      readArrival: db.prepare<[number, number], MessageRow>(
-        `SELECT ${readColumns('COALESCE(m.position, r.position)')} FROM messages m JOIN streams s ON s.id = m.stream
-         LEFT JOIN released_later r ON r.arrival = m.arrival WHERE m.arrival > ? ORDER BY m.arrival LIMIT ?`,
       ),
       counts: db.prepare<[], { held: number; total: number }>(
         'SELECT (SELECT COUNT(*) FROM held) AS held, (SELECT COUNT(*) FROM messages) AS total',
@@ -656,8 +495,21 @@ export class SqliteBrokerStore implements BrokerStore {
     if (known) return known
     const found = this.stmts.findStream.get(node, epoch)
     if (found) return this.remember(found)
-    this.newStreams.push(key)
+    this.newStreams.push('s' + key)
     return this.remember(this.stmts.addStream.get(node, epoch)!)
+  }
+
+  /** The id of a topic, created in the transaction in progress when new. */
+  private topicOf(topic: string): number {
+    let id = this.topicIds.get(topic)
+    if (id !== undefined) return id
+    id = this.stmts.findTopic.get(topic)
+    if (id === undefined) {
+      this.newStreams.push('t' + topic)
+      id = this.stmts.addTopic.get(topic)!
+    }
+    this.topicIds.set(topic, id)
+    return id
   }
 
   private streamById(id: number): Stream {
@@ -673,7 +525,12 @@ export class SqliteBrokerStore implements BrokerStore {
 
   /** Forget streams created since `mark` (their rows were rolled back). */
   private forgetStreams(mark: number): void {
-    for (const key of this.newStreams.splice(mark)) {
+    for (const tagged of this.newStreams.splice(mark)) {
+      const key = tagged.slice(1)
+      if (tagged[0] === 't') {
+        this.topicIds.delete(key)
+        continue
+      }
       const st = this.streams.get(key)
       this.streams.delete(key)
       if (st) this.streamsById.delete(st.id)
@@ -780,9 +637,9 @@ export class SqliteBrokerStore implements BrokerStore {
     const later: number[] = []
     if (watermark !== null) {
       const w = watermark
-      const held = s.heldBelow.all(w).map(([arrival, ts, stream, seq]) => {
+      const held = s.heldBelow.all(w).map(([arrival, ts, stream, seq, topicId]) => {
         const st = this.streamById(stream)
-        return { arrival, ts, node: st.node, seq, epoch: st.epoch }
+        return { arrival, ts, node: st.node, seq, epoch: st.epoch, topicId }
       })
       held.sort(compareEvent)
       const now = fresh.filter((f) => f.ts < w).sort(compareEvent)
@@ -791,11 +648,11 @@ export class SqliteBrokerStore implements BrokerStore {
       while (i < held.length || j < now.length) {
         if (j >= now.length || (i < held.length && compareEvent(held[i], now[j]) < 0)) {
           later.push(held[i].arrival, position)
-          events.push(position++, held[i++].arrival)
+          events.push(position++, held[i].arrival, held[i++].topicId)
         } else {
           const f = now[j++]
           f.position = position++
-          events.push(f.position, f.arrival)
+          events.push(f.position, f.arrival, f.topicId)
         }
       }
       if (held.length > 0 && s.dropHeld.run(w).changes !== held.length) throw new SlowPath()
@@ -830,7 +687,7 @@ export class SqliteBrokerStore implements BrokerStore {
           const f = fresh[i + k]
           args[o] = f.arrival
           args[o + 1] = f.m.seq
-          args[o + 2] = f.m.topic
+          args[o + 2] = f.topicId
           args[o + 3] = f.m.ts
           args[o + 4] = f.m.payload
           args[o + 5] = f.position
@@ -844,7 +701,7 @@ export class SqliteBrokerStore implements BrokerStore {
           args[o] = f.arrival
           args[o + 1] = f.stream
           args[o + 2] = f.m.seq
-          args[o + 3] = f.m.topic
+          args[o + 3] = f.topicId
           args[o + 4] = f.m.ts
           args[o + 5] = f.m.payload
           args[o + 6] = f.m.enc
@@ -859,7 +716,7 @@ export class SqliteBrokerStore implements BrokerStore {
       }
       for (let k = 0; k < rows; k++) {
         const f = fresh[i + k]
-        if (f.position === null) holds.push(f.ts, f.arrival, f.stream, f.seq)
+        if (f.position === null) holds.push(f.ts, f.arrival, f.stream, f.seq, f.topicId)
       }
       try {
         inserted += stmt.run(args).changes
@@ -871,8 +728,10 @@ export class SqliteBrokerStore implements BrokerStore {
       i += rows
     }
     if (inserted !== fresh.length) throw new SlowPath()
-    this.insertTuples(s.holdMany, s.holdOne, 4, holds)
-    this.insertTuples(s.eventMany, s.eventOne, 2, events)
+    this.insertTuples(s.holdMany, s.holdOne, 5, holds)
+    this.insertTuples(s.eventMany, s.eventOne, 3, events)
+    for (const f of fresh) this.blocks.add(0, f.topicId, f.arrival)
+    for (let i = 0; i < events.length; i += 3) this.blocks.add(1, events[i + 2], events[i])
     this.insertTuples(s.laterMany, s.laterOne, 2, later)
     if (arrival !== meta.next_arrival || position !== meta.next_position || watermark !== before)
       s.setAll.run(watermark, position, arrival)
@@ -913,6 +772,7 @@ export class SqliteBrokerStore implements BrokerStore {
           seq: m.seq,
           epoch: batch.epoch,
           stream,
+          topicId: this.topicOf(m.topic),
           m,
           headers: m.headers === null || m.headers === undefined ? null : JSON.stringify(m.headers),
           receivedAt: ctx.now,
@@ -941,7 +801,9 @@ export class SqliteBrokerStore implements BrokerStore {
       try {
         if (!this.fastIngest) throw new SlowPath()
         this.fastGroupTx.immediate(jobs)
+        this.blocks.committedNow()
       } catch (err) {
+        this.blocks.rolledBack()
         this.forgetStreams(0)
         if (!(err instanceof SlowPath)) throw err
         // Rolled back: nothing of the fast attempt stays. The general path isolates each batch.
@@ -980,11 +842,12 @@ export class SqliteBrokerStore implements BrokerStore {
     const stream = batch.messages.length > 0 ? this.streamOf(batch.node, batch.epoch).id : 0
     for (const m of batch.messages) {
       const isLate = before !== null && m.ts < before ? 1 : 0
+      const topicId = this.topicOf(m.topic)
       const res = s.insertOne.run(
         arrival,
         stream,
         m.seq,
-        m.topic,
+        topicId,
         m.ts,
         m.payload,
         m.enc,
@@ -997,13 +860,16 @@ export class SqliteBrokerStore implements BrokerStore {
         null,
       )
       if (res.changes === 1) {
-        s.holdOne.run(m.ts, arrival, stream, m.seq)
+        s.holdOne.run(m.ts, arrival, stream, m.seq, topicId)
         arrival++
         accepted++
         late += isLate
       }
     }
-    if (arrival !== meta.next_arrival) s.setArrival.run(arrival)
+    if (arrival !== meta.next_arrival) {
+      s.setArrival.run(arrival)
+      s.arrivalBlocksSince.run(meta.next_arrival)
+    }
     const duplicates = batch.messages.length - accepted
     this.upsertNodeRow(batch, ctx, accepted, duplicates, late)
     return { accepted, duplicates, late }
@@ -1056,6 +922,7 @@ export class SqliteBrokerStore implements BrokerStore {
       released = s.releaseUpTo.run(meta.next_position, watermark).changes
       if (released > 0) {
         s.laterSince.run(meta.next_position)
+        s.eventBlocksSince.run(meta.next_position)
         s.dropHeld.run(watermark)
       }
     }
@@ -1086,32 +953,11 @@ export class SqliteBrokerStore implements BrokerStore {
   }
 
   read(q: ReadQuery): Promise<ReadResult> {
-    return this.run(() => {
-      const stmt = q.order === 'event' ? this.stmts.readEvent : this.stmts.readArrival
-      const key = (r: MessageRow) => (q.order === 'event' ? r.position! : r.arrival)
-      const match = topicMatcher(q.topic)
-      const all = q.topic === undefined || q.topic === '#'
-      if (all) {
-        const rows = stmt.all(q.after, q.limit)
-        return { messages: rows.map(toMessage), next: rows.length ? key(rows[rows.length - 1]) : q.after }
-      }
-      const out: StoredMessage[] = []
-      let next = q.after
-      let scanned = 0
-      while (out.length < q.limit && scanned < SCAN_MAX_ROWS) {
-        const rows = stmt.all(next, SCAN_CHUNK)
-        scanned += rows.length
-        for (const r of rows) {
-          next = key(r)
-          if (match(r.topic)) {
-            out.push(toMessage(r))
-            if (out.length >= q.limit) break
-          }
-        }
-        if (rows.length < SCAN_CHUNK) break
-      }
-      return { messages: out, next }
-    })
+    return this.run(() => this.reader.read(q))
+  }
+
+  heldBack(q: HeldQuery): Promise<HeldReport> {
+    return this.run(() => this.reader.heldBack(q))
   }
 
   heads(): Promise<StreamHeads> {
@@ -1280,7 +1126,7 @@ export class SqliteBrokerStore implements BrokerStore {
 
 function insertSql(rows: number): string {
   return (
-    `INSERT INTO messages (arrival, stream, seq, topic, ts, payload, enc, content_type, priority, expires_at, headers,
+    `INSERT INTO messages (arrival, stream, seq, topic_id, ts, payload, enc, content_type, priority, expires_at, headers,
        received_at, late, position) VALUES ` +
     Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ') +
     ' ON CONFLICT (stream, seq) DO NOTHING'
@@ -1363,8 +1209,7 @@ function setUp(db: BetterSqlite3.Database, file: string): void {
         `the broker store ${file} has schema version ${version}, newer than this rmq understands (${SCHEMA_VERSION})`,
         { suggestion: 'upgrade rmq, or point broker.dataDir at another directory' },
       )
-    if (version === 1) db.exec(MIGRATE_1_TO_2)
-    db.exec(SCHEMA)
+    migrate(db, version)
     // Added to schema 2 without a version bump: older rmq ignores these columns.
     const nodeColumns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all('nodes')
     for (const [column, type] of [

@@ -116,10 +116,47 @@ export interface ReadResult {
   messages: StoredMessage[]
   /**
    * Position to pass as `after` next time. It may be beyond the last message
-   * returned when rows not matching the topic filter were skipped.
+   * returned when rows not matching the topic filter were skipped. Never
+   * beyond a matching message that was not returned.
    */
   next: number
+  /**
+   * The read stopped before the head (`next < head`): the page is full, or a
+   * bounded scan ran out of work. Read again from `next`; an empty page with
+   * `more: true` is not the end of the stream.
+   */
+  more: boolean
+  /** Highest position of the order read when the page was read (0 when none). */
+  head: number
+  /** The watermark when the page was read. */
+  watermark: number | null
 }
+
+export interface HeldQuery {
+  /** MQTT-style filter; undefined or '#' for all. */
+  topic?: string
+  /** Broker time, epoch ms: which nodes are live (heard from within maxLateness). */
+  now: number
+  maxLateness: number
+}
+
+/** Why messages matching a filter are not in the event stream yet (docs/ordering.md). */
+export interface HeldReport {
+  /** Stored, matching the filter, held behind the watermark: among the oldest HELD_COUNT_MAX held at most. */
+  count: number
+  /** More than HELD_COUNT_MAX messages are held: counting stopped there and `count` is a lower bound. */
+  capped: boolean
+  /**
+   * Live edge nodes whose low mark is at or below the newest matching held
+   * message: each must report (send newer messages or a heartbeat) before
+   * some of them are released. Lowest low mark first, at most HELD_NODES_MAX.
+   */
+  nodes: { node: string; lowMark: number; lastContact: number }[]
+}
+
+/** Counting held messages examines at most this many (a bound on the work of one page). */
+export const HELD_COUNT_MAX = 100_000
+export const HELD_NODES_MAX = 5
 
 export interface TokenRecord {
   node: string
@@ -203,8 +240,16 @@ export interface BrokerStore {
   /** Recompute the watermark at `now` (silent nodes age out) and release. */
   release(ctx: IngestContext): Promise<ReleaseResult>
 
-  /** Read one page of the event or arrival stream. */
+  /**
+   * Read one page of the event or arrival stream. A filtered read may stop
+   * early after a bounded amount of work (`more: true`), but never returns an
+   * empty page with `more: false` while a matching message is at or below
+   * the head.
+   */
   read(query: ReadQuery): Promise<ReadResult>
+
+  /** Matching messages held behind the watermark, and the live nodes holding them. */
+  heldBack(query: HeldQuery): Promise<HeldReport>
 
   heads(): Promise<StreamHeads>
 
