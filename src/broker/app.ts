@@ -132,10 +132,10 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   // Bodies: raw bytes up to bodyLimit, then Content-Encoding via the codec plugins with the decompressed cap.
   // The module is imported once: an import() per request, even of a module already loaded, goes
   // through the ES module loader again (V8's map log showed it setting up new prototypes each time).
-  let compression: Promise<typeof import('../plugins/compression/index.js')> | undefined
+  let compression: Promise<typeof import('../core/compression/registry.js')> | undefined
   const decompressBody = async (req: FastifyRequest, raw: Buffer): Promise<Buffer> => {
     const { codecForEncoding, CorruptInputError, DecompressLimitError } = await (compression ??=
-      import('../plugins/compression/index.js'))
+      import('../core/compression/registry.js'))
     const encoding = req.headers['content-encoding']
     let codec
     try {
@@ -241,7 +241,7 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   const every = repeater.every.bind(repeater)
   app.addHook('onReady', async () => {
     // Load the codecs (zstd's native binding) now rather than in the first batch's request.
-    const { codecForEncoding } = await import('../plugins/compression/index.js')
+    const { codecForEncoding } = await import('../core/compression/registry.js')
     await Promise.all(['zstd', 'gzip'].map((encoding) => codecForEncoding(encoding)))
     every(options.releaseIntervalMs ?? 1000, 'release', () => ctx.release())
     if (options.retention > 0)

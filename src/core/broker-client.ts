@@ -6,7 +6,7 @@
  */
 import http from 'node:http'
 import https from 'node:https'
-import type { Codec } from '../plugins/compression/types.js'
+import type { Codec } from './compression/codec.js'
 import type { RmqConfig } from './config/schema.js'
 import { FRAMES_CONTENT_TYPE, type BatchAck, type BatchBody } from './protocol.js'
 
@@ -205,7 +205,7 @@ export async function brokerClientFromConfig(
 ): Promise<BrokerClient> {
   const codec =
     options.codec ??
-    (await (await import('../plugins/compression/index.js')).resolveCodec(config.compression.codec, cwd))
+    (await (await import('./compression/registry.js')).resolveCodec(config.compression.codec, cwd))
   return new BrokerClient({
     brokerUrl: config.brokerUrl,
     token: config.token,

@@ -19,7 +19,7 @@ import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
 import { failpoint } from './failpoints.js'
 import { holderIsGone } from './sync.js'
-import type { StorageDriver } from '../plugins/storage/types.js'
+import type { StorageDriver } from './storage/driver.js'
 
 export const CLEANUP_LEASE = 'cleanup'
 const CLEANUP_OWNER_KEY = 'cleanup.leaseOwner'

@@ -11,8 +11,8 @@ import type { RmqConfig } from './config/schema.js'
 import { ConfigError, ValidationError, isRmqError, type RmqError } from './errors.js'
 import { HEADER_VALUE_MAX, HEADERS_MAX, MAX_TS, messageId, topicProblem } from './protocol.js'
 import { formatBytes, parseDuration, parseTimestamp, DURATION_FORMS } from './units.js'
-import { resolveStorageDriver } from '../plugins/storage/index.js'
-import type { NewMessage, StorageDriver, StorageOptions } from '../plugins/storage/types.js'
+import { resolveStorageDriver } from './storage/registry.js'
+import type { NewMessage, StorageDriver, StorageOptions } from './storage/driver.js'
 
 export const DEFAULT_PRIORITY = 4
 

@@ -29,7 +29,7 @@ import {
 } from './outbox.js'
 import { messageId } from './protocol.js'
 import { formatDuration, parseDuration } from './units.js'
-import type { NewMessage, StorageDriver } from '../plugins/storage/types.js'
+import type { NewMessage, StorageDriver } from './storage/driver.js'
 
 export type ProducerMode = 'edge' | 'direct'
 export type SendStatus = 'sent' | 'stored'

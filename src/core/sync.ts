@@ -14,9 +14,9 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Codec } from '../plugins/compression/types.js'
-import { sortedRuns } from '../plugins/storage/common.js'
-import type { StorageDriver, StorageStats, StoredMessage } from '../plugins/storage/types.js'
+import type { Codec } from './compression/codec.js'
+import { sortedRuns } from './storage/seq-runs.js'
+import type { StorageDriver, StorageStats, StoredMessage } from './storage/driver.js'
 import {
   BACKOFF_STATE_KEY,
   backoffDelay,

@@ -13,7 +13,7 @@ import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { StorageFullError } from '../../src/core/errors.js'
 import { decodeFrames, type WireMessage } from '../../src/core/protocol.js'
-import { accountedSize } from '../../src/plugins/storage/common.js'
+import { accountedSize } from '../../src/core/storage/size.js'
 import type {
   NewMessage,
   PendingRun,
@@ -21,7 +21,7 @@ import type {
   StorageDriver,
   StorageFactory,
   StorageOptions,
-} from '../../src/plugins/storage/types.js'
+} from '../../src/core/storage/driver.js'
 import { makeTempDir } from '../helpers/cli.js'
 
 export interface ConformanceOptions {

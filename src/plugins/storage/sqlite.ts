@@ -13,7 +13,9 @@ import type BetterSqlite3 from 'better-sqlite3'
 import { ConfigError, StorageError, isRmqError } from '../../core/errors.js'
 import { failpointValue } from '../../core/failpoints.js'
 import { toFrame, toWireMessage } from '../../core/protocol.js'
-import { accountedSize, asBuffer, diskFullError, limitError, sortedRuns, type Fullness } from './common.js'
+import { sortedRuns } from '../../core/storage/seq-runs.js'
+import { accountedSize } from '../../core/storage/size.js'
+import { asBuffer, diskFullError, limitError, type Fullness } from './common.js'
 import type {
   AppendResult,
   BatchQuery,
@@ -30,7 +32,7 @@ import type {
   StoredMessage,
   WireFrames,
   WireJson,
-} from './types.js'
+} from '../../core/storage/driver.js'
 
 // require() skips the CommonJS export scan that `import` does: a few ms of every `rmq publish`.
 const require = createRequire(import.meta.url)
