@@ -11,7 +11,7 @@
  *   jitter that later runs honour; a permanent refusal (other 4xx) stops the
  *   run loudly and leaves the messages pending.
  */
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Codec } from './compression/codec.js'
@@ -30,13 +30,13 @@ import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
 import { ConfigError, RejectedError, SyncFailedError } from './errors.js'
 import { failpoint } from './failpoints.js'
+import { Lease } from './lease.js'
 import { FRAMES_CONTENT_TYPE, toWireMessage, type BatchBody } from './protocol.js'
 import { formatBytes, formatDuration } from './units.js'
 
 export const SYNC_LEASE = 'sync'
 /** Batches read from the store at a time by drivers without pendingRuns (see SyncRun.takeMessages). */
 const READ_AHEAD = 4
-const LEASE_OWNER_KEY = 'sync.leaseOwner'
 const LAST_KEY = 'sync.last'
 /** Counter names in the store (driver.addCounters). */
 export const SYNC_COUNTERS = {
@@ -342,9 +342,7 @@ class SyncRun {
   private readonly config: RmqConfig
   private readonly now: () => number
   private readonly node: string
-  private readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
-  private readonly leaseTtl: number
-  private leaseRenewedAt = 0
+  private readonly lease: Lease
   /** Drivers without pendingRuns: pending messages read ahead, in send order, not yet in any batch. */
   private ahead: Outgoing[] = []
   /** sync.last as this run last wrote it (only the lease holder writes it). */
@@ -371,7 +369,10 @@ class SyncRun {
     this.node = deps.config.nodeId || os.hostname()
     // Long enough to cover one request; a crashed run's lease is taken over
     // at once when its process is gone (same host), else after the TTL.
-    this.leaseTtl = Math.max(15_000, 2 * deps.config.sync.timeout + 5_000)
+    this.lease = new Lease(deps.driver, SYNC_LEASE, {
+      ttlMs: Math.max(15_000, 2 * deps.config.sync.timeout + 5_000),
+      now: this.now,
+    })
     this.started = this.now()
     this.budget = opts.budget ?? deps.config.sync.maxBytesPerRun
     this.rateLimit = opts.rateLimit ?? deps.config.sync.rateLimit
@@ -410,7 +411,9 @@ class SyncRun {
         })
       }
     }
-    if (!(await this.takeLease())) {
+    // drain waits for a lease held by another run; a bounded run leaves at once.
+    const until = this.opts.persistent ? (this.opts.deadline ?? Infinity) : 0
+    if (!(await this.lease.take({ until, signal: this.opts.signal }))) {
       return this.finish({
         status: 'locked',
         message: 'another sync is running on this outbox; nothing to do',
@@ -427,36 +430,8 @@ class SyncRun {
       throw err
     } finally {
       if (ownClient) this.client?.close()
-      await this.driver.releaseLease(SYNC_LEASE, this.owner).catch(() => {})
+      await this.lease.release().catch(() => {})
     }
-  }
-
-  /** Take the lease; take over one whose holder process is gone (same host). */
-  private async takeLease(): Promise<boolean> {
-    const deadline = this.opts.persistent ? (this.opts.deadline ?? Infinity) : 0
-    for (;;) {
-      if (await this.driver.acquireLease(SYNC_LEASE, this.owner, this.leaseTtl, this.now())) {
-        this.leaseRenewedAt = this.now()
-        await this.driver.setState(LEASE_OWNER_KEY, this.owner)
-        return true
-      }
-      const holder = await this.driver.getState(LEASE_OWNER_KEY)
-      if (holder && holderIsGone(holder)) {
-        await this.driver.releaseLease(SYNC_LEASE, holder)
-        continue
-      }
-      if (this.now() >= deadline || this.opts.signal?.aborted) return false
-      await sleep(Math.min(500, Math.max(0, deadline - this.now())), undefined, {
-        signal: this.opts.signal,
-      }).catch(() => {})
-    }
-  }
-
-  private async renewLease(): Promise<boolean> {
-    if (this.now() - this.leaseRenewedAt < this.leaseTtl / 3) return true
-    const ok = await this.driver.acquireLease(SYNC_LEASE, this.owner, this.leaseTtl, this.now())
-    if (ok) this.leaseRenewedAt = this.now()
-    return ok
   }
 
   /**
@@ -482,7 +457,7 @@ class SyncRun {
       if (!next && !end) {
         const stop = this.shouldStop(flying.length)
         if (stop) end = stop
-        else if (!(await this.renewLease())) end = 'lease-lost'
+        else if (!(await this.lease.renew())) end = 'lease-lost'
         else {
           // With the pipeline full, `next` goes out once the oldest in flight is acknowledged.
           const unacked = flying.length >= depth ? flying.slice(1) : flying
@@ -999,20 +974,6 @@ class SyncRun {
 /** The caller's client, or a new one for the configured broker, token and codec. */
 export async function clientFor(deps: SyncDeps): Promise<BrokerClient> {
   return deps.client ?? brokerClientFromConfig(deps.config, deps.cwd, { codec: deps.codec })
-}
-
-/** A lease owner `host:pid:id` whose process no longer exists on this host. */
-export function holderIsGone(owner: string): boolean {
-  const [host, pidText] = owner.split(':')
-  const pid = Number(pidText)
-  if (host !== os.hostname() || !Number.isInteger(pid) || pid <= 0) return false
-  if (pid === process.pid) return false
-  try {
-    process.kill(pid, 0)
-    return false
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH'
-  }
 }
 
 export interface WatchOptions extends Omit<SyncOptions, 'deadline' | 'persistent'> {
