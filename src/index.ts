@@ -9,7 +9,7 @@ export * from './core/protocol.js'
 export type * from './core/storage/driver.js'
 export { resolveStorageDriver, BUILTIN_STORAGE_DRIVERS } from './core/storage/registry.js'
 export { accountedSize, MESSAGE_OVERHEAD_BYTES } from './core/storage/size.js'
-export { createSqliteStorage } from './plugins/storage/sqlite.js'
+export { createSqliteStorage } from './plugins/storage/sqlite/index.js'
 export { createMemoryStorage } from './plugins/storage/memory.js'
 export {
   openOutbox,

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ConfigError, StorageFullError } from '../../src/core/errors.js'
 import { resolveStorageDriver } from '../../src/core/storage/registry.js'
 import { createMemoryStorage } from '../../src/plugins/storage/memory.js'
-import { SCHEMA_VERSION, createSqliteStorage } from '../../src/plugins/storage/sqlite.js'
+import { SCHEMA_VERSION, createSqliteStorage } from '../../src/plugins/storage/sqlite/index.js'
 import type { StorageOptions } from '../../src/core/storage/driver.js'
 import { ROOT, makeTempDir } from '../helpers/cli.js'
 import { storageConformance } from './storage-conformance.js'
@@ -16,7 +16,7 @@ storageConformance({
   factory: createSqliteStorage,
   durable: true,
   childModule: {
-    url: pathToFileURL(path.join(ROOT, 'src/plugins/storage/sqlite.ts')).href,
+    url: pathToFileURL(path.join(ROOT, 'src/plugins/storage/sqlite/index.ts')).href,
     nodeArgs: ['--import', 'tsx'],
   },
 })

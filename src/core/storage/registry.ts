@@ -13,7 +13,7 @@ import { resolvePlugin } from '../plugin-registry.js'
 import type { StorageFactory } from './driver.js'
 
 export const BUILTIN_STORAGE_DRIVERS: Record<string, () => Promise<StorageFactory>> = {
-  sqlite: async () => (await import('../../plugins/storage/sqlite.js')).createSqliteStorage,
+  sqlite: async () => (await import('../../plugins/storage/sqlite/index.js')).createSqliteStorage,
   memory: async () => (await import('../../plugins/storage/memory.js')).createMemoryStorage,
 }
 
