@@ -161,9 +161,12 @@ export async function stats(c: SqliteConnection, now: number): Promise<StorageSt
        WHERE m.expires_at <= ?`,
       )
       .get(now) as { n: number; bytes: number }
+    // Plucked, as oldestPendingTs plucks the same SQL: the statement cache shares one statement
+    // and pluck() is its mode, so read as a row here it came back as a bare number after that.
     const oldestTs = c
       .stmt('SELECT ts FROM pending WHERE (expires_at IS NULL OR expires_at > ?) ORDER BY ts LIMIT 1')
-      .get(now) as { ts: number } | undefined
+      .pluck()
+      .get(now) as number | undefined
     const firstOfPriority = c.stmt(
       `SELECT p.seq, m.arrived_at FROM pending p CROSS JOIN messages m ON m.seq = p.seq
        WHERE p.priority = ? AND (p.expires_at IS NULL OR p.expires_at > ?) ORDER BY p.seq LIMIT 1`,
@@ -178,7 +181,7 @@ export async function stats(c: SqliteConnection, now: number): Promise<StorageSt
       epoch: c.epoch,
       pending: t.pending - expired.n,
       pendingBytes: t.pending_bytes - expired.bytes,
-      oldestPendingTs: oldestTs?.ts ?? null,
+      oldestPendingTs: oldestTs ?? null,
       oldestPendingArrivedAt: oldest?.arrived_at ?? null,
       sentKept: t.sent,
       totalMessages: t.pending + t.sent,
