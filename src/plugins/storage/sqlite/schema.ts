@@ -1,10 +1,8 @@
 /**
  * The outbox schema (docs/storage.md, "Schema") and the migrations of older
- * files, run when a file is opened.
+ * files (run by migrate.ts when a file is opened). Only SQL: the package's
+ * type declarations export SCHEMA_VERSION from here without better-sqlite3's.
  */
-import { StorageError } from '../../../core/errors.js'
-import { require } from './addon.js'
-import type { SqliteConnection } from './connection.js'
 
 const SMALL_TABLES = `
    CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -40,7 +38,7 @@ const QUEUE_TABLES = `
    CREATE INDEX sent_at ON sent (sent_at);`
 
 /** A new file gets the current schema at once. */
-const CREATE_SCHEMA = `CREATE TABLE messages (
+export const CREATE_SCHEMA = `CREATE TABLE messages (
      seq INTEGER PRIMARY KEY AUTOINCREMENT,
      topic TEXT NOT NULL,
      payload BLOB NOT NULL,
@@ -60,7 +58,7 @@ const CREATE_SCHEMA = `CREATE TABLE messages (
  * Each entry moves an existing file from version i+1 to i+2 (PRAGMA
  * user_version); version 1 files were created with the schema of 1.
  */
-const MIGRATIONS: string[] = [
+export const MIGRATIONS: string[] = [
   // 1 -> 2: queue state out of `messages`. Each pending row gets its `pending`
   // row; sent rows become runs of consecutive seqs with one sent_at (gaps and
   // islands). The old status/sent_at/attempts columns stay, unused, so the
@@ -83,40 +81,3 @@ const MIGRATIONS: string[] = [
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length + 1
-
-/** Bring the file to SCHEMA_VERSION (creating it when new); returns the store's epoch. */
-export function migrate(c: SqliteConnection): string {
-  const db = c.db
-  const userVersion = () => db.prepare('PRAGMA user_version').pluck().get() as number
-  let version = userVersion()
-  if (version > SCHEMA_VERSION) {
-    throw new StorageError(
-      `the outbox ${c.opts.path} has schema version ${version}, newer than this rmq understands (${SCHEMA_VERSION})`,
-      { suggestion: 'upgrade rmq, or point storage.path at another file' },
-    )
-  }
-  if (version === 0) {
-    // Must precede the first table; a no-op on an existing file.
-    db.exec('PRAGMA auto_vacuum = INCREMENTAL')
-  }
-  db.exec('PRAGMA journal_mode = WAL')
-  if (version < SCHEMA_VERSION) {
-    c.transaction(() => {
-      // Another process may have migrated while we waited for the write lock.
-      version = userVersion()
-      if (version === 0) {
-        db.exec(CREATE_SCHEMA)
-        const ins = db.prepare('INSERT INTO state (key, value) VALUES (?, ?)')
-        ins.run('epoch', (require('node:crypto') as typeof import('node:crypto')).randomUUID())
-        ins.run('createdAt', String(c.now()))
-      } else for (; version < SCHEMA_VERSION; version++) db.exec(MIGRATIONS[version - 1])
-      db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`)
-    })
-  }
-  const row = db.prepare("SELECT value FROM state WHERE key = 'epoch'").get() as { value: string } | undefined
-  if (!row)
-    throw new StorageError(`the outbox ${c.opts.path} has no epoch`, {
-      suggestion: 'the file is damaged; move it away',
-    })
-  return row.value
-}
