@@ -16,7 +16,7 @@ const require = createRequire(import.meta.url)
 // require, which esbuild leaves alone, so for this bundle only that call becomes an import esbuild
 // follows. Its addon still loads from node_modules (the driver passes its path), and `bindings`,
 // which better-sqlite3 needs only without that path, stays external.
-const SQLITE_DRIVER = /dist[\\/]plugins[\\/]storage[\\/]sqlite\.js$/
+const SQLITE_DRIVER = /dist[\\/]plugins[\\/]storage[\\/]sqlite[\\/]addon\.js$/
 const LOAD_BETTER_SQLITE3 = "const Database = require('better-sqlite3');"
 const bundleBetterSqlite3 = {
   name: 'bundle-better-sqlite3',

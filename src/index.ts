@@ -6,9 +6,10 @@ export * from './core/errors.js'
 export { loadConfig, type LoadedConfig, type LoadConfigOptions } from './core/config/load.js'
 export { CONFIG_KEYS, envVarFor, type RmqConfig } from './core/config/schema.js'
 export * from './core/protocol.js'
-export type * from './plugins/storage/types.js'
-export { resolveStorageDriver, BUILTIN_STORAGE_DRIVERS, accountedSize } from './plugins/storage/index.js'
-export { createSqliteStorage } from './plugins/storage/sqlite.js'
+export type * from './core/storage/driver.js'
+export { resolveStorageDriver, BUILTIN_STORAGE_DRIVERS } from './core/storage/registry.js'
+export { accountedSize, MESSAGE_OVERHEAD_BYTES } from './core/storage/size.js'
+export { createSqliteStorage } from './plugins/storage/sqlite/index.js'
 export { createMemoryStorage } from './plugins/storage/memory.js'
 export {
   openOutbox,
@@ -41,9 +42,9 @@ export {
   type SendStatus,
   type DrainResult,
 } from './core/producer.js'
-export type * from './plugins/compression/types.js'
-export { DecompressLimitError, CorruptInputError } from './plugins/compression/types.js'
-export { resolveCodec, codecForEncoding, BUILTIN_CODECS } from './plugins/compression/index.js'
+export type * from './core/compression/codec.js'
+export { DecompressLimitError, CorruptInputError } from './core/compression/codec.js'
+export { resolveCodec, codecForEncoding, BUILTIN_CODECS } from './core/compression/registry.js'
 export {
   syncOnce,
   drain,

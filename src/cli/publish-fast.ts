@@ -21,7 +21,7 @@ import {
 } from '../core/outbox.js'
 import { openProducer, type Producer, type SendStatus } from '../core/producer.js'
 import { formatBytes } from '../core/units.js'
-import type { NewMessage, StorageDriver } from '../plugins/storage/types.js'
+import type { NewMessage, StorageDriver } from '../core/storage/driver.js'
 import {
   flagValueMissingError,
   missingArgsError,

@@ -3,7 +3,7 @@
  * the outbox state so that the next short-lived run (cron, systemd timer)
  * honours a delay decided by the previous one.
  */
-import type { StorageDriver } from '../plugins/storage/types.js'
+import type { StorageDriver } from './storage/driver.js'
 
 export interface BackoffPolicy {
   /** First delay after a failure, ms. */

@@ -4,7 +4,7 @@
  * reused across batches, and the classification of every outcome the wire
  * protocol defines (DESIGN §4). got is imported on first use only.
  */
-import type { Codec } from '../plugins/compression/types.js'
+import type { Codec } from './compression/codec.js'
 import type { RmqConfig } from './config/schema.js'
 import { HttpClient } from './http-client.js'
 import { FRAMES_CONTENT_TYPE, type BatchAck, type BatchBody } from './protocol.js'
@@ -184,7 +184,7 @@ export async function brokerClientFromConfig(
 ): Promise<BrokerClient> {
   const codec =
     options.codec ??
-    (await (await import('../plugins/compression/index.js')).resolveCodec(config.compression.codec, cwd))
+    (await (await import('./compression/registry.js')).resolveCodec(config.compression.codec, cwd))
   return new BrokerClient({
     brokerUrl: config.brokerUrl,
     token: config.token,

@@ -12,17 +12,14 @@
  * storage.overflow=drop-oldest when the store is over its limits (counted as
  * dropped). Operations guide: docs/operations.md.
  */
-import { randomUUID } from 'node:crypto'
-import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
 import { failpoint } from './failpoints.js'
-import { holderIsGone } from './sync.js'
-import type { StorageDriver } from '../plugins/storage/types.js'
+import { Lease } from './lease.js'
+import type { StorageDriver } from './storage/driver.js'
 
 export const CLEANUP_LEASE = 'cleanup'
-const CLEANUP_OWNER_KEY = 'cleanup.leaseOwner'
 
 export interface CleanupOptions {
   /** Clock for retention and expiry, epoch ms (default: Date.now()). */
@@ -211,28 +208,14 @@ export async function runCleanup(
   }
 
   // Overlapping runs (a slow cleanup and the next timer) would only compete for the lock: one works.
-  const owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
-  const leaseTtl = 60_000
-  let leased = await driver.acquireLease(CLEANUP_LEASE, owner, leaseTtl, Date.now())
-  if (!leased) {
-    // A cleanup killed mid-run leaves its lease behind: take it over at once when its process is gone.
-    const holder = await driver.getState(CLEANUP_OWNER_KEY)
-    if (holder && holderIsGone(holder)) {
-      await driver.releaseLease(CLEANUP_LEASE, holder)
-      leased = await driver.acquireLease(CLEANUP_LEASE, owner, leaseTtl, Date.now())
-    }
-  }
-  if (!leased) {
+  // A cleanup killed mid-run leaves its lease behind: it is taken over at once when its process is gone.
+  const lease = new Lease(driver, CLEANUP_LEASE, { ttlMs: 60_000 })
+  if (!(await lease.take())) {
     res.status = 'locked'
     return finish()
   }
-  await driver.setState(CLEANUP_OWNER_KEY, owner)
-  let leaseAt = Date.now()
-  const keepLease = async () => {
-    if (Date.now() - leaseAt < leaseTtl / 3) return
-    await driver.acquireLease(CLEANUP_LEASE, owner, leaseTtl, Date.now())
-    leaseAt = Date.now()
-  }
+  // Renewed between steps; a cleanup that lost it (expired) just finishes its step.
+  const keepLease = () => lease.renew()
   const stop = () => {
     if (options.signal?.aborted) res.interrupted = true
     return res.interrupted
@@ -293,7 +276,7 @@ export async function runCleanup(
     res.transactions = rows.transactions + pages.transactions
     res.longestTransactionMs = Math.round(Math.max(rows.longestMs, pages.longestMs) * 100) / 100
   } finally {
-    await driver.releaseLease(CLEANUP_LEASE, owner)
+    await lease.release()
   }
 
   const after = await driver.stats(now)

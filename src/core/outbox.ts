@@ -11,17 +11,22 @@ import type { RmqConfig } from './config/schema.js'
 import { ConfigError, ValidationError, isRmqError, type RmqError } from './errors.js'
 import { HEADER_VALUE_MAX, HEADERS_MAX, MAX_TS, messageId, topicProblem } from './protocol.js'
 import { formatBytes, parseDuration, parseTimestamp, DURATION_FORMS } from './units.js'
-import { resolveStorageDriver } from '../plugins/storage/index.js'
-import type { NewMessage, StorageDriver, StorageOptions } from '../plugins/storage/types.js'
+import { completeDriver, type CompleteDriver } from './storage/complete-driver.js'
+import { resolveStorageDriver } from './storage/registry.js'
+import type { NewMessage, StorageDriver, StorageOptions } from './storage/driver.js'
 
 export const DEFAULT_PRIORITY = 4
 
-/** Open the outbox named by `storage.*`; relative paths resolve against `cwd`, whose directory is created. */
+/**
+ * Open the outbox named by `storage.*`; relative paths resolve against `cwd`,
+ * whose directory is created. The driver comes completed (completeDriver):
+ * every fast path is there, the driver's own or a fallback.
+ */
 export async function openOutbox(
   config: RmqConfig,
   cwd = process.cwd(),
   overrides: Partial<StorageOptions> = {},
-): Promise<StorageDriver> {
+): Promise<CompleteDriver> {
   const factory = await resolveStorageDriver(config.storage.driver, cwd)
   const file = path.resolve(cwd, config.storage.path)
   if (config.storage.driver !== 'memory') {
@@ -36,7 +41,7 @@ export async function openOutbox(
       )
     }
   }
-  return factory({
+  const driver = await factory({
     path: file,
     maxBytes: config.storage.maxBytes,
     maxMessages: config.storage.maxMessages,
@@ -44,6 +49,7 @@ export async function openOutbox(
     durability: config.storage.durability,
     ...overrides,
   })
+  return completeDriver(driver)
 }
 
 /** One message as a caller gives it. Strings in `ts`/`ttl`/`priority` are parsed like CLI flags. */

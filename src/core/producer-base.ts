@@ -10,7 +10,7 @@ import type { RmqConfig } from './config/schema.js'
 import { TimeoutError, UsageError, isRmqError } from './errors.js'
 import { buildMessage, withContext, type PublishOptions, type PublishRecord } from './outbox.js'
 import { formatDuration, parseDuration } from './units.js'
-import type { NewMessage } from '../plugins/storage/types.js'
+import type { NewMessage } from './storage/driver.js'
 
 export type ProducerMode = 'edge' | 'direct'
 export type SendStatus = 'sent' | 'stored'

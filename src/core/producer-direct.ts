@@ -21,7 +21,7 @@ import {
   type SendReceipt,
 } from './producer-base.js'
 import { messageId, toWireMessage, type BatchBody } from './protocol.js'
-import type { StoredMessage } from '../plugins/storage/types.js'
+import type { StoredMessage } from './storage/driver.js'
 
 export class DirectProducer extends BaseProducer {
   readonly mode = 'direct' as const

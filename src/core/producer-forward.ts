@@ -11,7 +11,7 @@ import { brokerClientFromConfig, type BrokerClient } from './broker-client.js'
 import type { ForwardOutcome, ProducerSettings } from './producer-base.js'
 import { drain, syncOnce, type SyncResult } from './sync.js'
 import { formatDuration } from './units.js'
-import type { StorageDriver } from '../plugins/storage/types.js'
+import type { StorageDriver } from './storage/driver.js'
 
 export class Forwarder {
   private waiters: Array<(o: ForwardOutcome) => void> = []

@@ -21,7 +21,7 @@ import { ConfigError } from './errors.js'
 import { openOutbox, publishOptionsFrom } from './outbox.js'
 import { messageId } from './protocol.js'
 import { parseDuration } from './units.js'
-import type { NewMessage, StorageDriver } from '../plugins/storage/types.js'
+import type { NewMessage, StorageDriver } from './storage/driver.js'
 import {
   BaseProducer,
   type DrainResult,

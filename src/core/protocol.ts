@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer'
-import type { StoredMessage } from '../plugins/storage/types.js'
+import type { StoredMessage } from './storage/driver.js'
 
 /**
  * Wire protocol v1 between edge and broker (docs/protocol.md). Shared by the

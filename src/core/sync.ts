@@ -11,32 +11,24 @@
  *   jitter that later runs honour; a permanent refusal (other 4xx) stops the
  *   run loudly and leaves the messages pending.
  */
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Codec } from '../plugins/compression/types.js'
-import { sortedRuns } from '../plugins/storage/common.js'
-import type { StorageDriver, StorageStats, StoredMessage } from '../plugins/storage/types.js'
-import {
-  BACKOFF_STATE_KEY,
-  backoffDelay,
-  clearBackoff,
-  readBackoff,
-  recordFailure,
-  type BackoffState,
-} from './backoff.js'
+import type { Codec } from './compression/codec.js'
+import { sortedRuns } from './storage/seq-runs.js'
+import { completeDriver, type CompleteDriver } from './storage/complete-driver.js'
+import type { StorageDriver, StorageStats } from './storage/driver.js'
+import { BACKOFF_STATE_KEY, backoffDelay, readBackoff, recordFailure, type BackoffState } from './backoff.js'
 import { BrokerClient, brokerClientFromConfig, type EncodedBatch, type PostOutcome } from './broker-client.js'
 import { edgeNow } from './clock.js'
 import type { RmqConfig } from './config/schema.js'
 import { ConfigError, RejectedError, SyncFailedError } from './errors.js'
 import { failpoint } from './failpoints.js'
+import { Lease } from './lease.js'
 import { FRAMES_CONTENT_TYPE, toWireMessage, type BatchBody } from './protocol.js'
 import { formatBytes, formatDuration } from './units.js'
 
 export const SYNC_LEASE = 'sync'
-/** Batches read from the store at a time by drivers without pendingRuns (see SyncRun.takeMessages). */
-const READ_AHEAD = 4
-const LEASE_OWNER_KEY = 'sync.leaseOwner'
 const LAST_KEY = 'sync.last'
 /** Counter names in the store (driver.addCounters). */
 export const SYNC_COUNTERS = {
@@ -143,15 +135,6 @@ export interface SyncStats {
   backoff: BackoffState | null
 }
 
-/** A pending message read through nextBatch (drivers without pendingRuns), with its wire form. */
-interface Outgoing {
-  seq: number
-  size: number
-  ts: number
-  expiresAt: number | null
-  json: string
-}
-
 /** The messages of one batch. */
 interface Taken {
   seqs: number[]
@@ -159,10 +142,8 @@ interface Taken {
   bytes: number
   /** Oldest ts among them. */
   minTs: number
-  /** Per priority: the lowest and highest seq of the batch (pendingRuns drivers: what the next read skips). */
+  /** Per priority: the lowest and highest seq of the batch (what the next read skips). */
   spans?: Array<[number, number] | undefined>
-  /** Drivers without pendingRuns: the messages and their wire JSON. */
-  messages?: Outgoing[]
 }
 
 interface Prepared extends Taken {
@@ -265,17 +246,6 @@ async function readLast(driver: StorageDriver): Promise<LastState> {
 
 export { toWireMessage }
 
-/** What sync keeps of a message it forwards, for drivers without pendingRuns/wireJson. */
-function toOutgoing(m: StoredMessage): Outgoing {
-  return {
-    seq: m.seq,
-    size: m.size,
-    ts: m.ts,
-    expiresAt: m.expiresAt,
-    json: JSON.stringify(toWireMessage(m)),
-  }
-}
-
 /** Most seq ranges the precise backlog query excludes; beyond that the conservative value is sent. */
 const MAX_EXCLUDED_RANGES = 8
 
@@ -338,15 +308,12 @@ export async function drain(
 }
 
 class SyncRun {
-  private readonly driver: StorageDriver
+  /** Every fast path offered, by the driver or by a fallback (completeDriver). */
+  private readonly driver: CompleteDriver
   private readonly config: RmqConfig
   private readonly now: () => number
   private readonly node: string
-  private readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
-  private readonly leaseTtl: number
-  private leaseRenewedAt = 0
-  /** Drivers without pendingRuns: pending messages read ahead, in send order, not yet in any batch. */
-  private ahead: Outgoing[] = []
+  private readonly lease: Lease
   /** sync.last as this run last wrote it (only the lease holder writes it). */
   private last: LastState | undefined
   private client!: BrokerClient
@@ -365,13 +332,16 @@ class SyncRun {
     private readonly deps: SyncDeps,
     private readonly opts: SyncOptions,
   ) {
-    this.driver = deps.driver
+    this.driver = completeDriver(deps.driver)
     this.config = deps.config
     this.now = opts.now ?? edgeNow
     this.node = deps.config.nodeId || os.hostname()
     // Long enough to cover one request; a crashed run's lease is taken over
     // at once when its process is gone (same host), else after the TTL.
-    this.leaseTtl = Math.max(15_000, 2 * deps.config.sync.timeout + 5_000)
+    this.lease = new Lease(deps.driver, SYNC_LEASE, {
+      ttlMs: Math.max(15_000, 2 * deps.config.sync.timeout + 5_000),
+      now: this.now,
+    })
     this.started = this.now()
     this.budget = opts.budget ?? deps.config.sync.maxBytesPerRun
     this.rateLimit = opts.rateLimit ?? deps.config.sync.rateLimit
@@ -410,7 +380,9 @@ class SyncRun {
         })
       }
     }
-    if (!(await this.takeLease())) {
+    // drain waits for a lease held by another run; a bounded run leaves at once.
+    const until = this.opts.persistent ? (this.opts.deadline ?? Infinity) : 0
+    if (!(await this.lease.take({ until, signal: this.opts.signal }))) {
       return this.finish({
         status: 'locked',
         message: 'another sync is running on this outbox; nothing to do',
@@ -427,36 +399,8 @@ class SyncRun {
       throw err
     } finally {
       if (ownClient) this.client?.close()
-      await this.driver.releaseLease(SYNC_LEASE, this.owner).catch(() => {})
+      await this.lease.release().catch(() => {})
     }
-  }
-
-  /** Take the lease; take over one whose holder process is gone (same host). */
-  private async takeLease(): Promise<boolean> {
-    const deadline = this.opts.persistent ? (this.opts.deadline ?? Infinity) : 0
-    for (;;) {
-      if (await this.driver.acquireLease(SYNC_LEASE, this.owner, this.leaseTtl, this.now())) {
-        this.leaseRenewedAt = this.now()
-        await this.driver.setState(LEASE_OWNER_KEY, this.owner)
-        return true
-      }
-      const holder = await this.driver.getState(LEASE_OWNER_KEY)
-      if (holder && holderIsGone(holder)) {
-        await this.driver.releaseLease(SYNC_LEASE, holder)
-        continue
-      }
-      if (this.now() >= deadline || this.opts.signal?.aborted) return false
-      await sleep(Math.min(500, Math.max(0, deadline - this.now())), undefined, {
-        signal: this.opts.signal,
-      }).catch(() => {})
-    }
-  }
-
-  private async renewLease(): Promise<boolean> {
-    if (this.now() - this.leaseRenewedAt < this.leaseTtl / 3) return true
-    const ok = await this.driver.acquireLease(SYNC_LEASE, this.owner, this.leaseTtl, this.now())
-    if (ok) this.leaseRenewedAt = this.now()
-    return ok
   }
 
   /**
@@ -482,7 +426,7 @@ class SyncRun {
       if (!next && !end) {
         const stop = this.shouldStop(flying.length)
         if (stop) end = stop
-        else if (!(await this.renewLease())) end = 'lease-lost'
+        else if (!(await this.lease.renew())) end = 'lease-lost'
         else {
           // With the pipeline full, `next` goes out once the oldest in flight is acknowledged.
           const unacked = flying.length >= depth ? flying.slice(1) : flying
@@ -544,7 +488,6 @@ class SyncRun {
         const settled = await this.settle(head.p, outcome, true)
         if (settled === 'split') limit = Math.max(1, Math.ceil(head.p.seqs.length / 2))
       }
-      this.ahead = []
       // Whatever ended the reading (nothing left, the budget) was decided with `head` counted as sent.
       end = outcome.kind === 'aborted' ? 'aborted' : undefined
     }
@@ -580,12 +523,12 @@ class SyncRun {
   }
 
   /**
-   * The next batch's messages, skipping those of `inFlight`. Drivers with
-   * pendingRuns choose them in the store (runs of seqs, no row per message
-   * for a backlog of one priority); the others through nextBatch.
+   * The next batch's messages, skipping those of `inFlight`, as runs of
+   * seqs: drivers with pendingRuns choose them in the store (no row per
+   * message for a backlog of one priority), the others read ahead through
+   * nextBatch (completeDriver).
    */
   private async take(limit: number, inFlight: Taken | undefined): Promise<Taken> {
-    if (!this.driver.pendingRuns || !this.driver.wireJson) return this.takeMessages(limit, inFlight)
     const runs = await this.driver.pendingRuns({
       limit,
       maxBytes: this.config.sync.batchBytes,
@@ -614,50 +557,6 @@ class SyncRun {
   }
 
   /**
-   * take() through nextBatch, from messages read ahead. Reading several
-   * batches at a time means the in-flight batch (which is still pending in
-   * the store) is read again only once per READ_AHEAD batches.
-   */
-  private async takeMessages(limit: number, inFlight: Taken | undefined): Promise<Taken> {
-    const maxBytes = this.config.sync.batchBytes
-    let aheadBytes = 0
-    for (const m of this.ahead) aheadBytes += m.size
-    if (this.ahead.length < limit && aheadBytes < maxBytes) {
-      const skip = new Set(inFlight?.seqs ?? [])
-      const rows = (
-        await this.driver.nextBatch({
-          limit: READ_AHEAD * limit + skip.size,
-          maxBytes: READ_AHEAD * maxBytes + (inFlight?.bytes ?? 0),
-          order: this.res.order,
-          now: this.now(),
-        })
-      ).map(toOutgoing)
-      this.ahead = skip.size > 0 ? rows.filter((m) => !skip.has(m.seq)) : rows
-    }
-    const now = this.now()
-    const messages: Outgoing[] = []
-    let bytes = 0
-    let minTs = Infinity
-    let i = 0
-    for (; i < this.ahead.length; i++) {
-      const m = this.ahead[i]
-      if (m.expiresAt !== null && m.expiresAt <= now) continue
-      if (messages.length >= limit || (messages.length > 0 && bytes + m.size > maxBytes)) break
-      bytes += m.size
-      if (m.ts < minTs) minTs = m.ts
-      messages.push(m)
-    }
-    this.ahead = this.ahead.slice(i)
-    return { seqs: messages.map((m) => m.seq), bytes, minTs, messages }
-  }
-
-  /** Give a batch's messages back: the next take starts with them again. */
-  private putBack(t: Taken): void {
-    // pendingRuns reads them again (nothing is kept between reads).
-    if (t.messages) this.ahead = [...t.messages, ...this.ahead]
-  }
-
-  /**
    * Read and encode the next batch, skipping the messages of the batches in
    * flight, within the budget. `unacked`: the one among them that may still
    * be unacknowledged when this batch is sent.
@@ -683,14 +582,12 @@ class SyncRun {
         // Fit the budget with a smaller batch (never less than one message).
         const smaller = Math.max(1, Math.floor(((n * left) / encoded.wireBytes) * 0.9))
         if (smaller < n) {
-          this.putBack(taken)
           return inFlight ? { kind: 'stop', reason: 'budget' } : { kind: 'shrink', limit: smaller }
         }
       }
       // One message larger than the whole budget is still sent, once per run,
       // so that a budget set too small cannot stall the link for ever.
       if (sentSomething || inFlight || n > 1) {
-        this.putBack(taken)
         return { kind: 'stop', reason: 'budget' }
       }
     }
@@ -722,17 +619,14 @@ class SyncRun {
       stats: await this.statsField(stats, n, flying, clock),
       messages: [],
     }
-    if (n === 0 || taken.messages)
-      return this.client.encode(
-        body,
-        (taken.messages ?? []).map((m) => m.json),
-      )
+    if (n === 0) return this.client.encode(body, [])
     // One buffer from the driver (fewer messages when some were deleted since they were read).
-    if (this.driver.wireFrames && this.features.includes('frames')) {
+    // Frames only from drivers that build them: a fallback does all the JSON work frames save.
+    if (this.driver.fastPaths.wireFrames && this.features.includes('frames')) {
       const frames = await this.driver.wireFrames(taken.seqs)
       return this.client.encode(body, frames.json, frames.count, frames.payloads)
     }
-    const wire = await this.driver.wireJson!(taken.seqs)
+    const wire = await this.driver.wireJson(taken.seqs)
     return this.client.encode(body, wire.json, wire.count)
   }
 
@@ -741,12 +635,12 @@ class SyncRun {
    * messages outside this batch and those in flight. A batch in flight counts
    * as delivered because this batch is only sent after it was acknowledged
    * (a failure discards this one), or else is named in `backlog.unacked`.
-   * Falls back to the oldest ts of all pending messages (conservative: holds
-   * the watermark back one batch longer) when the driver cannot exclude seqs.
+   * Drivers that cannot exclude seqs give the oldest ts of all pending
+   * messages (conservative: holds the watermark back one batch longer).
    */
   private async oldestAfter(stats: StorageStats, taken: Taken, inFlight?: Taken): Promise<number | null> {
     const oldest = stats.oldestPendingTs
-    if (oldest === null || !this.driver.oldestPendingTs) return oldest
+    if (oldest === null) return oldest
     // The oldest pending message is not in either batch: it is the answer.
     if (oldest < Math.min(taken.minTs, inFlight?.minTs ?? Infinity)) return oldest
     const ranges = sortedRuns(inFlight ? inFlight.seqs.concat(taken.seqs) : taken.seqs)
@@ -887,23 +781,13 @@ class SyncRun {
         [SYNC_COUNTERS.bytesWire]: batch.wireBytes,
       }
       const last = await this.patchLast({ lastAttemptAt: at, lastSuccessAt: this.now() })
-      if (this.driver.commitSent) {
-        // Sent marks, statistics, sync.last and the end of any backoff: one transaction, one commit.
-        await this.driver.commitSent(seqs, this.now(), {
-          counters,
-          state: { [LAST_KEY]: last, [BACKOFF_STATE_KEY]: undefined },
-        })
-        if (seqs.length > 0) await failpoint('sync.after-mark-sent')
-      } else {
-        if (seqs.length > 0) {
-          await this.driver.markSent(seqs, this.now())
-          await failpoint('sync.after-mark-sent')
-        }
-        await this.driver.addCounters(counters)
-        await this.driver.setState(LAST_KEY, last)
-        if (this.res.backoff || (await this.driver.getState(BACKOFF_STATE_KEY)) !== undefined)
-          await clearBackoff(this.driver)
-      }
+      // Sent marks, statistics, sync.last and the end of any backoff: one transaction, one commit
+      // (drivers without commitSent: the same writes one after the other).
+      await this.driver.commitSent(seqs, this.now(), {
+        counters,
+        state: { [LAST_KEY]: last, [BACKOFF_STATE_KEY]: undefined },
+      })
+      if (seqs.length > 0) await failpoint('sync.after-mark-sent')
       this.res.backoff = undefined
       this.res.nextAttemptAt = undefined
       // An ack without features (an older broker behind the same URL) turns both off again.
@@ -1030,20 +914,6 @@ class SyncRun {
 /** The caller's client, or a new one for the configured broker, token and codec. */
 export async function clientFor(deps: SyncDeps): Promise<BrokerClient> {
   return deps.client ?? brokerClientFromConfig(deps.config, deps.cwd, { codec: deps.codec })
-}
-
-/** A lease owner `host:pid:id` whose process no longer exists on this host. */
-export function holderIsGone(owner: string): boolean {
-  const [host, pidText] = owner.split(':')
-  const pid = Number(pidText)
-  if (host !== os.hostname() || !Number.isInteger(pid) || pid <= 0) return false
-  if (pid === process.pid) return false
-  try {
-    process.kill(pid, 0)
-    return false
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH'
-  }
 }
 
 export interface WatchOptions extends Omit<SyncOptions, 'deadline' | 'persistent'> {

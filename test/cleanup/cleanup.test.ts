@@ -6,7 +6,7 @@ import { loadConfig } from '../../src/core/config/load.js'
 import type { RmqConfig } from '../../src/core/config/schema.js'
 import { openOutbox } from '../../src/core/outbox.js'
 import { syncOnce } from '../../src/core/sync.js'
-import type { NewMessage, StorageDriver } from '../../src/plugins/storage/types.js'
+import type { NewMessage, StorageDriver } from '../../src/core/storage/driver.js'
 import { makeTempDir, parseJson, runCli } from '../helpers/cli.js'
 import { FakeBroker } from '../helpers/fake-broker.js'
 

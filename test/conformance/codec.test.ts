@@ -1,7 +1,7 @@
 import zlib from 'node:zlib'
 import { describe, expect, it } from 'vitest'
 import { ConfigError } from '../../src/core/errors.js'
-import { codecForEncoding, resolveCodec } from '../../src/plugins/compression/index.js'
+import { codecForEncoding, resolveCodec } from '../../src/core/compression/registry.js'
 import { codecConformance } from './codec-conformance.js'
 
 const MiB = 1 << 20

@@ -7,13 +7,21 @@
  *
  * Give `childModule` (a module whose default export is the factory) when the
  * driver declares multiProcess, so two real processes write one store at once.
+ *
+ * `fastPaths` lists the optional methods the driver offers itself. The tests
+ * of pendingRuns, wireJson, wireFrames and commitSent run against the driver
+ * completed by completeDriver (src/core/storage/complete-driver.ts), as sync
+ * uses it, so they apply to every driver: its own fast paths, or the
+ * fallbacks built from its basic methods. What only a driver's own fast path
+ * promises (exactness, atomicity, any seqs) is selected with it.skipIf.
  */
 import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { StorageFullError } from '../../src/core/errors.js'
 import { decodeFrames, type WireMessage } from '../../src/core/protocol.js'
-import { accountedSize } from '../../src/plugins/storage/common.js'
+import { completeDriver, FAST_PATHS, type FastPath } from '../../src/core/storage/complete-driver.js'
+import { accountedSize } from '../../src/core/storage/size.js'
 import type {
   NewMessage,
   PendingRun,
@@ -21,7 +29,7 @@ import type {
   StorageDriver,
   StorageFactory,
   StorageOptions,
-} from '../../src/plugins/storage/types.js'
+} from '../../src/core/storage/driver.js'
 import { makeTempDir } from '../helpers/cli.js'
 
 export interface ConformanceOptions {
@@ -31,6 +39,8 @@ export interface ConformanceOptions {
   durable: boolean
   /** For the two-process test: module URL whose default export is the factory, and node flags to load it. */
   childModule?: { url: string; nodeArgs?: string[] }
+  /** The optional methods (fast paths) the driver offers itself; checked against the driver. */
+  fastPaths: readonly FastPath[]
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -62,6 +72,7 @@ function runsOf(messages: StoredMessage[], order: 'oldest' | 'newest'): PendingR
 }
 
 export function storageConformance(opts: ConformanceOptions): void {
+  const own = (k: FastPath) => opts.fastPaths.includes(k)
   describe(`storage conformance: ${opts.name}`, () => {
     let dir: string
     let cleanup: () => void
@@ -90,6 +101,11 @@ export function storageConformance(opts: ConformanceOptions): void {
       open.push(d)
       return d
     }
+
+    it('offers exactly the fast paths it declares', async () => {
+      const d = await make()
+      expect(completeDriver(d).fastPaths).toEqual(Object.fromEntries(FAST_PATHS.map((k) => [k, own(k)])))
+    })
 
     it('has a name, capabilities and a random UUID epoch', async () => {
       const d = await make()
@@ -247,10 +263,8 @@ export function storageConformance(opts: ConformanceOptions): void {
       expect(s.pendingBytes).toBe(left.reduce((n, m) => n + m.size, 0))
     })
 
-    it('pendingRuns and wireJson (when offered) match nextBatch and its wire form', async () => {
-      const d = await make()
-      // Optional: without them sync builds the same wire form from nextBatch.
-      if (!d.pendingRuns || !d.wireJson) return
+    it('pendingRuns, wireJson and wireFrames match nextBatch and its wire form', async () => {
+      const d = completeDriver(await make())
       const payloads = [
         Buffer.from('{"v":1,"s":"é€𝄞"}'),
         Buffer.from('quote " backslash \\ newline \n tab \t nul \u0000 del \u007f ls \u2028'),
@@ -287,43 +301,19 @@ export function storageConformance(opts: ConformanceOptions): void {
           // Same messages, same order, same keys in the same order as toWireMessage.
           expect(parsed).toEqual(stored.map(expected))
           parsed.forEach((p, i) => expect(Object.keys(p)).toEqual(Object.keys(expected(stored[i]))))
-          if (d.wireFrames) {
-            // Frames carry the same messages: decoded as the broker decodes them, equal but for `size`.
-            const frames = await d.wireFrames(runs.flatMap(expandRun))
-            expect(frames.count).toBe(stored.length)
-            const body = decodeFrames(
-              Buffer.concat([
-                Buffer.from(`{"messages":[${frames.json.toString('utf8')}]}\n`),
-                frames.payloads,
-              ]),
-            )
-            expect(body.messages.map(({ size: _s, ...m }: WireMessage & { size?: number }) => m)).toEqual(
-              stored.map(expected),
-            )
-          }
+          // Frames carry the same messages: decoded as the broker decodes them, equal but for `size`.
+          const frames = await d.wireFrames(runs.flatMap(expandRun))
+          expect(frames.count).toBe(stored.length)
+          const body = decodeFrames(
+            Buffer.concat([Buffer.from(`{"messages":[${frames.json.toString('utf8')}]}\n`), frames.payloads]),
+          )
+          expect(body.messages.map(({ size: _s, ...m }: WireMessage & { size?: number }) => m)).toEqual(
+            stored.map(expected),
+          )
         }
       }
-      // Any order of seqs, runs in both directions; unknown seqs are left out.
-      const all = (await d.nextBatch({ limit: 10, maxBytes: 1e9, order: 'oldest', now: clock })).sort(
-        (a, b) => a.seq - b.seq,
-      )
-      const s = all.map((m) => m.seq)
-      const mixed = [s[3], s[2], s[1], 999_999, s[5], s[6], s[0], s[4]]
-      const wire = await d.wireJson(mixed)
-      expect(wire.count).toBe(7)
-      expect((JSON.parse(`[${wire.json}]`) as Array<{ seq: number }>).map((m) => m.seq)).toEqual(
-        mixed.filter((x) => x !== 999_999),
-      )
       expect((await d.wireJson([])).count).toBe(0)
-      if (d.wireFrames) {
-        const frames = await d.wireFrames(mixed)
-        expect(frames.count).toBe(7)
-        const body = decodeFrames(
-          Buffer.concat([Buffer.from(`{"messages":[${frames.json.toString('utf8')}]}\n`), frames.payloads]),
-        )
-        expect(body.messages.map((m) => m.seq)).toEqual(mixed.filter((x) => x !== 999_999))
-        expect(await d.wireFrames([])).toMatchObject({ count: 0, payloads: Buffer.alloc(0) })
-      }
+      expect(await d.wireFrames([])).toMatchObject({ count: 0, payloads: Buffer.alloc(0) })
       // Byte limits cut the same way.
       const first = await d.nextBatch({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })
       expect(
@@ -331,9 +321,36 @@ export function storageConformance(opts: ConformanceOptions): void {
       ).toEqual(first.map((m) => m.seq))
     })
 
-    it('pendingRuns (when offered): runs across priorities, gaps, expiry, byte cuts and the range skipped', async () => {
-      const d = await make()
-      if (!d.pendingRuns) return
+    it.skipIf(!own('wireJson') || !own('wireFrames'))(
+      "the driver's own wireJson and wireFrames take any seqs in any order, leaving out unknown ones",
+      async () => {
+        const d = await make()
+        await d.append(
+          Array.from({ length: 7 }, (_, i) =>
+            msg(i, { priority: i % 3 === 0 ? 9 : 4, payload: Buffer.from([0x61 + i, 0xff]) }),
+          ),
+        )
+        const all = (await d.nextBatch({ limit: 10, maxBytes: 1e9, order: 'oldest', now: clock })).sort(
+          (a, b) => a.seq - b.seq,
+        )
+        const s = all.map((m) => m.seq)
+        const mixed = [s[3], s[2], s[1], 999_999, s[5], s[6], s[0], s[4]]
+        const wire = await d.wireJson!(mixed)
+        expect(wire.count).toBe(7)
+        expect((JSON.parse(`[${wire.json}]`) as Array<{ seq: number }>).map((m) => m.seq)).toEqual(
+          mixed.filter((x) => x !== 999_999),
+        )
+        const frames = await d.wireFrames!(mixed)
+        expect(frames.count).toBe(7)
+        const body = decodeFrames(
+          Buffer.concat([Buffer.from(`{"messages":[${frames.json.toString('utf8')}]}\n`), frames.payloads]),
+        )
+        expect(body.messages.map((m) => m.seq)).toEqual(mixed.filter((x) => x !== 999_999))
+      },
+    )
+
+    it('pendingRuns: runs across priorities, gaps, expiry, byte cuts and the range skipped', async () => {
+      const d = completeDriver(await make())
       // Priority 4 in long runs broken by priority 9 messages, one expiring, sizes that vary.
       const { seqs } = await d.append(
         Array.from({ length: 60 }, (_, i) =>
@@ -355,14 +372,14 @@ export function storageConformance(opts: ConformanceOptions): void {
           for (const now of [clock, clock + 10]) {
             const q = { limit, maxBytes, order, now }
             const stored = await d.nextBatch(q)
-            expect(await d.pendingRuns!(q)).toEqual(runsOf(stored, order))
+            expect(await d.pendingRuns(q)).toEqual(runsOf(stored, order))
           }
         }
       }
       // Skipping the batch in flight: what nextBatch gives once those seqs are gone.
       const skipFirst = async (order: 'oldest' | 'newest', take: number) => {
         const q = { limit: take, maxBytes: 1e9, order, now: clock }
-        const inFlight = await d.pendingRuns!(q)
+        const inFlight = await d.pendingRuns(q)
         const skip: Array<[number, number] | undefined> = []
         for (const r of inFlight) {
           const lo = Math.min(r.first, r.last)
@@ -372,7 +389,7 @@ export function storageConformance(opts: ConformanceOptions): void {
         }
         const sent = new Set(inFlight.flatMap(expandRun))
         const rest = (await d.nextBatch({ ...q, limit: 1000 })).filter((m) => !sent.has(m.seq))
-        expect((await d.pendingRuns!({ ...q, limit: 25, skip })).flatMap(expandRun)).toEqual(
+        expect((await d.pendingRuns({ ...q, limit: 25, skip })).flatMap(expandRun)).toEqual(
           rest.slice(0, 25).map((m) => m.seq),
         )
         return skip
@@ -383,23 +400,21 @@ export function storageConformance(opts: ConformanceOptions): void {
       // Newest first: messages appended after the batch in flight was read come first.
       const late = await d.append([msg(100), msg(101), msg(102, { priority: 9 })])
       const next = (
-        await d.pendingRuns!({ limit: 4, maxBytes: 1e9, order: 'newest', now: clock, skip })
+        await d.pendingRuns({ limit: 4, maxBytes: 1e9, order: 'newest', now: clock, skip })
       ).flatMap(expandRun)
       expect(next.slice(0, 3)).toEqual([late.seqs[2], late.seqs[1], late.seqs[0]])
       expect(seqs).toContain(next[3])
     })
 
-    it('oldestPendingTs (when offered): oldest unexpired ts outside the ranges excluded', async () => {
-      const d = await make()
-      if (!d.oldestPendingTs) return
-      // ts falls with seq; the 5 and then 30 oldest outside [10, 19] expire.
+    /** 80 messages whose ts falls with seq; the 5 and then 30 oldest expire; the exact answers. */
+    async function backlogOf(d: StorageDriver) {
       const { seqs } = await d.append(
         Array.from({ length: 80 }, (_, i) =>
           msg(i, { ts: 10_000 - i * 10, expiresAt: i >= 75 ? clock + 10 : i >= 45 ? clock + 20 : null }),
         ),
       )
       const ex = (a: number, b: number): [number, number] => [seqs[a], seqs[b]]
-      const expected = (now: number, excluded: Array<[number, number]>) => {
+      const exact = (now: number, excluded: Array<[number, number]>) => {
         let best: number | null = null
         for (let i = 0; i < 80; i++) {
           const expiresAt = i >= 75 ? clock + 10 : i >= 45 ? clock + 20 : null
@@ -409,14 +424,42 @@ export function storageConformance(opts: ConformanceOptions): void {
         }
         return best
       }
+      const cases: Array<[number, Array<[number, number]>]> = []
       for (const now of [clock, clock + 10, clock + 20])
         for (const excluded of [[], [ex(70, 79)], [ex(0, 9), ex(60, 72)], [ex(0, 79)]])
-          expect(await d.oldestPendingTs(now, excluded)).toBe(expected(now, excluded))
+          cases.push([now, excluded])
+      return { cases, exact }
+    }
+
+    it('oldestPendingTs never answers later than the oldest pending message outside the ranges, nor earlier than the oldest of all', async () => {
+      const d = completeDriver(await make())
+      const { cases, exact } = await backlogOf(d)
+      for (const [now, excluded] of cases) {
+        const got = await d.oldestPendingTs(now, excluded)
+        const all = (await d.stats(now)).oldestPendingTs
+        const want = exact(now, excluded)
+        // Later would let the broker's watermark pass a message still to come.
+        if (want === null) expect(got === null || got <= (all ?? Infinity)).toBe(true)
+        else {
+          expect(got).not.toBeNull()
+          expect(got!).toBeLessThanOrEqual(want)
+          expect(got!).toBeGreaterThanOrEqual(all!)
+        }
+      }
     })
 
-    it('commitSent (when offered) marks sent, adds counters and sets state in one call', async () => {
-      const d = await make()
-      if (!d.commitSent) return
+    it.skipIf(!own('oldestPendingTs'))(
+      "the driver's own oldestPendingTs is exact: the oldest unexpired ts outside the ranges excluded",
+      async () => {
+        const d = await make()
+        const { cases, exact } = await backlogOf(d)
+        for (const [now, excluded] of cases)
+          expect(await d.oldestPendingTs!(now, excluded)).toBe(exact(now, excluded))
+      },
+    )
+
+    it('commitSent marks sent, adds counters and sets state', async () => {
+      const d = completeDriver(await make())
       const { seqs } = await d.append([msg(1), msg(2), msg(3)])
       await d.setState('gone', 'x')
       expect(
@@ -430,10 +473,22 @@ export function storageConformance(opts: ConformanceOptions): void {
       expect(await d.getState('k')).toBe('v')
       expect(await d.getState('gone')).toBeUndefined()
       expect((await d.stats(clock)).pending).toBe(1)
-      await expect(d.commitSent([seqs[2]], clock, { state: { epoch: 'x' } })).rejects.toThrow(/epoch/)
-      // All or nothing: the refused state change leaves the message pending.
-      expect((await d.stats(clock)).pending).toBe(1)
     })
+
+    it.skipIf(!own('commitSent'))(
+      "the driver's own commitSent is one transaction: all or nothing",
+      async () => {
+        const d = await make()
+        const { seqs } = await d.append([msg(1), msg(2)])
+        expect(await d.commitSent!([seqs[0]], clock, { counters: { c: 1 } })).toBe(1)
+        await expect(
+          d.commitSent!([seqs[1]], clock, { counters: { c: 1 }, state: { epoch: 'x' } }),
+        ).rejects.toThrow(/epoch/)
+        // The refused state change leaves the message pending and the counter as it was.
+        expect((await d.stats(clock)).pending).toBe(1)
+        expect(await d.getCounters()).toEqual({ c: 1 })
+      },
+    )
 
     it('records attempts on the stored messages', async () => {
       const d = await make()
@@ -614,120 +669,120 @@ export function storageConformance(opts: ConformanceOptions): void {
       expect((await d.compact()).fileBytesAfter === null).toBe(!d.capabilities.durable)
     })
 
-    if (!opts.durable) return
-
-    it('survives close and reopen with messages, state, counters and totals', async () => {
-      const d = await make()
-      const { seqs } = await d.append([msg(1), msg(2), msg(3, { priority: 8 })])
-      await d.markSent([seqs[0]], clock)
-      await d.setState('k', 'v')
-      await d.addCounters({ n: 4 })
-      const before = await d.stats(clock)
-      await d.close()
-      const again = await make()
-      expect(again.epoch).toBe(d.epoch)
-      const after = await again.stats(clock)
-      expect({ ...after, fileBytes: 0 }).toEqual({ ...before, fileBytes: 0 })
-      expect(await again.getState('k')).toBe('v')
-      expect(await again.getCounters()).toEqual({ n: 4 })
-      const batch = await again.nextBatch({ limit: 10, maxBytes: 1e9, order: 'oldest', now: clock })
-      expect(batch.map((m) => m.topic)).toEqual(['t/3', 't/2'])
-      expect((await again.append([msg(4)])).seqs[0]).toBeGreaterThan(seqs[2])
-    })
-
-    it('applies lowered limits to an existing store (enforceLimits)', async () => {
-      const one = accountedSize(msg(1))
-      const d = await make()
-      await d.append([msg(1), msg(2), msg(3), msg(4)])
-      await d.close()
-      const reject = await make({ maxBytes: one * 2 })
-      expect(await reject.enforceLimits()).toMatchObject({ dropped: 0 })
-      expect((await reject.stats(clock)).totalMessages).toBe(4)
-      await reject.close()
-      const drop = await make({ maxBytes: one * 2, overflow: 'drop-oldest' })
-      expect(await drop.enforceLimits()).toMatchObject({ dropped: 2 })
-      const s = await drop.stats(clock)
-      expect(s).toMatchObject({ totalMessages: 2, droppedTotal: 2 })
-    })
-
-    if (opts.childModule === undefined) return
-
-    it('lets two processes write the same store at once without losing or reusing a seq', async () => {
-      const file = path.join(dir, 'shared.db')
-      const init = await make({ path: file })
-      await init.close()
-      const perChild = 2000
-      const script = `
-        const { default: factory } = await import(process.env.DRIVER_URL)
-        const d = await factory({ path: process.env.STORE, maxBytes: 2 ** 40, maxMessages: 0, overflow: 'reject', durability: 'full' })
-        const tag = process.env.TAG
-        process.stdout.write('ready\\n')
-        await new Promise((r) => process.stdin.once('data', r))
-        const seqs = []
-        for (let b = 0; b < ${perChild / 100}; b++) {
-          const batch = Array.from({ length: 100 }, (_, i) => ({ topic: 'mp/' + tag, payload: Buffer.from(tag + ':' + (b * 100 + i)), ts: Date.now() }))
-          seqs.push(...(await d.append(batch)).seqs)
-        }
+    describe.skipIf(!opts.durable)('a durable driver', () => {
+      it('survives close and reopen with messages, state, counters and totals', async () => {
+        const d = await make()
+        const { seqs } = await d.append([msg(1), msg(2), msg(3, { priority: 8 })])
+        await d.markSent([seqs[0]], clock)
+        await d.setState('k', 'v')
+        await d.addCounters({ n: 4 })
+        const before = await d.stats(clock)
         await d.close()
-        process.stdout.write(JSON.stringify(seqs) + '\\n')
-      `
-      const run = (tag: string) => {
-        const child = spawn(
-          process.execPath,
-          [...(opts.childModule!.nodeArgs ?? []), '--input-type=module', '-e', script],
-          {
-            env: { ...process.env, DRIVER_URL: opts.childModule!.url, STORE: file, TAG: tag },
-            stdio: ['pipe', 'pipe', 'pipe'],
-          },
-        )
-        let out = ''
-        let err = ''
-        child.stdout.setEncoding('utf8').on('data', (s) => (out += s))
-        child.stderr.setEncoding('utf8').on('data', (s) => (err += s))
-        const done = new Promise<number[]>((resolve, reject) =>
-          child.on('close', (code) =>
-            code === 0
-              ? resolve(JSON.parse(out.split('\n')[1]))
-              : reject(new Error(`child ${tag} exited ${code}: ${err}`)),
-          ),
-        )
-        const ready = new Promise<void>((resolve, reject) => {
-          const check = () => (out.includes('ready\n') ? resolve() : child.stdout.once('data', check))
-          check()
-          done.catch(reject)
+        const again = await make()
+        expect(again.epoch).toBe(d.epoch)
+        const after = await again.stats(clock)
+        expect({ ...after, fileBytes: 0 }).toEqual({ ...before, fileBytes: 0 })
+        expect(await again.getState('k')).toBe('v')
+        expect(await again.getCounters()).toEqual({ n: 4 })
+        const batch = await again.nextBatch({ limit: 10, maxBytes: 1e9, order: 'oldest', now: clock })
+        expect(batch.map((m) => m.topic)).toEqual(['t/3', 't/2'])
+        expect((await again.append([msg(4)])).seqs[0]).toBeGreaterThan(seqs[2])
+      })
+
+      it('applies lowered limits to an existing store (enforceLimits)', async () => {
+        const one = accountedSize(msg(1))
+        const d = await make()
+        await d.append([msg(1), msg(2), msg(3), msg(4)])
+        await d.close()
+        const reject = await make({ maxBytes: one * 2 })
+        expect(await reject.enforceLimits()).toMatchObject({ dropped: 0 })
+        expect((await reject.stats(clock)).totalMessages).toBe(4)
+        await reject.close()
+        const drop = await make({ maxBytes: one * 2, overflow: 'drop-oldest' })
+        expect(await drop.enforceLimits()).toMatchObject({ dropped: 2 })
+        const s = await drop.stats(clock)
+        expect(s).toMatchObject({ totalMessages: 2, droppedTotal: 2 })
+      })
+    })
+
+    describe.skipIf(opts.childModule === undefined)('several processes', () => {
+      it('lets two processes write the same store at once without losing or reusing a seq', async () => {
+        const file = path.join(dir, 'shared.db')
+        const init = await make({ path: file })
+        await init.close()
+        const perChild = 2000
+        const script = `
+          const { default: factory } = await import(process.env.DRIVER_URL)
+          const d = await factory({ path: process.env.STORE, maxBytes: 2 ** 40, maxMessages: 0, overflow: 'reject', durability: 'full' })
+          const tag = process.env.TAG
+          process.stdout.write('ready\\n')
+          await new Promise((r) => process.stdin.once('data', r))
+          const seqs = []
+          for (let b = 0; b < ${perChild / 100}; b++) {
+            const batch = Array.from({ length: 100 }, (_, i) => ({ topic: 'mp/' + tag, payload: Buffer.from(tag + ':' + (b * 100 + i)), ts: Date.now() }))
+            seqs.push(...(await d.append(batch)).seqs)
+          }
+          await d.close()
+          process.stdout.write(JSON.stringify(seqs) + '\\n')
+        `
+        const run = (tag: string) => {
+          const child = spawn(
+            process.execPath,
+            [...(opts.childModule!.nodeArgs ?? []), '--input-type=module', '-e', script],
+            {
+              env: { ...process.env, DRIVER_URL: opts.childModule!.url, STORE: file, TAG: tag },
+              stdio: ['pipe', 'pipe', 'pipe'],
+            },
+          )
+          let out = ''
+          let err = ''
+          child.stdout.setEncoding('utf8').on('data', (s) => (out += s))
+          child.stderr.setEncoding('utf8').on('data', (s) => (err += s))
+          const done = new Promise<number[]>((resolve, reject) =>
+            child.on('close', (code) =>
+              code === 0
+                ? resolve(JSON.parse(out.split('\n')[1]))
+                : reject(new Error(`child ${tag} exited ${code}: ${err}`)),
+            ),
+          )
+          const ready = new Promise<void>((resolve, reject) => {
+            const check = () => (out.includes('ready\n') ? resolve() : child.stdout.once('data', check))
+            check()
+            done.catch(reject)
+          })
+          return { child, ready, done }
+        }
+        const a = run('a')
+        const b = run('b')
+        await Promise.all([a.ready, b.ready])
+        a.child.stdin.end('go\n')
+        b.child.stdin.end('go\n')
+        const [sa, sb] = await Promise.all([a.done, b.done])
+        expect(sa).toHaveLength(perChild)
+        expect(sb).toHaveLength(perChild)
+        expect(new Set([...sa, ...sb]).size).toBe(2 * perChild)
+        const d = await make({ path: file })
+        const s = await d.stats(Date.now())
+        expect(s).toMatchObject({
+          pending: 2 * perChild,
+          appendedTotal: 2 * perChild,
+          totalMessages: 2 * perChild,
         })
-        return { child, ready, done }
-      }
-      const a = run('a')
-      const b = run('b')
-      await Promise.all([a.ready, b.ready])
-      a.child.stdin.end('go\n')
-      b.child.stdin.end('go\n')
-      const [sa, sb] = await Promise.all([a.done, b.done])
-      expect(sa).toHaveLength(perChild)
-      expect(sb).toHaveLength(perChild)
-      expect(new Set([...sa, ...sb]).size).toBe(2 * perChild)
-      const d = await make({ path: file })
-      const s = await d.stats(Date.now())
-      expect(s).toMatchObject({
-        pending: 2 * perChild,
-        appendedTotal: 2 * perChild,
-        totalMessages: 2 * perChild,
+        const all = await d.nextBatch({
+          limit: 10 * perChild,
+          maxBytes: 1e12,
+          order: 'oldest',
+          now: Date.now(),
+        })
+        expect(all).toHaveLength(2 * perChild)
+        // Each writer's messages are in its own order.
+        for (const tag of ['a', 'b']) {
+          const mine = all
+            .filter((m) => m.topic === `mp/${tag}`)
+            .map((m) => Number(m.payload.toString().split(':')[1]))
+          expect(mine).toEqual(Array.from({ length: perChild }, (_, i) => i))
+        }
       })
-      const all = await d.nextBatch({
-        limit: 10 * perChild,
-        maxBytes: 1e12,
-        order: 'oldest',
-        now: Date.now(),
-      })
-      expect(all).toHaveLength(2 * perChild)
-      // Each writer's messages are in its own order.
-      for (const tag of ['a', 'b']) {
-        const mine = all
-          .filter((m) => m.topic === `mp/${tag}`)
-          .map((m) => Number(m.payload.toString().split(':')[1]))
-        expect(mine).toEqual(Array.from({ length: perChild }, (_, i) => i))
-      }
     })
   })
 }

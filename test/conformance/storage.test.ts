@@ -4,11 +4,13 @@ import { pathToFileURL } from 'node:url'
 import Database from 'better-sqlite3'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ConfigError, StorageFullError } from '../../src/core/errors.js'
-import { resolveStorageDriver } from '../../src/plugins/storage/index.js'
+import { FAST_PATHS } from '../../src/core/storage/complete-driver.js'
+import { resolveStorageDriver } from '../../src/core/storage/registry.js'
 import { createMemoryStorage } from '../../src/plugins/storage/memory.js'
-import { SCHEMA_VERSION, createSqliteStorage } from '../../src/plugins/storage/sqlite.js'
-import type { StorageOptions } from '../../src/plugins/storage/types.js'
+import { SCHEMA_VERSION, createSqliteStorage } from '../../src/plugins/storage/sqlite/index.js'
+import type { StorageOptions } from '../../src/core/storage/driver.js'
 import { ROOT, makeTempDir } from '../helpers/cli.js'
+import { createBasicSqliteStorage } from './basic-driver.js'
 import { storageConformance } from './storage-conformance.js'
 
 storageConformance({
@@ -16,12 +18,25 @@ storageConformance({
   factory: createSqliteStorage,
   durable: true,
   childModule: {
-    url: pathToFileURL(path.join(ROOT, 'src/plugins/storage/sqlite.ts')).href,
+    url: pathToFileURL(path.join(ROOT, 'src/plugins/storage/sqlite/index.ts')).href,
     nodeArgs: ['--import', 'tsx'],
   },
+  fastPaths: FAST_PATHS,
 })
 
-storageConformance({ name: 'memory', factory: createMemoryStorage, durable: false })
+storageConformance({ name: 'memory', factory: createMemoryStorage, durable: false, fastPaths: [] })
+
+// A driver with the basic methods only (as a third party may write one), completed by completeDriver.
+storageConformance({
+  name: 'sqlite with the basic methods only',
+  factory: createBasicSqliteStorage,
+  durable: true,
+  childModule: {
+    url: pathToFileURL(path.join(ROOT, 'test/conformance/basic-driver.ts')).href,
+    nodeArgs: ['--import', 'tsx'],
+  },
+  fastPaths: [],
+})
 
 describe('storage registry', () => {
   it('resolves the built-ins and fails with exit 78 listing them for unknown names', async () => {

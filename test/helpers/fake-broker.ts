@@ -1,6 +1,6 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { codecForEncoding } from '../../src/plugins/compression/index.js'
+import { codecForEncoding } from '../../src/core/compression/registry.js'
 import {
   BROKER_FEATURES,
   decodeFrames,

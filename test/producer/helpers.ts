@@ -2,7 +2,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { getMessages } from '../helpers/broker.js'
 import type { ProducerOptions } from '../../src/core/producer.js'
-import type { StorageDriver } from '../../src/plugins/storage/types.js'
+import type { StorageDriver } from '../../src/core/storage/driver.js'
 
 /** A port nothing listens on (a broker that is down). */
 export async function freePort(): Promise<number> {

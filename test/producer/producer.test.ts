@@ -231,7 +231,7 @@ describe('edge mode specifics', () => {
     const p = await createProducer(
       producerOptions(dir, { mode: 'edge', forward: 'immediate', nodeId: node, brokerUrl: broker.url }),
     )
-    const { createSqliteStorage } = await import('../../src/plugins/storage/sqlite.js')
+    const { createSqliteStorage } = await import('../../src/plugins/storage/sqlite/index.js')
     const other = createSqliteStorage({
       path: path.join(dir, 'outbox.db'),
       maxBytes: 1 << 30,
@@ -257,7 +257,7 @@ describe('edge mode specifics', () => {
 
   it('group commit: 64 concurrent callers share transactions; each gets its own receipt', async () => {
     const { countingDriver } = await import('./helpers.js')
-    const { createSqliteStorage } = await import('../../src/plugins/storage/sqlite.js')
+    const { createSqliteStorage } = await import('../../src/plugins/storage/sqlite/index.js')
     const base = createSqliteStorage({
       path: path.join(dir, 'group.db'),
       maxBytes: 1 << 30,

@@ -14,10 +14,10 @@ const bodyDecoding: FastifyPluginAsync = async (app) => {
   const { limits } = app.broker.options
   // The module is imported once: an import() per request, even of a module already loaded, goes
   // through the ES module loader again (V8's map log showed it setting up new prototypes each time).
-  let compression: Promise<typeof import('../../plugins/compression/index.js')> | undefined
+  let compression: Promise<typeof import('../../core/compression/registry.js')> | undefined
   const decompressBody = async (req: FastifyRequest, raw: Buffer): Promise<Buffer> => {
     const { codecForEncoding, CorruptInputError, DecompressLimitError } = await (compression ??=
-      import('../../plugins/compression/index.js'))
+      import('../../core/compression/registry.js'))
     const encoding = req.headers['content-encoding']
     let codec
     try {
@@ -74,7 +74,7 @@ const bodyDecoding: FastifyPluginAsync = async (app) => {
   )
   // Load the codecs (zstd's native binding) now rather than in the first batch's request.
   app.addHook('onReady', async () => {
-    const { codecForEncoding } = await (compression ??= import('../../plugins/compression/index.js'))
+    const { codecForEncoding } = await (compression ??= import('../../core/compression/registry.js'))
     await Promise.all(['zstd', 'gzip'].map((encoding) => codecForEncoding(encoding)))
   })
 }

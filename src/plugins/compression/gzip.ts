@@ -1,6 +1,6 @@
 import zlib from 'node:zlib'
 import { promisify } from 'node:util'
-import { CorruptInputError, DecompressLimitError, type Codec } from './types.js'
+import { CorruptInputError, DecompressLimitError, type Codec } from '../../core/compression/codec.js'
 
 const gzip = promisify(zlib.gzip)
 const gunzip = promisify(zlib.gunzip)

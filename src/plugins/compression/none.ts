@@ -1,4 +1,4 @@
-import { DecompressLimitError, type Codec } from './types.js'
+import { DecompressLimitError, type Codec } from '../../core/compression/codec.js'
 
 /** No compression: the body is sent as is (`Content-Encoding: identity`). */
 export function createNoneCodec(): Codec {

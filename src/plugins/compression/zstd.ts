@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module'
-import { CorruptInputError, DecompressLimitError, type Codec } from './types.js'
+import { CorruptInputError, DecompressLimitError, type Codec } from '../../core/compression/codec.js'
 
 type Binding = typeof import('zstd-napi/binding.js')
 

@@ -1,25 +1,11 @@
 /**
- * Pieces every storage driver shares: size accounting and the wording of
- * "store full" errors, so `sqlite`, `memory` and third-party drivers report
- * limits the same way.
+ * Pieces the built-in storage drivers share: the wording of "store full"
+ * errors, so `sqlite` and `memory` report limits the same way. Size
+ * accounting is part of the contract: core/storage/size.ts.
  */
 import { StorageFullError } from '../../core/errors.js'
 import { formatBytes } from '../../core/units.js'
-import type { NewMessage, StorageOptions } from './types.js'
-
-/** Estimated per-message cost of the row, its indexes and metadata, in bytes. */
-export const MESSAGE_OVERHEAD_BYTES = 64
-
-/** Accounted size of a message: payload + topic + content type + headers + fixed overhead. */
-export function accountedSize(m: NewMessage, headersJson: string | null = null): number {
-  return (
-    m.payload.byteLength +
-    Buffer.byteLength(m.topic, 'utf8') +
-    (m.contentType ? Buffer.byteLength(m.contentType, 'utf8') : 0) +
-    (headersJson ? Buffer.byteLength(headersJson, 'utf8') : 0) +
-    MESSAGE_OVERHEAD_BYTES
-  )
-}
+import type { StorageOptions } from '../../core/storage/driver.js'
 
 /** A zero-copy Buffer view of any Uint8Array. */
 export function asBuffer(u: Uint8Array): Buffer {
@@ -87,19 +73,4 @@ export function diskFullError(where: string, now: Fullness | undefined, cause: u
       cause,
     },
   )
-}
-
-/** Distinct seqs in any order as sorted [first, last] runs of consecutive seqs (ascending input is not copied). */
-export function sortedRuns(seqs: ArrayLike<number>): Array<[number, number]> {
-  let ascending = true
-  for (let i = 1; i < seqs.length && ascending; i++) ascending = seqs[i] > seqs[i - 1]
-  const sorted = ascending ? seqs : Float64Array.from(seqs).sort()
-  const out: Array<[number, number]> = []
-  for (let i = 0; i < sorted.length;) {
-    let j = i
-    while (j + 1 < sorted.length && sorted[j + 1] - sorted[j] <= 1) j++
-    out.push([sorted[i], sorted[j]])
-    i = j + 1
-  }
-  return out
 }

@@ -5,7 +5,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import { StorageError } from '../../core/errors.js'
-import { accountedSize, limitError, type Fullness } from './common.js'
+import { accountedSize } from '../../core/storage/size.js'
+import { limitError, type Fullness } from './common.js'
 import type {
   AppendResult,
   BatchQuery,
@@ -17,7 +18,7 @@ import type {
   StorageOptions,
   StorageStats,
   StoredMessage,
-} from './types.js'
+} from '../../core/storage/driver.js'
 
 export class MemoryStorage implements StorageDriver {
   readonly name = 'memory'

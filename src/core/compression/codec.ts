@@ -1,6 +1,7 @@
 /**
- * Batch compression plugin interface. Built-ins: `zstd` (default), `gzip`,
- * `none`. Every codec must pass test/conformance/codec-conformance.ts.
+ * Batch compression plugin interface (the contract core owns; the built-ins
+ * `zstd` (default), `gzip` and `none` live in src/plugins/compression/).
+ * Every codec must pass test/conformance/codec-conformance.ts.
  */
 export interface Codec {
   readonly name: string

@@ -1,15 +1,21 @@
-import { ConfigError } from '../../core/errors.js'
-import { resolvePlugin } from '../registry.js'
-import type { Codec, CodecFactory } from './types.js'
+/**
+ * Codec registry: built-in names (`zstd`, `gzip`, `none`) as module
+ * specifiers loaded by a dynamic import() when first chosen (like the storage
+ * registry, core/storage/registry.ts), then a module specifier whose default
+ * export is a CodecFactory.
+ */
+import { ConfigError } from '../errors.js'
+import { resolvePlugin } from '../plugin-registry.js'
+import type { Codec, CodecFactory } from './codec.js'
 
-export type { Codec, CodecFactory } from './types.js'
-export { CorruptInputError, DecompressLimitError } from './types.js'
+export type { Codec, CodecFactory } from './codec.js'
+export { CorruptInputError, DecompressLimitError } from './codec.js'
 
 /** Built-in codecs, loaded only when chosen. */
 export const BUILTIN_CODECS: Record<string, () => Promise<CodecFactory>> = {
-  zstd: async () => (await import('./zstd.js')).createZstdCodec,
-  gzip: async () => (await import('./gzip.js')).createGzipCodec,
-  none: async () => (await import('./none.js')).createNoneCodec,
+  zstd: async () => (await import('../../plugins/compression/zstd.js')).createZstdCodec,
+  gzip: async () => (await import('../../plugins/compression/gzip.js')).createGzipCodec,
+  none: async () => (await import('../../plugins/compression/none.js')).createNoneCodec,
 }
 
 /** Content-Encoding token -> built-in codec name. */

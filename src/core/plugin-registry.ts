@@ -1,11 +1,14 @@
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { ConfigError } from '../core/errors.js'
+import { ConfigError } from './errors.js'
 
 /**
  * Resolve a plugin by name: built-ins first, then a module specifier (an npm
  * package or a path) whose default export is the factory. Built-ins are
- * loaded lazily so that unused ones cost no start-up time.
+ * loaded lazily so that unused ones cost no start-up time. Shared by the
+ * storage (core/storage/registry.ts) and codec (core/compression/registry.ts)
+ * registries: the contracts and the way plugins are found belong to core, the
+ * implementations to src/plugins/.
  */
 export async function resolvePlugin<F>(
   kind: string,
