@@ -3,7 +3,7 @@
  * publish except --help, so shell scripts on gateways pay only for Node,
  * config and SQLite. Messages go through the Producer (src/core/producer.ts),
  * so `sent` / `stored` follow the library's rules; in edge mode with
- * forward=deferred no network code (got, codecs) is loaded. src/commands/publish.ts (help, manifest) derives its
+ * forward=deferred no network code (the HTTP client, codecs) is loaded. src/commands/publish.ts (help, manifest) derives its
  * flags from PUBLISH_FLAGS and delegates here, so both behave the same.
  */
 import fs from 'node:fs'

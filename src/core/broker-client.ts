@@ -2,7 +2,7 @@
  * One HTTP client for `POST /v1/batches`, shared by the sync engine and the
  * direct-mode producer: JSON encoding, compression, a keep-alive connection
  * reused across batches, and the classification of every outcome the wire
- * protocol defines (DESIGN §4). got is imported on first use only.
+ * protocol defines (DESIGN §4), over the one HTTP client (http-client.ts, node:http).
  */
 import type { Codec } from './compression/codec.js'
 import type { RmqConfig } from './config/schema.js'

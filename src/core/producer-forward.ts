@@ -5,7 +5,7 @@
  * a burst of sends costs a couple of runs, not one per message. Runs take
  * the `sync` lease like `rmq sync` and honour its persisted backoff, so a
  * concurrent `rmq sync` or a broker that is down make sends resolve
- * `stored` at once instead of waiting. Loaded only when needed (got, codecs).
+ * `stored` at once instead of waiting. Loaded only when needed (the HTTP client, codecs).
  */
 import { brokerClientFromConfig, type BrokerClient } from './broker-client.js'
 import type { ForwardOutcome, ProducerSettings } from './producer-base.js'

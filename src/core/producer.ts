@@ -12,7 +12,7 @@
  * (edge) or one broker batch (direct), each caller getting its own receipt.
  *
  * This module stays lean for `rmq publish`: the edge path loads no network
- * code; the direct producer and the immediate forwarder (got, codecs, sync
+ * code; the direct producer and the immediate forwarder (HTTP client, codecs, sync
  * engine) are imported only when the configuration asks for them.
  */
 import { loadConfig, flattenConfig, type LoadedConfig } from './config/load.js'

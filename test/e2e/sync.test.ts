@@ -322,12 +322,3 @@ describe('sync end to end', () => {
     expect(r.stderr).toMatch(/rmq broker token create gw-e2e/)
   })
 })
-
-describe('the build', () => {
-  it('bundles got into one ES module that loads (sync loads it instead of ~40 modules)', async () => {
-    const bundle = new URL('../../dist/vendor/got.js', import.meta.url).href
-    const got = (await import(bundle)) as { default: { post: unknown; extend: unknown } }
-    expect(typeof got.default.post).toBe('function')
-    expect(typeof got.default.extend).toBe('function')
-  })
-})
