@@ -5,27 +5,11 @@ import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import { StoreUnavailableError, type BrokerStore } from '../../src/broker/store/types.js'
 import { createNodeToken } from '../../src/broker/tokens.js'
 import { encodeFrames, FRAMES_CONTENT_TYPE } from '../../src/core/protocol.js'
+import { brokerAppOptions, MIN, T0 } from '../helpers/broker-app.js'
 import { makeTempDir } from '../helpers/cli.js'
 import { encodeBody, makeBatch, message, type Encoding } from '../helpers/broker.js'
 
-const MIN = 60_000
-const T0 = 1_764_000_000_000
-
-function options(dataDir: string, extra: Partial<CreateBrokerAppOptions> = {}): CreateBrokerAppOptions {
-  return {
-    host: '127.0.0.1',
-    port: 0,
-    dataDir,
-    store: 'sqlite',
-    auth: 'token',
-    limits: { bodyBytes: 8 << 20, decompressedBytes: 64 << 20, ratePerNode: 0 },
-    maxLateness: 5 * MIN,
-    retention: 0,
-    alerts: { noSyncFor: 0, backlogAge: 0, dataLoss: true, interval: 10_000, webhooks: [] },
-    logFormat: 'silent',
-    ...extra,
-  }
-}
+const options = brokerAppOptions
 
 describe('broker app (inject)', () => {
   let tmp: ReturnType<typeof makeTempDir>

@@ -7,10 +7,10 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { CreateBrokerAppOptions } from '../../src/broker/app.js'
 import type { AlertEvent, AlertSink } from '../../src/broker/alerts.js'
+import { brokerAppOptions, MIN, T0 } from './broker-app.js'
 
 export const SEC = 1000
-export const MIN = 60_000
-export const T0 = 1_764_000_000_000
+export { MIN, T0 }
 
 /** Collects alert events like a sink would deliver them. */
 export class MemorySink implements AlertSink {
@@ -22,19 +22,12 @@ export class MemorySink implements AlertSink {
   close() {}
 }
 
+/** The test broker's options (./broker-app.ts) with alert limits the monitoring tests count on. */
 export function options(
   dataDir: string,
   extra: Partial<CreateBrokerAppOptions> = {},
 ): CreateBrokerAppOptions {
-  return {
-    host: '127.0.0.1',
-    port: 0,
-    dataDir,
-    store: 'sqlite',
-    auth: 'token',
-    limits: { bodyBytes: 8 << 20, decompressedBytes: 64 << 20, ratePerNode: 0 },
-    maxLateness: 5 * MIN,
-    retention: 0,
+  return brokerAppOptions(dataDir, {
     alerts: {
       noSyncFor: 10 * MIN,
       backlogAge: 30 * MIN,
@@ -44,9 +37,8 @@ export function options(
       interval: 10 * SEC,
       webhooks: [],
     },
-    logFormat: 'silent',
     ...extra,
-  }
+  })
 }
 
 export function stats(s: { attempts?: number; successes?: number; dropped?: number; expired?: number } = {}) {
