@@ -3,22 +3,20 @@
  * semantics as sqlite-read.ts) and the held report. A topic filter becomes a
  * SQL condition (equality, a LIKE prefix, or a regular expression for `+`)
  * evaluated inside a bounded window of positions, so one read does at most
- * PG_WINDOW rows of work and answers `more: true` when the window ended
+ * READ_MAX_ROWS rows of work and answers `more: true` when the window ended
  * before the head. There is no topic index here (yet): docs/broker-storage.md.
  */
 import type pgTypes from 'pg'
 import {
   HELD_COUNT_MAX,
   HELD_NODES_MAX,
+  READ_MAX_ROWS,
   type HeldQuery,
   type HeldReport,
   type ReadQuery,
   type ReadResult,
   type StoredMessage,
 } from './types.js'
-
-/** Positions (or arrivals) one filtered read examines at most. */
-export const PG_WINDOW = 100_000
 
 /** A SQL condition on `topic` for an MQTT filter (not `#`), with its parameters from `$first` on. */
 export function topicCondition(filter: string, first: number): { sql: string; values: string[] } {
@@ -63,7 +61,7 @@ export async function pgRead(d: PgReadDeps, q: ReadQuery): Promise<ReadResult> {
   if (q.after >= head) return done([], q.after)
   const col = q.order === 'event' ? 'position' : 'arrival'
   const all = q.topic === undefined || q.topic === '#'
-  const to = all ? head : Math.min(head, q.after + PG_WINDOW)
+  const to = all ? head : Math.min(head, q.after + READ_MAX_ROWS)
   const cond = all ? { sql: 'true', values: [] } : topicCondition(q.topic!, 4)
   const rows = (
     await d.pool.query({

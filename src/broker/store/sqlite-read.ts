@@ -10,7 +10,7 @@
  * (a k-way merge): a match after a million other messages costs a few index
  * seeks. When many topics match, matches are dense anyway and a bounded scan
  * of the stream's narrow (key, topic_id) columns is cheaper; it stops after
- * SCAN_MAX_ROWS rows with `more: true`. docs/broker-storage.md has the
+ * READ_MAX_ROWS rows with `more: true`. docs/broker-storage.md has the
  * measurements.
  *
  * Every page is read in one read transaction, so `head` and the rows agree:
@@ -23,6 +23,7 @@ import { TOPIC_BLOCK } from './sqlite-schema.js'
 import {
   HELD_COUNT_MAX,
   HELD_NODES_MAX,
+  READ_MAX_ROWS,
   type HeldQuery,
   type HeldReport,
   type ReadQuery,
@@ -34,9 +35,8 @@ import {
 export const MERGE_MAX_TOPICS = 64
 /** Blocks listed per matching topic and read. */
 const BLOCKS_PER_TOPIC = 128
-/** The fallback scan: rows per statement, and rows per read before it answers `more: true`. */
+/** The fallback scan: rows per statement (READ_MAX_ROWS per read before it answers `more: true`). */
 const SCAN_CHUNK = 5000
-export const SCAN_MAX_ROWS = 100_000
 /** Filters whose matching topic ids are kept (least recently used dropped first). */
 const FILTER_CACHE = 256
 
@@ -147,7 +147,7 @@ function prepare(db: BetterSqlite3.Database) {
 
 /**
  * The keys of matching rows in `ranges` ((lo, hi], ascending), at most
- * `limit`, examining at most SCAN_MAX_ROWS rows. `next` is the last key
+ * `limit`, examining at most READ_MAX_ROWS rows. `next` is the last key
  * examined when it stopped early, else `end`: rows between the ranges hold
  * no match.
  */
@@ -163,7 +163,7 @@ function scanRanges(
   for (const [lo, hi] of ranges) {
     let from = lo
     for (;;) {
-      if (scanned >= SCAN_MAX_ROWS) return { keys, next: from }
+      if (scanned >= READ_MAX_ROWS) return { keys, next: from }
       const rows = scan.all(from, hi, SCAN_CHUNK)
       scanned += rows.length
       for (const [k, topic] of rows) if (want.has(topic) && keys.push(k) >= limit) return { keys, next: k }

@@ -154,6 +154,12 @@ export interface HeldReport {
   nodes: { node: string; lowMark: number; lastContact: number }[]
 }
 
+/**
+ * One filtered read examines at most this many rows (positions or arrivals)
+ * in every store, then answers `more: true`: the bound on one page's work.
+ */
+export const READ_MAX_ROWS = 100_000
+
 /** Counting held messages examines at most this many (a bound on the work of one page). */
 export const HELD_COUNT_MAX = 100_000
 export const HELD_NODES_MAX = 5
