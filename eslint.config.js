@@ -1,6 +1,7 @@
 import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 import prettier from 'eslint-config-prettier'
+import { layersRule } from './scripts/layers.js'
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'bench/results/**', 'test/artifacts/**'] },
@@ -12,6 +13,13 @@ export default tseslint.config(
     files: ['bin/**/*.js'],
     languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', __dirname: 'readonly' } },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
+    // Imports in src/ point down the layers (docs/architecture.md); the import-graph test
+    // (test/architecture/layers.test.ts) shares the rule and proves it fails on an upward import.
+    files: ['src/**/*.ts'],
+    plugins: { rmq: { rules: { layers: layersRule } } },
+    rules: { 'rmq/layers': 'error' },
   },
   {
     languageOptions: {

@@ -5,6 +5,7 @@
 // The drain runs in a fresh process, as `rmq sync` or `rmq drain` would: in the bench's own process it
 // would also collect the garbage of writing the backlog and of the suites before it (about 7% slower,
 // measured over 10 paired replays).
+import '../dist/plugins/builtins.js'
 import { loadConfig } from '../dist/core/config/load.js'
 import { openOutbox } from '../dist/core/outbox.js'
 import { drain, syncOnce } from '../dist/core/sync.js'

@@ -2,12 +2,19 @@
  * The rmq library: everything the CLI does is available here without oclif.
  * See README "Library" and docs/ for the contracts.
  */
-export * from './core/errors.js'
+// Registers the built-in storage drivers and codecs with core's registries.
+import './plugins/builtins.js'
+
+export * from './shared/errors.js'
 export { loadConfig, type LoadedConfig, type LoadConfigOptions } from './core/config/load.js'
 export { CONFIG_KEYS, envVarFor, type RmqConfig } from './core/config/schema.js'
-export * from './core/protocol.js'
+export * from './protocol/batch.js'
 export type * from './core/storage/driver.js'
-export { resolveStorageDriver, BUILTIN_STORAGE_DRIVERS } from './core/storage/registry.js'
+export {
+  resolveStorageDriver,
+  registerStorageDriver,
+  BUILTIN_STORAGE_DRIVERS,
+} from './core/storage/registry.js'
 export { accountedSize, MESSAGE_OVERHEAD_BYTES } from './core/storage/size.js'
 export { createSqliteStorage } from './plugins/storage/sqlite/index.js'
 export { createMemoryStorage } from './plugins/storage/memory.js'
@@ -44,7 +51,7 @@ export {
 } from './core/producer.js'
 export type * from './core/compression/codec.js'
 export { DecompressLimitError, CorruptInputError } from './core/compression/codec.js'
-export { resolveCodec, codecForEncoding, BUILTIN_CODECS } from './core/compression/registry.js'
+export { resolveCodec, registerCodec, codecForEncoding, BUILTIN_CODECS } from './core/compression/registry.js'
 export {
   syncOnce,
   drain,

@@ -4,6 +4,7 @@
 // cleanup time per million messages, the file size before/after, and the
 // longest publish stall during the cleanup next to the longest one of the
 // same publisher just before it (the machine's own fsync noise).
+import '../../dist/plugins/builtins.js'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'

@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { ConfigError } from '../core/errors.js'
+import { ConfigError } from '../shared/errors.js'
 import type { RmqConfig } from '../core/config/schema.js'
 import { openBrokerStore } from './store/index.js'
 import { SQLITE_FILE } from './store/sqlite.js'

@@ -21,7 +21,7 @@
  * Rules and the webhook body: docs/monitoring.md.
  */
 import os from 'node:os'
-import { formatAge, formatDuration } from '../core/units.js'
+import { formatAge, formatDuration } from '../shared/units.js'
 import { DEFAULT_NEVER_SYNCED_FOR, fleetStatus, type HealthOptions, type NodeStatus } from './node-status.js'
 import { alertKey } from './store/sqlite.js'
 import type { AlertRecord, AlertRule, BrokerStore, NewAlert } from './store/types.js'

@@ -10,8 +10,10 @@
  * context whose onRequest hook is `app.authenticate`.
  */
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
-import { ConfigError } from '../core/errors.js'
+import { ConfigError } from '../shared/errors.js'
 import './context.js'
+// Registers the built-in codecs (body decoding) with core's registry.
+import '../plugins/builtins.js'
 import { checkCanListen, listenError } from './listen.js'
 import { loggerOptions } from './logging.js'
 import monitoring from './monitoring.js'

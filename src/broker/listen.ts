@@ -1,5 +1,5 @@
 import net from 'node:net'
-import { ConfigError } from '../core/errors.js'
+import { ConfigError } from '../shared/errors.js'
 
 /** Why host:port cannot be listened on, in words and with the fix; undefined for other errors. */
 export function listenError(err: unknown, host: string, port: number): ConfigError | undefined {

@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import { ConfigError } from '../core/errors.js'
+import { ConfigError } from '../shared/errors.js'
 import {
   AlertEngine,
   LogSink,

@@ -4,24 +4,13 @@
  * rules, shared by GET /v1/nodes, the alerts, /metrics and the dashboard
  * (docs/monitoring.md "Health").
  */
-import { formatAge, formatDuration } from '../core/units.js'
+import { formatAge, formatDuration } from '../shared/units.js'
 import type { RmqConfig } from '../core/config/schema.js'
-import type { BrokerStore, NodeCounters, NodeRecord, TokenRecord } from './store/types.js'
+import type { FleetStatus, Health, HealthRules, NodeStatus } from '../protocol/fleet-status.js'
+import type { BrokerStore, NodeRecord, TokenRecord } from './store/types.js'
 
-export type Health = 'ok' | 'behind' | 'stale' | 'never-seen' | 'never-synced'
-export const HEALTH_STATES: readonly Health[] = ['ok', 'behind', 'stale', 'never-seen', 'never-synced']
-
-export interface HealthRules {
-  /** No batch or heartbeat for longer than this: stale (broker.alerts.noSyncFor, or 15m when that is 0). */
-  staleAfter: number
-  /** Oldest pending message older than this: behind (broker.ordering.maxLateness). */
-  behindAfter: number
-  /**
-   * A token this old whose node never synced: never-synced, else never-seen
-   * (broker.alerts.neverSyncedFor; 0: never-seen however old).
-   */
-  neverSyncedAfter: number
-}
+export type { FleetStatus, Health, HealthRules, NodeStatus } from '../protocol/fleet-status.js'
+export { HEALTH_STATES } from '../protocol/fleet-status.js'
 
 /** The broker options the health and alert rules read (a part of BrokerOptions). */
 export interface HealthOptions {
@@ -43,72 +32,6 @@ export function healthRules(options: HealthOptions): HealthRules {
     behindAfter: options.maxLateness,
     neverSyncedAfter: options.alerts.neverSyncedFor ?? DEFAULT_NEVER_SYNCED_FOR,
   }
-}
-
-export interface NodeStatus {
-  node: string
-  health: Health
-  /** Why the node is not ok, in words (empty when ok). */
-  reasons: string[]
-  epoch: string | null
-  /** Last batch came from a direct-mode producer (nothing held on the node). */
-  direct: boolean
-  firstSeen: number | null
-  /** Last batch or heartbeat the broker accepted (a successful sync), broker time. */
-  lastContact: number | null
-  /** Last accepted batch that carried messages, broker time. */
-  lastSync: number | null
-  /** now - lastContact, ms. */
-  sinceContact: number | null
-  /**
-   * The last successful sync request: when the broker accepted it (its own
-   * clock; the same as lastContact), whatever the node reported.
-   */
-  lastSuccessAt: number | null
-  /**
-   * Sync requests of the node's current outbox: `attempts` as the node
-   * reports them (only it sees the requests that never arrived), `successes`
-   * as it reports them but never fewer than the broker accepted from this
-   * epoch (`epochBatches`), attempts never fewer than successes. The node's
-   * report includes the request that carries it. Null when the node reports
-   * no sync counters (direct producers). docs/monitoring.md.
-   */
-  attempts: number | null
-  successes: number | null
-  /** successes / attempts; null when unknown. */
-  successRate: number | null
-  /** Pending on the node at its last report. */
-  backlog: { pending: number; bytes: number; oldestTs: number | null }
-  /**
-   * Age of the oldest pending message now: its age on the node's clock at the
-   * last report plus the time since that report (skew-free); null when none pending.
-   */
-  backlogAge: number | null
-  /** Messages accepted from this node, duplicates ignored, late ones among the accepted. */
-  received: number
-  duplicates: number
-  late: number
-  batches: number
-  /** Node clock minus broker time at the last contact, ms. */
-  clockSkew: number | null
-  /**
-   * Messages the node reports it dropped (overflow) or that expired unsent
-   * (removed, or past their TTL and waiting for cleanup), since its store was created.
-   */
-  dropped: number
-  expired: number
-  /** Outbox size and limit as last reported (bytes); null when unknown. */
-  storage: { totalBytes: number; maxBytes: number } | null
-  /** Node-reported sync details of its last report (attempts, failures, last error, backoff). */
-  sync: Record<string, unknown> | null
-  /** Holding the watermark back (edge node heard from within broker.ordering.maxLateness). */
-  live: boolean
-  /** Raw counters as the store keeps them. */
-  counters: NodeCounters
-  /** Requests accepted from the node's current epoch (outbox), as the broker counted them. */
-  epochBatches: number
-  /** When the node's token was created; null when it has none (auth=none, or revoked). */
-  tokenCreatedAt: number | null
 }
 
 function num(v: unknown): number | undefined {
@@ -247,13 +170,6 @@ export function neverSeenStatus(token: TokenRecord, now: number, rules: HealthRu
     epochBatches: 0,
     tokenCreatedAt: token.createdAt,
   }
-}
-
-export interface FleetStatus {
-  now: number
-  rules: HealthRules
-  summary: Record<Health, number> & { total: number }
-  nodes: NodeStatus[]
 }
 
 export function summarize(nodes: NodeStatus[]): FleetStatus['summary'] {

@@ -3,7 +3,7 @@
  * ajv with type coercion and property removal turned off: a request either
  * is valid as sent or is refused with 400 and nothing is stored.
  */
-import { HEADER_VALUE_MAX, HEADERS_MAX, MAX_TS, TOPIC_MAX_BYTES } from '../core/protocol.js'
+import { HEADER_VALUE_MAX, HEADERS_MAX, MAX_TS, TOPIC_MAX_BYTES } from '../protocol/batch.js'
 import { NODE_ID_MAX, NODE_ID_PATTERN } from '../protocol/node-id.js'
 
 export { MAX_TS }

@@ -5,7 +5,7 @@
  * follows uses timingSafeEqual).
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
-import { ValidationError } from '../core/errors.js'
+import { ValidationError } from '../shared/errors.js'
 import { NODE_ID_RULE, nodeIdProblem } from '../protocol/node-id.js'
 import type { BrokerStore, TokenRecord } from './store/types.js'
 

@@ -1,6 +1,8 @@
 import { Command, Flags, type Interfaces } from '@oclif/core'
+// Registers the built-in storage drivers and codecs with core's registries.
+import '../plugins/builtins.js'
 import { loadConfig, type LoadedConfig } from '../core/config/load.js'
-import { UsageError, errorToJson, exitCodeOf, formatError, isRmqError } from '../core/errors.js'
+import { UsageError, errorToJson, exitCodeOf, formatError, isRmqError } from '../shared/errors.js'
 import {
   flagValueMissingError,
   missingArgsError,

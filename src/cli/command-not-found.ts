@@ -1,5 +1,5 @@
 import type { Hook } from '@oclif/core'
-import { UsageError, errorToJson, formatError } from '../core/errors.js'
+import { UsageError, errorToJson, formatError } from '../shared/errors.js'
 import { unexpectedArgError, unknownCommandError, usageLine } from './usage-errors.js'
 
 /**

@@ -8,8 +8,10 @@
  */
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
+// Registers the built-in storage drivers and codecs with core's registries.
+import '../plugins/builtins.js'
 import { loadConfig } from '../core/config/load.js'
-import { UsageError, ValidationError, errorToJson, exitCodeOf, formatError } from '../core/errors.js'
+import { UsageError, ValidationError, errorToJson, exitCodeOf, formatError } from '../shared/errors.js'
 import {
   buildTemplate,
   openOutbox,
@@ -20,7 +22,7 @@ import {
   type PublishRecord,
 } from '../core/outbox.js'
 import { openProducer, type Producer, type SendStatus } from '../core/producer.js'
-import { formatBytes } from '../core/units.js'
+import { formatBytes } from '../shared/units.js'
 import type { NewMessage, StorageDriver } from '../core/storage/driver.js'
 import {
   flagValueMissingError,

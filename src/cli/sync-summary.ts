@@ -1,5 +1,5 @@
 import type { SyncResult } from '../core/sync.js'
-import { formatBytes, formatDuration } from '../core/units.js'
+import { formatBytes, formatDuration } from '../shared/units.js'
 
 /** One line about a sync or drain run, for people and cron logs. */
 export function syncSummary(r: SyncResult): string {

@@ -7,7 +7,7 @@
  * Nothing here may import oclif: it is bundled into the fast path.
  */
 import { didYouMean } from '../core/did-you-mean.js'
-import { UsageError } from '../core/errors.js'
+import { UsageError } from '../shared/errors.js'
 
 export interface FlagName {
   name: string

@@ -3,7 +3,7 @@ import { BaseCommand } from '../cli/base-command.js'
 import { Progress } from '../cli/progress.js'
 import { renderPairs } from '../cli/render.js'
 import type { CleanupResult } from '../core/cleanup.js'
-import { formatBytes, formatDuration } from '../core/units.js'
+import { formatBytes, formatDuration } from '../shared/units.js'
 
 export default class Cleanup extends BaseCommand<typeof Cleanup> {
   static override summary =

@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
 import type { ConsumeSummary } from '../core/consumer.js'
-import { UsageError } from '../core/errors.js'
+import { UsageError } from '../shared/errors.js'
 
 export default class Consume extends BaseCommand<typeof Consume> {
   static override summary = 'Print messages from the broker, one per line, in event-time or arrival order.'
@@ -46,7 +46,7 @@ export default class Consume extends BaseCommand<typeof Consume> {
       throw new UsageError(`--from must be start, now or a position >= 1, got ${JSON.stringify(f.from)}`, {
         suggestion: 'e.g. --from start, --from now or --from 1200',
       })
-    const { topicFilterProblem } = await import('../broker/topic-filter.js')
+    const { topicFilterProblem } = await import('../protocol/topic-filter.js')
     const problem = topicFilterProblem(this.args.filter)
     if (problem) throw new UsageError(`invalid topic filter ${JSON.stringify(this.args.filter)}: ${problem}`)
     const loaded = await this.loadConfig(f['broker-url'] ? { brokerUrl: f['broker-url'] } : {})

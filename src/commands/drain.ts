@@ -2,9 +2,9 @@ import { Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
 import { Progress } from '../cli/progress.js'
 import { syncSummary } from '../cli/sync-summary.js'
-import { UsageError } from '../core/errors.js'
+import { UsageError } from '../shared/errors.js'
 import type { SyncResult } from '../core/sync.js'
-import { DURATION_FORMS, formatBytes, parseDuration } from '../core/units.js'
+import { DURATION_FORMS, formatBytes, parseDuration } from '../shared/units.js'
 
 export default class Drain extends BaseCommand<typeof Drain> {
   static override summary = 'Forward everything pending until the outbox is empty or --timeout passes.'

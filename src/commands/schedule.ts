@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
-import { UsageError } from '../core/errors.js'
+import { UsageError } from '../shared/errors.js'
 import type { SchedulePlan } from '../core/schedule.js'
 
 export default class Schedule extends BaseCommand<typeof Schedule> {

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
 import type { BrokerFleetStatus, EdgeStatus } from '../core/status.js'
-import { formatAge, formatBytes, formatDuration } from '../core/units.js'
+import { formatAge, formatBytes, formatDuration } from '../shared/units.js'
 
 export default class Status extends BaseCommand<typeof Status> {
   static override summary = "Show this node's outbox and sync health, or (--broker) the whole fleet."

@@ -1,9 +1,9 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
 import { syncSummary } from '../cli/sync-summary.js'
-import { UsageError } from '../core/errors.js'
+import { UsageError } from '../shared/errors.js'
 import type { SyncResult, WatchSummary } from '../core/sync.js'
-import { formatBytes, parseSize, SIZE_FORMS } from '../core/units.js'
+import { formatBytes, parseSize, SIZE_FORMS } from '../shared/units.js'
 
 export default class Sync extends BaseCommand<typeof Sync> {
   static override summary = 'Forward pending messages to the broker in compressed batches (one bounded run).'

@@ -7,7 +7,7 @@
 import type { Codec } from './compression/codec.js'
 import type { RmqConfig } from './config/schema.js'
 import { HttpClient } from './http-client.js'
-import { FRAMES_CONTENT_TYPE, type BatchAck, type BatchBody } from './protocol.js'
+import { FRAMES_CONTENT_TYPE, type BatchAck, type BatchBody } from '../protocol/batch.js'
 
 export interface BrokerClientOptions {
   brokerUrl: string

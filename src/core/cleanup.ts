@@ -13,9 +13,9 @@
  * dropped). Operations guide: docs/operations.md.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
-import { edgeNow } from './clock.js'
+import { edgeNow } from '../shared/clock.js'
 import type { RmqConfig } from './config/schema.js'
-import { failpoint } from './failpoints.js'
+import { failpoint } from '../shared/failpoints.js'
 import { Lease } from './lease.js'
 import type { StorageDriver } from './storage/driver.js'
 

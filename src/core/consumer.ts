@@ -15,53 +15,11 @@
  * messages or reaches the head, so an empty page means "nothing more yet".
  */
 import { brokerError, brokerRequest } from './http-client.js'
-import { BrokerUnavailableError, ConfigError } from './errors.js'
-import { formatAge } from './units.js'
+import { BrokerUnavailableError, ConfigError } from '../shared/errors.js'
+import { formatAge } from '../shared/units.js'
+import type { ConsumeOrder, ConsumedMessage, HeldInfo, MessagesPage } from '../protocol/messages.js'
 
-export type ConsumeOrder = 'event' | 'arrival'
-
-export interface ConsumedMessage {
-  id: string
-  node: string
-  epoch: string
-  seq: number
-  topic: string
-  ts: number
-  /** Position in the order read (event release position or arrival position). */
-  position: number
-  late: boolean
-  payload: string
-  enc: 'utf8' | 'base64'
-  contentType: string | null
-  priority: number
-  expiresAt: number | null
-  headers: Record<string, string> | null
-  receivedAt: number
-}
-
-/** What an event-order page at the head says is held behind the watermark (docs/ordering.md). */
-export interface HeldInfo {
-  /** Messages matching the filter, stored but held behind the watermark (among the oldest 100,000 held). */
-  count: number
-  /** More than 100,000 messages are held in all: `count` is a lower bound. */
-  capped: boolean
-  /** Live edge nodes the held messages wait for (lowest low mark first): their low mark and last contact. */
-  nodes: { node: string; lowMark: number; lastContact: number }[]
-}
-
-export interface MessagesPage {
-  order: ConsumeOrder
-  messages: ConsumedMessage[]
-  /** Pass as `after` next time. */
-  next: number
-  /** The read stopped before the head: read again from `next` (even after an empty page). */
-  more: boolean
-  /** Highest position of the order read when the page was read. */
-  headPosition: number
-  watermark: number | null
-  /** Event order, at the head (`more: false`) only. */
-  held?: HeldInfo
-}
+export type { ConsumeOrder, ConsumedMessage, HeldInfo, MessagesPage } from '../protocol/messages.js'
 
 export interface ConsumerOptions {
   brokerUrl: string

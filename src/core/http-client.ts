@@ -7,7 +7,7 @@
  */
 import http from 'node:http'
 import https from 'node:https'
-import { BrokerUnavailableError, ConfigError, RejectedError, ValidationError } from './errors.js'
+import { BrokerUnavailableError, ConfigError, RejectedError, ValidationError } from '../shared/errors.js'
 
 export interface HttpCall {
   method: 'GET' | 'POST'

@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../shared/errors.js'
 
 /**
  * Resolve a plugin by name: built-ins first, then a module specifier (an npm
@@ -19,7 +19,9 @@ export async function resolvePlugin<F>(
 ): Promise<F> {
   const builtin = builtins[name]
   if (builtin) return builtin()
-  const known = Object.keys(builtins).join(', ')
+  // Core never imports src/plugins/: the built-ins exist once an entry point has imported
+  // src/plugins/builtins.ts. Say so rather than list nothing.
+  const known = Object.keys(builtins).join(', ') || `no built-ins (import 'rmq', which registers them)`
   const looksLikeModule =
     name.startsWith('.') || name.startsWith('/') || name.startsWith('@') || name.includes('/')
   if (!looksLikeModule && !/^[a-z0-9][\w.-]*$/i.test(name)) {

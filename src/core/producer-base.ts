@@ -5,11 +5,11 @@
  * (producer-forward.ts) import it, and producer.ts chooses among them, so the
  * imports run one way.
  */
-import { edgeNow } from './clock.js'
+import { edgeNow } from '../shared/clock.js'
 import type { RmqConfig } from './config/schema.js'
-import { TimeoutError, UsageError, isRmqError } from './errors.js'
+import { TimeoutError, UsageError, isRmqError } from '../shared/errors.js'
 import { buildMessage, withContext, type PublishOptions, type PublishRecord } from './outbox.js'
-import { formatDuration, parseDuration } from './units.js'
+import { formatDuration, parseDuration } from '../shared/units.js'
 import type { NewMessage } from './storage/driver.js'
 
 export type ProducerMode = 'edge' | 'direct'

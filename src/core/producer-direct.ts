@@ -11,8 +11,8 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { backoffDelay } from './backoff.js'
 import { BrokerClient, brokerClientFromConfig, type EncodedBatch, type PostOutcome } from './broker-client.js'
-import { edgeNow } from './clock.js'
-import { BrokerUnavailableError, ConfigError, RejectedError, TimeoutError } from './errors.js'
+import { edgeNow } from '../shared/clock.js'
+import { BrokerUnavailableError, ConfigError, RejectedError, TimeoutError } from '../shared/errors.js'
 import {
   BaseProducer,
   type DrainResult,
@@ -20,7 +20,8 @@ import {
   type ProducerSettings,
   type SendReceipt,
 } from './producer-base.js'
-import { messageId, toWireMessage, type BatchBody } from './protocol.js'
+import { messageId, type BatchBody } from '../protocol/batch.js'
+import { toWireMessage } from './wire-message.js'
 import type { StoredMessage } from './storage/driver.js'
 
 export class DirectProducer extends BaseProducer {

@@ -10,7 +10,7 @@
 import { brokerClientFromConfig, type BrokerClient } from './broker-client.js'
 import type { ForwardOutcome, ProducerSettings } from './producer-base.js'
 import { drain, syncOnce, type SyncResult } from './sync.js'
-import { formatDuration } from './units.js'
+import { formatDuration } from '../shared/units.js'
 import type { StorageDriver } from './storage/driver.js'
 
 export class Forwarder {

@@ -17,10 +17,10 @@
  */
 import { loadConfig, flattenConfig, type LoadedConfig } from './config/load.js'
 import type { RmqConfig } from './config/schema.js'
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../shared/errors.js'
 import { openOutbox, publishOptionsFrom } from './outbox.js'
-import { messageId } from './protocol.js'
-import { parseDuration } from './units.js'
+import { messageId } from '../protocol/batch.js'
+import { parseDuration } from '../shared/units.js'
 import type { NewMessage, StorageDriver } from './storage/driver.js'
 import {
   BaseProducer,

@@ -11,8 +11,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { RmqConfig } from './config/schema.js'
-import { UsageError } from './errors.js'
-import { formatDuration } from './units.js'
+import { UsageError } from '../shared/errors.js'
+import { formatDuration } from '../shared/units.js'
 
 export interface ScheduleInput {
   config: Pick<RmqConfig, 'sync' | 'cleanup' | 'storage'>

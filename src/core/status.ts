@@ -6,8 +6,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import type { FleetStatus } from '../broker/node-status.js'
-import type { AlertRecord } from '../broker/store/types.js'
+import type { AlertRecord, FleetStatus } from '../protocol/fleet-status.js'
 import type { LoadedConfig } from './config/load.js'
 import { brokerError, brokerRequest } from './consumer.js'
 import { openOutbox } from './outbox.js'

@@ -4,7 +4,7 @@ import { createBrokerApp, type CreateBrokerAppOptions } from '../../src/broker/a
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import { StoreUnavailableError, type BrokerStore } from '../../src/broker/store/types.js'
 import { createNodeToken } from '../../src/broker/tokens.js'
-import { encodeFrames, FRAMES_CONTENT_TYPE } from '../../src/core/protocol.js'
+import { encodeFrames, FRAMES_CONTENT_TYPE } from '../../src/protocol/batch.js'
 import { brokerAppOptions, MIN, T0 } from '../helpers/broker-app.js'
 import { makeTempDir } from '../helpers/cli.js'
 import { encodeBody, makeBatch, message, type Encoding } from '../helpers/broker.js'

@@ -14,7 +14,7 @@ import { createBrokerApp, startBroker, type CreateBrokerAppOptions } from '../..
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
 import { createNodeToken } from '../../src/broker/tokens.js'
-import type { BatchBody } from '../../src/core/protocol.js'
+import type { BatchBody } from '../../src/protocol/batch.js'
 import { makeBatch, message, postBatch } from '../helpers/broker.js'
 import { makeTempDir } from '../helpers/cli.js'
 import { MemorySink, MIN, SEC, T0, options, startReceiver, stats, until } from '../helpers/monitoring.js'

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import type { WireMessage } from '../../src/core/protocol.js'
+import type { WireMessage } from '../../src/protocol/batch.js'
 import { startFollowConsumer, type ConsumedLine } from '../helpers/consumer-process.js'
 import { makeBatch, message, postBatch, startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
 

@@ -2,6 +2,7 @@
 // message per call through the real outbox code (synchronous=FULL) until
 // SIGTERM, then prints one JSON document: every seq it was given, failures,
 // and the latency of each publish with its start time.
+import '../../dist/plugins/builtins.js'
 import { loadConfig } from '../../dist/core/config/load.js'
 import { openOutbox, publishOptionsFrom, publishRecords } from '../../dist/core/outbox.js'
 

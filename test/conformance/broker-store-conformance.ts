@@ -10,7 +10,7 @@
  * (same data, new handle), durability across close/reopen is checked too.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { BatchBody, WireMessage } from '../../src/core/protocol.js'
+import type { BatchBody, WireMessage } from '../../src/protocol/batch.js'
 import type { BrokerStore, IngestContext } from '../../src/broker/store/types.js'
 import { pagingConformance } from './broker-store-paging-conformance.js'
 

@@ -6,7 +6,7 @@
  */
 import { expect, it } from 'vitest'
 import type { BrokerStore, IngestContext, ReadOrder, StoredMessage } from '../../src/broker/store/types.js'
-import { topicMatcher } from '../../src/broker/topic-filter.js'
+import { topicMatcher } from '../../src/protocol/topic-filter.js'
 import { batchOf, wireMessage, type StoreHandle } from './broker-store-conformance.js'
 
 const MIN = 60_000

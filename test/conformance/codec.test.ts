@@ -1,6 +1,6 @@
 import zlib from 'node:zlib'
 import { describe, expect, it } from 'vitest'
-import { ConfigError } from '../../src/core/errors.js'
+import { ConfigError } from '../../src/shared/errors.js'
 import { codecForEncoding, resolveCodec } from '../../src/core/compression/registry.js'
 import { codecConformance } from './codec-conformance.js'
 

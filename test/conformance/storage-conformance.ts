@@ -18,8 +18,8 @@
 import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { StorageFullError } from '../../src/core/errors.js'
-import { decodeFrames, type WireMessage } from '../../src/core/protocol.js'
+import { StorageFullError } from '../../src/shared/errors.js'
+import { decodeFrames, type WireMessage } from '../../src/protocol/batch.js'
 import { completeDriver, FAST_PATHS, type FastPath } from '../../src/core/storage/complete-driver.js'
 import { accountedSize } from '../../src/core/storage/size.js'
 import type {
@@ -286,7 +286,7 @@ export function storageConformance(opts: ConformanceOptions): void {
         ),
       )
       // The wire form the sync engine would build from nextBatch's messages.
-      const { toWireMessage } = await import('../../src/core/protocol.js')
+      const { toWireMessage } = await import('../../src/core/wire-message.js')
       const expected = (m: StoredMessage) => toWireMessage(m)
       for (const order of ['oldest', 'newest'] as const) {
         for (const limit of [5, 7]) {

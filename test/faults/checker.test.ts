@@ -1,6 +1,6 @@
 /** The checker and the failpoint parser themselves: a checker that cannot fail proves nothing. */
 import { describe, expect, it } from 'vitest'
-import { parseFailpoints } from '../../src/core/failpoints.js'
+import { parseFailpoints } from '../../src/shared/failpoints.js'
 import { checkQueue, violations, type Attempt, type Delivered } from './checker.js'
 
 let pos = 0

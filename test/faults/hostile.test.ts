@@ -9,7 +9,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createProducer } from '../../src/core/producer.js'
-import { MAX_TS } from '../../src/core/protocol.js'
+import { MAX_TS } from '../../src/protocol/batch.js'
 import {
   encodeBody,
   makeBatch,

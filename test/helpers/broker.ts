@@ -13,7 +13,7 @@ import type { ChildProcess } from 'node:child_process'
 import http from 'node:http'
 import zlib from 'node:zlib'
 import { createRequire } from 'node:module'
-import type { BatchBody, WireMessage } from '../../src/core/protocol.js'
+import type { BatchBody, WireMessage } from '../../src/protocol/batch.js'
 import { makeTempDir, runCli, spawnCli } from './cli.js'
 
 const require = createRequire(import.meta.url)

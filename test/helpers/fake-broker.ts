@@ -6,7 +6,7 @@ import {
   decodeFrames,
   FRAMES_CONTENT_TYPE,
   type BatchBody,
-} from '../../src/core/protocol.js'
+} from '../../src/protocol/batch.js'
 
 export interface ReceivedBatch {
   body: BatchBody

@@ -2,8 +2,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { envVarFor, loadConfig, setConfigValue, unsetConfigValue } from '../../src/core/config/index.js'
-import { ConfigError } from '../../src/core/errors.js'
-import { parseDuration, parseSize } from '../../src/core/units.js'
+import { ConfigError } from '../../src/shared/errors.js'
+import { parseDuration, parseSize } from '../../src/shared/units.js'
 import { makeTempDir } from '../helpers/cli.js'
 
 describe('units', () => {

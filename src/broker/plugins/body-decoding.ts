@@ -7,7 +7,7 @@
 import { isUtf8 } from 'node:buffer'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { decodeFrames, FRAMES_CONTENT_TYPE, MalformedFramesError } from '../../core/protocol.js'
+import { decodeFrames, FRAMES_CONTENT_TYPE, MalformedFramesError } from '../../protocol/batch.js'
 import { HttpError } from '../http-error.js'
 
 const bodyDecoding: FastifyPluginAsync = async (app) => {

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { failpoint } from '../../core/failpoints.js'
-import { BROKER_FEATURES, topicProblem, type BatchBody } from '../../core/protocol.js'
+import { failpoint } from '../../shared/failpoints.js'
+import { BROKER_FEATURES, topicProblem, type BatchBody } from '../../protocol/batch.js'
 import { HttpError } from '../http-error.js'
 import { BASE64_RE, batchAckSchema, batchBodySchema } from '../schemas.js'
 

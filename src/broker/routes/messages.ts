@@ -1,9 +1,9 @@
 import type { FastifyPluginAsync } from 'fastify'
-import type { ConsumedMessage, MessagesPage } from '../../core/consumer.js'
-import { messageId } from '../../core/protocol.js'
+import type { ConsumedMessage, MessagesPage } from '../../protocol/messages.js'
+import { messageId } from '../../protocol/batch.js'
 import { HttpError } from '../http-error.js'
 import type { ReadOrder, StoredMessage } from '../store/types.js'
-import { topicFilterProblem } from '../topic-filter.js'
+import { topicFilterProblem } from '../../protocol/topic-filter.js'
 
 export const MAX_LIMIT = 10_000
 export const MAX_WAIT_MS = 60_000

@@ -6,7 +6,7 @@
  * costs about a third of cloning the message objects or parsing the JSON
  * again, and the thread rebuilds the messages cheaply.
  */
-import type { BatchBody, WireMessage } from '../../core/protocol.js'
+import type { BatchBody, WireMessage } from '../../protocol/batch.js'
 
 type Shape = Pick<WireMessage, 'enc' | 'expiresAt' | 'priority' | 'contentType'> & {
   headers: Record<string, string> | null

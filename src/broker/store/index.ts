@@ -1,4 +1,4 @@
-import { ConfigError } from '../../core/errors.js'
+import { ConfigError } from '../../shared/errors.js'
 import type { BrokerStore, BrokerStoreFactory, BrokerStoreOptions } from './types.js'
 
 export * from './types.js'

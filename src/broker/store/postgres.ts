@@ -21,8 +21,8 @@
  * - The `pg` driver is imported only when this store is opened.
  */
 import type pgTypes from 'pg'
-import type { BatchAck, BatchBody } from '../../core/protocol.js'
-import { BrokerUnavailableError, ConfigError } from '../../core/errors.js'
+import type { BatchAck, BatchBody } from '../../protocol/batch.js'
+import { BrokerUnavailableError, ConfigError } from '../../shared/errors.js'
 import {
   alertKey,
   lowMarkOf,

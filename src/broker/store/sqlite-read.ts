@@ -18,7 +18,7 @@
  * (positions are never assigned below a committed head).
  */
 import type BetterSqlite3 from 'better-sqlite3'
-import { topicMatcher } from '../topic-filter.js'
+import { topicMatcher } from '../../protocol/topic-filter.js'
 import { TOPIC_BLOCK } from './sqlite-schema.js'
 import {
   HELD_COUNT_MAX,

@@ -13,8 +13,8 @@
 import fs from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
-import { ConfigError, ExitCode, StorageError } from '../../core/errors.js'
-import type { BatchAck, BatchBody } from '../../core/protocol.js'
+import { ConfigError, ExitCode, StorageError } from '../../shared/errors.js'
+import type { BatchAck, BatchBody } from '../../protocol/batch.js'
 import { toColumns, transferList } from './batch-columns.js'
 import { openSqliteBrokerStore, type SqliteBrokerStore } from './sqlite.js'
 import {

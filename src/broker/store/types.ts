@@ -20,39 +20,20 @@
  * - Time comes from the caller (`now`), never from the database clock, so
  *   tests can drive it.
  */
-import type { BatchAck, BatchBody } from '../../core/protocol.js'
+import type { BatchAck, BatchBody } from '../../protocol/batch.js'
+import type { ConsumeOrder, MessageFields } from '../../protocol/messages.js'
+import type { AlertRecord, NodeCounters } from '../../protocol/fleet-status.js'
 
-export type ReadOrder = 'event' | 'arrival'
+export type { AlertRecord, AlertRule, NodeCounters } from '../../protocol/fleet-status.js'
 
-/** A message as the broker stores and serves it. */
-export interface StoredMessage {
-  node: string
-  epoch: string
-  seq: number
-  topic: string
-  /** Original generation time, epoch ms (node clock). */
-  ts: number
-  payload: string
-  enc: 'utf8' | 'base64'
-  contentType: string | null
-  priority: number
-  expiresAt: number | null
-  headers: Record<string, string> | null
-  /** Broker time of ingest, epoch ms. */
-  receivedAt: number
+export type ReadOrder = ConsumeOrder
+
+/** A message as the store keeps it: the served fields plus both its positions. */
+export interface StoredMessage extends MessageFields {
   /** Position in the arrival stream (ingest order), >= 1. */
   arrival: number
   /** Position in the event-time stream, or null while held back by the watermark. */
   position: number | null
-  /** Released at once because its ts was already below the watermark when it arrived. */
-  late: boolean
-}
-
-export interface NodeCounters {
-  received: number
-  duplicates: number
-  late: number
-  batches: number
 }
 
 /** What the broker knows about one edge node (or direct producer). */
@@ -187,35 +168,6 @@ export interface StreamHeads {
   held: number
   /** All messages stored. */
   total: number
-}
-
-/** Alert rules the broker evaluates (src/broker/alerts.ts, docs/monitoring.md). */
-export type AlertRule = 'no-sync' | 'backlog-age' | 'data-loss' | 'never-synced'
-
-/**
- * One alert: fired once when its condition starts, resolved once when it
- * clears. At most one alert per `key` (`rule:node`) is active at a time, in
- * the whole store, so several brokers sharing it fire and resolve each alert
- * exactly once between them.
- */
-export interface AlertRecord {
-  id: number
-  /** `rule:node`. */
-  key: string
-  rule: AlertRule
-  node: string
-  state: 'active' | 'resolved'
-  severity: 'warning' | 'critical'
-  /** Human summary, e.g. "gw-17 has not synced for 16m (limit 15m)". */
-  message: string
-  /** The measured value that fired it (ms for ages, a count for data loss); updated while active. */
-  value: number
-  /** The configured limit it crossed (ms, or 0 for data loss). */
-  threshold: number
-  firedAt: number
-  /** Last change of value/message, broker time. */
-  updatedAt: number
-  resolvedAt: number | null
 }
 
 export type NewAlert = Pick<AlertRecord, 'rule' | 'node' | 'severity' | 'message' | 'value' | 'threshold'>

@@ -1,21 +1,25 @@
 /**
- * Codec registry: built-in names (`zstd`, `gzip`, `none`) as module
- * specifiers loaded by a dynamic import() when first chosen (like the storage
- * registry, core/storage/registry.ts), then a module specifier whose default
- * export is a CodecFactory.
+ * Codec registry: registered built-in names (`zstd`, `gzip`, `none`, loaded
+ * lazily, registered by src/plugins/builtins.ts like the storage drivers,
+ * core/storage/registry.ts), then a module specifier whose default export is
+ * a CodecFactory.
  */
-import { ConfigError } from '../errors.js'
+import { ConfigError } from '../../shared/errors.js'
 import { resolvePlugin } from '../plugin-registry.js'
 import type { Codec, CodecFactory } from './codec.js'
 
 export type { Codec, CodecFactory } from './codec.js'
 export { CorruptInputError, DecompressLimitError } from './codec.js'
 
-/** Built-in codecs, loaded only when chosen. */
-export const BUILTIN_CODECS: Record<string, () => Promise<CodecFactory>> = {
-  zstd: async () => (await import('../../plugins/compression/zstd.js')).createZstdCodec,
-  gzip: async () => (await import('../../plugins/compression/gzip.js')).createGzipCodec,
-  none: async () => (await import('../../plugins/compression/none.js')).createNoneCodec,
+const cache = new Map<string, Promise<Codec>>()
+
+/** Built-in codecs by name, filled by registerCodec (src/plugins/builtins.ts); loaded only when chosen. */
+export const BUILTIN_CODECS: Record<string, () => Promise<CodecFactory>> = {}
+
+/** Make `name` a built-in `compression.codec`, loaded by `load` the first time it is chosen. */
+export function registerCodec(name: string, load: () => Promise<CodecFactory>): void {
+  BUILTIN_CODECS[name] = load
+  cache.delete(name)
 }
 
 /** Content-Encoding token -> built-in codec name. */
@@ -25,8 +29,6 @@ const ENCODINGS: Record<string, string> = {
   'x-gzip': 'gzip',
   identity: 'none',
 }
-
-const cache = new Map<string, Promise<Codec>>()
 
 /** Resolve `compression.codec`: a built-in name or a module whose default export is a CodecFactory. */
 export async function resolveCodec(name: string, cwd?: string): Promise<Codec> {
@@ -62,6 +64,3 @@ export async function codecForEncoding(token: string | undefined): Promise<Codec
   }
   return resolveCodec(name)
 }
-
-/** Names of the built-in codecs, for help and error texts. */
-export const CODEC_NAMES = Object.keys(BUILTIN_CODECS)

@@ -1,4 +1,4 @@
-import { formatBytes, formatDuration } from '../units.js'
+import { formatBytes, formatDuration } from '../../shared/units.js'
 import type { LoadedConfig, ResolvedValue } from './load.js'
 import { maskSecret } from './load.js'
 import { describeSource, requireKey, type ValueSource } from './parse.js'

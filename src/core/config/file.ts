@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { ConfigError } from '../errors.js'
+import { ConfigError } from '../../shared/errors.js'
 import { coerceValue } from './parse.js'
 import { KEY_INDEX } from './schema.js'
 

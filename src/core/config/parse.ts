@@ -1,6 +1,6 @@
 import { didYouMean } from '../did-you-mean.js'
-import { ConfigError } from '../errors.js'
-import { DURATION_FORMS, SIZE_FORMS, parseDuration, parseSize } from '../units.js'
+import { ConfigError } from '../../shared/errors.js'
+import { DURATION_FORMS, SIZE_FORMS, parseDuration, parseSize } from '../../shared/units.js'
 import { CONFIG_KEYS, KEY_INDEX, type KeyDef } from './schema.js'
 
 export interface ValueSource {

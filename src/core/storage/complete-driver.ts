@@ -19,7 +19,8 @@
  *
  * Contract and examples: docs/storage.md ("Capabilities and fallbacks").
  */
-import { toFrame, toWireMessage, type WireMessage } from '../protocol.js'
+import { toFrame, type WireMessage } from '../../protocol/batch.js'
+import { toWireMessage } from '../wire-message.js'
 import type {
   AppendResult,
   PendingRun,

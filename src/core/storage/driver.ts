@@ -88,13 +88,13 @@ export interface PendingRun {
 
 /** The wire form of some messages (`wireJson`). */
 export interface WireJson {
-  /** Each message's WireMessage JSON (src/core/protocol.ts), joined by `,`, UTF-8. */
+  /** Each message's WireMessage JSON (src/protocol/batch.ts), joined by `,`, UTF-8. */
   json: Buffer
   /** Messages in `json`: fewer than asked when some were deleted meanwhile. */
   count: number
 }
 
-/** Some messages as frames (`wireFrames`, FRAMES_CONTENT_TYPE in src/core/protocol.ts). */
+/** Some messages as frames (`wireFrames`, FRAMES_CONTENT_TYPE in src/protocol/batch.ts). */
 export interface WireFrames {
   /** Each message's WireMessage JSON with `size` in place of `payload`, joined by `,`, UTF-8. */
   json: Buffer

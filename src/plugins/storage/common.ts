@@ -3,8 +3,8 @@
  * errors, so `sqlite` and `memory` report limits the same way. Size
  * accounting is part of the contract: core/storage/size.ts.
  */
-import { StorageFullError } from '../../core/errors.js'
-import { formatBytes } from '../../core/units.js'
+import { StorageFullError } from '../../shared/errors.js'
+import { formatBytes } from '../../shared/units.js'
 import type { StorageOptions } from '../../core/storage/driver.js'
 
 /** A zero-copy Buffer view of any Uint8Array. */

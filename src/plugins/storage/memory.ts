@@ -4,7 +4,7 @@
  * (the conformance suite checks both); not durable, one process only.
  */
 import { randomUUID } from 'node:crypto'
-import { StorageError } from '../../core/errors.js'
+import { StorageError } from '../../shared/errors.js'
 import { accountedSize } from '../../core/storage/size.js'
 import { limitError, type Fullness } from './common.js'
 import type {

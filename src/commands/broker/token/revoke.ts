@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand } from '../../../cli/base-command.js'
-import { ValidationError } from '../../../core/errors.js'
+import { ValidationError } from '../../../shared/errors.js'
 
 export default class BrokerTokenRevoke extends BaseCommand<typeof BrokerTokenRevoke> {
   static override summary = 'Revoke the token of a node: its requests get 401 from then on.'

@@ -6,7 +6,7 @@
  * their first argument.
  */
 import fs from 'node:fs'
-import { ConfigError } from '../../../core/errors.js'
+import { ConfigError } from '../../../shared/errors.js'
 import type { StorageOptions } from '../../../core/storage/driver.js'
 import type { Fullness } from '../common.js'
 import { Database, nativeAddon, type Statement } from './addon.js'

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { StorageError, isRmqError } from '../../../core/errors.js'
+import { StorageError, isRmqError } from '../../../shared/errors.js'
 import { diskFullError, type Fullness } from '../common.js'
 
 function sqliteCode(err: unknown): string | undefined {

@@ -6,7 +6,7 @@
  * Schema and design notes: docs/storage.md. The operations live by concern
  * in this folder; this class puts them together as a StorageDriver.
  */
-import { failpointValue } from '../../../core/failpoints.js'
+import { failpointValue } from '../../../shared/failpoints.js'
 import type {
   AppendResult,
   BatchQuery,

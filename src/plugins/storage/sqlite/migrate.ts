@@ -1,5 +1,5 @@
 /** Opening a file: bring it to SCHEMA_VERSION, creating the schema in a new one. */
-import { StorageError } from '../../../core/errors.js'
+import { StorageError } from '../../../shared/errors.js'
 import { require } from './addon.js'
 import type { SqliteConnection } from './connection.js'
 import { CREATE_SCHEMA, MIGRATIONS, SCHEMA_VERSION } from './schema.js'

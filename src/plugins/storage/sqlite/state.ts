@@ -2,7 +2,7 @@
  * The small tables beside the queue: state keys (epoch, sync.last, backoff,
  * lease owners), counters (sync statistics) and leases.
  */
-import { StorageError } from '../../../core/errors.js'
+import { StorageError } from '../../../shared/errors.js'
 import type { SqliteConnection } from './connection.js'
 
 export async function getState(c: SqliteConnection, key: string): Promise<string | undefined> {

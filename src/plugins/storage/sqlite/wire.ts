@@ -5,7 +5,8 @@
  * `frames` feature.
  */
 import { isUtf8 } from 'node:buffer'
-import { toFrame, toWireMessage } from '../../../core/protocol.js'
+import { toFrame } from '../../../protocol/batch.js'
+import { toWireMessage } from '../../../core/wire-message.js'
 import type { WireFrames, WireJson } from '../../../core/storage/driver.js'
 import type { SqliteConnection } from './connection.js'
 import { MESSAGE_COLUMNS, toStored, type Row } from './rows.js'

@@ -1,5 +1,4 @@
 import { isUtf8 } from 'node:buffer'
-import type { StoredMessage } from './storage/driver.js'
 
 /**
  * Wire protocol v1 between edge and broker (docs/protocol.md). Shared by the
@@ -185,21 +184,4 @@ export function topicProblem(topic: string, { forPublish }: { forPublish: boolea
   if (forPublish && /[+#]/.test(topic))
     return 'the topic contains a wildcard (+ or #), which only filters may use'
   return undefined
-}
-
-/** One wire message from an outbox row. */
-export function toWireMessage(m: StoredMessage): WireMessage {
-  const { payload, enc } = encodePayload(m.payload)
-  const w: WireMessage = {
-    seq: m.seq,
-    topic: m.topic,
-    ts: m.ts,
-    payload,
-    enc,
-    expiresAt: m.expiresAt,
-    priority: m.priority,
-    contentType: m.contentType,
-  }
-  if (m.headers) w.headers = m.headers
-  return w
 }
