@@ -1,6 +1,7 @@
 import type { RmqConfig } from '../core/config/schema.js'
 import type { MonitoringOptions } from './monitoring.js'
 import type { HealthOptions } from './node-status.js'
+import type { EventTimeBound } from './event-time.js'
 import type { BrokerStore } from './store/types.js'
 
 export type LogFormat = 'json' | 'pretty' | 'silent'
@@ -17,6 +18,8 @@ export interface BrokerOptions {
   /** requestTimeout (ms): the whole request must arrive within it; default 60 s. */
   limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout?: number }
   maxLateness: HealthOptions['maxLateness']
+  /** broker.ordering.maxFutureSkew (ms) and futurePolicy: how far ahead of broker time event time may be. */
+  futureSkew?: EventTimeBound
   /** broker.retention, ms (0: keep forever). */
   retention: number
   alerts: HealthOptions['alerts']
@@ -49,6 +52,7 @@ export function brokerOptionsFromConfig(
     auth: b.auth,
     limits: { ...b.limits },
     maxLateness: b.ordering.maxLateness,
+    futureSkew: { maxMs: b.ordering.maxFutureSkew, policy: b.ordering.futurePolicy },
     retention: b.retention,
     alerts: b.alerts,
     ...overrides,

@@ -28,6 +28,9 @@ export function brokerAppOptions(
     auth: 'token',
     limits: { bodyBytes: 8 << 20, decompressedBytes: 64 << 20, ratePerNode: 0 },
     maxLateness: 5 * MIN,
+    // The fixture's clock is T0 while makeBatch stamps `clock` with Date.now(): event time is bounded
+    // only where a test asks for it (test/broker/event-time.test.ts).
+    futureSkew: { maxMs: 100 * 365 * 24 * 60 * MIN, policy: 'reject' },
     retention: 0,
     alerts: { noSyncFor: 0, backlogAge: 0, dataLoss: true, interval: 10_000, webhooks: [] },
     logFormat: 'silent',

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { failpoint } from '../../shared/failpoints.js'
 import { BROKER_FEATURES, topicProblem, type BatchBody } from '../../protocol/batch.js'
+import { boundEventTime, DEFAULT_EVENT_TIME_BOUND } from '../event-time.js'
 import { HttpError } from '../http-error.js'
 import { BASE64_RE, batchAckSchema, batchBodySchema } from '../schemas.js'
 
@@ -67,9 +68,11 @@ const batches: FastifyPluginAsync = async (app) => {
         if (m.enc === 'base64' && (m.payload.length % 4 !== 0 || !BASE64_RE.test(m.payload)))
           throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/payload: not valid base64`)
       }
+      const at = now()
+      boundEventTime(body, at, options.futureSkew ?? DEFAULT_EVENT_TIME_BOUND)
       await failpoint('broker.ingest.before-commit')
       const ack = await store.ingest(body, {
-        now: now(),
+        now: at,
         maxLateness: options.maxLateness,
         // A pipelined batch (backlog.unacked) is usually followed by its node's next one: not company.
         concurrent: Math.max(0, inProgress - 1 - (body.backlog.unacked ? 1 : 0)),

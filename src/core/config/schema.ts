@@ -257,6 +257,21 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     description: 'A node silent this long stops holding the watermark back.',
   },
   {
+    key: 'broker.ordering.maxFutureSkew',
+    type: 'duration',
+    default: '5m',
+    description:
+      'A message or node clock further ahead of broker time than this is refused (400 TS_IN_FUTURE) or clamped (futurePolicy).',
+  },
+  {
+    key: 'broker.ordering.futurePolicy',
+    type: 'enum',
+    values: ['reject', 'clamp'],
+    default: 'reject',
+    description:
+      'reject: refuse a batch that is too far in the future; clamp: store its timestamps at broker time + maxFutureSkew, with a header saying so.',
+  },
+  {
     key: 'broker.retention',
     type: 'duration',
     default: '7d',
@@ -370,7 +385,7 @@ export interface RmqConfig {
     postgres: { url: string }
     auth: 'token' | 'none'
     limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout: number }
-    ordering: { maxLateness: number }
+    ordering: { maxLateness: number; maxFutureSkew: number; futurePolicy: 'reject' | 'clamp' }
     retention: number
     alerts: {
       noSyncFor: number
