@@ -11,6 +11,9 @@
  * - `never-synced` (warning): a node was given a token longer than
  *   broker.alerts.neverSyncedFor ago and never synced (health
  *   `never-synced`); resolves when it syncs (or its token is revoked).
+ * - `hold-back` (warning): a live node's low mark is further behind broker
+ *   time than broker.ordering.maxHoldBack (health `holding-back`), so it no
+ *   longer holds the watermark back; resolves when it catches up.
  *
  * Each alert fires once when its condition starts and resolves once when it
  * clears. The state lives in the BrokerStore (at most one active alert per
@@ -22,7 +25,13 @@
  */
 import os from 'node:os'
 import { formatAge, formatDuration } from '../shared/units.js'
-import { DEFAULT_NEVER_SYNCED_FOR, fleetStatus, type HealthOptions, type NodeStatus } from './node-status.js'
+import {
+  DEFAULT_MAX_HOLD_BACK,
+  DEFAULT_NEVER_SYNCED_FOR,
+  fleetStatus,
+  type HealthOptions,
+  type NodeStatus,
+} from './node-status.js'
 import { alertKey } from './store/sqlite.js'
 import type { AlertRecord, AlertRule, BrokerStore, NewAlert } from './store/types.js'
 
@@ -166,6 +175,20 @@ export class AlertEngine {
           message:
             `${n.node} holds ${n.backlog.pending} pending message(s), the oldest ${formatAge(n.backlogAge)} old ` +
             `(limit ${formatDuration(cfg.backlogAge)})`,
+        },
+      }
+    if (n.holdBack !== null)
+      yield {
+        alert: {
+          rule: 'hold-back',
+          node: n.node,
+          severity: 'warning',
+          value: n.holdBack,
+          threshold: this.o.options.maxHoldBack ?? DEFAULT_MAX_HOLD_BACK,
+          message:
+            `${n.node}'s low mark is ${formatAge(n.holdBack)} behind broker time (limit ` +
+            `${formatDuration(this.o.options.maxHoldBack ?? DEFAULT_MAX_HOLD_BACK)}): it no longer holds the ` +
+            'watermark back and its older messages arrive late; check its clock and its backlog',
         },
       }
     if (cfg.dataLoss) {
@@ -392,4 +415,10 @@ export function redact(url: string): string {
   }
 }
 
-export const ALERT_RULES: readonly AlertRule[] = ['no-sync', 'backlog-age', 'data-loss', 'never-synced']
+export const ALERT_RULES: readonly AlertRule[] = [
+  'no-sync',
+  'backlog-age',
+  'data-loss',
+  'never-synced',
+  'hold-back',
+]

@@ -5,9 +5,9 @@
  * message from every node would arrive `late`, for good. So a batch whose
  * message timestamps or node clock are more than `maxFutureSkew` ahead of the
  * broker is refused (400 TS_IN_FUTURE) or, with futurePolicy=clamp, stored
- * with those timestamps set to broker time + maxFutureSkew and the original
- * kept in a header. Low marks are min(oldest ts, clock), so neither can carry
- * the watermark further ahead than that either.
+ * with those timestamps set to broker receive time (the latest they can
+ * truly be) and the original kept in a header. Low marks are min(oldest ts,
+ * clock), so neither can carry the watermark further ahead than that either.
  */
 import type { BatchBody } from '../protocol/batch.js'
 import { formatAge, formatDuration } from '../shared/units.js'
@@ -42,23 +42,24 @@ export function boundEventTime(body: BatchBody, now: number, bound: EventTimeBou
         'broker.ordering.futurePolicy=clamp',
     )
   }
+  // Clamped values become broker receive time: a clock that lies cannot be trusted for any of them.
   if (body.clock > limit) {
     if (bound.policy === 'reject') refuse('body/clock', body.clock)
-    body.clock = limit
+    body.clock = now
   }
   if (body.backlog.oldestTs !== null && body.backlog.oldestTs > limit) {
     if (bound.policy === 'reject') refuse('body/backlog/oldestTs', body.backlog.oldestTs)
-    body.backlog.oldestTs = limit
+    body.backlog.oldestTs = now
   }
   if (body.backlog.unacked && body.backlog.unacked.oldestTs > limit) {
     if (bound.policy === 'reject') refuse('body/backlog/unacked/oldestTs', body.backlog.unacked.oldestTs)
-    body.backlog.unacked.oldestTs = limit
+    body.backlog.unacked.oldestTs = now
   }
   for (let i = 0; i < body.messages.length; i++) {
     const m = body.messages[i]
     if (m.ts <= limit) continue
     if (bound.policy === 'reject') refuse(`body/messages/${i}/ts`, m.ts)
     m.headers = { ...(m.headers ?? {}), [CLAMPED_TS_HEADER]: String(m.ts) }
-    m.ts = limit
+    m.ts = now
   }
 }

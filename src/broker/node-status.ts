@@ -21,16 +21,20 @@ export interface HealthOptions {
   }
   /** broker.ordering.maxLateness, ms. */
   maxLateness: number
+  /** broker.ordering.maxHoldBack, ms (default 15m when left out; 0: no bound). */
+  maxHoldBack?: number
 }
 
 const DEFAULT_STALE_AFTER = 15 * 60_000
 export const DEFAULT_NEVER_SYNCED_FOR = 3_600_000
+export const DEFAULT_MAX_HOLD_BACK = 15 * 60_000
 
 export function healthRules(options: HealthOptions): HealthRules {
   return {
     staleAfter: options.alerts.noSyncFor > 0 ? options.alerts.noSyncFor : DEFAULT_STALE_AFTER,
     behindAfter: options.maxLateness,
     neverSyncedAfter: options.alerts.neverSyncedFor ?? DEFAULT_NEVER_SYNCED_FOR,
+    holdBackAfter: options.maxHoldBack ?? DEFAULT_MAX_HOLD_BACK,
   }
 }
 
@@ -86,6 +90,16 @@ export function nodeStatus(
   const backlogAge = backlogAgeOf(r, now)
   const reasons: string[] = []
   let health: Health = 'ok'
+  const live = !r.direct && now - r.lastContact <= maxLateness
+  const behindBy = now - r.lowMark
+  const holdBack = live && rules.holdBackAfter > 0 && behindBy > rules.holdBackAfter ? behindBy : null
+  if (holdBack !== null) {
+    health = 'holding-back'
+    reasons.push(
+      `low mark ${formatAge(holdBack)} behind broker time (limit ${formatDuration(rules.holdBackAfter)}): ` +
+        'it no longer holds the watermark back, so its older messages arrive late',
+    )
+  }
   if (!r.direct && sinceContact > rules.staleAfter) {
     health = 'stale'
     reasons.push(`no sync for ${formatAge(sinceContact)} (limit ${formatDuration(rules.staleAfter)})`)
@@ -122,7 +136,9 @@ export function nodeStatus(
     ...reportedLosses(stats),
     storage: maxBytes !== undefined && totalBytes !== undefined ? { totalBytes, maxBytes } : null,
     sync,
-    live: !r.direct && now - r.lastContact <= maxLateness,
+    lowMark: r.lowMark,
+    holdBack,
+    live: live && holdBack === null,
     counters: { ...r.counters },
     epochBatches: r.epochBatches,
     tokenCreatedAt: token?.createdAt ?? null,
@@ -165,6 +181,8 @@ export function neverSeenStatus(token: TokenRecord, now: number, rules: HealthRu
     expired: 0,
     storage: null,
     sync: null,
+    lowMark: null,
+    holdBack: null,
     live: false,
     counters: { received: 0, duplicates: 0, late: 0, batches: 0 },
     epochBatches: 0,
@@ -173,7 +191,15 @@ export function neverSeenStatus(token: TokenRecord, now: number, rules: HealthRu
 }
 
 export function summarize(nodes: NodeStatus[]): FleetStatus['summary'] {
-  const summary = { ok: 0, behind: 0, stale: 0, 'never-seen': 0, 'never-synced': 0, total: nodes.length }
+  const summary = {
+    ok: 0,
+    behind: 0,
+    'holding-back': 0,
+    stale: 0,
+    'never-seen': 0,
+    'never-synced': 0,
+    total: nodes.length,
+  }
   for (const n of nodes) summary[n.health]++
   return summary
 }

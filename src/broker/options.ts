@@ -1,6 +1,6 @@
 import type { RmqConfig } from '../core/config/schema.js'
 import type { MonitoringOptions } from './monitoring.js'
-import type { HealthOptions } from './node-status.js'
+import { DEFAULT_MAX_HOLD_BACK, type HealthOptions } from './node-status.js'
 import type { EventTimeBound } from './event-time.js'
 import type { BrokerStore } from './store/types.js'
 
@@ -18,6 +18,8 @@ export interface BrokerOptions {
   /** requestTimeout (ms): the whole request must arrive within it; default 60 s. */
   limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout?: number }
   maxLateness: HealthOptions['maxLateness']
+  /** broker.ordering.maxHoldBack (ms): how long one node may hold everyone's event order back (0: no bound). */
+  maxHoldBack?: HealthOptions['maxHoldBack']
   /** broker.ordering.maxFutureSkew (ms) and futurePolicy: how far ahead of broker time event time may be. */
   futureSkew?: EventTimeBound
   /** broker.retention, ms (0: keep forever). */
@@ -52,6 +54,7 @@ export function brokerOptionsFromConfig(
     auth: b.auth,
     limits: { ...b.limits },
     maxLateness: b.ordering.maxLateness,
+    maxHoldBack: b.ordering.maxHoldBack,
     futureSkew: { maxMs: b.ordering.maxFutureSkew, policy: b.ordering.futurePolicy },
     retention: b.retention,
     alerts: b.alerts,
@@ -62,4 +65,12 @@ export function brokerOptionsFromConfig(
 export function isLoopback(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, '').toLowerCase()
   return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1'
+}
+
+/** The ordering bounds a store needs with broker time `now` (ingest, release, held reports). */
+export function orderingContext(
+  options: Pick<BrokerOptions, 'maxLateness' | 'maxHoldBack'>,
+  now: number,
+): { now: number; maxLateness: number; maxHoldBack: number } {
+  return { now, maxLateness: options.maxLateness, maxHoldBack: options.maxHoldBack ?? DEFAULT_MAX_HOLD_BACK }
 }

@@ -10,7 +10,7 @@ export default class Status extends BaseCommand<typeof Status> {
     'sent/expired/dropped totals, the last sync attempt and success, success rate, the backoff in force and ' +
     'the next attempt, outbox size against storage.maxBytes, and the config file in effect. Reads the local ' +
     'outbox only (works offline). With --broker: every node as the broker at brokerUrl sees it (health ok, ' +
-    'behind, stale, never-seen or never-synced; last sync; success rate; backlog; counters) and the active alerts; exits 69 when the ' +
+    'behind, holding-back, stale, never-seen or never-synced; last sync; success rate; backlog; counters) and the active alerts; exits 69 when the ' +
     'broker cannot be reached. Health and alert rules: docs/monitoring.md.'
   static override examples = [
     '<%= config.bin %> status',
@@ -122,7 +122,7 @@ function renderFleet(
 ) {
   const s = f.summary
   const head =
-    `${f.brokerUrl}: ${s.total} node(s): ${s.ok} ok, ${s.behind} behind, ${s.stale} stale, ` +
+    `${f.brokerUrl}: ${s.total} node(s): ${s.ok} ok, ${s.behind} behind, ${s['holding-back'] ?? 0} holding-back, ${s.stale} stale, ` +
     `${s['never-seen']} never-seen, ${s['never-synced'] ?? 0} never-synced; ${f.alerts.length} active alert(s)`
   if (f.nodes.length === 0)
     return `${head}\nno nodes yet (they appear after their first batch, or with a token)`

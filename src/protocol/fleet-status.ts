@@ -5,8 +5,15 @@
  * src/broker/node-status.ts and src/broker/alerts.ts.
  */
 
-export type Health = 'ok' | 'behind' | 'stale' | 'never-seen' | 'never-synced'
-export const HEALTH_STATES: readonly Health[] = ['ok', 'behind', 'stale', 'never-seen', 'never-synced']
+export type Health = 'ok' | 'behind' | 'holding-back' | 'stale' | 'never-seen' | 'never-synced'
+export const HEALTH_STATES: readonly Health[] = [
+  'ok',
+  'behind',
+  'holding-back',
+  'stale',
+  'never-seen',
+  'never-synced',
+]
 
 export interface HealthRules {
   /** No batch or heartbeat for longer than this: stale (broker.alerts.noSyncFor, or 15m when that is 0). */
@@ -18,6 +25,11 @@ export interface HealthRules {
    * (broker.alerts.neverSyncedFor; 0: never-seen however old).
    */
   neverSyncedAfter: number
+  /**
+   * A live node whose low mark is further behind broker time than this no
+   * longer holds the watermark back: holding-back (broker.ordering.maxHoldBack; 0: never).
+   */
+  holdBackAfter: number
 }
 
 export interface NodeCounters {
@@ -83,7 +95,18 @@ export interface NodeStatus {
   storage: { totalBytes: number; maxBytes: number } | null
   /** Node-reported sync details of its last report (attempts, failures, last error, backoff). */
   sync: Record<string, unknown> | null
-  /** Holding the watermark back (edge node heard from within broker.ordering.maxLateness). */
+  /** The node's low mark (the oldest ts it may still send, docs/ordering.md); null when never seen. */
+  lowMark: number | null
+  /**
+   * How far the low mark of a live node is behind broker time, when that is more
+   * than broker.ordering.maxHoldBack (health holding-back: it no longer holds the
+   * watermark back); else null.
+   */
+  holdBack: number | null
+  /**
+   * Holding the watermark back: an edge node heard from within broker.ordering.maxLateness
+   * whose low mark is within broker.ordering.maxHoldBack of broker time.
+   */
   live: boolean
   /** Raw counters as the store keeps them. */
   counters: NodeCounters
@@ -101,7 +124,7 @@ export interface FleetStatus {
 }
 
 /** Alert rules the broker evaluates (src/broker/alerts.ts, docs/monitoring.md). */
-export type AlertRule = 'no-sync' | 'backlog-age' | 'data-loss' | 'never-synced'
+export type AlertRule = 'no-sync' | 'backlog-age' | 'data-loss' | 'never-synced' | 'hold-back'
 
 /**
  * One alert: fired once when its condition starts, resolved once when it

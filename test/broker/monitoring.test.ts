@@ -98,12 +98,18 @@ describe('broker monitoring (injectable clock)', () => {
     expect(res.body.summary).toEqual({
       ok: 1,
       behind: 1,
+      'holding-back': 0,
       stale: 1,
       'never-seen': 1,
       'never-synced': 0,
       total: 4,
     })
-    expect(res.body.rules).toEqual({ staleAfter: 10 * MIN, behindAfter: 5 * MIN, neverSyncedAfter: 60 * MIN })
+    expect(res.body.rules).toEqual({
+      staleAfter: 10 * MIN,
+      behindAfter: 5 * MIN,
+      neverSyncedAfter: 60 * MIN,
+      holdBackAfter: 15 * MIN,
+    })
     expect(by['gw-1']).toMatchObject({
       health: 'ok',
       reasons: [],
@@ -265,7 +271,8 @@ describe('broker monitoring (injectable clock)', () => {
   })
 
   it('backlog-age fires when the oldest pending message is older than backlogAge, and resolves when drained', async () => {
-    await open()
+    // A 20-minute-old backlog is also past maxHoldBack (15m): hold-back has its own test below.
+    await open({ maxHoldBack: 0 })
     await ingest(
       makeBatch('gw-1', [], { clock: T0, backlog: { pending: 5, bytes: 500, oldestTs: T0 - 20 * MIN } }),
     )
@@ -281,6 +288,32 @@ describe('broker monitoring (injectable clock)', () => {
     expect(e.fired[0].message).toMatch(/holds 5 pending message\(s\), the oldest 30m 0s old \(limit 30m\)/)
     await ingest(makeBatch('gw-1', [], { clock }))
     expect((await app.monitor.alerts.evaluate()).resolved.map((a) => a.rule)).toEqual(['backlog-age'])
+  })
+
+  it('hold-back fires for a live node whose low mark is older than maxHoldBack (health holding-back), and resolves when it catches up', async () => {
+    await open({ maxHoldBack: 3 * SEC })
+    // A heartbeat claiming a message from 1970 is pending: the stall attack.
+    await ingest(makeBatch('gw-1', [], { clock, backlog: { pending: 1, bytes: 10, oldestTs: 1 } }))
+    const e = await app.monitor.alerts.evaluate()
+    // The claimed backlog is also older than backlogAge: both fire, each once.
+    expect(e.fired.map((a) => [a.rule, a.severity]).sort()).toEqual([
+      ['backlog-age', 'warning'],
+      ['hold-back', 'warning'],
+    ])
+    const holdBack = e.fired.find((a) => a.rule === 'hold-back')!
+    expect(holdBack.threshold).toBe(3 * SEC)
+    expect(holdBack.message).toMatch(/gw-1's low mark is \d+d \d+h behind broker time \(limit 3s\)/)
+    const node = (await get('/v1/nodes/gw-1')).body
+    expect(node).toMatchObject({ health: 'holding-back', live: false, lowMark: 1 })
+    expect(node.holdBack).toBe(clock - 1)
+    expect(node.reasons[0]).toMatch(/no longer holds the watermark back/)
+    // Caught up: an honest heartbeat resolves it.
+    clock += SEC
+    await ingest(makeBatch('gw-1', [], { clock }))
+    expect((await app.monitor.alerts.evaluate()).resolved.map((a) => a.rule).sort()).toEqual([
+      'backlog-age',
+      'hold-back',
+    ])
   })
 
   it('data-loss fires on reported dropped/expired messages, stays one alert while losses grow, clears after a quiet period', async () => {

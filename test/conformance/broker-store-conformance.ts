@@ -12,6 +12,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { BatchBody, WireMessage } from '../../src/protocol/batch.js'
 import type { BrokerStore, IngestContext } from '../../src/broker/store/types.js'
+import { orderingBoundsConformance } from './broker-store-ordering-conformance.js'
 import { pagingConformance } from './broker-store-paging-conformance.js'
 
 export interface StoreHandle {
@@ -78,6 +79,7 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
     })
 
     pagingConformance(() => h)
+    orderingBoundsConformance(() => h)
 
     it('starts empty', async () => {
       expect(await store.heads()).toEqual({ event: 0, arrival: 0, watermark: null, held: 0, total: 0 })

@@ -136,7 +136,7 @@ describe('rmq status (edge) and rmq status --broker', () => {
     const human = await rmq(['status', '--broker'])
     expect(human.code).toBe(0)
     expect(human.stdout).toMatch(
-      /2 node\(s\): 1 ok, 0 behind, 0 stale, 1 never-seen, 0 never-synced; 0 active alert\(s\)/,
+      /2 node\(s\): 1 ok, 0 behind, 0 holding-back, 0 stale, 1 never-seen, 0 never-synced; 0 active alert\(s\)/,
     )
     expect(human.stdout).toMatch(/^node\s+health\s+last sync\s+success\s+pending/m)
     expect(human.stdout).toMatch(/^gw-spare\s+never-seen\s+never/m)

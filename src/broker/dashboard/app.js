@@ -10,7 +10,7 @@
 
   const POLL_MS = 2000
   const TOKEN_KEY = 'rmq.dashboard.token'
-  const HEALTH_ORDER = { stale: 0, 'never-synced': 1, behind: 2, 'never-seen': 3, ok: 4 }
+  const HEALTH_ORDER = { stale: 0, 'never-synced': 1, 'holding-back': 2, behind: 3, 'never-seen': 4, ok: 5 }
 
   const state = {
     token: '',
@@ -132,11 +132,12 @@
   // ---------- overview ----------
   function renderSummary(fleet, alerts, last) {
     const s = fleet.summary
-    for (const k of ['total', 'ok', 'behind', 'stale', 'never-seen', 'never-synced'])
+    for (const k of ['total', 'ok', 'behind', 'holding-back', 'stale', 'never-seen', 'never-synced'])
       $('c-' + k).textContent = fmtInt(s[k] || 0)
     $('c-alerts').textContent = fmtInt(alerts.active.length)
     document.querySelector('.card.stale').classList.toggle('hot', s.stale > 0)
     document.querySelector('.card.behind').classList.toggle('hot', s.behind > 0)
+    document.querySelector('.card.holding-back').classList.toggle('hot', s['holding-back'] > 0)
     document.querySelector('.card.never-synced').classList.toggle('hot', s['never-synced'] > 0)
     document.querySelector('.card.alerts-card').classList.toggle('hot', alerts.active.length > 0)
     $('c-rate').textContent = last ? fmtRate(last.rate) : '–'

@@ -8,7 +8,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import type { BrokerContext } from '../context.js'
 import { Notifier } from '../notifier.js'
-import type { BrokerOptions } from '../options.js'
+import { orderingContext, type BrokerOptions } from '../options.js'
 import { RateLimiter } from '../rate-limit.js'
 import type { BrokerStore } from '../store/types.js'
 import { Repeater } from '../timers.js'
@@ -25,6 +25,8 @@ const context: FastifyPluginAsync<ContextPluginOptions> = async (app, { store, o
   const notifier = new Notifier()
   // Stores shared by several brokers signal commits made by the others too.
   const unsubscribe = store.subscribe?.(() => notifier.notify())
+  // The watermark only moves back by an admin's `rmq broker watermark --reset-to`: log it when seen.
+  let lastWatermark: number | null = null
   const ctx: BrokerContext = {
     store,
     options,
@@ -32,7 +34,13 @@ const context: FastifyPluginAsync<ContextPluginOptions> = async (app, { store, o
     rateLimiter: new RateLimiter(options.limits.ratePerNode),
     now,
     async release() {
-      const r = await store.release({ now: now(), maxLateness: options.maxLateness })
+      const r = await store.release(orderingContext(options, now()))
+      if (lastWatermark !== null && r.watermark !== null && r.watermark < lastWatermark)
+        app.log.warn(
+          { watermark: { from: lastWatermark, to: r.watermark } },
+          'the watermark was moved back (rmq broker watermark --reset-to)',
+        )
+      lastWatermark = r.watermark
       if (r.released > 0) notifier.notify()
     },
     async purge() {

@@ -3,6 +3,7 @@ import { failpoint } from '../../shared/failpoints.js'
 import { BROKER_FEATURES, topicProblem, type BatchBody } from '../../protocol/batch.js'
 import { boundEventTime, DEFAULT_EVENT_TIME_BOUND } from '../event-time.js'
 import { HttpError } from '../http-error.js'
+import { orderingContext } from '../options.js'
 import { BASE64_RE, batchAckSchema, batchBodySchema } from '../schemas.js'
 
 function rateLimit(req: FastifyRequest, reply: FastifyReply, node: string): void {
@@ -72,8 +73,7 @@ const batches: FastifyPluginAsync = async (app) => {
       boundEventTime(body, at, options.futureSkew ?? DEFAULT_EVENT_TIME_BOUND)
       await failpoint('broker.ingest.before-commit')
       const ack = await store.ingest(body, {
-        now: at,
-        maxLateness: options.maxLateness,
+        ...orderingContext(options, at),
         // A pipelined batch (backlog.unacked) is usually followed by its node's next one: not company.
         concurrent: Math.max(0, inProgress - 1 - (body.backlog.unacked ? 1 : 0)),
       })

@@ -2,6 +2,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { ConsumedMessage, MessagesPage } from '../../protocol/messages.js'
 import { messageId } from '../../protocol/batch.js'
 import { HttpError } from '../http-error.js'
+import { orderingContext } from '../options.js'
 import type { ReadOrder, StoredMessage } from '../store/types.js'
 import { topicFilterProblem } from '../../protocol/topic-filter.js'
 
@@ -94,7 +95,7 @@ const messages: FastifyPluginAsync = async (app) => {
         }
         if (order === 'event' && !page.more) {
           const { options, now: clock } = app.broker
-          body.held = await store.heldBack({ topic, now: clock(), maxLateness: options.maxLateness })
+          body.held = await store.heldBack({ topic, ...orderingContext(options, clock()) })
         }
         // The store's work for this page (without the long-poll's waiting), for benchmarks and operators.
         reply.header('server-timing', `read;dur=${(performance.now() - t0 - waited).toFixed(2)}`)

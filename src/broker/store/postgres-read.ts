@@ -6,6 +6,7 @@
  * READ_MAX_ROWS rows of work and answers `more: true` when the window ended
  * before the head. There is no topic index here (yet): docs/broker-storage.md.
  */
+import { holdFloor, liveSince } from './holders.js'
 import type pgTypes from 'pg'
 import {
   HELD_COUNT_MAX,
@@ -99,8 +100,9 @@ export async function pgHeldBack(pool: pgTypes.Pool, q: HeldQuery): Promise<Held
   const nodes = (
     await pool.query<{ node: string; low_mark: string; last_contact: string }>(
       `SELECT node, low_mark, last_contact FROM rmq_nodes
-       WHERE NOT direct AND last_contact >= $1 AND low_mark <= $2 ORDER BY low_mark, node LIMIT $3`,
-      [q.now - q.maxLateness, newest, HELD_NODES_MAX],
+       WHERE NOT direct AND last_contact >= $1 AND low_mark >= $2 AND low_mark <= $3
+       ORDER BY low_mark, node LIMIT $4`,
+      [liveSince(q), holdFloor(q), newest, HELD_NODES_MAX],
     )
   ).rows.map((n) => ({ node: n.node, lowMark: Number(n.low_mark), lastContact: Number(n.last_contact) }))
   return { count: Math.min(r.n, HELD_COUNT_MAX), capped, nodes }

@@ -20,6 +20,7 @@
  *   connection so long-polls on every broker wake at once.
  * - The `pg` driver is imported only when this store is opened.
  */
+import { holdFloor, liveSince } from './holders.js'
 import type pgTypes from 'pg'
 import type { BatchAck, BatchBody } from '../../protocol/batch.js'
 import { BrokerUnavailableError, ConfigError } from '../../shared/errors.js'
@@ -134,7 +135,7 @@ const WATERMARK_INPUTS = `
   SELECT (SELECT watermark FROM rmq_meta WHERE id = 1) AS watermark,
          MIN(low_mark) AS lm, COUNT(*)::int AS n,
          (SELECT MAX(ts) FROM rmq_messages WHERE position IS NULL) AS held_max
-  FROM rmq_nodes WHERE NOT direct AND last_contact >= $1`
+  FROM rmq_nodes WHERE NOT direct AND last_contact >= $1 AND low_mark >= $2`
 
 const RELEASE_UP_TO = `
   UPDATE rmq_messages m SET position = r.p
@@ -223,7 +224,7 @@ export class PostgresBrokerStore implements BrokerStore {
     meta: MetaRow,
     ctx: IngestContext,
   ): Promise<{ released: number; watermark: number | null }> {
-    const w = (await c.query(WATERMARK_INPUTS, [ctx.now - ctx.maxLateness])).rows[0]
+    const w = (await c.query(WATERMARK_INPUTS, [liveSince(ctx), holdFloor(ctx)])).rows[0]
     const candidate = candidateWatermark(w)
     let watermark = meta.watermark
     if (candidate !== null && (watermark === null || candidate > watermark)) watermark = candidate
@@ -379,7 +380,7 @@ export class PostgresBrokerStore implements BrokerStore {
       // After every locked commit nothing held has ts below W, so when W cannot
       // move there is nothing to do: answer without taking the lock (every
       // broker runs this on a timer).
-      const w = (await this.pool.query(WATERMARK_INPUTS, [ctx.now - ctx.maxLateness])).rows[0]
+      const w = (await this.pool.query(WATERMARK_INPUTS, [liveSince(ctx), holdFloor(ctx)])).rows[0]
       const candidate = candidateWatermark(w)
       if (candidate === null || (w.watermark !== null && candidate <= w.watermark))
         return { released: 0, watermark: w.watermark }
@@ -397,6 +398,15 @@ export class PostgresBrokerStore implements BrokerStore {
 
   heldBack(q: HeldQuery): Promise<HeldReport> {
     return this.wrap(() => pgHeldBack(this.pool, q))
+  }
+
+  resetWatermark(to: number): Promise<{ before: number | null; after: number }> {
+    return this.wrap(() =>
+      this.locked(async (c, meta) => {
+        await c.query('UPDATE rmq_meta SET watermark = $1 WHERE id = 1', [to])
+        return { before: meta.watermark, after: to }
+      }),
+    )
   }
 
   heads(): Promise<StreamHeads> {

@@ -17,6 +17,7 @@
  * a page that found nothing up to the head can say `next: head` safely
  * (positions are never assigned below a committed head).
  */
+import { holdFloor, liveSince } from './holders.js'
 import type BetterSqlite3 from 'better-sqlite3'
 import { topicMatcher } from '../../protocol/topic-filter.js'
 import { TOPIC_BLOCK } from './sqlite-schema.js'
@@ -138,9 +139,12 @@ function prepare(db: BetterSqlite3.Database) {
          MAX(CASE WHEN topic_id ${IN_JSON} THEN ts END) AS newest FROM (SELECT ts, topic_id FROM held LIMIT ?)`,
     ),
     heldNewest: db.prepare<[], number | null>('SELECT MAX(ts) FROM held').pluck(),
-    holders: db.prepare<[number, number, number], { node: string; low_mark: number; last_contact: number }>(
+    holders: db.prepare<
+      [number, number, number, number],
+      { node: string; low_mark: number; last_contact: number }
+    >(
       `SELECT node, low_mark, last_contact FROM nodes
-       WHERE direct = 0 AND last_contact >= ? AND low_mark <= ? ORDER BY low_mark, node LIMIT ?`,
+       WHERE direct = 0 AND last_contact >= ? AND low_mark >= ? AND low_mark <= ? ORDER BY low_mark, node LIMIT ?`,
     ),
   }
 }
@@ -308,7 +312,7 @@ export class SqliteReader {
     }
     if ((n === 0 && !capped) || newest === null) return { count: 0, capped: false, nodes: [] }
     const nodes = this.s.holders
-      .all(q.now - q.maxLateness, newest, HELD_NODES_MAX)
+      .all(liveSince(q), holdFloor(q), newest, HELD_NODES_MAX)
       .map((r) => ({ node: r.node, lowMark: r.low_mark, lastContact: r.last_contact }))
     return { count: Math.min(n, HELD_COUNT_MAX), capped, nodes }
   }

@@ -207,6 +207,10 @@ export class ThreadedSqliteStore implements BrokerStore {
     return this.local.heads()
   }
 
+  resetWatermark(to: number): Promise<{ before: number | null; after: number }> {
+    return this.local.resetWatermark(to)
+  }
+
   nodes(): Promise<NodeRecord[]> {
     return this.local.nodes()
   }

@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
+import { holdFloor, liveSince } from './holders.js'
 import type BetterSqlite3 from 'better-sqlite3'
 import type { BatchAck, BatchBody, WireMessage } from '../../protocol/batch.js'
 import { ConfigError, StorageError } from '../../shared/errors.js'
@@ -396,8 +397,8 @@ export class SqliteBrokerStore implements BrokerStore {
            late = nodes.late + excluded.late, batches = nodes.batches + excluded.batches,
            ${NODE_REPORT_UPDATE('nodes')}`,
       ),
-      liveLowMark: db.prepare<[number], { lm: number | null; n: number }>(
-        'SELECT MIN(low_mark) AS lm, COUNT(*) AS n FROM nodes WHERE direct = 0 AND last_contact >= ?',
+      liveLowMark: db.prepare<[number, number], { lm: number | null; n: number }>(
+        'SELECT MIN(low_mark) AS lm, COUNT(*) AS n FROM nodes WHERE direct = 0 AND last_contact >= ? AND low_mark >= ?',
       ),
       maxHeldTs: db.prepare<[], { m: number | null }>('SELECT MAX(ts) AS m FROM held'),
       // Held messages below the watermark take the next positions in (ts, node, seq, epoch) order.
@@ -617,7 +618,7 @@ export class SqliteBrokerStore implements BrokerStore {
     }
 
     // The watermark after this group, as releaseSync computes it after the inserts.
-    const live = s.liveLowMark.get(ctx.now - ctx.maxLateness)!
+    const live = s.liveLowMark.get(liveSince(ctx), holdFloor(ctx))!
     let candidate: number | null
     if (live.n > 0) candidate = live.lm
     else {
@@ -907,7 +908,7 @@ export class SqliteBrokerStore implements BrokerStore {
   private releaseSync(ctx: IngestContext): ReleaseResult {
     const s = this.stmts
     const meta = s.meta.get()!
-    const live = s.liveLowMark.get(ctx.now - ctx.maxLateness)!
+    const live = s.liveLowMark.get(liveSince(ctx), holdFloor(ctx))!
     let candidate: number | null
     if (live.n > 0) candidate = live.lm
     else {
@@ -958,6 +959,18 @@ export class SqliteBrokerStore implements BrokerStore {
 
   heldBack(q: HeldQuery): Promise<HeldReport> {
     return this.run(() => this.reader.heldBack(q))
+  }
+
+  resetWatermark(to: number): Promise<{ before: number | null; after: number }> {
+    return this.run(() =>
+      this.db
+        .transaction(() => {
+          const before = this.stmts.meta.get()!.watermark
+          this.db.prepare('UPDATE broker_meta SET watermark = ? WHERE id = 1').run(to)
+          return { before, after: to }
+        })
+        .immediate(),
+    )
   }
 
   heads(): Promise<StreamHeads> {

@@ -72,6 +72,12 @@ export interface IngestContext {
   /** A node silent for longer than this stops holding the watermark back (ms). */
   maxLateness: number
   /**
+   * A live node whose low mark is further behind `now` than this stops holding
+   * the watermark back (ms; broker.ordering.maxHoldBack; undefined: no bound).
+   * So one node can delay everyone's event order by at most this much.
+   */
+  maxHoldBack?: number
+  /**
    * Other batch requests the broker is handling at this moment (a hint): a
    * store may commit a lone batch differently from concurrent ones.
    */
@@ -119,6 +125,8 @@ export interface HeldQuery {
   /** Broker time, epoch ms: which nodes are live (heard from within maxLateness). */
   now: number
   maxLateness: number
+  /** As IngestContext.maxHoldBack: nodes cut loose for holding back too long are not holders. */
+  maxHoldBack?: number
 }
 
 /** Why messages matching a filter are not in the event stream yet (docs/ordering.md). */
@@ -210,6 +218,14 @@ export interface BrokerStore {
   heldBack(query: HeldQuery): Promise<HeldReport>
 
   heads(): Promise<StreamHeads>
+
+  /**
+   * Set the watermark to `to` (an admin repair of a poisoned watermark,
+   * `rmq broker watermark --reset-to`): messages already released keep their
+   * positions; later ones at or above `to` are held and released in order
+   * again instead of arriving late. Returns the watermark before and after.
+   */
+  resetWatermark(to: number): Promise<{ before: number | null; after: number }>
 
   nodes(): Promise<NodeRecord[]>
   node(id: string): Promise<NodeRecord | undefined>

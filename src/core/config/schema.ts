@@ -257,6 +257,13 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     description: 'A node silent this long stops holding the watermark back.',
   },
   {
+    key: 'broker.ordering.maxHoldBack',
+    type: 'duration',
+    default: '15m',
+    description:
+      'A live node whose low mark is further behind broker time than this stops holding the watermark back (its older messages arrive late; health holding-back); 0: no bound.',
+  },
+  {
     key: 'broker.ordering.maxFutureSkew',
     type: 'duration',
     default: '5m',
@@ -269,7 +276,7 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     values: ['reject', 'clamp'],
     default: 'reject',
     description:
-      'reject: refuse a batch that is too far in the future; clamp: store its timestamps at broker time + maxFutureSkew, with a header saying so.',
+      'reject: refuse a batch that is too far in the future; clamp: store those timestamps as broker receive time, the original in header rmq-original-ts.',
   },
   {
     key: 'broker.retention',
@@ -385,7 +392,7 @@ export interface RmqConfig {
     postgres: { url: string }
     auth: 'token' | 'none'
     limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout: number }
-    ordering: { maxLateness: number; maxFutureSkew: number; futurePolicy: 'reject' | 'clamp' }
+    ordering: { maxLateness: number; maxHoldBack: number; maxFutureSkew: number; futurePolicy: 'reject' | 'clamp' }
     retention: number
     alerts: {
       noSyncFor: number
