@@ -29,7 +29,7 @@ export async function openOutbox(
 ): Promise<CompleteDriver> {
   const factory = await resolveStorageDriver(config.storage.driver, cwd)
   const file = path.resolve(cwd, config.storage.path)
-  if (config.storage.driver !== 'memory') {
+  if (config.storage.driver !== 'memory' && !overrides.readOnly) {
     try {
       fs.mkdirSync(path.dirname(file), { recursive: true })
     } catch (err) {

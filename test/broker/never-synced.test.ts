@@ -164,7 +164,9 @@ describe('never-synced end to end (real broker process, webhook on 127.0.0.1, re
       const rmq = (args: string[]) => runCli(args, { cwd: edge.dir, env })
       const status = await rmq(['status', '--broker'])
       expect(status.code).toBe(0)
-      expect(status.stdout).toMatch(/2 node\(s\): 0 ok, 0 behind, 0 holding-back, 0 stale, 0 never-seen, 2 never-synced;/)
+      expect(status.stdout).toMatch(
+        /2 node\(s\): 0 ok, 0 behind, 0 holding-back, 0 stale, 0 never-seen, 2 never-synced;/,
+      )
       expect(status.stdout).toMatch(/^gw-never\s+never-synced\s+never/m)
       expect(status.stdout).toMatch(/WARNING never-synced gw-never: gw-never has had a token/)
 

@@ -318,6 +318,20 @@ describe('sqlite driver specifics', () => {
       [5, 6, 200],
       [7, 7, 100],
     ])
+    // The operator's view (schema 3) reads the migrated queue state: status and sent_at per message.
+    expect(
+      db.prepare('SELECT seq, status, sent_at, sent_at_iso FROM outbox ORDER BY seq').raw().all(),
+    ).toEqual([
+      [1, 'sent', 100, '1970-01-01T00:00:00.100Z'],
+      [2, 'sent', 100, '1970-01-01T00:00:00.100Z'],
+      [3, 'sent', 100, '1970-01-01T00:00:00.100Z'],
+      [4, 'pending', null, null],
+      [5, 'sent', 200, '1970-01-01T00:00:00.200Z'],
+      [6, 'sent', 200, '1970-01-01T00:00:00.200Z'],
+      [7, 'sent', 100, '1970-01-01T00:00:00.100Z'],
+      [8, 'pending', null, null],
+      [9, 'expired', null, null],
+    ])
     const names = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index'").pluck().all()
     expect(names).not.toContain('messages_pending')
     expect(names).not.toContain('messages_sent')

@@ -392,7 +392,12 @@ export interface RmqConfig {
     postgres: { url: string }
     auth: 'token' | 'none'
     limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout: number }
-    ordering: { maxLateness: number; maxHoldBack: number; maxFutureSkew: number; futurePolicy: 'reject' | 'clamp' }
+    ordering: {
+      maxLateness: number
+      maxHoldBack: number
+      maxFutureSkew: number
+      futurePolicy: 'reject' | 'clamp'
+    }
     retention: number
     alerts: {
       noSyncFor: number

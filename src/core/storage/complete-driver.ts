@@ -16,13 +16,18 @@
  *   batches too (conservative: the broker's watermark waits one batch longer).
  * - commitSent: markSent, addCounters and setState one after the other (not
  *   one transaction; the sent marks come first).
+ * - browse (an operator's listing, not a fast path): the pending messages
+ *   nextBatch returns; sent and expired ones cannot be listed without it.
  *
  * Contract and examples: docs/storage.md ("Capabilities and fallbacks").
  */
+import { StorageError } from '../../shared/errors.js'
 import { toFrame, type WireMessage } from '../../protocol/batch.js'
 import { toWireMessage } from '../wire-message.js'
 import type {
   AppendResult,
+  BrowseQuery,
+  BrowsedMessage,
   PendingRun,
   RunQuery,
   SentExtras,
@@ -43,6 +48,8 @@ export interface CompleteDriver extends StorageDriver {
   wireFrames(seqs: number[]): Promise<WireFrames>
   oldestPendingTs(now: number, exclude: Array<[number, number]>): Promise<number | null>
   commitSent(seqs: number[], sentAt: number, extras: SentExtras): Promise<number>
+  /** The driver's browse, or pending messages only, from nextBatch (see browsePending). */
+  browse(query: BrowseQuery): Promise<BrowsedMessage[]>
   /** Which fast paths the driver offers itself (true) and which are fallbacks (false). */
   readonly fastPaths: Readonly<Record<FastPath, boolean>>
   /** The driver as it was given. */
@@ -178,7 +185,43 @@ function build(d: StorageDriver): CompleteDriver {
         }
         return n
       }
+  c.browse = d.browse ? d.browse.bind(d) : (q) => browsePending(d, q)
   return c
+}
+
+/** Most pending messages the browse fallback reads through nextBatch. */
+const BROWSE_FALLBACK_MAX = 10_000
+
+/**
+ * browse for a driver without it: the pending messages nextBatch returns (at
+ * most BROWSE_FALLBACK_MAX); sent and expired ones cannot be seen this way.
+ */
+async function browsePending(d: StorageDriver, q: BrowseQuery): Promise<BrowsedMessage[]> {
+  if (q.status !== 'pending')
+    throw new StorageError(
+      `the ${d.name} storage driver cannot list ${q.status} messages, only pending ones`,
+      {
+        suggestion: 'use --status pending, or a driver that implements browse() (sqlite, memory)',
+      },
+    )
+  const all = await d.nextBatch({
+    limit: BROWSE_FALLBACK_MAX,
+    maxBytes: Number.MAX_SAFE_INTEGER,
+    order: 'oldest',
+    now: q.now,
+  })
+  const dir = q.order === 'asc' ? 1 : -1
+  return all
+    .filter(
+      (m) =>
+        (q.since === undefined || m.ts >= q.since) &&
+        (q.until === undefined || m.ts < q.until) &&
+        (q.afterSeq === undefined || dir * (m.seq - q.afterSeq) > 0) &&
+        (!q.match || q.match(m.topic)),
+    )
+    .sort((a, b) => dir * (a.seq - b.seq))
+    .slice(0, q.limit)
+    .map((m) => ({ ...m, status: 'pending' as const }))
 }
 
 /** Batches read from the store at a time by the pendingRuns fallback. */

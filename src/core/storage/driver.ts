@@ -177,6 +177,32 @@ export interface StorageOptions {
   durability: 'full' | 'normal'
   /** Clock for arrivedAt/sentAt; tests inject it. */
   now?: () => number
+  /**
+   * Open for reading only (`rmq messages`, `rmq status`): never writes, never
+   * migrates, never blocks a running publish or sync. Drivers without files ignore it.
+   */
+  readOnly?: boolean
+}
+
+/** What an operator asks of the outbox (`rmq messages`): newest first unless `order: 'asc'`. */
+export interface BrowseQuery {
+  status: 'pending' | 'sent' | 'expired' | 'all'
+  /** Event-time bounds (ts), inclusive `since`, exclusive `until`. */
+  since?: number
+  until?: number
+  /** Continue after (asc) or before (desc) this seq. */
+  afterSeq?: number
+  order: 'asc' | 'desc'
+  limit: number
+  /** Messages past `expiresAt` at this time count as expired. */
+  now: number
+  /** Keep only messages whose topic passes (an MQTT filter, applied by the caller's matcher). */
+  match?: (topic: string) => boolean
+}
+
+/** A stored message as the operator sees it: pending, sent, or expired (past its TTL, not yet removed). */
+export interface BrowsedMessage extends Omit<StoredMessage, 'status'> {
+  status: 'pending' | 'sent' | 'expired'
 }
 
 export interface StorageDriver {
@@ -237,6 +263,12 @@ export interface StorageDriver {
     maxPages?: number
   }): Promise<{ fileBytesBefore: number | null; fileBytesAfter: number | null; freePages?: number }>
   stats(now: number): Promise<StorageStats>
+  /**
+   * Optional: stored messages of every status for an operator (`rmq messages`),
+   * by seq, at most `limit`. Without it only pending messages can be listed
+   * (completeDriver builds that from nextBatch).
+   */
+  browse?(query: BrowseQuery): Promise<BrowsedMessage[]>
   getState(key: string): Promise<string | undefined>
   setState(key: string, value: string | undefined): Promise<void>
   /** Add to named counters atomically (sync statistics). */

@@ -10,6 +10,8 @@ import { limitError, type Fullness } from './common.js'
 import type {
   AppendResult,
   BatchQuery,
+  BrowseQuery,
+  BrowsedMessage,
   NewMessage,
   PurgeQuery,
   PurgeResult,
@@ -147,6 +149,25 @@ export class MemoryStorage implements StorageDriver {
       if (out.length >= q.limit || (out.length > 0 && bytes + m.size > q.maxBytes)) break
       bytes += m.size
       out.push(copy(m))
+    }
+    return out
+  }
+
+  async browse(q: BrowseQuery): Promise<BrowsedMessage[]> {
+    this.check()
+    const dir = q.order === 'asc' ? 1 : -1
+    const out: BrowsedMessage[] = []
+    const all = [...this.messages.values()].sort((a, b) => dir * (a.seq - b.seq))
+    for (const m of all) {
+      if (out.length >= q.limit) break
+      const status =
+        m.status === 'pending' && m.expiresAt !== null && m.expiresAt <= q.now ? 'expired' : m.status
+      if (q.status !== 'all' && status !== q.status) continue
+      if (q.since !== undefined && m.ts < q.since) continue
+      if (q.until !== undefined && m.ts >= q.until) continue
+      if (q.afterSeq !== undefined && dir * (m.seq - q.afterSeq) <= 0) continue
+      if (q.match && !q.match(m.topic)) continue
+      out.push({ ...copy(m), status })
     }
     return out
   }

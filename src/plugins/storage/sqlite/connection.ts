@@ -40,9 +40,15 @@ export class SqliteConnection {
 
   constructor(readonly opts: StorageOptions) {
     this.now = opts.now ?? Date.now
+    if (opts.readOnly && !fs.existsSync(opts.path))
+      throw new ConfigError(`no outbox at ${opts.path}`, {
+        suggestion: 'check storage.path (RMQ_STORAGE_PATH); the outbox is created by the first `rmq publish`',
+      })
     try {
       this.db = new Database(opts.path, {
         timeout: 5000,
+        // Read-only: never create the file, never write (WAL readers do not block writers).
+        ...(opts.readOnly ? { readonly: true, fileMustExist: true } : {}),
         // better-sqlite3 takes the addon object too; its types list only a path.
         nativeBinding: nativeAddon() as string | undefined,
       })

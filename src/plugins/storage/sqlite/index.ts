@@ -10,6 +10,8 @@ import { failpointValue } from '../../../shared/failpoints.js'
 import type {
   AppendResult,
   BatchQuery,
+  BrowseQuery,
+  BrowsedMessage,
   NewMessage,
   PendingRun,
   PurgeQuery,
@@ -26,10 +28,11 @@ import type {
 } from '../../../core/storage/driver.js'
 import type { Database } from './addon.js'
 import { append } from './append.js'
+import { browse } from './browse.js'
 import { SqliteConnection } from './connection.js'
 import { compact, enforceLimits, purge } from './delete.js'
 import { nextBatch, oldestPendingTs, pendingRuns, stats } from './read.js'
-import { migrate } from './migrate.js'
+import { migrate, readEpoch } from './migrate.js'
 import { commitSent, recordAttempt } from './sent.js'
 import { acquireLease, addCounters, getCounters, getState, releaseLease, setState } from './state.js'
 import { wireFrames, wireJson } from './wire.js'
@@ -47,13 +50,14 @@ export class SqliteStorage implements StorageDriver {
     this.c = new SqliteConnection(opts)
     this.db = this.c.db
     try {
-      this.epoch = this.c.epoch = this.c.guard(() => migrate(this.c))
+      this.epoch = this.c.epoch = this.c.guard(() => (opts.readOnly ? readEpoch(this.c) : migrate(this.c)))
       // `RMQ_FAILPOINTS=sqlite.maxPageCount=64` caps the file (tests: disk full without a full disk).
       const maxPages = failpointValue('sqlite.maxPageCount')
-      this.db.exec(
-        `PRAGMA synchronous = ${opts.durability === 'normal' ? 'NORMAL' : 'FULL'}` +
-          (maxPages ? `; PRAGMA max_page_count = ${Number(maxPages)}` : ''),
-      )
+      if (!opts.readOnly)
+        this.db.exec(
+          `PRAGMA synchronous = ${opts.durability === 'normal' ? 'NORMAL' : 'FULL'}` +
+            (maxPages ? `; PRAGMA max_page_count = ${Number(maxPages)}` : ''),
+        )
     } catch (err) {
       this.db.close()
       throw err
@@ -115,6 +119,10 @@ export class SqliteStorage implements StorageDriver {
 
   stats(now: number): Promise<StorageStats> {
     return stats(this.c, now)
+  }
+
+  browse(q: BrowseQuery): Promise<BrowsedMessage[]> {
+    return browse(this.c, q)
   }
 
   getState(key: string): Promise<string | undefined> {

@@ -40,3 +40,31 @@ export function migrate(c: SqliteConnection): string {
     })
   return row.value
 }
+
+/**
+ * A read-only open (`rmq messages`): no migration, no write. The file must
+ * already be an outbox of a schema this rmq reads (2 or later: the queue
+ * tables `browse` and `stats` use); returns its epoch.
+ */
+export function readEpoch(c: SqliteConnection): string {
+  const version = c.db.prepare('PRAGMA user_version').pluck().get() as number
+  if (version > SCHEMA_VERSION || version < 2)
+    throw new StorageError(
+      version === 0
+        ? `${c.opts.path} is not an rmq outbox (no schema)`
+        : `the outbox ${c.opts.path} has schema version ${version}, which this rmq cannot read without changing it`,
+      {
+        suggestion:
+          version === 0 || version > SCHEMA_VERSION
+            ? 'check storage.path, or upgrade rmq'
+            : 'run `rmq sync` (or any command that writes) once to upgrade the file, then look again',
+      },
+    )
+  const row = c.db.prepare("SELECT value FROM state WHERE key = 'epoch'").get() as
+    { value: string } | undefined
+  if (!row)
+    throw new StorageError(`the outbox ${c.opts.path} has no epoch`, {
+      suggestion: 'the file is damaged; move it away',
+    })
+  return row.value
+}

@@ -37,6 +37,37 @@ const QUEUE_TABLES = `
    CREATE TABLE sent (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, sent_at INTEGER NOT NULL);
    CREATE INDEX sent_at ON sent (sent_at);`
 
+/** Epoch ms as ISO 8601 text, in SQL (any sqlite3 shell, no extension). */
+const iso = (col: string) => `strftime('%Y-%m-%dT%H:%M:%fZ', ${col} / 1000.0, 'unixepoch')`
+
+/**
+ * The operator's view (schema 3, docs/storage.md "Looking inside"): every
+ * stored message with its status, so that
+ * `sqlite3 outbox.db "select seq, topic, status, ts_iso from outbox order by seq desc limit 10"`
+ * answers "what is waiting?". Status is membership in `pending` (expired once
+ * past expires_at by the database clock) or in a `sent` run. A view costs
+ * nothing on the write path.
+ */
+export const outboxStatusSql = (now: string) => `CASE
+       WHEN p.seq IS NOT NULL THEN
+         CASE WHEN m.expires_at IS NOT NULL AND m.expires_at <= ${now} THEN 'expired' ELSE 'pending' END
+       WHEN s.first IS NOT NULL THEN 'sent'
+       ELSE 'expired' END`
+
+/** FROM clause of the view: `m` messages, `p` its pending row, `s` the sent run holding it. */
+export const OUTBOX_FROM_SQL = `messages m
+     LEFT JOIN pending p ON p.priority = m.priority AND p.seq = m.seq
+     LEFT JOIN sent s ON s.first = (SELECT max(first) FROM sent WHERE first <= m.seq) AND s.last >= m.seq`
+
+const OUTBOX_VIEW = `
+   CREATE VIEW outbox AS
+   SELECT m.seq, m.topic, m.payload, m.content_type, m.ts, m.arrived_at, m.expires_at, m.priority,
+     ${outboxStatusSql("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)")} AS status,
+     s.sent_at, m.headers,
+     ${iso('m.ts')} AS ts_iso, ${iso('m.arrived_at')} AS arrived_at_iso,
+     ${iso('m.expires_at')} AS expires_at_iso, ${iso('s.sent_at')} AS sent_at_iso
+   FROM ${OUTBOX_FROM_SQL};`
+
 /** A new file gets the current schema at once. */
 export const CREATE_SCHEMA = `CREATE TABLE messages (
      seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,7 +83,8 @@ export const CREATE_SCHEMA = `CREATE TABLE messages (
    );
    CREATE INDEX messages_expiry ON messages (expires_at) WHERE expires_at IS NOT NULL;
    ${QUEUE_TABLES}
-   ${SMALL_TABLES}`
+   ${SMALL_TABLES}
+   ${OUTBOX_VIEW}`
 
 /**
  * Each entry moves an existing file from version i+1 to i+2 (PRAGMA
@@ -78,6 +110,8 @@ export const MIGRATIONS: string[] = [
    -- Every write of schema 1 code updates \`totals\`: a process of an older rmq that had the file
    -- open fails loudly (no such table) instead of appending messages that would never be queued.
    ALTER TABLE totals RENAME TO queue_totals;`,
+  // 2 -> 3: the operator's view of every message with its status.
+  OUTBOX_VIEW,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length + 1
