@@ -12,6 +12,7 @@ import { ConfigError, ValidationError, isRmqError, type RmqError } from '../shar
 import { HEADER_VALUE_MAX, HEADERS_MAX, MAX_TS, messageId, topicProblem } from '../protocol/batch.js'
 import { formatBytes, parseDuration, parseTimestamp, DURATION_FORMS } from '../shared/units.js'
 import { completeDriver, type CompleteDriver } from './storage/complete-driver.js'
+import { recordNodeIdentity } from './identity.js'
 import { resolveStorageDriver } from './storage/registry.js'
 import type { NewMessage, StorageDriver, StorageOptions } from './storage/driver.js'
 
@@ -49,6 +50,8 @@ export async function openOutbox(
     durability: config.storage.durability,
     ...overrides,
   })
+  // The node this outbox stores for, recorded once (sync refuses to send it as another, core/identity.ts).
+  if (!overrides.readOnly) await recordNodeIdentity(driver, config.nodeId)
   return completeDriver(driver)
 }
 

@@ -26,6 +26,7 @@ import { ConfigError, RejectedError, SyncFailedError } from '../shared/errors.js
 import { failpoint } from '../shared/failpoints.js'
 import { Lease } from './lease.js'
 import { FRAMES_CONTENT_TYPE, type BatchBody } from '../protocol/batch.js'
+import { checkNodeIdentity } from './identity.js'
 import { toWireMessage } from './wire-message.js'
 import { formatBytes, formatDuration } from '../shared/units.js'
 
@@ -367,6 +368,7 @@ class SyncRun {
   }
 
   async run(): Promise<SyncResult> {
+    await checkNodeIdentity(this.driver, this.node)
     if (!this.opts.force) {
       const b = await readBackoff(this.driver)
       if (b && b.nextAttemptAt > this.now()) {

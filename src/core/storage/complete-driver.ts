@@ -113,7 +113,10 @@ function build(d: StorageDriver): CompleteDriver {
     unknown
   >
   for (const k of BASIC_METHODS) out[k] = (d[k] as (...a: unknown[]) => unknown).bind(d)
+  // The epoch changes only by renewEpoch (rmq outbox rename-node): read it through.
+  Object.defineProperty(out, 'epoch', { get: () => d.epoch, enumerable: true })
   const c = out as unknown as CompleteDriver
+  if (d.renewEpoch) c.renewEpoch = d.renewEpoch.bind(d)
 
   const reader = runs ? undefined : new ReadAhead(d)
   if (reader) {

@@ -208,7 +208,7 @@ export interface BrowsedMessage extends Omit<StoredMessage, 'status'> {
 export interface StorageDriver {
   readonly name: string
   readonly capabilities: StorageCapabilities
-  /** Random UUID made when the store was created; never changes. */
+  /** Random UUID made when the store was created; changes only by renewEpoch. */
   readonly epoch: string
   /** Append atomically: all messages or none. Throws StorageFullError when full under overflow=reject. */
   append(messages: NewMessage[]): Promise<AppendResult>
@@ -269,6 +269,12 @@ export interface StorageDriver {
    * (completeDriver builds that from nextBatch).
    */
   browse?(query: BrowseQuery): Promise<BrowsedMessage[]>
+  /**
+   * Optional: give the store a new random epoch (`rmq outbox rename-node`),
+   * so that its next seqs form a new stream at the broker. The only change of
+   * an epoch there is; `epoch` reads the new one afterwards.
+   */
+  renewEpoch?(): Promise<string>
   getState(key: string): Promise<string | undefined>
   setState(key: string, value: string | undefined): Promise<void>
   /** Add to named counters atomically (sync statistics). */

@@ -25,7 +25,7 @@ import type {
 export class MemoryStorage implements StorageDriver {
   readonly name = 'memory'
   readonly capabilities: StorageCapabilities = { durable: false, multiProcess: false }
-  readonly epoch = randomUUID()
+  epoch = randomUUID()
   private readonly now: () => number
   /** Insertion order is seq order. */
   private readonly messages = new Map<number, StoredMessage>()
@@ -151,6 +151,11 @@ export class MemoryStorage implements StorageDriver {
       out.push(copy(m))
     }
     return out
+  }
+
+  async renewEpoch(): Promise<string> {
+    this.check()
+    return (this.epoch = randomUUID())
   }
 
   async browse(q: BrowseQuery): Promise<BrowsedMessage[]> {

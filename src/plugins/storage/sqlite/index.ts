@@ -42,7 +42,7 @@ export { SCHEMA_VERSION } from './schema.js'
 export class SqliteStorage implements StorageDriver {
   readonly name = 'sqlite'
   readonly capabilities: StorageCapabilities = { durable: true, multiProcess: true }
-  readonly epoch: string
+  epoch: string
   private readonly c: SqliteConnection
   private readonly db: Database
 
@@ -123,6 +123,13 @@ export class SqliteStorage implements StorageDriver {
 
   browse(q: BrowseQuery): Promise<BrowsedMessage[]> {
     return browse(this.c, q)
+  }
+
+  async renewEpoch(): Promise<string> {
+    const epoch = (await import('node:crypto')).randomUUID()
+    this.c.write(() => this.c.stmt("UPDATE state SET value = ? WHERE key = 'epoch'").run(epoch))
+    this.epoch = this.c.epoch = epoch
+    return epoch
   }
 
   getState(key: string): Promise<string | undefined> {
