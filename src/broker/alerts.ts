@@ -192,7 +192,8 @@ export class AlertEngine {
         },
       }
     if (cfg.dataLoss) {
-      const loss = n.dropped + n.expired
+      // Only losses that missing seqs account for: a node cannot raise a critical alert with made-up counters.
+      const loss = n.dropped + n.expired - n.unverifiedLosses
       const prev = last.get(alertKey('data-loss', n.node))
       // A total below the last one seen means the node's outbox was recreated: count from 0 again.
       const baseline = prev && prev.value <= loss ? prev.value : 0

@@ -203,6 +203,12 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     ],
     [
       'gauge',
+      'rmq_node_seq_gaps',
+      "Seqs of the node's current epoch below the highest received that the broker never received.",
+      (n) => n.gaps,
+    ],
+    [
+      'gauge',
       'rmq_node_clock_skew_seconds',
       "Node clock minus broker clock at the node's last contact.",
       (n) => (n.clockSkew === null ? null : sec(n.clockSkew)),

@@ -112,6 +112,14 @@ export function nodeStatus(
   }
   const maxBytes = num(storage?.maxBytes)
   const totalBytes = num(storage?.totalBytes)
+  const losses = reportedLosses(stats)
+  const gaps = Math.max(0, r.epochMaxSeq - r.epochReceived)
+  const unverifiedLosses = Math.max(0, losses.dropped + losses.expired - gaps)
+  if (unverifiedLosses > 0)
+    reasons.push(
+      `reports ${losses.dropped + losses.expired} lost message(s) but only ${gaps} seq(s) are missing: ` +
+        `${unverifiedLosses} not accounted for (no alert)`,
+    )
   return {
     node: r.node,
     health,
@@ -133,7 +141,9 @@ export function nodeStatus(
     late: r.counters.late,
     batches: r.counters.batches,
     clockSkew: r.clockSkew,
-    ...reportedLosses(stats),
+    ...losses,
+    gaps,
+    unverifiedLosses,
     storage: maxBytes !== undefined && totalBytes !== undefined ? { totalBytes, maxBytes } : null,
     sync,
     lowMark: r.lowMark,
@@ -181,6 +191,8 @@ export function neverSeenStatus(token: TokenRecord, now: number, rules: HealthRu
     expired: 0,
     storage: null,
     sync: null,
+    gaps: 0,
+    unverifiedLosses: 0,
     lowMark: null,
     holdBack: null,
     live: false,

@@ -95,6 +95,17 @@ export interface NodeStatus {
   storage: { totalBytes: number; maxBytes: number } | null
   /** Node-reported sync details of its last report (attempts, failures, last error, backoff). */
   sync: Record<string, unknown> | null
+  /**
+   * Seqs of the node's current epoch below the highest the broker received
+   * that it never received: messages still pending on the node (sent in
+   * priority order), lost on it (dropped, expired), or skipped.
+   */
+  gaps: number
+  /**
+   * Reported losses (dropped + expired) beyond `gaps`: claims no missing seq
+   * accounts for, so they raise no data-loss alert (docs/monitoring.md).
+   */
+  unverifiedLosses: number
   /** The node's low mark (the oldest ts it may still send, docs/ordering.md); null when never seen. */
   lowMark: number | null
   /**

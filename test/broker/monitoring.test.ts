@@ -290,6 +290,25 @@ describe('broker monitoring (injectable clock)', () => {
     expect((await app.monitor.alerts.evaluate()).resolved.map((a) => a.rule)).toEqual(['backlog-age'])
   })
 
+  it('data-loss needs missing seqs: made-up loss counters on heartbeats raise no alert, and the node status says why', async () => {
+    await open()
+    await ingest(makeBatch('gw-1', [message(1, clock), message(2, clock)], { clock }))
+    await ingest(
+      makeBatch('gw-1', [], { clock, batch: 'hb', stats: stats({ dropped: 1_000_000, expired: 5 }) }),
+    )
+    expect((await app.monitor.alerts.evaluate()).fired).toEqual([])
+    const node = (await get('/v1/nodes/gw-1')).body
+    expect(node).toMatchObject({ dropped: 1_000_000, expired: 5, gaps: 0, unverifiedLosses: 1_000_005 })
+    expect(node.reasons.join(' ')).toMatch(
+      /reports 1000005 lost message\(s\) but only 0 seq\(s\) are missing/,
+    )
+    // A jump of 3 seqs backs 3 of the claims: the alert counts those.
+    await ingest(makeBatch('gw-1', [message(6, clock)], { clock, batch: 'b6', stats: stats({ dropped: 3 }) }))
+    const fired = (await app.monitor.alerts.evaluate()).fired
+    expect(fired).toMatchObject([{ rule: 'data-loss', value: 3 }])
+    expect((await get('/v1/nodes/gw-1')).body).toMatchObject({ gaps: 3, unverifiedLosses: 0 })
+  })
+
   it('hold-back fires for a live node whose low mark is older than maxHoldBack (health holding-back), and resolves when it catches up', async () => {
     await open({ maxHoldBack: 3 * SEC })
     // A heartbeat claiming a message from 1970 is pending: the stall attack.
@@ -318,8 +337,16 @@ describe('broker monitoring (injectable clock)', () => {
 
   it('data-loss fires on reported dropped/expired messages, stays one alert while losses grow, clears after a quiet period', async () => {
     await open()
+    // Each report carries one message whose seq skips the lost ones, as a real node's does.
+    let sent = 0
     const report = (dropped: number, expired: number) =>
-      ingest(makeBatch('gw-1', [], { clock, stats: stats({ dropped, expired }) }))
+      ingest(
+        makeBatch('gw-1', [message(++sent + dropped + expired, clock)], {
+          batch: `b${sent}`,
+          clock,
+          stats: stats({ dropped, expired }),
+        }),
+      )
     await report(0, 0)
     expect((await app.monitor.alerts.evaluate()).fired).toEqual([])
     clock += MIN
@@ -366,15 +393,16 @@ describe('broker monitoring (injectable clock)', () => {
   it('/metrics is valid Prometheus text with broker and per-node series (parsed, not string-matched)', async () => {
     await open({ monitoring: { alertTimer: false, sinks: [], defaultMetrics: true } })
     await createNodeToken(store, 'gw-"quoted"\\node')
+    // Seqs 2..4 never arrive: the 3 losses reported are backed by missing seqs (gaps).
     await ingest(
-      makeBatch('gw-1', [message(1, T0 - 1000), message(2, T0 - 900)], {
+      makeBatch('gw-1', [message(1, T0 - 1000), message(5, T0 - 900)], {
         clock: T0 + 1500,
         backlog: { pending: 7, bytes: 700, oldestTs: T0 - 60 * SEC },
         stats: stats({ dropped: 2, expired: 1 }),
       }),
     )
     await ingest(
-      makeBatch('gw-1', [message(2, T0 - 900)], {
+      makeBatch('gw-1', [message(5, T0 - 900)], {
         clock: T0 + 1500,
         backlog: { pending: 7, bytes: 700, oldestTs: T0 - 60 * SEC },
       }),
@@ -418,6 +446,7 @@ describe('broker monitoring (injectable clock)', () => {
     expect(value('rmq_node_late_messages_total', { node: 'gw-1' })).toBe(0)
     expect(value('rmq_node_dropped_messages_total', { node: 'gw-1' })).toBe(2)
     expect(value('rmq_node_expired_messages_total', { node: 'gw-1' })).toBe(1)
+    expect(value('rmq_node_seq_gaps', { node: 'gw-1' })).toBe(3)
     expect(type('rmq_node_backlog_messages')).toBe('GAUGE')
     expect(value('rmq_node_backlog_messages', { node: 'gw-1' })).toBe(7)
     expect(value('rmq_node_backlog_bytes', { node: 'gw-1' })).toBe(700)

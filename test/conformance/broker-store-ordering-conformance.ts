@@ -2,7 +2,8 @@
  * Ordering bounds every BrokerStore must keep (part of brokerStoreConformance,
  * which calls this inside its describe block): a live node whose low mark is
  * further behind broker time than `maxHoldBack` stops holding the watermark
- * back, so one node cannot stall everyone's event order (docs/ordering.md).
+ * back, so one node cannot stall everyone's event order (docs/ordering.md);
+ * node records count what arrived per epoch, for seq gaps (docs/monitoring.md).
  */
 import { expect, it } from 'vitest'
 import type { IngestContext } from '../../src/broker/store/types.js'
@@ -45,5 +46,16 @@ export function orderingBoundsConformance(handle: () => StoreHandle): void {
     expect((await s.read({ order: 'event', after: page.next, limit: 10 })).messages).toEqual([])
     const r = await s.release({ now: T0 + 3 * SEC, maxLateness: 5 * MIN, maxHoldBack: 3 * SEC })
     expect(r.watermark).toBe(T0 + 2 * SEC)
+  })
+
+  it('seq gaps: a node record counts messages received and the highest seq of its current epoch', async () => {
+    const s = store()
+    const ctx: IngestContext = { now: T0, maxLateness: 5 * MIN }
+    await s.ingest(batchOf('g', [wireMessage(1, T0), wireMessage(2, T0)], { batch: 'g1' }), ctx)
+    await s.ingest(batchOf('g', [wireMessage(2, T0), wireMessage(5, T0)], { batch: 'g2' }), ctx)
+    expect(await s.node('g')).toMatchObject({ epochReceived: 3, epochMaxSeq: 5 })
+    // A new outbox (epoch) starts both again.
+    await s.ingest(batchOf('g', [wireMessage(1, T0)], { batch: 'g3', epoch: 'epoch-g-2' }), ctx)
+    expect(await s.node('g')).toMatchObject({ epochReceived: 1, epochMaxSeq: 1 })
   })
 }

@@ -101,6 +101,9 @@ export const MIGRATIONS: readonly string[] = [
   `ALTER TABLE rmq_nodes ADD COLUMN waiting_for text COLLATE "C", ADD COLUMN ahead_low_mark bigint`,
   // Requests accepted from the node's current epoch (EPOCH_BATCHES_UPDATE); 0 for nodes seen before it.
   `ALTER TABLE rmq_nodes ADD COLUMN epoch_batches bigint NOT NULL DEFAULT 0`,
+  // Messages accepted from, and the highest seq of, the node's current epoch (EPOCH_SEQS_UPDATE).
+  `ALTER TABLE rmq_nodes ADD COLUMN epoch_received bigint NOT NULL DEFAULT 0,
+     ADD COLUMN epoch_max_seq bigint NOT NULL DEFAULT 0`,
 ]
 
 /** Key of the transaction-scoped advisory lock that serializes migrations ('rmq' + 1). */

@@ -32,6 +32,8 @@ import {
   toAlert,
   toMessage,
   toNode,
+  EPOCH_SEQS_UPDATE,
+  maxSeqOf,
   type AlertRow,
 } from './sqlite.js'
 import { pgHeldBack, pgRead } from './postgres-read.js'
@@ -86,7 +88,7 @@ const MESSAGE_COLUMNS = `arrival, node, epoch, seq, topic, ts, payload, enc, con
 
 const NODE_COLUMNS = `node, epoch, direct::int AS direct, first_seen, last_contact, last_sync, clock_skew,
   last_clock, backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late,
-  batches, epoch_batches`
+  batches, epoch_batches, epoch_received, epoch_max_seq`
 
 /** One round trip: open the transaction, make its commit durable, take the ingest/release lock. */
 const BEGIN_LOCKED = `BEGIN; SET LOCAL synchronous_commit = on;
@@ -120,10 +122,11 @@ const NODE_REPORT_PARAMS: Record<string, string> = {
 const UPSERT_NODE = `
   INSERT INTO rmq_nodes AS n (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
     backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches,
-    epoch_batches, last_batch, waiting_for, ahead_low_mark)
-  VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, 1, $16, $17, $18)
+    epoch_batches, last_batch, waiting_for, ahead_low_mark, epoch_received, epoch_max_seq)
+  VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, 1, $16, $17, $18, $13, $19)
   ON CONFLICT (node) DO UPDATE SET
     ${EPOCH_BATCHES_UPDATE('n')},
+    ${EPOCH_SEQS_UPDATE('n', (a, b) => `GREATEST(${a}, ${b})`)},
     epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
     last_sync = COALESCE(excluded.last_sync, n.last_sync),
     received = n.received + excluded.received, duplicates = n.duplicates + excluded.duplicates,
@@ -352,6 +355,7 @@ export class PostgresBrokerStore implements BrokerStore {
       batch.batch,
       batch.backlog.unacked?.batch ?? null,
       lowMark,
+      maxSeqOf(batch),
     ])
     return { accepted, duplicates, late }
   }

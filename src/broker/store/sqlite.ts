@@ -59,6 +59,8 @@ interface NodeRow {
   late: number
   batches: number
   epoch_batches: number
+  epoch_received: number
+  epoch_max_seq: number
 }
 
 export interface AlertRow {
@@ -186,6 +188,8 @@ export function toNode(r: NodeRow): NodeRecord {
     stats: r.stats === null ? null : (JSON.parse(r.stats) as Record<string, unknown>),
     counters: { received: r.received, duplicates: r.duplicates, late: r.late, batches: r.batches },
     epochBatches: r.epoch_batches,
+    epochReceived: r.epoch_received,
+    epochMaxSeq: r.epoch_max_seq,
   }
 }
 
@@ -249,6 +253,25 @@ export const NODE_REPORT_UPDATE = (n: string, p = (name: string) => `@${name}`) 
  */
 export const EPOCH_BATCHES_UPDATE = (n: string) =>
   `epoch_batches = CASE WHEN ${n}.epoch = excluded.epoch THEN ${n}.epoch_batches + 1 ELSE 1 END`
+
+/**
+ * Messages accepted from, and the highest seq seen of, the node's current
+ * epoch, in both stores' upsert of the node row (`greatest`: the SQL of the
+ * larger of two values). Their difference is the node's seq gaps
+ * (node-status.ts): seqs below the highest the broker never received.
+ */
+export const EPOCH_SEQS_UPDATE = (n: string, greatest: (a: string, b: string) => string) =>
+  `epoch_received = CASE WHEN ${n}.epoch = excluded.epoch THEN ${n}.epoch_received + excluded.epoch_received
+     ELSE excluded.epoch_received END,
+   epoch_max_seq = CASE WHEN ${n}.epoch = excluded.epoch THEN ${greatest(`${n}.epoch_max_seq`, 'excluded.epoch_max_seq')}
+     ELSE excluded.epoch_max_seq END`
+
+/** The highest seq in a batch (0 for a heartbeat). */
+export function maxSeqOf(batch: BatchBody): number {
+  let max = 0
+  for (const m of batch.messages) if (m.seq > max) max = m.seq
+  return max
+}
 
 /**
  * A node's low mark: the oldest ts it still holds, but never above its clock.
@@ -386,11 +409,13 @@ export class SqliteBrokerStore implements BrokerStore {
       upsertNode: db.prepare(
         `INSERT INTO nodes (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
            backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches,
-           epoch_batches, last_batch, waiting_for, ahead_low_mark)
+           epoch_batches, last_batch, waiting_for, ahead_low_mark, epoch_received, epoch_max_seq)
          VALUES (@node, @epoch, @direct, @now, @now, @lastSync, @skew, @clock, @pending, @bytes, @oldest,
-           @unackedLowMark, @stats, @received, @duplicates, @late, @batches, 1, @batch, @unacked, @lowMark)
+           @unackedLowMark, @stats, @received, @duplicates, @late, @batches, 1, @batch, @unacked, @lowMark,
+           @received, @maxSeq)
          ON CONFLICT (node) DO UPDATE SET
            ${EPOCH_BATCHES_UPDATE('nodes')},
+           ${EPOCH_SEQS_UPDATE('nodes', (a, b) => `max(${a}, ${b})`)},
            epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
            last_sync = COALESCE(excluded.last_sync, nodes.last_sync),
            received = nodes.received + excluded.received, duplicates = nodes.duplicates + excluded.duplicates,
@@ -902,6 +927,7 @@ export class SqliteBrokerStore implements BrokerStore {
       duplicates,
       late,
       batches: 1,
+      maxSeq: maxSeqOf(batch),
     })
   }
 
@@ -1230,6 +1256,8 @@ function setUp(db: BetterSqlite3.Database, file: string): void {
       ['waiting_for', 'TEXT'],
       ['ahead_low_mark', 'INTEGER'],
       ['epoch_batches', 'INTEGER NOT NULL DEFAULT 0'],
+      ['epoch_received', 'INTEGER NOT NULL DEFAULT 0'],
+      ['epoch_max_seq', 'INTEGER NOT NULL DEFAULT 0'],
     ])
       if (!nodeColumns.includes(column)) db.exec(`ALTER TABLE nodes ADD COLUMN ${column} ${type}`)
   }).immediate()

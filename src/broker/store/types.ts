@@ -64,6 +64,10 @@ export interface NodeRecord {
    * accepted before the store had this count).
    */
   epochBatches: number
+  /** Messages accepted from the node's current epoch (duplicates not counted). */
+  epochReceived: number
+  /** Highest seq received from the node's current epoch (0: none yet). */
+  epochMaxSeq: number
 }
 
 export interface IngestContext {
