@@ -32,7 +32,7 @@ import {
   type HealthOptions,
   type NodeStatus,
 } from './node-status.js'
-import { alertKey } from './store/sqlite.js'
+import { alertKey } from './store/node-rows.js'
 import type { AlertRecord, AlertRule, BrokerStore, NewAlert } from './store/types.js'
 
 export const ALERT_EVENT_VERSION = 1

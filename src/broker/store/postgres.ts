@@ -28,14 +28,14 @@ import {
   alertKey,
   lowMarkOf,
   EPOCH_BATCHES_UPDATE,
-  NODE_REPORT_UPDATE,
-  toAlert,
-  toMessage,
-  toNode,
   EPOCH_SEQS_UPDATE,
   maxSeqOf,
+  NODE_REPORT_UPDATE,
+  toAlert,
+  toNode,
   type AlertRow,
-} from './sqlite.js'
+} from './node-rows.js'
+import { toMessage } from './sqlite-read.js'
 import { pgHeldBack, pgRead } from './postgres-read.js'
 import { MIGRATIONS, MIGRATION_LOCK_KEY, NOTIFY_CHANNEL } from './postgres-schema.js'
 import {
