@@ -5,7 +5,7 @@ export * from './types.js'
 
 /**
  * Built-in broker stores by `broker.store` name. The PostgreSQL store lives
- * in ./postgres.js (default export: a BrokerStoreFactory); it is imported
+ * in ./postgres-open.js (default export: a BrokerStoreFactory); it is imported
  * only when configured.
  */
 const BUILTINS: Record<string, () => Promise<BrokerStoreFactory>> = {
@@ -17,7 +17,7 @@ const BUILTINS: Record<string, () => Promise<BrokerStoreFactory>> = {
     return (await import('./sqlite.js')).openSqliteBrokerStore(options)
   },
   postgres: async () => {
-    const specifier = './postgres.js'
+    const specifier = './postgres-open.js'
     const mod = (await import(specifier)) as { default: BrokerStoreFactory }
     return mod.default
   },

@@ -1,10 +1,10 @@
 /**
- * Rows of the broker stores' node and alert tables as records, and the SQL
+ * Rows of the broker stores (messages, nodes, alerts) as records, and the SQL
  * fragments both stores' node upsert shares (the SQLite store and the
  * PostgreSQL one write the same columns the same way).
  */
 import type { BatchBody } from '../../protocol/batch.js'
-import type { AlertRecord, NodeRecord } from './types.js'
+import type { AlertRecord, NodeRecord, StoredMessage } from './types.js'
 
 export interface NodeRow {
   node: string
@@ -155,4 +155,43 @@ export function lowMarkOf(batch: BatchBody): { lowMark: number; unackedLowMark: 
   const lowMark = oldest === null || oldest === undefined ? batch.clock : Math.min(oldest, batch.clock)
   const unacked = batch.backlog.unacked
   return { lowMark, unackedLowMark: unacked ? Math.min(lowMark, unacked.oldestTs) : lowMark }
+}
+
+/** A message row as both stores read it back (node and epoch joined in, position NULL while held). */
+export interface MessageRow {
+  arrival: number
+  node: string
+  epoch: string
+  seq: number
+  topic: string
+  ts: number
+  payload: string
+  enc: 'utf8' | 'base64'
+  content_type: string | null
+  priority: number
+  expires_at: number | null
+  headers: string | null
+  received_at: number
+  position: number | null
+  late: number
+}
+
+export function toMessage(r: MessageRow): StoredMessage {
+  return {
+    node: r.node,
+    epoch: r.epoch,
+    seq: r.seq,
+    topic: r.topic,
+    ts: r.ts,
+    payload: r.payload,
+    enc: r.enc,
+    contentType: r.content_type,
+    priority: r.priority,
+    expiresAt: r.expires_at,
+    headers: r.headers === null ? null : (JSON.parse(r.headers) as Record<string, string>),
+    receivedAt: r.received_at,
+    arrival: r.arrival,
+    position: r.position,
+    late: r.late === 1,
+  }
 }

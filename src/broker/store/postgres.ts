@@ -23,25 +23,23 @@
 import { holdFloor, liveSince } from './holders.js'
 import type pgTypes from 'pg'
 import type { BatchAck, BatchBody } from '../../protocol/batch.js'
-import { BrokerUnavailableError, ConfigError } from '../../shared/errors.js'
+import { lowMarkOf, maxSeqOf, toMessage, toNode } from './node-rows.js'
+import { PostgresAdmin } from './postgres-admin.js'
 import {
-  alertKey,
-  lowMarkOf,
-  EPOCH_BATCHES_UPDATE,
-  EPOCH_SEQS_UPDATE,
-  maxSeqOf,
-  NODE_REPORT_UPDATE,
-  toAlert,
-  toNode,
-  type AlertRow,
-} from './node-rows.js'
-import { toMessage } from './sqlite-read.js'
+  MESSAGE_COLUMNS,
+  NODE_COLUMNS,
+  BEGIN_LOCKED,
+  INSERT_BATCH,
+  UPSERT_NODE,
+  WATERMARK_INPUTS,
+  RELEASE_UP_TO,
+  UPDATE_META,
+} from './postgres-statements.js'
 import { pgHeldBack, pgRead } from './postgres-read.js'
-import { MIGRATIONS, MIGRATION_LOCK_KEY, NOTIFY_CHANNEL } from './postgres-schema.js'
+import { NOTIFY_CHANNEL } from './postgres-schema.js'
 import {
   StoreUnavailableError,
   type BrokerStore,
-  type BrokerStoreOptions,
   type AlertQuery,
   type AlertRecord,
   type GroupRecord,
@@ -83,79 +81,11 @@ interface IngestJob {
 /** Most batches one group commit carries. */
 const MAX_GROUP = 32
 
-const MESSAGE_COLUMNS = `arrival, node, epoch, seq, topic, ts, payload, enc, content_type, priority, expires_at,
-  headers, received_at, position, late::int AS late`
-
-const NODE_COLUMNS = `node, epoch, direct::int AS direct, first_seen, last_contact, last_sync, clock_skew,
-  last_clock, backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late,
-  batches, epoch_batches, epoch_received, epoch_max_seq`
-
-/** One round trip: open the transaction, make its commit durable, take the ingest/release lock. */
-const BEGIN_LOCKED = `BEGIN; SET LOCAL synchronous_commit = on;
-  SELECT watermark, next_position, next_arrival, held FROM rmq_meta WHERE id = 1 FOR UPDATE`
-
-const INSERT_BATCH = `
-  WITH input AS (
-    SELECT * FROM unnest($3::bigint[], $4::text[], $5::bigint[], $6::bytea[], $7::text[], $8::text[],
-                         $9::int[], $10::bigint[], $11::text[])
-      WITH ORDINALITY AS t(seq, topic, ts, payload, enc, content_type, priority, expires_at, headers, ord)
-  ), fresh AS (
-    SELECT DISTINCT ON (i.seq) i.* FROM input i
-    WHERE NOT EXISTS (SELECT 1 FROM rmq_messages m WHERE m.node = $1 AND m.epoch = $2 AND m.seq = i.seq)
-    ORDER BY i.seq, i.ord
-  )
-  INSERT INTO rmq_messages (arrival, node, epoch, seq, topic, ts, payload, enc, content_type, priority,
-    expires_at, headers, received_at, position, late)
-  SELECT $12::bigint + ROW_NUMBER() OVER (ORDER BY ord) - 1, $1, $2, seq, topic, ts, payload, enc, content_type,
-    priority, expires_at, headers, $13, NULL, $14::bigint IS NOT NULL AND ts < $14::bigint
-  FROM fresh
-  ON CONFLICT (node, epoch, seq) DO NOTHING
-  RETURNING late`
-
-/** NODE_REPORT_UPDATE's parameters in UPSERT_NODE. */
-const NODE_REPORT_PARAMS: Record<string, string> = {
-  batch: '$16::text',
-  unacked: '$17::text',
-  lowMark: '$18::bigint',
-}
-
-const UPSERT_NODE = `
-  INSERT INTO rmq_nodes AS n (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
-    backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches,
-    epoch_batches, last_batch, waiting_for, ahead_low_mark, epoch_received, epoch_max_seq)
-  VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, 1, $16, $17, $18, $13, $19)
-  ON CONFLICT (node) DO UPDATE SET
-    ${EPOCH_BATCHES_UPDATE('n')},
-    ${EPOCH_SEQS_UPDATE('n', (a, b) => `GREATEST(${a}, ${b})`)},
-    epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
-    last_sync = COALESCE(excluded.last_sync, n.last_sync),
-    received = n.received + excluded.received, duplicates = n.duplicates + excluded.duplicates,
-    late = n.late + excluded.late, batches = n.batches + 1,
-    ${NODE_REPORT_UPDATE('n', (name) => NODE_REPORT_PARAMS[name])}`
-
-/** Candidate watermark inputs: live edge nodes' low marks, and the newest held ts. */
-const WATERMARK_INPUTS = `
-  SELECT (SELECT watermark FROM rmq_meta WHERE id = 1) AS watermark,
-         MIN(low_mark) AS lm, COUNT(*)::int AS n,
-         (SELECT MAX(ts) FROM rmq_messages WHERE position IS NULL) AS held_max
-  FROM rmq_nodes WHERE NOT direct AND last_contact >= $1 AND low_mark >= $2`
-
-const RELEASE_UP_TO = `
-  UPDATE rmq_messages m SET position = r.p
-  FROM (SELECT arrival, $1::bigint + ROW_NUMBER() OVER (ORDER BY ts, node, seq, epoch) - 1 AS p
-        FROM rmq_messages WHERE position IS NULL AND ts < $2) AS r
-  WHERE m.arrival = r.arrival`
-
-const UPDATE_META = `
-  UPDATE rmq_meta SET watermark = $1, next_position = $2, next_arrival = $3, held = $4,
-    ingested = ingested + $5 WHERE id = 1`
-
-/** PostgreSQL SQLSTATE classes and codes that mean "cannot commit now, retry" (503). */
 const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-4]|55P03|40001|40P01|57014|25P03|58)/
 const UNAVAILABLE_ERRNO =
   /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH)$/
 
-function isUnavailable(err: unknown): boolean {
+export function isUnavailable(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown }
   if (typeof e?.code === 'string' && (UNAVAILABLE_SQLSTATE.test(e.code) || UNAVAILABLE_ERRNO.test(e.code)))
     return true
@@ -184,11 +114,16 @@ export class PostgresBrokerStore implements BrokerStore {
   private listener: pgTypes.Client | undefined
   private listenRetry: NodeJS.Timeout | undefined
 
+  /** Tokens, consumer groups and alerts (postgres-admin.ts). */
+  private readonly admin: PostgresAdmin
+
   constructor(
     private readonly pg: Pg,
     private readonly pool: Pool,
     private readonly clientConfig: pgTypes.ClientConfig,
-  ) {}
+  ) {
+    this.admin = new PostgresAdmin(pool, (fn) => this.wrap(fn))
+  }
 
   private async wrap<T>(fn: () => Promise<T>): Promise<T> {
     if (this.closed) throw new StoreUnavailableError('the broker store is closed')
@@ -449,80 +384,31 @@ export class PostgresBrokerStore implements BrokerStore {
   }
 
   putToken(node: string, tokenHash: string, now: number): Promise<void> {
-    return this.wrap(async () => {
-      await this.pool.query(
-        `INSERT INTO rmq_tokens (node, hash, created_at, last_used_at) VALUES ($1, $2, $3, NULL)
-         ON CONFLICT (node) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at,
-           last_used_at = NULL`,
-        [node, tokenHash, now],
-      )
-    })
+    return this.admin.putToken(node, tokenHash, now)
   }
 
   findToken(tokenHash: string): Promise<TokenRecord | undefined> {
-    return this.wrap(async () => {
-      const r = (
-        await this.pool.query<TokenRecord>(
-          `SELECT node, created_at AS "createdAt", last_used_at AS "lastUsedAt" FROM rmq_tokens WHERE hash = $1`,
-          [tokenHash],
-        )
-      ).rows[0]
-      return r ? { ...r } : undefined
-    })
+    return this.admin.findToken(tokenHash)
   }
 
   touchToken(node: string, now: number): Promise<void> {
-    return this.wrap(async () => {
-      await this.pool.query('UPDATE rmq_tokens SET last_used_at = $1 WHERE node = $2', [now, node])
-    })
+    return this.admin.touchToken(node, now)
   }
 
   listTokens(): Promise<TokenRecord[]> {
-    return this.wrap(async () => {
-      const res = await this.pool.query<TokenRecord>(
-        `SELECT node, created_at AS "createdAt", last_used_at AS "lastUsedAt" FROM rmq_tokens ORDER BY node`,
-      )
-      return res.rows.map((r) => ({ ...r }))
-    })
+    return this.admin.listTokens()
   }
 
   revokeToken(node: string): Promise<boolean> {
-    return this.wrap(
-      async () =>
-        ((await this.pool.query('DELETE FROM rmq_tokens WHERE node = $1', [node])).rowCount ?? 0) > 0,
-    )
+    return this.admin.revokeToken(node)
   }
 
   groupPosition(name: string, order: ReadOrder): Promise<number | undefined> {
-    return this.wrap(async () => {
-      const res = await this.pool.query<{ position: number }>(
-        'SELECT position FROM rmq_groups WHERE name = $1 AND ord = $2',
-        [name, order],
-      )
-      return res.rows[0]?.position
-    })
+    return this.admin.groupPosition(name, order)
   }
 
   commitGroup(name: string, order: ReadOrder, position: number, now: number): Promise<number> {
-    return this.wrap(async () => {
-      const res = await this.pool.query<{ position: number }>(
-        `INSERT INTO rmq_groups AS g (name, ord, position, updated_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (name, ord) DO UPDATE SET
-           position = GREATEST(g.position, excluded.position), updated_at = excluded.updated_at
-         RETURNING position`,
-        [name, order, position, now],
-      )
-      return res.rows[0].position
-    })
-  }
-
-  listGroups(): Promise<GroupRecord[]> {
-    return this.wrap(async () => {
-      const res = await this.pool.query<GroupRecord>(
-        `SELECT name, ord AS "order", position, updated_at AS "updatedAt" FROM rmq_groups ORDER BY name, ord`,
-      )
-      return res.rows.map((r) => ({ ...r }))
-    })
+    return this.admin.commitGroup(name, order, position, now)
   }
 
   purge(options: { receivedBefore: number; limit: number }): Promise<number> {
@@ -553,77 +439,30 @@ export class PostgresBrokerStore implements BrokerStore {
     })
   }
 
+  listGroups(): Promise<GroupRecord[]> {
+    return this.admin.listGroups()
+  }
+
   listAlerts(q: AlertQuery): Promise<AlertRecord[]> {
-    return this.wrap(async () => {
-      const res = q.state
-        ? await this.pool.query<AlertRow>(
-            'SELECT * FROM rmq_alerts WHERE state = $1 ORDER BY id DESC LIMIT $2',
-            [q.state, q.limit],
-          )
-        : await this.pool.query<AlertRow>('SELECT * FROM rmq_alerts ORDER BY id DESC LIMIT $1', [q.limit])
-      return res.rows.map(toAlert)
-    })
+    return this.admin.listAlerts(q)
   }
 
   latestAlerts(): Promise<AlertRecord[]> {
-    return this.wrap(async () => {
-      const res = await this.pool.query<AlertRow>(
-        'SELECT * FROM rmq_alerts WHERE id IN (SELECT MAX(id) FROM rmq_alerts GROUP BY key) ORDER BY id',
-      )
-      return res.rows.map(toAlert)
-    })
+    return this.admin.latestAlerts()
   }
 
   fireAlert(a: NewAlert, now: number): Promise<AlertRecord | undefined> {
-    return this.wrap(async () => {
-      const res = await this.pool.query<AlertRow>(
-        `INSERT INTO rmq_alerts (key, rule, node, state, severity, message, value, threshold, fired_at, updated_at,
-           resolved_at)
-         VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $8, NULL)
-         ON CONFLICT (key) WHERE state = 'active' DO NOTHING
-         RETURNING *`,
-        [
-          alertKey(a.rule, a.node),
-          a.rule,
-          a.node,
-          a.severity,
-          a.message,
-          Math.round(a.value),
-          Math.round(a.threshold),
-          now,
-        ],
-      )
-      return res.rows[0] ? toAlert(res.rows[0]) : undefined
-    })
+    return this.admin.fireAlert(a, now)
   }
 
   updateAlert(key: string, patch: { value: number; message: string }, now: number): Promise<boolean> {
-    return this.wrap(async () => {
-      const res = await this.pool.query(
-        `UPDATE rmq_alerts SET value = $1, message = $2, updated_at = $3 WHERE key = $4 AND state = 'active'`,
-        [Math.round(patch.value), patch.message, now, key],
-      )
-      return (res.rowCount ?? 0) > 0
-    })
+    return this.admin.updateAlert(key, patch, now)
   }
 
   resolveAlert(key: string, now: number): Promise<AlertRecord | undefined> {
-    return this.wrap(async () => {
-      const res = await this.pool.query<AlertRow>(
-        `UPDATE rmq_alerts SET state = 'resolved', resolved_at = $1, updated_at = $1
-         WHERE key = $2 AND state = 'active' RETURNING *`,
-        [now, key],
-      )
-      return res.rows[0] ? toAlert(res.rows[0]) : undefined
-    })
+    return this.admin.resolveAlert(key, now)
   }
 
-  /**
-   * Call `listener` after any broker sharing this database commits new
-   * arrivals or releases (LISTEN/NOTIFY on a dedicated connection). Also
-   * called after the listening connection is re-established, since
-   * notifications may have been missed meanwhile. Returns an unsubscribe.
-   */
   subscribe(listener: () => void): () => void {
     this.listeners.add(listener)
     if (!this.listener && !this.listenRetry) void this.listen()
@@ -689,97 +528,3 @@ export class PostgresBrokerStore implements BrokerStore {
     await this.pool.end()
   }
 }
-
-/** host:port/database of the connection, without credentials (for messages). */
-function describeTarget(url: string | undefined): string {
-  if (url) {
-    try {
-      const u = new URL(url)
-      return `${u.hostname || 'localhost'}${u.port ? `:${u.port}` : ''}${u.pathname}`
-    } catch {
-      return 'the configured URL'
-    }
-  }
-  const env = process.env
-  return `${env.PGHOST || 'localhost'}:${env.PGPORT || 5432}/${env.PGDATABASE || env.PGUSER || env.USER || ''} (PG* environment)`
-}
-
-async function migrate(pool: Pool): Promise<void> {
-  const c = await pool.connect()
-  let broken: Error | undefined
-  try {
-    await c.query('BEGIN')
-    await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY])
-    await c.query(`CREATE TABLE IF NOT EXISTS rmq_schema_version (
-      version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)
-    const current =
-      (await c.query<{ v: number | null }>('SELECT MAX(version) AS v FROM rmq_schema_version')).rows[0].v ?? 0
-    if (current > MIGRATIONS.length)
-      throw new ConfigError(
-        `the PostgreSQL broker schema is at version ${current}, newer than this rmq knows (${MIGRATIONS.length})`,
-        { suggestion: 'upgrade rmq on this host to the version the other brokers run' },
-      )
-    for (let v = current + 1; v <= MIGRATIONS.length; v++) {
-      await c.query(MIGRATIONS[v - 1])
-      await c.query('INSERT INTO rmq_schema_version (version) VALUES ($1)', [v])
-    }
-    await c.query('COMMIT')
-  } catch (err) {
-    await c.query('ROLLBACK').catch((e: Error) => (broken = e))
-    throw err
-  } finally {
-    c.release(broken)
-  }
-}
-
-export async function openPostgresBrokerStore(options: BrokerStoreOptions): Promise<PostgresBrokerStore> {
-  const { default: pg } = await import('pg')
-  const INT8 = 20
-  const NUMERIC = 1700
-  const types = {
-    // bigint columns hold epoch ms, positions and counters: all below 2^53.
-    getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-      oid === INT8 || oid === NUMERIC
-        ? (v: string) => Number(v)
-        : pg.types.getTypeParser(oid, format ?? 'text')) as pgTypes.CustomTypesConfig['getTypeParser'],
-  }
-  const clientConfig: pgTypes.ClientConfig = {
-    // Empty URL: the driver takes PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE... from the environment.
-    connectionString: options.url || undefined,
-    application_name: 'rmq-broker',
-    keepAlive: true,
-    connectionTimeoutMillis: 10_000,
-    // Bound how long a stuck lock holder (a hung host) can block the other brokers.
-    lock_timeout: 15_000,
-    idle_in_transaction_session_timeout: 30_000,
-    types,
-  }
-  const pool = new pg.Pool({ ...clientConfig, max: 10, idleTimeoutMillis: 30_000 })
-  // An idle client losing its connection must not crash the broker; the next query reconnects.
-  pool.on('error', () => {})
-  const target = describeTarget(options.url)
-  try {
-    await migrate(pool)
-  } catch (err) {
-    await pool.end().catch(() => {})
-    if (err instanceof ConfigError) throw err
-    const e = err as { code?: string; message?: string }
-    if (typeof e.code === 'string' && /^(28|3D)/.test(e.code))
-      throw new ConfigError(`cannot use PostgreSQL at ${target}: ${e.message}`, {
-        cause: err,
-        suggestion:
-          'check broker.postgres.url (RMQ_BROKER_POSTGRES_URL) or PGUSER/PGPASSWORD/PGDATABASE: ' +
-          'the database must exist and the user may create tables in it',
-      })
-    if (isUnavailable(err))
-      throw new BrokerUnavailableError(`cannot connect to PostgreSQL at ${target}: ${e.message ?? e.code}`, {
-        cause: err,
-        suggestion:
-          'start PostgreSQL or fix broker.postgres.url (RMQ_BROKER_POSTGRES_URL) / PGHOST and PGPORT, then retry',
-      })
-    throw err
-  }
-  return new PostgresBrokerStore(pg, pool, clientConfig)
-}
-
-export default openPostgresBrokerStore

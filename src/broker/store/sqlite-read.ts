@@ -17,6 +17,7 @@
  * a page that found nothing up to the head can say `next: head` safely
  * (positions are never assigned below a committed head).
  */
+import { toMessage, type MessageRow } from './node-rows.js'
 import { holdFloor, liveSince } from './holders.js'
 import type BetterSqlite3 from 'better-sqlite3'
 import { topicMatcher } from '../../protocol/topic-filter.js'
@@ -40,44 +41,6 @@ const BLOCKS_PER_TOPIC = 128
 const SCAN_CHUNK = 5000
 /** Filters whose matching topic ids are kept (least recently used dropped first). */
 const FILTER_CACHE = 256
-
-export interface MessageRow {
-  arrival: number
-  node: string
-  epoch: string
-  seq: number
-  topic: string
-  ts: number
-  payload: string
-  enc: 'utf8' | 'base64'
-  content_type: string | null
-  priority: number
-  expires_at: number | null
-  headers: string | null
-  received_at: number
-  position: number | null
-  late: number
-}
-
-export function toMessage(r: MessageRow): StoredMessage {
-  return {
-    node: r.node,
-    epoch: r.epoch,
-    seq: r.seq,
-    topic: r.topic,
-    ts: r.ts,
-    payload: r.payload,
-    enc: r.enc,
-    contentType: r.content_type,
-    priority: r.priority,
-    expiresAt: r.expires_at,
-    headers: r.headers === null ? null : (JSON.parse(r.headers) as Record<string, string>),
-    receivedAt: r.received_at,
-    arrival: r.arrival,
-    position: r.position,
-    late: r.late === 1,
-  }
-}
 
 /** Columns of a message read back, with its stream's node and epoch and `position` (NULL while held). */
 const readColumns = (position: string) =>

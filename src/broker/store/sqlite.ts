@@ -32,7 +32,7 @@ import {
   type TokenRecord,
 } from './types.js'
 
-export { toMessage } from './sqlite-read.js'
+export { toMessage } from './node-rows.js'
 
 export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
   readonly kind = 'sqlite'
