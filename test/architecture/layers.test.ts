@@ -1,6 +1,7 @@
 /**
  * The shape of src/ (docs/architecture.md): imports point down the layers,
- * and there are no import circles. The same layer rule runs in `npm run lint` (rule `rmq/layers`);
+ * there are no import circles, and no file is too long to read in one
+ * sitting. The same layer rule runs in `npm run lint` (rule `rmq/layers`);
  * the last test proves that lint fails on an upward import.
  */
 import fs from 'node:fs'
@@ -109,6 +110,21 @@ describe('the layers of src/', () => {
       [b, [{ to: a }]],
     ])
     expect(circles(fake)).toEqual([['src/a.ts', 'src/b.ts']])
+  })
+
+  it('no file in src/ is over 600 lines (a file is read in one sitting)', () => {
+    const long = sourceFiles(SRC)
+      .map((f) => [path.relative(ROOT, f), fs.readFileSync(f, 'utf8').split('\n').length] as const)
+      .filter(([, n]) => n > 600)
+    expect(long).toEqual([])
+  })
+
+  it('SyncRun, the heart of the sync engine, stays under 300 lines', () => {
+    const text = fs.readFileSync(path.join(SRC, 'core/sync/run.ts'), 'utf8').split('\n')
+    const start = text.findIndex((l) => l.startsWith('class SyncRun'))
+    const end = text.findIndex((l, i) => i > start && l === '}')
+    expect(start).toBeGreaterThan(-1)
+    expect(end - start + 1).toBeLessThan(300)
   })
 
   it('npm run lint fails on an upward import (rule rmq/layers), and passes a downward one', async () => {
