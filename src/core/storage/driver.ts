@@ -275,6 +275,14 @@ export interface StorageDriver {
    * an epoch there is; `epoch` reads the new one afterwards.
    */
   renewEpoch?(): Promise<string>
+  /**
+   * Optional: check the store's integrity (`rmq doctor`): quick by default,
+   * thorough with `full`. Returns the problems found (none: healthy) and the
+   * schema version when the store has one.
+   */
+  checkIntegrity?(
+    full: boolean,
+  ): Promise<{ problems: string[]; schemaVersion?: number; currentSchemaVersion?: number }>
   getState(key: string): Promise<string | undefined>
   setState(key: string, value: string | undefined): Promise<void>
   /** Add to named counters atomically (sync statistics). */
