@@ -17,7 +17,7 @@ import { drain, readSyncStats, syncOnce } from '../../src/core/sync.js'
 import { createMemoryStorage } from '../../src/plugins/storage/memory.js'
 import { ROOT, makeTempDir } from '../helpers/cli.js'
 import { FakeBroker } from '../helpers/fake-broker.js'
-import { withoutFastPaths } from './basic-driver.js'
+import { withoutFastPaths } from '../conformance/basic-driver.js'
 
 const BASIC_DRIVER = path.join(ROOT, 'test/conformance/basic-driver.ts')
 

@@ -10,8 +10,8 @@ import { createMemoryStorage } from '../../src/plugins/storage/memory.js'
 import { SCHEMA_VERSION, createSqliteStorage } from '../../src/plugins/storage/sqlite/index.js'
 import type { StorageOptions } from '../../src/core/storage/driver.js'
 import { ROOT, makeTempDir } from '../helpers/cli.js'
-import { createBasicSqliteStorage } from './basic-driver.js'
-import { storageConformance } from './storage-conformance.js'
+import { createBasicSqliteStorage } from '../conformance/basic-driver.js'
+import { storageConformance } from '../conformance/storage-conformance.js'
 
 storageConformance({
   name: 'sqlite',
