@@ -2,62 +2,26 @@
  * Behaviour every BrokerStore must show. Call from a test file:
  *
  *   brokerStoreConformance('sqlite', async () => {
- *     const { dir, cleanup } = makeTempDir()
- *     return { store: await openSqliteBrokerStore({ dataDir: dir }), cleanup }
+ *     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'store-'))
+ *     return {
+ *       store: await openSqliteBrokerStore({ dataDir: dir }),
+ *       reopen: () => openSqliteBrokerStore({ dataDir: dir }),
+ *       cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
+ *     }
  *   })
  *
- * `open` must return a fresh, empty store each time. When `reopen` is given
- * (same data, new handle), durability across close/reopen is checked too.
+ * `open` must return a fresh, empty store each time; `reopen` opens a second
+ * handle on the same data, for durability across close/reopen and for two
+ * handles (two broker processes) writing at once. Every case must assert
+ * something: a case that runs no expect() fails.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { BatchBody, WireMessage } from '../../src/protocol/batch.js'
-import type { BrokerStore, IngestContext } from '../../src/broker/store/types.js'
+import type { BatchBody, WireMessage } from '../protocol/batch.js'
+import type { BrokerStore, IngestContext } from '../broker/store/types.js'
+import { batchOf, MIN, T0, wireMessage, type StoreHandle } from './broker-store-fixtures.js'
 import { pagingConformance } from './broker-store-paging-conformance.js'
 
-export interface StoreHandle {
-  store: BrokerStore
-  /** Open a second handle on the same data (another broker process would). */
-  reopen?: () => Promise<BrokerStore>
-  cleanup: () => Promise<void> | void
-}
-
-const MIN = 60_000
-const T0 = 1_764_000_000_000
-
-export function wireMessage(
-  seq: number,
-  ts: number,
-  topic = 'plant/line1/temp',
-  payload?: string,
-): WireMessage {
-  return {
-    seq,
-    topic,
-    ts,
-    payload: payload ?? `{"seq":${seq}}`,
-    enc: 'utf8',
-    expiresAt: null,
-    priority: 4,
-    contentType: 'application/json',
-  }
-}
-
-export function batchOf(
-  node: string,
-  messages: WireMessage[],
-  opts: Partial<Omit<BatchBody, 'messages' | 'node'>> = {},
-): BatchBody {
-  return {
-    node,
-    epoch: opts.epoch ?? `epoch-${node}`,
-    batch: opts.batch ?? `b-${node}-${messages[0]?.seq ?? 'hb'}`,
-    clock: opts.clock ?? T0,
-    backlog: opts.backlog ?? { pending: 0, bytes: 0, oldestTs: null },
-    ...(opts.direct === undefined ? {} : { direct: opts.direct }),
-    ...(opts.stats === undefined ? {} : { stats: opts.stats }),
-    messages,
-  }
-}
+export { batchOf, wireMessage, type StoreHandle } from './broker-store-fixtures.js'
 
 export function brokerStoreConformance(name: string, open: () => Promise<StoreHandle>): void {
   describe(`BrokerStore conformance: ${name}`, () => {
@@ -69,6 +33,7 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
       store.ingest(batchOf('a', messages, { batch, clock, backlog }), ctx(clock))
 
     beforeEach(async () => {
+      expect.hasAssertions()
       h = await open()
       store = h.store
     })
@@ -489,7 +454,6 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
     })
 
     it('keeps everything durable across close and reopen', async () => {
-      if (!h.reopen) return
       await store.ingest(batchOf('a', [wireMessage(1, T0)], { clock: T0 + 10 }), ctx(T0 + 10))
       await store.putToken('a', 'ha', T0)
       await store.commitGroup('g', 'event', 1, T0)
@@ -502,7 +466,6 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
     })
 
     it('two handles on one store (two broker processes) assign unique increasing positions', async () => {
-      if (!h.reopen) return
       const other = await h.reopen()
       try {
         const jobs: Promise<unknown>[] = []
@@ -566,7 +529,6 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
     })
 
     it('alerts: two handles firing and resolving the same alert at once agree on one of each', async () => {
-      if (!h.reopen) return
       const other = await h.reopen()
       try {
         const a = { rule: 'no-sync' as const, node: 'gw', severity: 'critical' as const, threshold: 1 }
