@@ -2,14 +2,19 @@
  * The package as a user gets it: `npm pack`, install the tarball in a fresh
  * project, import it from plain JavaScript (ESM and CommonJS) and from TypeScript (types
  * checked with tsc against the installed declarations), send messages in
- * both modes against a real broker.
+ * both modes against a real broker; and `rmq/testing` as a driver's author
+ * uses it: a third-party storage driver (test/helpers/third-party-driver.mjs,
+ * importing only 'rmq') runs `storageConformance` from the installed package
+ * under vitest, and a broken variant of it fails the suite.
  *
  * dist/ must be current (`npm test` builds it first; `npm pack` alone would
  * run prepack = build). The install reuses this machine's npm cache
  * (--prefer-offline; only the npm registry if something is missing) and skips
  * install scripts: the native addons (better-sqlite3, zstd-napi) take about
  * 75 s to compile here, so their builds are copied from this checkout when
- * the versions match, and rebuilt otherwise.
+ * the versions match, and rebuilt otherwise. vitest, an optional peer of
+ * rmq, is this checkout's own, linked into the project (as a project that
+ * has it installed would resolve it), so nothing comes from the network.
  */
 import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -121,6 +126,7 @@ describe('the packed package, installed like a user would', () => {
       } else stale.push(name)
     }
     if (stale.length > 0) sh('npm', ['rebuild', ...stale], app, 300_000)
+    fs.symlinkSync(path.join(ROOT, 'node_modules/vitest'), path.join(app, 'node_modules/vitest'), 'dir')
   }, 600_000)
   afterAll(async () => {
     await broker?.cleanup()
@@ -134,7 +140,14 @@ describe('the packed package, installed like a user would', () => {
       import: './dist/index.js',
       default: './dist/index.js',
     })
-    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/core/producer.d.ts', 'bin/run.js'])
+    expect(pkg.exports['./testing']).toEqual({
+      types: './dist/testing/index.d.ts',
+      import: './dist/testing/index.js',
+      default: './dist/testing/index.js',
+    })
+    expect(pkg.peerDependenciesMeta).toEqual({ vitest: { optional: true } })
+    const entries = ['dist/index.js', 'dist/index.d.ts', 'dist/core/producer.d.ts', 'bin/run.js']
+    for (const f of [...entries, 'dist/testing/index.js', 'dist/testing/index.d.ts'])
       expect(fs.existsSync(path.join(app, 'node_modules/rmq', f)), f).toBe(true)
     // Compiled code only: no TypeScript sources of the library, no tests.
     for (const f of ['src/core', 'src/index.ts', 'test'])
@@ -201,5 +214,67 @@ describe('the packed package, installed like a user would', () => {
       }),
     )
     expect(out).toMatchObject({ status: 'sent', many: 1, rejected: 'RejectedError' })
+  })
+
+  describe('rmq/testing: a third-party storage driver runs the conformance suite from the package', () => {
+    /** `vitest run` in the project on `file`; its JSON report (counts and each test's state). */
+    function vitest(file: string) {
+      const report = path.join(app, `${file}.report.json`)
+      const run = spawnSync(
+        process.execPath,
+        [
+          path.join(app, 'node_modules/vitest/vitest.mjs'),
+          'run',
+          file,
+          '--reporter=json',
+          `--outputFile=${report}`,
+        ],
+        { cwd: app, env: cleanEnv({ CI: 'true' }), encoding: 'utf8', timeout: 240_000 },
+      )
+      expect(fs.existsSync(report), `no report from vitest:\n${run.stdout}\n${run.stderr}`).toBe(true)
+      const r = JSON.parse(fs.readFileSync(report, 'utf8')) as {
+        success: boolean
+        numPassedTests: number
+        numFailedTests: number
+        numPendingTests: number
+        testResults: Array<{ assertionResults: Array<{ title: string; status: string }> }>
+      }
+      const failed = r.testResults.flatMap((t) => t.assertionResults.filter((a) => a.status === 'failed'))
+      return { code: run.status, ...r, failed: failed.map((a) => a.title) }
+    }
+
+    const testFile = (factory: string) => `import { storageConformance } from 'rmq/testing'
+import ${factory} from './driver.mjs'
+
+storageConformance({ name: 'list', factory: ${factory.replace(/[{} ]/g, '')}, durable: false, fastPaths: [] })
+`
+
+    beforeAll(() => {
+      fs.copyFileSync(path.join(ROOT, 'test/helpers/third-party-driver.mjs'), path.join(app, 'driver.mjs'))
+      fs.writeFileSync(path.join(app, 'driver.test.mjs'), testFile('createListStorage'))
+      fs.writeFileSync(path.join(app, 'broken.test.mjs'), testFile('{ createBrokenStorage }'))
+    })
+
+    it('the driver, importing only rmq and rmq/testing, passes every case that applies to it', () => {
+      // What it imports: the package's entry points, nothing of this checkout.
+      const imports = [
+        ...fs.readFileSync(path.join(app, 'driver.mjs'), 'utf8').matchAll(/^import .* from '([^']+)'/gm),
+      ]
+      expect(imports.map((m) => m[1]).sort()).toEqual(['node:crypto', 'rmq'])
+      const r = vitest('driver.test.mjs')
+      expect(r.failed).toEqual([])
+      expect(r).toMatchObject({ code: 0, success: true, numFailedTests: 0 })
+      expect(r.numPassedTests).toBeGreaterThan(20)
+      // Skipped only: a fast path it does not offer, durability, several processes.
+      expect(r.numPendingTests).toBeLessThan(10)
+    })
+
+    it('a driver that reuses seqs once its store is empty fails the suite', () => {
+      const r = vitest('broken.test.mjs')
+      expect(r.code).not.toBe(0)
+      expect(r.success).toBe(false)
+      expect(r.failed).toContain('never reuses a seq, even after everything was deleted')
+      expect(r.numPassedTests).toBeGreaterThan(10)
+    })
   })
 })
