@@ -48,7 +48,7 @@ export async function run() {
     await fill.close()
     process.stderr.write(`bench cleanup: filled ${N} sent messages in ${Date.now() - filled} ms\n`)
 
-    const child = spawn(process.execPath, [path.join(ROOT, 'test/cleanup/publisher-child.mjs')], {
+    const child = spawn(process.execPath, [path.join(ROOT, 'test/helpers/publisher-child.mjs')], {
       cwd: dir,
       env,
       stdio: ['ignore', 'pipe', 'inherit'],

@@ -1,21 +1,18 @@
 /**
- * `rmq/testing`: the conformance suites every plugin of rmq passes, shipped
- * so that a third-party storage driver, codec or broker store can run them
- * too (docs/storage.md "Writing a driver"). They are vitest suites: install
- * vitest (an optional peer dependency) and call one from a test file:
+ * rmq/testing: the conformance suites every plugin must pass, for drivers and
+ * stores written outside this project. They are vitest suites (describe/it/
+ * expect from 'vitest', an optional peer dependency): call one at the top
+ * level of a test file and run `vitest run`.
  *
  *   import { storageConformance } from 'rmq/testing'
- *   import { createMyStorage } from './my-driver.js'
  *   storageConformance({ name: 'mine', factory: createMyStorage, durable: false, fastPaths: [] })
+ *
+ * docs/storage.md shows a whole example.
  */
-// A suite run from the package resolves the built-in plugins it compares with, as `rmq` does.
-import '../plugins/builtins.js'
-
-export { storageConformance } from './storage-conformance.js'
-export type { ConformanceOptions } from './storage-helpers.js'
-export { codecConformance } from './codec-conformance.js'
-export { brokerStoreConformance } from './broker-store-conformance.js'
-export { batchOf, wireMessage, type StoreHandle } from './broker-store-helpers.js'
+export { storageConformance, type ConformanceOptions } from './storage-conformance.js'
+export { codecConformance, type CodecConformanceOptions } from './codec-conformance.js'
+export { brokerStoreConformance, batchOf, wireMessage, type StoreHandle } from './broker-store-conformance.js'
+export { withoutFastPaths } from './without-fast-paths.js'
 export {
   completeDriver,
   FAST_PATHS,

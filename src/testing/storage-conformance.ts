@@ -1,47 +1,54 @@
 /**
  * The StorageDriver conformance suite. Every driver (built-in or third party)
- * must pass it:
+ * must pass it. In a vitest test file of the driver's project:
  *
  *   import { storageConformance } from 'rmq/testing'
- *   storageConformance({ name: 'mine', factory: createMyStorage })
+ *   storageConformance({ name: 'mine', factory: createMyStorage, durable: true, fastPaths: [] })
  *
  * Give `childModule` (a module whose default export is the factory) when the
  * driver declares multiProcess, so two real processes write one store at once.
  *
  * `fastPaths` lists the optional methods the driver offers itself. The tests
- * of pendingRuns, wireJson, wireFrames and commitSent run against the driver
- * completed by completeDriver (src/core/storage/complete-driver.ts), as sync
- * uses it, so they apply to every driver: its own fast paths, or the
- * fallbacks built from its basic methods. What only a driver's own fast path
- * promises (exactness, atomicity, any seqs) is selected with it.skipIf.
+ * of pendingRuns, wireJson, wireFrames and commitSent (storage-fast-paths.ts)
+ * run against the driver completed by completeDriver
+ * (src/core/storage/complete-driver.ts), as sync uses it, so they apply to
+ * every driver: its own fast paths, or the fallbacks built from its basic
+ * methods. What only a driver's own fast path promises (exactness,
+ * atomicity, any seqs) is selected with it.skipIf, the reason in the name.
+ * Every case must assert something: a case that runs no expect() fails.
  */
-import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { StorageFullError } from '../shared/errors.js'
 import { completeDriver, FAST_PATHS, type FastPath } from '../core/storage/complete-driver.js'
 import { accountedSize } from '../core/storage/size.js'
 import type { NewMessage, StorageDriver, StorageOptions } from '../core/storage/driver.js'
-import { fastPathConformance } from './storage-fast-paths-conformance.js'
-import { CLOCK_START, UUID, msg, tempDir, type ConformanceOptions } from './storage-helpers.js'
+import { msg, type ConformanceOptions, type SuiteContext } from './storage-fixtures.js'
+import { fastPathCases } from './storage-fast-paths.js'
+import { multiProcessCases } from './storage-processes.js'
 
-export type { ConformanceOptions } from './storage-helpers.js'
+export type { ConformanceOptions } from './storage-fixtures.js'
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 export function storageConformance(opts: ConformanceOptions): void {
   const own = (k: FastPath) => opts.fastPaths.includes(k)
   describe(`storage conformance: ${opts.name}`, () => {
     let dir: string
-    let cleanup: () => void
     let clock: number
     const open: StorageDriver[] = []
 
     beforeEach(() => {
-      ;({ dir, cleanup } = tempDir('rmq-storage-'))
-      clock = CLOCK_START
+      // A case that asserts nothing proves nothing: fail it.
+      expect.hasAssertions()
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-storage-'))
+      clock = 5_000_000
     })
     afterEach(async () => {
       for (const d of open.splice(0)) await d.close().catch(() => {})
-      cleanup()
+      fs.rmSync(dir, { recursive: true, force: true })
     })
 
     async function make(o: Partial<StorageOptions> = {}): Promise<StorageDriver> {
@@ -56,6 +63,17 @@ export function storageConformance(opts: ConformanceOptions): void {
       })
       open.push(d)
       return d
+    }
+    const ctx: SuiteContext = {
+      opts,
+      make,
+      own,
+      get clock() {
+        return clock
+      },
+      get dir() {
+        return dir
+      },
     }
 
     it('offers exactly the fast paths it declares', async () => {
@@ -219,7 +237,7 @@ export function storageConformance(opts: ConformanceOptions): void {
       expect(s.pendingBytes).toBe(left.reduce((n, m) => n + m.size, 0))
     })
 
-    fastPathConformance({ make, own })
+    fastPathCases(ctx)
 
     it('records attempts on the stored messages', async () => {
       const d = await make()
@@ -436,84 +454,6 @@ export function storageConformance(opts: ConformanceOptions): void {
       })
     })
 
-    describe.skipIf(opts.childModule === undefined)('several processes', () => {
-      it('lets two processes write the same store at once without losing or reusing a seq', async () => {
-        const file = path.join(dir, 'shared.db')
-        const init = await make({ path: file })
-        await init.close()
-        const perChild = 2000
-        const script = `
-          const { default: factory } = await import(process.env.DRIVER_URL)
-          const d = await factory({ path: process.env.STORE, maxBytes: 2 ** 40, maxMessages: 0, overflow: 'reject', durability: 'full' })
-          const tag = process.env.TAG
-          process.stdout.write('ready\\n')
-          await new Promise((r) => process.stdin.once('data', r))
-          const seqs = []
-          for (let b = 0; b < ${perChild / 100}; b++) {
-            const batch = Array.from({ length: 100 }, (_, i) => ({ topic: 'mp/' + tag, payload: Buffer.from(tag + ':' + (b * 100 + i)), ts: Date.now() }))
-            seqs.push(...(await d.append(batch)).seqs)
-          }
-          await d.close()
-          process.stdout.write(JSON.stringify(seqs) + '\\n')
-        `
-        const run = (tag: string) => {
-          const child = spawn(
-            process.execPath,
-            [...(opts.childModule!.nodeArgs ?? []), '--input-type=module', '-e', script],
-            {
-              env: { ...process.env, DRIVER_URL: opts.childModule!.url, STORE: file, TAG: tag },
-              stdio: ['pipe', 'pipe', 'pipe'],
-            },
-          )
-          let out = ''
-          let err = ''
-          child.stdout.setEncoding('utf8').on('data', (s) => (out += s))
-          child.stderr.setEncoding('utf8').on('data', (s) => (err += s))
-          const done = new Promise<number[]>((resolve, reject) =>
-            child.on('close', (code) =>
-              code === 0
-                ? resolve(JSON.parse(out.split('\n')[1]))
-                : reject(new Error(`child ${tag} exited ${code}: ${err}`)),
-            ),
-          )
-          const ready = new Promise<void>((resolve, reject) => {
-            const check = () => (out.includes('ready\n') ? resolve() : child.stdout.once('data', check))
-            check()
-            done.catch(reject)
-          })
-          return { child, ready, done }
-        }
-        const a = run('a')
-        const b = run('b')
-        await Promise.all([a.ready, b.ready])
-        a.child.stdin.end('go\n')
-        b.child.stdin.end('go\n')
-        const [sa, sb] = await Promise.all([a.done, b.done])
-        expect(sa).toHaveLength(perChild)
-        expect(sb).toHaveLength(perChild)
-        expect(new Set([...sa, ...sb]).size).toBe(2 * perChild)
-        const d = await make({ path: file })
-        const s = await d.stats(Date.now())
-        expect(s).toMatchObject({
-          pending: 2 * perChild,
-          appendedTotal: 2 * perChild,
-          totalMessages: 2 * perChild,
-        })
-        const all = await d.nextBatch({
-          limit: 10 * perChild,
-          maxBytes: 1e12,
-          order: 'oldest',
-          now: Date.now(),
-        })
-        expect(all).toHaveLength(2 * perChild)
-        // Each writer's messages are in its own order.
-        for (const tag of ['a', 'b']) {
-          const mine = all
-            .filter((m) => m.topic === `mp/${tag}`)
-            .map((m) => Number(m.payload.toString().split(':')[1]))
-          expect(mine).toEqual(Array.from({ length: perChild }, (_, i) => i))
-        }
-      })
-    })
+    multiProcessCases(ctx)
   })
 }

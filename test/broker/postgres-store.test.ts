@@ -1,10 +1,10 @@
 import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openBrokerStore } from '../../src/broker/store/index.js'
-import { openPostgresBrokerStore } from '../../src/broker/store/postgres-open.js'
+import { openPostgresBrokerStore } from '../../src/broker/store/postgres.js'
 import { MIGRATIONS } from '../../src/broker/store/postgres-schema.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
-import { batchOf, brokerStoreConformance, wireMessage } from '../../src/testing/index.js'
+import { batchOf, brokerStoreConformance, wireMessage } from '../../src/testing/broker-store-conformance.js'
 import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
 
 const pg = postgresAvailability()

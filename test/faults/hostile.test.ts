@@ -1,5 +1,5 @@
 /**
- * Hostile and broken input that test/broker/ingest.e2e.test.ts, app.test.ts,
+ * Hostile and broken input that test/e2e/ingest.test.ts, app.test.ts,
  * the codec conformance suite and test/e2e/publish.test.ts do not already
  * cover (docs/guarantees.md lists which test covers what). Every case gets a
  * clear error; none crashes a process or stores anything partial.

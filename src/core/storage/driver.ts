@@ -2,7 +2,7 @@
  * The edge outbox plugin interface, owned by core. Built-ins (in
  * src/plugins/storage/): `sqlite` (default) and `memory`; third parties
  * export a `StorageFactory` as their default export. Every driver must pass
- * src/testing/storage-conformance.ts (`rmq/testing`). The optional methods are fast
+ * the conformance suite (src/testing/, `rmq/testing`). The optional methods are fast
  * paths: core uses drivers only through completeDriver()
  * (./complete-driver.ts), which builds each missing one from the basic
  * methods.

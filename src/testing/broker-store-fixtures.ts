@@ -1,15 +1,19 @@
-/** Batches and messages the BrokerStore conformance suites build. */
+/**
+ * What the broker store conformance suites share: the handle a store's test
+ * gives, and builders of wire messages and batches.
+ */
 import type { BatchBody, WireMessage } from '../protocol/batch.js'
 import type { BrokerStore } from '../broker/store/types.js'
 
 export interface StoreHandle {
   store: BrokerStore
-  /** Open a second handle on the same data (another broker process would). */
-  reopen?: () => Promise<BrokerStore>
+  /** Open a second handle on the same data (another broker process would): durability and concurrency cases use it. */
+  reopen: () => Promise<BrokerStore>
   cleanup: () => Promise<void> | void
 }
 
-const T0 = 1_764_000_000_000
+export const MIN = 60_000
+export const T0 = 1_764_000_000_000
 
 export function wireMessage(
   seq: number,

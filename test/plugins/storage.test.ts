@@ -10,8 +10,8 @@ import { createMemoryStorage } from '../../src/plugins/storage/memory.js'
 import { SCHEMA_VERSION, createSqliteStorage } from '../../src/plugins/storage/sqlite/index.js'
 import type { StorageOptions } from '../../src/core/storage/driver.js'
 import { ROOT, makeTempDir } from '../helpers/cli.js'
-import { createBasicSqliteStorage } from './basic-driver.js'
-import { storageConformance } from '../../src/testing/index.js'
+import { createBasicSqliteStorage } from '../helpers/basic-driver.js'
+import { storageConformance } from '../../src/testing/storage-conformance.js'
 
 storageConformance({
   name: 'sqlite',
@@ -32,7 +32,7 @@ storageConformance({
   factory: createBasicSqliteStorage,
   durable: true,
   childModule: {
-    url: pathToFileURL(path.join(ROOT, 'test/conformance/basic-driver.ts')).href,
+    url: pathToFileURL(path.join(ROOT, 'test/helpers/basic-driver.ts')).href,
     nodeArgs: ['--import', 'tsx'],
   },
   fastPaths: [],

@@ -41,7 +41,7 @@ describe('rmq cleanup while another process publishes', () => {
     await fill.close()
 
     // A continuous publisher (real outbox code, synchronous=FULL) in another process.
-    const child = spawn(process.execPath, [path.join(ROOT, 'test/cleanup/publisher-child.mjs')], {
+    const child = spawn(process.execPath, [path.join(ROOT, 'test/helpers/publisher-child.mjs')], {
       cwd: tmp.dir,
       env: cleanEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],

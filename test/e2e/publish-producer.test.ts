@@ -8,7 +8,7 @@ import path from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
 import { makeTempDir, parseJson, runCli } from '../helpers/cli.js'
-import { brokerMessages, freePort, uniqueNode } from './helpers.js'
+import { brokerMessages, freePort, uniqueNode } from '../helpers/producer.js'
 
 let broker: BrokerProcess
 beforeAll(async () => {

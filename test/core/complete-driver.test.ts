@@ -2,7 +2,7 @@
  * completeDriver (src/core/storage/complete-driver.ts): a driver without the
  * optional fast paths, completed with the fallbacks built from its basic
  * methods, syncs like the built-in sqlite driver with its own fast paths.
- * The driver under test is test/conformance/basic-driver.ts (the sqlite
+ * The driver under test is test/helpers/basic-driver.ts (the sqlite
  * driver with its optional methods removed), loaded the way a third-party
  * driver is: `storage.driver` names its file.
  */
@@ -17,9 +17,9 @@ import { drain, readSyncStats, syncOnce } from '../../src/core/sync.js'
 import { createMemoryStorage } from '../../src/plugins/storage/memory.js'
 import { ROOT, makeTempDir } from '../helpers/cli.js'
 import { FakeBroker } from '../helpers/fake-broker.js'
-import { withoutFastPaths } from './basic-driver.js'
+import { withoutFastPaths } from '../../src/testing/without-fast-paths.js'
 
-const BASIC_DRIVER = path.join(ROOT, 'test/conformance/basic-driver.ts')
+const BASIC_DRIVER = path.join(ROOT, 'test/helpers/basic-driver.ts')
 
 const cleanups: Array<() => Promise<unknown> | unknown> = []
 afterEach(async () => {

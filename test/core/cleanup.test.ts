@@ -2,69 +2,13 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CLEANUP_LEASE, runCleanup } from '../../src/core/cleanup.js'
-import { loadConfig } from '../../src/core/config/load.js'
-import type { RmqConfig } from '../../src/core/config/schema.js'
-import { openOutbox } from '../../src/core/outbox.js'
-import { syncOnce } from '../../src/core/sync.js'
-import type { NewMessage, StorageDriver } from '../../src/core/storage/driver.js'
-import { makeTempDir, parseJson, runCli } from '../helpers/cli.js'
-import { FakeBroker } from '../helpers/fake-broker.js'
+import { HOUR, msgs, sent, setupOutbox, type Cleanups } from '../helpers/cleanup.js'
 
-const HOUR = 3_600_000
-const cleanups: Array<() => Promise<unknown> | unknown> = []
+const cleanups: Cleanups = []
 afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!()
 })
-
-async function setup(options: Record<string, unknown> = {}, dir?: string) {
-  if (!dir) {
-    const tmp = makeTempDir('rmq-cleanup-')
-    cleanups.push(tmp.cleanup)
-    dir = tmp.dir
-  }
-  const { config } = await loadConfig({
-    cwd: dir,
-    env: {},
-    dotenv: false,
-    options: { nodeId: 'gw-clean', 'cleanup.sentRetention': '24h', ...options },
-  })
-  // Like cleanupOutbox(): deletions need no fsync each.
-  const store = await openOutbox(config, dir, { durability: 'normal' })
-  cleanups.push(() => store.close())
-  return { config, store, dir }
-}
-
-function msgs(n: number, extra: Partial<NewMessage> = {}, size = 100): NewMessage[] {
-  return Array.from({ length: n }, (_, i) => ({
-    topic: 'plant/line1/temp',
-    payload: Buffer.alloc(size, 48 + (i % 10)),
-    ts: 1_764_160_000_000 + i,
-    ...extra,
-  }))
-}
-
-/** Append `n` messages and mark them sent at `sentAt`, in chunks. */
-async function sent(store: StorageDriver, n: number, sentAt: number, size = 100): Promise<number[]> {
-  const all: number[] = []
-  for (let i = 0; i < n; i += 5000) {
-    const { seqs } = await store.append(msgs(Math.min(5000, n - i), {}, size))
-    await store.markSent(seqs, sentAt)
-    all.push(...seqs)
-  }
-  return all
-}
-
-async function allSeqs(config: RmqConfig, dir: string): Promise<{ pending: number[]; sent: number[] }> {
-  // A second connection sees exactly what is committed.
-  const d = await openOutbox(config, dir)
-  try {
-    const pending = await d.nextBatch({ limit: 1e6, maxBytes: 1e12, order: 'oldest', now: 0 })
-    const s = await d.stats(Date.now())
-    return { pending: pending.map((m) => m.seq).sort((a, b) => a - b), sent: Array(s.sentKept).fill(0) }
-  } finally {
-    await d.close()
-  }
-}
+const setup = (options?: Record<string, unknown>, dir?: string) => setupOutbox(cleanups, options, dir)
 
 describe('runCleanup', () => {
   it('deletes expired messages whether sent or not, counts unsent ones as expired, keeps live pending ones', async () => {
@@ -185,67 +129,5 @@ describe('runCleanup', () => {
     const r = await runCleanup(store, config)
     expect(r).toMatchObject({ status: 'locked', sentDeleted: 0 })
     expect((await store.stats(Date.now())).sentKept).toBe(10)
-  })
-})
-
-describe('expiry and the sync engine', () => {
-  it('never sends a message whose TTL (from --ttl or message.defaultTtl) ran out before the sync', async () => {
-    const broker = await new FakeBroker().start()
-    cleanups.push(() => broker.stop())
-    const tmp = makeTempDir('rmq-ttl-')
-    cleanups.push(tmp.cleanup)
-    const env = { RMQ_NODE_ID: 'gw-ttl', RMQ_BROKER_URL: broker.url, RMQ_TOKEN: 't' }
-    const pub = (args: string[], extra: Record<string, string> = {}) =>
-      runCli(['publish', ...args, '--json'], { cwd: tmp.dir, env: { ...env, ...extra } })
-    const short = await pub(['a/short', 'gone', '--ttl', '300ms'])
-    const byDefault = await pub(['a/default', 'gone too'], { RMQ_MESSAGE_DEFAULT_TTL: '300ms' })
-    const long = await pub(['a/long', 'stays', '--ttl', '1h'])
-    const never = await pub(['a/never', 'stays too'])
-    for (const r of [short, byDefault, long, never]) expect(r.code, r.stderr).toBe(0)
-    await new Promise((r) => setTimeout(r, 400))
-    const { config } = await loadConfig({ cwd: tmp.dir, env, dotenv: false })
-    const store = await openOutbox(config, tmp.dir)
-    cleanups.push(() => store.close())
-    const stored = await store.nextBatch({ limit: 10, maxBytes: 1e9, order: 'oldest', now: 0 })
-    const expiresAt = Object.fromEntries(stored.map((m) => [m.topic, m.expiresAt]))
-    expect(expiresAt['a/short']).toBeGreaterThan(0)
-    expect(expiresAt['a/default']).toBeGreaterThan(0)
-    expect(expiresAt['a/never']).toBeNull()
-    const r = await syncOnce({ driver: store, config })
-    expect(r.messages).toBe(2)
-    expect([...broker.accepted.values()].map((m) => m.topic).sort()).toEqual(['a/long', 'a/never'])
-    // The expired ones stay until cleanup deletes them, counted as expired.
-    const c = await runCleanup(store, config)
-    expect(c.expiredDeleted).toBe(2)
-    expect((await store.stats(Date.now())).expiredTotal).toBe(2)
-  })
-})
-
-describe('rmq cleanup (CLI)', () => {
-  it('prints counts and bytes with --json, a summary otherwise, and changes nothing with --dry-run', async () => {
-    const { config, store, dir } = await setup()
-    const now = Date.now()
-    await sent(store, 300, now - 2 * 24 * HOUR)
-    await store.append(msgs(3, { expiresAt: now - 1 }))
-    await store.append(msgs(4))
-    await store.close()
-    const env = { RMQ_NODE_ID: 'gw-clean' }
-    const dry = await runCli(['cleanup', '--dry-run', '--json'], { cwd: dir, env })
-    expect(dry.code, dry.stderr).toBe(0)
-    expect(parseJson(dry.stdout)).toMatchObject({ dryRun: true, sentDeleted: 300, expiredDeleted: 3 })
-    const human = await runCli(['cleanup', '--dry-run'], { cwd: dir, env })
-    expect(human.stdout).toMatch(/dry run: would delete 300 sent \(retention 1d\) and 3 expired/)
-    const real = await runCli(['cleanup', '--json'], { cwd: dir, env })
-    expect(real.code, real.stderr).toBe(0)
-    const r = parseJson(real.stdout)
-    expect(r).toMatchObject({ status: 'ok', dryRun: false, sentDeleted: 300, expiredDeleted: 3, dropped: 0 })
-    expect(r.bytesFreed).toBe(303 * (100 + 'plant/line1/temp'.length + 64))
-    expect(r.remaining).toMatchObject({ messages: 4, pending: 4 })
-    expect(typeof r.fileBytesAfter).toBe('number')
-    const { pending } = await allSeqs(config, dir)
-    expect(pending).toHaveLength(4)
-    const again = await runCli(['cleanup'], { cwd: dir, env })
-    expect(again.code).toBe(0)
-    expect(again.stdout).toMatch(/^deleted 0 sent .* and 0 expired message\(s\), dropped 0 pending/)
   })
 })

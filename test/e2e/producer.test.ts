@@ -16,7 +16,7 @@ import {
 } from '../../src/index.js'
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
 import { makeTempDir, runCli } from '../helpers/cli.js'
-import { brokerMessages, freePort, producerOptions, uniqueNode } from './helpers.js'
+import { brokerMessages, freePort, producerOptions, uniqueNode } from '../helpers/producer.js'
 
 let broker: BrokerProcess
 beforeAll(async () => {
@@ -256,7 +256,7 @@ describe('edge mode specifics', () => {
   })
 
   it('group commit: 64 concurrent callers share transactions; each gets its own receipt', async () => {
-    const { countingDriver } = await import('./helpers.js')
+    const { countingDriver } = await import('../helpers/producer.js')
     const { createSqliteStorage } = await import('../../src/plugins/storage/sqlite/index.js')
     const base = createSqliteStorage({
       path: path.join(dir, 'group.db'),

@@ -1,25 +1,42 @@
 /**
- * The fast-path half of the storage conformance suite (storageConformance
- * calls it inside its describe block): pendingRuns, wireJson, wireFrames,
- * oldestPendingTs and commitSent, through the completed driver as sync uses
- * them, so every driver passes them with its own fast paths or the fallbacks.
+ * Storage conformance, the sync engine's fast paths: pendingRuns, wireJson,
+ * wireFrames, oldestPendingTs and commitSent. Each runs against the driver
+ * completed by completeDriver (its own fast path or the fallback built from
+ * its basic methods); what only a driver's own fast path promises is
+ * selected with it.skipIf.
  */
 import { expect, it } from 'vitest'
 import { decodeFrames, type WireMessage } from '../protocol/batch.js'
-import { completeDriver, type FastPath } from '../core/storage/complete-driver.js'
+import { completeDriver } from '../core/storage/complete-driver.js'
+import type { PendingRun, StoredMessage, StorageDriver } from '../core/storage/driver.js'
 import { toWireMessage } from '../core/wire-message.js'
-import type { StorageDriver, StorageOptions, StoredMessage } from '../core/storage/driver.js'
-import { CLOCK_START, expandRun, msg, runsOf } from './storage-helpers.js'
+import { msg, type SuiteContext } from './storage-fixtures.js'
 
-export interface FastPathFixture {
-  make(o?: Partial<StorageOptions>): Promise<StorageDriver>
-  own(k: FastPath): boolean
+/** The seqs of a run, in send order. */
+function expandRun(r: PendingRun): number[] {
+  const step = r.first <= r.last ? 1 : -1
+  return Array.from({ length: r.count }, (_, i) => r.first + i * step)
 }
 
-export function fastPathConformance({ make, own }: FastPathFixture): void {
-  const clock = CLOCK_START
+/** Messages (in send order) grouped as pendingRuns returns them: consecutive seqs of one priority. */
+function runsOf(messages: StoredMessage[], order: 'oldest' | 'newest'): PendingRun[] {
+  const step = order === 'newest' ? -1 : 1
+  const out: PendingRun[] = []
+  for (const m of messages) {
+    const r = out[out.length - 1]
+    if (r && r.priority === m.priority && m.seq === r.last + step) {
+      r.last = m.seq
+      r.count++
+      r.bytes += m.size
+      r.minTs = Math.min(r.minTs, m.ts)
+    } else out.push({ priority: m.priority, first: m.seq, last: m.seq, count: 1, bytes: m.size, minTs: m.ts })
+  }
+  return out
+}
+
+export function fastPathCases(ctx: SuiteContext): void {
   it('pendingRuns, wireJson and wireFrames match nextBatch and its wire form', async () => {
-    const d = completeDriver(await make())
+    const d = completeDriver(await ctx.make())
     const payloads = [
       Buffer.from('{"v":1,"s":"é€𝄞"}'),
       Buffer.from('quote " backslash \\ newline \n tab \t nul \u0000 del \u007f ls \u2028'),
@@ -36,7 +53,7 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
           priority: i % 3 === 0 ? 9 : 4,
           contentType: i % 2 ? 'application/json' : null,
           headers: i === 1 ? { k: 'v', 'x-ü': 'line\nbreak' } : null,
-          expiresAt: i === 2 ? clock + 60_000 : null,
+          expiresAt: i === 2 ? ctx.clock + 60_000 : null,
         }),
       ),
     )
@@ -44,7 +61,7 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
     const expected = (m: StoredMessage) => toWireMessage(m)
     for (const order of ['oldest', 'newest'] as const) {
       for (const limit of [5, 7]) {
-        const q = { limit, maxBytes: 1e9, order, now: clock }
+        const q = { limit, maxBytes: 1e9, order, now: ctx.clock }
         const stored = await d.nextBatch(q)
         const runs = await d.pendingRuns(q)
         expect(runs.flatMap(expandRun)).toEqual(stored.map((m) => m.seq))
@@ -69,22 +86,22 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
     expect((await d.wireJson([])).count).toBe(0)
     expect(await d.wireFrames([])).toMatchObject({ count: 0, payloads: Buffer.alloc(0) })
     // Byte limits cut the same way.
-    const first = await d.nextBatch({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })
+    const first = await d.nextBatch({ limit: 10, maxBytes: 1, order: 'oldest', now: ctx.clock })
     expect(
-      (await d.pendingRuns({ limit: 10, maxBytes: 1, order: 'oldest', now: clock })).flatMap(expandRun),
+      (await d.pendingRuns({ limit: 10, maxBytes: 1, order: 'oldest', now: ctx.clock })).flatMap(expandRun),
     ).toEqual(first.map((m) => m.seq))
   })
 
-  it.skipIf(!own('wireJson') || !own('wireFrames'))(
+  it.skipIf(!ctx.own('wireJson') || !ctx.own('wireFrames'))(
     "the driver's own wireJson and wireFrames take any seqs in any order, leaving out unknown ones",
     async () => {
-      const d = await make()
+      const d = await ctx.make()
       await d.append(
         Array.from({ length: 7 }, (_, i) =>
           msg(i, { priority: i % 3 === 0 ? 9 : 4, payload: Buffer.from([0x61 + i, 0xff]) }),
         ),
       )
-      const all = (await d.nextBatch({ limit: 10, maxBytes: 1e9, order: 'oldest', now: clock })).sort(
+      const all = (await d.nextBatch({ limit: 10, maxBytes: 1e9, order: 'oldest', now: ctx.clock })).sort(
         (a, b) => a.seq - b.seq,
       )
       const s = all.map((m) => m.seq)
@@ -104,7 +121,7 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
   )
 
   it('pendingRuns: runs across priorities, gaps, expiry, byte cuts and the range skipped', async () => {
-    const d = completeDriver(await make())
+    const d = completeDriver(await ctx.make())
     // Priority 4 in long runs broken by priority 9 messages, one expiring, sizes that vary.
     const { seqs } = await d.append(
       Array.from({ length: 60 }, (_, i) =>
@@ -112,7 +129,7 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
           priority: i % 20 === 7 ? 9 : 4,
           ts: 5_000_000 - i * (i % 3), // not in seq order
           payload: Buffer.alloc(10 + (i % 7) * 5, 97),
-          expiresAt: i === 33 ? clock + 10 : null,
+          expiresAt: i === 33 ? ctx.clock + 10 : null,
         }),
       ),
     )
@@ -123,7 +140,7 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
         [100, 700],
         [1, 1],
       ]) {
-        for (const now of [clock, clock + 10]) {
+        for (const now of [ctx.clock, ctx.clock + 10]) {
           const q = { limit, maxBytes, order, now }
           const stored = await d.nextBatch(q)
           expect(await d.pendingRuns(q)).toEqual(runsOf(stored, order))
@@ -132,7 +149,7 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
     }
     // Skipping the batch in flight: what nextBatch gives once those seqs are gone.
     const skipFirst = async (order: 'oldest' | 'newest', take: number) => {
-      const q = { limit: take, maxBytes: 1e9, order, now: clock }
+      const q = { limit: take, maxBytes: 1e9, order, now: ctx.clock }
       const inFlight = await d.pendingRuns(q)
       const skip: Array<[number, number] | undefined> = []
       for (const r of inFlight) {
@@ -154,7 +171,7 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
     // Newest first: messages appended after the batch in flight was read come first.
     const late = await d.append([msg(100), msg(101), msg(102, { priority: 9 })])
     const next = (
-      await d.pendingRuns({ limit: 4, maxBytes: 1e9, order: 'newest', now: clock, skip })
+      await d.pendingRuns({ limit: 4, maxBytes: 1e9, order: 'newest', now: ctx.clock, skip })
     ).flatMap(expandRun)
     expect(next.slice(0, 3)).toEqual([late.seqs[2], late.seqs[1], late.seqs[0]])
     expect(seqs).toContain(next[3])
@@ -164,14 +181,17 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
   async function backlogOf(d: StorageDriver) {
     const { seqs } = await d.append(
       Array.from({ length: 80 }, (_, i) =>
-        msg(i, { ts: 10_000 - i * 10, expiresAt: i >= 75 ? clock + 10 : i >= 45 ? clock + 20 : null }),
+        msg(i, {
+          ts: 10_000 - i * 10,
+          expiresAt: i >= 75 ? ctx.clock + 10 : i >= 45 ? ctx.clock + 20 : null,
+        }),
       ),
     )
     const ex = (a: number, b: number): [number, number] => [seqs[a], seqs[b]]
     const exact = (now: number, excluded: Array<[number, number]>) => {
       let best: number | null = null
       for (let i = 0; i < 80; i++) {
-        const expiresAt = i >= 75 ? clock + 10 : i >= 45 ? clock + 20 : null
+        const expiresAt = i >= 75 ? ctx.clock + 10 : i >= 45 ? ctx.clock + 20 : null
         if (expiresAt !== null && expiresAt <= now) continue
         if (excluded.some(([a, b]) => seqs[i] >= a && seqs[i] <= b)) continue
         if (best === null || 10_000 - i * 10 < best) best = 10_000 - i * 10
@@ -179,14 +199,14 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
       return best
     }
     const cases: Array<[number, Array<[number, number]>]> = []
-    for (const now of [clock, clock + 10, clock + 20])
+    for (const now of [ctx.clock, ctx.clock + 10, ctx.clock + 20])
       for (const excluded of [[], [ex(70, 79)], [ex(0, 9), ex(60, 72)], [ex(0, 79)]])
         cases.push([now, excluded])
     return { cases, exact }
   }
 
   it('oldestPendingTs never answers later than the oldest pending message outside the ranges, nor earlier than the oldest of all', async () => {
-    const d = completeDriver(await make())
+    const d = completeDriver(await ctx.make())
     const { cases, exact } = await backlogOf(d)
     for (const [now, excluded] of cases) {
       const got = await d.oldestPendingTs(now, excluded)
@@ -202,10 +222,10 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
     }
   })
 
-  it.skipIf(!own('oldestPendingTs'))(
+  it.skipIf(!ctx.own('oldestPendingTs'))(
     "the driver's own oldestPendingTs is exact: the oldest unexpired ts outside the ranges excluded",
     async () => {
-      const d = await make()
+      const d = await ctx.make()
       const { cases, exact } = await backlogOf(d)
       for (const [now, excluded] of cases)
         expect(await d.oldestPendingTs!(now, excluded)).toBe(exact(now, excluded))
@@ -213,33 +233,33 @@ export function fastPathConformance({ make, own }: FastPathFixture): void {
   )
 
   it('commitSent marks sent, adds counters and sets state', async () => {
-    const d = completeDriver(await make())
+    const d = completeDriver(await ctx.make())
     const { seqs } = await d.append([msg(1), msg(2), msg(3)])
     await d.setState('gone', 'x')
     expect(
-      await d.commitSent(seqs.slice(0, 2), clock, {
+      await d.commitSent(seqs.slice(0, 2), ctx.clock, {
         counters: { c: 2 },
         state: { k: 'v', gone: undefined },
       }),
     ).toBe(2)
-    expect(await d.commitSent([], clock, { counters: { c: 1 } })).toBe(0)
+    expect(await d.commitSent([], ctx.clock, { counters: { c: 1 } })).toBe(0)
     expect(await d.getCounters()).toEqual({ c: 3 })
     expect(await d.getState('k')).toBe('v')
     expect(await d.getState('gone')).toBeUndefined()
-    expect((await d.stats(clock)).pending).toBe(1)
+    expect((await d.stats(ctx.clock)).pending).toBe(1)
   })
 
-  it.skipIf(!own('commitSent'))(
+  it.skipIf(!ctx.own('commitSent'))(
     "the driver's own commitSent is one transaction: all or nothing",
     async () => {
-      const d = await make()
+      const d = await ctx.make()
       const { seqs } = await d.append([msg(1), msg(2)])
-      expect(await d.commitSent!([seqs[0]], clock, { counters: { c: 1 } })).toBe(1)
+      expect(await d.commitSent!([seqs[0]], ctx.clock, { counters: { c: 1 } })).toBe(1)
       await expect(
-        d.commitSent!([seqs[1]], clock, { counters: { c: 1 }, state: { epoch: 'x' } }),
+        d.commitSent!([seqs[1]], ctx.clock, { counters: { c: 1 }, state: { epoch: 'x' } }),
       ).rejects.toThrow(/epoch/)
       // The refused state change leaves the message pending and the counter as it was.
-      expect((await d.stats(clock)).pending).toBe(1)
+      expect((await d.stats(ctx.clock)).pending).toBe(1)
       expect(await d.getCounters()).toEqual({ c: 1 })
     },
   )

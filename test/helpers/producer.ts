@@ -1,6 +1,6 @@
 import net from 'node:net'
 import path from 'node:path'
-import { getMessages } from '../helpers/broker.js'
+import { getMessages } from './broker.js'
 import type { ProducerOptions } from '../../src/core/producer.js'
 import type { StorageDriver } from '../../src/core/storage/driver.js'
 
