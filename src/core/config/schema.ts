@@ -251,6 +251,32 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
       'Longest time to receive one request (headers and body); slow or stalled clients are cut off (408).',
   },
   {
+    key: 'broker.limits.messageBytes',
+    type: 'size',
+    default: '1MB',
+    description: 'Largest payload of one message (decoded); a batch holding a larger one is refused (413).',
+  },
+  {
+    key: 'broker.limits.inFlightPerNode',
+    type: 'int',
+    default: 4,
+    min: 0,
+    description: 'Batch requests one node may have in progress at once before 429 (0: no limit).',
+  },
+  {
+    key: 'broker.limits.inFlightBytes',
+    type: 'size',
+    default: '256MB',
+    description:
+      'Decompressed bytes of all requests in progress together; a batch that does not fit gets 503 with Retry-After.',
+  },
+  {
+    key: 'broker.limits.pageBytes',
+    type: 'size',
+    default: '16MB',
+    description: 'Largest consumer page (messages by stored size; always at least one message).',
+  },
+  {
     key: 'broker.ordering.maxLateness',
     type: 'duration',
     default: '5m',
@@ -391,7 +417,16 @@ export interface RmqConfig {
     store: 'sqlite' | 'postgres'
     postgres: { url: string }
     auth: 'token' | 'none'
-    limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout: number }
+    limits: {
+      bodyBytes: number
+      decompressedBytes: number
+      ratePerNode: number
+      requestTimeout: number
+      messageBytes: number
+      inFlightPerNode: number
+      inFlightBytes: number
+      pageBytes: number
+    }
     ordering: {
       maxLateness: number
       maxHoldBack: number
