@@ -186,6 +186,14 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     description: 'Expiry of messages published without --ttl (0: never).',
   },
   { key: 'message.maxBytes', type: 'size', default: '1MB', description: 'Largest payload of one message.' },
+  // consuming
+  {
+    key: 'consume.maxPageBytes',
+    type: 'size',
+    default: '64MB',
+    description:
+      'Largest answer `rmq consume` and the Consumer API read for one page; pages are asked for at half of it.',
+  },
   // broker
   { key: 'broker.host', type: 'string', default: '127.0.0.1', description: 'Address the broker listens on.' },
   {
@@ -410,6 +418,7 @@ export interface RmqConfig {
   compression: { codec: string; level: number }
   cleanup: { sentRetention: number; interval: number }
   message: { defaultTtl: number; maxBytes: number }
+  consume: { maxPageBytes: number }
   broker: {
     host: string
     port: number
