@@ -144,4 +144,38 @@ describe('broker limits (inject)', () => {
     expect(bomb.json()).toMatchObject({ code: 'DECOMPRESSED_TOO_LARGE' })
     expect(bomb.json().error).toMatch(/broker.limits.inFlightBytes \(4194304 bytes\)/)
   })
+
+  it('bounds stats: short names (400), a small whole (413 STATS_TOO_LARGE), none of it stored or scraped', async () => {
+    b = await new BrokerAppFixture().open()
+    const batch = (seq: number, stats: unknown) => ({ ...makeBatch('gw-1', [message(seq, T0)]), stats })
+    const longName = await b.post(batch(1, { sync: { ['k'.repeat(65)]: 1 } }))
+    expect(longName.statusCode, longName.body).toBe(400)
+    expect(longName.json().error).toMatch(/stats\/sync.*must NOT have more than 64 characters/)
+    // 20 MB of stats in a few names: refused by the name rule before anything is kept.
+    const huge = await b.post(
+      batch(1, { storage: { ['x'.repeat(10 << 20)]: 1, ['y'.repeat(10 << 20)]: 2 } }),
+      {
+        enc: 'zstd',
+      },
+    )
+    expect(huge.statusCode).toBe(400)
+    // Every part valid, the whole too large: 32 values of 500 characters.
+    const wide = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`counter${i}`, 'v'.repeat(500)]))
+    const tooLarge = await b.post(batch(1, { sync: wide }))
+    expect(tooLarge.statusCode, tooLarge.body).toBe(413)
+    expect(tooLarge.json().code).toBe('STATS_TOO_LARGE')
+    expect(tooLarge.json().error).toMatch(/body\/stats: \d+ bytes serialised, over the limit of 16384/)
+    expect(await stored()).toBe(0)
+    const metrics = await b.app.inject({ method: 'GET', url: '/metrics' })
+    expect(metrics.statusCode).toBe(200)
+    expect(metrics.body).not.toMatch(/vvvvvvvvvv|counter31/)
+    // What rmq sends is taken.
+    const fine = await b.post(
+      batch(1, {
+        sync: { attempts: 3, successes: 3, backoff: null, lastError: null },
+        storage: { pending: 0 },
+      }),
+    )
+    expect(fine.statusCode, fine.body).toBe(200)
+  })
 })

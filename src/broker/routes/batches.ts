@@ -4,7 +4,7 @@ import { BROKER_FEATURES, topicProblem, type BatchBody } from '../../protocol/ba
 import { boundEventTime, DEFAULT_EVENT_TIME_BOUND } from '../event-time.js'
 import { HttpError } from '../http-error.js'
 import { limitOf, orderingContext } from '../options.js'
-import { BASE64_RE, batchAckSchema, batchBodySchema } from '../schemas.js'
+import { BASE64_RE, batchAckSchema, batchBodySchema, STATS_MAX_BYTES } from '../schemas.js'
 
 function rateLimit(req: FastifyRequest, reply: FastifyReply, node: string): void {
   const waitMs = req.server.broker.rateLimiter.take(node)
@@ -119,6 +119,16 @@ const batches: FastifyPluginAsync = async (app) => {
                 `${size} bytes, over broker.limits.messageBytes (${messageBytes}); nothing of this batch was stored`,
             )
         }
+      }
+      // The schema bounds every part of stats; this bounds the whole the store keeps and every status read parses.
+      if (body.stats !== undefined) {
+        const size = Buffer.byteLength(JSON.stringify(body.stats))
+        if (size > STATS_MAX_BYTES)
+          throw new HttpError(
+            413,
+            'STATS_TOO_LARGE',
+            `body/stats: ${size} bytes serialised, over the limit of ${STATS_MAX_BYTES}; send the counters rmq sends (docs/protocol.md)`,
+          )
       }
       const at = now()
       boundEventTime(body, at, options.futureSkew ?? DEFAULT_EVENT_TIME_BOUND)
