@@ -25,7 +25,7 @@ export interface BrokerLimits {
 export const DEFAULT_LIMITS = {
   messageBytes: 1 << 20,
   inFlightPerNode: 4,
-  inFlightBytes: 256 << 20,
+  inFlightBytes: 80 << 20,
   pageBytes: 16 << 20,
 } as const
 

@@ -142,7 +142,7 @@ describe('broker limits (inject)', () => {
     })
     expect(bomb.statusCode, bomb.body).toBe(413)
     expect(bomb.json()).toMatchObject({ code: 'DECOMPRESSED_TOO_LARGE' })
-    expect(bomb.json().error).toMatch(/broker.limits.inFlightBytes \(4194304 bytes\)/)
+    expect(bomb.json().error).toMatch(/broker.limits.inFlightBytes \(3145728 bytes\)/)
   })
 
   it('bounds stats: short names (400), a small whole (413 STATS_TOO_LARGE), none of it stored or scraped', async () => {

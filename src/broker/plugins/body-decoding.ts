@@ -5,9 +5,10 @@
  * (docs/protocol.md). Every failure is an HttpError with its own code.
  *
  * Decompressed bodies of all requests in progress share one budget
- * (broker.limits.inFlightBytes): a request reserves what is left (at most
- * decompressedBytes) before it decompresses, with that as the output cap, keeps
- * only what it decoded, and gives it back when its response ends. So the
+ * (broker.limits.inFlightBytes): a request reserves room for 32 times its
+ * compressed size (at least 1 MiB) before it decompresses, with that as the
+ * output cap, then if it decodes to more the most one request may have; it
+ * keeps only what it decoded, and gives it back when its response ends. So the
  * broker's memory for bodies stays bounded however many arrive at once, and a
  * body that does not fit now gets 503 with Retry-After instead.
  */
@@ -20,7 +21,7 @@ import { limitOf } from '../options.js'
 
 type ErrorClass = new (...args: any[]) => Error
 /** A body is first given room for this many times its compressed size (at least MIN_RESERVE). */
-const RATIO_HINT = 512
+const RATIO_HINT = 32
 const MIN_RESERVE = 1 << 20
 
 /** What a request holds of the in-flight budget; released (once) when its response ends or is aborted. */
@@ -35,6 +36,8 @@ const bodyDecoding: FastifyPluginAsync = async (app) => {
   const { limits } = app.broker.options
   const budget = limitOf(limits, 'inFlightBytes')
   let used = 0
+  // Kept for bodies that need at most MIN_RESERVE: a quarter of the budget, at most 8 MiB.
+  const headroom = Math.min(8 << 20, Math.floor(budget / 4))
   if (budget > 0)
     app.addHook('onRequest', async (req: Holding, reply) => {
       const hold: Hold = { bytes: 0, open: true }
@@ -47,12 +50,13 @@ const bodyDecoding: FastifyPluginAsync = async (app) => {
       }
       reply.raw.once('finish', end).once('close', end)
     })
-  /** What this request may decompress to: `want`, or what is left of the budget when less. */
+  /** Reserve `want` bytes for this request's output, or refuse it for now (503) without decoding anything. */
   const reserve = (req: Holding, want: number): number => {
     const hold = req[HOLD]
     if (budget <= 0 || !hold) return limits.decompressedBytes
-    const n = Math.min(want, budget - used)
-    if (n <= 0 || !hold.open) throw busy(budget)
+    // The last headroom bytes are only for small bodies: large batches never lock small ones out.
+    const n = want
+    if (n > budget - used - (want > MIN_RESERVE ? headroom : 0) || !hold.open) throw busy(budget)
     used += n
     hold.bytes += n
     return n
@@ -84,7 +88,10 @@ const bodyDecoding: FastifyPluginAsync = async (app) => {
     }
     // First guess from the compressed size (so a small body never needs much of the budget), then the full cap.
     // The most one request can ever have: a body that does not fit in it is too large, not early.
-    const largest = budget > 0 ? Math.min(limits.decompressedBytes, budget) : limits.decompressedBytes
+    const largest =
+      budget > 0
+        ? Math.min(limits.decompressedBytes, Math.max(MIN_RESERVE, budget - headroom))
+        : limits.decompressedBytes
     let want = Math.min(largest, Math.max(MIN_RESERVE, raw.length * RATIO_HINT))
     for (;;) {
       const cap = reserve(req, want)
@@ -94,9 +101,8 @@ const bodyDecoding: FastifyPluginAsync = async (app) => {
         return out
       } catch (err) {
         settle(req, cap, 0)
+        // Larger than the guess: once more with the most one request may have (if that is free now).
         if (err instanceof DecompressLimitError && cap < largest) {
-          // Cut short by what was left of the budget: later. By the guess: once more with the full cap.
-          if (cap < want) throw busy(budget)
           want = largest
           continue
         }

@@ -274,7 +274,7 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
   {
     key: 'broker.limits.inFlightBytes',
     type: 'size',
-    default: '256MB',
+    default: '80MB',
     description:
       'Decompressed bytes of all requests in progress together; a batch that does not fit gets 503 with Retry-After.',
   },
