@@ -6,6 +6,34 @@ import type { BrokerStore } from './store/types.js'
 
 export type LogFormat = 'json' | 'pretty' | 'silent'
 
+/** broker.limits.* (docs/guarantees.md "Bounds"); the optional ones default to DEFAULT_LIMITS. */
+export interface BrokerLimits {
+  bodyBytes: number
+  decompressedBytes: number
+  ratePerNode: number
+  requestTimeout?: number
+  /** Largest decoded payload of one message (413 MESSAGE_TOO_LARGE). */
+  messageBytes?: number
+  /** Batch requests in progress per node (429 TOO_MANY_IN_FLIGHT; 0: no limit). */
+  inFlightPerNode?: number
+  /** Decompressed bytes of all requests in progress (503 BROKER_BUSY when full; 0: no limit). */
+  inFlightBytes?: number
+  /** Largest consumer page by stored message size (always at least one message). */
+  pageBytes?: number
+}
+
+export const DEFAULT_LIMITS = {
+  messageBytes: 1 << 20,
+  inFlightPerNode: 4,
+  inFlightBytes: 80 << 20,
+  pageBytes: 16 << 20,
+} as const
+
+/** The limit `key` in force: the configured value, else its default. */
+export function limitOf(limits: BrokerLimits, key: keyof typeof DEFAULT_LIMITS): number {
+  return limits[key] ?? DEFAULT_LIMITS[key]
+}
+
 export interface BrokerOptions {
   host: string
   port: number
@@ -15,8 +43,8 @@ export interface BrokerOptions {
   auth: 'token' | 'none'
   /** Allow auth=none on a non-loopback address. */
   insecure?: boolean
-  /** requestTimeout (ms): the whole request must arrive within it; default 60 s. */
-  limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout?: number }
+  /** requestTimeout (ms): the whole request must arrive within it; default 60 s. The rest: BrokerLimits. */
+  limits: BrokerLimits
   maxLateness: HealthOptions['maxLateness']
   /** broker.ordering.maxHoldBack (ms): how long one node may hold everyone's event order back (0: no bound). */
   maxHoldBack?: HealthOptions['maxHoldBack']

@@ -47,6 +47,9 @@ export const wireMessageSchema = {
   },
 } as const
 
+/** The name of one stat: short (the values are bounded too, so the whole object is). */
+const statName = { maxLength: 64 } as const
+
 /** A counter or a short text: what a node's stats are made of. */
 const statValue = {
   anyOf: [{ type: 'number' }, { type: 'string', maxLength: 500 }, { type: 'boolean' }, { type: 'null' }],
@@ -65,16 +68,23 @@ export const statsSchema = {
     sync: {
       type: 'object',
       maxProperties: 32,
+      propertyNames: statName,
       properties: {
         backoff: {
-          anyOf: [{ type: 'object', maxProperties: 16, additionalProperties: statValue }, { type: 'null' }],
+          anyOf: [
+            { type: 'object', maxProperties: 16, propertyNames: statName, additionalProperties: statValue },
+            { type: 'null' },
+          ],
         },
       },
       additionalProperties: statValue,
     },
-    storage: { type: 'object', maxProperties: 32, additionalProperties: statValue },
+    storage: { type: 'object', maxProperties: 32, propertyNames: statName, additionalProperties: statValue },
   },
 } as const
+
+/** Serialised size a valid `stats` may have at most (413 STATS_TOO_LARGE): a few times what an edge sends. */
+export const STATS_MAX_BYTES = 16 * 1024
 
 export const batchBodySchema = {
   type: 'object',

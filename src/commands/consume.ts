@@ -68,6 +68,7 @@ export default class Consume extends BaseCommand<typeof Consume> {
         limit: f.limit,
         json: this.jsonEnabled(),
         timeoutMs: loaded.config.sync.timeout,
+        maxPageBytes: loaded.config.consume.maxPageBytes,
         signal: abort.signal,
       })
     } finally {

@@ -14,7 +14,7 @@
  * its work per request); poll() then reads on by itself until it has
  * messages or reaches the head, so an empty page means "nothing more yet".
  */
-import { brokerError, brokerRequest } from './http-client.js'
+import { brokerError, brokerRequest, DEFAULT_MAX_RESPONSE_BYTES, HttpFailure } from './http-client.js'
 import { BrokerUnavailableError, ConfigError } from '../shared/errors.js'
 import { formatAge } from '../shared/units.js'
 import type { ConsumeOrder, ConsumedMessage, HeldInfo, MessagesPage } from '../protocol/messages.js'
@@ -34,6 +34,12 @@ export interface ConsumerOptions {
   pageSize?: number
   /** Timeout of one request beyond its long-poll wait, ms. */
   timeoutMs?: number
+  /**
+   * consume.maxPageBytes: the largest answer read for one page (the HTTP
+   * client's cap); pages are asked for (`maxBytes`) at half of it, leaving
+   * room for JSON escaping and for a single message larger than that.
+   */
+  maxPageBytes?: number
 }
 
 // The JSON requests moved to the one HTTP client; re-exported for the library API.
@@ -95,14 +101,29 @@ export class Consumer {
     await this.resolveStart(opts.signal)
     const q = new URLSearchParams({ order: this.order, topic: this.options.topic ?? '#' })
     q.set('limit', String(Math.min(opts.limit ?? this.options.pageSize ?? 500, this.options.pageSize ?? 500)))
+    const cap = this.options.maxPageBytes ?? DEFAULT_MAX_RESPONSE_BYTES
+    q.set('maxBytes', String(Math.max(1, Math.floor(cap / 2))))
     if (opts.wait) q.set('wait', String(opts.wait))
     if (this.after !== undefined) q.set('after', String(this.after))
     else if (this.options.group) q.set('group', this.options.group)
-    const res = await brokerRequest(this.options.brokerUrl, 'GET', `v1/messages?${q}`, {
-      token: this.options.token,
-      timeoutMs: (this.options.timeoutMs ?? 30_000) + (opts.wait ?? 0),
-      signal: opts.signal,
-    })
+    let res
+    try {
+      res = await brokerRequest(this.options.brokerUrl, 'GET', `v1/messages?${q}`, {
+        token: this.options.token,
+        timeoutMs: (this.options.timeoutMs ?? 30_000) + (opts.wait ?? 0),
+        signal: opts.signal,
+        maxResponseBytes: cap,
+      })
+    } catch (err) {
+      const cause = (err as { cause?: unknown }).cause
+      if (cause instanceof HttpFailure && cause.kind === 'too-large')
+        throw new ConfigError(
+          `a page from the broker is larger than consume.maxPageBytes (${cap} bytes): ` +
+            `one message after position ${this.after ?? 'start'} is too large to read with it`,
+          { suggestion: 'raise consume.maxPageBytes (RMQ_CONSUME_MAX_PAGE_BYTES) above the largest message' },
+        )
+      throw err
+    }
     if (res.status !== 200) throw brokerError(res, 'reading messages')
     const page = res.body as MessagesPage
     this.after = page.next

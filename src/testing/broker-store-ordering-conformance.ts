@@ -7,7 +7,7 @@
  */
 import { expect, it } from 'vitest'
 import type { IngestContext } from '../broker/store/types.js'
-import { batchOf, wireMessage, type StoreHandle } from './broker-store-helpers.js'
+import { batchOf, wireMessage, type StoreHandle } from './broker-store-fixtures.js'
 
 const SEC = 1000
 const MIN = 60 * SEC

@@ -1,7 +1,7 @@
 import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openBrokerStore } from '../../src/broker/store/index.js'
-import { openPostgresBrokerStore } from '../../src/broker/store/postgres.js'
+import { openPostgresBrokerStore } from '../../src/broker/store/postgres-open.js'
 import { MIGRATIONS } from '../../src/broker/store/postgres-schema.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
 import { batchOf, brokerStoreConformance, wireMessage } from '../../src/testing/broker-store-conformance.js'

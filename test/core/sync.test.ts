@@ -235,10 +235,13 @@ describe('syncOnce', () => {
     })
   })
 
-  it('honours Retry-After on 429', async () => {
+  it.each([
+    [429, 'TOO_MANY_IN_FLIGHT'],
+    [503, 'BROKER_BUSY'],
+  ])('honours Retry-After on %i (%s)', async (status, code) => {
     const { broker, config, store } = await setup({ 'sync.backoff.initial': '1s' })
     await store.append(telemetry(5))
-    broker.reply = () => ({ status: 429, headers: { 'retry-after': '120' } })
+    broker.reply = () => ({ status, body: { statusCode: status, code }, headers: { 'retry-after': '120' } })
     const before = Date.now()
     await expect(syncOnce({ driver: store, config })).rejects.toBeInstanceOf(SyncFailedError)
     const b = await readBackoff(store)

@@ -3,8 +3,8 @@ import { failpoint } from '../../shared/failpoints.js'
 import { BROKER_FEATURES, topicProblem, type BatchBody } from '../../protocol/batch.js'
 import { boundEventTime, DEFAULT_EVENT_TIME_BOUND } from '../event-time.js'
 import { HttpError } from '../http-error.js'
-import { orderingContext } from '../options.js'
-import { BASE64_RE, batchAckSchema, batchBodySchema } from '../schemas.js'
+import { limitOf, orderingContext } from '../options.js'
+import { BASE64_RE, batchAckSchema, batchBodySchema, STATS_MAX_BYTES } from '../schemas.js'
 
 function rateLimit(req: FastifyRequest, reply: FastifyReply, node: string): void {
   const waitMs = req.server.broker.rateLimiter.take(node)
@@ -16,10 +16,43 @@ function rateLimit(req: FastifyRequest, reply: FastifyReply, node: string): void
   void reply
 }
 
+/** Decoded size of a payload as sent (a UTF-8 text or base64). */
+function payloadBytes(payload: string, enc: 'utf8' | 'base64'): number {
+  if (enc === 'utf8') return Buffer.byteLength(payload, 'utf8')
+  const pad = payload.endsWith('==') ? 2 : payload.endsWith('=') ? 1 : 0
+  return (payload.length / 4) * 3 - pad
+}
+
 /** POST /v1/batches: one batch or heartbeat from an edge node (docs/protocol.md). */
 const batches: FastifyPluginAsync = async (app) => {
   // Batch requests between their headers and the end of their response: tells the store whether a batch is alone.
   let inProgress = 0
+  // The same per node (broker.limits.inFlightPerNode): one node cannot hold many batches in memory at once.
+  const perNode = new Map<string, number>()
+  const perNodeCap = limitOf(app.broker.options.limits, 'inFlightPerNode')
+  /** Count the request against its node until its response ends, or refuse it with 429. */
+  const admit = (reply: FastifyReply, node: string) => {
+    if (perNodeCap <= 0) return
+    const n = (perNode.get(node) ?? 0) + 1
+    if (n > perNodeCap)
+      throw new HttpError(
+        429,
+        'TOO_MANY_IN_FLIGHT',
+        `node ${node} already has ${perNodeCap} batch request(s) in progress (broker.limits.inFlightPerNode); ` +
+          'retry after one of them is answered',
+        { 'retry-after': '1' },
+      )
+    perNode.set(node, n)
+    let done = false
+    const end = () => {
+      if (done) return
+      done = true
+      const left = (perNode.get(node) ?? 1) - 1
+      if (left > 0) perNode.set(node, left)
+      else perNode.delete(node)
+    }
+    reply.raw.once('finish', end).once('close', end)
+  }
   app.post(
     '/v1/batches',
     {
@@ -34,15 +67,22 @@ const batches: FastifyPluginAsync = async (app) => {
           done = true
         }
         reply.raw.once('finish', end).once('close', end)
-        if (req.authNode) rateLimit(req, reply, req.authNode)
+        if (req.authNode) {
+          rateLimit(req, reply, req.authNode)
+          admit(reply, req.authNode)
+        }
       },
     },
     async (req, reply) => {
       const body = req.body as BatchBody
       const { store, options, notifier, now } = app.broker
+      const messageBytes = limitOf(options.limits, 'messageBytes')
       if (req.authNode !== null && body.node !== req.authNode)
         throw new HttpError(403, 'WRONG_NODE', `this token belongs to node ${req.authNode}, not ${body.node}`)
-      if (req.authNode === null) rateLimit(req, reply, body.node)
+      if (req.authNode === null) {
+        rateLimit(req, reply, body.node)
+        admit(reply, body.node)
+      }
       // A batch repeats a few topics thousands of times: each is checked once.
       const checkedTopics = new Set<string>()
       // A seq appears once per batch. Batches are mostly ascending, so a Set is built only after a step down.
@@ -68,6 +108,27 @@ const batches: FastifyPluginAsync = async (app) => {
         }
         if (m.enc === 'base64' && (m.payload.length % 4 !== 0 || !BASE64_RE.test(m.payload)))
           throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/payload: not valid base64`)
+        // UTF-8 takes at most 3 bytes per UTF-16 unit, base64 decodes to 3/4: most payloads need no count.
+        if (m.payload.length * 3 > messageBytes) {
+          const size = payloadBytes(m.payload, m.enc)
+          if (size > messageBytes)
+            throw new HttpError(
+              413,
+              'MESSAGE_TOO_LARGE',
+              `body/messages/${i}: message seq ${m.seq} on topic ${JSON.stringify(m.topic)} has a payload of ` +
+                `${size} bytes, over broker.limits.messageBytes (${messageBytes}); nothing of this batch was stored`,
+            )
+        }
+      }
+      // The schema bounds every part of stats; this bounds the whole the store keeps and every status read parses.
+      if (body.stats !== undefined) {
+        const size = Buffer.byteLength(JSON.stringify(body.stats))
+        if (size > STATS_MAX_BYTES)
+          throw new HttpError(
+            413,
+            'STATS_TOO_LARGE',
+            `body/stats: ${size} bytes serialised, over the limit of ${STATS_MAX_BYTES}; send the counters rmq sends (docs/protocol.md)`,
+          )
       }
       const at = now()
       boundEventTime(body, at, options.futureSkew ?? DEFAULT_EVENT_TIME_BOUND)

@@ -1,9 +1,10 @@
+import { Readable } from 'node:stream'
 import type { FastifyPluginAsync } from 'fastify'
 import type { ConsumedMessage, MessagesPage } from '../../protocol/messages.js'
 import { messageId } from '../../protocol/batch.js'
 import { HttpError } from '../http-error.js'
-import { orderingContext } from '../options.js'
-import type { ReadOrder, StoredMessage } from '../store/types.js'
+import { limitOf, orderingContext } from '../options.js'
+import type { BrokerStore, ReadOrder, ReadResult, StoredMessage } from '../store/types.js'
 import { topicFilterProblem } from '../../protocol/topic-filter.js'
 
 export const MAX_LIMIT = 10_000
@@ -33,6 +34,71 @@ function toConsumed(m: StoredMessage, order: ReadOrder): ConsumedMessage {
   }
 }
 
+/** Bytes a message counts for against a page's maxBytes: its payload and topic as stored, plus the JSON around them. */
+export function pageBytesOf(m: StoredMessage): number {
+  let n = m.payload.length + m.topic.length + MESSAGE_OVERHEAD
+  if (m.headers) for (const k in m.headers) n += k.length + m.headers[k].length + 6
+  return n
+}
+const MESSAGE_OVERHEAD = 320
+
+/**
+ * One page of at most `limit` messages and about `maxBytes` (always at least
+ * one message, like Kafka's fetch.max.bytes). The store is read in chunks so
+ * that large messages are not loaded far past the cap: the first chunk is as
+ * many messages as fit if each were of the largest size a batch may carry,
+ * the next ones are sized from the messages seen (growing at most 8-fold).
+ * A page cut by bytes ends at its last message (`next` its position,
+ * `more: true`), so no message is skipped.
+ */
+async function readPage(
+  store: BrokerStore,
+  q: { order: ReadOrder; after: number; topic: string },
+  limit: number,
+  maxBytes: number,
+  messageBytes: number,
+): Promise<ReadResult> {
+  const out: StoredMessage[] = []
+  let bytes = 0
+  let after = q.after
+  let chunk = Math.min(limit, Math.max(1, Math.floor(maxBytes / (messageBytes + MESSAGE_OVERHEAD))))
+  for (;;) {
+    const page = await store.read({ ...q, after, limit: chunk })
+    for (const m of page.messages) {
+      const size = pageBytesOf(m)
+      if (out.length > 0 && bytes + size > maxBytes) {
+        const last = out[out.length - 1]
+        return {
+          ...page,
+          messages: out,
+          next: q.order === 'event' ? last.position! : last.arrival,
+          more: true,
+        }
+      }
+      out.push(m)
+      bytes += size
+    }
+    if (page.messages.length < chunk || !page.more || out.length >= limit) return { ...page, messages: out }
+    after = page.next
+    const fit = Math.floor(((maxBytes - bytes) * out.length) / Math.max(1, bytes))
+    chunk = Math.max(1, Math.min(limit - out.length, chunk * 8, fit + 1))
+  }
+}
+
+/** The page as JSON, written in pieces of about 64 KiB rather than one string (a page may be large). */
+function* pageJson(head: { order: ReadOrder }, messages: ConsumedMessage[], rest: object): Generator<string> {
+  let buf = `{"order":${JSON.stringify(head.order)},"messages":[`
+  for (let i = 0; i < messages.length; i++) {
+    buf += (i > 0 ? ',' : '') + JSON.stringify(messages[i])
+    if (buf.length >= 65_536) {
+      yield buf
+      buf = ''
+    }
+  }
+  const tail = JSON.stringify(rest)
+  yield buf + (tail === '{}' ? ']}' : `],${tail.slice(1)}`)
+}
+
 function intParam(q: Record<string, string | undefined>, name: string, def: number, max: number): number {
   const raw = q[name]
   if (raw === undefined || raw === '') return def
@@ -59,7 +125,7 @@ export function parseOrder(raw: string | undefined): ReadOrder {
  * what is held behind the watermark (`held`). docs/protocol.md.
  */
 const messages: FastifyPluginAsync = async (app) => {
-  app.get('/v1/messages', async (req, reply): Promise<MessagesPage> => {
+  app.get('/v1/messages', async (req, reply) => {
     const t0 = performance.now()
     const q = req.query as Record<string, string | undefined>
     const { store, notifier } = app.broker
@@ -68,6 +134,13 @@ const messages: FastifyPluginAsync = async (app) => {
     const problem = topicFilterProblem(topic)
     if (problem) throw new HttpError(400, 'INVALID_QUERY', `topic: ${problem}`)
     const limit = Math.max(1, intParam(q, 'limit', 100, MAX_LIMIT))
+    // maxBytes: the client's own bound, never above the broker's (broker.limits.pageBytes).
+    const pageBytes = limitOf(app.broker.options.limits, 'pageBytes')
+    const maxBytes = Math.max(
+      1,
+      Math.min(pageBytes, intParam(q, 'maxBytes', pageBytes, Number.MAX_SAFE_INTEGER)),
+    )
+    const messageBytes = limitOf(app.broker.options.limits, 'messageBytes')
     const wait = intParam(q, 'wait', 0, MAX_WAIT_MS)
     let after: number
     if (q.after !== undefined && q.after !== '') after = intParam(q, 'after', 0, Number.MAX_SAFE_INTEGER)
@@ -80,14 +153,12 @@ const messages: FastifyPluginAsync = async (app) => {
     const deadline = started + wait
     const scanUntil = Math.max(deadline, started + SCAN_BUDGET_MS)
     for (;;) {
-      const page = await store.read({ order, after, limit, topic })
+      const page = await readPage(store, { order, after, topic }, limit, maxBytes, messageBytes)
       const now = Date.now()
       const done =
         page.messages.length > 0 || notifier.isClosed || (page.more ? now >= scanUntil : now >= deadline)
       if (done) {
-        const body: MessagesPage = {
-          order,
-          messages: page.messages.map((m) => toConsumed(m, order)),
+        const rest: Omit<MessagesPage, 'order' | 'messages'> = {
           next: page.next,
           more: page.more,
           headPosition: page.head,
@@ -95,11 +166,14 @@ const messages: FastifyPluginAsync = async (app) => {
         }
         if (order === 'event' && !page.more) {
           const { options, now: clock } = app.broker
-          body.held = await store.heldBack({ topic, ...orderingContext(options, clock()) })
+          rest.held = await store.heldBack({ topic, ...orderingContext(options, clock()) })
         }
         // The store's work for this page (without the long-poll's waiting), for benchmarks and operators.
         reply.header('server-timing', `read;dur=${(performance.now() - t0 - waited).toFixed(2)}`)
-        return body
+        const consumed = page.messages.map((m) => toConsumed(m, order))
+        return reply
+          .type('application/json; charset=utf-8')
+          .send(Readable.from(pageJson({ order }, consumed, rest), { objectMode: false }))
       }
       after = page.next
       // Reads are synchronous on SQLite: let other requests run between two of them.

@@ -186,6 +186,14 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     description: 'Expiry of messages published without --ttl (0: never).',
   },
   { key: 'message.maxBytes', type: 'size', default: '1MB', description: 'Largest payload of one message.' },
+  // consuming
+  {
+    key: 'consume.maxPageBytes',
+    type: 'size',
+    default: '64MB',
+    description:
+      'Largest answer `rmq consume` and the Consumer API read for one page; pages are asked for at half of it.',
+  },
   // broker
   { key: 'broker.host', type: 'string', default: '127.0.0.1', description: 'Address the broker listens on.' },
   {
@@ -249,6 +257,32 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     default: '60s',
     description:
       'Longest time to receive one request (headers and body); slow or stalled clients are cut off (408).',
+  },
+  {
+    key: 'broker.limits.messageBytes',
+    type: 'size',
+    default: '1MB',
+    description: 'Largest payload of one message (decoded); a batch holding a larger one is refused (413).',
+  },
+  {
+    key: 'broker.limits.inFlightPerNode',
+    type: 'int',
+    default: 4,
+    min: 0,
+    description: 'Batch requests one node may have in progress at once before 429 (0: no limit).',
+  },
+  {
+    key: 'broker.limits.inFlightBytes',
+    type: 'size',
+    default: '80MB',
+    description:
+      'Decompressed bytes of all requests in progress together; a batch that does not fit gets 503 with Retry-After.',
+  },
+  {
+    key: 'broker.limits.pageBytes',
+    type: 'size',
+    default: '16MB',
+    description: 'Largest consumer page (messages by stored size; always at least one message).',
   },
   {
     key: 'broker.ordering.maxLateness',
@@ -384,6 +418,7 @@ export interface RmqConfig {
   compression: { codec: string; level: number }
   cleanup: { sentRetention: number; interval: number }
   message: { defaultTtl: number; maxBytes: number }
+  consume: { maxPageBytes: number }
   broker: {
     host: string
     port: number
@@ -391,7 +426,16 @@ export interface RmqConfig {
     store: 'sqlite' | 'postgres'
     postgres: { url: string }
     auth: 'token' | 'none'
-    limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout: number }
+    limits: {
+      bodyBytes: number
+      decompressedBytes: number
+      ratePerNode: number
+      requestTimeout: number
+      messageBytes: number
+      inFlightPerNode: number
+      inFlightBytes: number
+      pageBytes: number
+    }
     ordering: {
       maxLateness: number
       maxHoldBack: number
