@@ -2,6 +2,7 @@ import { Command, Flags, type Interfaces } from '@oclif/core'
 // Registers the built-in storage drivers and codecs with core's registries.
 import '../plugins/builtins.js'
 import { loadConfig, type LoadedConfig } from '../core/config/load.js'
+import { interruptOn, type Interrupt } from './interrupt.js'
 import { UsageError, errorToJson, exitCodeOf, formatError, isRmqError } from '../shared/errors.js'
 import {
   flagValueMissingError,
@@ -33,6 +34,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   protected flags!: FlagsOf<T>
   protected args!: ArgsOf<T>
+  private interrupt: Interrupt | undefined
 
   public override async init(): Promise<void> {
     await super.init()
@@ -55,6 +57,23 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   /** Effective configuration; `flagValues` are key paths set by this command's flags. */
   protected async loadConfig(flagValues: Record<string, unknown> = {}): Promise<LoadedConfig> {
     return loadConfig({ configPath: this.flags.config, flags: flagValues })
+  }
+
+  /**
+   * The signal to pass to core for work a user may stop: aborted by the first
+   * Ctrl-C (SIGINT) or SIGTERM, so the command stops cleanly and exits as it
+   * decides; a second Ctrl-C ends the process at once (src/cli/interrupt.ts).
+   * The handlers are removed when the command ends.
+   */
+  protected abortSignal(): AbortSignal {
+    this.interrupt ??= interruptOn()
+    return this.interrupt.signal
+  }
+
+  protected override async finally(err: Error | undefined): Promise<void> {
+    this.interrupt?.dispose()
+    this.interrupt = undefined
+    return super.finally(err)
   }
 
   /** Human output: stdout normally, nothing in --json mode. */

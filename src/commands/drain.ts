@@ -34,10 +34,7 @@ export default class Drain extends BaseCommand<typeof Drain> {
     const { drain } = await import('../core/sync.js')
     const driver = await openOutbox(loaded.config, loaded.cwd)
     const progress = new Progress('draining')
-    const abort = new AbortController()
-    const stop = () => abort.abort()
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
+    const signal = this.abortSignal()
     try {
       const start = await driver.stats(Date.now())
       const total = start.pending
@@ -46,7 +43,7 @@ export default class Drain extends BaseCommand<typeof Drain> {
         { driver, config: loaded.config, cwd: loaded.cwd },
         {
           timeout,
-          signal: abort.signal,
+          signal,
           onProgress: (p) =>
             progress.update(
               `${p.messages}/${Math.max(total, p.messages + p.pending)} messages, ${formatBytes(p.bytesWire)} sent, ` +
@@ -59,8 +56,6 @@ export default class Drain extends BaseCommand<typeof Drain> {
       return result
     } finally {
       progress.done()
-      process.removeListener('SIGINT', stop)
-      process.removeListener('SIGTERM', stop)
       await driver.close()
     }
   }

@@ -56,35 +56,26 @@ export default class Sync extends BaseCommand<typeof Sync> {
         this.say(syncSummary(result))
         return result
       }
-      const abort = new AbortController()
-      const stop = () => abort.abort()
-      process.once('SIGINT', stop)
-      process.once('SIGTERM', stop)
-      try {
-        this.note(
-          `rmq sync --watch: every ${loaded.config.sync.interval} ms to ${loaded.config.brokerUrl}; Ctrl-C stops`,
-        )
-        const summary = await watchSync(deps, {
-          interval: loaded.config.sync.interval,
-          signal: abort.signal,
-          force: f.force,
-          maxBatches: f['max-batches'],
-          budget,
-          onRun: ({ result, error }) =>
-            this.note(
-              `${new Date().toISOString()} ${result ? syncSummary(result) : `failed: ${error!.message}`}`,
-            ),
-        })
-        this.say(
-          `stopped after ${summary.runs} run(s): ${summary.messages} message(s) sent, ` +
-            `${formatBytes(summary.bytesRaw)} -> ${formatBytes(summary.bytesWire)}, ${summary.failures} failed run(s), ` +
-            `${summary.pending} pending`,
-        )
-        return summary
-      } finally {
-        process.removeListener('SIGINT', stop)
-        process.removeListener('SIGTERM', stop)
-      }
+      this.note(
+        `rmq sync --watch: every ${loaded.config.sync.interval} ms to ${loaded.config.brokerUrl}; Ctrl-C stops`,
+      )
+      const summary = await watchSync(deps, {
+        interval: loaded.config.sync.interval,
+        signal: this.abortSignal(),
+        force: f.force,
+        maxBatches: f['max-batches'],
+        budget,
+        onRun: ({ result, error }) =>
+          this.note(
+            `${new Date().toISOString()} ${result ? syncSummary(result) : `failed: ${error!.message}`}`,
+          ),
+      })
+      this.say(
+        `stopped after ${summary.runs} run(s): ${summary.messages} message(s) sent, ` +
+          `${formatBytes(summary.bytesRaw)} -> ${formatBytes(summary.bytesWire)}, ${summary.failures} failed run(s), ` +
+          `${summary.pending} pending`,
+      )
+      return summary
     } finally {
       await driver.close()
     }
