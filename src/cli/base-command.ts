@@ -3,6 +3,7 @@ import { Command, Flags, type Interfaces } from '@oclif/core'
 import '../plugins/builtins.js'
 import { loadConfig, type LoadedConfig } from '../core/config/load.js'
 import { interruptOn, type Interrupt } from './interrupt.js'
+import { withAdvice } from './sync-summary.js'
 import { UsageError, errorToJson, exitCodeOf, formatError, isRmqError } from '../shared/errors.js'
 import {
   flagValueMissingError,
@@ -89,7 +90,8 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   protected override async catch(err: Error & { oclif?: { exit?: number } }): Promise<void> {
     // this.exit() and oclif's own help/version exits pass through untouched.
     if (err?.constructor?.name === 'ExitError') throw err
-    let error: unknown = err
+    // Core says what went wrong; the fix in this CLI's words is added here.
+    let error: unknown = withAdvice(err)
     if (!isRmqError(err) && err?.oclif?.exit === 2) error = this.usageError(err)
     if (this.jsonEnabled()) process.stdout.write(JSON.stringify(errorToJson(error)) + '\n')
     process.stderr.write(formatError(error))

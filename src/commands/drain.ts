@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
 import { Progress } from '../cli/progress.js'
-import { syncSummary } from '../cli/sync-summary.js'
+import { syncResultJson, syncSummary } from '../cli/sync-summary.js'
 import { UsageError } from '../shared/errors.js'
 import type { SyncResult } from '../core/sync.js'
 import { DURATION_FORMS, formatBytes, parseDuration } from '../shared/units.js'
@@ -53,7 +53,7 @@ export default class Drain extends BaseCommand<typeof Drain> {
       )
       progress.done()
       this.say(`drained: ${syncSummary(result)}`)
-      return result
+      return syncResultJson(result)
     } finally {
       progress.done()
       await driver.close()

@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
-import { syncSummary } from '../cli/sync-summary.js'
+import { syncResultJson, syncSummary } from '../cli/sync-summary.js'
 import { UsageError } from '../shared/errors.js'
 import type { SyncResult, WatchSummary } from '../core/sync.js'
 import { formatBytes, parseSize, SIZE_FORMS } from '../shared/units.js'
@@ -54,7 +54,7 @@ export default class Sync extends BaseCommand<typeof Sync> {
       if (!f.watch) {
         const result = await syncOnce(deps, { force: f.force, maxBatches: f['max-batches'], budget })
         this.say(syncSummary(result))
-        return result
+        return syncResultJson(result)
       }
       this.note(
         `rmq sync --watch: every ${loaded.config.sync.interval} ms to ${loaded.config.brokerUrl}; Ctrl-C stops`,
