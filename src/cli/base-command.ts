@@ -4,7 +4,8 @@ import '../plugins/builtins.js'
 import { loadConfig, type LoadedConfig } from '../core/config/load.js'
 import { interruptOn, type Interrupt } from './interrupt.js'
 import { withAdvice } from './sync-summary.js'
-import { UsageError, errorToJson, exitCodeOf, formatError, isRmqError } from '../shared/errors.js'
+import { UsageError, isRmqError } from '../shared/errors.js'
+import { reportError } from './error-output.js'
 import {
   flagValueMissingError,
   missingArgsError,
@@ -93,9 +94,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     // Core says what went wrong; the fix in this CLI's words is added here.
     let error: unknown = withAdvice(err)
     if (!isRmqError(err) && err?.oclif?.exit === 2) error = this.usageError(err)
-    if (this.jsonEnabled()) process.stdout.write(JSON.stringify(errorToJson(error)) + '\n')
-    process.stderr.write(formatError(error))
-    process.exitCode = exitCodeOf(error)
+    process.exitCode = reportError(error, this.jsonEnabled())
   }
 
   /** oclif's parse errors in the words every rmq usage error uses (src/cli/usage-errors.ts). */
