@@ -3,7 +3,6 @@ import { Command, Flags, type Interfaces } from '@oclif/core'
 import '../plugins/builtins.js'
 import { loadConfig, type LoadedConfig } from '../core/config/load.js'
 import { interruptOn, type Interrupt } from './interrupt.js'
-import { withAdvice } from './sync-summary.js'
 import { UsageError, isRmqError } from '../shared/errors.js'
 import { reportError } from './error-output.js'
 import {
@@ -91,8 +90,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   protected override async catch(err: Error & { oclif?: { exit?: number } }): Promise<void> {
     // this.exit() and oclif's own help/version exits pass through untouched.
     if (err?.constructor?.name === 'ExitError') throw err
-    // Core says what went wrong; the fix in this CLI's words is added here.
-    let error: unknown = withAdvice(err)
+    let error: unknown = err
     if (!isRmqError(err) && err?.oclif?.exit === 2) error = this.usageError(err)
     process.exitCode = reportError(error, this.jsonEnabled())
   }

@@ -7,7 +7,8 @@ import { ConfigError, RejectedError, SyncFailedError } from '../../src/shared/er
 import { openOutbox } from '../../src/core/outbox.js'
 import { drain, readSyncStats, syncOnce, SYNC_LEASE, toWireMessage } from '../../src/core/sync.js'
 import type { NewMessage, StorageDriver } from '../../src/core/storage/driver.js'
-import { syncAdvice, syncSummary } from '../../src/cli/sync-summary.js'
+import { adviceFor } from '../../src/cli/advice.js'
+import { syncSummary } from '../../src/cli/sync-summary.js'
 import { makeTempDir } from '../helpers/cli.js'
 import { FakeBroker } from '../helpers/fake-broker.js'
 import { FaultProxy, type FaultMode } from '../helpers/fault-proxy.js'
@@ -210,7 +211,7 @@ describe('syncOnce', () => {
     expect(err.message).toMatch(/next attempt in 30s/)
     expect(err.details).toMatchObject({ problem: 'attempt-failed', status: 503 })
     expect(err.suggestion).toBeUndefined()
-    expect(syncAdvice(err)).toMatch(/`rmq sync --force` tries now/)
+    expect(adviceFor(err)).toMatch(/`rmq sync --force` tries now/)
     expect(err.details.result).toMatchObject({ messages: 0, pending: 20 })
     expect((await store.stats(Date.now())).pending).toBe(20)
     const b = await readBackoff(store)
@@ -283,7 +284,7 @@ describe('syncOnce', () => {
     )
     expect(err.message).toMatch(/stay pending/)
     expect(err.details).toMatchObject({ problem: 'batch-rejected', status: 400, seqs: [1, 5] })
-    expect(syncAdvice(err)).toMatch(/then run `rmq sync` again/)
+    expect(adviceFor(err)).toMatch(/then run `rmq sync` again/)
     expect((await store.stats(Date.now())).pending).toBe(5)
     expect(await readBackoff(store)).toBeUndefined()
   })
@@ -296,13 +297,13 @@ describe('syncOnce', () => {
     expect(err.exitCode).toBe(78)
     expect(err.details).toMatchObject({ problem: 'token-refused', status: 401, node: 'gw-test' })
     expect(err.suggestion).toBeUndefined()
-    expect(syncAdvice(err)).toMatch(/rmq broker token create gw-test/)
+    expect(adviceFor(err)).toMatch(/rmq broker token create gw-test/)
 
     broker.reply = () => ({ status: 403, body: { error: { message: 'token is for node gw-other' } } })
     const other = await syncOnce({ driver: store, config }).catch((e) => e)
     expect(other).toBeInstanceOf(ConfigError)
     expect(other.details).toMatchObject({ problem: 'token-other-node', status: 403 })
-    expect(syncAdvice(other)).toMatch(/bound to another node: .*`rmq broker token create gw-test`/)
+    expect(adviceFor(other)).toMatch(/bound to another node: .*`rmq broker token create gw-test`/)
   })
 
   it('splits a batch the broker finds too large (413)', async () => {
@@ -596,7 +597,7 @@ describe('drain', () => {
       /drain timed out after 600ms with 7 message\(s\) .* still pending \(last error: HTTP 503/,
     )
     expect(err.details).toMatchObject({ problem: 'drain-timeout', timeoutMs: 600 })
-    expect(syncAdvice(err)).toMatch(/`rmq status --broker`.*run `rmq drain` again/)
+    expect(adviceFor(err)).toMatch(/`rmq status --broker`.*run `rmq drain` again/)
     expect(err.details.result.pending).toBe(7)
   })
 
