@@ -101,7 +101,8 @@ export async function edgeStatus(loaded: LoadedConfig, options: { now?: number }
       },
       sync: syncPart(undefined, now),
     }
-  const driver = await openOutbox(config, cwd)
+  // Read-only: status never writes (no migration, no identity record) and never waits for a writer.
+  const driver = await openOutbox(config, cwd, { readOnly: true })
   try {
     const s = await driver.stats(now)
     const sync = await readSyncStats(driver)

@@ -84,7 +84,7 @@ describe('the layers of src/', () => {
     const edges = [...graph.values()].reduce((n, e) => n + e.length, 0)
     expect(graph.size).toBeGreaterThan(50)
     expect(edges).toBeGreaterThan(200)
-    for (const layer of ['shared', 'protocol', 'core', 'plugins', 'broker', 'cli', 'commands'])
+    for (const layer of ['shared', 'protocol', 'core', 'plugins', 'broker', 'cli', 'commands', 'testing'])
       expect(fs.existsSync(path.join(SRC, layer)), layer).toBe(true)
   })
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { fromColumns, toColumns, transferList } from '../../src/broker/store/batch-columns.js'
-import { batchOf, wireMessage } from '../conformance/broker-store-conformance.js'
+import { batchOf, wireMessage } from '../../src/testing/index.js'
 
 describe('batch columns (how a batch reaches the writer thread)', () => {
   it('round-trips every field, with defaults made explicit, and keeps one entry per distinct shape', () => {

@@ -4,7 +4,7 @@ import { openBrokerStore } from '../../src/broker/store/index.js'
 import { openPostgresBrokerStore } from '../../src/broker/store/postgres-open.js'
 import { MIGRATIONS } from '../../src/broker/store/postgres-schema.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
-import { batchOf, brokerStoreConformance, wireMessage } from '../conformance/broker-store-conformance.js'
+import { batchOf, brokerStoreConformance, wireMessage } from '../../src/testing/index.js'
 import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
 
 const pg = postgresAvailability()

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
-import { brokerStoreConformance, batchOf, wireMessage } from '../conformance/broker-store-conformance.js'
+import { brokerStoreConformance, batchOf, wireMessage } from '../../src/testing/index.js'
 import { makeTempDir } from '../helpers/cli.js'
 
 const T0 = 1_764_160_000_000

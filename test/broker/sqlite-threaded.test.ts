@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest'
 import type { ThreadedSqliteStore } from '../../src/broker/store/sqlite-threaded.js'
 import type { BatchBody } from '../../src/protocol/batch.js'
 import type { BrokerStore, BrokerStoreOptions, IngestContext } from '../../src/broker/store/types.js'
-import { brokerStoreConformance, batchOf, wireMessage } from '../conformance/broker-store-conformance.js'
+import { brokerStoreConformance, batchOf, wireMessage } from '../../src/testing/index.js'
 import { makeTempDir } from '../helpers/cli.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')

@@ -2,7 +2,7 @@ import zlib from 'node:zlib'
 import { describe, expect, it } from 'vitest'
 import { ConfigError } from '../../src/shared/errors.js'
 import { codecForEncoding, resolveCodec } from '../../src/core/compression/registry.js'
-import { codecConformance } from './codec-conformance.js'
+import { codecConformance } from '../../src/testing/index.js'
 
 const MiB = 1 << 20
 

@@ -11,7 +11,7 @@ import { SCHEMA_VERSION, createSqliteStorage } from '../../src/plugins/storage/s
 import type { StorageOptions } from '../../src/core/storage/driver.js'
 import { ROOT, makeTempDir } from '../helpers/cli.js'
 import { createBasicSqliteStorage } from './basic-driver.js'
-import { storageConformance } from './storage-conformance.js'
+import { storageConformance } from '../../src/testing/index.js'
 
 storageConformance({
   name: 'sqlite',

@@ -2,7 +2,8 @@
  * The package as a user gets it: `npm pack`, install the tarball in a fresh
  * project, import it from plain JavaScript (ESM and CommonJS) and from TypeScript (types
  * checked with tsc against the installed declarations), send messages in
- * both modes against a real broker.
+ * both modes against a real broker, and run the shipped conformance suites
+ * (`rmq/testing`) against a third-party driver.
  *
  * dist/ must be current (`npm test` builds it first; `npm pack` alone would
  * run prepack = build). The install reuses this machine's npm cache
@@ -140,6 +141,77 @@ describe('the packed package, installed like a user would', () => {
     for (const f of ['src/core', 'src/index.ts', 'test'])
       expect(fs.existsSync(path.join(app, 'node_modules/rmq', f)), f).toBe(false)
   })
+
+  it('rmq/testing runs the storage conformance suite against a tiny third-party driver, and fails a broken one', () => {
+    // The third party's own test runner: this checkout's vitest, linked (the suites are vitest suites).
+    fs.symlinkSync(path.join(ROOT, 'node_modules/vitest'), path.join(app, 'node_modules/vitest'), 'dir')
+    fs.mkdirSync(path.join(app, 'conformance'), { recursive: true })
+    // A driver as a third party might publish one: the basic methods only, on top of rmq's memory
+    // store, counting appends (a metrics decorator). `broken` loses every mark of a message as sent.
+    fs.writeFileSync(
+      path.join(app, 'conformance/tiny-driver.mjs'),
+      `import { createMemoryStorage } from 'rmq'
+const BASIC = ['append', 'nextBatch', 'markSent', 'recordAttempt', 'purge', 'enforceLimits', 'compact', 'stats',
+  'getState', 'setState', 'addCounters', 'getCounters', 'acquireLease', 'releaseLease', 'close']
+export function createTinyStorage(options, { broken = false } = {}) {
+  const inner = createMemoryStorage(options)
+  const d = { name: 'tiny', capabilities: inner.capabilities, epoch: inner.epoch, appends: 0 }
+  for (const k of BASIC) d[k] = inner[k].bind(inner)
+  const append = d.append
+  d.append = (messages) => (d.appends++, append(messages))
+  if (broken) d.markSent = async () => 0
+  return d
+}
+export default (options) => createTinyStorage(options)
+`,
+    )
+    const suite = (broken: boolean) => `import { storageConformance } from 'rmq/testing'
+import { createTinyStorage } from './tiny-driver.mjs'
+storageConformance({
+  name: 'tiny${broken ? ' (broken)' : ''}',
+  factory: (o) => createTinyStorage(o, { broken: ${broken} }),
+  durable: false,
+  fastPaths: [],
+})
+`
+    fs.writeFileSync(path.join(app, 'conformance/tiny.test.mjs'), suite(false))
+    fs.writeFileSync(path.join(app, 'conformance/broken.test.mjs'), suite(true))
+    const vitest = (file: string) =>
+      spawnSync(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', file, '--reporter=json'], {
+        cwd: app,
+        env: cleanEnv({ CI: '1' }),
+        encoding: 'utf8',
+        timeout: 120_000,
+      })
+    const report = (out: string) =>
+      JSON.parse(out.slice(out.indexOf('{'))) as {
+        numPassedTests: number
+        numFailedTests: number
+        numTotalTests: number
+        success: boolean
+        testResults: Array<{
+          message?: string
+          assertionResults: Array<{ fullName: string; status: string; failureMessages: string[] }>
+        }>
+      }
+    const failures = (r: ReturnType<typeof report>) =>
+      r.testResults.flatMap((f) => [
+        ...(f.message ? [f.message] : []),
+        ...f.assertionResults
+          .filter((a) => a.status === 'failed')
+          .map((a) => `${a.fullName}: ${a.failureMessages[0]}`),
+      ])
+    const ok = vitest('conformance/tiny.test.mjs')
+    const good = report(ok.stdout)
+    expect(failures(good).join('\n').slice(0, 2000) || ok.stderr).toBe('')
+    expect(ok.status, ok.stderr).toBe(0)
+    expect(good.success).toBe(true)
+    expect(good.numPassedTests).toBeGreaterThan(20)
+    expect(good.numFailedTests).toBe(0)
+    const bad = vitest('conformance/broken.test.mjs')
+    expect(bad.status).not.toBe(0)
+    expect(report(bad.stdout).numFailedTests).toBeGreaterThan(0)
+  }, 240_000)
 
   it.each([
     { system: 'ES modules', file: 'app.mjs', name: 'esm', load: `import ${EXPORTS} from 'rmq'` },

@@ -2,7 +2,7 @@
  * The broker's durable state behind one interface. SQLite (embedded, default)
  * and PostgreSQL (several broker processes on several hosts sharing one
  * database) implement it; both must pass
- * test/conformance/broker-store-conformance.ts.
+ * src/testing/broker-store-conformance.ts.
  *
  * Rules for implementations:
  * - Every method that changes state does it in ONE transaction and has

@@ -1,7 +1,7 @@
 /**
  * Batch compression plugin interface (the contract core owns; the built-ins
  * `zstd` (default), `gzip` and `none` live in src/plugins/compression/).
- * Every codec must pass test/conformance/codec-conformance.ts.
+ * Every codec must pass src/testing/codec-conformance.ts (`rmq/testing`).
  */
 export interface Codec {
   readonly name: string

@@ -117,6 +117,7 @@ function build(d: StorageDriver): CompleteDriver {
   Object.defineProperty(out, 'epoch', { get: () => d.epoch, enumerable: true })
   const c = out as unknown as CompleteDriver
   if (d.renewEpoch) c.renewEpoch = d.renewEpoch.bind(d)
+  if (d.checkIntegrity) c.checkIntegrity = d.checkIntegrity.bind(d)
 
   const reader = runs ? undefined : new ReadAhead(d)
   if (reader) {

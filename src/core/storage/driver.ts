@@ -2,7 +2,7 @@
  * The edge outbox plugin interface, owned by core. Built-ins (in
  * src/plugins/storage/): `sqlite` (default) and `memory`; third parties
  * export a `StorageFactory` as their default export. Every driver must pass
- * test/conformance/storage-conformance.ts. The optional methods are fast
+ * src/testing/storage-conformance.ts (`rmq/testing`). The optional methods are fast
  * paths: core uses drivers only through completeDriver()
  * (./complete-driver.ts), which builds each missing one from the basic
  * methods.
@@ -275,6 +275,14 @@ export interface StorageDriver {
    * an epoch there is; `epoch` reads the new one afterwards.
    */
   renewEpoch?(): Promise<string>
+  /**
+   * Optional: check the store's integrity (`rmq doctor`): quick by default,
+   * thorough with `full`. Returns the problems found (none: healthy) and the
+   * schema version when the store has one.
+   */
+  checkIntegrity?(
+    full: boolean,
+  ): Promise<{ problems: string[]; schemaVersion?: number; currentSchemaVersion?: number }>
   getState(key: string): Promise<string | undefined>
   setState(key: string, value: string | undefined): Promise<void>
   /** Add to named counters atomically (sync statistics). */

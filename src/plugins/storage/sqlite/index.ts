@@ -37,7 +37,9 @@ import { commitSent, recordAttempt } from './sent.js'
 import { acquireLease, addCounters, getCounters, getState, releaseLease, setState } from './state.js'
 import { wireFrames, wireJson } from './wire.js'
 
-export { SCHEMA_VERSION } from './schema.js'
+import { SCHEMA_VERSION } from './schema.js'
+
+export { SCHEMA_VERSION }
 
 export class SqliteStorage implements StorageDriver {
   readonly name = 'sqlite'
@@ -123,6 +125,23 @@ export class SqliteStorage implements StorageDriver {
 
   browse(q: BrowseQuery): Promise<BrowsedMessage[]> {
     return browse(this.c, q)
+  }
+
+  async checkIntegrity(
+    full: boolean,
+  ): Promise<{ problems: string[]; schemaVersion: number; currentSchemaVersion: number }> {
+    return this.c.guard(() => {
+      const rows = this.db
+        .prepare(full ? 'PRAGMA integrity_check' : 'PRAGMA quick_check')
+        .pluck()
+        .all() as string[]
+      const version = this.db.prepare('PRAGMA user_version').pluck().get() as number
+      return {
+        problems: rows.filter((r) => r !== 'ok'),
+        schemaVersion: version,
+        currentSchemaVersion: SCHEMA_VERSION,
+      }
+    })
   }
 
   async renewEpoch(): Promise<string> {

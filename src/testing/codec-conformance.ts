@@ -1,6 +1,6 @@
 import crypto from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { CorruptInputError, DecompressLimitError, type Codec } from '../../src/core/compression/codec.js'
+import { CorruptInputError, DecompressLimitError, type Codec } from '../core/compression/codec.js'
 
 export interface CodecConformanceOptions {
   /** Builds a small input that decompresses to more than `bytes` (a "bomb"); omit for codecs that cannot. */

@@ -6,8 +6,8 @@
  * node records count what arrived per epoch, for seq gaps (docs/monitoring.md).
  */
 import { expect, it } from 'vitest'
-import type { IngestContext } from '../../src/broker/store/types.js'
-import { batchOf, wireMessage, type StoreHandle } from './broker-store-conformance.js'
+import type { IngestContext } from '../broker/store/types.js'
+import { batchOf, wireMessage, type StoreHandle } from './broker-store-helpers.js'
 
 const SEC = 1000
 const MIN = 60 * SEC

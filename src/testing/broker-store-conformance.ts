@@ -2,7 +2,8 @@
  * Behaviour every BrokerStore must show. Call from a test file:
  *
  *   brokerStoreConformance('sqlite', async () => {
- *     const { dir, cleanup } = makeTempDir()
+ *     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'store-'))
+ *     const cleanup = () => fs.rmSync(dir, { recursive: true, force: true })
  *     return { store: await openSqliteBrokerStore({ dataDir: dir }), cleanup }
  *   })
  *
@@ -10,55 +11,16 @@
  * (same data, new handle), durability across close/reopen is checked too.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { BatchBody, WireMessage } from '../../src/protocol/batch.js'
-import type { BrokerStore, IngestContext } from '../../src/broker/store/types.js'
+import type { BatchBody, WireMessage } from '../protocol/batch.js'
+import type { BrokerStore, IngestContext } from '../broker/store/types.js'
+import { batchOf, wireMessage, type StoreHandle } from './broker-store-helpers.js'
 import { orderingBoundsConformance } from './broker-store-ordering-conformance.js'
 import { pagingConformance } from './broker-store-paging-conformance.js'
 
-export interface StoreHandle {
-  store: BrokerStore
-  /** Open a second handle on the same data (another broker process would). */
-  reopen?: () => Promise<BrokerStore>
-  cleanup: () => Promise<void> | void
-}
+export { batchOf, wireMessage, type StoreHandle } from './broker-store-helpers.js'
 
 const MIN = 60_000
 const T0 = 1_764_000_000_000
-
-export function wireMessage(
-  seq: number,
-  ts: number,
-  topic = 'plant/line1/temp',
-  payload?: string,
-): WireMessage {
-  return {
-    seq,
-    topic,
-    ts,
-    payload: payload ?? `{"seq":${seq}}`,
-    enc: 'utf8',
-    expiresAt: null,
-    priority: 4,
-    contentType: 'application/json',
-  }
-}
-
-export function batchOf(
-  node: string,
-  messages: WireMessage[],
-  opts: Partial<Omit<BatchBody, 'messages' | 'node'>> = {},
-): BatchBody {
-  return {
-    node,
-    epoch: opts.epoch ?? `epoch-${node}`,
-    batch: opts.batch ?? `b-${node}-${messages[0]?.seq ?? 'hb'}`,
-    clock: opts.clock ?? T0,
-    backlog: opts.backlog ?? { pending: 0, bytes: 0, oldestTs: null },
-    ...(opts.direct === undefined ? {} : { direct: opts.direct }),
-    ...(opts.stats === undefined ? {} : { stats: opts.stats }),
-    messages,
-  }
-}
 
 export function brokerStoreConformance(name: string, open: () => Promise<StoreHandle>): void {
   describe(`BrokerStore conformance: ${name}`, () => {

@@ -5,9 +5,9 @@
  * ends early, and the held report names the nodes the watermark waits for.
  */
 import { expect, it } from 'vitest'
-import type { BrokerStore, IngestContext, ReadOrder, StoredMessage } from '../../src/broker/store/types.js'
-import { topicMatcher } from '../../src/protocol/topic-filter.js'
-import { batchOf, wireMessage, type StoreHandle } from './broker-store-conformance.js'
+import type { BrokerStore, IngestContext, ReadOrder, StoredMessage } from '../broker/store/types.js'
+import { topicMatcher } from '../protocol/topic-filter.js'
+import { batchOf, wireMessage, type StoreHandle } from './broker-store-helpers.js'
 
 const MIN = 60_000
 const T0 = 1_764_000_000_000
