@@ -63,6 +63,7 @@ export {
   type SyncResult,
   type SyncStats,
   type SyncProgress,
+  type SyncProblem,
   type WatchOptions,
   type WatchSummary,
 } from './core/sync.js'

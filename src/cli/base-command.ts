@@ -2,7 +2,9 @@ import { Command, Flags, type Interfaces } from '@oclif/core'
 // Registers the built-in storage drivers and codecs with core's registries.
 import '../plugins/builtins.js'
 import { loadConfig, type LoadedConfig } from '../core/config/load.js'
-import { UsageError, errorToJson, exitCodeOf, formatError, isRmqError } from '../shared/errors.js'
+import { interruptOn, type Interrupt } from './interrupt.js'
+import { UsageError, isRmqError } from '../shared/errors.js'
+import { reportError } from './error-output.js'
 import {
   flagValueMissingError,
   missingArgsError,
@@ -33,6 +35,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   protected flags!: FlagsOf<T>
   protected args!: ArgsOf<T>
+  private interrupt: Interrupt | undefined
 
   public override async init(): Promise<void> {
     await super.init()
@@ -57,6 +60,23 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return loadConfig({ configPath: this.flags.config, flags: flagValues })
   }
 
+  /**
+   * The signal to pass to core for work a user may stop: aborted by the first
+   * Ctrl-C (SIGINT) or SIGTERM, so the command stops cleanly and exits as it
+   * decides; a second Ctrl-C ends the process at once (src/cli/interrupt.ts).
+   * The handlers are removed when the command ends.
+   */
+  protected abortSignal(): AbortSignal {
+    this.interrupt ??= interruptOn()
+    return this.interrupt.signal
+  }
+
+  protected override async finally(err: Error | undefined): Promise<void> {
+    this.interrupt?.dispose()
+    this.interrupt = undefined
+    return super.finally(err)
+  }
+
   /** Human output: stdout normally, nothing in --json mode. */
   protected say(text: string): void {
     if (!this.jsonEnabled()) process.stdout.write(text.endsWith('\n') ? text : text + '\n')
@@ -72,9 +92,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     if (err?.constructor?.name === 'ExitError') throw err
     let error: unknown = err
     if (!isRmqError(err) && err?.oclif?.exit === 2) error = this.usageError(err)
-    if (this.jsonEnabled()) process.stdout.write(JSON.stringify(errorToJson(error)) + '\n')
-    process.stderr.write(formatError(error))
-    process.exitCode = exitCodeOf(error)
+    process.exitCode = reportError(error, this.jsonEnabled())
   }
 
   /** oclif's parse errors in the words every rmq usage error uses (src/cli/usage-errors.ts). */

@@ -1,5 +1,6 @@
 import type { Hook } from '@oclif/core'
-import { UsageError, errorToJson, formatError } from '../shared/errors.js'
+import { UsageError } from '../shared/errors.js'
+import { reportError } from './error-output.js'
 import { unexpectedArgError, unknownCommandError, usageLine } from './usage-errors.js'
 
 /**
@@ -41,9 +42,7 @@ const hook: Hook.CommandNotFound = async function ({ id, argv = [], config }) {
     }
     error = unknownCommandError(words.slice(0, depth + 1).join(' '), [...level].sort())
   }
-  if ([...words, ...argv].includes('--json')) process.stdout.write(JSON.stringify(errorToJson(error)) + '\n')
-  process.stderr.write(formatError(error))
-  process.exitCode = error.exitCode
+  process.exitCode = reportError(error, [...words, ...argv].includes('--json'))
 }
 
 export default hook

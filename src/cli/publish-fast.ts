@@ -1,29 +1,25 @@
 /**
  * `rmq publish` without oclif: bin/run.js calls runPublishCli for every
  * publish except --help, so shell scripts on gateways pay only for Node,
- * config and SQLite. Messages go through the Producer (src/core/producer.ts),
- * so `sent` / `stored` follow the library's rules; in edge mode with
- * forward=deferred no network code (the HTTP client, codecs) is loaded. src/commands/publish.ts (help, manifest) derives its
- * flags from PUBLISH_FLAGS and delegates here, so both behave the same.
+ * config and SQLite. This file is the command line only: the arguments
+ * (PUBLISH_FLAGS, from which src/commands/publish.ts derives its oclif flags
+ * and help), reading the input, and the words of the outcome. Publishing is
+ * core's publishInput (src/core/publish.ts: the field checks, the Producer's
+ * `sent` / `stored` rules; no network code in edge mode with
+ * forward=deferred); errors are reported as every command reports them
+ * (src/cli/error-output.ts). src/commands/publish.ts delegates here, so both
+ * behave the same.
  */
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 // Registers the built-in storage drivers and codecs with core's registries.
 import '../plugins/builtins.js'
 import { loadConfig } from '../core/config/load.js'
-import { UsageError, ValidationError, errorToJson, exitCodeOf, formatError } from '../shared/errors.js'
-import {
-  buildTemplate,
-  openOutbox,
-  publishLines,
-  publishOptionsFrom,
-  type LinesResult,
-  type PublishOptions,
-  type PublishRecord,
-} from '../core/outbox.js'
-import { openProducer, type Producer, type SendStatus } from '../core/producer.js'
+import type { LinesResult } from '../core/outbox.js'
+import { publishInput, type PublishInput, type PublishOutcome } from '../core/publish.js'
+import { UsageError, ValidationError } from '../shared/errors.js'
 import { formatBytes } from '../shared/units.js'
-import type { NewMessage, StorageDriver } from '../core/storage/driver.js'
+import { reportError } from './error-output.js'
 import {
   flagValueMissingError,
   missingArgsError,
@@ -172,7 +168,11 @@ async function readAll(stream: NodeJS.ReadableStream, limit: number): Promise<Bu
   return Buffer.concat(parts)
 }
 
-async function singlePayload(message: string | undefined, file: string | undefined, limit: number) {
+async function singlePayload(
+  message: string | undefined,
+  file: string | undefined,
+  limit: number,
+): Promise<Uint8Array> {
   if (message !== undefined) return Buffer.from(message, 'utf8')
   if (file === '-') return readAll(process.stdin, limit)
   try {
@@ -250,120 +250,69 @@ function idRange(r: LinesResult['ranges'][number], node: string, epoch: string):
 /** Run `rmq publish` with `argv` (the arguments after `publish`); returns the exit code. */
 export async function runPublishCli(argv: string[]): Promise<number> {
   const json = argv.includes('--json')
+  let progress: { update(text: string): void; done(): void } | undefined
   try {
     const { topic, message, values } = parse(argv)
     const loaded = await loadConfig({ configPath: values.config })
-    const opts: PublishOptions = publishOptionsFrom(loaded.config)
-    const record: Omit<PublishRecord, 'payload'> = {
+    const fields = {
       topic,
       ts: values.timestamp,
       ttl: values.ttl,
       priority: values.priority,
       contentType: values['content-type'] ?? null,
     }
-    buildTemplate(record, opts) // fail on bad flags before touching the outbox
-    if (values.lines) return await publishLinesCli(loaded, record, opts, message, values.file, json)
-    const payload = await singlePayload(message, values.file, opts.maxBytes)
-    // The Producer decides `sent` or `stored` by the same rules as the library (mode, forward).
-    const producer = await openProducer(loaded)
-    try {
-      const { dropped = 0, ...r } = await producer.send(topic, payload, {
-        timestamp: record.ts,
-        ttl: record.ttl,
-        priority: record.priority,
-        contentType: record.contentType,
-      })
-      droppedNote(dropped)
-      if (r.reason) notForwarded(r.reason)
-      if (json) out(JSON.stringify({ ...r, dropped }))
-      else out(`${r.status} ${r.id}`)
-    } finally {
-      await producer.close()
+    if (!values.lines) {
+      const input: PublishInput = { read: (limit) => singlePayload(message, values.file, limit) }
+      return report(await publishInput(loaded, fields, input), json)
     }
-    return 0
-  } catch (err) {
-    if (json) out(JSON.stringify(errorToJson(err)))
-    process.stderr.write(formatError(err))
-    return exitCodeOf(err)
-  }
-}
-
-async function publishLinesCli(
-  loaded: Awaited<ReturnType<typeof loadConfig>>,
-  record: Omit<PublishRecord, 'payload'>,
-  opts: PublishOptions,
-  message: string | undefined,
-  file: string | undefined,
-  json: boolean,
-): Promise<number> {
-  const input = linesInput(message, file)
-  const { mode, forward } = loaded.config
-  // Edge + deferred (the common case) appends straight to the outbox; otherwise
-  // each chunk goes through the Producer, which sends or forwards it.
-  const producer = mode === 'direct' || forward === 'immediate' ? await openProducer(loaded) : undefined
-  const target = producer ? producerSink(producer) : await openOutbox(loaded.config, loaded.cwd)
-  const verb = () => (producer ? (target as ReturnType<typeof producerSink>).status() : 'stored')
-  const { Progress } = await import('./progress.js')
-  const progress = new Progress('rmq publish:')
-  const node = opts.nodeId
-  try {
-    const res = await publishLines(target, input, record, {
-      ...opts,
-      onProgress: (read, stored) => progress.update(`${read} lines read, ${stored} messages`),
-      // Report every commit before the last, so a killed run has said exactly what is safe.
-      onCommit: (c) => {
-        if (!c.more || json) return
-        progress.done()
-        out(
-          `${verb()} lines ${c.firstLine}-${c.lastLine} (${c.count} messages, ${idRange(c, node, target.epoch)})`,
-        )
+    const { Progress } = await import('./progress.js')
+    const shown = new Progress('rmq publish:')
+    progress = shown
+    const outcome = await publishInput(
+      loaded,
+      fields,
+      { lines: true, open: () => linesInput(message, values.file) },
+      {
+        onProgress: (read, stored) => shown.update(`${read} lines read, ${stored} messages`),
+        // Report every commit before the last, so a killed run has said exactly what is safe.
+        onCommit: (c, at) => {
+          if (!c.more || json) return
+          shown.done()
+          out(
+            `${at.status} lines ${c.firstLine}-${c.lastLine} (${c.count} messages, ${idRange(c, at.node, at.epoch)})`,
+          )
+        },
       },
-    })
-    progress.done()
-    droppedNote(res.dropped)
-    const status = verb()
-    const reason = producer ? (target as ReturnType<typeof producerSink>).reason() : undefined
-    if (reason) notForwarded(reason)
-    if (json) out(JSON.stringify(producer ? { ...res, status, ...(reason ? { reason } : {}) } : res))
-    else {
-      const ids = res.ranges.map((r) => idRange(r, node, target.epoch)).join(', ')
-      const blank = res.blank > 0 ? `, ${res.blank} blank skipped` : ''
-      out(`${status} ${res.stored} messages from ${res.lines} lines${blank}${ids ? ` (${ids})` : ''}`)
-    }
-    return 0
-  } finally {
-    progress.done()
-    await (producer ?? (target as StorageDriver)).close()
+    )
+    shown.done()
+    return report(outcome, json)
+  } catch (err) {
+    progress?.done()
+    return reportError(err, json, out)
   }
 }
 
-/** publishLines' target backed by a Producer: each chunk is one sendMany; remembers the weakest status. */
-function producerSink(producer: Producer) {
-  let status: SendStatus = 'sent'
-  let reason: string | undefined
-  return {
-    epoch: producer.epoch,
-    status: () => status,
-    reason: () => reason,
-    async append(messages: NewMessage[]) {
-      const receipts = await producer.sendMany(
-        messages.map((m) => ({
-          topic: m.topic,
-          payload: m.payload,
-          timestamp: m.ts,
-          // Already resolved by the template: null means never expire (not the default TTL).
-          ...(m.expiresAt == null ? { ttl: 0 } : { expiresAt: m.expiresAt }),
-          priority: m.priority,
-          contentType: m.contentType,
-          headers: m.headers,
-        })),
-      )
-      for (const r of receipts)
-        if (r.status === 'stored') {
-          status = 'stored'
-          reason ??= r.reason
-        }
-      return { seqs: receipts.map((r) => r.seq), dropped: receipts[0]?.dropped ?? 0 }
-    },
+/** The outcome on stdout (one line, or the JSON document) and its notices on stderr. */
+function report(o: PublishOutcome, json: boolean): number {
+  if (o.kind === 'message') {
+    droppedNote(o.dropped)
+    if (o.receipt.reason) notForwarded(o.receipt.reason)
+    out(json ? JSON.stringify({ ...o.receipt, dropped: o.dropped }) : `${o.receipt.status} ${o.receipt.id}`)
+    return 0
   }
+  const res = o.result
+  droppedNote(res.dropped)
+  if (o.reason) notForwarded(o.reason)
+  if (json)
+    out(
+      JSON.stringify(
+        o.viaProducer ? { ...res, status: o.status, ...(o.reason ? { reason: o.reason } : {}) } : res,
+      ),
+    )
+  else {
+    const ids = res.ranges.map((r) => idRange(r, res.node, res.epoch)).join(', ')
+    const blank = res.blank > 0 ? `, ${res.blank} blank skipped` : ''
+    out(`${o.status} ${res.stored} messages from ${res.lines} lines${blank}${ids ? ` (${ids})` : ''}`)
+  }
+  return 0
 }

@@ -1,8 +1,14 @@
+/**
+ * The words of `rmq sync` and `rmq drain` for a person: the one-line summary
+ * of a run (the engine, src/core/sync/, returns figures). The fix for each
+ * way a run fails is in advice.ts.
+ */
 import type { SyncResult } from '../core/sync.js'
 import { formatBytes, formatDuration } from '../shared/units.js'
 
 /** One line about a sync or drain run, for people and cron logs. */
 export function syncSummary(r: SyncResult): string {
+  if (r.status === 'backoff') return `${r.message ?? r.status}; use --force to try now`
   if (r.status !== 'ok') return r.message ?? r.status
   const parts: string[] = []
   if (r.messages > 0) {
@@ -27,4 +33,9 @@ export function syncSummary(r: SyncResult): string {
   parts.push(`${r.pending} pending${r.pending > 0 ? ` (${formatBytes(r.pendingBytes)})` : ''}`)
   parts.push(`in ${formatDuration(r.durationMs)}`)
   return parts.join('; ')
+}
+
+/** A run's result as `--json` shows it: `message` in the words of syncSummary. */
+export function syncResultJson(r: SyncResult): SyncResult {
+  return r.status === 'ok' ? r : { ...r, message: syncSummary(r) }
 }

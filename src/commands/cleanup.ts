@@ -30,14 +30,10 @@ export default class Cleanup extends BaseCommand<typeof Cleanup> {
     const loaded = await this.loadConfig()
     const { cleanupOutbox } = await import('../core/cleanup.js')
     const progress = new Progress('cleanup')
-    const abort = new AbortController()
-    const stop = () => abort.abort()
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
     try {
       const r = await cleanupOutbox(loaded.config, loaded.cwd, {
         dryRun: this.flags['dry-run'],
-        signal: abort.signal,
+        signal: this.abortSignal(),
         onProgress: (p) =>
           progress.update(
             p.phase === 'compact'
@@ -50,8 +46,6 @@ export default class Cleanup extends BaseCommand<typeof Cleanup> {
       return r
     } finally {
       progress.done()
-      process.removeListener('SIGINT', stop)
-      process.removeListener('SIGTERM', stop)
     }
   }
 }

@@ -51,30 +51,20 @@ export default class Consume extends BaseCommand<typeof Consume> {
     if (problem) throw new UsageError(`invalid topic filter ${JSON.stringify(this.args.filter)}: ${problem}`)
     const loaded = await this.loadConfig(f['broker-url'] ? { brokerUrl: f['broker-url'] } : {})
     const { runConsume, heldExplanation, formatHeldJson } = await import('../core/consumer.js')
-    const abort = new AbortController()
-    const stop = () => abort.abort()
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
-    let summary: ConsumeSummary
-    try {
-      summary = await runConsume({
-        brokerUrl: loaded.config.brokerUrl,
-        token: loaded.config.token || undefined,
-        topic: this.args.filter,
-        order: f.order as 'event' | 'arrival',
-        from,
-        group: f.group,
-        follow: f.follow,
-        limit: f.limit,
-        json: this.jsonEnabled(),
-        timeoutMs: loaded.config.sync.timeout,
-        maxPageBytes: loaded.config.consume.maxPageBytes,
-        signal: abort.signal,
-      })
-    } finally {
-      process.removeListener('SIGINT', stop)
-      process.removeListener('SIGTERM', stop)
-    }
+    const summary: ConsumeSummary = await runConsume({
+      brokerUrl: loaded.config.brokerUrl,
+      token: loaded.config.token || undefined,
+      topic: this.args.filter,
+      order: f.order as 'event' | 'arrival',
+      from,
+      group: f.group,
+      follow: f.follow,
+      limit: f.limit,
+      json: this.jsonEnabled(),
+      timeoutMs: loaded.config.sync.timeout,
+      maxPageBytes: loaded.config.consume.maxPageBytes,
+      signal: this.abortSignal(),
+    })
     if (f.follow || summary.readerGone) return
     if (summary.held && (summary.held.count > 0 || summary.held.capped)) {
       // Held behind the watermark: say for whom, on stderr, and as the last NDJSON line with --json.

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
 import { Progress } from '../cli/progress.js'
-import { syncSummary } from '../cli/sync-summary.js'
+import { syncResultJson, syncSummary } from '../cli/sync-summary.js'
 import { UsageError } from '../shared/errors.js'
 import type { SyncResult } from '../core/sync.js'
 import { DURATION_FORMS, formatBytes, parseDuration } from '../shared/units.js'
@@ -34,10 +34,7 @@ export default class Drain extends BaseCommand<typeof Drain> {
     const { drain } = await import('../core/sync.js')
     const driver = await openOutbox(loaded.config, loaded.cwd)
     const progress = new Progress('draining')
-    const abort = new AbortController()
-    const stop = () => abort.abort()
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
+    const signal = this.abortSignal()
     try {
       const start = await driver.stats(Date.now())
       const total = start.pending
@@ -46,7 +43,7 @@ export default class Drain extends BaseCommand<typeof Drain> {
         { driver, config: loaded.config, cwd: loaded.cwd },
         {
           timeout,
-          signal: abort.signal,
+          signal,
           onProgress: (p) =>
             progress.update(
               `${p.messages}/${Math.max(total, p.messages + p.pending)} messages, ${formatBytes(p.bytesWire)} sent, ` +
@@ -56,11 +53,9 @@ export default class Drain extends BaseCommand<typeof Drain> {
       )
       progress.done()
       this.say(`drained: ${syncSummary(result)}`)
-      return result
+      return syncResultJson(result)
     } finally {
       progress.done()
-      process.removeListener('SIGINT', stop)
-      process.removeListener('SIGTERM', stop)
       await driver.close()
     }
   }

@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
-import { syncSummary } from '../cli/sync-summary.js'
+import { syncResultJson, syncSummary } from '../cli/sync-summary.js'
 import { UsageError } from '../shared/errors.js'
 import type { SyncResult, WatchSummary } from '../core/sync.js'
 import { formatBytes, parseSize, SIZE_FORMS } from '../shared/units.js'
@@ -54,37 +54,28 @@ export default class Sync extends BaseCommand<typeof Sync> {
       if (!f.watch) {
         const result = await syncOnce(deps, { force: f.force, maxBatches: f['max-batches'], budget })
         this.say(syncSummary(result))
-        return result
+        return syncResultJson(result)
       }
-      const abort = new AbortController()
-      const stop = () => abort.abort()
-      process.once('SIGINT', stop)
-      process.once('SIGTERM', stop)
-      try {
-        this.note(
-          `rmq sync --watch: every ${loaded.config.sync.interval} ms to ${loaded.config.brokerUrl}; Ctrl-C stops`,
-        )
-        const summary = await watchSync(deps, {
-          interval: loaded.config.sync.interval,
-          signal: abort.signal,
-          force: f.force,
-          maxBatches: f['max-batches'],
-          budget,
-          onRun: ({ result, error }) =>
-            this.note(
-              `${new Date().toISOString()} ${result ? syncSummary(result) : `failed: ${error!.message}`}`,
-            ),
-        })
-        this.say(
-          `stopped after ${summary.runs} run(s): ${summary.messages} message(s) sent, ` +
-            `${formatBytes(summary.bytesRaw)} -> ${formatBytes(summary.bytesWire)}, ${summary.failures} failed run(s), ` +
-            `${summary.pending} pending`,
-        )
-        return summary
-      } finally {
-        process.removeListener('SIGINT', stop)
-        process.removeListener('SIGTERM', stop)
-      }
+      this.note(
+        `rmq sync --watch: every ${loaded.config.sync.interval} ms to ${loaded.config.brokerUrl}; Ctrl-C stops`,
+      )
+      const summary = await watchSync(deps, {
+        interval: loaded.config.sync.interval,
+        signal: this.abortSignal(),
+        force: f.force,
+        maxBatches: f['max-batches'],
+        budget,
+        onRun: ({ result, error }) =>
+          this.note(
+            `${new Date().toISOString()} ${result ? syncSummary(result) : `failed: ${error!.message}`}`,
+          ),
+      })
+      this.say(
+        `stopped after ${summary.runs} run(s): ${summary.messages} message(s) sent, ` +
+          `${formatBytes(summary.bytesRaw)} -> ${formatBytes(summary.bytesWire)}, ${summary.failures} failed run(s), ` +
+          `${summary.pending} pending`,
+      )
+      return summary
     } finally {
       await driver.close()
     }

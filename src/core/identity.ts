@@ -12,6 +12,18 @@ import { readBackoff } from './backoff.js'
 import { Lease } from './lease.js'
 import type { StorageDriver } from './storage/driver.js'
 
+/**
+ * Why an identity check or a rename refused, as data (`details.problem` of
+ * its ConfigError); the CLI words the fix (src/cli/advice.ts).
+ */
+export type IdentityProblem =
+  /** The outbox stores for another node than nodeId. */
+  | 'node-forked'
+  /** rename: a sync holds the outbox. */
+  | 'rename-while-syncing'
+  /** rename: the last attempt failed with messages pending (a batch may be at the broker as the old id). */
+  | 'rename-after-failure'
+
 /** The state key holding the node id. */
 export const NODE_ID_STATE = 'nodeId'
 /** The lease sync holds (core/sync.ts SYNC_LEASE): a rename waits for no running sync. */
@@ -31,12 +43,7 @@ export async function checkNodeIdentity(driver: StorageDriver, nodeId: string): 
   throw new ConfigError(
     `this outbox stores messages for node ${stored}, but nodeId is ${nodeId}: ${pending} pending message(s) ` +
       `would be sent as ${nodeId}, and any the broker already has as ${stored} would be delivered twice`,
-    {
-      suggestion:
-        `set nodeId back to ${stored}; or, if this gateway is ${nodeId} from now on, run ` +
-        `\`rmq outbox rename-node ${nodeId}\` (docs/operations.md)`,
-      details: { outboxNodeId: stored, nodeId, pending },
-    },
+    { details: { problem: 'node-forked' satisfies IdentityProblem, outboxNodeId: stored, nodeId, pending } },
   )
 }
 
@@ -69,7 +76,7 @@ export async function renameNode(
   const lease = new Lease(driver, SYNC_LEASE_NAME, { ttlMs: 60_000, now: edgeNow })
   if (!(await lease.take()))
     throw new ConfigError('a sync is running on this outbox', {
-      suggestion: 'wait for it to finish (or stop `rmq sync --watch`), then rename',
+      details: { problem: 'rename-while-syncing' satisfies IdentityProblem },
     })
   try {
     const { pending } = await driver.stats(edgeNow())
@@ -77,9 +84,7 @@ export async function renameNode(
     if (backoff && pending > 0 && !force)
       throw new ConfigError(
         `the last sync attempt failed (${backoff.reason}): a batch of it may have reached the broker as ${before ?? 'the old node'} without an acknowledgement`,
-        {
-          suggestion: `run \`rmq sync\` (or \`rmq drain\`) with the old nodeId until it succeeds, then rename; --force renames anyway and may deliver those messages twice`,
-        },
+        { details: { problem: 'rename-after-failure' satisfies IdentityProblem, pending } },
       )
     const epochBefore = driver.epoch
     // A driver that cannot renew its epoch keeps it: seqs never repeat within an epoch, so the

@@ -21,6 +21,7 @@ export {
   type StopReason,
   type SyncDeps,
   type SyncOptions,
+  type SyncProblem,
   type SyncProgress,
   type SyncResult,
   type SyncStats,

@@ -7,6 +7,8 @@ import { ConfigError, RejectedError, SyncFailedError } from '../../src/shared/er
 import { openOutbox } from '../../src/core/outbox.js'
 import { drain, readSyncStats, syncOnce, SYNC_LEASE, toWireMessage } from '../../src/core/sync.js'
 import type { NewMessage, StorageDriver } from '../../src/core/storage/driver.js'
+import { adviceFor } from '../../src/cli/advice.js'
+import { syncSummary } from '../../src/cli/sync-summary.js'
 import { makeTempDir } from '../helpers/cli.js'
 import { FakeBroker } from '../helpers/fake-broker.js'
 import { FaultProxy, type FaultMode } from '../helpers/fault-proxy.js'
@@ -207,6 +209,9 @@ describe('syncOnce', () => {
     expect(err.exitCode).toBe(75)
     expect(err.message).toMatch(/HTTP 503: store cannot commit/)
     expect(err.message).toMatch(/next attempt in 30s/)
+    expect(err.details).toMatchObject({ problem: 'attempt-failed', status: 503 })
+    expect(err.suggestion).toBeUndefined()
+    expect(adviceFor(err)).toMatch(/`rmq sync --force` tries now/)
     expect(err.details.result).toMatchObject({ messages: 0, pending: 20 })
     expect((await store.stats(Date.now())).pending).toBe(20)
     const b = await readBackoff(store)
@@ -215,7 +220,10 @@ describe('syncOnce', () => {
     const second = await syncOnce({ driver: store, config })
     expect(second.status).toBe('backoff')
     expect(second.nextAttemptAt).toBe(b!.nextAttemptAt)
-    expect(second.message).toMatch(/next attempt due at .*--force/)
+    // The engine says why; the CLI adds what to do.
+    expect(second.message).toMatch(/next attempt due at /)
+    expect(second.message).not.toMatch(/--force/)
+    expect(syncSummary(second)).toMatch(/next attempt due at .*; use --force to try now$/)
     expect(broker.received).toHaveLength(1)
 
     const forced = await syncOnce({ driver: store, config }, { force: true }).catch((e) => e)
@@ -278,6 +286,8 @@ describe('syncOnce', () => {
       /permanently rejected a batch of 5 message\(s\) \(seq 1\.\.5\): HTTP 400: messages\/0\/topic/,
     )
     expect(err.message).toMatch(/stay pending/)
+    expect(err.details).toMatchObject({ problem: 'batch-rejected', status: 400, seqs: [1, 5] })
+    expect(adviceFor(err)).toMatch(/then run `rmq sync` again/)
     expect((await store.stats(Date.now())).pending).toBe(5)
     expect(await readBackoff(store)).toBeUndefined()
   })
@@ -288,7 +298,15 @@ describe('syncOnce', () => {
     const err = await syncOnce({ driver: store, config }).catch((e) => e)
     expect(err).toBeInstanceOf(ConfigError)
     expect(err.exitCode).toBe(78)
-    expect(err.suggestion).toMatch(/rmq broker token create gw-test/)
+    expect(err.details).toMatchObject({ problem: 'token-refused', status: 401, node: 'gw-test' })
+    expect(err.suggestion).toBeUndefined()
+    expect(adviceFor(err)).toMatch(/rmq broker token create gw-test/)
+
+    broker.reply = () => ({ status: 403, body: { error: { message: 'token is for node gw-other' } } })
+    const other = await syncOnce({ driver: store, config }).catch((e) => e)
+    expect(other).toBeInstanceOf(ConfigError)
+    expect(other.details).toMatchObject({ problem: 'token-other-node', status: 403 })
+    expect(adviceFor(other)).toMatch(/bound to another node: .*`rmq broker token create gw-test`/)
   })
 
   it('splits a batch the broker finds too large (413)', async () => {
@@ -581,6 +599,8 @@ describe('drain', () => {
     expect(err.message).toMatch(
       /drain timed out after 600ms with 7 message\(s\) .* still pending \(last error: HTTP 503/,
     )
+    expect(err.details).toMatchObject({ problem: 'drain-timeout', timeoutMs: 600 })
+    expect(adviceFor(err)).toMatch(/`rmq status --broker`.*run `rmq drain` again/)
     expect(err.details.result.pending).toBe(7)
   })
 

@@ -31,6 +31,7 @@ import {
   type StopReason,
   type SyncDeps,
   type SyncOptions,
+  type SyncProblem,
   type SyncResult,
 } from './types.js'
 
@@ -64,29 +65,22 @@ export async function drain(
     deadline: now() + options.timeout,
   }).run()
   if (result.pending > 0) {
-    const [why, suggestion] =
+    const problem: SyncProblem =
       result.status === 'locked'
-        ? [
-            `another sync held the outbox for the whole ${formatDuration(options.timeout)}`,
-            'wait for the other `rmq sync` / `rmq drain` to finish (see `rmq status`), then run `rmq drain` again',
-          ]
+        ? 'drain-locked'
         : result.stoppedBy === 'aborted'
-          ? [
-              'drain was interrupted',
-              'run `rmq drain` again to send the rest (a batch cut off in flight is sent again; the broker keeps one copy)',
-            ]
-          : [
-              `drain timed out after ${formatDuration(options.timeout)}`,
-              'check that the broker is reachable (`rmq status --broker`), then run `rmq drain` again',
-            ]
+          ? 'drain-interrupted'
+          : 'drain-timeout'
+    const why = {
+      'drain-locked': `another sync held the outbox for the whole ${formatDuration(options.timeout)}`,
+      'drain-interrupted': 'drain was interrupted',
+      'drain-timeout': `drain timed out after ${formatDuration(options.timeout)}`,
+    }[problem]
     const last = result.backoff ? ` (last error: ${result.backoff.reason})` : ''
     throw new SyncFailedError(
       `${why} with ${result.pending} message(s) (${formatBytes(result.pendingBytes)}) still pending${last}; ` +
         `${result.messages} sent`,
-      {
-        suggestion,
-        details: { result },
-      },
+      { details: { problem, timeoutMs: options.timeout, result } },
     )
   }
   return result
@@ -155,8 +149,7 @@ class SyncRun {
           backoff: b,
           message:
             `backing off after ${b.failures} failed attempt(s) (${b.reason}); next attempt due at ` +
-            `${new Date(b.nextAttemptAt).toISOString()} (in ${formatDuration(b.nextAttemptAt - this.s.now())}); ` +
-            'use --force to try now',
+            `${new Date(b.nextAttemptAt).toISOString()} (in ${formatDuration(b.nextAttemptAt - this.s.now())})`,
         })
       }
     }

@@ -18,6 +18,7 @@ import {
   type Prepared,
   type RunState,
   type Settled,
+  type SyncProblem,
 } from './types.js'
 
 export class Settler {
@@ -80,14 +81,9 @@ export class Settler {
 
     if (outcome.kind === 'too-large' && seqs.length > 1) return 'split'
     if (outcome.kind === 'auth') {
+      const problem: SyncProblem = outcome.status === 401 ? 'token-refused' : 'token-other-node'
       throw new ConfigError(`the broker refused this node's token (${outcome.reason})`, {
-        suggestion:
-          outcome.status === 401
-            ? 'set `token` (RMQ_TOKEN) to a token made with `rmq broker token create ' +
-              this.s.node +
-              '` on the broker'
-            : `the token is bound to another node: set nodeId to its node, or create one with \`rmq broker token create ${this.s.node}\``,
-        details: { status: outcome.status, node: this.s.node, brokerUrl: this.s.config.brokerUrl },
+        details: { problem, status: outcome.status, node: this.s.node, brokerUrl: this.s.config.brokerUrl },
       })
     }
     if (outcome.kind === 'rejected' || outcome.kind === 'too-large') {
@@ -98,11 +94,10 @@ export class Settler {
           (seqs.length > 0 ? ` (seq ${first}..${last})` : '') +
           `: ${outcome.reason}; the messages stay pending and nothing was deleted`,
         {
-          suggestion:
-            outcome.kind === 'too-large'
-              ? 'one message is larger than the broker accepts: raise broker.limits.* on the broker or lower sync.batchBytes'
-              : 'fix the cause the broker gives (or upgrade the broker/edge so they agree), then run `rmq sync` again',
           details: {
+            problem: (outcome.kind === 'too-large'
+              ? 'message-too-large'
+              : 'batch-rejected') satisfies SyncProblem,
             status: outcome.status,
             reason: outcome.reason,
             seqs: seqs.length > 0 ? [first, last] : [],
@@ -137,9 +132,11 @@ export class Settler {
         (this.s.res.messages > 0 ? ` (after ${this.s.res.messages} message(s) were sent)` : '') +
         `; next attempt in ${formatDuration(b.delayMs)} (at ${new Date(b.nextAttemptAt).toISOString()})`,
       {
-        suggestion:
-          'the messages are safe in the outbox; later runs retry after the backoff (`rmq sync --force` tries now)',
-        details: { status: outcome.status ?? null, reason: outcome.reason },
+        details: {
+          problem: 'attempt-failed' satisfies SyncProblem,
+          status: outcome.status ?? null,
+          reason: outcome.reason,
+        },
       },
     )
   }

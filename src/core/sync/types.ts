@@ -96,9 +96,36 @@ export interface SyncResult {
   /** While a backoff is in force: when the next attempt is due. */
   nextAttemptAt?: number
   backoff?: BackoffState
-  /** Human summary of why nothing was sent (backoff, locked). */
+  /**
+   * Why nothing was sent (backoff, locked), in a sentence; what to do about
+   * it is the caller's to say (the CLI: src/cli/sync-summary.ts).
+   */
   message?: string
 }
+
+/**
+ * Why a run ended in an error, as data: `details.problem` of the error the
+ * engine throws, next to the figures it is about. The engine words only the
+ * cause (the message); what to do, in the words and commands of its user,
+ * is the caller's: the CLI's are in src/cli/sync-summary.ts (syncAdvice).
+ */
+export type SyncProblem =
+  /** drain: another run held the lease until the deadline (SyncFailedError, 75). */
+  | 'drain-locked'
+  /** drain: the signal aborted it with messages left (SyncFailedError, 75). */
+  | 'drain-interrupted'
+  /** drain: messages left at the deadline (SyncFailedError, 75). */
+  | 'drain-timeout'
+  /** The broker answered 401: no valid token (ConfigError, 78). */
+  | 'token-refused'
+  /** The broker answered 403: the token is another node's (ConfigError, 78). */
+  | 'token-other-node'
+  /** A permanent refusal (4xx) of a batch (RejectedError, 65). */
+  | 'batch-rejected'
+  /** One message is larger than the broker takes (RejectedError, 65). */
+  | 'message-too-large'
+  /** A retryable failure (429, 5xx, network, timeout); a backoff is set (SyncFailedError, 75). */
+  | 'attempt-failed'
 
 export interface SyncStats {
   attempts: number
