@@ -2,6 +2,7 @@ import type { RmqConfig } from '../core/config/schema.js'
 import type { MonitoringOptions } from './monitoring.js'
 import type { HealthOptions } from './node-status.js'
 import type { BrokerStore } from './store/types.js'
+import type { BrokerTlsOptions } from './tls.js'
 
 export type LogFormat = 'json' | 'pretty' | 'silent'
 
@@ -11,8 +12,11 @@ export interface BrokerOptions {
   dataDir: string
   store: 'sqlite' | 'postgres' | (string & {})
   postgresUrl?: string
-  auth: 'token' | 'none'
-  /** Allow auth=none on a non-loopback address. */
+  /** token: bearer tokens; mtls: the client certificate names the node; token+mtls: both, and they agree. */
+  auth: 'token' | 'mtls' | 'token+mtls' | 'none'
+  /** Serve HTTPS (broker.tls.*); clientCa requests and verifies client certificates. */
+  tls?: BrokerTlsOptions
+  /** Allow auth=none, or plain HTTP, on a non-loopback address. */
   insecure?: boolean
   /** requestTimeout (ms): the whole request must arrive within it; default 60 s. */
   limits: { bodyBytes: number; decompressedBytes: number; ratePerNode: number; requestTimeout?: number }
@@ -47,6 +51,10 @@ export function brokerOptionsFromConfig(
     store: b.store,
     postgresUrl: b.postgres.url || undefined,
     auth: b.auth,
+    tls:
+      b.tls.cert || b.tls.key || b.tls.clientCa
+        ? { cert: b.tls.cert, key: b.tls.key, ...(b.tls.clientCa ? { clientCa: b.tls.clientCa } : {}) }
+        : undefined,
     limits: { ...b.limits },
     maxLateness: b.ordering.maxLateness,
     retention: b.retention,
@@ -55,7 +63,4 @@ export function brokerOptionsFromConfig(
   }
 }
 
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase()
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1'
-}
+export { isLoopback } from '../core/tls.js'

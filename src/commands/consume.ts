@@ -51,6 +51,7 @@ export default class Consume extends BaseCommand<typeof Consume> {
     if (problem) throw new UsageError(`invalid topic filter ${JSON.stringify(this.args.filter)}: ${problem}`)
     const loaded = await this.loadConfig(f['broker-url'] ? { brokerUrl: f['broker-url'] } : {})
     const { runConsume, heldExplanation, formatHeldJson } = await import('../core/consumer.js')
+    const { tlsFromConfig } = await import('../core/tls.js')
     const abort = new AbortController()
     const stop = () => abort.abort()
     process.once('SIGINT', stop)
@@ -68,6 +69,7 @@ export default class Consume extends BaseCommand<typeof Consume> {
         limit: f.limit,
         json: this.jsonEnabled(),
         timeoutMs: loaded.config.sync.timeout,
+        tls: tlsFromConfig(loaded.config, loaded.cwd),
         signal: abort.signal,
       })
     } finally {

@@ -14,7 +14,7 @@
  * its work per request); poll() then reads on by itself until it has
  * messages or reaches the head, so an empty page means "nothing more yet".
  */
-import { brokerError, brokerRequest } from './http-client.js'
+import { brokerError, brokerRequest, type TlsClientOptions } from './http-client.js'
 import { BrokerUnavailableError, ConfigError } from '../shared/errors.js'
 import { formatAge } from '../shared/units.js'
 import type { ConsumeOrder, ConsumedMessage, HeldInfo, MessagesPage } from '../protocol/messages.js'
@@ -34,6 +34,8 @@ export interface ConsumerOptions {
   pageSize?: number
   /** Timeout of one request beyond its long-poll wait, ms. */
   timeoutMs?: number
+  /** Private CA, client certificate, allowInsecureHttp (tlsFromConfig of the edge config). */
+  tls?: TlsClientOptions
 }
 
 // The JSON requests moved to the one HTTP client; re-exported for the library API.
@@ -60,6 +62,7 @@ export class Consumer {
     if (this.options.from === 'now') {
       const res = await brokerRequest(this.options.brokerUrl, 'GET', 'v1/heads', {
         token: this.options.token,
+        tls: this.options.tls,
         timeoutMs: this.options.timeoutMs,
         signal,
       })
@@ -100,6 +103,7 @@ export class Consumer {
     else if (this.options.group) q.set('group', this.options.group)
     const res = await brokerRequest(this.options.brokerUrl, 'GET', `v1/messages?${q}`, {
       token: this.options.token,
+      tls: this.options.tls,
       timeoutMs: (this.options.timeoutMs ?? 30_000) + (opts.wait ?? 0),
       signal: opts.signal,
     })
@@ -124,6 +128,7 @@ export class Consumer {
       `v1/groups/${encodeURIComponent(this.options.group)}/commit`,
       {
         token: this.options.token,
+        tls: this.options.tls,
         body: { order: this.order, position },
         timeoutMs: this.options.timeoutMs,
         signal,

@@ -11,6 +11,7 @@ import type { LoadedConfig } from './config/load.js'
 import { brokerError, brokerRequest } from './consumer.js'
 import { openOutbox } from './outbox.js'
 import { readSyncStats, type SyncStats } from './sync.js'
+import { tlsFromConfig } from './tls.js'
 
 export interface EdgeStatus {
   node: string
@@ -173,10 +174,11 @@ export async function brokerFleetStatus(
   options: { timeoutMs?: number } = {},
 ): Promise<BrokerFleetStatus> {
   const { brokerUrl, token } = loaded.config
+  const tls = tlsFromConfig(loaded.config, loaded.cwd)
   const timeoutMs = options.timeoutMs ?? loaded.config.sync.timeout
   const [nodes, alerts] = await Promise.all([
-    brokerRequest(brokerUrl, 'GET', 'v1/nodes', { token, timeoutMs }),
-    brokerRequest(brokerUrl, 'GET', 'v1/alerts?state=active', { token, timeoutMs }),
+    brokerRequest(brokerUrl, 'GET', 'v1/nodes', { token, timeoutMs, tls }),
+    brokerRequest(brokerUrl, 'GET', 'v1/alerts?state=active', { token, timeoutMs, tls }),
   ])
   if (nodes.status !== 200) throw brokerError(nodes, 'reading node status')
   if (alerts.status !== 200) throw brokerError(alerts, 'reading alerts')

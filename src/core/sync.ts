@@ -815,16 +815,23 @@ class SyncRun {
     await this.writeLast({ lastAttemptAt: at, lastError: outcome.reason, lastErrorAt: this.now() })
 
     if (outcome.kind === 'too-large' && seqs.length > 1) return 'split'
+    // An untrusted certificate: nothing reached the broker, everything stays pending.
+    if (outcome.kind === 'tls') throw outcome.error
     if (outcome.kind === 'auth') {
-      throw new ConfigError(`the broker refused this node's token (${outcome.reason})`, {
-        suggestion:
-          outcome.status === 401
-            ? 'set `token` (RMQ_TOKEN) to a token made with `rmq broker token create ' +
-              this.node +
-              '` on the broker'
-            : `the token is bound to another node: set nodeId to its node, or create one with \`rmq broker token create ${this.node}\``,
-        details: { status: outcome.status, node: this.node, brokerUrl: this.config.brokerUrl },
-      })
+      const cert = /certificate/i.test(outcome.reason)
+      throw new ConfigError(
+        `the broker refused this node's ${cert ? 'client certificate' : 'token'} (${outcome.reason})`,
+        {
+          suggestion: cert
+            ? `set tls.cert and tls.key (RMQ_TLS_CERT, RMQ_TLS_KEY) to a certificate naming node ${this.node}, signed by the broker's broker.tls.clientCa`
+            : outcome.status === 401
+              ? 'set `token` (RMQ_TOKEN) to a token made with `rmq broker token create ' +
+                this.node +
+                '` on the broker'
+              : `the token is bound to another node: set nodeId to its node, or create one with \`rmq broker token create ${this.node}\``,
+          details: { status: outcome.status, node: this.node, brokerUrl: this.config.brokerUrl },
+        },
+      )
     }
     if (outcome.kind === 'rejected' || outcome.kind === 'too-large') {
       const first = seqs[0]

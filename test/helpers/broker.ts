@@ -93,7 +93,7 @@ export async function startBrokerProcess(opts: BrokerProcessOptions = {}): Promi
     }, opts.readyTimeoutMs ?? 20_000)
     child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       logs += d
-      const m = /rmq broker listening on (http:\/\/\S+)/.exec(logs)
+      const m = /rmq broker listening on (https?:\/\/\S+)/.exec(logs)
       if (m) {
         clearTimeout(timer)
         resolve(m[1])

@@ -39,7 +39,11 @@ const batches: FastifyPluginAsync = async (app) => {
       const body = req.body as BatchBody
       const { store, options, notifier, now } = app.broker
       if (req.authNode !== null && body.node !== req.authNode)
-        throw new HttpError(403, 'WRONG_NODE', `this token belongs to node ${req.authNode}, not ${body.node}`)
+        throw new HttpError(
+          403,
+          'WRONG_NODE',
+          `this ${req.authBy === 'certificate' ? 'client certificate' : 'token'} belongs to node ${req.authNode}, not ${body.node}`,
+        )
       if (req.authNode === null) rateLimit(req, reply, body.node)
       // A batch repeats a few topics thousands of times: each is checked once.
       const checkedTopics = new Set<string>()

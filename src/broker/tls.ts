@@ -1,0 +1,79 @@
+/**
+ * The broker's TLS: the server certificate and key it serves (broker.tls.cert,
+ * broker.tls.key), the CA whose client certificates it verifies
+ * (broker.tls.clientCa), reloading them without dropping connections, and the
+ * node a verified client certificate names.
+ */
+import fs from 'node:fs'
+import type { PeerCertificate, SecureContextOptions } from 'node:tls'
+import { nodeIdProblem } from '../protocol/node-id.js'
+import { ConfigError } from '../shared/errors.js'
+
+export interface BrokerTlsOptions {
+  /** PEM server certificate (chain) and key. */
+  cert: string
+  key: string
+  /** PEM CA of client certificates: request and verify them. */
+  clientCa?: string
+}
+
+function readPem(file: string, key: string): Buffer {
+  try {
+    return fs.readFileSync(file)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    throw new ConfigError(`cannot read ${key} file ${file} (${code ?? (err as Error).message})`, {
+      suggestion: `set ${key} to a readable PEM file`,
+      details: { key, file, code },
+    })
+  }
+}
+
+/** The secure-context options from the PEM files (read now: a reload sees the new files). */
+export function loadServerTls(tls: BrokerTlsOptions): SecureContextOptions {
+  return {
+    cert: readPem(tls.cert, 'broker.tls.cert'),
+    key: readPem(tls.key, 'broker.tls.key'),
+    ...(tls.clientCa ? { ca: readPem(tls.clientCa, 'broker.tls.clientCa') } : {}),
+  }
+}
+
+/**
+ * The fastify `https` option. Client certificates are requested but not
+ * enforced in the handshake: the authentication hook answers a missing or
+ * unverified one with a 401 that says why (a failed handshake says nothing),
+ * and /healthz stays reachable without one.
+ */
+export function httpsOptions(tls: BrokerTlsOptions): SecureContextOptions & {
+  requestCert: boolean
+  rejectUnauthorized: boolean
+} {
+  return { ...loadServerTls(tls), requestCert: Boolean(tls.clientCa), rejectUnauthorized: false }
+}
+
+/**
+ * Every identity a client certificate carries: its subject CN, then its DNS
+ * and URI subjectAltNames (a URI such as spiffe://plant/node/gw-1 or
+ * urn:rmq:node:gw-1 also names its last segment).
+ */
+export function certificateIdentities(cert: PeerCertificate | undefined): string[] {
+  if (!cert || Object.keys(cert).length === 0) return []
+  const out: string[] = []
+  const cn = cert.subject?.CN
+  for (const v of Array.isArray(cn) ? cn : cn ? [cn] : []) out.push(v)
+  for (const part of (cert.subjectaltname ?? '').split(/,\s*/)) {
+    const m = /^(DNS|URI):(.+)$/.exec(part.trim())
+    if (!m) continue
+    out.push(m[2])
+    if (m[1] === 'URI') {
+      const last = m[2].split(/[/:]/).filter(Boolean).pop()
+      if (last) out.push(last)
+    }
+  }
+  return [...new Set(out)]
+}
+
+/** The node a certificate names: its first identity that is a valid node id. */
+export function certificateNode(ids: readonly string[]): string | undefined {
+  return ids.find((id) => nodeIdProblem(id) === undefined)
+}
