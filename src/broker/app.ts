@@ -14,6 +14,7 @@ import { ConfigError } from '../shared/errors.js'
 import './context.js'
 // Registers the built-in codecs (body decoding) with core's registry.
 import '../plugins/builtins.js'
+import { preparePrivateDataDir } from './admin.js'
 import { checkCanListen, listenError } from './listen.js'
 import { loggerOptions } from './logging.js'
 import monitoring from './monitoring.js'
@@ -45,6 +46,7 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   checkTransportOptions(options)
   const https = options.tls ? httpsOptions(options.tls) : undefined
   const { default: Fastify, LogController } = await import('fastify')
+  if (!options.storeInstance && options.store === 'sqlite') preparePrivateDataDir(options.dataDir)
   const store =
     options.storeInstance ??
     (await openBrokerStore(options.store, {

@@ -7,6 +7,7 @@
  */
 import fs from 'node:fs'
 import { ConfigError } from '../../../shared/errors.js'
+import { ensurePrivateFile } from '../../../shared/private-files.js'
 import type { StorageOptions } from '../../../core/storage/driver.js'
 import type { Fullness } from '../common.js'
 import { Database, nativeAddon, type Statement } from './addon.js'
@@ -40,6 +41,8 @@ export class SqliteConnection {
 
   constructor(readonly opts: StorageOptions) {
     this.now = opts.now ?? Date.now
+    // Every payload is in this file: 0600 from the start, and SQLite gives -wal and -shm its mode.
+    if (opts.path !== ':memory:' && opts.path !== '') ensurePrivateFile(opts.path)
     try {
       this.db = new Database(opts.path, {
         timeout: 5000,
