@@ -12,7 +12,7 @@ export default class ConfigSet extends BaseCommand<typeof ConfigSet> {
     'and a secret value (token) is printed masked. Stored messages are never touched: ' +
     'the outbox lives in its own database file. An environment variable or .env entry for the same key still wins.'
   static override examples = [
-    '<%= config.bin %> config set brokerUrl http://10.0.0.5:7878',
+    '<%= config.bin %> config set brokerUrl https://10.0.0.5:7878',
     '<%= config.bin %> config set sync.interval 1m',
     '<%= config.bin %> config set tokenFile /etc/rmq/token',
   ]
