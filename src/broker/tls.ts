@@ -54,7 +54,7 @@ export function httpsOptions(tls: BrokerTlsOptions): SecureContextOptions & {
 /**
  * Every identity a client certificate carries: its subject CN, then its DNS
  * and URI subjectAltNames (a URI such as spiffe://plant/node/gw-1 or
- * urn:rmq:node:gw-1 also names its last segment).
+ * urn:rmq:node:gw-1 first by its last segment).
  */
 export function certificateIdentities(cert: PeerCertificate | undefined): string[] {
   if (!cert || Object.keys(cert).length === 0) return []
@@ -64,11 +64,12 @@ export function certificateIdentities(cert: PeerCertificate | undefined): string
   for (const part of (cert.subjectaltname ?? '').split(/,\s*/)) {
     const m = /^(DNS|URI):(.+)$/.exec(part.trim())
     if (!m) continue
-    out.push(m[2])
+    // A URI names the node by its last segment (urn:rmq:node:gw-1 is gw-1), then by itself.
     if (m[1] === 'URI') {
       const last = m[2].split(/[/:]/).filter(Boolean).pop()
       if (last) out.push(last)
     }
+    out.push(m[2])
   }
   return [...new Set(out)]
 }
