@@ -5,7 +5,7 @@
  * node a verified client certificate names.
  */
 import fs from 'node:fs'
-import type { PeerCertificate, SecureContextOptions } from 'node:tls'
+import { createSecureContext, type PeerCertificate, type SecureContextOptions } from 'node:tls'
 import { nodeIdProblem } from '../protocol/node-id.js'
 import { ConfigError } from '../shared/errors.js'
 
@@ -19,8 +19,20 @@ export interface BrokerTlsOptions {
 
 function readPem(file: string, key: string): Buffer {
   try {
-    return fs.readFileSync(file)
+    const pem = fs.readFileSync(file)
+    // Node ignores text that is not PEM in a CA list: say so instead of failing later as "unknown CA".
+    const want = /\.key$/.test(key) ? 'PRIVATE KEY-----' : '-----BEGIN CERTIFICATE-----'
+    if (!pem.includes(want))
+      throw new ConfigError(
+        `${key} file ${file} is not a PEM ${want.startsWith('P') ? 'private key' : 'certificate'}`,
+        {
+          suggestion: `set ${key} to a PEM file (it starts with -----BEGIN ${want.startsWith('P') ? '… PRIVATE KEY' : 'CERTIFICATE'}-----)`,
+          details: { key, file },
+        },
+      )
+    return pem
   } catch (err) {
+    if (err instanceof ConfigError) throw err
     const code = (err as NodeJS.ErrnoException).code
     throw new ConfigError(`cannot read ${key} file ${file} (${code ?? (err as Error).message})`, {
       suggestion: `set ${key} to a readable PEM file`,
@@ -31,11 +43,23 @@ function readPem(file: string, key: string): Buffer {
 
 /** The secure-context options from the PEM files (read now: a reload sees the new files). */
 export function loadServerTls(tls: BrokerTlsOptions): SecureContextOptions {
-  return {
+  const ctx = {
     cert: readPem(tls.cert, 'broker.tls.cert'),
     key: readPem(tls.key, 'broker.tls.key'),
     ...(tls.clientCa ? { ca: readPem(tls.clientCa, 'broker.tls.clientCa') } : {}),
   }
+  // Not PEM, or a key that is not the certificate's: said now, with the files named, not as a crash.
+  try {
+    createSecureContext(ctx)
+  } catch (err) {
+    const files = [tls.cert, tls.key, ...(tls.clientCa ? [tls.clientCa] : [])].join(', ')
+    throw new ConfigError(`broker.tls files ${files} cannot be used: ${(err as Error).message}`, {
+      suggestion:
+        'broker.tls.cert must be the PEM certificate (chain), broker.tls.key its PEM private key, broker.tls.clientCa a PEM CA certificate',
+      cause: err,
+    })
+  }
+  return ctx
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
+import { createSecureContext } from 'node:tls'
 import { ConfigError } from '../shared/errors.js'
 
 export interface TlsClientOptions {
@@ -78,8 +79,20 @@ export function checkTransport(url: URL, options: TlsClientOptions = {}): void {
 
 function readPem(file: string, key: string): Buffer {
   try {
-    return fs.readFileSync(file)
+    const pem = fs.readFileSync(file)
+    // Node ignores text that is not PEM in a CA list: say so instead of failing later as "unknown CA".
+    const want = /\.key$/.test(key) ? 'PRIVATE KEY-----' : '-----BEGIN CERTIFICATE-----'
+    if (!pem.includes(want))
+      throw new ConfigError(
+        `${key} file ${file} is not a PEM ${want.startsWith('P') ? 'private key' : 'certificate'}`,
+        {
+          suggestion: `set ${key} to a PEM file (it starts with -----BEGIN ${want.startsWith('P') ? '… PRIVATE KEY' : 'CERTIFICATE'}-----)`,
+          details: { key, file },
+        },
+      )
+    return pem
   } catch (err) {
+    if (err instanceof ConfigError) throw err
     const code = (err as NodeJS.ErrnoException).code
     throw new ConfigError(`cannot read ${key} file ${file} (${code ?? (err as Error).message})`, {
       suggestion: `set ${key} to a readable PEM file`,
@@ -94,11 +107,30 @@ export function loadTlsMaterial(options: TlsClientOptions = {}): TlsMaterial {
     throw new ConfigError('tls.cert and tls.key go together: one of them is set without the other', {
       suggestion: 'set both tls.cert and tls.key (RMQ_TLS_CERT, RMQ_TLS_KEY), or neither',
     })
-  return {
+  const material: TlsMaterial = {
     ...(options.ca ? { ca: readPem(options.ca, 'tls.ca') } : {}),
     ...(options.cert ? { cert: readPem(options.cert, 'tls.cert') } : {}),
     ...(options.key ? { key: readPem(options.key, 'tls.key') } : {}),
   }
+  if (!material.ca && !material.cert) return material
+  // Not PEM, or a key that is not the certificate's: a setting to fix, said before any request.
+  try {
+    createSecureContext(material)
+  } catch (err) {
+    const keys = [
+      options.ca && `tls.ca ${options.ca}`,
+      options.cert && `tls.cert ${options.cert}`,
+      options.key && `tls.key ${options.key}`,
+    ]
+      .filter(Boolean)
+      .join(', ')
+    throw new ConfigError(`cannot use ${keys}: ${(err as Error).message}`, {
+      suggestion:
+        'tls.ca must be a PEM CA certificate, tls.cert a PEM certificate and tls.key its PEM private key',
+      cause: err,
+    })
+  }
+  return material
 }
 
 // OpenSSL's verification codes as node reports them, in words, with the key that fixes each.

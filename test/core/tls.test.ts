@@ -2,11 +2,17 @@
  * The edge's transport rules in-process (core/tls.ts) and the broker's reading
  * of a client certificate's identity (broker/tls.ts). End to end: test/e2e/tls.test.ts.
  */
+import fs from 'node:fs'
+import path from 'node:path'
 import type { PeerCertificate } from 'node:tls'
-import { describe, expect, it } from 'vitest'
-import { certificateIdentities, certificateNode } from '../../src/broker/tls.js'
+import { afterAll, describe, expect, it } from 'vitest'
+import { certificateIdentities, certificateNode, loadServerTls } from '../../src/broker/tls.js'
 import { HttpClient } from '../../src/core/http-client.js'
 import { checkTransport, isLoopback, loadTlsMaterial, tlsError } from '../../src/core/tls.js'
+import { makePki } from '../helpers/tls.js'
+
+const pki = makePki()
+afterAll(() => pki.cleanup())
 
 describe('plain HTTP off loopback', () => {
   it('loopback names and addresses are loopback; others are not', () => {
@@ -40,6 +46,29 @@ describe('plain HTTP off loopback', () => {
       /cannot read tls\.ca file \/nonexistent\/ca\.pem \(ENOENT\)/,
     )
     expect(() => loadTlsMaterial({ cert: '/x.pem' })).toThrow(/tls\.cert and tls\.key go together/)
+  })
+
+  it("a file that is not PEM, or a key that is not the certificate's, is ConfigError naming the files (edge and broker)", () => {
+    const junk = path.join(pki.dir, 'junk.pem')
+    fs.writeFileSync(junk, 'not a certificate\n')
+    const gw = pki.client('gw-9')
+    expect(() => loadTlsMaterial({ ca: junk })).toThrow(`tls.ca file ${junk} is not a PEM certificate`)
+    expect(() => loadTlsMaterial({ ca: pki.ca, cert: gw.cert, key: pki.serverCert.key })).toThrow(
+      /cannot use .*tls\.key .*key values mismatch/,
+    )
+    expect(loadTlsMaterial({ ca: pki.ca, cert: gw.cert, key: gw.key }).cert).toBeInstanceOf(Buffer)
+    let err: any
+    try {
+      loadServerTls({ cert: pki.serverCert.cert, key: gw.key })
+    } catch (e) {
+      err = e
+    }
+    expect(err?.exitCode).toBe(78)
+    expect(err?.message).toContain(pki.serverCert.cert)
+    expect(err?.message).toMatch(/key values mismatch/)
+    expect(() => loadServerTls({ ...pki.serverCert, clientCa: junk })).toThrow(
+      /broker\.tls\.clientCa file .* is not a PEM certificate/,
+    )
   })
 })
 
