@@ -33,7 +33,7 @@ async function tlsBroker(
   auth: 'token' | 'mtls' | 'token+mtls' = 'token',
 ) {
   const b = await startBrokerProcess({
-    auth: auth as 'token',
+    auth,
     env: { RMQ_BROKER_TLS_CERT: pki.serverCert.cert, RMQ_BROKER_TLS_KEY: pki.serverCert.key, ...extra },
   })
   cleanups.push(() => b.cleanup())

@@ -21,7 +21,7 @@ const require = createRequire(import.meta.url)
 export interface BrokerProcessOptions {
   /** Data directory; a fresh temp dir (removed at cleanup) when omitted. */
   dataDir?: string
-  auth?: 'token' | 'none'
+  auth?: 'token' | 'mtls' | 'token+mtls' | 'none'
   /** Port to listen on; 0 (default) picks a free one. */
   port?: number
   /** Extra RMQ_* environment (e.g. RMQ_BROKER_ORDERING_MAX_LATENESS). */
