@@ -14,10 +14,12 @@ import { ConfigError } from '../shared/errors.js'
 import './context.js'
 // Registers the built-in codecs (body decoding) with core's registry.
 import '../plugins/builtins.js'
+import { preparePrivateDataDir } from './admin.js'
 import { checkCanListen, listenError } from './listen.js'
 import { loggerOptions } from './logging.js'
 import monitoring from './monitoring.js'
 import { isLoopback, type BrokerOptions } from './options.js'
+import { httpsOptions, loadServerTls } from './tls.js'
 import authentication from './plugins/authentication.js'
 import bodyDecoding from './plugins/body-decoding.js'
 import context from './plugins/context.js'
@@ -41,7 +43,10 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
         'listen on 127.0.0.1, or pass --insecure to force it',
     })
   }
+  checkTransportOptions(options)
+  const https = options.tls ? httpsOptions(options.tls) : undefined
   const { default: Fastify, LogController } = await import('fastify')
+  if (!options.storeInstance && options.store === 'sqlite') preparePrivateDataDir(options.dataDir)
   const store =
     options.storeInstance ??
     (await openBrokerStore(options.store, {
@@ -55,6 +60,7 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   // are closed after the longest long-poll plus a margin.
   const requestTimeout = options.limits.requestTimeout || DEFAULT_REQUEST_TIMEOUT_MS
   const app = Fastify({
+    ...(https ? { https } : {}),
     logger: loggerOptions(options.logFormat ?? 'silent', options.logLevel),
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: options.limits.bodyBytes,
@@ -86,10 +92,47 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   return app
 }
 
+/**
+ * TLS settings that cannot work, and plain HTTP off loopback (the tokens and
+ * every payload in clear), refused before anything is opened.
+ */
+function checkTransportOptions(options: BrokerOptions): void {
+  const tls = options.tls
+  if (tls && (!tls.cert || !tls.key))
+    throw new ConfigError('broker.tls.cert and broker.tls.key go together: one of them is not set', {
+      suggestion:
+        'set both (RMQ_BROKER_TLS_CERT, RMQ_BROKER_TLS_KEY) to PEM files, e.g. made as docs/security.md shows',
+    })
+  if ((options.auth === 'mtls' || options.auth === 'token+mtls') && !tls?.clientCa)
+    throw new ConfigError(
+      `broker.auth=${options.auth} needs client certificates, but broker.tls.clientCa is not set`,
+      {
+        suggestion:
+          'set broker.tls.cert, broker.tls.key and broker.tls.clientCa (RMQ_BROKER_TLS_CLIENT_CA) to the CA that signs node certificates',
+      },
+    )
+  if (!tls && !isLoopback(options.host) && !options.insecure)
+    throw new ConfigError(
+      `refusing to listen on ${options.host} without TLS: tokens and payloads would cross the network in clear`,
+      {
+        suggestion:
+          'set broker.tls.cert and broker.tls.key (RMQ_BROKER_TLS_CERT, RMQ_BROKER_TLS_KEY), ' +
+          'listen on 127.0.0.1 behind a TLS proxy, or pass --insecure to force it',
+      },
+    )
+}
+
 export interface RunningBroker {
   app: FastifyInstance
   url: string
   close(): Promise<void>
+  /**
+   * Read broker.tls.* again and serve the new certificate to new connections;
+   * open ones keep theirs (no connection is dropped). False without TLS.
+   * Throws ConfigError (the old certificate stays) when a file cannot be read
+   * or does not make a valid context.
+   */
+  reloadTls(): boolean
 }
 
 /** Create the app and listen on options.host:options.port (0 picks a free port). */
@@ -106,5 +149,20 @@ export async function startBroker(options: CreateBrokerAppOptions): Promise<Runn
   const addr = app.server.address()
   const port = typeof addr === 'object' && addr ? addr.port : options.port
   const host = options.host.includes(':') ? `[${options.host}]` : options.host
-  return { app, url: `http://${host}:${port}`, close: () => app.close() }
+  const scheme = options.tls ? 'https' : 'http'
+  const reloadTls = (): boolean => {
+    if (!options.tls) return false
+    const ctx = loadServerTls(options.tls)
+    try {
+      ;(app.server as import('node:https').Server).setSecureContext(ctx)
+    } catch (err) {
+      throw new ConfigError(`cannot use the new broker.tls files: ${(err as Error).message}`, {
+        suggestion:
+          'check that broker.tls.key is the key of broker.tls.cert; the old certificate is still served',
+        cause: err,
+      })
+    }
+    return true
+  }
+  return { app, url: `${scheme}://${host}:${port}`, close: () => app.close(), reloadTls }
 }

@@ -3,6 +3,7 @@ import type { MonitoringOptions } from './monitoring.js'
 import { DEFAULT_MAX_HOLD_BACK, type HealthOptions } from './node-status.js'
 import type { EventTimeBound } from './event-time.js'
 import type { BrokerStore } from './store/types.js'
+import type { BrokerTlsOptions } from './tls.js'
 
 export type LogFormat = 'json' | 'pretty' | 'silent'
 
@@ -40,8 +41,11 @@ export interface BrokerOptions {
   dataDir: string
   store: 'sqlite' | 'postgres' | (string & {})
   postgresUrl?: string
-  auth: 'token' | 'none'
-  /** Allow auth=none on a non-loopback address. */
+  /** token: bearer tokens; mtls: the client certificate names the node; token+mtls: both, and they agree. */
+  auth: 'token' | 'mtls' | 'token+mtls' | 'none'
+  /** Serve HTTPS (broker.tls.*); clientCa requests and verifies client certificates. */
+  tls?: BrokerTlsOptions
+  /** Allow auth=none, or plain HTTP, on a non-loopback address. */
   insecure?: boolean
   /** requestTimeout (ms): the whole request must arrive within it; default 60 s. The rest: BrokerLimits. */
   limits: BrokerLimits
@@ -80,6 +84,10 @@ export function brokerOptionsFromConfig(
     store: b.store,
     postgresUrl: b.postgres.url || undefined,
     auth: b.auth,
+    tls:
+      b.tls.cert || b.tls.key || b.tls.clientCa
+        ? { cert: b.tls.cert, key: b.tls.key, ...(b.tls.clientCa ? { clientCa: b.tls.clientCa } : {}) }
+        : undefined,
     limits: { ...b.limits },
     maxLateness: b.ordering.maxLateness,
     maxHoldBack: b.ordering.maxHoldBack,
@@ -90,11 +98,7 @@ export function brokerOptionsFromConfig(
   }
 }
 
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase()
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1'
-}
-
+export { isLoopback } from '../core/tls.js'
 /** The ordering bounds a store needs with broker time `now` (ingest, release, held reports). */
 export function orderingContext(
   options: Pick<BrokerOptions, 'maxLateness' | 'maxHoldBack'>,

@@ -22,6 +22,9 @@ const ADVICE: Record<SyncProblem | IdentityProblem, (d: Record<string, unknown>)
   'token-other-node': (d) =>
     'the token is bound to another node: set nodeId to its node, or create one with ' +
     `\`rmq broker token create ${String(d.node)}\``,
+  'certificate-refused': (d) =>
+    `set tls.cert and tls.key (RMQ_TLS_CERT, RMQ_TLS_KEY) to a certificate naming node ${String(d.node)}, ` +
+    "signed by the broker's broker.tls.clientCa",
   'batch-rejected': () =>
     'fix the cause the broker gives (or upgrade the broker/edge so they agree), then run `rmq sync` again',
   'message-too-large': () =>

@@ -51,6 +51,7 @@ export default class Consume extends BaseCommand<typeof Consume> {
     if (problem) throw new UsageError(`invalid topic filter ${JSON.stringify(this.args.filter)}: ${problem}`)
     const loaded = await this.loadConfig(f['broker-url'] ? { brokerUrl: f['broker-url'] } : {})
     const { runConsume, heldExplanation, formatHeldJson } = await import('../core/consumer.js')
+    const { tlsFromConfig } = await import('../core/tls.js')
     const summary: ConsumeSummary = await runConsume({
       brokerUrl: loaded.config.brokerUrl,
       token: loaded.config.token || undefined,
@@ -63,6 +64,7 @@ export default class Consume extends BaseCommand<typeof Consume> {
       json: this.jsonEnabled(),
       timeoutMs: loaded.config.sync.timeout,
       maxPageBytes: loaded.config.consume.maxPageBytes,
+      tls: tlsFromConfig(loaded.config, loaded.cwd),
       signal: this.abortSignal(),
     })
     if (f.follow || summary.readerGone) return

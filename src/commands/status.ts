@@ -9,7 +9,8 @@ export default class Status extends BaseCommand<typeof Status> {
     'Without flags: node identity, broker URL, pending messages and bytes, the oldest pending age, ' +
     'sent/expired/dropped totals, the last sync attempt and success, success rate, the backoff in force and ' +
     'the next attempt, outbox size against storage.maxBytes, and the config file in effect. Reads the local ' +
-    'outbox only (works offline). With --broker: every node as the broker at brokerUrl sees it (health ok, ' +
+    'outbox only (works offline), and warns about a config, token, outbox or broker database file that other ' +
+    'users can read. With --broker: every node as the broker at brokerUrl sees it (health ok, ' +
     'behind, holding-back, stale, never-seen or never-synced; last sync; success rate; backlog; counters) and the active alerts; exits 69 when the ' +
     'broker cannot be reached. Health and alert rules: docs/monitoring.md.'
   static override examples = [
@@ -35,6 +36,10 @@ export default class Status extends BaseCommand<typeof Status> {
     }
     const s = await edgeStatus(loaded)
     this.say(renderPairs(edgePairs(s)))
+    for (const e of s.exposed)
+      this.note(
+        `warning: ${e.file} is readable by other users (${e.mode}) and holds ${e.holds}; fix: chmod 600 ${e.file}`,
+      )
     return s
   }
 }

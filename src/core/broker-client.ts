@@ -6,7 +6,9 @@
  */
 import type { Codec } from './compression/codec.js'
 import type { RmqConfig } from './config/schema.js'
-import { HttpClient } from './http-client.js'
+import { HttpClient, HttpFailure } from './http-client.js'
+import { tlsFromConfig, type TlsClientOptions } from './tls.js'
+import type { ConfigError } from '../shared/errors.js'
 import { FRAMES_CONTENT_TYPE, type BatchAck, type BatchBody } from '../protocol/batch.js'
 
 export interface BrokerClientOptions {
@@ -17,6 +19,8 @@ export interface BrokerClientOptions {
   level: number
   /** Timeout of one request, ms. */
   timeout: number
+  /** Private CA, client certificate, allowInsecureHttp. */
+  tls?: TlsClientOptions
 }
 
 /** A batch encoded and compressed, ready to send (and to measure against a budget). */
@@ -46,6 +50,8 @@ export type PostOutcome =
   | { kind: 'rejected'; status: number; reason: string }
   /** The caller's signal aborted the request (the batch may or may not have been committed). */
   | { kind: 'aborted' }
+  /** The broker's certificate is not trusted (or ours refused): a setting to fix, nothing was stored. */
+  | { kind: 'tls'; reason: string; error: ConfigError }
 
 /** An acknowledgement is a small JSON object; anything larger is not one. */
 export const MAX_ACK_BYTES = 64 * 1024
@@ -56,7 +62,7 @@ export class BrokerClient {
 
   constructor(private readonly options: BrokerClientOptions) {
     // Two connections: the sync engine keeps at most two batches in flight.
-    this.http = new HttpClient(options.brokerUrl, { maxSockets: 2 })
+    this.http = new HttpClient(options.brokerUrl, { maxSockets: 2, tls: options.tls })
     this.url = this.http.url('v1/batches').href
   }
 
@@ -123,6 +129,8 @@ export class BrokerClient {
       })
     } catch (err) {
       if (signal?.aborted) return { kind: 'aborted' }
+      if (err instanceof HttpFailure && err.error)
+        return { kind: 'tls', reason: err.message, error: err.error }
       return { kind: 'retry', reason: (err as Error).message }
     }
     const status = res.status
@@ -191,6 +199,7 @@ export async function brokerClientFromConfig(
     codec,
     level: config.compression.level,
     timeout: options.timeout ?? config.sync.timeout,
+    tls: tlsFromConfig(config, cwd),
   })
 }
 

@@ -14,7 +14,13 @@
  * its work per request); poll() then reads on by itself until it has
  * messages or reaches the head, so an empty page means "nothing more yet".
  */
-import { brokerError, brokerRequest, DEFAULT_MAX_RESPONSE_BYTES, HttpFailure } from './http-client.js'
+import {
+  brokerError,
+  brokerRequest,
+  DEFAULT_MAX_RESPONSE_BYTES,
+  HttpFailure,
+  type TlsClientOptions,
+} from './http-client.js'
 import { BrokerUnavailableError, ConfigError } from '../shared/errors.js'
 import { formatAge } from '../shared/units.js'
 import type { ConsumeOrder, ConsumedMessage, HeldInfo, MessagesPage } from '../protocol/messages.js'
@@ -40,6 +46,8 @@ export interface ConsumerOptions {
    * room for JSON escaping and for a single message larger than that.
    */
   maxPageBytes?: number
+  /** Private CA, client certificate, allowInsecureHttp (tlsFromConfig of the edge config). */
+  tls?: TlsClientOptions
 }
 
 // The JSON requests moved to the one HTTP client; re-exported for the library API.
@@ -66,6 +74,7 @@ export class Consumer {
     if (this.options.from === 'now') {
       const res = await brokerRequest(this.options.brokerUrl, 'GET', 'v1/heads', {
         token: this.options.token,
+        tls: this.options.tls,
         timeoutMs: this.options.timeoutMs,
         signal,
       })
@@ -110,6 +119,7 @@ export class Consumer {
     try {
       res = await brokerRequest(this.options.brokerUrl, 'GET', `v1/messages?${q}`, {
         token: this.options.token,
+        tls: this.options.tls,
         timeoutMs: (this.options.timeoutMs ?? 30_000) + (opts.wait ?? 0),
         signal: opts.signal,
         maxResponseBytes: cap,
@@ -145,6 +155,7 @@ export class Consumer {
       `v1/groups/${encodeURIComponent(this.options.group)}/commit`,
       {
         token: this.options.token,
+        tls: this.options.tls,
         body: { order: this.order, position },
         timeoutMs: this.options.timeoutMs,
         signal,

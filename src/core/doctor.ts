@@ -14,6 +14,7 @@ import { formatAge, formatBytes } from '../shared/units.js'
 import type { LoadedConfig } from './config/load.js'
 import { brokerRequest } from './http-client.js'
 import { NODE_ID_STATE } from './identity.js'
+import { tlsFromConfig } from './tls.js'
 import { openOutbox } from './outbox.js'
 import { readSyncStats } from './sync.js'
 
@@ -219,8 +220,15 @@ function diskCheck(dir: string, add: (c: DoctorCheck) => void): void {
 
 async function brokerChecks(loaded: LoadedConfig, add: (c: DoctorCheck) => void): Promise<void> {
   const { config } = loaded
+  let tls
   try {
-    const health = await brokerRequest(config.brokerUrl, 'GET', 'healthz', { timeoutMs: 5000 })
+    tls = tlsFromConfig(config, loaded.cwd)
+  } catch (err) {
+    add({ name: 'tls', state: 'error', detail: (err as Error).message, exitCode: ExitCode.config })
+    return
+  }
+  try {
+    const health = await brokerRequest(config.brokerUrl, 'GET', 'healthz', { timeoutMs: 5000, tls })
     if (health.status !== 200) throw new Error(`/healthz answered ${health.status}`)
     add({ name: 'broker', state: 'ok', detail: `${config.brokerUrl} answers` })
   } catch (err) {
@@ -241,6 +249,7 @@ async function brokerChecks(loaded: LoadedConfig, add: (c: DoctorCheck) => void)
       {
         token: config.token || undefined,
         timeoutMs: 5000,
+        tls,
       },
     )
     add(

@@ -8,6 +8,9 @@
 import http from 'node:http'
 import https from 'node:https'
 import { BrokerUnavailableError, ConfigError, RejectedError, ValidationError } from '../shared/errors.js'
+import { checkTransport, loadTlsMaterial, tlsError, type TlsClientOptions } from './tls.js'
+
+export type { TlsClientOptions } from './tls.js'
 
 export interface HttpCall {
   method: 'GET' | 'POST'
@@ -30,14 +33,21 @@ export interface HttpReply {
   body: Buffer
 }
 
-export type HttpFailureKind = 'timeout' | 'refused' | 'reset' | 'dns' | 'too-large' | 'aborted' | 'other'
+export type HttpFailureKind =
+  'timeout' | 'refused' | 'reset' | 'dns' | 'too-large' | 'aborted' | 'tls' | 'other'
 
-/** A call that got no complete answer; `message` says why in words for an operator. */
+/**
+ * A call that got no complete answer; `message` says why in words for an
+ * operator. Kind `tls` (an untrusted, expired or misnamed certificate, a
+ * refused client certificate) carries the ConfigError to report: retrying
+ * cannot fix it, a setting can.
+ */
 export class HttpFailure extends Error {
   constructor(
     readonly kind: HttpFailureKind,
     message: string,
     readonly code?: string,
+    readonly error?: ConfigError,
   ) {
     super(message)
     this.name = 'HttpFailure'
@@ -47,16 +57,23 @@ export class HttpFailure extends Error {
 export interface HttpClientOptions {
   /** Connections kept per origin (keep-alive). */
   maxSockets?: number
+  /** Private CA, client certificate, and whether plain http:// off loopback is allowed. */
+  tls?: TlsClientOptions
 }
 
 export class HttpClient {
   readonly baseUrl: string
   private readonly agents: { http: http.Agent; https: https.Agent }
 
+  /** Throws ConfigError for http:// off loopback (unless allowed) or unreadable PEM files: before any socket. */
   constructor(baseUrl: string, options: HttpClientOptions = {}) {
     this.baseUrl = baseUrl.endsWith('/') ? baseUrl : baseUrl + '/'
+    checkTransport(new URL(this.baseUrl), options.tls)
     const agent = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity }
-    this.agents = { http: new http.Agent(agent), https: new https.Agent(agent) }
+    this.agents = {
+      http: new http.Agent(agent),
+      https: new https.Agent({ ...agent, ...loadTlsMaterial(options.tls) }),
+    }
   }
 
   url(path: string): URL {
@@ -89,7 +106,7 @@ export class HttpClient {
         agent: secure ? this.agents.https : this.agents.http,
         headers,
       })
-      req.on('error', (err) => fail(networkFailure(err, where)))
+      req.on('error', (err) => fail(networkFailure(err, where, url)))
       req.on('response', (res) => {
         const declared = Number(res.headers['content-length'])
         if (declared > call.maxResponseBytes)
@@ -101,7 +118,7 @@ export class HttpClient {
           if (size > call.maxResponseBytes) fail(tooLarge(where, call.maxResponseBytes, 'more sent'))
           else chunks.push(c)
         })
-        res.on('error', (err) => fail(networkFailure(err, where)))
+        res.on('error', (err) => fail(networkFailure(err, where, url)))
         res.on('aborted', () => fail(new HttpFailure('reset', `the answer from ${where} was cut off`)))
         res.on('end', () => {
           if (settled) return
@@ -130,7 +147,9 @@ function tooLarge(where: string, cap: number, what: string): HttpFailure {
   )
 }
 
-function networkFailure(err: Error & { code?: string }, where: string): HttpFailure {
+function networkFailure(err: Error & { code?: string }, where: string, url: URL): HttpFailure {
+  const tls = url.protocol === 'https:' ? tlsError(err, url) : undefined
+  if (tls) return new HttpFailure('tls', tls.message, err.code, tls)
   switch (err.code) {
     case 'ECONNREFUSED':
       return new HttpFailure('refused', `connection refused by ${where} (is the broker running?)`, err.code)
@@ -157,9 +176,10 @@ export interface RequestResult {
 export const DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 const clients = new Map<string, HttpClient>()
-function clientFor(baseUrl: string): HttpClient {
-  let c = clients.get(baseUrl)
-  if (!c) clients.set(baseUrl, (c = new HttpClient(baseUrl)))
+function clientFor(baseUrl: string, tls: TlsClientOptions = {}): HttpClient {
+  const key = JSON.stringify([baseUrl, tls.ca, tls.cert, tls.key, tls.allowInsecureHttp === true])
+  let c = clients.get(key)
+  if (!c) clients.set(key, (c = new HttpClient(baseUrl, { tls })))
   return c
 }
 
@@ -170,6 +190,8 @@ export async function brokerRequest(
   pathAndQuery: string,
   options: {
     token?: string
+    /** TLS settings of the edge (tls.*, allowInsecureHttp). */
+    tls?: TlsClientOptions
     body?: unknown
     timeoutMs?: number
     signal?: AbortSignal
@@ -178,8 +200,10 @@ export async function brokerRequest(
 ): Promise<RequestResult> {
   const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body))
   let reply: HttpReply
+  // Outside the try: refusing http:// or an unreadable tls.* file is a ConfigError, not "unavailable".
+  const client = clientFor(baseUrl, options.tls)
   try {
-    reply = await clientFor(baseUrl).request({
+    reply = await client.request({
       method,
       path: pathAndQuery,
       headers: {
@@ -208,6 +232,7 @@ export async function brokerRequest(
 function unavailable(baseUrl: string, err: Error): Error {
   if (err instanceof HttpFailure && err.kind === 'aborted')
     return Object.assign(new Error(err.message), { name: 'AbortError' })
+  if (err instanceof HttpFailure && err.error) return err.error
   return new BrokerUnavailableError(`cannot reach the broker at ${baseUrl}: ${err.message}`, {
     suggestion: 'check brokerUrl (RMQ_BROKER_URL) and that `rmq broker start` is running there',
     cause: err,

@@ -8,6 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { edgeNow } from '../shared/clock.js'
 import type { RmqConfig } from './config/schema.js'
+import { ensurePrivateDir } from '../shared/private-files.js'
 import { ConfigError, ValidationError, isRmqError, type RmqError } from '../shared/errors.js'
 import { HEADER_VALUE_MAX, HEADERS_MAX, MAX_TS, messageId, topicProblem } from '../protocol/batch.js'
 import { formatBytes, parseDuration, parseTimestamp, DURATION_FORMS } from '../shared/units.js'
@@ -32,6 +33,8 @@ export async function openOutbox(
   const file = path.resolve(cwd, config.storage.path)
   if (config.storage.driver !== 'memory' && !overrides.readOnly) {
     try {
+      // Owner-only: the outbox holds every payload (the database file itself: the sqlite driver).
+      ensurePrivateDir(path.dirname(file))
       fs.mkdirSync(path.dirname(file), { recursive: true })
     } catch (err) {
       throw new ConfigError(

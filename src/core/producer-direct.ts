@@ -127,7 +127,14 @@ export class DirectProducer extends BaseProducer {
     const details = { brokerUrl: this.config.brokerUrl, attempts, ids }
     const what = `${seqs.length} message(s)`
     switch (outcome.kind) {
+      case 'tls':
+        return outcome.error
       case 'auth':
+        if (/certificate/i.test(outcome.reason))
+          return new ConfigError(`the broker refused this node's client certificate (${outcome.reason})`, {
+            suggestion: `set tls.cert and tls.key (RMQ_TLS_CERT, RMQ_TLS_KEY) to a certificate naming node ${this.node}, signed by the broker's broker.tls.clientCa`,
+            details: { ...details, status: outcome.status },
+          })
         return new ConfigError(`the broker refused this node's token (${outcome.reason})`, {
           suggestion:
             `set \`token\` (RMQ_TOKEN) to a token made with \`rmq broker token create ${this.node}\` on the broker, ` +

@@ -30,8 +30,14 @@ export interface ScheduleInput {
   name?: string
   /** Directory of the cron log files; default the outbox directory. */
   logDir?: string
-  /** Optional systemd EnvironmentFile (secrets such as RMQ_TOKEN); default /etc/rmq/<name>.env. */
+  /** Optional systemd EnvironmentFile (settings); default /etc/rmq/<name>.env. */
   envFile?: string
+  /**
+   * The token file systemd hands to `rmq sync` as the credential `rmq-token`
+   * (LoadCredential=): readable by root only, never in the environment or a
+   * config file; default /etc/rmq/<name>.token.
+   */
+  tokenCredential?: string
 }
 
 export interface ScheduleJob {
@@ -149,6 +155,7 @@ export function buildSchedule(input: ScheduleInput): SchedulePlan {
   const logDir = input.logDir ?? path.dirname(path.resolve(cwd, input.config.storage.path))
   const user = input.user ?? currentUser()
   const envFile = input.envFile ?? `/etc/rmq/${name}.env`
+  const tokenCredential = input.tokenCredential ?? `/etc/rmq/${name}.token`
   const notes: string[] = []
 
   const specs = [
@@ -223,6 +230,8 @@ export function buildSchedule(input: ScheduleInput): SchedulePlan {
       ...(user ? [`User=${user}`] : []),
       `WorkingDirectory=${systemdQuote(cwd)}`,
       `EnvironmentFile=-${systemdQuote(envFile)}`,
+      // The token as a credential: rmq reads $CREDENTIALS_DIRECTORY/rmq-token when `token` is not set.
+      ...(isSync ? [`LoadCredential=rmq-token:${systemdQuote(tokenCredential)}`] : []),
       `ExecStart=${exec(j.command)}`,
       // A run that hangs must not hold back the next ones for ever (SIGTERM stops between batches).
       `TimeoutStartSec=${isSync ? '15min' : '1h'}`,
@@ -249,6 +258,11 @@ export function buildSchedule(input: ScheduleInput): SchedulePlan {
     ].join('\n')
     units.push({ name: `${unit}.service`, text: service }, { name: `${unit}.timer`, text: timer })
   }
+  notes.push(
+    `systemd: put this node's token in ${tokenCredential} (owned by root, chmod 600; an empty file when the broker ` +
+      `needs no token): the sync service gets it as the credential rmq-token (LoadCredential=), so the token is in ` +
+      `no config file and no environment; the unit does not start without that file`,
+  )
   return { cwd, node, bin, configFile, jobs, crontab, units, notes }
 }
 

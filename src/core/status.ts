@@ -11,6 +11,8 @@ import type { LoadedConfig } from './config/load.js'
 import { brokerError, brokerRequest } from './consumer.js'
 import { openOutbox } from './outbox.js'
 import { readSyncStats, type SyncStats } from './sync.js'
+import { tlsFromConfig } from './tls.js'
+import { looseMode } from '../shared/private-files.js'
 
 export interface EdgeStatus {
   node: string
@@ -66,7 +68,45 @@ export interface EdgeStatus {
     /** When the next run may send: null = at once (no backoff in force). */
     nextAttemptAt: number | null
   }
+  /** Files holding the token or payloads that group or others can read (chmod 600 fixes each). */
+  exposed: ExposedFile[]
   now: number
+}
+
+export interface ExposedFile {
+  file: string
+  /** As `ls -l` shows it, e.g. -rw-r--r--. */
+  mode: string
+  /** What is in it that others should not read. */
+  holds: string
+}
+
+/**
+ * The files rmq writes secrets or payloads to, as configured here, that are
+ * group- or world-accessible (made before rmq created them 0600, or chmod-ed since).
+ */
+export function exposedFiles(loaded: LoadedConfig): ExposedFile[] {
+  const { config, cwd } = loaded
+  const candidates: Array<[string | undefined, string]> = [
+    [loaded.filePath, 'the configuration (and the token when set there)'],
+    [loaded.dotenvPath, 'environment settings (and the token when set there)'],
+    [config.tokenFile ? path.resolve(cwd, config.tokenFile) : undefined, 'the token'],
+  ]
+  if (config.storage.driver === 'sqlite') {
+    const db = path.resolve(cwd, config.storage.path)
+    for (const f of [db, `${db}-wal`, `${db}-shm`]) candidates.push([f, 'outbox payloads'])
+  }
+  if (config.broker.store === 'sqlite') {
+    const dir = path.resolve(cwd, config.broker.dataDir)
+    for (const f of ['broker.db', 'broker.db-wal', 'broker.db-shm'])
+      candidates.push([path.join(dir, f), 'broker tokens and payloads'])
+  }
+  const out: ExposedFile[] = []
+  for (const [file, holds] of candidates) {
+    const mode = file ? looseMode(file) : undefined
+    if (file && mode) out.push({ file, mode, holds })
+  }
+  return out
 }
 
 /** The status of this edge node, read from its outbox. Never creates an outbox that does not exist. */
@@ -82,6 +122,7 @@ export async function edgeStatus(loaded: LoadedConfig, options: { now?: number }
     mode: config.mode,
     configFile: loaded.filePath ?? null,
     dotenvFile: loaded.dotenvPath ?? null,
+    exposed: exposedFiles(loaded),
     now,
   }
   if (!exists)
@@ -174,10 +215,11 @@ export async function brokerFleetStatus(
   options: { timeoutMs?: number } = {},
 ): Promise<BrokerFleetStatus> {
   const { brokerUrl, token } = loaded.config
+  const tls = tlsFromConfig(loaded.config, loaded.cwd)
   const timeoutMs = options.timeoutMs ?? loaded.config.sync.timeout
   const [nodes, alerts] = await Promise.all([
-    brokerRequest(brokerUrl, 'GET', 'v1/nodes', { token, timeoutMs }),
-    brokerRequest(brokerUrl, 'GET', 'v1/alerts?state=active', { token, timeoutMs }),
+    brokerRequest(brokerUrl, 'GET', 'v1/nodes', { token, timeoutMs, tls }),
+    brokerRequest(brokerUrl, 'GET', 'v1/alerts?state=active', { token, timeoutMs, tls }),
   ])
   if (nodes.status !== 200) throw brokerError(nodes, 'reading node status')
   if (alerts.status !== 200) throw brokerError(alerts, 'reading alerts')

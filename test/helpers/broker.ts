@@ -21,7 +21,7 @@ const require = createRequire(import.meta.url)
 export interface BrokerProcessOptions {
   /** Data directory; a fresh temp dir (removed at cleanup) when omitted. */
   dataDir?: string
-  auth?: 'token' | 'none'
+  auth?: 'token' | 'mtls' | 'token+mtls' | 'none'
   /** Port to listen on; 0 (default) picks a free one. */
   port?: number
   /** Extra RMQ_* environment (e.g. RMQ_BROKER_ORDERING_MAX_LATENESS). */
@@ -93,7 +93,7 @@ export async function startBrokerProcess(opts: BrokerProcessOptions = {}): Promi
     }, opts.readyTimeoutMs ?? 20_000)
     child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       logs += d
-      const m = /rmq broker listening on (http:\/\/\S+)/.exec(logs)
+      const m = /rmq broker listening on (https?:\/\/\S+)/.exec(logs)
       if (m) {
         clearTimeout(timer)
         resolve(m[1])

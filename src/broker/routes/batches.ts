@@ -78,7 +78,11 @@ const batches: FastifyPluginAsync = async (app) => {
       const { store, options, notifier, now } = app.broker
       const messageBytes = limitOf(options.limits, 'messageBytes')
       if (req.authNode !== null && body.node !== req.authNode)
-        throw new HttpError(403, 'WRONG_NODE', `this token belongs to node ${req.authNode}, not ${body.node}`)
+        throw new HttpError(
+          403,
+          'WRONG_NODE',
+          `this ${req.authBy === 'certificate' ? 'client certificate' : 'token'} belongs to node ${req.authNode}, not ${body.node}`,
+        )
       if (req.authNode === null) {
         rateLimit(req, reply, body.node)
         admit(reply, body.node)

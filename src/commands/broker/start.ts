@@ -6,12 +6,15 @@ export default class BrokerStart extends BaseCommand<typeof BrokerStart> {
   static override description =
     'Accepts batches from edge nodes (POST /v1/batches), stores them durably and idempotently, orders them ' +
     'by event time and serves consumers (GET /v1/messages). Logs go to stderr. SIGTERM/SIGINT drain ' +
-    'in-flight requests and close the store. Without authentication (broker.auth=none) it only listens on ' +
-    'a loopback address unless --insecure is given.'
+    'in-flight requests and close the store. With broker.tls.cert/key it serves HTTPS (SIGHUP reloads the ' +
+    'certificate files without dropping connections); broker.tls.clientCa and broker.auth=mtls or token+mtls ' +
+    'make client certificates name the node. Without authentication (broker.auth=none) or without TLS it only ' +
+    'listens on a loopback address unless --insecure is given.'
   static override examples = [
     '<%= config.bin %> broker start',
     '<%= config.bin %> broker start --host 0.0.0.0 --port 7878 --data-dir /var/lib/rmq-broker --log-format json',
     'RMQ_BROKER_AUTH=none <%= config.bin %> broker start --port 0',
+    'RMQ_BROKER_TLS_CERT=server.pem RMQ_BROKER_TLS_KEY=server.key <%= config.bin %> broker start --host 0.0.0.0',
   ]
   static override flags = {
     host: Flags.string({ description: 'Address to listen on (broker.host).' }),
@@ -21,14 +24,17 @@ export default class BrokerStart extends BaseCommand<typeof BrokerStart> {
       max: 65535,
     }),
     'data-dir': Flags.string({ description: 'Data directory of the SQLite store (broker.dataDir).' }),
-    auth: Flags.string({ description: 'token or none (broker.auth).', options: ['token', 'none'] }),
+    auth: Flags.string({
+      description: 'token, mtls, token+mtls or none (broker.auth).',
+      options: ['token', 'mtls', 'token+mtls', 'none'],
+    }),
     'log-format': Flags.string({
       description: 'Log lines on stderr.',
       options: ['json', 'pretty'],
       default: 'pretty',
     }),
     insecure: Flags.boolean({
-      description: 'Allow broker.auth=none on a non-loopback address.',
+      description: 'Allow broker.auth=none, or plain HTTP without broker.tls, on a non-loopback address.',
       aliases: ['allow-unauthenticated'],
     }),
   }
@@ -47,9 +53,18 @@ export default class BrokerStart extends BaseCommand<typeof BrokerStart> {
       insecure: f.insecure,
       logFormat: f['log-format'] as 'json' | 'pretty',
     })
+    if (options.tls) {
+      const { resolvePath } = await import('../../core/config/load.js')
+      const t = options.tls
+      options.tls = {
+        cert: t.cert && resolvePath(loaded, t.cert),
+        key: t.key && resolvePath(loaded, t.key),
+        ...(t.clientCa ? { clientCa: resolvePath(loaded, t.clientCa) } : {}),
+      }
+    }
     return runBrokerForeground(options, (url) => {
       this.note(
-        `rmq broker listening on ${url} (data ${options.dataDir}, store ${options.store}, auth ${options.auth})`,
+        `rmq broker listening on ${url} (data ${options.dataDir}, store ${options.store}, auth ${options.auth}${options.tls ? ', tls' : ''})`,
       )
       this.note(`dashboard: ${url}/   metrics: ${url}/metrics`)
     })

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { ConfigError } from '../../shared/errors.js'
+import { writePrivateFileAtomic } from '../../shared/private-files.js'
 import { coerceValue } from './parse.js'
 import { KEY_INDEX } from './schema.js'
 
@@ -38,10 +39,9 @@ function readJson(p: string): Record<string, any> {
   }
 }
 
+/** The config file may hold the token: it is written 0600 whatever the umask. */
 function writeJsonAtomic(p: string, data: unknown): void {
-  const tmp = `${p}.${process.pid}.tmp`
-  fs.writeFileSync(tmp, JSON.stringify(data, null, 2) + '\n')
-  fs.renameSync(tmp, p)
+  writePrivateFileAtomic(p, JSON.stringify(data, null, 2) + '\n')
 }
 
 function target(

@@ -259,9 +259,48 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<LoadedCo
       source: { kind: 'default', detail: 'host name' },
     })
   }
+  resolveTokenFile(values, cwd, env)
   const config: Record<string, any> = {}
   for (const [k, v] of values) setPath(config, k, v.value)
   return { config: config as RmqConfig, values, filePath: file?.filePath, dotenvPath: dot?.path, cwd }
+}
+
+/** systemd's LoadCredential=rmq-token:/etc/rmq/token puts the token here (credential name `rmq-token`). */
+export const SYSTEMD_CREDENTIAL = 'rmq-token'
+
+/**
+ * No token in the configuration: read it from tokenFile, or from
+ * $CREDENTIALS_DIRECTORY/rmq-token (systemd LoadCredential=), so that it
+ * need not sit in a config file or the environment at all.
+ */
+function resolveTokenFile(values: Map<string, ResolvedValue>, cwd: string, env: NodeJS.ProcessEnv): void {
+  if (values.get('token')!.value !== '') return
+  const configured = values.get('tokenFile')!
+  const file = configured.value
+    ? path.resolve(cwd, String(configured.value))
+    : env.CREDENTIALS_DIRECTORY
+      ? path.join(env.CREDENTIALS_DIRECTORY, SYSTEMD_CREDENTIAL)
+      : undefined
+  if (!file) return
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (!configured.value && code === 'ENOENT') return
+    throw new ConfigError(`cannot read the token file ${file} (${code ?? (err as Error).message})`, {
+      suggestion: `check tokenFile (from ${describeSource(configured.source)}): it must name a file this user can read`,
+      details: { key: 'tokenFile', file, code },
+    })
+  }
+  const token = text.trim()
+  if (!token) {
+    if (!configured.value) return
+    throw new ConfigError(`the token file ${file} is empty`, {
+      suggestion: 'write the token from `rmq broker token create NODE` into it (one line)',
+    })
+  }
+  values.set('token', { key: 'token', value: token, source: { kind: 'file', detail: file } })
 }
 
 /** Resolve a path from configuration against the directory rmq runs in. */

@@ -42,6 +42,33 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     description: 'Bearer token of this node at the broker.',
   },
   {
+    key: 'tokenFile',
+    type: 'string',
+    default: '',
+    description:
+      'File holding the token (used when token is empty; default $CREDENTIALS_DIRECTORY/rmq-token under systemd).',
+  },
+  {
+    key: 'tls.ca',
+    type: 'string',
+    default: '',
+    description:
+      'PEM file of the CA(s) that sign the broker certificate (a private CA); default: the system CAs.',
+  },
+  {
+    key: 'tls.cert',
+    type: 'string',
+    default: '',
+    description: 'PEM client certificate for a broker with broker.auth=mtls or token+mtls.',
+  },
+  { key: 'tls.key', type: 'string', default: '', description: 'PEM private key of tls.cert.' },
+  {
+    key: 'allowInsecureHttp',
+    type: 'bool',
+    default: false,
+    description: 'Allow plain http:// to a broker that is not on loopback (sends the token in clear).',
+  },
+  {
     key: 'mode',
     type: 'enum',
     values: ['edge', 'direct'],
@@ -227,10 +254,23 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
   {
     key: 'broker.auth',
     type: 'enum',
-    values: ['token', 'none'],
+    values: ['token', 'mtls', 'token+mtls', 'none'],
     default: 'token',
     description:
-      'token: every node needs a bearer token; none: no authentication (loopback only unless forced).',
+      'token: bearer tokens; mtls: client certificates (broker.tls.clientCa) name the node; token+mtls: both; none: no authentication (loopback only unless forced).',
+  },
+  {
+    key: 'broker.tls.cert',
+    type: 'string',
+    default: '',
+    description: 'PEM server certificate (chain): serve HTTPS. Reloaded on SIGHUP.',
+  },
+  { key: 'broker.tls.key', type: 'string', default: '', description: 'PEM private key of broker.tls.cert.' },
+  {
+    key: 'broker.tls.clientCa',
+    type: 'string',
+    default: '',
+    description: 'PEM CA that signs client certificates: request and verify them (needed by auth mtls).',
   },
   {
     key: 'broker.limits.bodyBytes',
@@ -396,6 +436,9 @@ export interface RmqConfig {
   nodeId: string
   brokerUrl: string
   token: string
+  tokenFile: string
+  tls: { ca: string; cert: string; key: string }
+  allowInsecureHttp: boolean
   mode: 'edge' | 'direct'
   forward: 'deferred' | 'immediate'
   storage: {
@@ -425,7 +468,8 @@ export interface RmqConfig {
     dataDir: string
     store: 'sqlite' | 'postgres'
     postgres: { url: string }
-    auth: 'token' | 'none'
+    auth: 'token' | 'mtls' | 'token+mtls' | 'none'
+    tls: { cert: string; key: string; clientCa: string }
     limits: {
       bodyBytes: number
       decompressedBytes: number

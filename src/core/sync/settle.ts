@@ -80,11 +80,21 @@ export class Settler {
     await this.writeLast({ lastAttemptAt: at, lastError: outcome.reason, lastErrorAt: this.s.now() })
 
     if (outcome.kind === 'too-large' && seqs.length > 1) return 'split'
+    // An untrusted certificate: nothing reached the broker, everything stays pending.
+    if (outcome.kind === 'tls') throw outcome.error
     if (outcome.kind === 'auth') {
-      const problem: SyncProblem = outcome.status === 401 ? 'token-refused' : 'token-other-node'
-      throw new ConfigError(`the broker refused this node's token (${outcome.reason})`, {
-        details: { problem, status: outcome.status, node: this.s.node, brokerUrl: this.s.config.brokerUrl },
-      })
+      const cert = /certificate/i.test(outcome.reason)
+      const problem: SyncProblem = cert
+        ? 'certificate-refused'
+        : outcome.status === 401
+          ? 'token-refused'
+          : 'token-other-node'
+      throw new ConfigError(
+        `the broker refused this node's ${cert ? 'client certificate' : 'token'} (${outcome.reason})`,
+        {
+          details: { problem, status: outcome.status, node: this.s.node, brokerUrl: this.s.config.brokerUrl },
+        },
+      )
     }
     if (outcome.kind === 'rejected' || outcome.kind === 'too-large') {
       const first = seqs[0]

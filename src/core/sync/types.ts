@@ -120,6 +120,8 @@ export type SyncProblem =
   | 'token-refused'
   /** The broker answered 403: the token is another node's (ConfigError, 78). */
   | 'token-other-node'
+  /** The broker refused the client certificate (mTLS; ConfigError, 78). */
+  | 'certificate-refused'
   /** A permanent refusal (4xx) of a batch (RejectedError, 65). */
   | 'batch-rejected'
   /** One message is larger than the broker takes (RejectedError, 65). */

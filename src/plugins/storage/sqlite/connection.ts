@@ -7,6 +7,7 @@
  */
 import fs from 'node:fs'
 import { ConfigError } from '../../../shared/errors.js'
+import { ensurePrivateFile } from '../../../shared/private-files.js'
 import type { StorageOptions } from '../../../core/storage/driver.js'
 import type { Fullness } from '../common.js'
 import { Database, nativeAddon, type Statement } from './addon.js'
@@ -44,6 +45,8 @@ export class SqliteConnection {
       throw new ConfigError(`no outbox at ${opts.path}`, {
         suggestion: 'check storage.path (RMQ_STORAGE_PATH); the outbox is created by the first `rmq publish`',
       })
+    // Every payload is in this file: 0600 from the start, and SQLite gives -wal and -shm its mode.
+    if (!opts.readOnly && opts.path !== ':memory:' && opts.path !== '') ensurePrivateFile(opts.path)
     try {
       this.db = new Database(opts.path, {
         timeout: 5000,
