@@ -4,9 +4,9 @@
  * (broker.tls.clientCa), reloading them without dropping connections, and the
  * node a verified client certificate names.
  */
-import fs from 'node:fs'
 import { createSecureContext, type PeerCertificate, type SecureContextOptions } from 'node:tls'
 import { nodeIdProblem } from '../protocol/node-id.js'
+import { readPem } from '../core/tls.js'
 import { ConfigError } from '../shared/errors.js'
 
 export interface BrokerTlsOptions {
@@ -15,30 +15,6 @@ export interface BrokerTlsOptions {
   key: string
   /** PEM CA of client certificates: request and verify them. */
   clientCa?: string
-}
-
-function readPem(file: string, key: string): Buffer {
-  try {
-    const pem = fs.readFileSync(file)
-    // Node ignores text that is not PEM in a CA list: say so instead of failing later as "unknown CA".
-    const want = /\.key$/.test(key) ? 'PRIVATE KEY-----' : '-----BEGIN CERTIFICATE-----'
-    if (!pem.includes(want))
-      throw new ConfigError(
-        `${key} file ${file} is not a PEM ${want.startsWith('P') ? 'private key' : 'certificate'}`,
-        {
-          suggestion: `set ${key} to a PEM file (it starts with -----BEGIN ${want.startsWith('P') ? '… PRIVATE KEY' : 'CERTIFICATE'}-----)`,
-          details: { key, file },
-        },
-      )
-    return pem
-  } catch (err) {
-    if (err instanceof ConfigError) throw err
-    const code = (err as NodeJS.ErrnoException).code
-    throw new ConfigError(`cannot read ${key} file ${file} (${code ?? (err as Error).message})`, {
-      suggestion: `set ${key} to a readable PEM file`,
-      details: { key, file, code },
-    })
-  }
 }
 
 /** The secure-context options from the PEM files (read now: a reload sees the new files). */

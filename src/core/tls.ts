@@ -77,7 +77,8 @@ export function checkTransport(url: URL, options: TlsClientOptions = {}): void {
   )
 }
 
-function readPem(file: string, key: string): Buffer {
+/** A PEM file named by config key `key`, or ConfigError (78) naming the key and what is wrong (edge and broker). */
+export function readPem(file: string, key: string): Buffer {
   try {
     const pem = fs.readFileSync(file)
     // Node ignores text that is not PEM in a CA list: say so instead of failing later as "unknown CA".
