@@ -4,10 +4,11 @@
  *
  * It is built from named fastify plugins (./plugins/): `rmq-context` (the
  * shared `app.broker`: store, options, notifier, clock, background timers),
- * `rmq-errors`, `rmq-body-decoding`, `rmq-authentication` and
- * `rmq-monitoring`. Routes live in ./routes/*.ts, one module per area, listed
- * in ./routes/index.ts as public or protected; the protected ones share one
- * context whose onRequest hook is `app.authenticate`.
+ * `rmq-errors`, `rmq-body-decoding`, `rmq-auth-abuse` (limits on failed
+ * authentication), `rmq-authentication` and `rmq-monitoring`. Routes live
+ * in ./routes/*.ts, one module per area, listed in ./routes/index.ts as
+ * public or protected; the protected ones share one context whose onRequest
+ * hook is `app.authenticate`.
  */
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { ConfigError } from '../shared/errors.js'
@@ -20,6 +21,7 @@ import { loggerOptions } from './logging.js'
 import monitoring from './monitoring.js'
 import { isLoopback, type BrokerOptions } from './options.js'
 import { httpsOptions, loadServerTls } from './tls.js'
+import authAbuse from './plugins/auth-abuse.js'
 import authentication from './plugins/authentication.js'
 import bodyDecoding from './plugins/body-decoding.js'
 import context from './plugins/context.js'
@@ -80,6 +82,8 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   await app.register(context, { store, options })
   await app.register(errorHandler)
   await app.register(bodyDecoding)
+  // Before authentication: its onRequest hook refuses addresses with too many failures first.
+  await app.register(authAbuse)
   await app.register(authentication)
   await app.register(monitoring)
   for (const route of PUBLIC_ROUTES) await app.register(route)

@@ -21,6 +21,14 @@ export interface BrokerLimits {
   inFlightBytes?: number
   /** Largest consumer page by stored message size (always at least one message). */
   pageBytes?: number
+  /** Failed authentications per client address in a burst before 429 TOO_MANY_AUTH_FAILURES (0: no limit). */
+  authFailures?: number
+  /** Failures per second an address earns back (the refill of authFailures). */
+  authFailureRate?: number
+  /** Long-polls open at once per credential (429 TOO_MANY_LONG_POLLS; 0: no limit). */
+  longPollsPerCredential?: number
+  /** Long-polls open at once in total (429 TOO_MANY_LONG_POLLS; 0: no limit). */
+  longPolls?: number
 }
 
 export const DEFAULT_LIMITS = {
@@ -28,6 +36,10 @@ export const DEFAULT_LIMITS = {
   inFlightPerNode: 4,
   inFlightBytes: 80 << 20,
   pageBytes: 16 << 20,
+  authFailures: 20,
+  authFailureRate: 2,
+  longPollsPerCredential: 16,
+  longPolls: 1000,
 } as const
 
 /** The limit `key` in force: the configured value, else its default. */
@@ -61,6 +73,8 @@ export interface BrokerOptions {
   logLevel?: string
   /** How often the watermark is recomputed without traffic (ms). */
   releaseIntervalMs?: number
+  /** How often the summary of failed authentications is logged (ms; default a minute). */
+  authLogIntervalMs?: number
   /** How often retention runs (ms). */
   retentionIntervalMs?: number
   /** Use this store instead of opening one (tests, embedding). Closed with the app. */

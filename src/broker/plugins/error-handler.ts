@@ -1,11 +1,13 @@
 /**
  * Plugin `rmq-errors`: one JSON shape for every error response
  * (`{ statusCode, code, error }`), 503 + Retry-After for a store that is
- * unavailable, and logging: 5xx with the error, anything else as one line.
+ * unavailable, and logging: 5xx with the error, anything else as one line
+ * (failed authentication excepted: see ./auth-abuse.ts).
  */
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { HttpError } from '../http-error.js'
+import { isSummarizedAuthFailure } from './auth-abuse.js'
 import { StoreUnavailableError } from '../store/types.js'
 
 const errorHandler: FastifyPluginAsync = async (app) => {
@@ -28,7 +30,9 @@ const errorHandler: FastifyPluginAsync = async (app) => {
       }
       if (err instanceof HttpError) for (const [k, v] of Object.entries(err.headers)) reply.header(k, v)
       if (status >= 500) req.log.error({ err, url: req.url }, 'request failed')
-      else req.log.info({ status, code, url: req.url, node: req.authNode ?? undefined }, message)
+      // Failed authentication is logged as a per-address summary (rmq-auth-abuse), not per request.
+      else if (!isSummarizedAuthFailure(status, code))
+        req.log.info({ status, code, url: req.url, node: req.authNode ?? undefined }, message)
       if (status === 500) message = 'internal error'
       void reply.code(status).send({ statusCode: status, code, error: message })
     },

@@ -3,14 +3,23 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { ConsumedMessage, MessagesPage } from '../../protocol/messages.js'
 import { messageId } from '../../protocol/batch.js'
 import { HttpError } from '../http-error.js'
+import { LongPollSlots } from '../long-polls.js'
 import { limitOf, orderingContext } from '../options.js'
 import type { BrokerStore, ReadOrder, ReadResult, StoredMessage } from '../store/types.js'
 import { topicFilterProblem } from '../../protocol/topic-filter.js'
 
 export const MAX_LIMIT = 10_000
 export const MAX_WAIT_MS = 60_000
-/** Long-polls re-read the store this often, to see commits of other broker processes. */
-const POLL_MS = 250
+/**
+ * An idle long-poll waits on the Notifier and reads the store only when woken
+ * (new data committed or released by this process, or by another broker
+ * process through BrokerStore.subscribe: PostgreSQL LISTEN/NOTIFY). A store
+ * that others may write is also re-read this often, as a fallback: a
+ * notification sent while the LISTEN connection was reconnecting is lost.
+ * SQLite needs no poll at all: one broker process owns the file and signals
+ * every commit itself.
+ */
+const SHARED_POLL_MS = 3000
 /** Work a request spends continuing a filtered read that stopped before the head, at least (ms). */
 const SCAN_BUDGET_MS = 2000
 
@@ -125,6 +134,9 @@ export function parseOrder(raw: string | undefined): ReadOrder {
  * what is held behind the watermark (`held`). docs/protocol.md.
  */
 const messages: FastifyPluginAsync = async (app) => {
+  const { limits, store: storeKind } = app.broker.options
+  const slots = new LongPollSlots(limitOf(limits, 'longPollsPerCredential'), limitOf(limits, 'longPolls'))
+  const pollMs = storeKind === 'sqlite' && !app.broker.store.subscribe ? Infinity : SHARED_POLL_MS
   app.get('/v1/messages', async (req, reply) => {
     const t0 = performance.now()
     const q = req.query as Record<string, string | undefined>
@@ -142,6 +154,18 @@ const messages: FastifyPluginAsync = async (app) => {
     )
     const messageBytes = limitOf(app.broker.options.limits, 'messageBytes')
     const wait = intParam(q, 'wait', 0, MAX_WAIT_MS)
+    // Before any store work: a long-poll over the caps costs nothing.
+    const release =
+      wait > 0
+        ? slots.acquire(req.authNode ?? `address ${req.ip}`, req.authNode ? `node ${req.authNode}` : req.ip)
+        : undefined
+    // The slot is freed when the response is over, or when the client hangs up (which also ends the wait).
+    const gone = new AbortController()
+    if (release)
+      reply.raw.once('close', () => {
+        release()
+        gone.abort()
+      })
     let after: number
     if (q.after !== undefined && q.after !== '') after = intParam(q, 'after', 0, Number.MAX_SAFE_INTEGER)
     else if (q.group) after = (await store.groupPosition(q.group, order)) ?? 0
@@ -156,7 +180,10 @@ const messages: FastifyPluginAsync = async (app) => {
       const page = await readPage(store, { order, after, topic }, limit, maxBytes, messageBytes)
       const now = Date.now()
       const done =
-        page.messages.length > 0 || notifier.isClosed || (page.more ? now >= scanUntil : now >= deadline)
+        page.messages.length > 0 ||
+        notifier.isClosed ||
+        gone.signal.aborted ||
+        (page.more ? now >= scanUntil : now >= deadline)
       if (done) {
         const rest: Omit<MessagesPage, 'order' | 'messages'> = {
           next: page.next,
@@ -180,7 +207,7 @@ const messages: FastifyPluginAsync = async (app) => {
       if (page.more) await new Promise((resolve) => setImmediate(resolve))
       else {
         const w0 = performance.now()
-        await notifier.wait(Math.min(POLL_MS, deadline - now))
+        await notifier.wait(Math.min(pollMs, deadline - now), gone.signal)
         waited += performance.now() - w0
       }
     }

@@ -325,6 +325,38 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     description: 'Largest consumer page (messages by stored size; always at least one message).',
   },
   {
+    key: 'broker.limits.authFailures',
+    type: 'int',
+    default: 20,
+    min: 0,
+    description:
+      'Failed authentications one client address may make in a burst; then 429 with Retry-After before any token is checked (0: no limit).',
+  },
+  {
+    key: 'broker.limits.authFailureRate',
+    type: 'number',
+    default: 2,
+    min: 0,
+    description:
+      'Failed authentications per second an address earns back after the burst (refill of authFailures).',
+  },
+  {
+    key: 'broker.limits.longPollsPerCredential',
+    type: 'int',
+    default: 16,
+    min: 0,
+    description:
+      'Long-polls (GET /v1/messages with wait) one credential may hold open at once before 429 (0: no limit).',
+  },
+  {
+    key: 'broker.limits.longPolls',
+    type: 'int',
+    default: 1000,
+    min: 0,
+    description:
+      'Long-polls open at once on this broker, all credentials together, before 429 (0: no limit).',
+  },
+  {
     key: 'broker.ordering.maxLateness',
     type: 'duration',
     default: '5m',
@@ -479,6 +511,10 @@ export interface RmqConfig {
       inFlightPerNode: number
       inFlightBytes: number
       pageBytes: number
+      authFailures: number
+      authFailureRate: number
+      longPollsPerCredential: number
+      longPolls: number
     }
     ordering: {
       maxLateness: number
