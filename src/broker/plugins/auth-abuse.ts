@@ -58,7 +58,7 @@ interface Tally {
 }
 
 const authAbuse: FastifyPluginAsync = async (app) => {
-  const { options } = app.broker
+  const { options, now } = app.broker
   const burst = limitOf(options.limits, 'authFailures')
   const rate = limitOf(options.limits, 'authFailureRate')
   // burst 0 switches the limit off; a rate of 0 with a burst means "the burst, then never again" is
@@ -101,7 +101,7 @@ const authAbuse: FastifyPluginAsync = async (app) => {
   // Before authentication (this hook is registered on the root, ahead of the protected context).
   app.addHook('onRequest', async (req) => {
     if (!failures) return
-    const ms = failures.peek(addressKey(req.ip))
+    const ms = failures.peek(addressKey(req.ip), now())
     if (ms > 0)
       throw new HttpError(
         429,
@@ -116,7 +116,7 @@ const authAbuse: FastifyPluginAsync = async (app) => {
     const code = err.code ?? 'UNAUTHORIZED'
     if (!isSummarizedAuthFailure(status, code)) return
     record(req, code)
-    if (status === 401) failures?.take(addressKey(req.ip))
+    if (status === 401) failures?.take(addressKey(req.ip), now())
   })
 }
 
