@@ -84,7 +84,7 @@ const authAbuse: FastifyPluginAsync = async (app) => {
         { address, failures: t.failures, limited: t.limited, codes: t.codes },
         `authentication failed ${t.failures} time(s)` +
           (t.limited ? `, ${t.limited} request(s) refused 429 ${AUTH_LIMITED}` : '') +
-          ` from ${address} (summary of the last ${Math.round(intervalMs / 1000)} s)`,
+          ` from ${address} (summary per address, every ${Math.round(intervalMs / 1000)} s)`,
       )
   }
   const intervalMs = options.authLogIntervalMs ?? 60_000
