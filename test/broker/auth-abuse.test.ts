@@ -6,13 +6,15 @@
  * request and the broker's JSON log captured from stderr.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { createBrokerApp } from '../../src/broker/app.js'
+import http from 'node:http'
+import { createBrokerApp, startBroker } from '../../src/broker/app.js'
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
 import { createNodeToken } from '../../src/broker/tokens.js'
 import { addressKey } from '../../src/broker/plugins/auth-abuse.js'
 import { makeBatch, message } from '../helpers/broker.js'
-import { BrokerAppFixture, T0 } from '../helpers/broker-app.js'
+import { BrokerAppFixture, T0, brokerAppOptions } from '../helpers/broker-app.js'
+import { makeTempDir } from '../helpers/cli.js'
 
 const LIMITS = { bodyBytes: 8 << 20, decompressedBytes: 64 << 20, ratePerNode: 0 }
 
@@ -140,7 +142,11 @@ describe('failed authentication per address', () => {
 
 describe('long-polls', () => {
   let b: BrokerAppFixture
-  afterEach(() => b.close())
+  let closeServer: (() => Promise<void>) | undefined
+  afterEach(async () => {
+    await (closeServer ?? (() => b.close()))()
+    closeServer = undefined
+  })
 
   const poll = (token: string, wait = 10_000, remoteAddress = '127.0.0.1') =>
     b.app.inject({
@@ -184,6 +190,48 @@ describe('long-polls', () => {
       headers: { authorization: `Bearer ${b.token}` },
     })
     expect(again.statusCode).toBe(200)
+  })
+
+  it('a client that hangs up frees its long-poll slot at once (real socket)', async () => {
+    const tmp = makeTempDir('rmq-long-poll-hangup-')
+    const store = await openSqliteBrokerStore({ dataDir: tmp.dir })
+    const { token } = await createNodeToken(store, 'gw-1')
+    const running = await startBroker(
+      brokerAppOptions(tmp.dir, {
+        storeInstance: store,
+        limits: { ...LIMITS, longPollsPerCredential: 1, longPolls: 0 },
+      }),
+    )
+    closeServer = async () => {
+      await running.close()
+      tmp.cleanup()
+    }
+    const get = (wait: number) =>
+      new Promise<{ status: number; req: http.ClientRequest }>((resolve, reject) => {
+        const req = http.get(
+          `${running.url}/v1/messages?wait=${wait}`,
+          { headers: { authorization: `Bearer ${token}` } },
+          (res) => {
+            res.resume()
+            resolve({ status: res.statusCode ?? 0, req })
+          },
+        )
+        req.on('error', reject)
+      })
+    const hanging = http.get(`${running.url}/v1/messages?wait=30000`, {
+      headers: { authorization: `Bearer ${token}` },
+    })
+    hanging.on('error', () => {})
+    await new Promise((r) => setTimeout(r, 300))
+    expect((await get(100)).status).toBe(429)
+    const t0 = Date.now()
+    hanging.destroy()
+    let status = 0
+    while (Date.now() - t0 < 5000 && (status = (await get(100)).status) === 429)
+      await new Promise((r) => setTimeout(r, 20))
+    expect(status).toBe(200)
+    // Long before the hung-up long-poll's 30 s were over.
+    expect(Date.now() - t0).toBeLessThan(5000)
   })
 
   it('idle long-polls do not read the store; new data wakes them at once', async () => {
