@@ -61,9 +61,10 @@ const authAbuse: FastifyPluginAsync = async (app) => {
   const { options, now } = app.broker
   const burst = limitOf(options.limits, 'authFailures')
   const rate = limitOf(options.limits, 'authFailureRate')
-  // burst 0 switches the limit off; a rate of 0 with a burst means "the burst, then never again" is
-  // too harsh for a mistyped token, so it falls back to one per minute.
+  // A burst of 0 switches the limit off. A rate of 0 would mean "the burst, then never again", too
+  // harsh for a mistyped token: it is one a minute instead.
   const failures = burst > 0 ? new RateLimiter(rate > 0 ? rate : 1 / 60, burst) : undefined
+  const refill = rate > 0 ? `${rate} per second` : 'one a minute'
   let tallies = new Map<string, Tally>()
 
   const record = (req: FastifyRequest, code: string) => {
@@ -107,7 +108,7 @@ const authAbuse: FastifyPluginAsync = async (app) => {
         429,
         AUTH_LIMITED,
         `too many failed authentications from ${req.ip} (broker.limits.authFailures is ${burst}, ` +
-          `refilled at ${rate} per second); retry in ${Math.ceil(ms / 1000)} s with a valid credential`,
+          `refilled at ${refill}); retry in ${Math.ceil(ms / 1000)} s with a valid credential`,
         { 'retry-after': String(Math.ceil(ms / 1000)) },
       )
   })

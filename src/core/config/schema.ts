@@ -338,7 +338,7 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     default: 2,
     min: 0,
     description:
-      'Failed authentications per second an address earns back after the burst (refill of authFailures).',
+      'Failed authentications per second an address earns back after the burst (refill of authFailures; 0: one a minute).',
   },
   {
     key: 'broker.limits.longPollsPerCredential',
