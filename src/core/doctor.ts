@@ -95,6 +95,16 @@ export async function runDoctor(loaded: LoadedConfig, o: DoctorOptions = {}): Pr
     if (driver) {
       try {
         await outboxChecks(driver, file, config.nodeId, now, !!o.full, add)
+      } catch (err) {
+        // A check that reads a damaged page (stats, state): the report still comes out whole.
+        const exitCode = (err as { exitCode?: number }).exitCode ?? ExitCode.ioError
+        add({
+          name: 'outbox',
+          state: 'error',
+          detail: (err as Error).message,
+          fix: exitCode === ExitCode.corrupt ? REPAIR_FIX : 'check the outbox file and the disk',
+          exitCode,
+        })
       } finally {
         await driver.close()
       }

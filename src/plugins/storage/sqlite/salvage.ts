@@ -67,7 +67,12 @@ function attempt<T>(fn: () => T, fallback: T): { value: T; ok: boolean } {
   }
 }
 
-/** Read [lo, hi] in CHUNK ranges; bisect a damaged one down to the seqs that cannot be read. */
+/**
+ * Read [lo, hi] in CHUNK ranges; bisect a damaged one down to the seqs that
+ * cannot be read. `read` must look a single seq up by equality: a range scan
+ * steps past its last row to see that it is the last, into the next page,
+ * which may be the damaged one.
+ */
 function readByRange<T>(
   lo: number,
   hi: number,
@@ -99,6 +104,10 @@ function readByRange<T>(
   }
   return { rows, lost }
 }
+
+/** `col` in [a, b] for two bound values; equality (`? = ?` binds b too) for a single one. */
+const between = (col: string, a: number, b: number) =>
+  a === b ? `${col} = ? AND ${col} = ?` : `${col} BETWEEN ? AND ?`
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v)
 
@@ -235,7 +244,7 @@ export async function salvageSqlite(o: SalvageOptions): Promise<SalvageResult> {
         db
           .prepare(
             `SELECT seq, topic, payload, content_type, ts, arrived_at, expires_at, priority, headers, size
-             FROM messages WHERE seq BETWEEN ? AND ? ORDER BY seq`,
+             FROM messages WHERE ${between('seq', a, b)} ORDER BY seq`,
           )
           .all(a, b) as MessageRow[],
       (b) => o.onProgress?.(b - loSeq + 1, total),
@@ -259,7 +268,8 @@ export async function salvageSqlite(o: SalvageOptions): Promise<SalvageResult> {
           (a, b) =>
             db
               .prepare(
-                'SELECT priority, seq, ts, expires_at, size, attempts FROM pending WHERE priority = ? AND seq BETWEEN ? AND ?',
+                `SELECT priority, seq, ts, expires_at, size, attempts FROM pending
+                 WHERE priority = ? AND ${between('seq', a, b)}`,
               )
               .all(p, a, b) as PendingRow[],
         )
@@ -275,7 +285,7 @@ export async function salvageSqlite(o: SalvageOptions): Promise<SalvageResult> {
         hiSeq,
         (a, b) =>
           db
-            .prepare('SELECT first, last, sent_at FROM sent WHERE first BETWEEN ? AND ?')
+            .prepare(`SELECT first, last, sent_at FROM sent WHERE ${between('first', a, b)}`)
             .all(a, b) as SentRow[],
       )
       sentRows = r.rows
@@ -397,17 +407,15 @@ export async function salvageSqlite(o: SalvageOptions): Promise<SalvageResult> {
           )
           .run()
         c.db.prepare("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'messages'").run(hiSeq)
-        c.db
-          .prepare("INSERT INTO state (key, value) VALUES ('repair.last', ?)")
-          .run(
-            JSON.stringify({
-              at: o.now,
-              from: o.path,
-              lost,
-              lostPending,
-              recovered: result.recovered.messages,
-            }),
-          )
+        c.db.prepare("INSERT INTO state (key, value) VALUES ('repair.last', ?)").run(
+          JSON.stringify({
+            at: o.now,
+            from: o.path,
+            lost,
+            lostPending,
+            recovered: result.recovered.messages,
+          }),
+        )
       })
       const check = c.db.prepare('PRAGMA quick_check').pluck().all() as string[]
       if (check.length !== 1 || check[0] !== 'ok')
