@@ -15,7 +15,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
-import { getMessages, startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
+import { allMessages, startBrokerProcess } from '../helpers/broker.js'
 import { makeTempDir, runCli } from '../helpers/cli.js'
 
 const TOTAL = 2000
@@ -56,34 +56,6 @@ function ranges(seqs: number[]): Array<[number, number]> {
   return out
 }
 
-interface BrokerMessage {
-  node: string
-  epoch: string
-  seq: number
-  topic: string
-  payload: string
-}
-
-/** Every message the broker holds, in arrival order (paged). */
-async function brokerMessages(broker: BrokerProcess): Promise<BrokerMessage[]> {
-  const out: BrokerMessage[] = []
-  let after: string | number | undefined
-  for (let page = 0; page < 100; page++) {
-    const r = await getMessages(broker.url, {
-      order: 'arrival',
-      topic: '#',
-      limit: 1000,
-      ...(after !== undefined ? { after } : {}),
-    })
-    expect(r.status).toBe(200)
-    const body = r.body as { messages: BrokerMessage[]; next?: string | number; more?: boolean }
-    out.push(...body.messages)
-    if (!body.more || body.messages.length === 0) return out
-    after = body.next
-  }
-  throw new Error('more than 100 pages')
-}
-
 describe('a damaged outbox: exit 70, doctor --repair, a sync after it', () => {
   const cleanups: Array<() => unknown> = []
   afterEach(async () => {
@@ -106,7 +78,7 @@ describe('a damaged outbox: exit 70, doctor --repair, a sync after it', () => {
     const synced = await rmq(['sync', '--max-batches', String(SYNCED / 100), '--json'])
     expect(synced.code, synced.stderr).toBe(0)
     expect(JSON.parse(synced.stdout).messages).toBe(SYNCED)
-    const before = await brokerMessages(broker)
+    const before = await allMessages(broker.url)
     expect(before.map((m) => m.seq)).toEqual(Array.from({ length: SYNCED }, (_, i) => i + 1))
     const epoch = before[0].epoch
 
@@ -206,7 +178,7 @@ describe('a damaged outbox: exit 70, doctor --repair, a sync after it', () => {
     // The sync after it: every recovered pending message once, nothing the broker had again.
     const drained = await rmq(['drain', '--timeout', '60s', '--json'])
     expect(drained.code, drained.stderr).toBe(0)
-    const after = await brokerMessages(broker)
+    const after = await allMessages(broker.url)
     const seqs = after.map((m) => m.seq)
     expect(new Set(seqs).size).toBe(seqs.length)
     expect(after.every((m) => m.node === 'gw-r' && m.epoch === epoch)).toBe(true)

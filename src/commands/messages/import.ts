@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand } from '../../cli/base-command.js'
 import type { ImportResult } from '../../core/messages-transfer.js'
-import { ConfigError } from '../../shared/errors.js'
+import { ValidationError } from '../../shared/errors.js'
 
 export default class MessagesImport extends BaseCommand<typeof MessagesImport> {
   static override summary = 'Publish the messages of an export (`rmq messages export`) into this outbox.'
@@ -39,7 +39,8 @@ export default class MessagesImport extends BaseCommand<typeof MessagesImport> {
       try {
         fs.accessSync(file, fs.constants.R_OK)
       } catch (err) {
-        throw new ConfigError(`cannot read ${file}: ${(err as Error).message}`, {
+        // Exit 65 like `rmq publish -f` with a file it cannot read.
+        throw new ValidationError(`cannot read ${file}: ${(err as Error).message}`, {
           suggestion: 'give the path of a file written by `rmq messages export`, or - for stdin',
         })
       }
