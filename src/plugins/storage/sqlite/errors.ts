@@ -50,10 +50,13 @@ export function mapSqliteError(err: unknown, file: string, fullness: () => Fulln
     })
   if (code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB')
     // No suggestion: the fix is a command of the CLI (`rmq doctor --repair`, src/cli/advice.ts).
-    throw new CorruptStoreError(`the outbox ${file} is damaged: ${(err as Error).message}`, {
-      details: { problem: 'outbox-corrupt' satisfies StorageProblem, file, sqlite: sqliteCode(err) },
-      cause: err,
-    })
+    throw new CorruptStoreError(
+      `the outbox ${file} is ${code === 'SQLITE_NOTADB' ? 'damaged or not an rmq database' : 'damaged'}: ${(err as Error).message}`,
+      {
+        details: { problem: 'outbox-corrupt' satisfies StorageProblem, file, sqlite: sqliteCode(err) },
+        cause: err,
+      },
+    )
   if (code === 'SQLITE_READONLY' || code === 'SQLITE_CANTOPEN' || code === 'SQLITE_IOERR')
     throw new StorageError(`cannot write the outbox ${file}: ${(err as Error).message}`, {
       suggestion: 'check that the file and its directory are writable and the disk is healthy',
