@@ -48,6 +48,7 @@ export default class Doctor extends BaseCommand<typeof Doctor> {
   }
 
   private async repair(): Promise<RepairReport> {
+    await import('../plugins/salvagers.js')
     const { repairOutbox, formatRanges } = await import('../core/repair.js')
     const { Progress } = await import('../cli/progress.js')
     const loaded = await this.loadConfig()

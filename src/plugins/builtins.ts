@@ -9,12 +9,9 @@
  */
 import { registerCodec } from '../core/compression/registry.js'
 import { registerStorageDriver } from '../core/storage/registry.js'
-import { registerStorageSalvager } from '../core/storage/salvage.js'
 
 registerStorageDriver('sqlite', async () => (await import('./storage/sqlite/index.js')).createSqliteStorage)
 registerStorageDriver('memory', async () => (await import('./storage/memory.js')).createMemoryStorage)
-// `rmq doctor --repair` of a damaged file.
-registerStorageSalvager('sqlite', async () => (await import('./storage/sqlite/salvage.js')).salvageSqlite)
 
 registerCodec('zstd', async () => (await import('./compression/zstd.js')).createZstdCodec)
 registerCodec('gzip', async () => (await import('./compression/gzip.js')).createGzipCodec)
