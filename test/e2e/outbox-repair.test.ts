@@ -235,4 +235,21 @@ describe('a damaged outbox: exit 70, doctor --repair, a sync after it', () => {
         .map((l) => JSON.parse(l).payload),
     ).toEqual(['m1', 'm2', 'm3'])
   })
+
+  it('a file whose header is garbage: exit 70 beyond repair, the file left where it is', async () => {
+    const tmp = makeTempDir('rmq-repair-garbage-')
+    cleanups.push(() => tmp.cleanup())
+    const file = path.join(tmp.dir, '.rmq', 'outbox.db')
+    fs.mkdirSync(path.dirname(file), { recursive: true })
+    const garbage = Buffer.alloc(64 * 1024, 'not a database ')
+    fs.writeFileSync(file, garbage)
+    const r = await runCli(['doctor', '--repair'], { cwd: tmp.dir, env: { RMQ_NODE_ID: 'gw-g' } })
+    expect(r.code).toBe(70)
+    expect(r.stderr).toMatch(
+      /rmq: the outbox .*outbox\.db is damaged beyond repair: its header cannot be read/,
+    )
+    expect(r.stderr).toMatch(/fix: nothing in it can be read: move it aside/)
+    expect(fs.readFileSync(file).equals(garbage)).toBe(true)
+    expect(fs.readdirSync(path.dirname(file))).toEqual(['outbox.db'])
+  })
 })
