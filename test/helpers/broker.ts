@@ -14,6 +14,7 @@ import http from 'node:http'
 import zlib from 'node:zlib'
 import { createRequire } from 'node:module'
 import type { BatchBody, WireMessage } from '../../src/protocol/batch.js'
+import type { ConsumedMessage } from '../../src/protocol/messages.js'
 import { makeTempDir, runCli, spawnCli } from './cli.js'
 
 const require = createRequire(import.meta.url)
@@ -258,4 +259,25 @@ export async function getMessages(
   return request('GET', `${baseUrl}/v1/messages?${q}`, {
     headers: token ? { authorization: `Bearer ${token}` } : {},
   })
+}
+
+/** Every message the broker holds, in arrival order, page by page (at most `maxPages` of 1,000). */
+export async function allMessages(
+  baseUrl: string,
+  token?: string,
+  maxPages = 100,
+): Promise<ConsumedMessage[]> {
+  const out: ConsumedMessage[] = []
+  let after: string | number | undefined
+  for (let page = 0; page < maxPages; page++) {
+    const q: Record<string, string | number> = { order: 'arrival', topic: '#', limit: 1000 }
+    if (after !== undefined) q.after = after
+    const r = await getMessages(baseUrl, q, token)
+    if (r.status !== 200) throw new Error(`GET /v1/messages: ${r.status} ${JSON.stringify(r.body)}`)
+    const body = r.body as { messages: ConsumedMessage[]; next?: string | number; more?: boolean }
+    out.push(...body.messages)
+    if (!body.more || body.messages.length === 0) return out
+    after = body.next
+  }
+  throw new Error(`more than ${maxPages} pages of messages`)
 }

@@ -7,7 +7,8 @@ export default class Messages extends BaseCommand<typeof Messages> {
     'Newest first. Opens the outbox read-only: a listing never blocks or slows a running publish or sync. ' +
     'The same data is in the outbox file as the SQL view `outbox` (docs/storage.md "Looking inside"). ' +
     '--json prints one JSON object per line (NDJSON) with the whole payload (text, or hex when binary). ' +
-    'Show one message with `rmq messages show SEQ`.'
+    'Show one message with `rmq messages show SEQ`; move messages to another node with ' +
+    '`rmq messages export FILE` and `rmq messages import FILE`.'
   static override examples = [
     '<%= config.bin %> messages',
     '<%= config.bin %> messages --status pending --topic "plant/+/temp" --limit 50',
