@@ -9,25 +9,23 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createProducer } from '../../src/index.js'
 import { allMessages, startBrokerProcess } from '../helpers/broker.js'
 import { makeTempDir, runCli } from '../helpers/cli.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
 
 const T0 = Date.parse('2026-11-01T08:00:00Z')
 
 describe('rmq messages export / import', () => {
-  const cleanups: Array<() => unknown> = []
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c()
-  })
+  const cleanup = cleanupAfterEach()
 
   it("export A's backlog, import into B, sync B: the consumer sees A's topics, ts and payloads, once", async () => {
     const broker = await startBrokerProcess({ auth: 'none' })
-    cleanups.push(() => broker.cleanup())
+    cleanup(() => broker.cleanup())
     const a = makeTempDir('rmq-export-a-')
     const b = makeTempDir('rmq-export-b-')
-    cleanups.push(a.cleanup, b.cleanup)
+    cleanup(a.cleanup, b.cleanup)
     const on = (dir: string, node: string) => (args: string[], input?: string) =>
       runCli(args, {
         cwd: dir,
@@ -186,11 +184,17 @@ describe('rmq messages export / import', () => {
       })
     })
     expect(fs.readFileSync(file, 'utf8').split('\n').length).toBe(2503)
+    // A FILE that cannot be written: 78 naming it, no half export left anywhere.
+    const nowhere = path.join(a.dir, 'missing-dir', 'out.ndjson')
+    const refused = await rmqA(['messages', 'export', nowhere])
+    expect(refused.code, refused.stderr).toBe(78)
+    expect(refused.stderr).toContain(`cannot write ${nowhere}.partial`)
+    expect(fs.existsSync(path.dirname(nowhere))).toBe(false)
   }, 240_000)
 
   it('a bad line: exit 65 naming it; from a file nothing is stored, from stdin what came before is stored and said', async () => {
     const tmp = makeTempDir('rmq-import-bad-')
-    cleanups.push(tmp.cleanup)
+    cleanup(tmp.cleanup)
     const rmq = (args: string[], input?: string) =>
       runCli(args, { cwd: tmp.dir, env: { RMQ_NODE_ID: 'gw-i' }, input, timeoutMs: 60_000 })
     const good = (i: number) =>

@@ -14,9 +14,10 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { allMessages, startBrokerProcess } from '../helpers/broker.js'
 import { makeTempDir, runCli } from '../helpers/cli.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
 
 const TOTAL = 2000
 const SYNCED = 1000
@@ -57,16 +58,13 @@ function ranges(seqs: number[]): Array<[number, number]> {
 }
 
 describe('a damaged outbox: exit 70, doctor --repair, a sync after it', () => {
-  const cleanups: Array<() => unknown> = []
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c()
-  })
+  const cleanup = cleanupAfterEach()
 
   it('publish, sync and doctor exit 70 naming the repair; the repair recovers every row of the undamaged pages; the next sync delivers them once', async () => {
     const broker = await startBrokerProcess({ auth: 'none' })
-    cleanups.push(() => broker.cleanup())
+    cleanup(() => broker.cleanup())
     const tmp = makeTempDir('rmq-repair-')
-    cleanups.push(() => tmp.cleanup())
+    cleanup(() => tmp.cleanup())
     const env = { RMQ_NODE_ID: 'gw-r', RMQ_BROKER_URL: broker.url, RMQ_SYNC_BATCH_SIZE: '100' }
     const rmq = (args: string[], input?: string) =>
       runCli(args, { cwd: tmp.dir, env, input, timeoutMs: 90_000 })
@@ -199,7 +197,7 @@ describe('a damaged outbox: exit 70, doctor --repair, a sync after it', () => {
 
   it('refuses while a sync holds the lease (exit 74, file untouched); a healthy file repairs to itself', async () => {
     const tmp = makeTempDir('rmq-repair-lease-')
-    cleanups.push(() => tmp.cleanup())
+    cleanup(() => tmp.cleanup())
     const env = { RMQ_NODE_ID: 'gw-l' }
     const rmq = (args: string[]) => runCli(args, { cwd: tmp.dir, env })
     for (let i = 1; i <= 3; i++) expect((await rmq(['publish', 'plant/l', `m${i}`])).code).toBe(0)
@@ -238,7 +236,7 @@ describe('a damaged outbox: exit 70, doctor --repair, a sync after it', () => {
 
   it('a file whose header is garbage: exit 70 beyond repair, the file left where it is', async () => {
     const tmp = makeTempDir('rmq-repair-garbage-')
-    cleanups.push(() => tmp.cleanup())
+    cleanup(() => tmp.cleanup())
     const file = path.join(tmp.dir, '.rmq', 'outbox.db')
     fs.mkdirSync(path.dirname(file), { recursive: true })
     const garbage = Buffer.alloc(64 * 1024, 'not a database ')

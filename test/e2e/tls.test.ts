@@ -223,9 +223,9 @@ describe('mTLS: the client certificate names the node', () => {
 
 describe('plain HTTP', () => {
   it('http:// to a non-loopback address is refused before connecting (exit 78 naming tls and allowInsecureHttp)', async () => {
-    // 10.255.255.1 is not routed here: a connection attempt would hang until the 60 s timeout.
+    // A name under .invalid never resolves: were rmq to try, it would fail with a DNS error, not exit 78.
     const e = edge('gw-http', {
-      RMQ_BROKER_URL: 'http://10.255.255.1:7878',
+      RMQ_BROKER_URL: 'http://broker.invalid:7878',
       RMQ_TOKEN: 'secret',
       RMQ_SYNC_TIMEOUT: '60s',
     })
@@ -234,7 +234,7 @@ describe('plain HTTP', () => {
       const started = Date.now()
       const r = await e.run(args)
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(78)
-      expect(r.stderr).toContain('refusing plain http:// to 10.255.255.1:7878')
+      expect(r.stderr).toContain('refusing plain http:// to broker.invalid:7878')
       expect(r.stderr).toMatch(/\btls\b/)
       expect(r.stderr).toContain('allowInsecureHttp')
       expect(Date.now() - started).toBeLessThan(30_000)

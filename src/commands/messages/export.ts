@@ -1,9 +1,10 @@
-import fs from 'node:fs'
 import { once } from 'node:events'
-import { Args, Flags } from '@oclif/core'
+import { Args } from '@oclif/core'
 import { BaseCommand } from '../../cli/base-command.js'
+import { messageFilter, messageFilterFlags } from '../../cli/message-filter-flags.js'
 import type { ExportResult } from '../../core/messages-transfer.js'
 import { ConfigError } from '../../shared/errors.js'
+import { openPrivateFileStream, type PrivateFileStream } from '../../shared/private-files.js'
 
 export default class MessagesExport extends BaseCommand<typeof MessagesExport> {
   static override summary = 'Write stored messages to an NDJSON file (or stdout), for `rmq messages import`.'
@@ -20,16 +21,7 @@ export default class MessagesExport extends BaseCommand<typeof MessagesExport> {
   static override args = {
     file: Args.string({ description: 'Where to write; - for stdout.', required: true }),
   }
-  static override flags = {
-    status: Flags.string({
-      description: 'Which messages.',
-      options: ['pending', 'sent', 'expired', 'all'],
-      default: 'all',
-    }),
-    topic: Flags.string({ description: 'MQTT-style topic filter (+ one level, # the rest).' }),
-    since: Flags.string({ description: 'Event time from (inclusive): ISO 8601 or epoch ms.' }),
-    until: Flags.string({ description: 'Event time until (exclusive): ISO 8601 or epoch ms.' }),
-  }
+  static override flags = messageFilterFlags({ default: 'all', description: 'Which messages.' })
 
   async run(): Promise<ExportResult & { file: string }> {
     const { exportMessages, exportJsonProblem } = await import('../../core/messages-transfer.js')
@@ -38,47 +30,31 @@ export default class MessagesExport extends BaseCommand<typeof MessagesExport> {
     const problem = exportJsonProblem(file, this.jsonEnabled())
     if (problem) throw problem
     const loaded = await this.loadConfig()
-    const filter = {
-      status: this.flags.status as 'all',
-      topic: this.flags.topic,
-      since: this.flags.since,
-      until: this.flags.until,
-    }
-    const partial = `${file}.partial`
-    let out: NodeJS.WritableStream
-    if (file === '-') out = process.stdout
-    else {
+    let sink: PrivateFileStream | undefined
+    if (file !== '-')
       try {
         // Payloads leave the outbox here: owner-only, like the outbox.
-        out = fs.createWriteStream(partial, { mode: 0o600 })
-        await once(out, 'open')
+        sink = await openPrivateFileStream(file)
       } catch (err) {
-        throw new ConfigError(`cannot write ${partial}: ${(err as Error).message}`, {
+        throw new ConfigError(`cannot write ${file}.partial: ${(err as Error).message}`, {
           suggestion: 'give a FILE in a writable directory, or - for stdout',
         })
       }
-    }
+    const out: NodeJS.WritableStream = sink?.stream ?? process.stdout
     const progress = new Progress('exporting')
     let r: ExportResult
     try {
       r = await exportMessages(
         loaded,
-        filter,
+        messageFilter(this.flags),
         async (line) => {
           if (!out.write(line)) await once(out, 'drain')
         },
         (n) => progress.update(`${n} messages`),
       )
-      if (out !== process.stdout) {
-        out.end()
-        await once(out, 'finish')
-        fs.renameSync(partial, file)
-      }
+      await sink?.commit()
     } catch (err) {
-      if (out !== process.stdout) {
-        out.end()
-        fs.rmSync(partial, { force: true })
-      }
+      sink?.abort()
       throw err
     } finally {
       progress.done()

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
-import { Args, Flags } from '@oclif/core'
+import { Args } from '@oclif/core'
 import { BaseCommand } from '../../cli/base-command.js'
+import { messageFilter, messageFilterFlags } from '../../cli/message-filter-flags.js'
 import type { ImportResult } from '../../core/messages-transfer.js'
 import { ValidationError } from '../../shared/errors.js'
 
@@ -20,16 +21,10 @@ export default class MessagesImport extends BaseCommand<typeof MessagesImport> {
   static override args = {
     file: Args.string({ description: 'An export; - for stdin.', required: true }),
   }
-  static override flags = {
-    status: Flags.string({
-      description: 'Which exported records (their status field).',
-      options: ['pending', 'sent', 'expired', 'all'],
-      default: 'pending',
-    }),
-    topic: Flags.string({ description: 'MQTT-style topic filter (+ one level, # the rest).' }),
-    since: Flags.string({ description: 'Event time from (inclusive): ISO 8601 or epoch ms.' }),
-    until: Flags.string({ description: 'Event time until (exclusive): ISO 8601 or epoch ms.' }),
-  }
+  static override flags = messageFilterFlags({
+    default: 'pending',
+    description: 'Which exported records (their status field).',
+  })
 
   async run(): Promise<ImportResult> {
     const { importMessages } = await import('../../core/messages-transfer.js')
@@ -53,10 +48,7 @@ export default class MessagesImport extends BaseCommand<typeof MessagesImport> {
         () => (file === '-' ? process.stdin : fs.createReadStream(file)),
         file !== '-',
         {
-          status: this.flags.status as 'pending',
-          topic: this.flags.topic,
-          since: this.flags.since,
-          until: this.flags.until,
+          ...messageFilter(this.flags),
           onProgress: (lines, imported) => progress.update(`${lines} lines, ${imported} messages`),
         },
       )

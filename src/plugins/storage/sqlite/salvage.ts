@@ -17,22 +17,13 @@ import type { LeaseRow, SalvageOptions, SalvageResult } from '../../../core/stor
 import { Database, nativeAddon } from './addon.js'
 import { SqliteConnection } from './connection.js'
 import { migrate } from './migrate.js'
+import type { Row } from './rows.js'
 
 /** Seqs per range read; a damaged range is bisected. */
 const CHUNK = 512
 
-interface MessageRow {
-  seq: number
-  topic: string
-  payload: Buffer
-  content_type: string | null
-  ts: number
-  arrived_at: number
-  expires_at: number | null
-  priority: number
-  headers: string | null
-  size: number
-}
+/** A `messages` row as stored (the driver's Row without the `pending` columns). */
+type MessageRow = Omit<Row, 'attempts'>
 
 interface PendingRow {
   priority: number
