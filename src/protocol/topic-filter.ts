@@ -43,7 +43,8 @@ export function topicMatcher(filter: string | undefined): (topic: string) => boo
  * only by a `#` of the grant at the same level or above.
  */
 export function filterCovers(grant: string, filter: string): boolean {
-  const g = grant.split('/')
+  // A topic has at least one level, so `+/#` matches what `#` matches.
+  const g = (grant === '+/#' ? '#' : grant).split('/')
   const f = filter.split('/')
   for (let i = 0; ; i++) {
     if (i < g.length && g[i] === '#') return true
