@@ -17,7 +17,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { BatchBody, WireMessage } from '../protocol/batch.js'
-import type { BrokerStore, IngestContext } from '../broker/store/types.js'
+import type { BrokerStore, IngestContext, NewTokenRecord } from '../broker/store/types.js'
 import { batchOf, MIN, T0, wireMessage, type StoreHandle } from './broker-store-fixtures.js'
 import { orderingBoundsConformance } from './broker-store-ordering-conformance.js'
 import { pagingConformance } from './broker-store-paging-conformance.js'
@@ -399,18 +399,95 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
     })
 
     it('stores token hashes: put, find, touch, list, revoke', async () => {
-      await store.putToken('gw-1', 'h1', T0)
-      await store.putToken('gw-2', 'h2', T0 + 1)
-      expect(await store.findToken('h1')).toEqual({ node: 'gw-1', createdAt: T0, lastUsedAt: null })
+      const nodeToken = (name: string): NewTokenRecord => ({
+        name,
+        role: 'node',
+        topics: [],
+        groups: [],
+        expiresAt: null,
+      })
+      await store.putToken(nodeToken('gw-1'), 'h1', T0)
+      await store.putToken(nodeToken('gw-2'), 'h2', T0 + 1)
+      expect(await store.findToken('h1')).toEqual({
+        name: 'gw-1',
+        role: 'node',
+        topics: [],
+        groups: [],
+        createdAt: T0,
+        lastUsedAt: null,
+        expiresAt: null,
+        previousUntil: null,
+        previous: false,
+      })
       expect(await store.findToken('nope')).toBeUndefined()
       await store.touchToken('gw-1', T0 + 5)
       expect((await store.findToken('h1'))!.lastUsedAt).toBe(T0 + 5)
-      await store.putToken('gw-1', 'h1b', T0 + 9)
+      await store.putToken(nodeToken('gw-1'), 'h1b', T0 + 9)
       expect(await store.findToken('h1')).toBeUndefined()
-      expect((await store.listTokens()).map((t) => t.node)).toEqual(['gw-1', 'gw-2'])
+      expect((await store.listTokens()).map((t) => t.name)).toEqual(['gw-1', 'gw-2'])
       expect(await store.revokeToken('gw-2')).toBe(true)
       expect(await store.revokeToken('gw-2')).toBe(false)
       expect(await store.findToken('h2')).toBeUndefined()
+    })
+
+    it('stores a credential role, grants and expiry, and rotates it with a grace deadline', async () => {
+      await store.putToken(
+        {
+          name: 'etl',
+          role: 'consumer',
+          topics: ['plant/7/#', 'alarms/#'],
+          groups: ['billing'],
+          expiresAt: T0 + 99,
+        },
+        'c1',
+        T0,
+      )
+      await store.putToken(
+        { name: 'ops', role: 'monitor', topics: [], groups: [], expiresAt: null },
+        'm1',
+        T0,
+      )
+      expect(await store.findToken('c1')).toMatchObject({
+        name: 'etl',
+        role: 'consumer',
+        topics: ['plant/7/#', 'alarms/#'],
+        groups: ['billing'],
+        expiresAt: T0 + 99,
+        previous: false,
+      })
+      expect(await store.rotateToken('etl', 'c2', T0 + 50)).toBe(true)
+      expect(await store.rotateToken('nobody', 'x', T0 + 50)).toBe(false)
+      // Both the new and the rotated-out digest find it, telling which one matched.
+      expect(await store.findToken('c2')).toMatchObject({
+        name: 'etl',
+        previous: false,
+        previousUntil: T0 + 50,
+      })
+      expect(await store.findToken('c1')).toMatchObject({
+        name: 'etl',
+        previous: true,
+        previousUntil: T0 + 50,
+      })
+      expect((await store.listTokens()).map((t) => [t.name, t.role])).toEqual([
+        ['etl', 'consumer'],
+        ['ops', 'monitor'],
+      ])
+      // A second rotation keeps only the one before it.
+      expect(await store.rotateToken('etl', 'c3', T0 + 70)).toBe(true)
+      expect(await store.findToken('c1')).toBeUndefined()
+      expect(await store.findToken('c2')).toMatchObject({ previous: true, previousUntil: T0 + 70 })
+      // Replacing a credential ends its rotated-out token; revoking removes both.
+      await store.putToken(
+        { name: 'etl', role: 'consumer', topics: ['a/#'], groups: [], expiresAt: null },
+        'c4',
+        T0,
+      )
+      expect(await store.findToken('c2')).toBeUndefined()
+      expect(await store.findToken('c4')).toMatchObject({ topics: ['a/#'], groups: [], previousUntil: null })
+      expect(await store.rotateToken('etl', 'c5', T0 + 80)).toBe(true)
+      expect(await store.revokeToken('etl')).toBe(true)
+      expect(await store.findToken('c4')).toBeUndefined()
+      expect(await store.findToken('c5')).toBeUndefined()
     })
 
     it('consumer group positions never move backwards', async () => {
@@ -457,12 +534,12 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
 
     it('keeps everything durable across close and reopen', async () => {
       await store.ingest(batchOf('a', [wireMessage(1, T0)], { clock: T0 + 10 }), ctx(T0 + 10))
-      await store.putToken('a', 'ha', T0)
+      await store.putToken({ name: 'a', role: 'node', topics: [], groups: [], expiresAt: null }, 'ha', T0)
       await store.commitGroup('g', 'event', 1, T0)
       await store.close()
       store = await h.reopen()
       expect(await store.heads()).toMatchObject({ event: 1, arrival: 1, watermark: T0 + 10, total: 1 })
-      expect((await store.findToken('ha'))!.node).toBe('a')
+      expect(await store.findToken('ha')).toMatchObject({ name: 'a', role: 'node' })
       expect(await store.groupPosition('g', 'event')).toBe(1)
       expect((await store.ingest(batchOf('a', [wireMessage(1, T0)]), ctx(T0 + 20))).duplicates).toBe(1)
     })
