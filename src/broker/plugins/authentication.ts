@@ -13,12 +13,14 @@ import fp from 'fastify-plugin'
 import type { Credential } from '../authorization.js'
 import { HttpError } from '../http-error.js'
 import { cookieValue, SESSION_COOKIE, SessionStore } from '../sessions.js'
-import type { FoundToken } from '../store/types.js'
+import type { FoundToken, TokenRecord } from '../store/types.js'
 import { certificateIdentities, certificateNode } from '../tls.js'
 import { authenticate, bearerToken, tokenRefusal } from '../tokens.js'
 
 /** How often a token's last-used time is written (per credential): not on every request. */
 const TOUCH_EVERY_MS = 60_000
+/** With broker.auth=mtls, how long a change of a certificate name's role takes to apply. */
+const ROLES_TTL_MS = 5000
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -79,6 +81,18 @@ const authentication: FastifyPluginAsync = async (app) => {
     return rec
   }
 
+  // broker.auth=mtls: the credentials by name, read at most every ROLES_TTL_MS (not on every request).
+  let rolesCache: { at: number; byName: Promise<Map<string, TokenRecord>> } | undefined
+  const roles = (): Promise<Map<string, TokenRecord>> => {
+    const t = now()
+    if (!rolesCache || t - rolesCache.at >= ROLES_TTL_MS || t < rolesCache.at) {
+      const byName = store.listTokens().then((list) => new Map(list.map((r) => [r.name, r])))
+      rolesCache = { at: t, byName }
+      byName.catch(() => (rolesCache = undefined))
+    }
+    return rolesCache.byName
+  }
+
   app.decorate('authenticate', async (req: FastifyRequest) => {
     if (options.auth === 'none') return
     const certIds = options.tls?.clientCa ? verifiedCertificate(req) : undefined
@@ -92,8 +106,22 @@ const authentication: FastifyPluginAsync = async (app) => {
             certIds ?? [],
           ).slice(0, 200)})`,
         )
-      req.authNode = node
       req.authBy = 'certificate'
+      // A certificate names a node, unless a consumer, monitor or admin credential of that name gives it a role.
+      const rec = (await roles()).get(node)
+      if (rec && rec.role !== 'node') {
+        const refusal = tokenRefusal({ ...rec, previous: false }, now())
+        if (refusal) throw unauthorized(refusal.code, refusal.message)
+        req.credential = {
+          name: node,
+          role: rec.role,
+          topics: rec.topics,
+          groups: rec.groups,
+          by: 'certificate',
+        }
+        return
+      }
+      req.authNode = node
       req.credential = { name: node, role: 'node', topics: [], groups: [], by: 'certificate' }
       return
     }
