@@ -234,9 +234,11 @@ export async function rotateToken(
 export async function listTokens(
   store: BrokerStore,
   now = Date.now(),
-): Promise<Array<TokenRecord & { expired: boolean }>> {
+): Promise<Array<TokenRecord & { expired: boolean; node?: string }>> {
   return (await store.listTokens()).map((t) => ({
     ...t,
+    // Kept for scripts that read `node` (before roles every token was a node's).
+    ...(t.role === 'node' ? { node: t.name } : {}),
     expired: t.expiresAt !== null && now >= t.expiresAt,
   }))
 }

@@ -230,8 +230,13 @@ describe('broker end to end: ingest over HTTP against `rmq broker start`', () =>
   it('token list and revoke work on the data dir; a revoked token gets 401', async () => {
     const list = await runCli(['broker', 'token', 'list', '--data-dir', broker.dataDir, '--json'])
     expect(list.code).toBe(0)
-    const tokens = JSON.parse(list.stdout).tokens
-    expect(tokens.map((t: { node: string }) => t.node)).toEqual(['gw-a', 'gw-b'])
+    // Node tokens (role node, named by their node) and the test's admin credential.
+    const tokens = JSON.parse(list.stdout).tokens.filter((t: { role: string }) => t.role === 'node')
+    expect(tokens.map((t: { name: string; node: string }) => [t.name, t.node])).toEqual([
+      ['gw-a', 'gw-a'],
+      ['gw-b', 'gw-b'],
+    ])
+    expect(JSON.parse(list.stdout).tokens.map((t: { role: string }) => t.role)).toContain('admin')
     expect(tokens[0].lastUsedAt).toBeGreaterThan(0)
     expect(list.stdout).not.toContain(tokenA)
     const revoke = await runCli(['broker', 'token', 'revoke', 'gw-b', '--data-dir', broker.dataDir])

@@ -13,7 +13,7 @@ export default class BrokerTokenList extends BaseCommand<typeof BrokerTokenList>
     'data-dir': Flags.string({ description: 'Broker data directory (broker.dataDir).' }),
   }
 
-  async run(): Promise<{ tokens: Array<TokenRecord & { expired: boolean }> }> {
+  async run(): Promise<{ tokens: Array<TokenRecord & { expired: boolean; node?: string }> }> {
     const { withBrokerStore } = await import('../../../broker/admin.js')
     const { listTokens } = await import('../../../broker/tokens.js')
     const { renderTable } = await import('../../../cli/render.js')
