@@ -16,7 +16,6 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { LightMyRequestResponse } from 'fastify'
-import { createBrokerApp } from '../../src/broker/app.js'
 import type { Permission } from '../../src/broker/authorization.js'
 import type { TokenRole } from '../../src/broker/store/types.js'
 import { createToken, revokeToken, rotateToken } from '../../src/broker/tokens.js'

@@ -32,7 +32,6 @@ describe('broker monitoring (injectable clock)', () => {
   let tmp: ReturnType<typeof makeTempDir>
   let app: FastifyInstance
   let store: BrokerStore
-  let token: string
   /** A monitor credential: fleet status, alerts, history and /metrics. */
   let monitorTok: string
   let clock: number
@@ -40,7 +39,7 @@ describe('broker monitoring (injectable clock)', () => {
 
   const open = async (extra: Partial<CreateBrokerAppOptions> = {}) => {
     store = await openSqliteBrokerStore({ dataDir: tmp.dir })
-    token = (await createNodeToken(store, 'gw-1')).token
+    await createNodeToken(store, 'gw-1')
     monitorTok = (await createToken(store, { name: 'ops', role: 'monitor' })).token
     sink = new MemorySink()
     app = await createBrokerApp(
