@@ -220,7 +220,7 @@ UPDATE broker_meta SET schema_version = 3 WHERE id = 1;
  * (a node token's name is its node id) with a role, and every existing
  * token keeps working as role `node`.
  */
-const MIGRATE_3_TO_4 = `
+const MIGRATE_3_TO_4_TOKENS = `
 ALTER TABLE tokens RENAME COLUMN node TO name;
 ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'node';
 ALTER TABLE tokens ADD COLUMN topic_grants TEXT;
@@ -228,13 +228,17 @@ ALTER TABLE tokens ADD COLUMN group_grants TEXT;
 ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
 ALTER TABLE tokens ADD COLUMN previous_hash TEXT;
 ALTER TABLE tokens ADD COLUMN previous_until INTEGER;
-UPDATE broker_meta SET schema_version = 4 WHERE id = 1;
 `
 
 /** Bring a store at `version` (SCHEMA_VERSION for a new file) to the current schema; inside a transaction. */
 export function migrate(db: BetterSqlite3.Database, version: number): void {
   if (version === 1) db.exec(MIGRATE_1_TO_2)
   if (version <= 2) db.exec(MIGRATE_2_TO_3)
-  if (version <= 3) db.exec(MIGRATE_3_TO_4)
+  if (version <= 3) {
+    // A store that never had a tokens table gets the new one from SCHEMA below.
+    const columns = db.prepare("SELECT name FROM pragma_table_info('tokens')").pluck().all()
+    if (columns.includes('node')) db.exec(MIGRATE_3_TO_4_TOKENS)
+    db.exec(`UPDATE broker_meta SET schema_version = ${SCHEMA_VERSION} WHERE id = 1`)
+  }
   db.exec(SCHEMA)
 }
