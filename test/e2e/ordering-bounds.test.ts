@@ -28,6 +28,8 @@ describe('ordering bounds end to end (real broker process)', () => {
   const start = async (env: Record<string, string>) => {
     const broker = await startBrokerProcess({ env })
     cleanups.push(() => broker.cleanup())
+    // The reading credential made now, so that no token command runs inside a timed wait.
+    await broker.adminToken()
     return broker
   }
   /** B heartbeats every 300 ms until stopped, each time claiming `oldestTs` is still pending. */

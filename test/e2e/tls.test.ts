@@ -164,6 +164,8 @@ describe('HTTPS with a private CA', () => {
 describe('mTLS: the client certificate names the node', () => {
   it('a certificate for gw-a publishes as gw-a; as gw-b it is 403 naming both; none is 401; certificates of another CA are refused', async () => {
     const b = await tlsBroker({ RMQ_BROKER_TLS_CLIENT_CA: pki.ca }, 'mtls')
+    // A consumer credential named like a certificate gives that certificate its role (read every 5 s: made first).
+    await b.createToken('reader', { role: 'consumer', topics: '#' })
     const certA = pki.client('gw-a')
     const tls = { RMQ_TLS_CA: pki.ca, RMQ_TLS_CERT: certA.cert, RMQ_TLS_KEY: certA.key }
 
@@ -207,7 +209,6 @@ describe('mTLS: the client certificate names the node', () => {
     const asNode = await runCli(['consume', '#', '--json'], { env: { RMQ_BROKER_URL: b.url, ...tls } })
     expect(asNode.code).not.toBe(0)
     expect(asNode.stderr).toContain('lacks permission messages:read')
-    await b.createToken('reader', { role: 'consumer', topics: '#' })
     const reader = pki.client('reader')
     const got = await consumeAll(b.url, {
       RMQ_TLS_CA: pki.ca,
