@@ -174,6 +174,18 @@ describe('broker credentials on real processes', () => {
     const wider = await request('GET', `${broker.url}/v1/messages?topic=plant/%23`, bearer(c.token))
     expect(wider.status).toBe(403)
     expect(wider.body.error).toContain('lacks permission messages:read on topic filter "plant/#"')
+    // The commands say so with the fix: exit 78, never a stack trace.
+    const env = { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: c.token }
+    const consumeWide = await runCli(['consume', '#'], { env })
+    expect(consumeWide.code, consumeWide.stderr).toBe(78)
+    expect(consumeWide.stderr).toMatch(/lacks permission messages:read on topic filter "#"/)
+    expect(consumeWide.stderr).toMatch(/fix: .*--role consumer --topics/)
+    const consumeOk = await runCli(['consume', 'plant/7/#', '--json'], { env })
+    expect(consumeOk.code, consumeOk.stderr).toBe(0)
+    const fleetAsConsumer = await runCli(['status', '--broker'], { env })
+    expect(fleetAsConsumer.code).toBe(78)
+    expect(fleetAsConsumer.stderr).toMatch(/lacks permission fleet:read/)
+    expect(fleetAsConsumer.stderr).toMatch(/--role monitor/)
 
     for (const [args, problem, fix] of [
       [['x', '--topics', 'a/#'], /--topics and --groups are for role consumer, not node/, /leave them out/],
