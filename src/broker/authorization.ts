@@ -74,9 +74,11 @@ export interface ScopedRequest {
   params: unknown
 }
 
+/** A query or params field; a repeated one (an array) is returned as its JSON text, which no grant names. */
 function field(obj: unknown, key: string): string | undefined {
   const v = obj && typeof obj === 'object' ? (obj as Record<string, unknown>)[key] : undefined
-  return typeof v === 'string' ? v : undefined
+  if (v === undefined || v === null) return undefined
+  return typeof v === 'string' ? v : JSON.stringify(v)
 }
 
 function who(c: Credential): string {

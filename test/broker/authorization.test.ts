@@ -227,6 +227,12 @@ describe('authorization: roles and the one hook', () => {
     const read = await as('consumer', 'GET', '/v1/messages?topic=plant/7/%23&group=etl')
     forbidden(read, 'messages:read')
     expect(read.json().error).toContain('consumer group "etl"')
+    // A repeated parameter does not slip past the check.
+    forbidden(
+      await as('consumer', 'GET', '/v1/messages?topic=plant/7/%23&group=billing&group=etl'),
+      'messages:read',
+    )
+    expect((await as('consumer', 'GET', '/v1/messages?topic=plant/7/%23&topic=%23')).statusCode).toBe(400)
     const commit = await as('consumer', 'POST', '/v1/groups/etl/commit', { position: 1 })
     forbidden(commit, 'groups:commit')
     expect(commit.json().error).toContain('it is granted "billing"')
