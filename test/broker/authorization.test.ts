@@ -21,6 +21,7 @@ import type { TokenRole } from '../../src/broker/store/types.js'
 import { createToken, revokeToken, rotateToken } from '../../src/broker/tokens.js'
 import { BrokerAppFixture, MIN, T0 } from '../helpers/broker-app.js'
 import { makeBatch, message } from '../helpers/broker.js'
+import { makePki } from '../helpers/tls.js'
 
 type Who = TokenRole | 'anonymous'
 const WHO: Who[] = ['anonymous', 'node', 'consumer', 'monitor', 'admin']
@@ -311,7 +312,7 @@ describe('authorization: roles and the one hook', () => {
     expect(setCookie).toMatch(
       /^rmq_session=[A-Za-z0-9_-]{40,}; Path=\/; HttpOnly; SameSite=Strict; Max-Age=\d+$/,
     )
-    // Plain HTTP here: not Secure (over HTTPS it is, test/e2e/dashboard-auth.test.ts).
+    // Plain HTTP here: not Secure (over HTTPS it is: the next case).
     expect(setCookie).not.toContain('Secure')
     expect(setCookie).not.toContain(tokens.monitor)
     const cookie = setCookie.split(';')[0]
@@ -349,5 +350,19 @@ describe('authorization: roles and the one hook', () => {
     expect(
       (await fx.app.inject({ url: '/v1/nodes', headers: { cookie: 'rmq_session=abc' } })).json().code,
     ).toBe('UNAUTHORIZED')
+  })
+
+  it('over HTTPS the session cookie is Secure as well', async () => {
+    const pki = makePki()
+    try {
+      await open({ tls: { cert: pki.serverCert.cert, key: pki.serverCert.key } })
+      const signIn = await as('anonymous', 'POST', '/dashboard/session', { token: tokens.monitor })
+      expect(signIn.statusCode, signIn.body).toBe(200)
+      expect(String(signIn.headers['set-cookie'])).toMatch(
+        /; HttpOnly; SameSite=Strict; Secure; Max-Age=\d+$/,
+      )
+    } finally {
+      pki.cleanup()
+    }
   })
 })
