@@ -132,14 +132,16 @@ const authentication: FastifyPluginAsync = async (app) => {
     else {
       // The dashboard's session cookie, for reads only: SameSite=Strict and GET keep it from acting elsewhere.
       const session = cookieValue(req.headers.cookie, SESSION_COOKIE)
-      const digest =
-        session && (req.method === 'GET' || req.method === 'HEAD')
-          ? sessions.digestOf(session, now())
-          : undefined
+      const read = req.method === 'GET' || req.method === 'HEAD'
+      const digest = session && read ? sessions.digestOf(session, now()) : undefined
       if (!digest)
         throw unauthorized(
           'UNAUTHORIZED',
-          session ? 'the dashboard session has ended: sign in again' : 'missing bearer token',
+          !session
+            ? 'missing bearer token'
+            : read
+              ? 'the dashboard session has ended: sign in again'
+              : 'a dashboard session is good for reads only: send a bearer token',
         )
       rec = accept(
         await store.findToken(digest),
