@@ -10,7 +10,7 @@ import http from 'node:http'
 import { createBrokerApp, startBroker } from '../../src/broker/app.js'
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
-import { createNodeToken } from '../../src/broker/tokens.js'
+import { createNodeToken, createToken } from '../../src/broker/tokens.js'
 import { addressKey } from '../../src/broker/plugins/auth-abuse.js'
 import { makeBatch, message } from '../helpers/broker.js'
 import { BrokerAppFixture, T0, brokerAppOptions } from '../helpers/broker-app.js'
@@ -51,7 +51,8 @@ describe('failed authentication per address', () => {
     log = undefined
   })
 
-  const get = (remoteAddress: string, token: string | null, url = '/v1/heads') =>
+  // GET /v1/nodes/gw-1: a route the fixture's node token (gw-1) may read.
+  const get = (remoteAddress: string, token: string | null, url = '/v1/nodes/gw-1') =>
     b.app.inject({
       method: 'GET',
       url,
@@ -115,7 +116,7 @@ describe('failed authentication per address', () => {
     for (let i = 0; i < 300; i++) await get('10.0.0.9', i % 2 ? 'wrong-token' : null)
     for (let i = 0; i < 4; i++) await get('10.0.0.12', 'wrong-token')
     // Other 4xx answers are still logged one per request.
-    await get('10.0.0.13', b.token, '/v1/messages?limit=x')
+    await get('10.0.0.13', b.adminToken, '/v1/messages?limit=x')
     await until(() => log!.lines.some((l) => l.address === '10.0.0.12'))
     const summaries = log.lines.filter((l) => l.address !== undefined)
     const a = summaries.filter((l) => l.address === '10.0.0.9')
@@ -148,6 +149,10 @@ describe('long-polls', () => {
     closeServer = undefined
   })
 
+  /** A consumer credential that may read every topic (long-polls are a consumer's, not a node's). */
+  const reader = async (store: BrokerStore, name: string) =>
+    (await createToken(store, { name, role: 'consumer', topics: ['#'] })).token
+
   const poll = (token: string, wait = 10_000, remoteAddress = '127.0.0.1') =>
     b.app.inject({
       method: 'GET',
@@ -158,19 +163,20 @@ describe('long-polls', () => {
 
   it('caps long-polls per credential and in total with 429 naming the cap; wait=0 reads are not capped', async () => {
     b = await new BrokerAppFixture().open({ limits: { ...LIMITS, longPollsPerCredential: 2, longPolls: 3 } })
-    const other = (await createNodeToken(b.store, 'gw-2')).token
+    const mine = await reader(b.store, 'reader-1')
+    const other = await reader(b.store, 'reader-2')
     await b.app.ready()
     const settle = () => new Promise((r) => setTimeout(r, 300))
-    const open = [poll(b.token), poll(b.token)]
+    const open = [poll(mine), poll(mine)]
     await settle()
-    const third = await poll(b.token)
+    const third = await poll(mine)
     expect(third.statusCode, third.body).toBe(429)
     expect(third.json().code).toBe('TOO_MANY_LONG_POLLS')
-    expect(third.json().error).toMatch(/node gw-1 already has 2 long-poll\(s\) open/)
+    expect(third.json().error).toMatch(/consumer reader-1 already has 2 long-poll\(s\) open/)
     expect(third.json().error).toMatch(/broker\.limits\.longPollsPerCredential is 2/)
     expect(third.headers['retry-after']).toBe('1')
     // A plain read (wait=0) is not a long-poll.
-    expect((await poll(b.token, 0)).statusCode).toBe(200)
+    expect((await poll(mine, 0)).statusCode).toBe(200)
     // Another credential gets the last slot of the total, then the total cap answers.
     open.push(poll(other))
     await settle()
@@ -187,7 +193,7 @@ describe('long-polls', () => {
     const again = await b.app.inject({
       method: 'GET',
       url: '/v1/messages?topic=%23&order=arrival&after=1&wait=50',
-      headers: { authorization: `Bearer ${b.token}` },
+      headers: { authorization: `Bearer ${mine}` },
     })
     expect(again.statusCode).toBe(200)
   })
@@ -195,7 +201,7 @@ describe('long-polls', () => {
   it('a client that hangs up frees its long-poll slot at once (real socket)', async () => {
     const tmp = makeTempDir('rmq-long-poll-hangup-')
     const store = await openSqliteBrokerStore({ dataDir: tmp.dir })
-    const { token } = await createNodeToken(store, 'gw-1')
+    const token = await reader(store, 'reader-1')
     const running = await startBroker(
       brokerAppOptions(tmp.dir, {
         storeInstance: store,
@@ -240,6 +246,7 @@ describe('long-polls', () => {
     b = new BrokerAppFixture()
     b.store = await openSqliteBrokerStore({ dataDir: b.tmp.dir })
     b.token = (await createNodeToken(b.store, 'gw-9')).token
+    const consumer = await reader(b.store, 'reader-1')
     let reads = 0
     b.app = await createBrokerApp(
       b.options({
@@ -250,7 +257,7 @@ describe('long-polls', () => {
     )
     const WAIT = 3000
     const t0 = Date.now()
-    const polls = Array.from({ length: N }, () => poll(b.token, WAIT))
+    const polls = Array.from({ length: N }, () => poll(consumer, WAIT))
     await until(() => reads >= N)
     // Idle for a while: with a re-read every 250 ms this would be N * 4 more reads by now.
     await new Promise((r) => setTimeout(r, 1000))

@@ -137,7 +137,7 @@ const messages: FastifyPluginAsync = async (app) => {
   const { limits, store: storeKind } = app.broker.options
   const slots = new LongPollSlots(limitOf(limits, 'longPollsPerCredential'), limitOf(limits, 'longPolls'))
   const pollMs = storeKind === 'sqlite' && !app.broker.store.subscribe ? Infinity : SHARED_POLL_MS
-  app.get('/v1/messages', async (req, reply) => {
+  app.get('/v1/messages', { config: { permission: 'messages:read' } }, async (req, reply) => {
     const t0 = performance.now()
     const q = req.query as Record<string, string | undefined>
     const { store, notifier } = app.broker
@@ -157,7 +157,10 @@ const messages: FastifyPluginAsync = async (app) => {
     // Before any store work: a long-poll over the caps costs nothing.
     const release =
       wait > 0
-        ? slots.acquire(req.authNode ?? `address ${req.ip}`, req.authNode ? `node ${req.authNode}` : req.ip)
+        ? slots.acquire(
+            req.credential ? `credential ${req.credential.name}` : `address ${req.ip}`,
+            req.credential ? `${req.credential.role} ${req.credential.name}` : req.ip,
+          )
         : undefined
     // The slot is freed when the response is over, or when the client hangs up (which also ends the wait).
     const gone = new AbortController()
@@ -213,6 +216,6 @@ const messages: FastifyPluginAsync = async (app) => {
     }
   })
 
-  app.get('/v1/heads', async () => app.broker.store.heads())
+  app.get('/v1/heads', { config: { permission: 'heads:read' } }, async () => app.broker.store.heads())
 }
 export default messages
