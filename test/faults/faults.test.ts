@@ -398,7 +398,7 @@ describe('counterparts that misbehave', () => {
   it(`a hostile node: garbage, oversized, duplicate-seq, future-ts, invalid UTF-8 batches and bogus stats while honest nodes sync (seed ${seed})`, async () => {
     const c = await cluster({
       nodes: FULL ? 3 : 2,
-      brokerEnv: { RMQ_BROKER_ORDERING_MAX_HOLD_BACK: '2s', RMQ_BROKER_ALERTS_INTERVAL: '300ms' },
+      brokerEnv: { RMQ_BROKER_ALERTS_INTERVAL: '300ms' },
     })
     await hostileNode(c, seed, FULL ? 20 : 6)
     const { check } = await settleAndCheck(c, 'hostile node')
