@@ -302,11 +302,88 @@ describe('broker monitoring (injectable clock)', () => {
     expect(node.reasons.join(' ')).toMatch(
       /reports 1000005 lost message\(s\) but only 0 seq\(s\) are missing/,
     )
-    // A jump of 3 seqs backs 3 of the claims: the alert counts those.
-    await ingest(makeBatch('gw-1', [message(6, clock)], { clock, batch: 'b6', stats: stats({ dropped: 3 }) }))
+    // A jump of 3 seqs backs 3 of the (same) claims: the alert counts those.
+    await ingest(
+      makeBatch('gw-1', [message(6, clock)], {
+        clock,
+        batch: 'b6',
+        stats: stats({ dropped: 1_000_000, expired: 5 }),
+      }),
+    )
     const fired = (await app.monitor.alerts.evaluate()).fired
     expect(fired).toMatchObject([{ rule: 'data-loss', value: 3 }])
-    expect((await get('/v1/nodes/gw-1')).body).toMatchObject({ gaps: 3, unverifiedLosses: 0 })
+    expect((await get('/v1/nodes/gw-1')).body).toMatchObject({ gaps: 3, unverifiedLosses: 1_000_002 })
+  })
+
+  it('data-loss counts only totals that never go down within one epoch: a made-up dip and return raise nothing, a new epoch counts from 0', async () => {
+    await open({ alerts: { ...options(tmp.dir).alerts, dataLossClearAfter: MIN } })
+    let seq = 0
+    // Each report carries one message whose seq skips `skip` seqs: that many losses are backed by gaps.
+    const report = (dropped: number, skip = 0, epoch = 'e1') =>
+      ingest(
+        makeBatch('gw-1', [message((seq += 1 + skip), clock)], {
+          epoch,
+          batch: `b${seq}`,
+          clock,
+          stats: stats({ dropped }),
+        }),
+      )
+    await report(0)
+    await report(5, 5)
+    expect((await app.monitor.alerts.evaluate()).fired).toMatchObject([{ rule: 'data-loss', value: 5 }])
+    clock += 2 * MIN
+    await report(5)
+    expect((await app.monitor.alerts.evaluate()).resolved.map((a) => a.rule)).toEqual(['data-loss'])
+    // The same outbox now claims 3, then 5 again (its gaps would back both): not counters, no alert.
+    for (const dropped of [3, 5, 3, 5]) {
+      clock += SEC
+      await report(dropped)
+      expect((await app.monitor.alerts.evaluate()).fired, `dropped ${dropped}`).toEqual([])
+    }
+    // A recreated outbox (new epoch) losing 2 backed by 2 missing seqs is a new loss.
+    seq = 0
+    await report(0, 0, 'e2')
+    await app.monitor.alerts.evaluate()
+    await report(2, 2, 'e2')
+    expect((await app.monitor.alerts.evaluate()).fired).toMatchObject([{ rule: 'data-loss', value: 2 }])
+  })
+
+  it('stats are kept as their fixed fields: unknown, negative and fractional values left out; parsed once per report', async () => {
+    await open()
+    const sent = {
+      sync: {
+        attempts: 7,
+        successes: -3,
+        failures: 1.5,
+        lastError: 'x'.repeat(500),
+        madeUp: 'yes',
+        backoff: null,
+      },
+      storage: { droppedTotal: 2, expiredTotal: -1, totalBytes: 100, maxBytes: 1000, extra: 42 },
+    }
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/batches',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      payload: JSON.stringify(makeBatch('gw-1', [], { clock, stats: sent })),
+    })
+    expect(res.statusCode, res.body).toBe(200)
+    const node = (await get('/v1/nodes/gw-1')).body
+    expect(node.sync).toEqual({ attempts: 7, lastError: 'x'.repeat(500), backoff: null })
+    expect(node).toMatchObject({ dropped: 2, expired: 0, storage: { totalBytes: 100, maxBytes: 1000 } })
+    const [a] = await store.nodes()
+    const [b] = await store.nodes()
+    // One parse per (node, last contact), shared read-only by every status read and scrape.
+    expect(b.stats).toBe(a.stats)
+    expect(Object.isFrozen(a.stats) && Object.isFrozen(a.stats!.sync)).toBe(true)
+    expect(a.stats).toEqual({
+      sync: node.sync,
+      storage: { droppedTotal: 2, totalBytes: 100, maxBytes: 1000 },
+    })
+    clock += SEC
+    await ingest(makeBatch('gw-1', [], { clock, batch: 'hb2', stats: stats({ dropped: 4 }) }))
+    expect((await store.nodes())[0].stats).not.toBe(a.stats)
+    expect((await get('/v1/nodes/gw-1')).body.dropped).toBe(4)
   })
 
   it('hold-back fires for a live node whose low mark is older than maxHoldBack (health holding-back), and resolves when it catches up', async () => {

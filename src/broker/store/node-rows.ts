@@ -4,6 +4,7 @@
  * PostgreSQL one write the same columns the same way).
  */
 import type { BatchBody } from '../../protocol/batch.js'
+import { storedStats } from '../node-stats.js'
 import type { AlertRecord, NodeRecord, StoredMessage } from './types.js'
 
 export interface NodeRow {
@@ -56,7 +57,8 @@ export function toNode(r: NodeRow): NodeRecord {
     lastClock: r.last_clock,
     backlog: { pending: r.backlog_pending, bytes: r.backlog_bytes, oldestTs: r.backlog_oldest_ts },
     lowMark: r.low_mark,
-    stats: r.stats === null ? null : (JSON.parse(r.stats) as Record<string, unknown>),
+    // Parsed once per report, not on every status read or scrape.
+    stats: storedStats(r.node, r.last_contact, r.stats),
     counters: { received: r.received, duplicates: r.duplicates, late: r.late, batches: r.batches },
     epochBatches: r.epoch_batches,
     epochReceived: r.epoch_received,
