@@ -548,6 +548,33 @@ describe('broker monitoring (injectable clock)', () => {
     expect(fam.has('process_cpu_user_seconds_total')).toBe(true)
     // No authentication for scrapers.
     expect((await app.inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(200)
+
+    // Lines kept from one scrape to the next follow the node's next report, even in the same ms.
+    const scrape = async () => {
+      const text = (await app.inject({ method: 'GET', url: '/metrics' })).body
+      const f = new Map(parsePrometheus(text).map((x) => [x.name, x]))
+      return (name: string, labels: Record<string, string>) =>
+        Number(
+          f.get(name)!.metrics.find((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v))!
+            .value,
+        )
+    }
+    for (const seq of [6, 7]) {
+      await ingest(
+        makeBatch('gw-1', [message(seq, T0)], {
+          clock,
+          batch: `b${seq}`,
+          stats: stats({ dropped: 2, expired: 1 }),
+        }),
+      )
+      const v = await scrape()
+      expect(v('rmq_node_messages_received_total', { node: 'gw-1' })).toBe(seq - 3)
+      expect(v('rmq_node_backlog_messages', { node: 'gw-1' })).toBe(0)
+      expect(v('rmq_node_health', { node: 'gw-1', state: 'ok' })).toBe(1)
+      expect(v('rmq_node_health', { node: 'gw-1', state: 'stale' })).toBe(0)
+    }
+    clock += 11 * MIN
+    expect((await scrape())('rmq_node_last_sync_age_seconds', { node: 'gw-1' })).toBe(660)
   })
 
   it('serves the dashboard, uPlot and /v1/history with a strict CSP', async () => {

@@ -9,6 +9,7 @@ import type { ReadOrder } from './types.js'
 import {
   EPOCH_BATCHES_UPDATE,
   EPOCH_SEQS_UPDATE,
+  NODE_COLUMNS,
   NODE_REPORT_UPDATE,
   type AlertRow,
   type NodeRow,
@@ -153,7 +154,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     counts: db.prepare<[], { held: number; total: number }>(
       'SELECT (SELECT COUNT(*) FROM held) AS held, (SELECT COUNT(*) FROM messages) AS total',
     ),
-    nodes: db.prepare<[], NodeRow>('SELECT * FROM nodes ORDER BY node'),
+    nodes: db.prepare<[], unknown[]>(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY node`).raw(),
     node: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE node = ?'),
     putToken: db.prepare<[string, string, number]>(
       `INSERT INTO tokens (node, hash, created_at, last_used_at) VALUES (?, ?, ?, NULL)

@@ -11,7 +11,7 @@ import path from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
 import { ConfigError, StorageError } from '../../shared/errors.js'
 import { failpointValue } from '../../shared/failpoints.js'
-import { alertKey, toAlert, toNode } from './node-rows.js'
+import { alertKey, nodeFromValues, toAlert, toNode } from './node-rows.js'
 import { SqliteIngest } from './sqlite-ingest.js'
 import { SqliteReader } from './sqlite-read.js'
 import { SCHEMA_VERSION, migrate } from './sqlite-schema.js'
@@ -78,7 +78,7 @@ export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
   }
 
   nodes(): Promise<NodeRecord[]> {
-    return this.run(() => this.stmts.nodes.all().map(toNode))
+    return this.run(() => this.stmts.nodes.all().map(nodeFromValues))
   }
 
   node(id: string): Promise<NodeRecord | undefined> {
