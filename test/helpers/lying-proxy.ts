@@ -1,5 +1,6 @@
 import http from 'node:http'
 import type net from 'node:net'
+import { decodeBatch } from './fake-broker.js'
 
 /**
  * The ways a broker (or something in front of it) can answer a batch with
@@ -19,7 +20,7 @@ export const LIE_KINDS = {
   truncated: /not JSON|JSON|acknowledg/,
   /** The real ack with another batch id. */
   'other-batch': /acknowledges batch "b-someone-else"/,
-  /** The real ack with accepted + duplicates one short of what was sent. */
+  /** The real ack with accepted + duplicates one more than what was sent. */
   miscount: /counts|accepted|duplicates/,
   /** 307 to the real broker: the edge must not follow it. */
   redirect: /broker answered 307 \(a redirect/,
@@ -55,10 +56,15 @@ const HANG_MS = 15_000
  */
 export class LyingProxy {
   port = 0
-  /** Lies told, by node (from the bearer token) and by `kind` / `kind (forwarded)`. */
+  /**
+   * Lies told about batches that carried messages, by node (from the bearer
+   * token); `toldEmpty` about requests without (heartbeats, closing reports),
+   * and `told` by `kind` / `kind (forwarded)`.
+   */
   readonly toldTo = new Map<string, number>()
+  readonly toldEmpty = new Map<string, number>()
   readonly told = new Map<string, number>()
-  decide: (node: string, path: string) => Lie | undefined = () => undefined
+  decide: (node: string, messages: number) => Lie | undefined = () => undefined
   private server?: http.Server
   private readonly sockets = new Set<net.Socket>()
   private readonly timers = new Set<NodeJS.Timeout>()
@@ -99,7 +105,14 @@ export class LyingProxy {
     const body = Buffer.concat(chunks)
     const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1]
     const node = (token && this.nodeOf(token)) ?? '?'
-    const lie = req.method === 'POST' ? this.decide(node, req.url ?? '/') : undefined
+    let messages = 0
+    if (req.method === 'POST')
+      try {
+        messages = (await decodeBatch(req.headers, body)).messages.length
+      } catch {
+        messages = 0 // not a batch: the broker will say so
+      }
+    const lie = req.method === 'POST' ? this.decide(node, messages) : undefined
     const forward = !lie || lie.forwarded || NEEDS_ACK.has(lie.kind)
     const real = forward ? await this.forward(req, body) : undefined
     if (!lie || (real && real.status !== 200)) {
@@ -108,7 +121,8 @@ export class LyingProxy {
       res.writeHead(real.status, real.headers)
       return void res.end(real.body)
     }
-    this.toldTo.set(node, (this.toldTo.get(node) ?? 0) + 1)
+    const to = messages > 0 ? this.toldTo : this.toldEmpty
+    to.set(node, (to.get(node) ?? 0) + 1)
     const name = `${lie.kind}${forward ? ' (forwarded)' : ''}`
     this.told.set(name, (this.told.get(name) ?? 0) + 1)
     this.lie(lie.kind, res, real?.body)
@@ -137,7 +151,8 @@ export class LyingProxy {
         return json(200, JSON.stringify({ ...ack(), batch: 'b-someone-else' }))
       case 'miscount': {
         const a = ack()
-        return json(200, JSON.stringify({ ...a, accepted: Math.max(0, Number(a.accepted) - 1) }))
+        // One more than the broker took: accepted + duplicates is then never the count sent.
+        return json(200, JSON.stringify({ ...a, accepted: Number(a.accepted) + 1 }))
       }
       case 'redirect':
         res.writeHead(307, { location: `http://${this.upstream.host}:${this.upstream.port}/v1/batches` })
