@@ -163,6 +163,14 @@ try {
   ).stdout.trim()
   edgeEnv.RMQ_TOKEN = token
   show('$ rmq broker token create gw-demo   ->  (token saved in RMQ_TOKEN of the edge)')
+  const reader = must(
+    await rmq(['broker', 'token', 'create', 'analytics', '--role', 'consumer', '--topics', 'plant/#'], {
+      env: brokerEnv,
+      cwd: brokerDir,
+    }),
+    'token create analytics',
+  ).stdout.trim()
+  show("$ rmq broker token create analytics --role consumer --topics 'plant/#'   ->  (the consumer's token)")
 
   step(
     4,
@@ -176,7 +184,7 @@ try {
   step(5, 'A consumer reads everything once, in the order it was generated (event time).')
   const consumed = must(
     await rmq(['consume', 'plant/#', '--json'], {
-      env: { ...baseEnv, RMQ_BROKER_URL: brokerUrl, RMQ_TOKEN: token },
+      env: { ...baseEnv, RMQ_BROKER_URL: brokerUrl, RMQ_TOKEN: reader },
     }),
     'consume',
   )

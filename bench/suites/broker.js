@@ -187,13 +187,15 @@ export async function sendAll(work, urls, tokens) {
 
 export async function run() {
   const { openSqliteBrokerStore } = await import(path.join(ROOT, 'dist/broker/store/sqlite.js'))
-  const { createNodeToken } = await import(path.join(ROOT, 'dist/broker/tokens.js'))
+  const { createNodeToken, createToken } = await import(path.join(ROOT, 'dist/broker/tokens.js'))
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-bench-broker-'))
   let broker
   try {
     const store = await openSqliteBrokerStore({ dataDir })
     const tokens = []
     for (let s = 0; s < SENDERS; s++) tokens.push((await createNodeToken(store, `bench-${s}`)).token)
+    // The reader: a consumer credential (a node token may only publish).
+    const reader = (await createToken(store, { name: 'bench-reader', role: 'consumer', topics: ['#'] })).token
     await store.close()
 
     const { work, rawBytes, wireBytes, msgBytes } = buildWork()
@@ -208,7 +210,7 @@ export async function run() {
     let read = 0
     for (;;) {
       const res = await get(agent, `${broker.url}/v1/messages?order=event&limit=${PAGE}&after=${after}`, {
-        authorization: `Bearer ${tokens[0]}`,
+        authorization: `Bearer ${reader}`,
       })
       if (res.status !== 200) throw new Error(`read HTTP ${res.status}`)
       const page = JSON.parse(res.body.toString('utf8'))

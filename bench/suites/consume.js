@@ -59,12 +59,18 @@ function message(seq, ts, topic) {
 
 export async function run() {
   const { openSqliteBrokerStore } = await import(path.join(ROOT, 'dist/broker/store/sqlite.js'))
-  const { createNodeToken } = await import(path.join(ROOT, 'dist/broker/tokens.js'))
+  const { createNodeToken, createToken } = await import(path.join(ROOT, 'dist/broker/tokens.js'))
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-bench-consume-'))
   let broker
   try {
     const store = await openSqliteBrokerStore({ dataDir })
-    const { token } = await createNodeToken(store, 'bench-0')
+    await createNodeToken(store, 'bench-0')
+    // The reader: a consumer credential for the filter it reads (a node token may only publish).
+    const { token } = await createToken(store, {
+      name: 'bench-reader',
+      role: 'consumer',
+      topics: ['target/#'],
+    })
     const t0 = Date.now() - 3_600_000
     const clock = t0 + BEFORE + 10
     const ingestStart = Date.now()

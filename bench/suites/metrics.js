@@ -98,7 +98,7 @@ function peakRssMiB(pid) {
 export async function run() {
   const zstd = require('zstd-napi')
   const { openSqliteBrokerStore } = await import(path.join(ROOT, 'dist/broker/store/sqlite.js'))
-  const { createNodeToken } = await import(path.join(ROOT, 'dist/broker/tokens.js'))
+  const { createNodeToken, createToken } = await import(path.join(ROOT, 'dist/broker/tokens.js'))
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-bench-metrics-'))
   let broker
   try {
@@ -106,6 +106,8 @@ export async function run() {
     const tokens = []
     for (let i = 0; i < NODES; i++) tokens.push((await createNodeToken(store, `gw-${i}`)).token)
     const big = (await createNodeToken(store, 'gw-big')).token
+    // A scrape needs a monitor credential, as Prometheus would have (bearer_token_file).
+    const monitor = (await createToken(store, { name: 'prometheus', role: 'monitor' })).token
     await store.close()
     broker = await startBroker(dataDir, { RMQ_BROKER_LIMITS_RATE_PER_NODE: '0' })
     const agent = new http.Agent({ keepAlive: true, maxSockets: 4 })
@@ -134,7 +136,8 @@ export async function run() {
     if (oversized.status !== 413) throw new Error(`oversized stats: HTTP ${oversized.status}, expected 413`)
 
     // Scrapes, one at a time (as Prometheus does), after two warm-up ones.
-    const scrape = () => request(agent, 'GET', `${broker.url}/metrics`)
+    const scrape = () =>
+      request(agent, 'GET', `${broker.url}/metrics`, undefined, { authorization: `Bearer ${monitor}` })
     let series = 0
     for (let i = 0; i < 2; i++) series = (await scrape()).body.toString().split('\n').length
     const times = []

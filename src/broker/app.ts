@@ -4,10 +4,10 @@
  *
  * It is built from named fastify plugins (./plugins/): `rmq-context` (the
  * shared `app.broker`: store, options, notifier, clock, background timers),
- * `rmq-errors`, `rmq-body-decoding`, `rmq-authentication` and
- * `rmq-monitoring`. Routes live in ./routes/*.ts, one module per area, listed
- * in ./routes/index.ts as public or protected; the protected ones share one
- * context whose onRequest hook is `app.authenticate`.
+ * `rmq-errors`, `rmq-body-decoding`, `rmq-authentication`,
+ * `rmq-authorization` and `rmq-monitoring`. Routes live in ./routes/*.ts, one
+ * module per area, listed in ./routes/index.ts; each declares the permission
+ * it needs (`config: { permission }`), which rmq-authorization checks.
  */
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { ConfigError } from '../shared/errors.js'
@@ -21,15 +21,19 @@ import monitoring from './monitoring.js'
 import { isLoopback, type BrokerOptions } from './options.js'
 import { httpsOptions, loadServerTls } from './tls.js'
 import authentication from './plugins/authentication.js'
+import authorization from './plugins/authorization.js'
 import bodyDecoding from './plugins/body-decoding.js'
 import context from './plugins/context.js'
 import errorHandler from './plugins/error-handler.js'
-import { PROTECTED_ROUTES, PUBLIC_ROUTES } from './routes/index.js'
+import { ROUTES } from './routes/index.js'
 import { MAX_WAIT_MS } from './routes/messages.js'
 import { openBrokerStore } from './store/index.js'
 
 export interface CreateBrokerAppOptions extends BrokerOptions {
-  /** Extra plugins, registered after the built-in ones (protect a route with `onRequest: app.authenticate`). */
+  /**
+   * Extra plugins, registered after the built-in ones. Each route must declare
+   * `config: { permission }` (src/broker/authorization.ts; 'public' for none).
+   */
   plugins?: FastifyPluginAsync[]
 }
 
@@ -81,13 +85,9 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   await app.register(errorHandler)
   await app.register(bodyDecoding)
   await app.register(authentication)
+  await app.register(authorization)
   await app.register(monitoring)
-  for (const route of PUBLIC_ROUTES) await app.register(route)
-  // The protected routes: one context whose every request passes the authentication hook.
-  await app.register(async (v1) => {
-    v1.addHook('onRequest', v1.authenticate)
-    for (const route of PROTECTED_ROUTES) await v1.register(route)
-  })
+  for (const route of ROUTES) await app.register(route)
   for (const plugin of options.plugins ?? []) await app.register(plugin)
   return app
 }

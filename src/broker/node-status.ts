@@ -163,7 +163,7 @@ export function neverSeenStatus(token: TokenRecord, now: number, rules: HealthRu
   const age = Math.max(0, now - token.createdAt)
   const overdue = rules.neverSyncedAfter > 0 && age > rules.neverSyncedAfter
   return {
-    node: token.node,
+    node: token.name,
     health: overdue ? 'never-synced' : 'never-seen',
     reasons: [
       overdue
@@ -223,11 +223,13 @@ export async function fleetStatus(
   now: number,
 ): Promise<FleetStatus> {
   const rules = healthRules(options)
-  const [records, tokens] = await Promise.all([store.nodes(), store.listTokens()])
-  const byNode = new Map(tokens.map((t) => [t.node, t]))
+  const [records, all] = await Promise.all([store.nodes(), store.listTokens()])
+  // Consumer, monitor and admin credentials are not nodes.
+  const tokens = all.filter((t) => t.role === 'node')
+  const byNode = new Map(tokens.map((t) => [t.name, t]))
   const known = new Set(records.map((r) => r.node))
   const nodes = records.map((r) => nodeStatus(r, now, rules, options.maxLateness, byNode.get(r.node)))
-  for (const t of tokens) if (!known.has(t.node)) nodes.push(neverSeenStatus(t, now, rules))
+  for (const t of tokens) if (!known.has(t.name)) nodes.push(neverSeenStatus(t, now, rules))
   nodes.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
   return { now, rules, summary: summarize(nodes), nodes }
 }

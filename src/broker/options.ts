@@ -45,6 +45,8 @@ export interface BrokerOptions {
   auth: 'token' | 'mtls' | 'token+mtls' | 'none'
   /** Serve HTTPS (broker.tls.*); clientCa requests and verifies client certificates. */
   tls?: BrokerTlsOptions
+  /** GET /metrics without a credential (broker.metrics.public); otherwise monitor or admin. */
+  metricsPublic?: boolean
   /** Allow auth=none, or plain HTTP, on a non-loopback address. */
   insecure?: boolean
   /** requestTimeout (ms): the whole request must arrive within it; default 60 s. The rest: BrokerLimits. */
@@ -89,6 +91,7 @@ export function brokerOptionsFromConfig(
         ? { cert: b.tls.cert, key: b.tls.key, ...(b.tls.clientCa ? { clientCa: b.tls.clientCa } : {}) }
         : undefined,
     limits: { ...b.limits },
+    metricsPublic: b.metrics.public,
     maxLateness: b.ordering.maxLateness,
     maxHoldBack: b.ordering.maxHoldBack,
     futureSkew: { maxMs: b.ordering.maxFutureSkew, policy: b.ordering.futurePolicy },

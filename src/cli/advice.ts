@@ -6,10 +6,15 @@
  * error (the `fix:` line, `suggestion` in --json).
  */
 import type { IdentityProblem } from '../core/identity.js'
+import type { RepairProblem } from '../core/repair.js'
+import type { StorageProblem } from '../core/storage/driver.js'
 import type { SyncProblem } from '../core/sync.js'
 import { isRmqError } from '../shared/errors.js'
 
-const ADVICE: Record<SyncProblem | IdentityProblem, (d: Record<string, unknown>) => string> = {
+const ADVICE: Record<
+  SyncProblem | IdentityProblem | StorageProblem | RepairProblem,
+  (d: Record<string, unknown>) => string
+> = {
   // src/core/sync/ (SyncProblem)
   'drain-locked': () =>
     'wait for the other `rmq sync` / `rmq drain` to finish (see `rmq status`), then run `rmq drain` again',
@@ -39,6 +44,13 @@ const ADVICE: Record<SyncProblem | IdentityProblem, (d: Record<string, unknown>)
   'rename-after-failure': () =>
     'run `rmq sync` (or `rmq drain`) with the old nodeId until it succeeds, then rename; --force renames ' +
     'anyway and may deliver those messages twice',
+  // src/core/storage (StorageProblem)
+  'outbox-corrupt': () =>
+    'stop `rmq sync --watch` and the timers, then run `rmq doctor --repair`: it copies every readable message ' +
+    'into a fresh outbox and keeps the damaged file (docs/operations.md "Repairing a damaged outbox")',
+  // src/core/repair.ts (RepairProblem)
+  'repair-while-syncing': () =>
+    'stop `rmq sync --watch` (and the sync timer or cron job: `rmq schedule`), then run `rmq doctor --repair` again',
 }
 
 /** The fix for an error core left it to the CLI to word (by its `details.problem`), else undefined. */

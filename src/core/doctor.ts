@@ -85,13 +85,26 @@ export async function runDoctor(loaded: LoadedConfig, o: DoctorOptions = {}): Pr
         name: 'outbox',
         state: 'error',
         detail: (err as Error).message,
-        fix: 'move the damaged file aside (keep it for recovery) and point storage.path at a new file',
+        fix:
+          (err as { exitCode?: number }).exitCode === ExitCode.corrupt
+            ? REPAIR_FIX
+            : 'move the damaged file aside (keep it for recovery) and point storage.path at a new file',
         exitCode: (err as { exitCode?: number }).exitCode ?? ExitCode.ioError,
       })
     }
     if (driver) {
       try {
         await outboxChecks(driver, file, config.nodeId, now, !!o.full, add)
+      } catch (err) {
+        // A check that reads a damaged page (stats, state): the report still comes out whole.
+        const exitCode = (err as { exitCode?: number }).exitCode ?? ExitCode.ioError
+        add({
+          name: 'outbox',
+          state: 'error',
+          detail: (err as Error).message,
+          fix: exitCode === ExitCode.corrupt ? REPAIR_FIX : 'check the outbox file and the disk',
+          exitCode,
+        })
       } finally {
         await driver.close()
       }
@@ -110,6 +123,10 @@ export async function runDoctor(loaded: LoadedConfig, o: DoctorOptions = {}): Pr
   }
 }
 
+const REPAIR_FIX =
+  'stop `rmq sync --watch` and the timers, then run `rmq doctor --repair` (copies every readable message ' +
+  'into a fresh outbox, keeps the damaged file)'
+
 async function outboxChecks(
   driver: Awaited<ReturnType<typeof openOutbox>>,
   file: string | null,
@@ -118,7 +135,13 @@ async function outboxChecks(
   full: boolean,
   add: (c: DoctorCheck) => void,
 ): Promise<void> {
-  const integrity = await driver.checkIntegrity?.(full)
+  let integrity: Awaited<ReturnType<NonNullable<typeof driver.checkIntegrity>>> | undefined
+  try {
+    integrity = await driver.checkIntegrity?.(full)
+  } catch (err) {
+    // The check itself hit a damaged page (SQLITE_CORRUPT): the same verdict as a failed check.
+    integrity = { problems: [(err as Error).message] }
+  }
   if (!integrity)
     add({ name: 'integrity', state: 'ok', detail: `the ${driver.name} driver has no integrity check` })
   else if (integrity.problems.length > 0)
@@ -126,8 +149,8 @@ async function outboxChecks(
       name: 'integrity',
       state: 'error',
       detail: `${full ? 'integrity_check' : 'quick_check'}: ${integrity.problems.slice(0, 3).join('; ')}`,
-      fix: 'stop publishing and syncing; move the file aside (keep it) and start a new outbox',
-      exitCode: ExitCode.ioError,
+      fix: REPAIR_FIX,
+      exitCode: ExitCode.corrupt,
     })
   else
     add({

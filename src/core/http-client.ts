@@ -247,6 +247,13 @@ export function brokerError(res: RequestResult, what: string): Error {
     return new ConfigError(`the broker rejected the token (${reason})`, {
       suggestion: 'set token (RMQ_TOKEN) to a token from `rmq broker token create NODE`',
     })
+  // The credential's role or grants do not cover this (docs/security.md#roles-and-authorization).
+  if (res.status === 403 && b?.code === 'FORBIDDEN')
+    return new ConfigError(`${what}: the broker refused it (${reason})`, {
+      suggestion:
+        'use a token whose role allows it: rmq consume needs a consumer token whose --topics cover the filter ' +
+        "(`rmq broker token create NAME --role consumer --topics 'plant/#'`), rmq status --broker a monitor one (--role monitor)",
+    })
   if (res.status === 400) return new ValidationError(`${what}: ${reason}`)
   if (res.status === 429 || res.status >= 500)
     return new BrokerUnavailableError(`${what}: broker answered ${res.status} (${reason})`, {

@@ -49,10 +49,8 @@ async function withOutbox<T>(
   }
 }
 
-export async function listMessages(
-  loaded: LoadedConfig,
-  o: ListMessagesOptions = {},
-): Promise<BrowsedMessage[]> {
+/** The driver query of `o`; a bad filter or limit is a UsageError naming the flag. */
+export function browseQuery(o: ListMessagesOptions = {}): BrowseQuery {
   if (o.topic !== undefined) {
     const problem = topicFilterProblem(o.topic)
     if (problem)
@@ -63,7 +61,7 @@ export async function listMessages(
   const limit = o.limit ?? 20
   if (!Number.isSafeInteger(limit) || limit < 1 || limit > 100_000)
     throw new UsageError(`--limit ${o.limit} is out of range`, { suggestion: 'use 1..100000' })
-  const query: BrowseQuery = {
+  return {
     status: o.status ?? 'all',
     since: time('since', o.since),
     until: time('until', o.until),
@@ -72,6 +70,13 @@ export async function listMessages(
     now: edgeNow(),
     match: o.topic === undefined || o.topic === '#' ? undefined : topicMatcher(o.topic),
   }
+}
+
+export async function listMessages(
+  loaded: LoadedConfig,
+  o: ListMessagesOptions = {},
+): Promise<BrowsedMessage[]> {
+  const query = browseQuery(o)
   return withOutbox(loaded, (d) => d.browse(query))
 }
 

@@ -33,3 +33,29 @@ export function topicMatcher(filter: string | undefined): (topic: string) => boo
     return parts.length === levels.length
   }
 }
+
+/**
+ * Whether every topic that `filter` matches is also matched by `grant`:
+ * the filter is the same as or narrower than the grant. Both must be valid
+ * filters (topicFilterProblem). `#` in the grant covers its level and
+ * everything below (and the parent level, as it matches it); `+` in the
+ * grant covers one level, literal or `+`; a `#` in the filter is covered
+ * only by a `#` of the grant at the same level or above.
+ */
+export function filterCovers(grant: string, filter: string): boolean {
+  // A topic has at least one level, so `+/#` matches what `#` matches.
+  const g = (grant === '+/#' ? '#' : grant).split('/')
+  const f = filter.split('/')
+  for (let i = 0; ; i++) {
+    if (i < g.length && g[i] === '#') return true
+    if (i === f.length || i === g.length) return i === f.length && i === g.length
+    if (f[i] === '#') return false
+    if (g[i] === '+') continue
+    if (f[i] === '+' || f[i] !== g[i]) return false
+  }
+}
+
+/** The first of `grants` that covers `filter`, or undefined when none does (the filter is wider). */
+export function coveringGrant(grants: readonly string[], filter: string): string | undefined {
+  return grants.find((g) => filterCovers(g, filter))
+}

@@ -9,8 +9,10 @@ export const ExitCode = {
   usage: 2,
   dataError: 65,
   unavailable: 69,
+  /** The outbox is damaged (SQLite finds it corrupt or not a database): `rmq doctor --repair` (sysexits' EX_SOFTWARE). */
+  corrupt: 70,
   storageFull: 73,
-  /** A store that cannot be used: damaged, newer than this rmq, unwritable, or locked too long. */
+  /** A store that cannot be used: newer than this rmq, unwritable, locked too long, or a damaged broker.db. */
   ioError: 74,
   tempFail: 75,
   config: 78,
@@ -101,6 +103,15 @@ export class ConfigError extends RmqError {
 export class StorageError extends RmqError {
   override readonly code: string = 'STORAGE'
   override readonly exitCode: number = ExitCode.ioError
+}
+
+/**
+ * The outbox file is damaged: SQLite reports it corrupt or not a database
+ * (exit 70). `details.problem` is 'outbox-corrupt'; the CLI names the repair.
+ */
+export class CorruptStoreError extends StorageError {
+  override readonly code: string = 'CORRUPT'
+  override readonly exitCode: number = ExitCode.corrupt
 }
 
 export function isRmqError(err: unknown): err is RmqError {

@@ -5,6 +5,7 @@
  * the umask. SQLite gives its -wal and -shm files the mode of the database
  * file, so creating that one 0600 first covers all three.
  */
+import { once } from 'node:events'
 import fs from 'node:fs'
 import path from 'node:path'
 
@@ -74,4 +75,35 @@ export function looseMode(file: string): string | undefined {
   let s = st.isDirectory() ? 'd' : '-'
   for (let i = 0; i < 9; i++) s += st.mode & (0o400 >> i) ? bits[i] : '-'
   return s
+}
+
+export interface PrivateFileStream {
+  stream: fs.WriteStream
+  /** Finish writing and rename `FILE.partial` to `FILE`. */
+  commit(): Promise<void>
+  /** Stop and remove `FILE.partial` (what was there as FILE stays). */
+  abort(): void
+}
+
+/**
+ * A 0600 write stream that becomes `file` only when complete: it writes
+ * `file.partial` and renames it on commit, so a reader never finds half an
+ * export under the final name. Rejects with the open's error.
+ */
+export async function openPrivateFileStream(file: string): Promise<PrivateFileStream> {
+  const partial = `${file}.partial`
+  const stream = fs.createWriteStream(partial, { mode: PRIVATE_FILE_MODE })
+  await once(stream, 'open')
+  return {
+    stream,
+    async commit() {
+      stream.end()
+      await once(stream, 'finish')
+      fs.renameSync(partial, file)
+    },
+    abort() {
+      stream.destroy()
+      fs.rmSync(partial, { force: true })
+    },
+  }
 }

@@ -21,6 +21,7 @@ import type { BrokerStore, IngestContext } from '../broker/store/types.js'
 import { batchOf, MIN, T0, wireMessage, type StoreHandle } from './broker-store-fixtures.js'
 import { orderingBoundsConformance } from './broker-store-ordering-conformance.js'
 import { pagingConformance } from './broker-store-paging-conformance.js'
+import { tokenConformance } from './broker-store-token-conformance.js'
 
 export { batchOf, wireMessage, type StoreHandle } from './broker-store-fixtures.js'
 
@@ -45,6 +46,7 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
 
     pagingConformance(() => h)
     orderingBoundsConformance(() => h)
+    tokenConformance(() => h)
 
     it('starts empty', async () => {
       expect(await store.heads()).toEqual({ event: 0, arrival: 0, watermark: null, held: 0, total: 0 })
@@ -398,21 +400,6 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
       })
     })
 
-    it('stores token hashes: put, find, touch, list, revoke', async () => {
-      await store.putToken('gw-1', 'h1', T0)
-      await store.putToken('gw-2', 'h2', T0 + 1)
-      expect(await store.findToken('h1')).toEqual({ node: 'gw-1', createdAt: T0, lastUsedAt: null })
-      expect(await store.findToken('nope')).toBeUndefined()
-      await store.touchToken('gw-1', T0 + 5)
-      expect((await store.findToken('h1'))!.lastUsedAt).toBe(T0 + 5)
-      await store.putToken('gw-1', 'h1b', T0 + 9)
-      expect(await store.findToken('h1')).toBeUndefined()
-      expect((await store.listTokens()).map((t) => t.node)).toEqual(['gw-1', 'gw-2'])
-      expect(await store.revokeToken('gw-2')).toBe(true)
-      expect(await store.revokeToken('gw-2')).toBe(false)
-      expect(await store.findToken('h2')).toBeUndefined()
-    })
-
     it('consumer group positions never move backwards', async () => {
       expect(await store.groupPosition('g', 'event')).toBeUndefined()
       expect(await store.commitGroup('g', 'event', 10, T0)).toBe(10)
@@ -457,12 +444,12 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
 
     it('keeps everything durable across close and reopen', async () => {
       await store.ingest(batchOf('a', [wireMessage(1, T0)], { clock: T0 + 10 }), ctx(T0 + 10))
-      await store.putToken('a', 'ha', T0)
+      await store.putToken({ name: 'a', role: 'node', topics: [], groups: [], expiresAt: null }, 'ha', T0)
       await store.commitGroup('g', 'event', 1, T0)
       await store.close()
       store = await h.reopen()
       expect(await store.heads()).toMatchObject({ event: 1, arrival: 1, watermark: T0 + 10, total: 1 })
-      expect((await store.findToken('ha'))!.node).toBe('a')
+      expect(await store.findToken('ha')).toMatchObject({ name: 'a', role: 'node' })
       expect(await store.groupPosition('g', 'event')).toBe(1)
       expect((await store.ingest(batchOf('a', [wireMessage(1, T0)]), ctx(T0 + 20))).duplicates).toBe(1)
     })

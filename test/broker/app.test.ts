@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createBrokerApp, type CreateBrokerAppOptions } from '../../src/broker/app.js'
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import { StoreUnavailableError, type BrokerStore } from '../../src/broker/store/types.js'
-import { createNodeToken } from '../../src/broker/tokens.js'
+import { createNodeToken, createToken } from '../../src/broker/tokens.js'
 import { encodeFrames, FRAMES_CONTENT_TYPE } from '../../src/protocol/batch.js'
 import { brokerAppOptions, MIN, T0 } from '../helpers/broker-app.js'
 import { makeTempDir } from '../helpers/cli.js'
@@ -16,11 +16,14 @@ describe('broker app (inject)', () => {
   let app: FastifyInstance
   let store: BrokerStore
   let token: string
+  /** An admin credential: reads messages and commits groups (a node token may not). */
+  let adminTok: string
   let clock: number
 
   const open = async (extra: Partial<CreateBrokerAppOptions> = {}) => {
     store = await openSqliteBrokerStore({ dataDir: tmp.dir })
     token = (await createNodeToken(store, 'gw-1')).token
+    adminTok = (await createToken(store, { name: 'admin', role: 'admin' })).token
     app = await createBrokerApp(options(tmp.dir, { storeInstance: store, now: () => clock, ...extra }))
   }
   const post = (
@@ -42,7 +45,7 @@ describe('broker app (inject)', () => {
     const res = await app.inject({
       method: 'GET',
       url: `/v1/messages?${query}`,
-      headers: { authorization: `Bearer ${token}` },
+      headers: { authorization: `Bearer ${adminTok}` },
     })
     expect(res.statusCode, res.body).toBe(200)
     return res.json()
@@ -300,7 +303,7 @@ describe('broker app (inject)', () => {
       app.inject({
         method: 'POST',
         url: '/v1/groups/g1/commit',
-        headers: { authorization: `Bearer ${token}` },
+        headers: { authorization: `Bearer ${adminTok}` },
         payload: { order: 'event', position },
       })
     expect((await commit(2)).json()).toEqual({ name: 'g1', order: 'event', position: 2 })
@@ -332,7 +335,7 @@ describe('broker app (inject)', () => {
       const res = await app.inject({
         method: 'GET',
         url: `/v1/messages?${q}`,
-        headers: { authorization: `Bearer ${token}` },
+        headers: { authorization: `Bearer ${adminTok}` },
       })
       expect(res.statusCode, q).toBe(400)
     }

@@ -166,7 +166,11 @@ describe('broker limits (inject)', () => {
     expect(tooLarge.json().code).toBe('STATS_TOO_LARGE')
     expect(tooLarge.json().error).toMatch(/body\/stats: \d+ bytes serialised, over the limit of 16384/)
     expect(await stored()).toBe(0)
-    const metrics = await b.app.inject({ method: 'GET', url: '/metrics' })
+    const metrics = await b.app.inject({
+      method: 'GET',
+      url: '/metrics',
+      headers: { authorization: `Bearer ${b.adminToken}` },
+    })
     expect(metrics.statusCode).toBe(200)
     expect(metrics.body).not.toMatch(/vvvvvvvvvv|counter31/)
     // What rmq sends is taken.

@@ -13,7 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createBrokerApp, startBroker, type CreateBrokerAppOptions } from '../../src/broker/app.js'
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
-import { createNodeToken } from '../../src/broker/tokens.js'
+import { createNodeToken, createToken } from '../../src/broker/tokens.js'
 import type { BatchBody } from '../../src/protocol/batch.js'
 import { makeBatch, message, postBatch } from '../helpers/broker.js'
 import { makeTempDir } from '../helpers/cli.js'
@@ -32,6 +32,9 @@ describe('broker monitoring (injectable clock)', () => {
   let tmp: ReturnType<typeof makeTempDir>
   let app: FastifyInstance
   let store: BrokerStore
+  /** A monitor credential: fleet status, alerts, history and /metrics. */
+  let monitorTok: string
+  /** Node gw-1's token: posts its batches. */
   let token: string
   let clock: number
   let sink: MemorySink
@@ -39,6 +42,7 @@ describe('broker monitoring (injectable clock)', () => {
   const open = async (extra: Partial<CreateBrokerAppOptions> = {}) => {
     store = await openSqliteBrokerStore({ dataDir: tmp.dir })
     token = (await createNodeToken(store, 'gw-1')).token
+    monitorTok = (await createToken(store, { name: 'ops', role: 'monitor' })).token
     sink = new MemorySink()
     app = await createBrokerApp(
       options(tmp.dir, {
@@ -52,7 +56,7 @@ describe('broker monitoring (injectable clock)', () => {
   }
   const ingest = (body: BatchBody) => store.ingest(body, { now: clock, maxLateness: 5 * MIN })
   const get = async (url: string) => {
-    const res = await app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${token}` } })
+    const res = await app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${monitorTok}` } })
     return { status: res.statusCode, body: res.json(), headers: res.headers }
   }
 
@@ -488,7 +492,11 @@ describe('broker monitoring (injectable clock)', () => {
     await app.monitor.alerts.evaluate()
     await get('/v1/nodes')
 
-    const res = await app.inject({ method: 'GET', url: '/metrics' })
+    const res = await app.inject({
+      method: 'GET',
+      url: '/metrics',
+      headers: { authorization: `Bearer ${monitorTok}` },
+    })
     expect(res.statusCode).toBe(200)
     expect(res.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/)
     const families = parsePrometheus(res.body)
@@ -546,12 +554,18 @@ describe('broker monitoring (injectable clock)', () => {
     expect(type('rmq_broker_http_request_duration_seconds')).toBe('HISTOGRAM')
     expect(value('rmq_broker_http_requests_total', { route: '/v1/nodes', status: '200' })).toBeGreaterThan(0)
     expect(fam.has('process_cpu_user_seconds_total')).toBe(true)
-    // No authentication for scrapers.
-    expect((await app.inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(200)
+    // A scrape needs a monitor (or admin) credential: test/broker/authorization.test.ts has broker.metrics.public.
+    expect((await app.inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(401)
 
     // Lines kept from one scrape to the next follow the node's next report, even in the same ms.
     const scrape = async () => {
-      const text = (await app.inject({ method: 'GET', url: '/metrics' })).body
+      const text = (
+        await app.inject({
+          method: 'GET',
+          url: '/metrics',
+          headers: { authorization: `Bearer ${monitorTok}` },
+        })
+      ).body
       const f = new Map(parsePrometheus(text).map((x) => [x.name, x]))
       return (name: string, labels: Record<string, string>) =>
         Number(

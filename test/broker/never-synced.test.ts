@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createBrokerApp, type CreateBrokerAppOptions } from '../../src/broker/app.js'
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
-import { createNodeToken } from '../../src/broker/tokens.js'
+import { createNodeToken, createToken } from '../../src/broker/tokens.js'
 import { makeBatch, message } from '../helpers/broker.js'
 import { makeTempDir } from '../helpers/cli.js'
 import { MemorySink, MIN, T0, options } from '../helpers/monitoring.js'
@@ -25,7 +25,9 @@ describe('never-synced (injectable clock)', () => {
 
   const open = async (alerts: Partial<CreateBrokerAppOptions['alerts']> = {}) => {
     store = await openSqliteBrokerStore({ dataDir: tmp.dir })
-    token = (await createNodeToken(store, 'gw-late', T0)).token
+    await createNodeToken(store, 'gw-late', T0)
+    // A monitor reads the fleet; as a credential that is no node, it is never listed as one.
+    token = (await createToken(store, { name: 'ops', role: 'monitor' }, T0)).token
     await createNodeToken(store, 'gw-quick', T0)
     sink = new MemorySink()
     app = await createBrokerApp(

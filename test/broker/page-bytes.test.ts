@@ -69,7 +69,7 @@ describe('consumer pages bounded by bytes (inject)', () => {
     const bad = await b.app.inject({
       method: 'GET',
       url: '/v1/messages?maxBytes=-5',
-      headers: { authorization: `Bearer ${b.token}` },
+      headers: { authorization: `Bearer ${b.adminToken}` },
     })
     expect(bad.statusCode).toBe(400)
     expect(bad.json()).toMatchObject({ code: 'INVALID_QUERY' })

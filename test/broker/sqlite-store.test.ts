@@ -288,7 +288,7 @@ describe('sqlite broker store: schema 1 (node and epoch in every row, a position
       const ta = await store.read({ order: 'arrival', after: 0, limit: 10, topic: 't/+' })
       expect(ta.messages.map((m) => m.arrival)).toEqual([1, 2, 3, 4])
       const db = (store as unknown as { db: import('better-sqlite3').Database }).db
-      expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(3)
+      expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(4)
       await store.close()
     } finally {
       cleanup()
@@ -325,7 +325,8 @@ describe('sqlite broker store: schema 2 (no topic index)', () => {
       raw.close()
       store = await openSqliteBrokerStore({ dataDir: dir })
       const db = (store as unknown as { db: import('better-sqlite3').Database }).db
-      expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(3)
+      // Schema 2 -> 3 (topic ids), then on to 4 (named credentials).
+      expect(db.prepare('SELECT schema_version FROM broker_meta').pluck().get()).toBe(4)
       expect(db.prepare('SELECT topic FROM topics ORDER BY id').pluck().all()).toEqual([
         'id/a',
         'id/b',

@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { startBroker, type RunningBroker } from '../../src/broker/app.js'
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
-import { createNodeToken } from '../../src/broker/tokens.js'
+import { createNodeToken, createToken } from '../../src/broker/tokens.js'
 import { Consumer } from '../../src/core/consumer.js'
 import { ConfigError } from '../../src/shared/errors.js'
 import { makeBatch, message, postBatch } from '../helpers/broker.js'
@@ -17,6 +17,8 @@ import { makeTempDir } from '../helpers/cli.js'
 describe('Consumer and consume.maxPageBytes', () => {
   const tmp = makeTempDir('rmq-consumer-bytes-')
   let broker: RunningBroker | undefined
+  /** A consumer credential reading plant/#: a node token may not read. */
+  let reader: string
   afterEach(async () => {
     await broker?.close()
     tmp.cleanup()
@@ -25,6 +27,7 @@ describe('Consumer and consume.maxPageBytes', () => {
   const open = async () => {
     const store = await openSqliteBrokerStore({ dataDir: tmp.dir })
     const token = (await createNodeToken(store, 'gw-1')).token
+    reader = (await createToken(store, { name: 'reader', role: 'consumer', topics: ['plant/#'] })).token
     broker = await startBroker(
       brokerAppOptions(tmp.dir, {
         storeInstance: store,
@@ -41,7 +44,8 @@ describe('Consumer and consume.maxPageBytes', () => {
     expect(res.status, JSON.stringify(res.body)).toBe(200)
     const c = new Consumer({
       brokerUrl: broker!.url,
-      token,
+      token: reader,
+      topic: 'plant/#',
       order: 'arrival',
       from: 'start',
       maxPageBytes: 20_000,
@@ -72,7 +76,8 @@ describe('Consumer and consume.maxPageBytes', () => {
     expect(res.status, JSON.stringify(res.body)).toBe(200)
     const c = new Consumer({
       brokerUrl: broker!.url,
-      token,
+      token: reader,
+      topic: 'plant/#',
       order: 'arrival',
       from: 'start',
       maxPageBytes: 20_000,
@@ -84,7 +89,8 @@ describe('Consumer and consume.maxPageBytes', () => {
     // With room for it, the same message is read.
     const roomy = new Consumer({
       brokerUrl: broker!.url,
-      token,
+      token: reader,
+      topic: 'plant/#',
       order: 'arrival',
       from: 'start',
       maxPageBytes: 200_000,

@@ -18,25 +18,32 @@ describe('plain HTTP off loopback', () => {
   it('loopback names and addresses are loopback; others are not', () => {
     for (const h of ['127.0.0.1', '127.8.9.10', 'localhost', 'LOCALHOST', '[::1]', '::1', 'gw.localhost'])
       expect(isLoopback(h), h).toBe(true)
-    for (const h of ['10.255.255.1', '0.0.0.0', 'broker.example', '128.0.0.1', '::', 'localhost.example.com'])
+    for (const h of [
+      'broker.invalid',
+      '0.0.0.0',
+      'broker.example',
+      '128.0.0.1',
+      '::',
+      'localhost.example.com',
+    ])
       expect(isLoopback(h), h).toBe(false)
   })
 
   it('http:// to a non-loopback host throws ConfigError (78) naming tls and allowInsecureHttp; https and loopback pass', () => {
     let err: any
     try {
-      new HttpClient('http://10.255.255.1:7878')
+      new HttpClient('http://broker.invalid:7878')
     } catch (e) {
       err = e
     }
     expect(err?.exitCode).toBe(78)
-    expect(err?.message).toContain('refusing plain http:// to 10.255.255.1:7878')
+    expect(err?.message).toContain('refusing plain http:// to broker.invalid:7878')
     expect(err?.message).toMatch(/\btls\b/)
     expect(err?.suggestion).toContain('allowInsecureHttp')
     expect(() =>
-      checkTransport(new URL('http://10.255.255.1:7878'), { allowInsecureHttp: true }),
+      checkTransport(new URL('http://broker.invalid:7878'), { allowInsecureHttp: true }),
     ).not.toThrow()
-    expect(() => checkTransport(new URL('https://10.255.255.1:7878'))).not.toThrow()
+    expect(() => checkTransport(new URL('https://broker.invalid:7878'))).not.toThrow()
     expect(() => checkTransport(new URL('http://127.0.0.1:7878'))).not.toThrow()
     expect(() => checkTransport(new URL('ftp://broker:21'))).toThrow(/scheme ftp:/)
   })

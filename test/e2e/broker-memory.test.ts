@@ -105,7 +105,8 @@ describe('broker memory bounds (real processes)', () => {
       )
       expect(res.status, JSON.stringify(res.body)).toBe(200)
     }
-    const page = await getMessages(broker.url, { topic: '#', order: 'arrival', limit: 100 }, token)
+    const reader = await broker.adminToken()
+    const page = await getMessages(broker.url, { topic: '#', order: 'arrival', limit: 100 }, reader)
     expect(page.status, String(page.body).slice(0, 300)).toBe(200)
     // 16 MiB page cap: one 55 MB message per page (always at least one), more to come.
     expect(page.body.messages.map((m: any) => [m.seq, m.payload.length])).toEqual([[1, 55 * MB]])
@@ -114,12 +115,12 @@ describe('broker memory bounds (real processes)', () => {
     const last = await getMessages(
       broker.url,
       { topic: '#', order: 'arrival', limit: 100, after: page.body.messages[0].position + 9 },
-      token,
+      reader,
     )
     expect(last.body.messages.map((m: any) => m.seq)).toEqual([11])
     expect(last.body.more).toBe(false)
     const consumed = await runCli(['consume', '#', '--order', 'arrival', '--limit', '3', '--json'], {
-      env: cleanEnv({ RMQ_BROKER_URL: broker.url, RMQ_TOKEN: token }),
+      env: cleanEnv({ RMQ_BROKER_URL: broker.url, RMQ_TOKEN: reader }),
       timeoutMs: 120_000,
     })
     expect(consumed.code, consumed.stderr).toBe(0)
@@ -151,7 +152,9 @@ describe('broker memory bounds (real processes)', () => {
       },
     )
     expect(res2.status).toBe(400)
-    const metrics = await request('GET', `${broker.url}/metrics`)
+    const metrics = await request('GET', `${broker.url}/metrics`, {
+      headers: { authorization: `Bearer ${await broker.adminToken()}` },
+    })
     expect(metrics.status).toBe(200)
     expect(String(metrics.body)).not.toMatch(/vvvvvvvvvv/)
   }, 60_000)

@@ -19,7 +19,7 @@ describe('rmq consume: filtered reads past 200,000 non-matching messages', () =>
   beforeAll(async () => {
     broker = await startBrokerProcess({ auth: 'token' })
     const token = await broker.createToken('gw-a')
-    env = { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: token }
+    env = { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: await broker.adminToken() }
     for (let i = 0; i < NON_MATCHING; i += BATCH) {
       const msgs = Array.from({ length: BATCH }, (_, k) => message(i + k + 1, base + i + k, 'a/x', 'n'))
       const res = await postBatch(broker.url, makeBatch('gw-a', msgs, { batch: `b${i}` }), {
@@ -107,7 +107,7 @@ describe('rmq consume: messages held behind the watermark are explained', () => 
     broker = await startBrokerProcess({ auth: 'token' })
     const tokenA = await broker.createToken('edge-a')
     const tokenY = await broker.createToken('edge-y')
-    env = { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: tokenA }
+    env = { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: await broker.adminToken() }
     const now = Date.now()
     // edge-y is live (it just sent a heartbeat) but its low mark is two minutes old: it holds W back.
     const hb = await postBatch(broker.url, makeBatch('edge-y', [], { clock: now - 120_000 }), {

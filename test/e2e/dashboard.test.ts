@@ -1,6 +1,9 @@
 /**
  * The dashboard in real headless Chromium (Debian's /usr/bin/chromium driven
- * by playwright-core) against a real broker process: it loads, shows the
+ * by playwright-core) against a real broker process: without a session it
+ * shows the sign-in, refuses a node token there, and signs in with a monitor
+ * token into an HttpOnly, SameSite=Strict session cookie (no token in any URL
+ * the browser requested, in the cookie or in the broker's log); it shows the
  * nodes with their states, updates when a node syncs, shows a fired alert
  * (short alert interval and noSyncFor from the environment), shows a node
  * whose token is older than neverSyncedFor as never-synced with its alert,
@@ -31,6 +34,9 @@ describe.skipIf(chromiumMissing !== undefined)('dashboard in headless Chromium',
   let page: Page
   const tokens: Record<string, string> = {}
   const errors: string[] = []
+  /** Every URL the browser requested. */
+  const urls: string[] = []
+  let monitorToken = ''
   const seq: Record<string, number> = {}
   let keepAlive: NodeJS.Timeout | undefined
 
@@ -63,6 +69,7 @@ describe.skipIf(chromiumMissing !== undefined)('dashboard in headless Chromium',
     })
     for (const n of ['gw-ok', 'gw-silent', 'gw-behind', BOLD, 'gw-never'])
       tokens[n] = await broker.createToken(n)
+    monitorToken = await broker.createToken('ops', { role: 'monitor' })
     // A gateway given its token two hours ago that never came up (neverSyncedFor is 1h by default).
     const store = await openSqliteBrokerStore({ dataDir: broker.dataDir })
     tokens['gw-unborn'] = (await createNodeToken(store, 'gw-unborn', Date.now() - 2 * 3_600_000)).token
@@ -97,6 +104,7 @@ describe.skipIf(chromiumMissing !== undefined)('dashboard in headless Chromium',
       ],
     })
     page = await browser.newPage({ viewport: { width: 1440, height: 1000 }, deviceScaleFactor: 1 })
+    page.on('request', (r) => urls.push(r.url()))
     page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`))
     page.on('console', (m) => {
       if (m.type() === 'error') errors.push(`console: ${m.text()}`)
@@ -113,16 +121,29 @@ describe.skipIf(chromiumMissing !== undefined)('dashboard in headless Chromium',
     await broker?.cleanup()
   })
 
-  it('asks for a token when it has none, then loads with one from the URL fragment', async () => {
+  it('shows the sign-in without a session, refuses a node token, signs in with a monitor token', async () => {
     await page.goto(`${broker.url}/`)
     await page.locator('#auth:not(.hidden)').waitFor({ timeout: 10_000 })
     expect(await page.locator('#conn').getAttribute('data-state')).toBe('auth')
-    await page.goto(`${broker.url}/#token=${encodeURIComponent(tokens['gw-ok'])}`)
+    expect(await page.locator('body[data-loaded="true"]').count()).toBe(0)
+    // A node token may not see the fleet: the sign-in says why and stays.
+    await page.fill('#token-input', tokens['gw-ok'])
+    await page.click('#auth-form button[type="submit"]')
+    await page
+      .locator('#auth-error', { hasText: 'needs a monitor or admin token' })
+      .waitFor({ timeout: 10_000 })
+    expect(await page.locator('#auth').getAttribute('class')).not.toMatch(/hidden/)
+    await page.fill('#token-input', monitorToken)
+    await page.click('#auth-form button[type="submit"]')
     await page.locator('body[data-loaded="true"]').waitFor({ timeout: 10_000 })
-    // The fragment is taken out of the address bar once read.
-    expect(new URL(page.url()).hash).toBe('')
     expect(await page.locator('#auth').getAttribute('class')).toMatch(/hidden/)
-    // The 401 answers before the token was given are logged by the browser; from here on nothing may fail.
+    // The session is a cookie the page cannot read, sent only to this site, and not the token.
+    const cookies = await page.context().cookies()
+    expect(cookies.map((c) => c.name)).toEqual(['rmq_session'])
+    expect(cookies[0]).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/' })
+    expect(cookies[0].value).not.toContain(monitorToken)
+    expect(await page.evaluate('document.cookie')).toBe('')
+    // The 401 and 403 answers before signing in are logged by the browser; from here on nothing may fail.
     errors.length = 0
   })
 
@@ -230,5 +251,13 @@ describe.skipIf(chromiumMissing !== undefined)('dashboard in headless Chromium',
       clearInterval(silentAlive)
     }
     expect(errors).toEqual([])
+    // No token in any URL the browser requested, nor in any line the broker logged.
+    expect(urls.length).toBeGreaterThan(10)
+    const logs = broker.logs()
+    expect(logs).toContain('dashboard sign-in')
+    for (const t of [monitorToken, ...Object.values(tokens)]) {
+      expect(urls.filter((u) => u.includes(t))).toEqual([])
+      expect(logs.includes(t)).toBe(false)
+    }
   })
 })

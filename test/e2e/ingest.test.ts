@@ -49,7 +49,11 @@ describe('broker end to end: ingest over HTTP against `rmq broker start`', () =>
     expect(res.body).toMatchObject({ accepted: 3, duplicates: 0, late: 0 })
     const again = await postBatch(broker.url, batch, { token: tokenA, encoding: 'gzip' })
     expect(again.body).toMatchObject({ accepted: 0, duplicates: 3 })
-    const page = await getMessages(broker.url, { topic: 'plant/#', order: 'arrival' }, tokenA)
+    const page = await getMessages(
+      broker.url,
+      { topic: 'plant/#', order: 'arrival' },
+      await broker.adminToken(),
+    )
     expect(page.body.messages.map((m: { seq: number }) => m.seq)).toEqual([1, 2, 3])
     expect(page.body.messages[0]).toMatchObject({
       id: 'gw-a:epoch-gw-a:1',
@@ -185,7 +189,7 @@ describe('broker end to end: ingest over HTTP against `rmq broker start`', () =>
   })
 
   it('rmq consume prints one line per message; --limit, --from, --order arrival and --json', async () => {
-    const env = { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: tokenA }
+    const env = { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: await broker.adminToken() }
     const human = await runCli(['consume', 'plant/#', '--order', 'arrival'], { env })
     expect(human.code, human.stderr).toBe(0)
     const lines = human.stdout.trim().split('\n')
@@ -226,8 +230,13 @@ describe('broker end to end: ingest over HTTP against `rmq broker start`', () =>
   it('token list and revoke work on the data dir; a revoked token gets 401', async () => {
     const list = await runCli(['broker', 'token', 'list', '--data-dir', broker.dataDir, '--json'])
     expect(list.code).toBe(0)
-    const tokens = JSON.parse(list.stdout).tokens
-    expect(tokens.map((t: { node: string }) => t.node)).toEqual(['gw-a', 'gw-b'])
+    // Node tokens (role node, named by their node) and the test's admin credential.
+    const tokens = JSON.parse(list.stdout).tokens.filter((t: { role: string }) => t.role === 'node')
+    expect(tokens.map((t: { name: string; node: string }) => [t.name, t.node])).toEqual([
+      ['gw-a', 'gw-a'],
+      ['gw-b', 'gw-b'],
+    ])
+    expect(JSON.parse(list.stdout).tokens.map((t: { role: string }) => t.role)).toContain('admin')
     expect(tokens[0].lastUsedAt).toBeGreaterThan(0)
     expect(list.stdout).not.toContain(tokenA)
     const revoke = await runCli(['broker', 'token', 'revoke', 'gw-b', '--data-dir', broker.dataDir])
@@ -248,7 +257,7 @@ describe('broker end to end: ingest over HTTP against `rmq broker start`', () =>
       { token: tokenA },
     )
     const res = await request('GET', `${broker.url}/v1/nodes`, {
-      headers: { authorization: `Bearer ${tokenA}` },
+      headers: { authorization: `Bearer ${await broker.adminToken()}` },
     })
     const a = res.body.nodes.find((n: { node: string }) => n.node === 'gw-a')
     expect(a.backlog).toEqual({ pending: 4, bytes: 99, oldestTs: now - 1000 })

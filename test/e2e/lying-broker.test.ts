@@ -162,7 +162,7 @@ describe('rmq sync against a broker that lies', () => {
         expect(good.code, good.stderr).toBe(0)
         expect(await pending(run)).toBe(0)
         const consumed = await runCli(['consume', 'liar/#', '--json', '--order', 'arrival'], {
-          env: { RMQ_BROKER_URL: real.url, RMQ_TOKEN: token },
+          env: { RMQ_BROKER_URL: real.url, RMQ_TOKEN: await real.adminToken() },
         })
         expect(consumed.code, consumed.stderr).toBe(0)
         const payloads = consumed.stdout

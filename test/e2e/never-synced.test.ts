@@ -51,8 +51,11 @@ describe('never-synced end to end (real broker process, webhook on 127.0.0.1, re
       // `rmq status --broker` shows both as never-synced, with the alerts.
       const env = { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: late }
       fs.writeFileSync(path.join(edge.dir, '.rmqrc.json'), JSON.stringify({ nodeId: 'gw-late' }))
-      const rmq = (args: string[]) => runCli(args, { cwd: edge.dir, env })
-      const status = await rmq(['status', '--broker'])
+      const rmq = (args: string[], extra: Record<string, string> = {}) =>
+        runCli(args, { cwd: edge.dir, env: { ...env, ...extra } })
+      // The fleet view needs a monitor (or admin) credential; the node's token syncs.
+      const monitor = { RMQ_TOKEN: await broker.createToken('ops', { role: 'monitor' }) }
+      const status = await rmq(['status', '--broker'], monitor)
       expect(status.code).toBe(0)
       expect(status.stdout).toMatch(
         /2 node\(s\): 0 ok, 0 behind, 0 holding-back, 0 stale, 0 never-seen, 2 never-synced;/,
@@ -66,7 +69,7 @@ describe('never-synced end to end (real broker process, webhook on 127.0.0.1, re
       const resolved = await until(() => event('resolved', 'gw-late'), 'resolution for gw-late', 20_000)
       expect(resolved.body.alert).toMatchObject({ key: 'never-synced:gw-late', state: 'resolved' })
       expect(resolved.body.alert.resolvedAt).toBeGreaterThan(0)
-      const fleet = parseJson((await rmq(['status', '--broker', '--json'])).stdout)
+      const fleet = parseJson((await rmq(['status', '--broker', '--json'], monitor)).stdout)
       expect(fleet.summary).toMatchObject({ ok: 1, 'never-synced': 1, total: 2 })
       expect(fleet.alerts.map((a: { key: string }) => a.key)).toEqual(['never-synced:gw-never'])
       expect(event('resolved', 'gw-never')).toBeUndefined()

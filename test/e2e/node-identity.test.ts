@@ -4,21 +4,19 @@
  * (exit 78, nothing sent, nothing lost); `rmq outbox rename-node` changes it
  * under a new epoch, after which everything is delivered once.
  */
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { getMessages, startBrokerProcess } from '../helpers/broker.js'
 import { makeTempDir, runCli } from '../helpers/cli.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
 
 describe('node identity of an outbox', () => {
-  const cleanups: Array<() => unknown> = []
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c()
-  })
+  const cleanup = cleanupAfterEach()
 
   it('publish as gw-a, sync as gw-b: exit 78 and nothing sent; after rename-node gw-b every message arrives once, as gw-b', async () => {
     const broker = await startBrokerProcess({ auth: 'none' })
-    cleanups.push(() => broker.cleanup())
+    cleanup(() => broker.cleanup())
     const tmp = makeTempDir('rmq-identity-')
-    cleanups.push(() => tmp.cleanup())
+    cleanup(() => tmp.cleanup())
     const as = (node: string, args: string[]) =>
       runCli(args, { cwd: tmp.dir, env: { RMQ_NODE_ID: node, RMQ_BROKER_URL: broker.url } })
 
@@ -56,7 +54,7 @@ describe('node identity of an outbox', () => {
 
   it('rename is refused after a failed sync attempt (a batch may be at the broker unacknowledged) unless --force', async () => {
     const tmp = makeTempDir('rmq-identity-')
-    cleanups.push(() => tmp.cleanup())
+    cleanup(() => tmp.cleanup())
     // Nothing listens on port 9 of 127.0.0.1: the sync fails and leaves a backoff.
     const env = (node: string) => ({ RMQ_NODE_ID: node, RMQ_BROKER_URL: 'http://127.0.0.1:9' })
     expect((await runCli(['publish', 'plant/x', '1'], { cwd: tmp.dir, env: env('gw-a') })).code).toBe(0)

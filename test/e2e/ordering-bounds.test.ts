@@ -28,6 +28,8 @@ describe('ordering bounds end to end (real broker process)', () => {
   const start = async (env: Record<string, string>) => {
     const broker = await startBrokerProcess({ env })
     cleanups.push(() => broker.cleanup())
+    // The reading credential made now, so that no token command runs inside a timed wait.
+    await broker.adminToken()
     return broker
   }
   /** B heartbeats every 300 ms until stopped, each time claiming `oldestTs` is still pending. */
@@ -61,7 +63,8 @@ describe('ordering bounds end to end (real broker process)', () => {
   /** Poll the event stream until node A's message is there; the time it took. */
   const waitReleased = async (broker: BrokerProcess, token: string, from: number, limitMs: number) => {
     for (;;) {
-      const res = await getMessages(broker.url, { order: 'event', topic: '#' }, token)
+      void token
+      const res = await getMessages(broker.url, { order: 'event', topic: '#' }, await broker.adminToken())
       const msgs = (res.body as { messages: Array<{ node: string; late: boolean }> }).messages
       const a = msgs.find((m) => m.node === 'gw-a')
       if (a) return { elapsed: Date.now() - from, late: a.late }
@@ -113,7 +116,7 @@ describe('ordering bounds end to end (real broker process)', () => {
       /behind broker time, more than broker\.ordering\.maxHoldBack \(3s\): not holding/,
     )
     const status = await runCli(['status', '--broker', '--json'], {
-      env: { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: tokA, ...env },
+      env: { RMQ_BROKER_URL: broker.url, ...env, RMQ_TOKEN: await broker.adminToken() },
     })
     const nodeB = JSON.parse(status.stdout).nodes.find((n: { node: string }) => n.node === 'gw-b')
     expect(nodeB).toMatchObject({ health: 'holding-back' })

@@ -7,8 +7,13 @@ type Line = ConsumedLine
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-const startConsumer = (broker: BrokerProcess, token: string, args: string[]) =>
-  startFollowConsumer({ url: broker.url, token, args })
+/** A consumer reading everything with the given groups (a node token may not read). */
+const startConsumer = async (broker: BrokerProcess, group: string, args: string[]) =>
+  startFollowConsumer({
+    url: broker.url,
+    token: await broker.createToken(`reader-${group}`, { role: 'consumer', topics: '#', groups: group }),
+    args: ['--group', group, ...args],
+  })
 
 /** Send a batch until the broker acknowledges it (the edge's at-least-once retry). */
 async function sendUntilAcked(
@@ -44,7 +49,7 @@ describe('event-time ordering end to end', () => {
     cleanups.push(() => broker.cleanup())
     const tokA = await broker.createToken('gw-a')
     const tokB = await broker.createToken('gw-b')
-    const consumer = startConsumer(broker, tokA, ['--group', 'ordering'])
+    const consumer = await startConsumer(broker, 'ordering', [])
     cleanups.push(() => consumer.kill())
 
     const base = Date.now() - 10 * 60_000
@@ -119,7 +124,7 @@ describe('event-time ordering end to end', () => {
     let broker = await startBrokerProcess()
     cleanups.push(() => broker.cleanup())
     const token = await broker.createToken('gw-k')
-    let consumer = startConsumer(broker, token, ['--group', 'crash'])
+    let consumer = await startConsumer(broker, 'crash', [])
     const consumers = [consumer]
     cleanups.push(() => consumers.forEach((c) => c.kill()))
 
@@ -151,7 +156,7 @@ describe('event-time ordering end to end', () => {
     while (acked.length < 26 * PER) await sleep(2)
     expect(await consumer.stop()).toBe(0)
     await more
-    consumer = startConsumer(broker, token, ['--group', 'crash'])
+    consumer = await startConsumer(broker, 'crash', [])
     consumers.push(consumer)
     await sendRange(32, BATCHES)
     expect(acked.length).toBe(BATCHES * PER)

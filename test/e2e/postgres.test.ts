@@ -62,6 +62,19 @@ describe.skipIf(!pg.ok)('two brokers sharing one PostgreSQL database', () => {
         expect(r.code, r.stderr).toBe(0)
         tokens[node] = r.stdout.trim()
       }
+      // Readers use a consumer credential (a node token may only publish).
+      const reader = await runCli(
+        ['broker', 'token', 'create', 'reader', '--role', 'consumer', '--topics', '#'],
+        {
+          env: storeEnv,
+        },
+      )
+      expect(reader.code, reader.stderr).toBe(0)
+      const readerToken = reader.stdout.trim()
+      const monitor = await runCli(['broker', 'token', 'create', 'ops', '--role', 'monitor'], {
+        env: storeEnv,
+      })
+      expect(monitor.code, monitor.stderr).toBe(0)
       const brokers: BrokerProcess[] = await Promise.all(
         [0, 1].map(() => startBrokerProcess({ auth: 'token', env: storeEnv })),
       )
@@ -70,8 +83,8 @@ describe.skipIf(!pg.ok)('two brokers sharing one PostgreSQL database', () => {
       expect(a.port).not.toBe(b.port)
 
       // Readers: one on each broker from the start (long-polling before anything exists).
-      const readerA = startConsumer(a.url, tokens['gw-1'])
-      const readerB = startConsumer(b.url, tokens['gw-2'])
+      const readerA = startConsumer(a.url, readerToken)
+      const readerB = startConsumer(b.url, readerToken)
       cleanups.push(
         () => readerA.kill(),
         () => readerB.kill(),
@@ -214,7 +227,7 @@ describe.skipIf(!pg.ok)('two brokers sharing one PostgreSQL database', () => {
       await readerA.kill()
       const seenOnA = readerA.lines.length
       const lastA = seenOnA ? readerA.lines[seenOnA - 1].position : 0
-      const resumed = startConsumer(b.url, tokens['gw-3'], ['--from', String(lastA + 1)])
+      const resumed = startConsumer(b.url, readerToken, ['--from', String(lastA + 1)])
       cleanups.push(() => resumed.kill())
       await resumed.waitFor(TOTAL - seenOnA)
       await sleep(300)
@@ -222,7 +235,7 @@ describe.skipIf(!pg.ok)('two brokers sharing one PostgreSQL database', () => {
 
       // Node status is shared: the surviving broker knows every node, with nothing pending.
       const status = (await fetch(`${b.url}/v1/nodes`, {
-        headers: { authorization: `Bearer ${tokens['gw-1']}` },
+        headers: { authorization: `Bearer ${monitor.stdout.trim()}` },
       }).then((r) => r.json())) as { nodes: Array<{ node: string; backlog: { pending: number } }> }
       expect(status.nodes.map((n) => [n.node, n.backlog.pending])).toEqual(
         [...EDGES, HAND].map((n) => [n, 0]),

@@ -56,7 +56,7 @@ describe('rmq publish on the Producer (real binary, real broker)', () => {
     const lines = await publish(['cli/lines', '--lines'], env, 'a\nb\n\nc\n')
     expect(lines.code, lines.stderr).toBe(0)
     expect(lines.stdout).toMatch(/^sent 3 messages from 4 lines, 1 blank skipped/)
-    const got = await brokerMessages(broker.url, node, env.RMQ_TOKEN)
+    const got = await brokerMessages(broker.url, node, await broker.adminToken())
     expect(got.map((m) => m.payload)).toEqual(['{"v":1}', 'two', 'a', 'b', 'c'])
     expect(got[0].id).toBe(id)
     expect(got[1].priority).toBe(8)
@@ -80,7 +80,9 @@ describe('rmq publish on the Producer (real binary, real broker)', () => {
     const up = await publish(['cli/imm', 'up'], env)
     expect(up.code, up.stderr).toBe(0)
     const upId = /^sent (\S+)$/.exec(up.stdout.trim())![1]
-    expect((await brokerMessages(broker.url, node, env.RMQ_TOKEN)).map((m) => m.id)).toEqual([upId])
+    expect((await brokerMessages(broker.url, node, await broker.adminToken())).map((m) => m.id)).toEqual([
+      upId,
+    ])
 
     const down = await publish(['cli/imm', 'down', '--json'], {
       ...env,
@@ -96,11 +98,9 @@ describe('rmq publish on the Producer (real binary, real broker)', () => {
     const again = await publish(['cli/imm', 'later', '--lines'], env)
     expect(again.code, again.stderr).toBe(0)
     expect(again.stdout).toMatch(/^sent 1 messages from 1 lines/)
-    expect((await brokerMessages(broker.url, node, env.RMQ_TOKEN)).map((m) => m.payload)).toEqual([
-      'up',
-      'down',
-      'later',
-    ])
+    expect((await brokerMessages(broker.url, node, await broker.adminToken())).map((m) => m.payload)).toEqual(
+      ['up', 'down', 'later'],
+    )
   })
 
   it('edge + deferred stays lean: neither the HTTP stack nor zstd-napi is loaded (direct mode loads them)', async () => {

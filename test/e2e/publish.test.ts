@@ -248,15 +248,15 @@ describe('rmq publish (real binary)', () => {
     expect(rows('SELECT dropped_total FROM queue_totals')[0].dropped_total).toBe(2)
   })
 
-  it('a damaged outbox file is exit 74 naming the file and the fix, and is left as it was', async () => {
+  it('a damaged outbox file is exit 70 naming the file and the repair, and is left as it was', async () => {
     fs.mkdirSync(path.dirname(dbPath()), { recursive: true })
     const garbage = Buffer.alloc(64 * 1024, 'not a database ')
     fs.writeFileSync(dbPath(), garbage)
     const r = await publish(['a/b', 'x', '--json'])
-    expect(r.code).toBe(74)
-    expect(parseJson(r.stdout).error).toMatchObject({ code: 'STORAGE', exitCode: 74 })
-    expect(r.stderr).toContain(`the outbox ${dbPath()} is not a valid rmq database`)
-    expect(r.stderr).toContain('move the file away')
+    expect(r.code).toBe(70)
+    expect(parseJson(r.stdout).error).toMatchObject({ code: 'CORRUPT', exitCode: 70 })
+    expect(r.stderr).toContain(`the outbox ${dbPath()} is damaged or not an rmq database`)
+    expect(r.stderr).toMatch(/fix: .*rmq doctor --repair/)
     expect(r.stderr).not.toMatch(/\n\s+at /)
     expect(fs.readFileSync(dbPath()).equals(garbage)).toBe(true)
   })

@@ -22,12 +22,15 @@ describe('rmq status (edge) and rmq status --broker', () => {
   let broker: BrokerProcess
   let tmp: ReturnType<typeof makeTempDir>
   let env: Record<string, string>
+  const monitor: Record<string, string> = {}
 
   beforeAll(async () => {
     broker = await startBrokerProcess({ auth: 'token' })
     tmp = makeTempDir('rmq-status-')
     fs.writeFileSync(path.join(tmp.dir, '.rmqrc.json'), JSON.stringify({ nodeId: 'gw-status' }))
     env = { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: await broker.createToken('gw-status') }
+    // The fleet view (status --broker, /metrics) needs a monitor credential; the node token syncs.
+    monitor.RMQ_TOKEN = await broker.createToken('ops', { role: 'monitor' })
   })
   afterAll(async () => {
     await broker?.cleanup()
@@ -104,12 +107,12 @@ describe('rmq status (edge) and rmq status --broker', () => {
     expect(node.lastSuccessAt).toBeGreaterThan(Date.now() - 120_000)
     expect(node.sync.lastSuccessAt).toBeGreaterThan(0)
 
-    const j = await rmq(['status', '--broker', '--json'])
+    const j = await rmq(['status', '--broker', '--json'], monitor)
     expect(j.code).toBe(0)
     const listed = parseJson(j.stdout).nodes.find((n: { node: string }) => n.node === 'gw-status')
     expect(listed).toMatchObject({ attempts: 1, successes: 1, successRate: 1 })
     expect(listed.lastSuccessAt).toBe(node.lastSuccessAt)
-    const human = await rmq(['status', '--broker'])
+    const human = await rmq(['status', '--broker'], monitor)
     expect(human.stdout).toMatch(/^gw-status\s+ok\s+\d+s ago\s+100%\s+0\s/m)
   })
 
@@ -133,7 +136,7 @@ describe('rmq status (edge) and rmq status --broker', () => {
 
   it('--broker renders the fleet with health, and --json gives nodes, summary and alerts', async () => {
     await broker.createToken('gw-spare')
-    const human = await rmq(['status', '--broker'])
+    const human = await rmq(['status', '--broker'], monitor)
     expect(human.code).toBe(0)
     expect(human.stdout).toMatch(
       /2 node\(s\): 1 ok, 0 behind, 0 holding-back, 0 stale, 1 never-seen, 0 never-synced; 0 active alert\(s\)/,
@@ -142,7 +145,7 @@ describe('rmq status (edge) and rmq status --broker', () => {
     expect(human.stdout).toMatch(/^gw-spare\s+never-seen\s+never/m)
     expect(human.stdout).toMatch(/^gw-status\s+ok\s+\d+s ago\s+\d+(\.\d)?%\s+0\s+-\s+4\s+0\s+0/m)
 
-    const j = await rmq(['status', '--broker', '--json'])
+    const j = await rmq(['status', '--broker', '--json'], monitor)
     expect(j.code).toBe(0)
     const fleet = parseJson(j.stdout)
     expect(fleet.summary).toMatchObject({ ok: 1, 'never-seen': 1, total: 2 })
@@ -158,7 +161,10 @@ describe('rmq status (edge) and rmq status --broker', () => {
   })
 
   it('the running broker process serves /metrics that a Prometheus parser accepts', async () => {
-    const res = await fetch(`${broker.url}/metrics`)
+    expect((await fetch(`${broker.url}/metrics`)).status).toBe(401)
+    const res = await fetch(`${broker.url}/metrics`, {
+      headers: { authorization: `Bearer ${monitor.RMQ_TOKEN}` },
+    })
     expect(res.status).toBe(200)
     const families = parsePrometheus(await res.text())
     const received = families.find((f) => f.name === 'rmq_node_messages_received_total')

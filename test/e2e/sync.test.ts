@@ -76,7 +76,7 @@ async function consumeAll(
   order: 'event' | 'arrival' = 'event',
 ): Promise<Consumed[]> {
   const r = await runCli(['consume', '#', '--json', '--order', order], {
-    env: { RMQ_BROKER_URL: url, RMQ_TOKEN: token },
+    env: { RMQ_BROKER_URL: url, ...(token ? { RMQ_TOKEN: token } : {}) },
     timeoutMs: 60_000,
   })
   expect(r.code, r.stderr).toBe(0)
@@ -127,7 +127,7 @@ describe('sync end to end', () => {
     const after = await node.run(['sync', '--json'], { RMQ_TOKEN: token })
     expect(parseJson(after.stdout)).toMatchObject({ status: 'ok', heartbeat: true })
 
-    expectAllOnceInOrder(await consumeAll(b.url, token), 10_000)
+    expectAllOnceInOrder(await consumeAll(b.url, await b.adminToken()), 10_000)
   })
 
   it('resumes after SIGKILL at random points: nothing lost, nothing delivered twice', async () => {
@@ -152,7 +152,7 @@ describe('sync end to end', () => {
     const r = await node.run(['drain', '--timeout', '60s', '--json'])
     expect(r.code, r.stderr).toBe(0)
     expect(parseJson(r.stdout).pending).toBe(0)
-    expectAllOnceInOrder(await consumeAll(b.url, token), total)
+    expectAllOnceInOrder(await consumeAll(b.url, await b.adminToken()), total)
   })
 
   it('survives the broker being killed mid-request and a link that resets and stalls mid-body', async () => {
@@ -204,7 +204,7 @@ describe('sync end to end', () => {
     expect(parseJson(r.stdout).pending).toBe(0)
     expect(proxy.stats.resets).toBeGreaterThan(0)
     expect(proxy.stats.stalls).toBeGreaterThan(0)
-    expectAllOnceInOrder(await consumeAll(restarted.url, token), total + extra)
+    expectAllOnceInOrder(await consumeAll(restarted.url, await restarted.adminToken()), total + extra)
   })
 
   it('under a budget sends the newest first; later runs send the rest; consumers still read in event order', async () => {
@@ -219,12 +219,15 @@ describe('sync end to end', () => {
     expect(r1.bytesWire).toBeLessThanOrEqual(2048)
     expect(r1.messages).toBeGreaterThan(0)
     expect(r1.pending).toBe(1000 - r1.messages)
-    const arrived = await consumeAll(b.url, token, 'arrival')
+    const arrived = await consumeAll(b.url, await b.adminToken(), 'arrival')
     const firstSent = arrived.map((m) => (JSON.parse(m.payload) as { i: number }).i)
     expect(firstSent[0]).toBe(999)
     expect(Math.min(...firstSent)).toBe(1000 - r1.messages)
     // Held back by the node's backlog: nothing in the event stream yet, and the last line says why.
-    const held = (await consumeAll(b.url, token, 'event')) as unknown as Record<string, unknown>[]
+    const held = (await consumeAll(b.url, await b.adminToken(), 'event')) as unknown as Record<
+      string,
+      unknown
+    >[]
     expect(held).toHaveLength(1)
     expect(held[0]).toMatchObject({ type: 'held', held: r1.messages, capped: false })
     expect(held[0].nodes).toHaveLength(1)
@@ -237,7 +240,7 @@ describe('sync end to end', () => {
       if (parseJson(r.stdout).pending === 0) break
     }
     expect(runs).toBeGreaterThan(2)
-    expectAllOnceInOrder(await consumeAll(b.url, token), 1000)
+    expectAllOnceInOrder(await consumeAll(b.url, await b.adminToken()), 1000)
   })
 
   it('two overlapping sync runs: one sends, the other exits 0 saying another sync is running', async () => {
@@ -254,7 +257,7 @@ describe('sync end to end', () => {
     if (results.some((r) => r.status === 'locked'))
       expect(results.find((r) => r.status === 'locked').message).toMatch(/another sync is running/)
     const nodes = await runCli(['consume', '#', '--json', '--order', 'arrival'], {
-      env: { RMQ_BROKER_URL: b.url, RMQ_TOKEN: token },
+      env: { RMQ_BROKER_URL: b.url, RMQ_TOKEN: await b.adminToken() },
     })
     expect(nodes.stdout.split('\n').filter(Boolean)).toHaveLength(2000)
   })
@@ -272,7 +275,7 @@ describe('sync end to end', () => {
     const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
     const waitFor = async (n: number) => {
       for (let k = 0; k < 200; k++) {
-        const got = await consumeAll(b.url, token, 'arrival')
+        const got = await consumeAll(b.url, await b.adminToken(), 'arrival')
         if (got.length >= n) return got
         await new Promise((r) => setTimeout(r, 100))
       }
@@ -300,7 +303,7 @@ describe('sync end to end', () => {
     let stderr = ''
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
     const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
-    for (let k = 0; k < 100 && (await consumeAll(b.url, token, 'arrival')).length === 0; k++)
+    for (let k = 0; k < 100 && (await consumeAll(b.url, await b.adminToken(), 'arrival')).length === 0; k++)
       await new Promise((r) => setTimeout(r, 100))
     child.kill('SIGINT')
     expect(await exited).toBe(75)
@@ -309,7 +312,7 @@ describe('sync end to end', () => {
     expect(stderr).not.toMatch(/\n\s+at /)
     const again = await node.run(['drain'])
     expect(again.code, again.stderr).toBe(0)
-    expectAllOnceInOrder(await consumeAll(b.url, token), 20_000)
+    expectAllOnceInOrder(await consumeAll(b.url, await b.adminToken()), 20_000)
   })
 
   it('explains a refused token with exit 78', async () => {

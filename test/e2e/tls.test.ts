@@ -114,12 +114,16 @@ describe('HTTPS with a private CA', () => {
     expect(drained.code, drained.stderr).toBe(0)
     expect(await pending(e)).toBe(0)
 
-    const got = await consumeAll(b.url, { RMQ_TOKEN: token, RMQ_TLS_CA: pki.ca })
+    const got = await consumeAll(b.url, { RMQ_TOKEN: await b.adminToken(), RMQ_TLS_CA: pki.ca })
     expect(got.length).toBe(50)
     expect(new Set(got.map((m) => m.seq)).size).toBe(50)
     expect(got.every((m) => m.node === 'gw-tls')).toBe(true)
 
-    const fleet = await e.run(['status', '--broker', '--json'], { RMQ_TLS_CA: pki.ca })
+    // The fleet view needs a monitor or admin credential.
+    const fleet = await e.run(['status', '--broker', '--json'], {
+      RMQ_TLS_CA: pki.ca,
+      RMQ_TOKEN: await b.adminToken(),
+    })
     expect(fleet.code, fleet.stderr).toBe(0)
     expect(parseJson(fleet.stdout).nodes.map((n: { node: string }) => n.node)).toContain('gw-tls')
   }, 180_000)
@@ -152,7 +156,7 @@ describe('HTTPS with a private CA', () => {
     const p = await createProducer({ ...base, tls: { ca: pki.ca } })
     for (let i = 0; i < 5; i++) await p.send('api/tls', JSON.stringify({ i }))
     await p.close()
-    const got = await consumeAll(b.url, { RMQ_TOKEN: token, RMQ_TLS_CA: pki.ca })
+    const got = await consumeAll(b.url, { RMQ_TOKEN: await b.adminToken(), RMQ_TLS_CA: pki.ca })
     expect(got.filter((m) => m.node === 'gw-api').map((m) => m.seq)).toEqual([1, 2, 3, 4, 5])
   }, 120_000)
 })
@@ -160,6 +164,8 @@ describe('HTTPS with a private CA', () => {
 describe('mTLS: the client certificate names the node', () => {
   it('a certificate for gw-a publishes as gw-a; as gw-b it is 403 naming both; none is 401; certificates of another CA are refused', async () => {
     const b = await tlsBroker({ RMQ_BROKER_TLS_CLIENT_CA: pki.ca }, 'mtls')
+    // A consumer credential named like a certificate gives that certificate its role (read every 5 s: made first).
+    await b.createToken('reader', { role: 'consumer', topics: '#' })
     const certA = pki.client('gw-a')
     const tls = { RMQ_TLS_CA: pki.ca, RMQ_TLS_CERT: certA.cert, RMQ_TLS_KEY: certA.key }
 
@@ -199,8 +205,17 @@ describe('mTLS: the client certificate names the node', () => {
     expect(refused.stderr).toMatch(/client certificate is not accepted/)
     expect(await pending(forged)).toBe(1)
 
-    // Consumers authenticate with their certificate too; only gw-a's 7 messages were stored.
-    const got = await consumeAll(b.url, tls)
+    // A node's certificate does not read messages; a certificate named like a consumer credential does.
+    const asNode = await runCli(['consume', '#', '--json'], { env: { RMQ_BROKER_URL: b.url, ...tls } })
+    expect(asNode.code).not.toBe(0)
+    expect(asNode.stderr).toContain('lacks permission messages:read')
+    const reader = pki.client('reader')
+    const got = await consumeAll(b.url, {
+      RMQ_TLS_CA: pki.ca,
+      RMQ_TLS_CERT: reader.cert,
+      RMQ_TLS_KEY: reader.key,
+    })
+    // Only gw-a's 7 messages were stored.
     expect(got.map((m) => `${m.node}:${m.seq}`)).toEqual(Array.from({ length: 7 }, (_, i) => `gw-a:${i + 1}`))
   }, 180_000)
 
@@ -223,9 +238,9 @@ describe('mTLS: the client certificate names the node', () => {
 
 describe('plain HTTP', () => {
   it('http:// to a non-loopback address is refused before connecting (exit 78 naming tls and allowInsecureHttp)', async () => {
-    // 10.255.255.1 is not routed here: a connection attempt would hang until the 60 s timeout.
+    // A name under .invalid never resolves: were rmq to try, it would fail with a DNS error, not exit 78.
     const e = edge('gw-http', {
-      RMQ_BROKER_URL: 'http://10.255.255.1:7878',
+      RMQ_BROKER_URL: 'http://broker.invalid:7878',
       RMQ_TOKEN: 'secret',
       RMQ_SYNC_TIMEOUT: '60s',
     })
@@ -234,7 +249,7 @@ describe('plain HTTP', () => {
       const started = Date.now()
       const r = await e.run(args)
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(78)
-      expect(r.stderr).toContain('refusing plain http:// to 10.255.255.1:7878')
+      expect(r.stderr).toContain('refusing plain http:// to broker.invalid:7878')
       expect(r.stderr).toMatch(/\btls\b/)
       expect(r.stderr).toContain('allowInsecureHttp')
       expect(Date.now() - started).toBeLessThan(30_000)

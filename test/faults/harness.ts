@@ -346,7 +346,8 @@ export class Cluster {
   async consume(order: 'event' | 'arrival'): Promise<Delivered[]> {
     const id = this.nodes[0]?.id
     const r = await runCli(['consume', '#', '--json', '--order', order], {
-      env: { RMQ_BROKER_URL: this.broker.url, ...(id ? { RMQ_TOKEN: this.token(id) } : {}) },
+      // A node token may not read: the broker's admin credential (made once per data dir) does.
+      env: { RMQ_BROKER_URL: this.broker.url, ...(id ? { RMQ_TOKEN: await this.broker.adminToken() } : {}) },
       timeoutMs: 120_000,
     })
     if (r.code !== 0) throw new Error(`consume failed: exit ${r.code}\n${r.stderr}`)

@@ -1,14 +1,14 @@
 /**
  * The broker-app fixture: a broker app built by createBrokerApp on a real
  * SQLite store in a temp dir, driven with fastify's inject (no port bound),
- * with a node token, a settable clock and helpers to post batches and read
+ * with a node token and an admin token, a settable clock and helpers to post batches and read
  * pages. End-to-end tests use real processes instead (./broker.ts).
  */
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { createBrokerApp, type CreateBrokerAppOptions } from '../../src/broker/app.js'
 import { openSqliteBrokerStore } from '../../src/broker/store/sqlite.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
-import { createNodeToken } from '../../src/broker/tokens.js'
+import { createNodeToken, createToken } from '../../src/broker/tokens.js'
 import { encodeBody, type Encoding } from './broker.js'
 import { makeTempDir } from './cli.js'
 
@@ -49,14 +49,17 @@ export class BrokerAppFixture {
   readonly tmp = makeTempDir('rmq-broker-app-')
   app!: FastifyInstance
   store!: BrokerStore
-  /** Token of node `gw-1`. */
+  /** Token of node `gw-1` (role node: publishes gw-1's batches). */
   token!: string
+  /** Token of credential `admin` (role admin: reads messages, groups, the fleet). */
+  adminToken!: string
   clock = T0
 
   /** Open the store and build the app (call once per test). */
   async open(extra: Partial<CreateBrokerAppOptions> = {}): Promise<this> {
     this.store = await openSqliteBrokerStore({ dataDir: this.tmp.dir })
     this.token = (await createNodeToken(this.store, 'gw-1')).token
+    this.adminToken = (await createToken(this.store, { name: 'admin', role: 'admin' })).token
     this.app = await createBrokerApp(
       brokerAppOptions(this.tmp.dir, { storeInstance: this.store, now: () => this.clock, ...extra }),
     )
@@ -68,7 +71,7 @@ export class BrokerAppFixture {
   }
 
   /** POST /v1/batches with a JSON (or raw) body. */
-  post(body: unknown, opts: PostOptions = {}) {
+  post(body: unknown, opts: PostOptions = {}): Promise<LightMyRequestResponse> {
     return this.app.inject({
       method: 'POST',
       url: '/v1/batches',
@@ -87,7 +90,7 @@ export class BrokerAppFixture {
     const res = await this.app.inject({
       method: 'GET',
       url: `/v1/messages?${query}`,
-      headers: { authorization: `Bearer ${this.token}` },
+      headers: { authorization: `Bearer ${this.adminToken}` },
     })
     if (res.statusCode !== 200) throw new Error(`GET /v1/messages?${query}: ${res.statusCode} ${res.body}`)
     return res.json()

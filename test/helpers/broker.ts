@@ -14,6 +14,7 @@ import http from 'node:http'
 import zlib from 'node:zlib'
 import { createRequire } from 'node:module'
 import type { BatchBody, WireMessage } from '../../src/protocol/batch.js'
+import type { ConsumedMessage } from '../../src/protocol/messages.js'
 import { makeTempDir, runCli, spawnCli } from './cli.js'
 
 const require = createRequire(import.meta.url)
@@ -31,6 +32,31 @@ export interface BrokerProcessOptions {
   readyTimeoutMs?: number
 }
 
+export interface TokenOptions {
+  role?: 'node' | 'consumer' | 'monitor' | 'admin'
+  topics?: string
+  groups?: string
+  expires?: string
+}
+
+/** `rmq broker token create` arguments for these options. */
+export function tokenCreateArgs(name: string, dataDir: string, opts: TokenOptions = {}): string[] {
+  return [
+    'broker',
+    'token',
+    'create',
+    name,
+    '--data-dir',
+    dataDir,
+    ...(opts.role ? ['--role', opts.role] : []),
+    ...(opts.topics ? ['--topics', opts.topics] : []),
+    ...(opts.groups ? ['--groups', opts.groups] : []),
+    ...(opts.expires ? ['--expires', opts.expires] : []),
+  ]
+}
+
+const adminTokens = new Map<string, Promise<string>>()
+
 export interface BrokerProcess {
   url: string
   port: number
@@ -40,8 +66,10 @@ export interface BrokerProcess {
   logs(): string
   /** Resident set size of the broker process in bytes (from /proc). */
   rss(): number
-  /** Create a token with the real CLI on the same data dir. */
-  createToken(node: string): Promise<string>
+  /** Create a token with the real CLI on the same data dir: a node's (the default) or another role's. */
+  createToken(name: string, opts?: TokenOptions): Promise<string>
+  /** An admin credential (`test-admin`, made once per data dir): reads messages, the fleet, /metrics. */
+  adminToken(): Promise<string>
   /** SIGTERM and wait for exit; resolves with the exit code. */
   stop(): Promise<number | null>
   /** SIGKILL and wait for exit. */
@@ -119,10 +147,15 @@ export async function startBrokerProcess(opts: BrokerProcessOptions = {}): Promi
       const m = /VmRSS:\s+(\d+) kB/.exec(status)
       return m ? Number(m[1]) * 1024 : 0
     },
-    async createToken(node) {
-      const r = await runCli(['broker', 'token', 'create', node, '--data-dir', dataDir])
+    async createToken(name, opts) {
+      const r = await runCli(tokenCreateArgs(name, dataDir, opts))
       if (r.code !== 0) throw new Error(`token create failed: ${r.stderr}`)
       return r.stdout.trim()
+    },
+    adminToken() {
+      let t = adminTokens.get(dataDir)
+      if (!t) adminTokens.set(dataDir, (t = proc.createToken('test-admin', { role: 'admin' })))
+      return t
     },
     async stop() {
       if (!alive) return exited
@@ -258,4 +291,25 @@ export async function getMessages(
   return request('GET', `${baseUrl}/v1/messages?${q}`, {
     headers: token ? { authorization: `Bearer ${token}` } : {},
   })
+}
+
+/** Every message the broker holds, in arrival order, page by page (at most `maxPages` of 1,000). */
+export async function allMessages(
+  baseUrl: string,
+  token?: string,
+  maxPages = 100,
+): Promise<ConsumedMessage[]> {
+  const out: ConsumedMessage[] = []
+  let after: string | number | undefined
+  for (let page = 0; page < maxPages; page++) {
+    const q: Record<string, string | number> = { order: 'arrival', topic: '#', limit: 1000 }
+    if (after !== undefined) q.after = after
+    const r = await getMessages(baseUrl, q, token)
+    if (r.status !== 200) throw new Error(`GET /v1/messages: ${r.status} ${JSON.stringify(r.body)}`)
+    const body = r.body as { messages: ConsumedMessage[]; next?: string | number; more?: boolean }
+    out.push(...body.messages)
+    if (!body.more || body.messages.length === 0) return out
+    after = body.next
+  }
+  throw new Error(`more than ${maxPages} pages of messages`)
 }

@@ -1,7 +1,9 @@
-/* global uPlot, localStorage, location, history, ResizeObserver */
+/* global uPlot, localStorage, ResizeObserver */
 /**
  * rmq broker dashboard: polls /v1/nodes, /v1/alerts and /v1/history and
- * renders them. Every value that came from a node (ids, messages, numbers)
+ * renders them. Signing in posts a monitor or admin token once to
+ * /dashboard/session, which answers with an HttpOnly session cookie: the
+ * page never keeps the token, and no token is ever in a URL. Every value that came from a node (ids, messages, numbers)
  * reaches the page through textContent or attribute setters only, never as
  * HTML. No build step: this file is served as is.
  */
@@ -9,11 +11,11 @@
   'use strict'
 
   const POLL_MS = 2000
-  const TOKEN_KEY = 'rmq.dashboard.token'
+  // Where an older dashboard kept the token: removed on load.
+  const OLD_TOKEN_KEY = 'rmq.dashboard.token'
   const HEALTH_ORDER = { stale: 0, 'never-synced': 1, 'holding-back': 2, behind: 3, 'never-seen': 4, ok: 5 }
 
   const state = {
-    token: '',
     nodes: [],
     sort: { key: 'health', dir: 1 },
     filter: '',
@@ -85,28 +87,17 @@
   }
 
   // ---------- auth ----------
-  function loadToken() {
-    const m = /(?:^#|&)token=([^&]+)/.exec(location.hash)
-    if (m) {
-      state.token = decodeURIComponent(m[1])
-      try {
-        localStorage.setItem(TOKEN_KEY, state.token)
-      } catch {
-        // storage may be disabled; keep it for this page only
-      }
-      history.replaceState(null, '', location.pathname + location.search)
-      return
-    }
+  function forgetOldToken() {
     try {
-      state.token = localStorage.getItem(TOKEN_KEY) || ''
+      localStorage.removeItem(OLD_TOKEN_KEY)
     } catch {
-      state.token = ''
+      // storage may be disabled
     }
   }
   function showAuth(message) {
     $('auth').classList.remove('hidden')
     $('auth-error').textContent = message || ''
-    setConn('auth', 'token required')
+    setConn('auth', 'sign-in required')
   }
   function hideAuth() {
     $('auth').classList.add('hidden')
@@ -115,13 +106,35 @@
 
   class AuthError extends Error {}
 
+  /** A GET of the broker's API with the session cookie (same origin). */
   async function api(path) {
-    const headers = { accept: 'application/json' }
-    if (state.token) headers.authorization = 'Bearer ' + state.token
-    const res = await fetch(path, { headers, cache: 'no-store' })
-    if (res.status === 401) throw new AuthError(state.token ? 'the token was refused' : '')
+    const res = await fetch(path, {
+      headers: { accept: 'application/json' },
+      credentials: 'same-origin',
+      cache: 'no-store',
+    })
+    if (res.status === 401) {
+      const body = await res.json().catch(() => ({}))
+      const error = String(body.error || '')
+      throw new AuthError(body.code === 'UNAUTHORIZED' && !error.includes('session') ? '' : error)
+    }
+    if (res.status === 403) throw new AuthError((await res.json().catch(() => ({}))).error || 'forbidden')
     if (!res.ok) throw new Error(path + ': HTTP ' + res.status)
     return res.json()
+  }
+
+  /** Trade a token for a session cookie; the error to show, or '' when signed in. */
+  async function signIn(token) {
+    const res = await fetch('/dashboard/session', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      credentials: 'same-origin',
+      cache: 'no-store',
+      body: JSON.stringify({ token }),
+    })
+    if (res.ok) return ''
+    const body = await res.json().catch(() => ({}))
+    return body.error || 'sign-in failed (HTTP ' + res.status + ')'
   }
 
   function setConn(kind, text) {
@@ -379,7 +392,7 @@
   }
 
   function init() {
-    loadToken()
+    forgetOldToken()
     makeCharts()
     for (const th of document.querySelectorAll('#nodes th')) {
       th.addEventListener('click', () => {
@@ -392,34 +405,20 @@
       state.filter = e.target.value
       renderNodes()
     })
-    // A link with #token=... opened in a tab that already shows the dashboard.
-    window.addEventListener('hashchange', () => {
-      if (/(?:^#|&)token=/.test(location.hash)) {
-        loadToken()
-        void refresh()
-      }
-    })
     $('token-button').addEventListener('click', () => showAuth(''))
-    $('token-clear').addEventListener('click', () => {
-      state.token = ''
-      try {
-        localStorage.removeItem(TOKEN_KEY)
-      } catch {
-        // ignore
-      }
+    $('token-clear').addEventListener('click', async () => {
+      await fetch('/dashboard/session', { method: 'DELETE', credentials: 'same-origin' }).catch(() => {})
       $('token-input').value = ''
       void refresh()
     })
-    $('auth-form').addEventListener('submit', (e) => {
+    $('auth-form').addEventListener('submit', async (e) => {
       e.preventDefault()
-      state.token = $('token-input').value.trim()
-      try {
-        localStorage.setItem(TOKEN_KEY, state.token)
-      } catch {
-        // ignore
-      }
+      const token = $('token-input').value.trim()
       $('token-input').value = ''
-      void refresh()
+      if (!token) return showAuth('paste a monitor or admin token')
+      const problem = await signIn(token).catch(() => 'the broker is unreachable')
+      if (problem) showAuth(problem)
+      else void refresh()
     })
     void refresh().then(schedule)
   }

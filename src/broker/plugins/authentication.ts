@@ -1,28 +1,42 @@
 /**
- * Plugin `rmq-authentication`: decorates the app with `authenticate`, the
- * onRequest hook of the protected routes (createBrokerApp registers the /v1
- * routes in a context that has it; /healthz, /metrics and the dashboard's
- * static files are outside it). It runs before the body is read, so an
- * unauthenticated sender costs no decompression.
+ * Plugin `rmq-authentication`: decorates the app with `authenticate`, which
+ * finds who made a request (req.credential; req.authNode for a node) from a
+ * bearer token, a client certificate or a dashboard session cookie, or
+ * answers 401. The `rmq-authorization` plugin runs it as the first onRequest
+ * hook of every route that is not public, before the body is read, so an
+ * unauthenticated sender costs no decompression. It also holds the
+ * dashboard's sessions (`app.sessions`, ../sessions.ts).
  */
 import type { TLSSocket } from 'node:tls'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import type { Credential } from '../authorization.js'
 import { HttpError } from '../http-error.js'
+import { cookieValue, SESSION_COOKIE, SessionStore } from '../sessions.js'
+import type { FoundToken, TokenRecord } from '../store/types.js'
 import { certificateIdentities, certificateNode } from '../tls.js'
-import { authenticate, bearerToken } from '../tokens.js'
+import { authenticate, bearerToken, tokenRefusal } from '../tokens.js'
 
-/** How often a token's last-used time is written (per node): not on every request. */
+/** How often a token's last-used time is written (per credential): not on every request. */
 const TOUCH_EVERY_MS = 60_000
+/** With broker.auth=mtls, how long a change of a certificate name's role takes to apply. */
+const ROLES_TTL_MS = 5000
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** onRequest hook: sets req.authNode from the bearer token or client certificate, or answers 401/403. */
+    /**
+     * Sets req.credential (and req.authNode for a node) from the bearer token, client certificate
+     * or dashboard session, or answers 401/403. With broker.auth=none it sets nothing.
+     */
     authenticate(req: FastifyRequest): Promise<void>
+    /** The dashboard's sign-in sessions. */
+    sessions: SessionStore
   }
   interface FastifyRequest {
     /** What named req.authNode: a bearer token or a client certificate. */
-    authBy: 'token' | 'certificate' | null
+    authBy: 'token' | 'certificate' | 'session' | null
+    /** Who made the request; null when broker.auth=none (everything is allowed then). */
+    credential: Credential | null
   }
 }
 
@@ -48,10 +62,37 @@ function verifiedCertificate(req: FastifyRequest): string[] {
   return certificateIdentities(cert)
 }
 
+const unauthorized = (code: string, message: string) =>
+  new HttpError(401, code, message, { 'www-authenticate': 'Bearer' })
+
 const authentication: FastifyPluginAsync = async (app) => {
   const { store, options, now } = app.broker
   const touched = new Map<string, number>()
+  const sessions = new SessionStore()
+  app.decorate('sessions', sessions)
   app.decorateRequest('authBy', null)
+  app.decorateRequest('credential', null)
+
+  /** The credential of a token (or session) digest lookup, refused when expired or rotated out. */
+  const accept = (rec: FoundToken | undefined, missing: string): FoundToken => {
+    if (!rec) throw unauthorized('UNAUTHORIZED', missing)
+    const refusal = tokenRefusal(rec, now())
+    if (refusal) throw unauthorized(refusal.code, refusal.message)
+    return rec
+  }
+
+  // broker.auth=mtls: the credentials by name, read at most every ROLES_TTL_MS (not on every request).
+  let rolesCache: { at: number; byName: Promise<Map<string, TokenRecord>> } | undefined
+  const roles = (): Promise<Map<string, TokenRecord>> => {
+    const t = now()
+    if (!rolesCache || t - rolesCache.at >= ROLES_TTL_MS || t < rolesCache.at) {
+      const byName = store.listTokens().then((list) => new Map(list.map((r) => [r.name, r])))
+      rolesCache = { at: t, byName }
+      byName.catch(() => (rolesCache = undefined))
+    }
+    return rolesCache.byName
+  }
+
   app.decorate('authenticate', async (req: FastifyRequest) => {
     if (options.auth === 'none') return
     const certIds = options.tls?.clientCa ? verifiedCertificate(req) : undefined
@@ -65,30 +106,64 @@ const authentication: FastifyPluginAsync = async (app) => {
             certIds ?? [],
           ).slice(0, 200)})`,
         )
-      req.authNode = node
       req.authBy = 'certificate'
+      // A certificate names a node, unless a consumer, monitor or admin credential of that name gives it a role.
+      const rec = (await roles()).get(node)
+      if (rec && rec.role !== 'node') {
+        const refusal = tokenRefusal({ ...rec, previous: false }, now())
+        if (refusal) throw unauthorized(refusal.code, refusal.message)
+        req.credential = {
+          name: node,
+          role: rec.role,
+          topics: rec.topics,
+          groups: rec.groups,
+          by: 'certificate',
+        }
+        return
+      }
+      req.authNode = node
+      req.credential = { name: node, role: 'node', topics: [], groups: [], by: 'certificate' }
       return
     }
     const token = bearerToken(req.headers.authorization)
-    if (!token)
-      throw new HttpError(401, 'UNAUTHORIZED', 'missing bearer token', { 'www-authenticate': 'Bearer' })
-    const rec = await authenticate(store, token)
-    if (!rec)
-      throw new HttpError(401, 'UNAUTHORIZED', 'invalid or revoked token', { 'www-authenticate': 'Bearer' })
-    if (options.auth === 'token+mtls' && !(certIds ?? []).includes(rec.node))
+    let rec: FoundToken
+    let by: 'token' | 'session' = 'token'
+    if (token) rec = accept(await authenticate(store, token), 'invalid or revoked token')
+    else {
+      // The dashboard's session cookie, for reads only: SameSite=Strict and GET keep it from acting elsewhere.
+      const session = cookieValue(req.headers.cookie, SESSION_COOKIE)
+      const read = req.method === 'GET' || req.method === 'HEAD'
+      const digest = session && read ? sessions.digestOf(session, now()) : undefined
+      if (!digest)
+        throw unauthorized(
+          'UNAUTHORIZED',
+          !session
+            ? 'missing bearer token'
+            : read
+              ? 'the dashboard session has ended: sign in again'
+              : 'a dashboard session is good for reads only: send a bearer token',
+        )
+      rec = accept(
+        await store.findToken(digest),
+        'the token of this dashboard session was revoked: sign in again',
+      )
+      by = 'session'
+    }
+    if (options.auth === 'token+mtls' && !(certIds ?? []).includes(rec.name))
       throw new HttpError(
         403,
         'WRONG_NODE',
-        `the token belongs to node ${rec.node}, but the client certificate names ${
+        `the token belongs to ${rec.role === 'node' ? 'node' : rec.role} ${rec.name}, but the client certificate names ${
           certificateNode(certIds ?? []) ?? 'no node'
         }`,
       )
-    req.authNode = rec.node
-    req.authBy = 'token'
+    if (rec.role === 'node') req.authNode = rec.name
+    req.authBy = by
+    req.credential = { name: rec.name, role: rec.role, topics: rec.topics, groups: rec.groups, by }
     const t = now()
-    if ((touched.get(rec.node) ?? 0) + TOUCH_EVERY_MS <= t) {
-      touched.set(rec.node, t)
-      await store.touchToken(rec.node, t).catch(() => {})
+    if ((touched.get(rec.name) ?? 0) + TOUCH_EVERY_MS <= t) {
+      touched.set(rec.name, t)
+      await store.touchToken(rec.name, t).catch(() => {})
     }
   })
 }

@@ -57,6 +57,7 @@ const batches: FastifyPluginAsync = async (app) => {
   app.post(
     '/v1/batches',
     {
+      config: { permission: 'batches:write' },
       schema: { body: batchBodySchema, response: { 200: batchAckSchema } },
       // With tokens the node is known before the body is read: refuse early.
       onRequest: async (req, reply) => {

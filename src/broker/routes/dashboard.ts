@@ -55,7 +55,7 @@ const dashboard: FastifyPluginAsync = async (app) => {
     },
   }
   for (const [url, f] of Object.entries(files))
-    app.get(url, async (_req, reply) =>
+    app.get(url, { config: { permission: 'public' } }, async (_req, reply) =>
       reply
         .header('content-type', f.type)
         .header('cache-control', 'no-cache')

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify'
+import { canSeeGroup } from '../authorization.js'
 import { HttpError } from '../http-error.js'
 
 const GROUP_NAME = {
@@ -10,11 +11,15 @@ const GROUP_NAME = {
 
 /** Consumer groups: a named, durable read position per order. */
 const groups: FastifyPluginAsync = async (app) => {
-  app.get('/v1/groups', async () => ({ groups: await app.broker.store.listGroups() }))
+  // A consumer sees only the groups it is granted.
+  app.get('/v1/groups', { config: { permission: 'groups:read' } }, async (req) => ({
+    groups: (await app.broker.store.listGroups()).filter((g) => canSeeGroup(req.credential, g.name)),
+  }))
 
   app.post<{ Params: { name: string }; Body: { order: 'event' | 'arrival'; position: number } }>(
     '/v1/groups/:name/commit',
     {
+      config: { permission: 'groups:commit' },
       schema: {
         params: { type: 'object', properties: { name: GROUP_NAME }, required: ['name'] },
         body: {

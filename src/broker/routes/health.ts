@@ -2,7 +2,7 @@ import type { FastifyPluginAsync } from 'fastify'
 
 /** GET /healthz: 200 when the store answers, 503 otherwise. No authentication. */
 const health: FastifyPluginAsync = async (app) => {
-  app.get('/healthz', async (_req, reply) => {
+  app.get('/healthz', { config: { permission: 'public' } }, async (_req, reply) => {
     try {
       const heads = await app.broker.store.heads()
       return { status: 'ok', store: app.broker.store.kind, ...heads }

@@ -1,9 +1,10 @@
 /**
  * Route modules of the broker, registered in this order by createBrokerApp.
  * A route module is a fastify plugin that reads the shared state from
- * `app.broker` (and `app.monitor`). PROTECTED_ROUTES are registered in one
- * context whose every request passes `app.authenticate` first; a new route
- * that needs a token goes there.
+ * `app.broker` (and `app.monitor`). Every route declares the permission it
+ * needs in its config (`config: { permission }`, ../authorization.ts): the
+ * `rmq-authorization` plugin authenticates and authorizes each request by
+ * it, and refuses a route that declares none.
  */
 import type { FastifyPluginAsync } from 'fastify'
 import alerts from './alerts.js'
@@ -15,9 +16,17 @@ import history from './history.js'
 import messages from './messages.js'
 import metrics from './metrics.js'
 import nodes from './nodes.js'
+import session from './session.js'
 
-/** No token: liveness, the Prometheus scrape, the dashboard's static files. */
-export const PUBLIC_ROUTES: FastifyPluginAsync[] = [health, metrics, dashboard]
-
-/** A bearer token (broker.auth=token): everything under /v1/. */
-export const PROTECTED_ROUTES: FastifyPluginAsync[] = [batches, messages, groups, nodes, alerts, history]
+export const ROUTES: FastifyPluginAsync[] = [
+  health,
+  metrics,
+  dashboard,
+  session,
+  batches,
+  messages,
+  groups,
+  nodes,
+  alerts,
+  history,
+]

@@ -125,7 +125,7 @@ export function parseOrder(raw: string | undefined): ReadOrder {
  * what is held behind the watermark (`held`). docs/protocol.md.
  */
 const messages: FastifyPluginAsync = async (app) => {
-  app.get('/v1/messages', async (req, reply) => {
+  app.get('/v1/messages', { config: { permission: 'messages:read' } }, async (req, reply) => {
     const t0 = performance.now()
     const q = req.query as Record<string, string | undefined>
     const { store, notifier } = app.broker
@@ -186,6 +186,6 @@ const messages: FastifyPluginAsync = async (app) => {
     }
   })
 
-  app.get('/v1/heads', async () => app.broker.store.heads())
+  app.get('/v1/heads', { config: { permission: 'heads:read' } }, async () => app.broker.store.heads())
 }
 export default messages

@@ -1,8 +1,13 @@
 import type { FastifyPluginAsync } from 'fastify'
 
-/** GET /metrics: Prometheus text format (no authentication, like /healthz). */
+/**
+ * GET /metrics: Prometheus text format. It names every node with its backlog,
+ * skew and losses: a monitor or admin credential, unless broker.metrics.public
+ * (a scrape on a private network).
+ */
 const metrics: FastifyPluginAsync = async (app) => {
-  app.get('/metrics', async (_req, reply) => {
+  const permission = app.broker.options.metricsPublic ? 'public' : 'metrics:read'
+  app.get('/metrics', { config: { permission } }, async (_req, reply) => {
     const text = await app.monitor.metrics.render()
     return reply.header('content-type', app.monitor.metrics.contentType).send(text)
   })

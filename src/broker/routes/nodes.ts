@@ -9,16 +9,22 @@ import { fleetStatus, healthRules, neverSeenStatus, nodeStatus } from '../node-s
  * token is older than broker.alerts.neverSyncedFor). docs/monitoring.md.
  */
 const nodes: FastifyPluginAsync = async (app) => {
-  app.get('/v1/nodes', async () => fleetStatus(app.broker.store, app.broker.options, app.broker.now()))
+  app.get('/v1/nodes', { config: { permission: 'fleet:read' } }, async () =>
+    fleetStatus(app.broker.store, app.broker.options, app.broker.now()),
+  )
 
-  app.get<{ Params: { id: string } }>('/v1/nodes/:id', async (req) => {
-    const { store, options } = app.broker
-    const now = app.broker.now()
-    const [rec, tokens] = await Promise.all([store.node(req.params.id), store.listTokens()])
-    const token = tokens.find((t) => t.node === req.params.id)
-    if (rec) return nodeStatus(rec, now, healthRules(options), options.maxLateness, token)
-    if (token) return neverSeenStatus(token, now, healthRules(options))
-    throw new HttpError(404, 'NOT_FOUND', `no node ${JSON.stringify(req.params.id)}`)
-  })
+  app.get<{ Params: { id: string } }>(
+    '/v1/nodes/:id',
+    { config: { permission: 'nodes:read' } },
+    async (req) => {
+      const { store, options } = app.broker
+      const now = app.broker.now()
+      const [rec, tokens] = await Promise.all([store.node(req.params.id), store.listTokens()])
+      const token = tokens.find((t) => t.role === 'node' && t.name === req.params.id)
+      if (rec) return nodeStatus(rec, now, healthRules(options), options.maxLateness, token)
+      if (token) return neverSeenStatus(token, now, healthRules(options))
+      throw new HttpError(404, 'NOT_FOUND', `no node ${JSON.stringify(req.params.id)}`)
+    },
+  )
 }
 export default nodes

@@ -1,11 +1,11 @@
 /**
- * Rows of the broker stores (messages, nodes, alerts) as records, and the SQL
+ * Rows of the broker stores (messages, nodes, alerts, tokens) as records, and the SQL
  * fragments both stores' node upsert shares (the SQLite store and the
  * PostgreSQL one write the same columns the same way).
  */
 import type { BatchBody } from '../../protocol/batch.js'
 import { storedStats } from '../node-stats.js'
-import type { AlertRecord, NodeRecord, StoredMessage } from './types.js'
+import type { AlertRecord, FoundToken, NodeRecord, StoredMessage, TokenRecord, TokenRole } from './types.js'
 
 export interface NodeRow {
   node: string
@@ -231,4 +231,44 @@ export function toMessage(r: MessageRow): StoredMessage {
     position: r.position,
     late: r.late === 1,
   }
+}
+
+/** A token row as both stores read it (topic and group grants as JSON arrays, NULL when none). */
+export interface TokenRow {
+  name: string
+  role: string
+  topic_grants: string | null
+  group_grants: string | null
+  created_at: number
+  last_used_at: number | null
+  expires_at: number | null
+  previous_until: number | null
+  /** findToken only: 1 when the presented digest was the rotated-out one. */
+  previous?: number | boolean
+}
+
+/** The columns of TokenRow in both stores' SELECTs. */
+export const TOKEN_COLUMNS =
+  'name, role, topic_grants, group_grants, created_at, last_used_at, expires_at, previous_until'
+
+/** A grant list as stored: NULL when empty. */
+export function grantsColumn(list: readonly string[]): string | null {
+  return list.length === 0 ? null : JSON.stringify(list)
+}
+
+export function toToken(r: TokenRow): TokenRecord {
+  return {
+    name: r.name,
+    role: r.role as TokenRole,
+    topics: r.topic_grants === null ? [] : (JSON.parse(r.topic_grants) as string[]),
+    groups: r.group_grants === null ? [] : (JSON.parse(r.group_grants) as string[]),
+    createdAt: r.created_at,
+    lastUsedAt: r.last_used_at,
+    expiresAt: r.expires_at,
+    previousUntil: r.previous_until,
+  }
+}
+
+export function toFoundToken(r: TokenRow): FoundToken {
+  return { ...toToken(r), previous: r.previous === true || r.previous === 1 }
 }

@@ -4,8 +4,26 @@
  * unavailable database).
  */
 import type pgTypes from 'pg'
-import { alertKey, toAlert, type AlertRow } from './node-rows.js'
-import type { AlertQuery, AlertRecord, GroupRecord, NewAlert, ReadOrder, TokenRecord } from './types.js'
+import {
+  alertKey,
+  grantsColumn,
+  toAlert,
+  toFoundToken,
+  toToken,
+  TOKEN_COLUMNS,
+  type AlertRow,
+  type TokenRow,
+} from './node-rows.js'
+import type {
+  AlertQuery,
+  AlertRecord,
+  FoundToken,
+  GroupRecord,
+  NewAlert,
+  NewTokenRecord,
+  ReadOrder,
+  TokenRecord,
+} from './types.js'
 
 type Wrap = <T>(fn: () => Promise<T>) => Promise<T>
 
@@ -15,48 +33,69 @@ export class PostgresAdmin {
     private readonly wrap: Wrap,
   ) {}
 
-  putToken(node: string, tokenHash: string, now: number): Promise<void> {
+  putToken(token: NewTokenRecord, tokenHash: string, now: number): Promise<void> {
     return this.wrap(async () => {
       await this.pool.query(
-        `INSERT INTO rmq_tokens (node, hash, created_at, last_used_at) VALUES ($1, $2, $3, NULL)
-         ON CONFLICT (node) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at,
-           last_used_at = NULL`,
-        [node, tokenHash, now],
+        `INSERT INTO rmq_tokens (name, hash, created_at, last_used_at, role, topic_grants, group_grants, expires_at,
+           previous_hash, previous_until) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, NULL, NULL)
+         ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at,
+           last_used_at = NULL, role = excluded.role, topic_grants = excluded.topic_grants,
+           group_grants = excluded.group_grants, expires_at = excluded.expires_at,
+           previous_hash = NULL, previous_until = NULL`,
+        [
+          token.name,
+          tokenHash,
+          now,
+          token.role,
+          grantsColumn(token.topics),
+          grantsColumn(token.groups),
+          token.expiresAt,
+        ],
       )
     })
   }
 
-  findToken(tokenHash: string): Promise<TokenRecord | undefined> {
+  rotateToken(name: string, tokenHash: string, previousUntil: number): Promise<boolean> {
+    return this.wrap(
+      async () =>
+        ((
+          await this.pool.query(
+            'UPDATE rmq_tokens SET previous_hash = hash, hash = $1, previous_until = $2 WHERE name = $3',
+            [tokenHash, previousUntil, name],
+          )
+        ).rowCount ?? 0) > 0,
+    )
+  }
+
+  findToken(tokenHash: string): Promise<FoundToken | undefined> {
     return this.wrap(async () => {
       const r = (
-        await this.pool.query<TokenRecord>(
-          `SELECT node, created_at AS "createdAt", last_used_at AS "lastUsedAt" FROM rmq_tokens WHERE hash = $1`,
+        await this.pool.query<TokenRow>(
+          `SELECT ${TOKEN_COLUMNS}, hash <> $1 AS previous FROM rmq_tokens WHERE hash = $1 OR previous_hash = $1`,
           [tokenHash],
         )
       ).rows[0]
-      return r ? { ...r } : undefined
+      return r ? toFoundToken(r) : undefined
     })
   }
 
-  touchToken(node: string, now: number): Promise<void> {
+  touchToken(name: string, now: number): Promise<void> {
     return this.wrap(async () => {
-      await this.pool.query('UPDATE rmq_tokens SET last_used_at = $1 WHERE node = $2', [now, node])
+      await this.pool.query('UPDATE rmq_tokens SET last_used_at = $1 WHERE name = $2', [now, name])
     })
   }
 
   listTokens(): Promise<TokenRecord[]> {
     return this.wrap(async () => {
-      const res = await this.pool.query<TokenRecord>(
-        `SELECT node, created_at AS "createdAt", last_used_at AS "lastUsedAt" FROM rmq_tokens ORDER BY node`,
-      )
-      return res.rows.map((r) => ({ ...r }))
+      const res = await this.pool.query<TokenRow>(`SELECT ${TOKEN_COLUMNS} FROM rmq_tokens ORDER BY name`)
+      return res.rows.map(toToken)
     })
   }
 
-  revokeToken(node: string): Promise<boolean> {
+  revokeToken(name: string): Promise<boolean> {
     return this.wrap(
       async () =>
-        ((await this.pool.query('DELETE FROM rmq_tokens WHERE node = $1', [node])).rowCount ?? 0) > 0,
+        ((await this.pool.query('DELETE FROM rmq_tokens WHERE name = $1', [name])).rowCount ?? 0) > 0,
     )
   }
 

@@ -104,6 +104,12 @@ export const MIGRATIONS: readonly string[] = [
   // Messages accepted from, and the highest seq of, the node's current epoch (EPOCH_SEQS_UPDATE).
   `ALTER TABLE rmq_nodes ADD COLUMN epoch_received bigint NOT NULL DEFAULT 0,
      ADD COLUMN epoch_max_seq bigint NOT NULL DEFAULT 0`,
+  // Tokens are named credentials with a role, grants, an expiry and a rotated-out previous hash;
+  // a token keyed by its node keeps working as role node (its name is the node id).
+  `ALTER TABLE rmq_tokens RENAME COLUMN node TO name;
+   ALTER TABLE rmq_tokens ADD COLUMN role text NOT NULL DEFAULT 'node',
+     ADD COLUMN topic_grants text, ADD COLUMN group_grants text, ADD COLUMN expires_at bigint,
+     ADD COLUMN previous_hash text UNIQUE, ADD COLUMN previous_until bigint`,
 ]
 
 /** Key of the transaction-scoped advisory lock that serializes migrations ('rmq' + 1). */

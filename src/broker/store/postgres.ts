@@ -54,6 +54,8 @@ import {
   type ReleaseResult,
   type StoredMessage,
   type StreamHeads,
+  type FoundToken,
+  type NewTokenRecord,
   type TokenRecord,
 } from './types.js'
 
@@ -383,24 +385,28 @@ export class PostgresBrokerStore implements BrokerStore {
     })
   }
 
-  putToken(node: string, tokenHash: string, now: number): Promise<void> {
-    return this.admin.putToken(node, tokenHash, now)
+  putToken(token: NewTokenRecord, tokenHash: string, now: number): Promise<void> {
+    return this.admin.putToken(token, tokenHash, now)
   }
 
-  findToken(tokenHash: string): Promise<TokenRecord | undefined> {
+  rotateToken(name: string, tokenHash: string, previousUntil: number): Promise<boolean> {
+    return this.admin.rotateToken(name, tokenHash, previousUntil)
+  }
+
+  findToken(tokenHash: string): Promise<FoundToken | undefined> {
     return this.admin.findToken(tokenHash)
   }
 
-  touchToken(node: string, now: number): Promise<void> {
-    return this.admin.touchToken(node, now)
+  touchToken(name: string, now: number): Promise<void> {
+    return this.admin.touchToken(name, now)
   }
 
   listTokens(): Promise<TokenRecord[]> {
     return this.admin.listTokens()
   }
 
-  revokeToken(node: string): Promise<boolean> {
-    return this.admin.revokeToken(node)
+  revokeToken(name: string): Promise<boolean> {
+    return this.admin.revokeToken(name)
   }
 
   groupPosition(name: string, order: ReadOrder): Promise<number | undefined> {

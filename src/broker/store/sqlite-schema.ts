@@ -1,6 +1,8 @@
 /**
  * The SQLite broker store's schema and its migrations in place.
  *
+ * Schema 4: tokens are named credentials with a role, grants, an expiry
+ * and a rotated-out previous hash (src/broker/authorization.ts).
  * Schema 3. Messages are written once: a stream id instead of (node, epoch)
  * text in every row and its dedup index, a topic id instead of the topic
  * text, and the event order in `events` (position -> arrival). A message
@@ -13,7 +15,7 @@
  */
 import type BetterSqlite3 from 'better-sqlite3'
 
-export const SCHEMA_VERSION = 3
+export const SCHEMA_VERSION = 4
 
 /** Keys (arrivals or positions) per block of the topic block index: block = key / TOPIC_BLOCK. */
 export const TOPIC_BLOCK = 1024
@@ -109,11 +111,18 @@ CREATE TABLE IF NOT EXISTS nodes (
   epoch_max_seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tokens (
-  node TEXT PRIMARY KEY,
+  name TEXT PRIMARY KEY,
   hash TEXT NOT NULL UNIQUE,
   created_at INTEGER NOT NULL,
-  last_used_at INTEGER
+  last_used_at INTEGER,
+  role TEXT NOT NULL DEFAULT 'node',
+  topic_grants TEXT,
+  group_grants TEXT,
+  expires_at INTEGER,
+  previous_hash TEXT,
+  previous_until INTEGER
 );
+CREATE UNIQUE INDEX IF NOT EXISTS tokens_previous ON tokens (previous_hash) WHERE previous_hash IS NOT NULL;
 CREATE TABLE IF NOT EXISTS consumer_groups (
   name TEXT NOT NULL,
   ord TEXT NOT NULL,
@@ -206,9 +215,30 @@ DROP TABLE held_v2;
 UPDATE broker_meta SET schema_version = 3 WHERE id = 1;
 `
 
+/**
+ * Schema 3 -> 4: a token was keyed by its node; now by a credential name
+ * (a node token's name is its node id) with a role, and every existing
+ * token keeps working as role `node`.
+ */
+const MIGRATE_3_TO_4_TOKENS = `
+ALTER TABLE tokens RENAME COLUMN node TO name;
+ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'node';
+ALTER TABLE tokens ADD COLUMN topic_grants TEXT;
+ALTER TABLE tokens ADD COLUMN group_grants TEXT;
+ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+ALTER TABLE tokens ADD COLUMN previous_hash TEXT;
+ALTER TABLE tokens ADD COLUMN previous_until INTEGER;
+`
+
 /** Bring a store at `version` (SCHEMA_VERSION for a new file) to the current schema; inside a transaction. */
 export function migrate(db: BetterSqlite3.Database, version: number): void {
   if (version === 1) db.exec(MIGRATE_1_TO_2)
   if (version <= 2) db.exec(MIGRATE_2_TO_3)
+  if (version <= 3) {
+    // A store that never had a tokens table gets the new one from SCHEMA below.
+    const columns = db.prepare("SELECT name FROM pragma_table_info('tokens')").pluck().all()
+    if (columns.includes('node')) db.exec(MIGRATE_3_TO_4_TOKENS)
+    db.exec(`UPDATE broker_meta SET schema_version = ${SCHEMA_VERSION} WHERE id = 1`)
+  }
   db.exec(SCHEMA)
 }

@@ -11,8 +11,10 @@ import {
   EPOCH_SEQS_UPDATE,
   NODE_COLUMNS,
   NODE_REPORT_UPDATE,
+  TOKEN_COLUMNS,
   type AlertRow,
   type NodeRow,
+  type TokenRow,
 } from './node-rows.js'
 
 export interface MetaRow {
@@ -156,19 +158,23 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
     nodes: db.prepare<[], unknown[]>(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY node`).raw(),
     node: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE node = ?'),
-    putToken: db.prepare<[string, string, number]>(
-      `INSERT INTO tokens (node, hash, created_at, last_used_at) VALUES (?, ?, ?, NULL)
-       ON CONFLICT (node) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at,
-         last_used_at = NULL`,
+    putToken: db.prepare<[string, string, number, string, string | null, string | null, number | null]>(
+      `INSERT INTO tokens (name, hash, created_at, last_used_at, role, topic_grants, group_grants, expires_at,
+         previous_hash, previous_until) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, NULL, NULL)
+       ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at,
+         last_used_at = NULL, role = excluded.role, topic_grants = excluded.topic_grants,
+         group_grants = excluded.group_grants, expires_at = excluded.expires_at,
+         previous_hash = NULL, previous_until = NULL`,
     ),
-    findToken: db.prepare<[string], { node: string; created_at: number; last_used_at: number | null }>(
-      'SELECT node, created_at, last_used_at FROM tokens WHERE hash = ?',
+    rotateToken: db.prepare<[string, number, string]>(
+      `UPDATE tokens SET previous_hash = hash, hash = ?, previous_until = ? WHERE name = ?`,
     ),
-    touchToken: db.prepare<[number, string]>('UPDATE tokens SET last_used_at = ? WHERE node = ?'),
-    listTokens: db.prepare<[], { node: string; created_at: number; last_used_at: number | null }>(
-      'SELECT node, created_at, last_used_at FROM tokens ORDER BY node',
+    findToken: db.prepare<[string, string, string], TokenRow>(
+      `SELECT ${TOKEN_COLUMNS}, hash <> ? AS previous FROM tokens WHERE hash = ? OR previous_hash = ?`,
     ),
-    revokeToken: db.prepare<[string]>('DELETE FROM tokens WHERE node = ?'),
+    touchToken: db.prepare<[number, string]>('UPDATE tokens SET last_used_at = ? WHERE name = ?'),
+    listTokens: db.prepare<[], TokenRow>(`SELECT ${TOKEN_COLUMNS} FROM tokens ORDER BY name`),
+    revokeToken: db.prepare<[string]>('DELETE FROM tokens WHERE name = ?'),
     group: db.prepare<[string, string], { position: number }>(
       'SELECT position FROM consumer_groups WHERE name = ? AND ord = ?',
     ),

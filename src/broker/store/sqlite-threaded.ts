@@ -34,6 +34,8 @@ import {
   type ReadResult,
   type ReleaseResult,
   type StreamHeads,
+  type FoundToken,
+  type NewTokenRecord,
   type TokenRecord,
 } from './types.js'
 
@@ -219,23 +221,31 @@ export class ThreadedSqliteStore implements BrokerStore {
     return this.local.node(id)
   }
 
-  putToken(node: string, tokenHash: string, now: number): Promise<void> {
+  putToken(token: NewTokenRecord, tokenHash: string, now: number): Promise<void> {
     return this.write(
       this.mode(),
-      () => this.local.putToken(node, tokenHash, now),
-      () => this.call('putToken', [node, tokenHash, now]),
+      () => this.local.putToken(token, tokenHash, now),
+      () => this.call('putToken', [token, tokenHash, now]),
     )
   }
 
-  findToken(tokenHash: string): Promise<TokenRecord | undefined> {
+  rotateToken(name: string, tokenHash: string, previousUntil: number): Promise<boolean> {
+    return this.write(
+      this.mode(),
+      () => this.local.rotateToken(name, tokenHash, previousUntil),
+      () => this.call('rotateToken', [name, tokenHash, previousUntil]),
+    )
+  }
+
+  findToken(tokenHash: string): Promise<FoundToken | undefined> {
     return this.local.findToken(tokenHash)
   }
 
-  touchToken(node: string, now: number): Promise<void> {
+  touchToken(name: string, now: number): Promise<void> {
     return this.write(
       this.mode(),
-      () => this.local.touchToken(node, now),
-      () => this.call('touchToken', [node, now]),
+      () => this.local.touchToken(name, now),
+      () => this.call('touchToken', [name, now]),
     )
   }
 
@@ -243,11 +253,11 @@ export class ThreadedSqliteStore implements BrokerStore {
     return this.local.listTokens()
   }
 
-  revokeToken(node: string): Promise<boolean> {
+  revokeToken(name: string): Promise<boolean> {
     return this.write(
       this.mode(),
-      () => this.local.revokeToken(node),
-      () => this.call('revokeToken', [node]),
+      () => this.local.revokeToken(name),
+      () => this.call('revokeToken', [name]),
     )
   }
 

@@ -11,7 +11,15 @@ import path from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
 import { ConfigError, StorageError } from '../../shared/errors.js'
 import { failpointValue } from '../../shared/failpoints.js'
-import { alertKey, nodeFromValues, toAlert, toNode } from './node-rows.js'
+import {
+  alertKey,
+  grantsColumn,
+  nodeFromValues,
+  toAlert,
+  toFoundToken,
+  toNode,
+  toToken,
+} from './node-rows.js'
 import { SqliteIngest } from './sqlite-ingest.js'
 import { SqliteReader } from './sqlite-read.js'
 import { SCHEMA_VERSION, migrate } from './sqlite-schema.js'
@@ -29,6 +37,8 @@ import {
   type ReadQuery,
   type ReadResult,
   type StreamHeads,
+  type FoundToken,
+  type NewTokenRecord,
   type TokenRecord,
 } from './types.js'
 
@@ -88,35 +98,43 @@ export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
     })
   }
 
-  putToken(node: string, tokenHash: string, now: number): Promise<void> {
+  putToken(token: NewTokenRecord, tokenHash: string, now: number): Promise<void> {
     return this.run(() => {
-      this.stmts.putToken.run(node, tokenHash, now)
+      this.stmts.putToken.run(
+        token.name,
+        tokenHash,
+        now,
+        token.role,
+        grantsColumn(token.topics),
+        grantsColumn(token.groups),
+        token.expiresAt,
+      )
     })
   }
 
-  findToken(tokenHash: string): Promise<TokenRecord | undefined> {
+  rotateToken(name: string, tokenHash: string, previousUntil: number): Promise<boolean> {
+    return this.run(() => this.stmts.rotateToken.run(tokenHash, previousUntil, name).changes > 0)
+  }
+
+  findToken(tokenHash: string): Promise<FoundToken | undefined> {
     return this.run(() => {
-      const r = this.stmts.findToken.get(tokenHash)
-      return r ? { node: r.node, createdAt: r.created_at, lastUsedAt: r.last_used_at } : undefined
+      const r = this.stmts.findToken.get(tokenHash, tokenHash, tokenHash)
+      return r ? toFoundToken(r) : undefined
     })
   }
 
-  touchToken(node: string, now: number): Promise<void> {
+  touchToken(name: string, now: number): Promise<void> {
     return this.run(() => {
-      this.stmts.touchToken.run(now, node)
+      this.stmts.touchToken.run(now, name)
     })
   }
 
   listTokens(): Promise<TokenRecord[]> {
-    return this.run(() =>
-      this.stmts.listTokens
-        .all()
-        .map((r) => ({ node: r.node, createdAt: r.created_at, lastUsedAt: r.last_used_at })),
-    )
+    return this.run(() => this.stmts.listTokens.all().map(toToken))
   }
 
-  revokeToken(node: string): Promise<boolean> {
-    return this.run(() => this.stmts.revokeToken.run(node).changes > 0)
+  revokeToken(name: string): Promise<boolean> {
+    return this.run(() => this.stmts.revokeToken.run(name).changes > 0)
   }
 
   groupPosition(name: string, order: ReadOrder): Promise<number | undefined> {

@@ -160,11 +160,32 @@ export const READ_MAX_ROWS = 100_000
 export const HELD_COUNT_MAX = 100_000
 export const HELD_NODES_MAX = 5
 
+/** What a credential may do (src/broker/authorization.ts, docs/security.md). */
+export type TokenRole = 'node' | 'consumer' | 'monitor' | 'admin'
+
+/** A credential as stored: its name (for a node token, the node id), role and scopes; never the token. */
 export interface TokenRecord {
-  node: string
+  name: string
+  role: TokenRole
+  /** consumer: the topic filters it may read (empty for other roles). */
+  topics: string[]
+  /** consumer: the consumer groups it may use (empty for other roles). */
+  groups: string[]
   createdAt: number
   lastUsedAt: number | null
+  /** After this (ms) the token is refused (401 TOKEN_EXPIRED); null: never. */
+  expiresAt: number | null
+  /** Set after a rotation: the previous token is still accepted until then (ms). */
+  previousUntil: number | null
 }
+
+/** A token found by digest: `previous` when it matched the digest a rotation replaced. */
+export interface FoundToken extends TokenRecord {
+  previous: boolean
+}
+
+/** The stored part of a new credential. */
+export type NewTokenRecord = Pick<TokenRecord, 'name' | 'role' | 'topics' | 'groups' | 'expiresAt'>
 
 export interface GroupRecord {
   name: string
@@ -237,15 +258,25 @@ export interface BrokerStore {
   nodes(): Promise<NodeRecord[]>
   node(id: string): Promise<NodeRecord | undefined>
 
-  /** Create or replace the token of a node; only its hash is stored. */
-  putToken(node: string, tokenHash: string, now: number): Promise<void>
-  /** The token record whose hash equals tokenHash (exact lookup by hash). */
-  findToken(tokenHash: string): Promise<TokenRecord | undefined>
-  /** Record use of a node's token (may be coalesced by the caller). */
-  touchToken(node: string, now: number): Promise<void>
+  /**
+   * Create or replace the credential `token.name` (only the token's hash is
+   * stored); a replaced one's token, and any rotated-out one, stop working.
+   */
+  putToken(token: NewTokenRecord, tokenHash: string, now: number): Promise<void>
+  /**
+   * Rotate: `tokenHash` becomes the credential's hash, the one it had is
+   * still accepted until `previousUntil` (a grace of 0 ends it at once).
+   * False when there is no credential of that name.
+   */
+  rotateToken(name: string, tokenHash: string, previousUntil: number): Promise<boolean>
+  /** The credential whose hash, or rotated-out previous hash, equals tokenHash (exact lookup). */
+  findToken(tokenHash: string): Promise<FoundToken | undefined>
+  /** Record use of a credential (may be coalesced by the caller). */
+  touchToken(name: string, now: number): Promise<void>
+  /** Every credential, by name. */
   listTokens(): Promise<TokenRecord[]>
-  /** Remove a node's token; false when it had none. */
-  revokeToken(node: string): Promise<boolean>
+  /** Remove a credential (its current and previous token); false when there is none. */
+  revokeToken(name: string): Promise<boolean>
 
   /** Committed position of a consumer group in one order; undefined if never committed. */
   groupPosition(name: string, order: ReadOrder): Promise<number | undefined>

@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../../cli/base-command.js'
+import { messageFilter, messageFilterFlags } from '../../cli/message-filter-flags.js'
 
 export default class Messages extends BaseCommand<typeof Messages> {
   static override summary = 'List what is stored in the outbox: pending, sent or expired messages.'
@@ -7,7 +8,8 @@ export default class Messages extends BaseCommand<typeof Messages> {
     'Newest first. Opens the outbox read-only: a listing never blocks or slows a running publish or sync. ' +
     'The same data is in the outbox file as the SQL view `outbox` (docs/storage.md "Looking inside"). ' +
     '--json prints one JSON object per line (NDJSON) with the whole payload (text, or hex when binary). ' +
-    'Show one message with `rmq messages show SEQ`.'
+    'Show one message with `rmq messages show SEQ`; move messages to another node with ' +
+    '`rmq messages export FILE` and `rmq messages import FILE`.'
   static override examples = [
     '<%= config.bin %> messages',
     '<%= config.bin %> messages --status pending --topic "plant/+/temp" --limit 50',
@@ -17,14 +19,7 @@ export default class Messages extends BaseCommand<typeof Messages> {
   static override enableJsonFlag = false
   static override flags = {
     json: Flags.boolean({ description: 'One JSON object per message and line (NDJSON).' }),
-    status: Flags.string({
-      description: 'Which messages.',
-      options: ['pending', 'sent', 'expired', 'all'],
-      default: 'all',
-    }),
-    topic: Flags.string({ description: 'MQTT-style topic filter (+ one level, # the rest).' }),
-    since: Flags.string({ description: 'Event time from (inclusive): ISO 8601 or epoch ms.' }),
-    until: Flags.string({ description: 'Event time until (exclusive): ISO 8601 or epoch ms.' }),
+    ...messageFilterFlags({ default: 'all', description: 'Which messages.' }),
     limit: Flags.integer({ description: 'At most this many (1..100000).', default: 20 }),
     order: Flags.string({
       description: 'desc: newest first; asc: oldest first.',
@@ -37,10 +32,7 @@ export default class Messages extends BaseCommand<typeof Messages> {
     const { listMessages, messageRecord, payloadText } = await import('../../core/messages.js')
     const loaded = await this.loadConfig()
     const messages = await listMessages(loaded, {
-      status: this.flags.status as 'all',
-      topic: this.flags.topic,
-      since: this.flags.since,
-      until: this.flags.until,
+      ...messageFilter(this.flags),
       limit: this.flags.limit,
       order: this.flags.order as 'asc' | 'desc',
     })

@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand } from '../../cli/base-command.js'
-import type { RenameResult } from '../../core/identity.js'
+import type { RenameResult } from '../../core/rename-node.js'
 
 export default class OutboxRenameNode extends BaseCommand<typeof OutboxRenameNode> {
   static override summary = 'Make this outbox store for another node id, under a new epoch.'
@@ -30,7 +30,7 @@ export default class OutboxRenameNode extends BaseCommand<typeof OutboxRenameNod
     const problem = nodeIdProblem(this.args.node)
     if (problem) throw new UsageError(`NODE ${JSON.stringify(this.args.node)}: ${problem}`)
     const { openOutbox } = await import('../../core/outbox.js')
-    const { renameNode } = await import('../../core/identity.js')
+    const { renameNode } = await import('../../core/rename-node.js')
     const loaded = await this.loadConfig()
     const driver = await openOutbox(loaded.config, loaded.cwd)
     try {

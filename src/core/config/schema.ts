@@ -273,6 +273,13 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     description: 'PEM CA that signs client certificates: request and verify them (needed by auth mtls).',
   },
   {
+    key: 'broker.metrics.public',
+    type: 'bool',
+    default: false,
+    description:
+      'Serve GET /metrics without a credential (a scrape on a private network); otherwise it needs a monitor or admin token.',
+  },
+  {
     key: 'broker.limits.bodyBytes',
     type: 'size',
     default: '8MB',
@@ -470,6 +477,7 @@ export interface RmqConfig {
     postgres: { url: string }
     auth: 'token' | 'mtls' | 'token+mtls' | 'none'
     tls: { cert: string; key: string; clientCa: string }
+    metrics: { public: boolean }
     limits: {
       bodyBytes: number
       decompressedBytes: number

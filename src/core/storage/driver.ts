@@ -9,6 +9,13 @@
  */
 export type MessageStatus = 'pending' | 'sent'
 
+/**
+ * Why a driver's operation failed, as data (`details.problem` of its error)
+ * where the fix is a command of the CLI (src/cli/advice.ts words it):
+ * 'outbox-corrupt', the store is damaged (CorruptStoreError, exit 70).
+ */
+export type StorageProblem = 'outbox-corrupt'
+
 export interface NewMessage {
   topic: string
   payload: Uint8Array

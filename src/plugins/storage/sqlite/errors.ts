@@ -5,7 +5,8 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { StorageError, isRmqError } from '../../../shared/errors.js'
+import { CorruptStoreError, StorageError, isRmqError } from '../../../shared/errors.js'
+import type { StorageProblem } from '../../../core/storage/driver.js'
 import { diskFullError, type Fullness } from '../common.js'
 
 function sqliteCode(err: unknown): string | undefined {
@@ -48,10 +49,14 @@ export function mapSqliteError(err: unknown, file: string, fullness: () => Fulln
       cause: err,
     })
   if (code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB')
-    throw new StorageError(`the outbox ${file} is not a valid rmq database: ${(err as Error).message}`, {
-      suggestion: 'move the file away (keep it for recovery) and point storage.path at a new file',
-      cause: err,
-    })
+    // No suggestion: the fix is a command of the CLI (`rmq doctor --repair`, src/cli/advice.ts).
+    throw new CorruptStoreError(
+      `the outbox ${file} is ${code === 'SQLITE_NOTADB' ? 'damaged or not an rmq database' : 'damaged'}: ${(err as Error).message}`,
+      {
+        details: { problem: 'outbox-corrupt' satisfies StorageProblem, file, sqlite: sqliteCode(err) },
+        cause: err,
+      },
+    )
   if (code === 'SQLITE_READONLY' || code === 'SQLITE_CANTOPEN' || code === 'SQLITE_IOERR')
     throw new StorageError(`cannot write the outbox ${file}: ${(err as Error).message}`, {
       suggestion: 'check that the file and its directory are writable and the disk is healthy',
