@@ -7,7 +7,9 @@
  *   than broker.alerts.backlogAge.
  * - `data-loss` (critical): a node reports more dropped (overflow) or expired
  *   messages than when it was last alerted on; resolves after
- *   broker.alerts.dataLossClearAfter without new losses.
+ *   broker.alerts.dataLossClearAfter without new losses. Only losses the
+ *   broker's own count of missing seqs accounts for, and only totals that
+ *   never go down within one outbox (epoch), count.
  * - `never-synced` (warning): a node was given a token longer than
  *   broker.alerts.neverSyncedFor ago and never synced (health
  *   `never-synced`); resolves when it syncs (or its token is revoked).
@@ -63,6 +65,8 @@ export interface AlertLogger {
 }
 
 export const DEFAULT_DATA_LOSS_CLEAR_AFTER = 3_600_000
+/** Nodes whose loss totals the engine remembers (bounded: forgotten all at once beyond this). */
+const REPORTED_MAX = 100_000
 /** How often the value/message of an active age alert (no-sync, backlog-age, never-synced) is refreshed in the store. */
 export const REFRESH_AGE_MS = 60_000
 
@@ -91,6 +95,11 @@ interface Want {
 export class AlertEngine {
   private readonly instance: string
   private running: Promise<Evaluation> | undefined
+  /** The last monotonic loss totals seen per node (monotonicLoss). */
+  private readonly reported = new Map<
+    string,
+    { epoch: string | null; dropped: number; expired: number; loss: number; since: number; changed: boolean }
+  >()
 
   constructor(private readonly o: AlertEngineOptions) {
     this.instance = o.instance ?? `${os.hostname()}:${process.pid}`
@@ -193,10 +202,14 @@ export class AlertEngine {
       }
     if (cfg.dataLoss) {
       // Only losses that missing seqs account for: a node cannot raise a critical alert with made-up counters.
-      const loss = n.dropped + n.expired - n.unverifiedLosses
+      const { loss, since, changed } = this.monotonicLoss(n, now)
       const prev = last.get(alertKey('data-loss', n.node))
-      // A total below the last one seen means the node's outbox was recreated: count from 0 again.
-      const baseline = prev && prev.value <= loss ? prev.value : 0
+      // The last alert's total is the baseline when it was set in this epoch. Set before: after a
+      // recreated outbox (new epoch) count from 0; unknown (this engine started since), a total
+      // below it says the outbox was recreated.
+      let baseline = 0
+      if (prev)
+        baseline = prev.updatedAt >= since ? prev.value : !changed && prev.value <= loss ? prev.value : 0
       const alert: NewAlert = {
         rule: 'data-loss',
         node: n.node,
@@ -214,6 +227,37 @@ export class AlertEngine {
         else if (now - prev.updatedAt < clearAfter) yield { alert, keepOnly: true }
       }
     }
+  }
+
+  /**
+   * The node's verified loss (reported dropped + expired that missing seqs
+   * account for), kept monotonic per epoch: totals that go down within one
+   * outbox (epoch) are not a node's counters but made up, and count as the
+   * highest total seen. `since`: when this engine first saw this epoch;
+   * `changed`: it saw the node under another epoch before (a recreated outbox).
+   */
+  private monotonicLoss(n: NodeStatus, now: number): { loss: number; since: number; changed: boolean } {
+    const loss = n.dropped + n.expired - n.unverifiedLosses
+    const seen = this.reported.get(n.node)
+    if (seen && seen.epoch === n.epoch) {
+      if (n.dropped >= seen.dropped && n.expired >= seen.expired) {
+        seen.dropped = n.dropped
+        seen.expired = n.expired
+        seen.loss = Math.max(seen.loss, loss)
+      }
+      return seen
+    }
+    if (this.reported.size >= REPORTED_MAX) this.reported.clear()
+    const entry = {
+      epoch: n.epoch,
+      dropped: n.dropped,
+      expired: n.expired,
+      loss,
+      since: now,
+      changed: !!seen,
+    }
+    this.reported.set(n.node, entry)
+    return entry
   }
 
   private emit(event: AlertEvent['event'], alert: AlertRecord, now: number): void {

@@ -36,6 +36,23 @@ export interface MetricsDeps {
 
 const sec = (ms: number) => ms / 1000
 
+/** A label value in the exposition format: backslash, double quote and line feed escaped. */
+function escapeLabel(v: string): string {
+  return /[\\"\n]/.test(v) ? v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : v
+}
+
+/** A sample value as prom-client writes it. */
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN'
+  if (v === Infinity) return '+Inf'
+  if (v === -Infinity) return '-Inf'
+  return String(v)
+}
+
+function family(name: string, help: string, type: 'gauge' | 'counter'): string {
+  return `# HELP ${name} ${help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${name} ${type}\n`
+}
+
 export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
   const prom = await import('prom-client')
   const registry = new prom.Registry()
@@ -133,16 +150,9 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
   })
 
   // ---- per node ----
-  gauge(
-    'rmq_node_health',
-    'Derived health of each node: 1 for its current state, 0 for the others.',
-    ['node', 'state'],
-    (set, s) => {
-      for (const n of s.fleet.nodes)
-        for (const h of HEALTH_STATES) set({ node: n.node, state: h }, +(n.health === h))
-    },
-  )
-  // One series per edge node (never-seen and never-synced nodes have only rmq_node_health).
+  // One series per node and family: with a thousand nodes that is some 20,000 lines, which
+  // prom-client's per-label bookkeeping takes tens of ms to render. These are plain text, written
+  // in one pass per family from the snapshot (docs/monitoring.md: a scrape stays under 20 ms).
   type PerNode = [kind: 'gauge' | 'counter', name: string, help: string, of: (n: NodeStatus) => number | null]
   const perNode: PerNode[] = [
     [
@@ -220,29 +230,88 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
       (n) => n.successRate,
     ],
   ]
-  for (const [kind, name, help, of] of perNode)
-    (kind === 'gauge' ? gauge : counter)(name, help, ['node'], (put, s) => {
-      for (const n of s.fleet.nodes) {
-        const v = n.lastContact === null ? null : of(n)
-        if (v !== null) put({ node: n.node }, v)
-      }
+
+  /** Families whose values change with broker time, not only with a node's report. */
+  const live = new Set(['rmq_node_backlog_oldest_age_seconds', 'rmq_node_last_sync_age_seconds'])
+  const line = (kind: PerNode[0], name: string, label: string, v: number | null) =>
+    v === null ? '' : `${name}{${label}} ${formatValue(kind === 'counter' ? Math.max(0, v) : v)}\n`
+
+  /**
+   * Each node's lines, written once per report: keyed by (node, last contact,
+   * requests accepted), which changes with every accepted batch or heartbeat.
+   * Only the health and age lines are written again at each scrape.
+   */
+  interface NodeLines {
+    key: string
+    label: string
+    /** The node's rmq_node_health lines for each state it was in, written when first needed. */
+    health: Partial<Record<string, string>>
+    lines: string[]
+  }
+  const lineCache = new Map<string, NodeLines>()
+  const linesOf = (n: NodeStatus): NodeLines => {
+    const key = `${n.lastContact}:${n.batches}`
+    const hit = lineCache.get(n.node)
+    if (hit && hit.key === key) return hit
+    const label = `node="${escapeLabel(n.node)}"`
+    const entry: NodeLines = {
+      key,
+      label,
+      health: {},
+      // Never-seen and never-synced nodes have only rmq_node_health.
+      lines: perNode.map(([kind, name, , of]) =>
+        n.lastContact === null || live.has(name) ? '' : line(kind, name, label, of(n)),
+      ),
+    }
+    if (lineCache.size >= 100_000) lineCache.clear()
+    lineCache.set(n.node, entry)
+    return entry
+  }
+
+  /** The per-node families and rmq_alert_active as exposition text (one family after another). */
+  const renderNodes = (s: MetricsSnapshot): string => {
+    const nodes = s.fleet.nodes
+    const cached = nodes.map(linesOf)
+    const out: string[] = []
+    let text = family(
+      'rmq_node_health',
+      'Derived health of each node: 1 for its current state, 0 for the others.',
+      'gauge',
+    )
+    for (let i = 0; i < nodes.length; i++) {
+      const c = cached[i]
+      const state = nodes[i].health
+      text += c.health[state] ??= HEALTH_STATES.map(
+        (h) => `rmq_node_health{${c.label},state="${h}"} ${h === state ? 1 : 0}\n`,
+      ).join('')
+    }
+    out.push(text)
+    perNode.forEach(([kind, name, help, of], f) => {
+      text = family(name, help, kind)
+      const now = live.has(name)
+      for (let i = 0; i < nodes.length; i++)
+        text += now
+          ? nodes[i].lastContact === null
+            ? ''
+            : line(kind, name, cached[i].label, of(nodes[i]))
+          : cached[i].lines[f]
+      out.push(text)
     })
-  gauge(
-    'rmq_alert_active',
-    'One series per active alert (value 1).',
-    ['rule', 'node', 'severity'],
-    (set, s) => {
-      for (const a of s.alerts) set({ rule: a.rule, node: a.node, severity: a.severity }, 1)
-    },
-  )
+    text = family('rmq_alert_active', 'One series per active alert (value 1).', 'gauge')
+    for (const a of s.alerts)
+      text += `rmq_alert_active{rule="${escapeLabel(a.rule)}",node="${escapeLabel(a.node)}",severity="${escapeLabel(a.severity)}"} 1\n`
+    out.push(text)
+    return out.join('\n')
+  }
 
   return {
     registry,
     contentType: prom.Registry.PROMETHEUS_CONTENT_TYPE,
     async render() {
       // Collectors read the newest snapshot; overlapping scrapes at worst both see the newer one.
-      snap = await deps.snapshot()
-      return registry.metrics()
+      const s = await deps.snapshot()
+      snap = s
+      return `${await registry.metrics()}\n${renderNodes(s)}`
     },
     observeRequest(method, route, status, seconds) {
       requests.inc({ method, route, status: String(status) })

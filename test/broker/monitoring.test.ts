@@ -34,12 +34,14 @@ describe('broker monitoring (injectable clock)', () => {
   let store: BrokerStore
   /** A monitor credential: fleet status, alerts, history and /metrics. */
   let monitorTok: string
+  /** Node gw-1's token: posts its batches. */
+  let token: string
   let clock: number
   let sink: MemorySink
 
   const open = async (extra: Partial<CreateBrokerAppOptions> = {}) => {
     store = await openSqliteBrokerStore({ dataDir: tmp.dir })
-    await createNodeToken(store, 'gw-1')
+    token = (await createNodeToken(store, 'gw-1')).token
     monitorTok = (await createToken(store, { name: 'ops', role: 'monitor' })).token
     sink = new MemorySink()
     app = await createBrokerApp(
@@ -304,11 +306,88 @@ describe('broker monitoring (injectable clock)', () => {
     expect(node.reasons.join(' ')).toMatch(
       /reports 1000005 lost message\(s\) but only 0 seq\(s\) are missing/,
     )
-    // A jump of 3 seqs backs 3 of the claims: the alert counts those.
-    await ingest(makeBatch('gw-1', [message(6, clock)], { clock, batch: 'b6', stats: stats({ dropped: 3 }) }))
+    // A jump of 3 seqs backs 3 of the (same) claims: the alert counts those.
+    await ingest(
+      makeBatch('gw-1', [message(6, clock)], {
+        clock,
+        batch: 'b6',
+        stats: stats({ dropped: 1_000_000, expired: 5 }),
+      }),
+    )
     const fired = (await app.monitor.alerts.evaluate()).fired
     expect(fired).toMatchObject([{ rule: 'data-loss', value: 3 }])
-    expect((await get('/v1/nodes/gw-1')).body).toMatchObject({ gaps: 3, unverifiedLosses: 0 })
+    expect((await get('/v1/nodes/gw-1')).body).toMatchObject({ gaps: 3, unverifiedLosses: 1_000_002 })
+  })
+
+  it('data-loss counts only totals that never go down within one epoch: a made-up dip and return raise nothing, a new epoch counts from 0', async () => {
+    await open({ alerts: { ...options(tmp.dir).alerts, dataLossClearAfter: MIN } })
+    let seq = 0
+    // Each report carries one message whose seq skips `skip` seqs: that many losses are backed by gaps.
+    const report = (dropped: number, skip = 0, epoch = 'e1') =>
+      ingest(
+        makeBatch('gw-1', [message((seq += 1 + skip), clock)], {
+          epoch,
+          batch: `b${seq}`,
+          clock,
+          stats: stats({ dropped }),
+        }),
+      )
+    await report(0)
+    await report(5, 5)
+    expect((await app.monitor.alerts.evaluate()).fired).toMatchObject([{ rule: 'data-loss', value: 5 }])
+    clock += 2 * MIN
+    await report(5)
+    expect((await app.monitor.alerts.evaluate()).resolved.map((a) => a.rule)).toEqual(['data-loss'])
+    // The same outbox now claims 3, then 5 again (its gaps would back both): not counters, no alert.
+    for (const dropped of [3, 5, 3, 5]) {
+      clock += SEC
+      await report(dropped)
+      expect((await app.monitor.alerts.evaluate()).fired, `dropped ${dropped}`).toEqual([])
+    }
+    // A recreated outbox (new epoch) losing 2 backed by 2 missing seqs is a new loss.
+    seq = 0
+    await report(0, 0, 'e2')
+    await app.monitor.alerts.evaluate()
+    await report(2, 2, 'e2')
+    expect((await app.monitor.alerts.evaluate()).fired).toMatchObject([{ rule: 'data-loss', value: 2 }])
+  })
+
+  it('stats are kept as their fixed fields: unknown, negative and fractional values left out; parsed once per report', async () => {
+    await open()
+    const sent = {
+      sync: {
+        attempts: 7,
+        successes: -3,
+        failures: 1.5,
+        lastError: 'x'.repeat(500),
+        madeUp: 'yes',
+        backoff: null,
+      },
+      storage: { droppedTotal: 2, expiredTotal: -1, totalBytes: 100, maxBytes: 1000, extra: 42 },
+    }
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/batches',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      payload: JSON.stringify(makeBatch('gw-1', [], { clock, stats: sent })),
+    })
+    expect(res.statusCode, res.body).toBe(200)
+    const node = (await get('/v1/nodes/gw-1')).body
+    expect(node.sync).toEqual({ attempts: 7, lastError: 'x'.repeat(500), backoff: null })
+    expect(node).toMatchObject({ dropped: 2, expired: 0, storage: { totalBytes: 100, maxBytes: 1000 } })
+    const [a] = await store.nodes()
+    const [b] = await store.nodes()
+    // One parse per (node, last contact), shared read-only by every status read and scrape.
+    expect(b.stats).toBe(a.stats)
+    expect(Object.isFrozen(a.stats) && Object.isFrozen(a.stats!.sync)).toBe(true)
+    expect(a.stats).toEqual({
+      sync: node.sync,
+      storage: { droppedTotal: 2, totalBytes: 100, maxBytes: 1000 },
+    })
+    clock += SEC
+    await ingest(makeBatch('gw-1', [], { clock, batch: 'hb2', stats: stats({ dropped: 4 }) }))
+    expect((await store.nodes())[0].stats).not.toBe(a.stats)
+    expect((await get('/v1/nodes/gw-1')).body.dropped).toBe(4)
   })
 
   it('hold-back fires for a live node whose low mark is older than maxHoldBack (health holding-back), and resolves when it catches up', async () => {
@@ -477,6 +556,39 @@ describe('broker monitoring (injectable clock)', () => {
     expect(fam.has('process_cpu_user_seconds_total')).toBe(true)
     // A scrape needs a monitor (or admin) credential: test/broker/authorization.test.ts has broker.metrics.public.
     expect((await app.inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(401)
+
+    // Lines kept from one scrape to the next follow the node's next report, even in the same ms.
+    const scrape = async () => {
+      const text = (
+        await app.inject({
+          method: 'GET',
+          url: '/metrics',
+          headers: { authorization: `Bearer ${monitorTok}` },
+        })
+      ).body
+      const f = new Map(parsePrometheus(text).map((x) => [x.name, x]))
+      return (name: string, labels: Record<string, string>) =>
+        Number(
+          f.get(name)!.metrics.find((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v))!
+            .value,
+        )
+    }
+    for (const seq of [6, 7]) {
+      await ingest(
+        makeBatch('gw-1', [message(seq, T0)], {
+          clock,
+          batch: `b${seq}`,
+          stats: stats({ dropped: 2, expired: 1 }),
+        }),
+      )
+      const v = await scrape()
+      expect(v('rmq_node_messages_received_total', { node: 'gw-1' })).toBe(seq - 3)
+      expect(v('rmq_node_backlog_messages', { node: 'gw-1' })).toBe(0)
+      expect(v('rmq_node_health', { node: 'gw-1', state: 'ok' })).toBe(1)
+      expect(v('rmq_node_health', { node: 'gw-1', state: 'stale' })).toBe(0)
+    }
+    clock += 11 * MIN
+    expect((await scrape())('rmq_node_last_sync_age_seconds', { node: 'gw-1' })).toBe(660)
   })
 
   it('serves the dashboard, uPlot and /v1/history with a strict CSP', async () => {

@@ -4,7 +4,8 @@
  * RSS (VmHWM) bounded while another node's small batch goes through; a page
  * over messages far larger than the page cap is served, one at a time, and
  * `rmq consume` reads across such pages; an oversized `stats` is refused.
- * The /metrics timing target is in bench/suites/broker.js.
+ * The /metrics timing target and the small batch's latency under this load are in
+ * bench/suites/metrics.js.
  */
 import fs from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'

@@ -17,6 +17,7 @@ import type { FaultMode } from '../helpers/fault-proxy.js'
 import { violations, type CheckResult, type Delivered } from './checker.js'
 import { makeTempDir } from '../helpers/cli.js'
 import { Cluster, FULL, mountTmpfs, rng, runProc, sleep, type EdgeNode, type ProcResult } from './harness.js'
+import { hostileNode, lyingBroker } from './peers.js'
 import { record, renderTally } from './tally.js'
 
 const cleanups: Array<() => unknown> = []
@@ -380,6 +381,31 @@ describe('clocks and epochs', () => {
     expect(check.late).toBeGreaterThanOrEqual(30)
     expect(check.deliveredOnce).toBe(140)
     expect(new Set(event.filter((m) => m.node === reborn.id).map((m) => m.epoch)).size).toBe(2)
+  }, 300_000)
+})
+
+describe('counterparts that misbehave', () => {
+  const seed = Number(process.env.RMQ_FAULTS_SEED ?? Date.now() % 1e9)
+  it(`a lying broker: wrong, missing, truncated, over-cap and hung acks, another batch id, a redirect; then the real broker (seed ${seed})`, async () => {
+    // Rounds wait for each other's hung replies (2 s each): a maxLateness that covers a few rounds
+    // keeps a node that was lied to live until its retry, so what is checked is the ack, not lateness
+    // (a node silent longer than maxLateness has its resent messages flagged late, after later seqs).
+    const c = await cluster({ nodes: FULL ? 3 : 2, liar: true, maxLateness: '30s' })
+    // Every kind once (fast), or every kind both forwarded and not (full).
+    await lyingBroker(c, seed, FULL ? 2 * 9 : 9)
+    const { check } = await settleAndCheck(c, 'lying broker')
+    // Nothing the liar refused to pass on is lost, nothing it passed on and then denied is doubled.
+    expect(check.deliveredOnce).toBe(check.acknowledged)
+  }, 600_000)
+
+  it(`a hostile node: garbage, oversized, duplicate-seq, future-ts, invalid UTF-8 batches and bogus stats while honest nodes sync (seed ${seed})`, async () => {
+    const c = await cluster({
+      nodes: FULL ? 3 : 2,
+      brokerEnv: { RMQ_BROKER_ALERTS_INTERVAL: '300ms' },
+    })
+    await hostileNode(c, seed, FULL ? 20 : 6)
+    const { check } = await settleAndCheck(c, 'hostile node')
+    expect(check.deliveredOnce).toBe(check.acknowledged)
   }, 300_000)
 })
 

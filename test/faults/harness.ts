@@ -15,6 +15,7 @@ import path from 'node:path'
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
 import { makeTempDir, parseJson, runCli, spawnCli, type CliResult } from '../helpers/cli.js'
 import { FaultProxy, type FaultMode } from '../helpers/fault-proxy.js'
+import { LyingProxy } from '../helpers/lying-proxy.js'
 import { checkQueue, type Attempt, type CheckResult, type Delivered } from './checker.js'
 
 export const FULL = process.env.RMQ_FAULTS === 'full'
@@ -111,7 +112,7 @@ export class EdgeNode {
     fs.mkdirSync(this.dir, { recursive: true })
     this.env = {
       RMQ_NODE_ID: id,
-      RMQ_BROKER_URL: cluster.proxy.url,
+      RMQ_BROKER_URL: cluster.edgeUrl,
       RMQ_TOKEN: token,
       RMQ_SYNC_TIMEOUT: '2s',
       RMQ_SYNC_BACKOFF_INITIAL: '100ms',
@@ -230,6 +231,8 @@ export interface ClusterOptions {
   /** Broker data directory (e.g. a small tmpfs); a temp dir by default. */
   brokerDataDir?: string
   edge?: (i: number) => EdgeOptions
+  /** Put a LyingProxy between the edges and the fault proxy (cluster.liar; honest after settle()). */
+  liar?: boolean
 }
 
 export class Cluster {
@@ -240,6 +243,8 @@ export class Cluster {
   readonly unexpected: string[] = []
   broker!: BrokerProcess
   proxy!: FaultProxy
+  /** With opts.liar: the edges' broker, answering some requests with lies. */
+  liar?: LyingProxy
   nodes: EdgeNode[] = []
   readonly root: string
   private readonly tmp: ReturnType<typeof makeTempDir>
@@ -259,6 +264,10 @@ export class Cluster {
     const c = new Cluster(opts)
     await c.startBroker()
     c.proxy = await new FaultProxy({ host: '127.0.0.1', port: c.broker.port }).start()
+    if (opts.liar)
+      c.liar = await new LyingProxy({ host: '127.0.0.1', port: c.proxy.port }, (t) =>
+        c.nodeOfToken(t),
+      ).start()
     const ids = Array.from({ length: opts.nodes ?? 1 }, (_, i) => `n${i + 1}`)
     await Promise.all(ids.map((id) => c.createToken(id)))
     ids.forEach((id, i) => c.addNode(id, opts.edge?.(i) ?? {}))
@@ -318,6 +327,16 @@ export class Cluster {
     return this.tokens.get(id)!
   }
 
+  nodeOfToken(token: string): string | undefined {
+    for (const [id, t] of this.tokens) if (t === token) return id
+    return undefined
+  }
+
+  /** Where the edges send their batches: the lying proxy when there is one, else the fault proxy. */
+  get edgeUrl(): string {
+    return (this.liar ?? this.proxy).url
+  }
+
   setLink(mode: FaultMode): void {
     if (mode.kind !== 'pass') this.faults.add(`proxy ${mode.kind}`)
     this.proxy.setMode(mode)
@@ -344,6 +363,7 @@ export class Cluster {
    */
   async settle(): Promise<{ check: CheckResult; event: Delivered[]; arrival: Delivered[] }> {
     this.proxy.setMode({ kind: 'pass' })
+    this.liar?.honest()
     if (this.broker.child.exitCode !== null || this.broker.child.signalCode !== null) await this.startBroker()
     await Promise.all(this.nodes.map((n) => n.drain()))
     const deadline = Date.now() + 60_000
@@ -358,6 +378,7 @@ export class Cluster {
   }
 
   async cleanup(): Promise<void> {
+    await this.liar?.stop().catch(() => {})
     await this.proxy?.stop().catch(() => {})
     await this.broker?.kill().catch(() => {})
     this.tmp.cleanup()

@@ -16,6 +16,17 @@ export interface ReceivedBatch {
   inProgress: number
 }
 
+/** A POST /v1/batches body as the edge sent it (any codec, JSON or frames), decoded. */
+export async function decodeBatch(headers: http.IncomingHttpHeaders, wire: Buffer): Promise<BatchBody> {
+  const codec = await codecForEncoding(headers['content-encoding'])
+  const raw = await codec.decompress(wire, { maxOutputBytes: 64 << 20 })
+  const frames = headers['content-type'] === FRAMES_CONTENT_TYPE
+  const body = frames ? decodeFrames(raw) : (JSON.parse(raw.toString()) as BatchBody)
+  // The same messages whichever the body: frames' `size` is framing, not part of a message.
+  if (frames) for (const m of body.messages) delete (m as { size?: number }).size
+  return body
+}
+
 /** What the fake answers to one request; undefined: 200 with an ack. */
 export type Reply =
   | undefined
@@ -74,12 +85,7 @@ export class FakeBroker {
     const chunks: Buffer[] = []
     for await (const c of req) chunks.push(c as Buffer)
     const wire = Buffer.concat(chunks)
-    const codec = await codecForEncoding(req.headers['content-encoding'])
-    const raw = await codec.decompress(wire, { maxOutputBytes: 64 << 20 })
-    const frames = req.headers['content-type'] === FRAMES_CONTENT_TYPE
-    const body = frames ? decodeFrames(raw) : (JSON.parse(raw.toString()) as BatchBody)
-    // The same messages whichever the body: frames' `size` is framing, not part of a message.
-    if (frames) for (const m of body.messages) delete (m as { size?: number }).size
+    const body = await decodeBatch(req.headers, wire)
     const rec: ReceivedBatch = {
       body,
       headers: req.headers,

@@ -2,6 +2,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { failpoint } from '../../shared/failpoints.js'
 import { BROKER_FEATURES, topicProblem, type BatchBody } from '../../protocol/batch.js'
 import { boundEventTime, DEFAULT_EVENT_TIME_BOUND } from '../event-time.js'
+import { compactStats } from '../node-stats.js'
 import { HttpError } from '../http-error.js'
 import { limitOf, orderingContext } from '../options.js'
 import { BASE64_RE, batchAckSchema, batchBodySchema, STATS_MAX_BYTES } from '../schemas.js'
@@ -134,6 +135,8 @@ const batches: FastifyPluginAsync = async (app) => {
             'STATS_TOO_LARGE',
             `body/stats: ${size} bytes serialised, over the limit of ${STATS_MAX_BYTES}; send the counters rmq sends (docs/protocol.md)`,
           )
+        // Kept as the fixed fields the status API, alerts and /metrics read, not as sent.
+        body.stats = compactStats(body.stats)
       }
       const at = now()
       boundEventTime(body, at, options.futureSkew ?? DEFAULT_EVENT_TIME_BOUND)

@@ -4,6 +4,7 @@
  * PostgreSQL one write the same columns the same way).
  */
 import type { BatchBody } from '../../protocol/batch.js'
+import { storedStats } from '../node-stats.js'
 import type { AlertRecord, FoundToken, NodeRecord, StoredMessage, TokenRecord, TokenRole } from './types.js'
 
 export interface NodeRow {
@@ -56,12 +57,48 @@ export function toNode(r: NodeRow): NodeRecord {
     lastClock: r.last_clock,
     backlog: { pending: r.backlog_pending, bytes: r.backlog_bytes, oldestTs: r.backlog_oldest_ts },
     lowMark: r.low_mark,
-    stats: r.stats === null ? null : (JSON.parse(r.stats) as Record<string, unknown>),
+    // Parsed once per report, not on every status read or scrape.
+    stats: storedStats(r.node, r.last_contact, r.stats),
     counters: { received: r.received, duplicates: r.duplicates, late: r.late, batches: r.batches },
     epochBatches: r.epoch_batches,
     epochReceived: r.epoch_received,
     epochMaxSeq: r.epoch_max_seq,
   }
+}
+
+/** The columns of NodeRow in the order nodeFromValues reads them (a SELECT of these, raw). */
+export const NODE_COLUMNS =
+  'node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock, backlog_pending, ' +
+  'backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches, epoch_batches, ' +
+  'epoch_received, epoch_max_seq'
+
+/**
+ * A node row read as an array of NODE_COLUMNS' values: a scrape or status
+ * read of a thousand nodes takes half the time of rows read as objects.
+ */
+export function nodeFromValues(v: unknown[]): NodeRecord {
+  return toNode({
+    node: v[0] as string,
+    epoch: v[1] as string,
+    direct: v[2] as number,
+    first_seen: v[3] as number,
+    last_contact: v[4] as number,
+    last_sync: v[5] as number | null,
+    clock_skew: v[6] as number,
+    last_clock: v[7] as number,
+    backlog_pending: v[8] as number,
+    backlog_bytes: v[9] as number,
+    backlog_oldest_ts: v[10] as number | null,
+    low_mark: v[11] as number,
+    stats: v[12] as string | null,
+    received: v[13] as number,
+    duplicates: v[14] as number,
+    late: v[15] as number,
+    batches: v[16] as number,
+    epoch_batches: v[17] as number,
+    epoch_received: v[18] as number,
+    epoch_max_seq: v[19] as number,
+  })
 }
 
 export function toAlert(r: AlertRow): AlertRecord {

@@ -9,6 +9,7 @@ import type { ReadOrder } from './types.js'
 import {
   EPOCH_BATCHES_UPDATE,
   EPOCH_SEQS_UPDATE,
+  NODE_COLUMNS,
   NODE_REPORT_UPDATE,
   TOKEN_COLUMNS,
   type AlertRow,
@@ -155,7 +156,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     counts: db.prepare<[], { held: number; total: number }>(
       'SELECT (SELECT COUNT(*) FROM held) AS held, (SELECT COUNT(*) FROM messages) AS total',
     ),
-    nodes: db.prepare<[], NodeRow>('SELECT * FROM nodes ORDER BY node'),
+    nodes: db.prepare<[], unknown[]>(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY node`).raw(),
     node: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE node = ?'),
     putToken: db.prepare<[string, string, number, string, string | null, string | null, number | null]>(
       `INSERT INTO tokens (name, hash, created_at, last_used_at, role, topic_grants, group_grants, expires_at,

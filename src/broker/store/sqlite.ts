@@ -11,7 +11,15 @@ import path from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
 import { ConfigError, StorageError } from '../../shared/errors.js'
 import { failpointValue } from '../../shared/failpoints.js'
-import { alertKey, grantsColumn, toAlert, toFoundToken, toNode, toToken } from './node-rows.js'
+import {
+  alertKey,
+  grantsColumn,
+  nodeFromValues,
+  toAlert,
+  toFoundToken,
+  toNode,
+  toToken,
+} from './node-rows.js'
 import { SqliteIngest } from './sqlite-ingest.js'
 import { SqliteReader } from './sqlite-read.js'
 import { SCHEMA_VERSION, migrate } from './sqlite-schema.js'
@@ -80,7 +88,7 @@ export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
   }
 
   nodes(): Promise<NodeRecord[]> {
-    return this.run(() => this.stmts.nodes.all().map(toNode))
+    return this.run(() => this.stmts.nodes.all().map(nodeFromValues))
   }
 
   node(id: string): Promise<NodeRecord | undefined> {

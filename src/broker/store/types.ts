@@ -55,7 +55,10 @@ export interface NodeRecord {
   backlog: { pending: number; bytes: number; oldestTs: number | null }
   /** Oldest ts the node still holds unsent, or its last clock when it holds nothing. */
   lowMark: number
-  /** The `stats` object of the last batch, as sent. */
+  /**
+   * The `stats` object of the last batch that had one, as the store was given it (the batches
+   * route gives the fixed fields of node-stats.ts); shared and frozen: never modify it.
+   */
   stats: Record<string, unknown> | null
   counters: NodeCounters
   /**
