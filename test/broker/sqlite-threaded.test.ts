@@ -183,3 +183,60 @@ describe('sqlite store with a writer thread', () => {
     }
   })
 })
+
+describe('sqlite store with a writer thread: the forwarding table', () => {
+  it('forwards every method of the SQLite store, and the thread runs only the writes', async () => {
+    const mod = (await import(
+      path.join(ROOT, 'dist/broker/store/sqlite-threaded.js')
+    )) as typeof import('../../src/broker/store/sqlite-threaded.js')
+    const sqlite = (await import(
+      path.join(ROOT, 'dist/broker/store/sqlite.js')
+    )) as typeof import('../../src/broker/store/sqlite.js')
+    const ownMethods = (proto: object) =>
+      Object.getOwnPropertyNames(proto).filter(
+        (n) => n !== 'constructor' && typeof Object.getOwnPropertyDescriptor(proto, n)?.value === 'function',
+      )
+    // The SQLite store's BrokerStore methods live on its class and the ingest class it extends.
+    const storeMethods = new Set([
+      ...ownMethods(sqlite.SqliteBrokerStore.prototype),
+      ...ownMethods(Object.getPrototypeOf(sqlite.SqliteBrokerStore.prototype) as object),
+    ])
+    const threaded = new Set(ownMethods(mod.ThreadedSqliteStore.prototype))
+    for (const m of ['read', 'release', 'putToken', 'rotateToken', 'findToken', 'commitGroup', 'fireAlert'])
+      expect(threaded.has(m), m).toBe(true)
+    for (const m of threaded)
+      if (!['forward', 'write', 'side', 'mode', 'call', 'stop'].includes(m))
+        expect(storeMethods.has(m), m).toBe(true)
+    expect([...mod.THREAD_METHODS].sort()).toEqual(
+      [
+        'close',
+        'commitGroup',
+        'fireAlert',
+        'ingestColumns',
+        'purge',
+        'putToken',
+        'release',
+        'resolveAlert',
+        'revokeToken',
+        'rotateToken',
+        'touchToken',
+        'updateAlert',
+      ].sort(),
+    )
+  })
+
+  it('the thread refuses a method it does not run (a read) with an error, and keeps serving', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-threaded-')
+    const store = await openThreaded({ dataDir: dir })
+    try {
+      const call = (store as unknown as { call: (m: string, a: unknown[]) => Promise<unknown> }).call.bind(
+        store,
+      )
+      await expect(call('listTokens', [])).rejects.toThrow(/does not run listTokens/)
+      await expect(call('revokeToken', ['nobody'])).resolves.toBe(false)
+    } finally {
+      await store.close()
+      cleanup()
+    }
+  })
+})

@@ -1,20 +1,17 @@
 /**
- * Every prepared statement of the SQLite broker store (sqlite-ingest.ts,
- * sqlite.ts), in one place: the SQL is written once and prepared once per
- * connection.
+ * Every prepared statement of the SQLite broker store's ingest, release,
+ * node and purge paths (sqlite-ingest.ts, sqlite.ts), in one place: the SQL
+ * is written once and prepared once per connection. Tokens, groups and
+ * alerts are in sqlite-admin.ts (SQL shared with PostgreSQL).
  */
 import type BetterSqlite3 from 'better-sqlite3'
 import { TOPIC_BLOCK } from './sqlite-schema.js'
-import type { ReadOrder } from './types.js'
 import {
   EPOCH_BATCHES_UPDATE,
   EPOCH_SEQS_UPDATE,
   NODE_COLUMNS,
   NODE_REPORT_UPDATE,
-  TOKEN_COLUMNS,
-  type AlertRow,
   type NodeRow,
-  type TokenRow,
 } from './node-rows.js'
 
 export interface MetaRow {
@@ -158,57 +155,6 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
     nodes: db.prepare<[], unknown[]>(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY node`).raw(),
     node: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE node = ?'),
-    putToken: db.prepare<[string, string, number, string, string | null, string | null, number | null]>(
-      `INSERT INTO tokens (name, hash, created_at, last_used_at, role, topic_grants, group_grants, expires_at,
-         previous_hash, previous_until) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, NULL, NULL)
-       ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at,
-         last_used_at = NULL, role = excluded.role, topic_grants = excluded.topic_grants,
-         group_grants = excluded.group_grants, expires_at = excluded.expires_at,
-         previous_hash = NULL, previous_until = NULL`,
-    ),
-    rotateToken: db.prepare<[string, number, string]>(
-      `UPDATE tokens SET previous_hash = hash, hash = ?, previous_until = ? WHERE name = ?`,
-    ),
-    findToken: db.prepare<[string, string, string], TokenRow>(
-      `SELECT ${TOKEN_COLUMNS}, hash <> ? AS previous FROM tokens WHERE hash = ? OR previous_hash = ?`,
-    ),
-    touchToken: db.prepare<[number, string]>('UPDATE tokens SET last_used_at = ? WHERE name = ?'),
-    listTokens: db.prepare<[], TokenRow>(`SELECT ${TOKEN_COLUMNS} FROM tokens ORDER BY name`),
-    revokeToken: db.prepare<[string]>('DELETE FROM tokens WHERE name = ?'),
-    group: db.prepare<[string, string], { position: number }>(
-      'SELECT position FROM consumer_groups WHERE name = ? AND ord = ?',
-    ),
-    commitGroup: db.prepare<[string, string, number, number]>(
-      `INSERT INTO consumer_groups (name, ord, position, updated_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT (name, ord) DO UPDATE SET
-         position = CASE WHEN excluded.position > consumer_groups.position
-                         THEN excluded.position ELSE consumer_groups.position END,
-         updated_at = excluded.updated_at`,
-    ),
-    listGroups: db.prepare<[], { name: string; ord: ReadOrder; position: number; updated_at: number }>(
-      'SELECT name, ord, position, updated_at FROM consumer_groups ORDER BY name, ord',
-    ),
-    listAlerts: db.prepare<[number], AlertRow>('SELECT * FROM alerts ORDER BY id DESC LIMIT ?'),
-    listAlertsIn: db.prepare<[string, number], AlertRow>(
-      'SELECT * FROM alerts WHERE state = ? ORDER BY id DESC LIMIT ?',
-    ),
-    latestAlerts: db.prepare<[], AlertRow>(
-      'SELECT * FROM alerts WHERE id IN (SELECT MAX(id) FROM alerts GROUP BY key) ORDER BY id',
-    ),
-    fireAlert: db.prepare<[string, string, string, string, string, number, number, number, number], AlertRow>(
-      `INSERT INTO alerts (key, rule, node, state, severity, message, value, threshold, fired_at, updated_at,
-         resolved_at)
-       VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, NULL)
-       ON CONFLICT (key) WHERE state = 'active' DO NOTHING
-       RETURNING *`,
-    ),
-    updateAlert: db.prepare<[number, string, number, string]>(
-      `UPDATE alerts SET value = ?, message = ?, updated_at = ? WHERE key = ? AND state = 'active'`,
-    ),
-    resolveAlert: db.prepare<[number, number, string], AlertRow>(
-      `UPDATE alerts SET state = 'resolved', resolved_at = ?, updated_at = ? WHERE key = ? AND state = 'active'
-       RETURNING *`,
-    ),
     purgeSelect: db
       .prepare<[number, number], [number, number]>(
         `SELECT m.arrival, COALESCE(m.position, r.position) FROM messages m

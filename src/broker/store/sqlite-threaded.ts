@@ -19,24 +19,9 @@ import { toColumns, transferList } from './batch-columns.js'
 import { openSqliteBrokerStore, type SqliteBrokerStore } from './sqlite.js'
 import {
   StoreUnavailableError,
-  type AlertQuery,
-  type AlertRecord,
   type BrokerStore,
   type BrokerStoreOptions,
-  type GroupRecord,
-  type HeldQuery,
-  type HeldReport,
   type IngestContext,
-  type NewAlert,
-  type NodeRecord,
-  type ReadOrder,
-  type ReadQuery,
-  type ReadResult,
-  type ReleaseResult,
-  type StreamHeads,
-  type FoundToken,
-  type NewTokenRecord,
-  type TokenRecord,
 } from './types.js'
 
 export interface WorkerRequest {
@@ -104,7 +89,66 @@ export function writerThreadAvailable(): boolean {
   return WORKER_URL.protocol === 'file:' && fs.existsSync(fileURLToPath(WORKER_URL))
 }
 
+/** The BrokerStore methods forwarded from ROUTES: all but `kind` and the special cases `ingest` and `close`. */
+type Forwarded = Exclude<keyof BrokerStore, 'kind' | 'ingest' | 'subscribe' | 'close'>
+
+/**
+ * Where each forwarded method runs, one entry per method (the type makes the
+ * table complete). `local`: on this thread's connection (reads: WAL gives
+ * them the last commit; and the admin repair of the watermark). `write`: on
+ * the side with writes outstanding, else where mode() says. `background`: a
+ * write that goes to the thread when both sides are idle (purge: a long
+ * delete, kept off the event loop).
+ */
+const ROUTES: { readonly [K in Forwarded]: 'local' | 'write' | 'background' } = {
+  release: 'write',
+  read: 'local',
+  heldBack: 'local',
+  heads: 'local',
+  resetWatermark: 'local',
+  nodes: 'local',
+  node: 'local',
+  putToken: 'write',
+  rotateToken: 'write',
+  findToken: 'local',
+  touchToken: 'write',
+  listTokens: 'local',
+  revokeToken: 'write',
+  groupPosition: 'local',
+  commitGroup: 'write',
+  listGroups: 'local',
+  purge: 'background',
+  listAlerts: 'local',
+  latestAlerts: 'local',
+  fireAlert: 'write',
+  updateAlert: 'write',
+  resolveAlert: 'write',
+}
+
+/** What the writer thread answers (sqlite-worker.ts): the writes of ROUTES, `ingestColumns` and `close`. */
+export const THREAD_METHODS: ReadonlySet<string> = new Set([
+  ...Object.keys(ROUTES).filter((m) => ROUTES[m as Forwarded] !== 'local'),
+  'ingestColumns',
+  'close',
+])
+
+// The forwarded methods are installed from ROUTES (static block below); this declares them.
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging, @typescript-eslint/no-empty-object-type
+export interface ThreadedSqliteStore extends Pick<BrokerStore, Forwarded> {}
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class ThreadedSqliteStore implements BrokerStore {
+  static {
+    for (const name of Object.keys(ROUTES) as Forwarded[])
+      Object.defineProperty(ThreadedSqliteStore.prototype, name, {
+        value(this: ThreadedSqliteStore, ...args: unknown[]) {
+          return this.forward(name, args)
+        },
+        writable: true,
+        configurable: true,
+      })
+  }
+
   readonly kind = 'sqlite'
   private nextId = 1
   private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>()
@@ -189,132 +233,12 @@ export class ThreadedSqliteStore implements BrokerStore {
     )
   }
 
-  release(ctx: IngestContext): Promise<ReleaseResult> {
-    return this.write(
-      this.mode(),
-      () => this.local.release(ctx),
-      () => this.call('release', [ctx]),
-    )
-  }
-
-  read(q: ReadQuery): Promise<ReadResult> {
-    return this.local.read(q)
-  }
-
-  heldBack(q: HeldQuery): Promise<HeldReport> {
-    return this.local.heldBack(q)
-  }
-
-  heads(): Promise<StreamHeads> {
-    return this.local.heads()
-  }
-
-  resetWatermark(to: number): Promise<{ before: number | null; after: number }> {
-    return this.local.resetWatermark(to)
-  }
-
-  nodes(): Promise<NodeRecord[]> {
-    return this.local.nodes()
-  }
-
-  node(id: string): Promise<NodeRecord | undefined> {
-    return this.local.node(id)
-  }
-
-  putToken(token: NewTokenRecord, tokenHash: string, now: number): Promise<void> {
-    return this.write(
-      this.mode(),
-      () => this.local.putToken(token, tokenHash, now),
-      () => this.call('putToken', [token, tokenHash, now]),
-    )
-  }
-
-  rotateToken(name: string, tokenHash: string, previousUntil: number): Promise<boolean> {
-    return this.write(
-      this.mode(),
-      () => this.local.rotateToken(name, tokenHash, previousUntil),
-      () => this.call('rotateToken', [name, tokenHash, previousUntil]),
-    )
-  }
-
-  findToken(tokenHash: string): Promise<FoundToken | undefined> {
-    return this.local.findToken(tokenHash)
-  }
-
-  touchToken(name: string, now: number): Promise<void> {
-    return this.write(
-      this.mode(),
-      () => this.local.touchToken(name, now),
-      () => this.call('touchToken', [name, now]),
-    )
-  }
-
-  listTokens(): Promise<TokenRecord[]> {
-    return this.local.listTokens()
-  }
-
-  revokeToken(name: string): Promise<boolean> {
-    return this.write(
-      this.mode(),
-      () => this.local.revokeToken(name),
-      () => this.call('revokeToken', [name]),
-    )
-  }
-
-  groupPosition(name: string, order: ReadOrder): Promise<number | undefined> {
-    return this.local.groupPosition(name, order)
-  }
-
-  commitGroup(name: string, order: ReadOrder, position: number, now: number): Promise<number> {
-    return this.write(
-      this.mode(),
-      () => this.local.commitGroup(name, order, position, now),
-      () => this.call('commitGroup', [name, order, position, now]),
-    )
-  }
-
-  listGroups(): Promise<GroupRecord[]> {
-    return this.local.listGroups()
-  }
-
-  purge(options: { receivedBefore: number; limit: number }): Promise<number> {
-    return this.write(
-      'thread',
-      () => this.local.purge(options),
-      () => this.call('purge', [options]),
-    )
-  }
-
-  listAlerts(q: AlertQuery): Promise<AlertRecord[]> {
-    return this.local.listAlerts(q)
-  }
-
-  latestAlerts(): Promise<AlertRecord[]> {
-    return this.local.latestAlerts()
-  }
-
-  fireAlert(a: NewAlert, now: number): Promise<AlertRecord | undefined> {
-    return this.write(
-      this.mode(),
-      () => this.local.fireAlert(a, now),
-      () => this.call('fireAlert', [a, now]),
-    )
-  }
-
-  updateAlert(key: string, patch: { value: number; message: string }, now: number): Promise<boolean> {
-    return this.write(
-      this.mode(),
-      () => this.local.updateAlert(key, patch, now),
-      () => this.call('updateAlert', [key, patch, now]),
-    )
-  }
-
-  resolveAlert(key: string, now: number): Promise<AlertRecord | undefined> {
-    return this.write(
-      this.mode(),
-      () => this.local.resolveAlert(key, now),
-      () => this.call('resolveAlert', [key, now]),
-    )
+  /** A forwarded method, routed by ROUTES. */
+  private forward(name: Forwarded, args: unknown[]): Promise<unknown> {
+    const local = () => (this.local[name] as (...a: unknown[]) => Promise<unknown>).apply(this.local, args)
+    const route = ROUTES[name]
+    if (route === 'local') return local()
+    return this.write(route === 'background' ? 'thread' : this.mode(), local, () => this.call(name, args))
   }
 
   close(): Promise<void> {

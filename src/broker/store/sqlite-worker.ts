@@ -2,14 +2,16 @@
  * The writer thread of the threaded SQLite store (sqlite-threaded.ts): one
  * SqliteBrokerStore whose commits (and their fsyncs) run here, off the
  * broker's event loop. Requests are `{ id, method, args }`: a BrokerStore
- * method, or `ingestColumns` for a batch handed over as columns
- * (batch-columns.ts). It also checkpoints the WAL on a timer.
+ * write the threaded store routes here (THREAD_METHODS), or `ingestColumns`
+ * for a batch handed over as columns (batch-columns.ts). It also
+ * checkpoints the WAL on a timer.
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { openSqliteBrokerStore, type SqliteBrokerStore } from './sqlite.js'
 import {
   BACKSTOP_CHECKPOINT_PAGES,
   CHECKPOINT_EVERY_MS,
+  THREAD_METHODS,
   toWorkerError,
   type WorkerReply,
   type WorkerRequest,
@@ -37,6 +39,8 @@ function serve(store: SqliteBrokerStore): void {
     if (req.method === 'close') clearInterval(checkpoints)
     let pending: Promise<unknown>
     try {
+      if (!THREAD_METHODS.has(req.method))
+        throw new Error(`the broker store thread does not run ${req.method}`)
       if (req.method === 'ingestColumns')
         pending = store.ingest(fromColumns(req.args[0] as BatchColumns), req.args[1] as IngestContext)
       else {

@@ -4,22 +4,16 @@
  * what PostgreSQL also speaks (ON CONFLICT, UPDATE ... FROM, partial indexes,
  * window functions) so the PostgreSQL store can mirror it. Ingest lives in
  * sqlite-ingest.ts, the statements in sqlite-statements.ts, the row mappers
- * both stores share in node-rows.ts.
+ * both stores share in node-rows.ts, tokens, groups and alerts (SQL shared
+ * with PostgreSQL) in sqlite-admin.ts.
  */
 import fs from 'node:fs'
 import path from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
 import { ConfigError, StorageError } from '../../shared/errors.js'
 import { failpointValue } from '../../shared/failpoints.js'
-import {
-  alertKey,
-  grantsColumn,
-  nodeFromValues,
-  toAlert,
-  toFoundToken,
-  toNode,
-  toToken,
-} from './node-rows.js'
+import { nodeFromValues, toNode } from './node-rows.js'
+import { SqliteAdmin } from './sqlite-admin.js'
 import { SqliteIngest } from './sqlite-ingest.js'
 import { SqliteReader } from './sqlite-read.js'
 import { SCHEMA_VERSION, migrate } from './sqlite-schema.js'
@@ -47,10 +41,13 @@ export { toMessage } from './node-rows.js'
 export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
   readonly kind = 'sqlite'
   private readonly reader: SqliteReader
+  /** Tokens, consumer groups and alerts (sqlite-admin.ts, the SQL shared with PostgreSQL). */
+  private readonly admin: SqliteAdmin
 
   constructor(db: BetterSqlite3.Database) {
     super(db)
     this.reader = new SqliteReader(db)
+    this.admin = new SqliteAdmin(db, (fn) => this.run(fn))
   }
 
   read(q: ReadQuery): Promise<ReadResult> {
@@ -99,65 +96,39 @@ export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
   }
 
   putToken(token: NewTokenRecord, tokenHash: string, now: number): Promise<void> {
-    return this.run(() => {
-      this.stmts.putToken.run(
-        token.name,
-        tokenHash,
-        now,
-        token.role,
-        grantsColumn(token.topics),
-        grantsColumn(token.groups),
-        token.expiresAt,
-      )
-    })
+    return this.admin.putToken(token, tokenHash, now)
   }
 
   rotateToken(name: string, tokenHash: string, previousUntil: number): Promise<boolean> {
-    return this.run(() => this.stmts.rotateToken.run(tokenHash, previousUntil, name).changes > 0)
+    return this.admin.rotateToken(name, tokenHash, previousUntil)
   }
 
   findToken(tokenHash: string): Promise<FoundToken | undefined> {
-    return this.run(() => {
-      const r = this.stmts.findToken.get(tokenHash, tokenHash, tokenHash)
-      return r ? toFoundToken(r) : undefined
-    })
+    return this.admin.findToken(tokenHash)
   }
 
   touchToken(name: string, now: number): Promise<void> {
-    return this.run(() => {
-      this.stmts.touchToken.run(now, name)
-    })
+    return this.admin.touchToken(name, now)
   }
 
   listTokens(): Promise<TokenRecord[]> {
-    return this.run(() => this.stmts.listTokens.all().map(toToken))
+    return this.admin.listTokens()
   }
 
   revokeToken(name: string): Promise<boolean> {
-    return this.run(() => this.stmts.revokeToken.run(name).changes > 0)
+    return this.admin.revokeToken(name)
   }
 
   groupPosition(name: string, order: ReadOrder): Promise<number | undefined> {
-    return this.run(() => this.stmts.group.get(name, order)?.position)
+    return this.admin.groupPosition(name, order)
   }
 
   commitGroup(name: string, order: ReadOrder, position: number, now: number): Promise<number> {
-    return this.run(() =>
-      this.db
-        .transaction(() => {
-          this.stmts.commitGroup.run(name, order, position, now)
-          return this.stmts.group.get(name, order)!.position
-        })
-        .immediate(),
-    )
+    return this.admin.commitGroup(name, order, position, now)
   }
 
   listGroups(): Promise<GroupRecord[]> {
-    return this.run(() =>
-      this.stmts.listGroups
-        .all()
-        .map((r) => ({ name: r.name, order: r.ord, position: r.position, updatedAt: r.updated_at })),
-    )
+    return this.admin.listGroups()
   }
 
   purge(options: { receivedBefore: number; limit: number }): Promise<number> {
@@ -176,45 +147,23 @@ export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
   }
 
   listAlerts(q: AlertQuery): Promise<AlertRecord[]> {
-    return this.run(() =>
-      (q.state ? this.stmts.listAlertsIn.all(q.state, q.limit) : this.stmts.listAlerts.all(q.limit)).map(
-        toAlert,
-      ),
-    )
+    return this.admin.listAlerts(q)
   }
 
   latestAlerts(): Promise<AlertRecord[]> {
-    return this.run(() => this.stmts.latestAlerts.all().map(toAlert))
+    return this.admin.latestAlerts()
   }
 
   fireAlert(a: NewAlert, now: number): Promise<AlertRecord | undefined> {
-    return this.run(() => {
-      const r = this.stmts.fireAlert.get(
-        alertKey(a.rule, a.node),
-        a.rule,
-        a.node,
-        a.severity,
-        a.message,
-        Math.round(a.value),
-        Math.round(a.threshold),
-        now,
-        now,
-      )
-      return r ? toAlert(r) : undefined
-    })
+    return this.admin.fireAlert(a, now)
   }
 
   updateAlert(key: string, patch: { value: number; message: string }, now: number): Promise<boolean> {
-    return this.run(
-      () => this.stmts.updateAlert.run(Math.round(patch.value), patch.message, now, key).changes > 0,
-    )
+    return this.admin.updateAlert(key, patch, now)
   }
 
   resolveAlert(key: string, now: number): Promise<AlertRecord | undefined> {
-    return this.run(() => {
-      const r = this.stmts.resolveAlert.get(now, now, key)
-      return r ? toAlert(r) : undefined
-    })
+    return this.admin.resolveAlert(key, now)
   }
 
   /**
