@@ -51,7 +51,7 @@ async function measure({ count, env, open, dataDir }) {
 
 export async function run() {
   const { openSqliteBrokerStore } = await import(path.join(ROOT, 'dist/broker/store/sqlite.js'))
-  const { openPostgresBrokerStore } = await import(path.join(ROOT, 'dist/broker/store/postgres.js'))
+  const { openPostgresBrokerStore } = await import(path.join(ROOT, 'dist/broker/store/postgres-open.js'))
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-bench-pg-'))
   let cluster
   const rows = []

@@ -103,7 +103,10 @@ describe('auth path under abuse (real broker)', () => {
 
     const count = (s: number) => result.statuses.get(s) ?? 0
     // The burst (broker.limits.authFailures 20), then about authFailureRate (2/s) more, and 429 for the rest.
-    expect(result.first429At).toBeGreaterThanOrEqual(20)
+    // The first 429 comes after the burst's 20 failures; on other sockets up to CONCURRENCY - 1 of those
+    // 401s may still be on their way to this client when it reads that 429.
+    expect(count(401)).toBeGreaterThanOrEqual(20)
+    expect(result.first429At).toBeGreaterThanOrEqual(20 - (CONCURRENCY - 1))
     expect(result.first429At).toBeLessThanOrEqual(20 + CONCURRENCY)
     expect(Number(result.retryAfter)).toBeGreaterThanOrEqual(1)
     expect(count(401)).toBeLessThanOrEqual(20 + Math.ceil((elapsed / 1000) * 2) + CONCURRENCY)
