@@ -3,21 +3,10 @@
  * README reference, `config list`, validation) is derived from it.
  */
 import { NODE_ID_RULE, nodeIdProblem } from '../../protocol/node-id.js'
+import type { KeyDef } from './key-def.js'
+import { MQTT_KEYS } from './mqtt-keys.js'
 
-export type KeyType = 'string' | 'int' | 'number' | 'bool' | 'duration' | 'size' | 'enum' | 'url' | 'list'
-
-export interface KeyDef {
-  key: string
-  type: KeyType
-  default: string | number | boolean | string[]
-  description: string
-  values?: readonly string[]
-  secret?: boolean
-  min?: number
-  max?: number
-  /** A rule beyond the type: why a value is wrong (undefined when right), and what the rule is. */
-  check?: { problem(value: string): string | undefined; rule: string }
-}
+export type { KeyDef, KeyType } from './key-def.js'
 
 export const CONFIG_KEYS: readonly KeyDef[] = [
   // identity and connection
@@ -249,7 +238,8 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     type: 'string',
     default: '',
     secret: true,
-    description: 'PostgreSQL connection URL (or PG* variables).',
+    description:
+      'PostgreSQL connection URL (or PG* variables). Several hosts as libpq accepts them (postgres://u:p@h1:5432,h2:5433/rmq?target_session_attrs=read-write): the broker uses the primary and follows a promotion (docs/scaling.md).',
   },
   {
     key: 'broker.auth',
@@ -440,6 +430,7 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     default: [],
     description: 'URLs that receive alert events (comma-separated in env).',
   },
+  ...MQTT_KEYS,
 ] as const
 
 export const KEY_INDEX: ReadonlyMap<string, KeyDef> = new Map(CONFIG_KEYS.map((k) => [k.key, k]))
@@ -501,6 +492,24 @@ export interface RmqConfig {
   cleanup: { sentRetention: number; interval: number }
   message: { defaultTtl: number; maxBytes: number }
   consume: { maxPageBytes: number }
+  mqtt: {
+    url: string
+    username: string
+    password: string
+    clientId: string
+    tls: { ca: string; cert: string; key: string }
+    connectTimeout: number
+    topics: string[]
+    qos: number
+    topicPrefix: string
+    tsField: string
+    onBadTimestamp: 'arrival' | 'reject'
+    retained: boolean
+    rules: string[]
+    batchSize: number
+    commitInterval: number
+    forward: { group: string; filter: string; topicPrefix: string; order: 'event' | 'arrival' }
+  }
   broker: {
     host: string
     port: number
