@@ -30,6 +30,7 @@ import errorHandler from './plugins/error-handler.js'
 import { ROUTES } from './routes/index.js'
 import { MAX_WAIT_MS } from './routes/messages.js'
 import { openBrokerStore } from './store/index.js'
+import { AJV_OPTIONS } from './schemas.js'
 
 export interface CreateBrokerAppOptions extends BrokerOptions {
   /**
@@ -83,9 +84,7 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
     },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    ajv: {
-      customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false },
-    },
+    ajv: { customOptions: { ...AJV_OPTIONS } },
   })
   storeLog = (level, message, fields) => {
     app.log[level]({ store: store.kind, ...fields }, message)
@@ -150,6 +149,10 @@ export interface RunningBroker {
 
 /** Create the app and listen on options.host:options.port (0 picks a free port). */
 export async function startBroker(options: CreateBrokerAppOptions): Promise<RunningBroker> {
+  // libuv reads this at the process's first listen. Set, a busy event loop accepts one pending
+  // connection per iteration: another node's request waited behind every large batch that was
+  // being parsed (docs/guarantees.md "Bounds"). An operator's own setting is kept.
+  process.env.UV_TCP_SINGLE_ACCEPT ??= '0'
   // Before the store: a port in use must not leave a new data directory and broker.db behind.
   await checkCanListen(options.host, options.port)
   const app = await createBrokerApp(options)
