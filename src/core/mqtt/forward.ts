@@ -159,6 +159,15 @@ class Forwarder {
   private committedTarget: number | undefined
   private committing: Promise<void> | undefined
   private commitFailure: unknown
+  private commitFailures = 0
+  private commitRetry: NodeJS.Timeout | undefined
+  /**
+   * Positions of the messages published on this connection and not yet
+   * below the committed position. The window bounds this, not only the
+   * PUBACKs in flight: what a SIGKILL can make a restart re-send is every
+   * message past the committed position, acknowledged or not.
+   */
+  private uncommitted: number[] = []
 
   constructor(
     loaded: LoadedConfig,
@@ -254,6 +263,7 @@ class Forwarder {
       if (this.stopping) this.summary.stopped = 'signal'
       return this.summary
     } finally {
+      clearTimeout(this.commitRetry)
       this.closeClient()
     }
   }
@@ -320,6 +330,7 @@ class Forwarder {
     const reader = this.consumer()
     if (this.frontier !== undefined) reader.seek(this.frontier)
     this.entries = []
+    this.uncommitted = []
     const polls = new AbortController()
     const onStop = () => polls.abort()
     this.options.signal?.addEventListener('abort', onStop, { once: true })
@@ -371,7 +382,7 @@ class Forwarder {
         next = read()
         next.catch(() => {}) // handled when awaited
         for (const m of page.messages) {
-          while (this.inflight >= window && !this.failure && !this.stopping) await this.nextEvent()
+          while (this.uncommitted.length >= window && !this.failure && !this.stopping) await this.nextEvent()
           if (this.failure || this.stopping) break
           this.publish(m)
         }
@@ -395,6 +406,7 @@ class Forwarder {
   private publish(m: ConsumedMessage): void {
     const entry: Entry = { position: m.position, done: false }
     this.entries.push(entry)
+    this.uncommitted.push(m.position)
     this.inflight++
     const topic = this.prefix + m.topic
     const client = this.client!
@@ -471,15 +483,36 @@ class Forwarder {
         this.committedTarget = target
         this.summary.committed = done
         this.commitFailure = undefined
+        this.commitFailures = 0
+        let i = 0
+        while (i < this.uncommitted.length && this.uncommitted[i] <= target) i++
+        this.uncommitted.splice(0, i)
         this.hooks.onCommit?.(done, this.summary.forwarded)
       } catch (err) {
         if (this.commitFailure === undefined)
           this.notice(`rmq mqtt forward: committing position ${target}: ${(err as Error).message}; retrying`)
         this.commitFailure = err
+        this.commitFailures++
       } finally {
         this.committing = undefined
       }
-      if (this.commitFailure === undefined) this.scheduleCommit()
+      this.wake()
+      if (this.commitFailure === undefined) return this.scheduleCommit()
+      // A full window waits for this commit: retry it with backoff (resident), give up after a few (--until-idle).
+      const failure = this.commitFailure
+      const refused = failure instanceof RmqError && failure.exitCode === 78
+      if (refused || (this.options.untilIdleMs !== undefined && this.commitFailures >= 6))
+        return this.fail(
+          failure instanceof RmqError
+            ? failure
+            : new BrokerUnavailableError(`committing the group position failed: ${(failure as Error).message}`),
+        )
+      clearTimeout(this.commitRetry)
+      this.commitRetry = setTimeout(
+        () => this.scheduleCommit(),
+        Math.min(5000, 100 * 2 ** Math.min(this.commitFailures, 6)),
+      )
+      this.commitRetry.unref()
     })()
   }
 
