@@ -76,7 +76,11 @@ describe('rmq mqtt forward (real broker, real Mosquitto)', () => {
     cleanups.push(() => broker.cleanup())
     const mosq = await startMosquitto(mosquittoOpts)
     cleanups.push(() => mosq.stop())
-    const token = await broker.createToken('forwarder', { role: 'consumer', topics: '#', groups: 'mqtt-forward' })
+    const token = await broker.createToken('forwarder', {
+      role: 'consumer',
+      topics: '#',
+      groups: 'mqtt-forward',
+    })
     const env = (extra: Record<string, string> = {}) => ({
       RMQ_BROKER_URL: broker.url,
       RMQ_TOKEN: token,
@@ -136,15 +140,26 @@ describe('rmq mqtt forward (real broker, real Mosquitto)', () => {
 
     const sub = await subscribe(mosq.url, 'fwd/#')
     cleanups.push(() => sub.client.endAsync())
-    const r = await runCli(['mqtt', 'forward', '--until-idle', '1s', '--json'], { env: env(), timeoutMs: 60_000 })
+    const r = await runCli(['mqtt', 'forward', '--until-idle', '1s', '--json'], {
+      env: env(),
+      timeoutMs: 60_000,
+    })
     expect(r.code, r.stderr).toBe(0)
     const summary = parseJson(r.stdout)
-    expect(summary).toMatchObject({ forwarded: total, group: 'mqtt-forward', order: 'event', stopped: 'idle' })
+    expect(summary).toMatchObject({
+      forwarded: total,
+      group: 'mqtt-forward',
+      order: 'event',
+      stopped: 'idle',
+    })
     await waitUntil(`${total} messages at the subscriber`, () => sub.got.length >= total)
     await sleep(300)
 
     // The oracle: what `rmq consume --order event` prints for the same stream.
-    const consumed = await runCli(['consume', '#', '--order', 'event', '--json'], { env: env(), timeoutMs: 60_000 })
+    const consumed = await runCli(['consume', '#', '--order', 'event', '--json'], {
+      env: env(),
+      timeoutMs: 60_000,
+    })
     expect(consumed.code, consumed.stderr).toBe(0)
     const expected = consumed.stdout
       .trim()
@@ -209,7 +224,10 @@ describe('rmq mqtt forward (real broker, real Mosquitto)', () => {
       await exited
       kills++
     }
-    const r = await runCli(['mqtt', 'forward', '--until-idle', '1s', '--json'], { env: fwdEnv, timeoutMs: 60_000 })
+    const r = await runCli(['mqtt', 'forward', '--until-idle', '1s', '--json'], {
+      env: fwdEnv,
+      timeoutMs: 60_000,
+    })
     expect(r.code, r.stderr).toBe(0)
     await sleep(500)
 
@@ -288,7 +306,9 @@ describe('rmq mqtt forward (real broker, real Mosquitto)', () => {
     expect(creds.stderr).toMatch(/bad user name or password|not authorized/)
     expect(creds.stderr).toContain(locked.url)
 
-    const token = await runCli(['mqtt', 'forward', '--until-idle', '1s'], { env: env({ RMQ_TOKEN: 'rmq_bogus' }) })
+    const token = await runCli(['mqtt', 'forward', '--until-idle', '1s'], {
+      env: env({ RMQ_TOKEN: 'rmq_bogus' }),
+    })
     expect(token.code, token.stderr).toBe(78)
     expect(token.stderr).toContain('rejected the token')
 

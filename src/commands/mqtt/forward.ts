@@ -37,7 +37,8 @@ export default class MqttForward extends BaseCommand<typeof MqttForward> {
       description: 'Prefix added to the rmq topic to make the MQTT topic (mqtt.forward.topicPrefix).',
     }),
     order: Flags.string({
-      description: 'event: by original time, up to the watermark; arrival: ingest order (mqtt.forward.order).',
+      description:
+        'event: by original time, up to the watermark; arrival: ingest order (mqtt.forward.order).',
       options: ['event', 'arrival'],
     }),
     'until-idle': Flags.string({

@@ -95,10 +95,14 @@ export function pubackError(code: number, url: string, m: ConsumedMessage, topic
       details,
     })
   if (code === 0x90 || code === 0x99)
-    return new ValidationError(`${what}: ${code === 0x90 ? 'topic name invalid' : 'payload format invalid'}`, {
-      suggestion: 'set mqtt.forward.topicPrefix (or --topic-prefix) so the MQTT topic is one the broker accepts',
-      details,
-    })
+    return new ValidationError(
+      `${what}: ${code === 0x90 ? 'topic name invalid' : 'payload format invalid'}`,
+      {
+        suggestion:
+          'set mqtt.forward.topicPrefix (or --topic-prefix) so the MQTT topic is one the broker accepts',
+        details,
+      },
+    )
   return new BrokerUnavailableError(what, { suggestion: 'check the MQTT broker log and limits', details })
 }
 
@@ -280,13 +284,17 @@ class Forwarder {
     this.client = client
     const lost = (why: string) => {
       if (this.client !== client) return // closed on purpose
-      this.fail(new ConnectionLost(`lost the connection to the MQTT broker at ${this.url}: ${why}`, {
-        suggestion: 'check that the MQTT broker runs; rerun to resume from the committed position',
-        details: { url: this.url },
-      }))
+      this.fail(
+        new ConnectionLost(`lost the connection to the MQTT broker at ${this.url}: ${why}`, {
+          suggestion: 'check that the MQTT broker runs; rerun to resume from the committed position',
+          details: { url: this.url },
+        }),
+      )
     }
     client.on('error', (err) => lost(err.message))
-    client.on('disconnect', (p) => lost(`the broker disconnected (reason 0x${(p.reasonCode ?? 0).toString(16)})`))
+    client.on('disconnect', (p) =>
+      lost(`the broker disconnected (reason 0x${(p.reasonCode ?? 0).toString(16)})`),
+    )
     client.on('close', () => lost('the connection closed'))
     const window = Math.min(this.window, serverMax ?? this.window)
     this.hooks.onConnect?.({ url: this.url, clientId: this.conn.clientId, window })
@@ -400,7 +408,11 @@ class Forwarder {
   private retryableRead(err: unknown): boolean {
     if (this.options.untilIdleMs !== undefined || !(err instanceof BrokerUnavailableError)) return false
     const code = (err as { cause?: { code?: string } }).cause?.code ?? ''
-    return !(this.summary.forwarded === 0 && this.summary.committed === undefined && CONNECT_FAILURES.has(code))
+    return !(
+      this.summary.forwarded === 0 &&
+      this.summary.committed === undefined &&
+      CONNECT_FAILURES.has(code)
+    )
   }
 
   private publish(m: ConsumedMessage): void {
@@ -431,7 +443,9 @@ class Forwarder {
           const reason = typeof rc === 'number' ? rc : code
           if (reason >= 0x80) this.fail(pubackError(reason, this.url, m, topic))
           else if (!this.failure)
-            this.fail(new ConnectionLost(`publishing to the MQTT broker at ${this.url} failed: ${err?.message}`))
+            this.fail(
+              new ConnectionLost(`publishing to the MQTT broker at ${this.url} failed: ${err?.message}`),
+            )
           this.wake()
           return
         }
@@ -505,7 +519,9 @@ class Forwarder {
         return this.fail(
           failure instanceof RmqError
             ? failure
-            : new BrokerUnavailableError(`committing the group position failed: ${(failure as Error).message}`),
+            : new BrokerUnavailableError(
+                `committing the group position failed: ${(failure as Error).message}`,
+              ),
         )
       clearTimeout(this.commitRetry)
       this.commitRetry = setTimeout(
