@@ -27,9 +27,26 @@ interface Received {
 }
 
 /** A QoS 1 MQTT.js subscriber on `url` recording every message with its user properties. */
-async function subscribe(url: string, filter: string): Promise<{ got: Received[]; client: MqttClient }> {
+async function subscribe(
+  url: string,
+  filter: string,
+  /** A persistent session that reconnects by itself (the MQTT broker queues for it while it is away). */
+  persistent?: { clientId: string },
+): Promise<{ got: Received[]; client: MqttClient }> {
   const { connectAsync } = await import('mqtt')
-  const client = await connectAsync(url, { protocolVersion: 5, clean: true, reconnectPeriod: 0 })
+  const client = await connectAsync(
+    url,
+    persistent
+      ? {
+          protocolVersion: 5,
+          clean: false,
+          clientId: persistent.clientId,
+          reconnectPeriod: 100,
+          properties: { sessionExpiryInterval: 3600 },
+        }
+      : { protocolVersion: 5, clean: true, reconnectPeriod: 0 },
+  )
+  client.on('error', () => {}) // refused reconnects while the broker restarts
   const got: Received[] = []
   client.on('message', (topic, payload, packet) => {
     const u = (packet.properties?.userProperties ?? {}) as Record<string, string>
@@ -287,6 +304,67 @@ describe('rmq mqtt forward (real broker, real Mosquitto)', () => {
     expect(again.code, again.stderr).toBe(0)
     expect(parseJson(again.stdout)).toMatchObject({ forwarded: 0, committed: summary.committed })
   })
+
+  it('a lost MQTT connection: --until-idle exits 69 naming the URL; resident reconnects and resumes from the committed position', async () => {
+    const { broker, mosq, env } = await setup({ persistence: true })
+    const a = await edge(broker, 'gw-l')
+    const N = 20_000
+    const WINDOW = 300
+    await a.publish(
+      'plant/l/v',
+      Array.from({ length: N }, (_, i) => String(i)),
+      Date.now() - 60_000,
+    )
+    await a.sync()
+    const sub = await subscribe(mosq.url, 'fwd/#', { clientId: 'lost-sub' })
+    cleanups.push(() => sub.client.endAsync(true))
+    const fwdEnv = env({ RMQ_MQTT_BATCH_SIZE: String(WINDOW) })
+    let current: Mosquitto = mosq
+    cleanups.push(() => current.stop())
+
+    // --until-idle: the MQTT broker goes away mid-stream.
+    const once = spawnCli(['mqtt', 'forward', '--until-idle', '5s'], { env: fwdEnv })
+    let onceErr = ''
+    once.stderr!.setEncoding('utf8').on('data', (d: string) => (onceErr += d))
+    const onceExit = new Promise<number | null>((r) => once.once('exit', (code) => r(code)))
+    await waitUntil('2000 messages', () => sub.got.length >= 2000)
+    await current.stop()
+    expect(await onceExit, onceErr).toBe(69)
+    expect(onceErr).toContain(`lost the connection to the MQTT broker at ${mosq.url}`)
+    current = await current.restart()
+
+    // Resident: the MQTT broker restarts mid-stream; the forwarder reconnects by itself.
+    const child = spawnCli(['mqtt', 'forward', '--json'], { env: fwdEnv })
+    let stdout = ''
+    let stderr = ''
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
+    cleanups.push(() => child.kill('SIGKILL'))
+    const unique = () => new Set(sub.got.map(key)).size
+    await waitUntil('8000 messages', () => unique() >= 8000)
+    await current.stop()
+    await sleep(500)
+    current = await current.restart()
+    await waitUntil(`all ${N} messages (stderr: ${stderr})`, () => unique() >= N, 60_000)
+    await sleep(300)
+    child.kill('SIGTERM')
+    expect(await exited, stderr).toBe(0)
+    const summary = parseJson(stdout)
+    expect(summary.reconnects).toBeGreaterThanOrEqual(1)
+    expect(stderr).toContain('reconnecting (committed position')
+    expect(unique()).toBe(N)
+    // Two interruptions: at most the window re-sent for each.
+    expect(sub.got.length - N).toBeLessThanOrEqual(2 * WINDOW)
+    const firstSeen = new Set<string>()
+    const firsts: number[] = []
+    for (const m of sub.got) {
+      if (firstSeen.has(key(m))) continue
+      firstSeen.add(key(m))
+      firsts.push(m.seq)
+    }
+    expect(firsts).toEqual(Array.from({ length: N }, (_, i) => i + 1))
+  }, 120_000)
 
   it('bad input: unreachable MQTT broker 69 (URL named), bad MQTT credentials 78, bad rmq token 78, rmq broker unreachable 69', async () => {
     const { env } = await setup()
