@@ -135,6 +135,7 @@ export async function runForward(
 
 class Forwarder {
   private readonly config: LoadedConfig['config']
+  private readonly cwd: string
   private readonly conn: MqttConnection
   private readonly url: string
   private readonly group: string
@@ -179,6 +180,7 @@ class Forwarder {
     private readonly hooks: ForwardHooks,
   ) {
     const c = (this.config = loaded.config)
+    this.cwd = loaded.cwd
     const f = c.mqtt.forward
     this.group = options.group ?? f.group
     this.filter = options.filter ?? f.filter
@@ -220,7 +222,7 @@ class Forwarder {
       pageSize: Math.min(10_000, Math.max(500, this.window)),
       timeoutMs: this.config.sync.timeout,
       maxPageBytes: this.config.consume.maxPageBytes,
-      tls: tlsFromConfig(this.config, process.cwd()),
+      tls: tlsFromConfig(this.config, this.cwd),
     })
   }
 
