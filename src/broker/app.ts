@@ -53,12 +53,17 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   const https = options.tls ? httpsOptions(options.tls) : undefined
   const { default: Fastify, LogController } = await import('fastify')
   if (!options.storeInstance && options.store === 'sqlite') preparePrivateDataDir(options.dataDir)
+  // The store opens before the logger exists: what it reports meanwhile (the PostgreSQL primary) waits.
+  type StoreLogLine = [level: 'info' | 'warn', message: string, fields?: Record<string, unknown>]
+  const early: StoreLogLine[] = []
+  let storeLog = (...line: StoreLogLine): void => void early.push(line)
   const store =
     options.storeInstance ??
     (await openBrokerStore(options.store, {
       dataDir: options.dataDir,
       url: options.postgresUrl,
       writerThread: true,
+      log: (...line) => storeLog(...line),
     }))
   // Slow or stalled clients (slow-loris) must not hold sockets for ever: the
   // whole request (headers and body) has to arrive within requestTimeout, the
@@ -82,6 +87,10 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
       customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false },
     },
   })
+  storeLog = (level, message, fields) => {
+    app.log[level]({ store: store.kind, ...fields }, message)
+  }
+  for (const line of early.splice(0)) storeLog(...line)
 
   await app.register(context, { store, options })
   await app.register(errorHandler)

@@ -329,6 +329,8 @@ export interface BrokerStoreOptions {
    * (sqlite-threaded.ts). Short-lived commands (tokens) leave it off.
    */
   writerThread?: boolean
+  /** Where a server store reports what an operator should see (the PostgreSQL primary in use, a switch). */
+  log?: (level: 'info' | 'warn', message: string, fields?: Record<string, unknown>) => void
 }
 
 export type BrokerStoreFactory = (options: BrokerStoreOptions) => Promise<BrokerStore>
