@@ -30,7 +30,10 @@ export default class MqttIngest extends BaseCommand<typeof MqttIngest> {
       multiple: true,
       helpValue: 'FILTER',
     }),
-    'topic-prefix': Flags.string({ description: 'Prefix of every rmq topic (mqtt.topicPrefix).', helpValue: 'PREFIX' }),
+    'topic-prefix': Flags.string({
+      description: 'Prefix of every rmq topic (mqtt.topicPrefix).',
+      helpValue: 'PREFIX',
+    }),
     'ts-field': Flags.string({
       description: 'JSON field of the payload with the event time, ms or ISO 8601 (mqtt.tsField).',
       helpValue: 'FIELD',

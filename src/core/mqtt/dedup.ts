@@ -36,8 +36,14 @@ export function withIngestHeaders(m: NewMessage, clientId: string, pid: number |
   return { ...m, headers: { ...(m.headers ?? {}), [CLIENT_HEADER]: clientId, [PID_HEADER]: String(pid) } }
 }
 
-export function sameMessage(a: { topic: string; payload: Uint8Array }, b: { topic: string; payload: Uint8Array }): boolean {
-  return a.topic === b.topic && Buffer.from(a.payload.buffer, a.payload.byteOffset, a.payload.byteLength).equals(b.payload)
+export function sameMessage(
+  a: { topic: string; payload: Uint8Array },
+  b: { topic: string; payload: Uint8Array },
+): boolean {
+  return (
+    a.topic === b.topic &&
+    Buffer.from(a.payload.buffer, a.payload.byteOffset, a.payload.byteLength).equals(b.payload)
+  )
 }
 
 /** The packet ids of the last `size` messages this client stored: pid -> seq. */
@@ -67,10 +73,16 @@ export class DedupWindow {
     const found: Array<{ pid: number; seq: number }> = []
     let after: number | undefined
     // Other writers (rmq publish) may interleave: scan a bounded multiple of the window.
-    for (let scanned = 0; found.length < size && scanned < 4 * size; ) {
+    for (let scanned = 0; found.length < size && scanned < 4 * size;) {
       let page
       try {
-        page = await outbox.browse({ status: 'all', order: 'desc', limit: 1000, afterSeq: after, now: Date.now() })
+        page = await outbox.browse({
+          status: 'all',
+          order: 'desc',
+          limit: 1000,
+          afterSeq: after,
+          now: Date.now(),
+        })
       } catch {
         break // a driver that cannot list every status: no window, redeliveries are stored again
       }
@@ -113,7 +125,13 @@ export class DedupWindow {
   async holds(outbox: CompleteDriver, pid: number, m: NewMessage): Promise<boolean> {
     const seq = this.seqOf(pid)
     if (seq === undefined) return false
-    const [stored] = await outbox.browse({ status: 'all', order: 'asc', afterSeq: seq - 1, limit: 1, now: Date.now() })
+    const [stored] = await outbox.browse({
+      status: 'all',
+      order: 'asc',
+      afterSeq: seq - 1,
+      limit: 1,
+      now: Date.now(),
+    })
     return (
       stored !== undefined &&
       stored.seq === seq &&

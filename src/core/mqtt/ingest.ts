@@ -102,10 +102,14 @@ export async function runIngest(
   // Everything the config can get wrong, before any connection: exit 78 at once.
   const mapping = mappingOptionsFrom(config, publishOptionsFrom(config))
   const topics = options.topics ?? m.topics
-  if (topics.length === 0) throw new ConfigError('no MQTT topic filter to subscribe to (mqtt.topics, --topic)')
+  if (topics.length === 0)
+    throw new ConfigError('no MQTT topic filter to subscribe to (mqtt.topics, --topic)')
   for (const t of topics) {
     const p = topicFilterProblem(t)
-    if (p) throw new ConfigError(`MQTT topic filter ${JSON.stringify(t)}: ${p}`, { suggestion: 'fix mqtt.topics or --topic' })
+    if (p)
+      throw new ConfigError(`MQTT topic filter ${JSON.stringify(t)}: ${p}`, {
+        suggestion: 'fix mqtt.topics or --topic',
+      })
   }
   const qos = options.qos ?? (m.qos as 0 | 1)
   const receiveMaximum = receiveMaximumFor(m.batchSize)
@@ -138,7 +142,12 @@ export async function runIngest(
   const warnedProblems = new Set<string>()
   const sessionKey = SESSION_STATE_PREFIX + conn.clientId
   // W = 2R: a redelivered message's first copy is among the last R stored (at most R are unacknowledged).
-  const window = await DedupWindow.load(outbox, conn.clientId, 2 * receiveMaximum, await outbox.getState(sessionKey))
+  const window = await DedupWindow.load(
+    outbox,
+    conn.clientId,
+    2 * receiveMaximum,
+    await outbox.getState(sessionKey),
+  )
 
   let queue: Entry[] = []
   let link: Link | undefined
@@ -159,13 +168,18 @@ export async function runIngest(
   if (options.signal?.aborted) stop('signal')
   options.signal?.addEventListener('abort', onAbort, { once: true })
 
-  const onMessage = (l: Link, topic: string, payload: Buffer, packet: {
-    messageId?: number
-    qos: number
-    dup: boolean
-    retain: boolean
-    properties?: { contentType?: string; userProperties?: Record<string, string | string[]> }
-  }) => {
+  const onMessage = (
+    l: Link,
+    topic: string,
+    payload: Buffer,
+    packet: {
+      messageId?: number
+      qos: number
+      dup: boolean
+      retain: boolean
+      properties?: { contentType?: string; userProperties?: Record<string, string | string[]> }
+    },
+  ) => {
     // Once stopping, nothing new is taken: unacknowledged, the broker keeps it for the next run.
     if (stopping) return
     summary.received++
@@ -191,7 +205,9 @@ export async function runIngest(
     if (delay === 0) {
       if (timer) clearTimeout(timer)
       timer = undefined
-      committing = Promise.resolve().then(commitLoop).finally(() => (committing = undefined))
+      committing = Promise.resolve()
+        .then(commitLoop)
+        .finally(() => (committing = undefined))
       return
     }
     timer ??= setTimeout(() => {
@@ -273,7 +289,11 @@ export async function runIngest(
 
   const refused = (e: Entry, k: Extract<Mapped, { kind: 'refuse' }>) => {
     summary[k.reason]++
-    if (k.reason === 'invalidTopic' && summary.invalidTopics.length < WARN_DISTINCT && !summary.invalidTopics.includes(e.mqttTopic))
+    if (
+      k.reason === 'invalidTopic' &&
+      summary.invalidTopics.length < WARN_DISTINCT &&
+      !summary.invalidTopics.includes(e.mqttTopic)
+    )
       summary.invalidTopics.push(e.mqttTopic)
     const key = `${k.reason}:${e.mqttTopic}`
     if (warnedProblems.size < WARN_DISTINCT && !warnedProblems.has(key)) {
@@ -313,7 +333,11 @@ export async function runIngest(
           fatal = new StorageFullError(
             `the outbox stayed full for ${formatDuration(Date.now() - fullSince)} (--until-idle): ` +
               `${queue.length} message(s) left unacknowledged at the MQTT broker ${url}, which keeps them`,
-            { suggestion: 'run rmq sync (and rmq cleanup) to free room, or raise storage.maxMessages/maxBytes', cause: err },
+            {
+              suggestion:
+                'run rmq sync (and rmq cleanup) to free room, or raise storage.maxMessages/maxBytes',
+              cause: err,
+            },
           )
           stop('error')
           return undefined
@@ -346,12 +370,17 @@ export async function runIngest(
       )
       const refusedTopics = granted.filter((g) => g.qos >= 128).map((g) => g.topic)
       if (refusedTopics.length > 0)
-        throw new ConfigError(`the MQTT broker ${url} refused the subscription to ${refusedTopics.join(', ')}`, {
-          suggestion: 'check the broker ACL for this user, or mqtt.topics / --topic',
-        })
+        throw new ConfigError(
+          `the MQTT broker ${url} refused the subscription to ${refusedTopics.join(', ')}`,
+          {
+            suggestion: 'check the broker ACL for this user, or mqtt.topics / --topic',
+          },
+        )
     } catch (err) {
       client.end(true)
-      throw isRmqError(err) ? err : new BrokerUnavailableError(`subscribing at ${url} failed: ${(err as Error).message}`)
+      throw isRmqError(err)
+        ? err
+        : new BrokerUnavailableError(`subscribing at ${url} failed: ${(err as Error).message}`)
     }
     link = l
     lastActivity = Date.now()
@@ -359,7 +388,9 @@ export async function runIngest(
     client.once('close', () => {
       if (link === l) link = undefined
       if (stopping) return
-      warn(`lost the connection to the MQTT broker ${url}; reconnecting (unacknowledged messages are redelivered)`)
+      warn(
+        `lost the connection to the MQTT broker ${url}; reconnecting (unacknowledged messages are redelivered)`,
+      )
       void reconnectLoop()
     })
   }
@@ -387,9 +418,12 @@ export async function runIngest(
     progressTimer = setInterval(() => hooks.onProgress?.(summary), options.progressInterval ?? 10_000)
     if (options.untilIdle !== undefined) {
       const idle = options.untilIdle
-      idleTimer = setInterval(() => {
-        if (queue.length === 0 && !committing && Date.now() - lastActivity >= idle) stop('idle')
-      }, Math.max(20, Math.min(250, idle / 4)))
+      idleTimer = setInterval(
+        () => {
+          if (queue.length === 0 && !committing && Date.now() - lastActivity >= idle) stop('idle')
+        },
+        Math.max(20, Math.min(250, idle / 4)),
+      )
     }
     await stopped
     // Commit what was received (unless the outbox failed), then the PUBACKs leave before DISCONNECT.

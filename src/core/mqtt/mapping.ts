@@ -134,17 +134,18 @@ export function rewriteTopic(rule: IngestRule, topic: string): string {
 /** Epoch ms from a user property, a JSON number or a string; undefined when it is none. */
 function toMs(v: unknown): number | undefined {
   const t =
-    typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? parseTimestamp(v.trim()) : undefined
+    typeof v === 'number'
+      ? v
+      : typeof v === 'string' && v.trim() !== ''
+        ? parseTimestamp(v.trim())
+        : undefined
   return t !== undefined && Number.isSafeInteger(t) && t >= 0 && t <= MAX_TS ? t : undefined
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 /** The event time the message carries, or why it has none usable (undefined both: use arrival). */
-function eventTime(
-  p: IncomingPublish,
-  tsField: string,
-): { ts?: number; problem?: string } {
+function eventTime(p: IncomingPublish, tsField: string): { ts?: number; problem?: string } {
   const prop = p.properties?.userProperties?.ts
   if (prop !== undefined) {
     const v = Array.isArray(prop) ? prop[0] : prop
