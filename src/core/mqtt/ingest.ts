@@ -86,6 +86,8 @@ interface Link {
 }
 
 const WARN_DISTINCT = 20
+/** Outbox state while ingest waits for room (`rmq status` can show it). */
+export const BLOCKED_STATE_KEY = 'mqtt.ingest.blocked'
 
 /** Announced Receive Maximum: a few thousand, and always more than one group. */
 export function receiveMaximumFor(batchSize: number): number {
@@ -216,13 +218,55 @@ export async function runIngest(
     }, delay)
   }
 
+  let fullSince: number | undefined
   const commitLoop = async () => {
+    let limit = m.batchSize
+    let delay = 100
     try {
       while (queue.length > 0 && fatal === undefined) {
-        const group = queue.slice(0, m.batchSize)
-        const done = await commitGroup(group)
-        if (!done) return // stopping while the outbox is full: the rest stays unacknowledged
-        queue = queue.slice(group.length)
+        const group = queue.slice(0, limit)
+        let ok: boolean
+        try {
+          ok = await commitGroup(group)
+        } catch (err) {
+          if (!(err instanceof StorageFullError)) throw err
+          await outboxFull(err)
+          ok = false
+        }
+        if (ok) {
+          queue = queue.slice(group.length)
+          limit = Math.min(m.batchSize, limit * 2)
+          delay = 100
+          if (fullSince !== undefined) {
+            warn(
+              `the outbox has room again after ${formatDuration(Date.now() - fullSince)}: ingest continues`,
+            )
+            fullSince = undefined
+            await outbox.setState(BLOCKED_STATE_KEY, undefined)
+          }
+          continue
+        }
+        // Full: a smaller group may fit in the room there is (a group is all or nothing) ...
+        if (limit > 1) {
+          limit = Math.max(1, limit >> 1)
+          continue
+        }
+        // ... and when one message does not, wait: nothing is acknowledged, the broker keeps it all.
+        if (stopping) return
+        if (options.untilIdle !== undefined && Date.now() - fullSince! >= options.untilIdle) {
+          fatal = new StorageFullError(
+            `the outbox stayed full for ${formatDuration(Date.now() - fullSince!)} (--until-idle): ` +
+              `${queue.length} message(s) left unacknowledged at the MQTT broker ${url}, which keeps them`,
+            {
+              suggestion:
+                'run rmq sync (and rmq cleanup) to free room, or raise storage.maxMessages/maxBytes',
+            },
+          )
+          stop('error')
+          return
+        }
+        await Promise.race([sleep(delay), stopped])
+        delay = Math.min(delay * 2, 5_000)
       }
     } catch (err) {
       fatal = err
@@ -230,7 +274,21 @@ export async function runIngest(
     }
   }
 
-  /** Store one group in one transaction, then release its PUBACKs; false if it gave up (full, stopping). */
+  const outboxFull = async (err: StorageFullError) => {
+    summary.outboxFull++
+    if (fullSince !== undefined) return
+    fullSince = Date.now()
+    warn(
+      `the outbox is full (${err.message}): ${queue.length} message(s) stay unacknowledged at the MQTT broker, ` +
+        'which keeps them; retrying (free room with rmq sync / rmq cleanup, or raise storage.maxBytes/maxMessages)',
+    )
+    await outbox.setState(
+      BLOCKED_STATE_KEY,
+      JSON.stringify({ since: fullSince, reason: err.message, clientId: conn.clientId }),
+    )
+  }
+
+  /** Store one group in one transaction, then release its PUBACKs (StorageFullError: nothing changed). */
   const commitGroup = async (group: Entry[]): Promise<boolean> => {
     const toStore: Entry[] = []
     const inGroup = new Map<number, Entry>()
@@ -258,9 +316,7 @@ export async function runIngest(
     )
     let seqs: number[] = []
     if (messages.length > 0) {
-      const r = await appendRetrying(messages)
-      if (!r) return false // stopping while full: the group stays unacknowledged (redelivered later)
-      seqs = r
+      seqs = (await outbox.append(messages)).seqs
     }
     toStore.forEach((e, i) => e.pid !== undefined && window.add(e.pid, seqs[i]))
     summary.commits += messages.length > 0 ? 1 : 0
@@ -299,52 +355,6 @@ export async function runIngest(
     if (warnedProblems.size < WARN_DISTINCT && !warnedProblems.has(key)) {
       warnedProblems.add(key)
       warn(`not stored (PUBACK reason code ${k.reasonCode}): ${k.problem}`)
-    }
-  }
-
-  /** Append, retrying with backoff while the outbox is full; the seqs, or undefined when giving up. */
-  const appendRetrying = async (messages: Parameters<CompleteDriver['append']>[0]) => {
-    let delay = 100
-    let fullSince: number | undefined
-    for (;;) {
-      try {
-        const { seqs } = await outbox.append(messages)
-        if (fullSince !== undefined) {
-          warn(`the outbox has room again after ${formatDuration(Date.now() - fullSince)}: ingest continues`)
-          await outbox.setState('mqtt.ingest.blocked', undefined)
-        }
-        return seqs
-      } catch (err) {
-        if (!(err instanceof StorageFullError)) throw err
-        summary.outboxFull++
-        if (fullSince === undefined) {
-          fullSince = Date.now()
-          warn(
-            `the outbox is full (${err.message}): ${queue.length} message(s) stay unacknowledged at the MQTT broker, ` +
-              'which keeps them; retrying (free room with rmq sync / rmq cleanup, or raise storage.maxBytes/maxMessages)',
-          )
-          await outbox.setState(
-            'mqtt.ingest.blocked',
-            JSON.stringify({ since: fullSince, reason: err.message, clientId: conn.clientId }),
-          )
-        }
-        if (stopping) return undefined
-        if (options.untilIdle !== undefined && Date.now() - fullSince >= options.untilIdle) {
-          fatal = new StorageFullError(
-            `the outbox stayed full for ${formatDuration(Date.now() - fullSince)} (--until-idle): ` +
-              `${queue.length} message(s) left unacknowledged at the MQTT broker ${url}, which keeps them`,
-            {
-              suggestion:
-                'run rmq sync (and rmq cleanup) to free room, or raise storage.maxMessages/maxBytes',
-              cause: err,
-            },
-          )
-          stop('error')
-          return undefined
-        }
-        await Promise.race([sleep(delay), stopped])
-        delay = Math.min(delay * 2, 5_000)
-      }
     }
   }
 
