@@ -237,7 +237,8 @@ export async function runIngest(
           queue = queue.slice(group.length)
           limit = Math.min(m.batchSize, limit * 2)
           delay = 100
-          if (fullSince !== undefined) {
+          // Room again only once a whole group fits or the queue is drained (not after each smaller group).
+          if (fullSince !== undefined && (queue.length === 0 || group.length >= m.batchSize)) {
             warn(
               `the outbox has room again after ${formatDuration(Date.now() - fullSince)}: ingest continues`,
             )
