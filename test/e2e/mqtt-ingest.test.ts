@@ -168,6 +168,28 @@ describe('rmq mqtt ingest', () => {
     expect(counts.size).toBe(acked.length)
   }, 120_000)
 
+  it('a crash after the commit and before the PUBACKs: the redelivery (DUP) is recognised, not stored twice', async () => {
+    const m = await mosquitto()
+    const node = edge(m.url, { RMQ_MQTT_TOPICS: 'dev/#', RMQ_MQTT_BATCH_SIZE: '50' })
+    expect((await node.run(['mqtt', 'ingest', '--until-idle', '500ms'])).code).toBe(0)
+    const acked = await publish(m.url, 'd', { count: 500 })
+    const crashed = await node.run(['mqtt', 'ingest', '--until-idle', '1s'], {
+      RMQ_FAILPOINTS: 'mqtt.ingest.after-commit-before-puback=crash@3',
+    })
+    expect(crashed.signal).toBe('SIGKILL')
+    const storedBefore = (await node.messages()).length
+    expect(storedBefore).toBeGreaterThan(0)
+    const r = await node.run(['mqtt', 'ingest', '--until-idle', '1s', '--json'])
+    expect(r.code, r.stderr).toBe(0)
+    const s = parseJson(r.stdout)
+    // The third group was stored and never acknowledged: all of it comes back as duplicates.
+    expect(s.duplicates).toBeGreaterThan(0)
+    expect(s.stored + storedBefore).toBe(500)
+    const counts = idCounts(await node.messages())
+    expect([...counts.values()].every((n) => n === 1)).toBe(true)
+    expect(acked.filter((id) => !counts.has(id))).toEqual([])
+  }, 60_000)
+
   it('timer mode: three --until-idle runs with publishing in between lose nothing (persistent session)', async () => {
     const m = await mosquitto()
     const node = edge(m.url, { RMQ_MQTT_TOPICS: 'dev/#' })

@@ -11,6 +11,7 @@
 import os from 'node:os'
 import type { MqttClient } from 'mqtt'
 import { edgeNow } from '../../shared/clock.js'
+import { failpoint } from '../../shared/failpoints.js'
 import { BrokerUnavailableError, ConfigError, StorageFullError, isRmqError } from '../../shared/errors.js'
 import { formatDuration } from '../../shared/units.js'
 import { topicFilterProblem } from '../../protocol/topic-filter.js'
@@ -318,6 +319,8 @@ export async function runIngest(
     let seqs: number[] = []
     if (messages.length > 0) {
       seqs = (await outbox.append(messages)).seqs
+      // A crash here is the case dedup.ts is for: stored, never acknowledged, redelivered with DUP=1.
+      await failpoint('mqtt.ingest.after-commit-before-puback')
     }
     toStore.forEach((e, i) => e.pid !== undefined && window.add(e.pid, seqs[i]))
     summary.commits += messages.length > 0 ? 1 : 0
