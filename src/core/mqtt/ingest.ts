@@ -156,6 +156,8 @@ export async function runIngest(
   let link: Link | undefined
   let stopping = false
   let fatal: unknown
+  /** Timer mode lost its connection: thrown after the last commit. */
+  let lost: BrokerUnavailableError | undefined
   let lastActivity = Date.now()
   let committing: Promise<void> | undefined
   let timer: NodeJS.Timeout | undefined
@@ -402,6 +404,16 @@ export async function runIngest(
     client.once('close', () => {
       if (link === l) link = undefined
       if (stopping) return
+      if (options.untilIdle !== undefined) {
+        // Timer mode: commit what came, exit 69; the next run resumes the session.
+        lost = new BrokerUnavailableError(
+          `lost the connection to the MQTT broker ${url} (--until-idle); what was received is committed, ` +
+            'the rest is redelivered to the next run',
+          { suggestion: 'check the MQTT broker; the next run resumes the session' },
+        )
+        stop('error')
+        return
+      }
       warn(
         `lost the connection to the MQTT broker ${url}; reconnecting (unacknowledged messages are redelivered)`,
       )
@@ -460,6 +472,7 @@ export async function runIngest(
     if (!options.outbox) await outbox.close()
   }
   if (fatal !== undefined) throw fatal
+  if (lost) throw lost
   return summary
 }
 
