@@ -190,6 +190,37 @@ describe('rmq mqtt ingest', () => {
     expect(acked.filter((id) => !counts.has(id))).toEqual([])
   }, 60_000)
 
+  it('resident: reconnects when the MQTT broker restarts and loses nothing; --until-idle exits 69 instead', async () => {
+    const m = await mosquitto({ persistence: true })
+    const node = edge(m.url, { RMQ_MQTT_TOPICS: 'dev/#' })
+    const ing = node.start()
+    await ing.connected
+    const acked = await publish(m.url, 'x', { count: 500 })
+    await sleep(300)
+    await m.stop()
+    const m2 = await m.restart()
+    cleanups.push(() => m2.stop())
+    for (let i = 0; i < 100 && !/reconnected to/.test(ing.stderr()); i++) await sleep(100)
+    expect(ing.stderr()).toMatch(/lost the connection to the MQTT broker .*reconnecting/)
+    expect(ing.stderr()).toMatch(/reconnected to .*session resumed/)
+    acked.push(...(await publish(m2.url, 'y', { count: 500 })))
+    await sleep(500)
+    expect((await ing.kill('SIGTERM')).code, ing.stderr()).toBe(0)
+    expect(ing.stdout()).toMatch(/1000 received, 1000 stored .*1 reconnect/)
+    const counts = idCounts(await node.messages())
+    expect([...counts.keys()].sort()).toEqual([...acked].sort())
+    expect([...counts.values()].every((n) => n === 1)).toBe(true)
+
+    const timer = node.start(['--until-idle', '30s'])
+    await timer.connected
+    await m2.stop()
+    const r = await timer.exited
+    expect(r.code, timer.stderr()).toBe(69)
+    expect(timer.stderr()).toMatch(
+      /lost the connection to the MQTT broker mqtt:\/\/127\.0\.0\.1:\d+ \(--until-idle\)/,
+    )
+  }, 60_000)
+
   it('timer mode: three --until-idle runs with publishing in between lose nothing (persistent session)', async () => {
     const m = await mosquitto()
     const node = edge(m.url, { RMQ_MQTT_TOPICS: 'dev/#' })
