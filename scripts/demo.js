@@ -9,6 +9,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { mosquittoPath, mqttAct } from './demo-mqtt.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const bin = path.join(root, 'bin/run.js')
@@ -203,7 +204,25 @@ try {
   if (msgs.length !== 1000 || !inOrder || !unique)
     throw new Error('the consumer did not get every message once, in order')
 
-  step(6, 'Stop everything.')
+  let last = 6
+  if (mosquittoPath()) {
+    last = await mqttAct({
+      rmq,
+      must,
+      show,
+      step,
+      stopBroker,
+      startBroker: async () => (broker = await startBroker()),
+      brokerEnv,
+      brokerDir,
+      edgeEnv,
+      baseEnv,
+      brokerUrl,
+      first: 6,
+    })
+  } else show('\n   (the MQTT act is skipped: mosquitto is not installed; apt-get install mosquitto)')
+
+  step(last, 'Stop everything.')
   await stopBroker()
   show('broker stopped')
   ok = true

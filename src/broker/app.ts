@@ -30,6 +30,7 @@ import errorHandler from './plugins/error-handler.js'
 import { ROUTES } from './routes/index.js'
 import { MAX_WAIT_MS } from './routes/messages.js'
 import { openBrokerStore } from './store/index.js'
+import { AJV_OPTIONS } from './schemas.js'
 
 export interface CreateBrokerAppOptions extends BrokerOptions {
   /**
@@ -53,12 +54,17 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
   const https = options.tls ? httpsOptions(options.tls) : undefined
   const { default: Fastify, LogController } = await import('fastify')
   if (!options.storeInstance && options.store === 'sqlite') preparePrivateDataDir(options.dataDir)
+  // The store opens before the logger exists: what it reports meanwhile (the PostgreSQL primary) waits.
+  type StoreLogLine = [level: 'info' | 'warn', message: string, fields?: Record<string, unknown>]
+  const early: StoreLogLine[] = []
+  let storeLog = (...line: StoreLogLine): void => void early.push(line)
   const store =
     options.storeInstance ??
     (await openBrokerStore(options.store, {
       dataDir: options.dataDir,
       url: options.postgresUrl,
       writerThread: true,
+      log: (...line) => storeLog(...line),
     }))
   // Slow or stalled clients (slow-loris) must not hold sockets for ever: the
   // whole request (headers and body) has to arrive within requestTimeout, the
@@ -78,10 +84,12 @@ export async function createBrokerApp(options: CreateBrokerAppOptions): Promise<
     },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    ajv: {
-      customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false },
-    },
+    ajv: { customOptions: { ...AJV_OPTIONS } },
   })
+  storeLog = (level, message, fields) => {
+    app.log[level]({ store: store.kind, ...fields }, message)
+  }
+  for (const line of early.splice(0)) storeLog(...line)
 
   await app.register(context, { store, options })
   await app.register(errorHandler)
@@ -141,6 +149,10 @@ export interface RunningBroker {
 
 /** Create the app and listen on options.host:options.port (0 picks a free port). */
 export async function startBroker(options: CreateBrokerAppOptions): Promise<RunningBroker> {
+  // libuv reads this at the process's first listen. Set, a busy event loop accepts one pending
+  // connection per iteration: another node's request waited behind every large batch that was
+  // being parsed (docs/guarantees.md "Bounds"). An operator's own setting is kept.
+  process.env.UV_TCP_SINGLE_ACCEPT ??= '0'
   // Before the store: a port in use must not leave a new data directory and broker.db behind.
   await checkCanListen(options.host, options.port)
   const app = await createBrokerApp(options)

@@ -127,4 +127,12 @@ export const batchAckSchema = {
   },
 } as const
 
+/** The options of the schema compiler (Fastify's Ajv), for the routes and for batch-checks.ts alike. */
+export const AJV_OPTIONS = {
+  coerceTypes: false,
+  removeAdditional: false,
+  useDefaults: false,
+  allErrors: false,
+} as const
+
 export const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/

@@ -2,9 +2,9 @@ import { Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
 import { Progress } from '../cli/progress.js'
 import { syncResultJson, syncSummary } from '../cli/sync-summary.js'
-import { UsageError } from '../shared/errors.js'
 import type { SyncResult } from '../core/sync.js'
-import { DURATION_FORMS, formatBytes, parseDuration } from '../shared/units.js'
+import { formatBytes } from '../shared/units.js'
+import { parseDurationFlag } from '../cli/duration-flag.js'
 
 export default class Drain extends BaseCommand<typeof Drain> {
   static override summary = 'Forward everything pending until the outbox is empty or --timeout passes.'
@@ -24,11 +24,7 @@ export default class Drain extends BaseCommand<typeof Drain> {
   }
 
   async run(): Promise<SyncResult> {
-    const timeout = parseDuration(this.flags.timeout)
-    if (timeout === undefined || timeout <= 0)
-      throw new UsageError(`--timeout: ${JSON.stringify(this.flags.timeout)} is not a duration`, {
-        suggestion: `use ${DURATION_FORMS}`,
-      })
+    const timeout = parseDurationFlag(this.flags.timeout, '--timeout')
     const loaded = await this.loadConfig()
     const { openOutbox } = await import('../core/outbox.js')
     const { drain } = await import('../core/sync.js')

@@ -2,6 +2,8 @@ import { Flags } from '@oclif/core'
 import { BaseCommand } from '../cli/base-command.js'
 import { UsageError } from '../shared/errors.js'
 import type { SchedulePlan } from '../core/schedule.js'
+import type { MqttRunMode } from '../core/schedule-mqtt.js'
+import { parseDurationFlag } from '../cli/duration-flag.js'
 
 export default class Schedule extends BaseCommand<typeof Schedule> {
   static override summary = 'Print crontab lines or systemd units that run `rmq sync` and `rmq cleanup`.'
@@ -17,6 +19,8 @@ export default class Schedule extends BaseCommand<typeof Schedule> {
     '<%= config.bin %> schedule --cron | crontab -',
     'sudo <%= config.bin %> schedule --systemd --write /etc/systemd/system && sudo systemctl daemon-reload && ' +
       'sudo systemctl enable --now rmq-sync.timer rmq-cleanup.timer',
+    '<%= config.bin %> schedule --mqtt-ingest resident --systemd',
+    '<%= config.bin %> schedule --mqtt-ingest timer --cron',
     '<%= config.bin %> schedule --json',
   ]
   static override flags = {
@@ -31,6 +35,20 @@ export default class Schedule extends BaseCommand<typeof Schedule> {
       description: 'systemd User= to run as (default: the current user; none for root).',
     }),
     name: Flags.string({ description: 'Prefix of unit names and log files.', default: 'rmq' }),
+    'mqtt-ingest': Flags.string({
+      description:
+        'Also run `rmq mqtt ingest`: resident (a service with Restart=always) or timer (every sync.interval with --until-idle, persistent session). docs/mqtt.md',
+      options: ['resident', 'timer'],
+    }),
+    'mqtt-forward': Flags.string({
+      description: 'Also run `rmq mqtt forward` (central side): resident or timer.',
+      options: ['resident', 'timer'],
+    }),
+    'until-idle': Flags.string({
+      description: 'How long a timer run of the MQTT jobs waits for new messages before it exits.',
+      default: '30s',
+      helpValue: 'DURATION',
+    }),
   }
 
   async run(): Promise<SchedulePlan & { written: string[] }> {
@@ -47,6 +65,11 @@ export default class Schedule extends BaseCommand<typeof Schedule> {
       configFile: loaded.filePath,
       user: f.user,
       name: f.name,
+      mqtt: {
+        ingest: f['mqtt-ingest'] as MqttRunMode | undefined,
+        forward: f['mqtt-forward'] as MqttRunMode | undefined,
+        idleMs: parseDurationFlag(f['until-idle'], '--until-idle'),
+      },
     })
     const written = f.write ? writeUnits(plan, f.write) : []
     const showCron = !f.systemd
@@ -60,7 +83,7 @@ export default class Schedule extends BaseCommand<typeof Schedule> {
         `# wrote ${written.join(', ')}`,
         '# then: systemctl daemon-reload && systemctl enable --now ' +
           plan.units
-            .filter((u) => u.name.endsWith('.timer'))
+            .filter((u) => u.name.endsWith('.timer') || /^\[Service\][^[]*Restart=always/m.test(u.text))
             .map((u) => u.name)
             .join(' '),
       )

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url'
 import type { RmqConfig } from './config/schema.js'
 import { UsageError } from '../shared/errors.js'
 import { formatDuration } from '../shared/units.js'
+import { mqttNotes, mqttServices, type MqttScheduleInput } from './schedule-mqtt.js'
 
 export interface ScheduleInput {
   config: Pick<RmqConfig, 'sync' | 'cleanup' | 'storage'>
@@ -38,6 +39,8 @@ export interface ScheduleInput {
    * config file; default /etc/rmq/<name>.token.
    */
   tokenCredential?: string
+  /** MQTT jobs (`--mqtt-ingest`, `--mqtt-forward`), each resident or timer-driven (schedule-mqtt.ts). */
+  mqtt?: Omit<MqttScheduleInput, 'idleMs'> & { idleMs?: number }
 }
 
 export interface ScheduleJob {
@@ -206,6 +209,16 @@ export function buildSchedule(input: ScheduleInput): SchedulePlan {
       ` >> ${shellQuote(log)} 2>&1`
     return `${j.cron} ${cronEscape(cmd)}`
   })
+  const mqtt = mqttServices({ ...input.mqtt, idleMs: input.mqtt?.idleMs ?? 30_000 })
+  const syncCron = jobs[0].cron
+  for (const m of mqtt.filter((x) => x.mode === 'timer')) {
+    const log = path.join(logDir, `${name}-${m.job}.log`)
+    const all = [...m.args, ...(configFile ? ['--config', configFile] : [])]
+    cronLines.push(
+      `${syncCron} ${cronEscape(`cd ${shellQuote(cwd)} && mkdir -p ${shellQuote(logDir)} && ${shellQuote(node)} ${shellQuote(bin)} ${all.map(shellQuote).join(' ')} >> ${shellQuote(log)} 2>&1`)}`,
+    )
+  }
+  notes.push(...mqttNotes(mqtt))
   const crontab = [
     `# rmq: forward the edge outbox every ${formatDuration(jobs[0].cronIntervalMs)}, clean it up every ` +
       `${formatDuration(jobs[1].cronIntervalMs)}. Install with \`crontab -e\` (as the user owning ${cwd}).`,
@@ -257,6 +270,51 @@ export function buildSchedule(input: ScheduleInput): SchedulePlan {
       '',
     ].join('\n')
     units.push({ name: `${unit}.service`, text: service }, { name: `${unit}.timer`, text: timer })
+  }
+  for (const m of mqtt) {
+    const unit = `${name}-${m.job}`
+    const all = [node, bin, ...m.args, ...(configFile ? ['--config', configFile] : [])]
+    const service = [
+      '[Unit]',
+      `Description=${m.description}`,
+      ...(m.network ? ['Wants=network-online.target', 'After=network-online.target'] : []),
+      ...(m.mode === 'resident' ? ['StartLimitIntervalSec=0'] : []),
+      '',
+      '[Service]',
+      m.mode === 'resident' ? 'Type=simple' : 'Type=oneshot',
+      ...(user ? [`User=${user}`] : []),
+      `WorkingDirectory=${systemdQuote(cwd)}`,
+      `EnvironmentFile=-${systemdQuote(envFile)}`,
+      ...(m.network ? [`LoadCredential=rmq-token:${systemdQuote(tokenCredential)}`] : []),
+      `ExecStart=${all.map(systemdQuote).join(' ')}`,
+      // Resident: back after any exit (the MQTT broker restarted, a crash); 78 is a configuration to fix first.
+      ...(m.mode === 'resident'
+        ? ['Restart=always', 'RestartSec=2s', 'RestartPreventExitStatus=78']
+        : ['TimeoutStartSec=15min']),
+      `SyslogIdentifier=${unit}`,
+      '',
+      ...(m.mode === 'resident' ? ['[Install]', 'WantedBy=multi-user.target', ''] : []),
+    ].join('\n')
+    units.push({ name: `${unit}.service`, text: service })
+    if (m.mode === 'timer') {
+      const period = jobs[0].systemdIntervalMs
+      units.push({
+        name: `${unit}.timer`,
+        text: [
+          '[Unit]',
+          `Description=Run ${unit}.service every ${formatDuration(period)}`,
+          '',
+          '[Timer]',
+          `OnCalendar=${jobs[0].onCalendar}`,
+          'Persistent=true',
+          `AccuracySec=${period < MINUTE ? '1s' : '1min'}`,
+          '',
+          '[Install]',
+          'WantedBy=timers.target',
+          '',
+        ].join('\n'),
+      })
+    }
   }
   notes.push(
     `systemd: put this node's token in ${tokenCredential} (owned by root, chmod 600; an empty file when the broker ` +

@@ -19,3 +19,4 @@ export {
   type CompleteDriver,
   type FastPath,
 } from '../core/storage/complete-driver.js'
+export { startMosquitto, mosquittoAvailability, type Mosquitto, type MosquittoOptions } from './mosquitto.js'

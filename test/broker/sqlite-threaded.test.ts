@@ -131,6 +131,80 @@ describe('sqlite store with a writer thread', () => {
     }
   })
 
+  it('ingestJson: the thread parses and checks a JSON body as the route does, and refuses with the same HttpErrors', async () => {
+    const { dir, cleanup } = makeTempDir('rmq-broker-threaded-')
+    try {
+      const store = await openThreaded({ dataDir: dir })
+      const { HttpError } = (await import(
+        path.join(ROOT, 'dist/broker/http-error.js')
+      )) as typeof import('../../src/broker/http-error.js')
+      const ctx = { now: T0, maxLateness: 60_000 }
+      const checks = {
+        messageBytes: 1 << 20,
+        authNode: 'n1',
+        now: T0,
+        futureSkew: { maxMs: 300_000, policy: 'reject' as const },
+      }
+      const bytesOf = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v))
+      const big = 'p'.repeat(900_000)
+      const body = batchOf(
+        'n1',
+        Array.from({ length: 6 }, (_, i) => wireMessage(i + 1, T0 - 1000 + i, 'plant/big', big)),
+        { clock: T0 },
+      )
+      const bytes = bytesOf(body)
+      const reply = await store.ingestJson(bytes, checks, ctx)
+      expect(reply).toMatchObject({ accepted: 6, duplicates: 0, batch: body.batch, count: 6 })
+      // The bytes went to the thread (transferred, not copied).
+      expect(bytes.buffer.byteLength).toBe(0)
+      const page = await store.read({ order: 'arrival', after: 0, limit: 10 })
+      expect(page.messages.map((m) => [m.seq, m.payload.length])).toEqual(
+        [1, 2, 3, 4, 5, 6].map((seq) => [seq, big.length]),
+      )
+      const refusal = async (bytes: Buffer, c = checks) => {
+        const err = (await store.ingestJson(bytes, c, ctx).catch((e: unknown) => e)) as InstanceType<
+          typeof HttpError
+        >
+        expect(err).toBeInstanceOf(HttpError)
+        return [err.statusCode, err.code, err.message]
+      }
+      const n2 = (messages = [wireMessage(1, T0)], opts = {}) =>
+        batchOf('n2', messages, { clock: T0, ...opts })
+      const as2 = { ...checks, authNode: 'n2' }
+      expect(await refusal(Buffer.from([0x7b, 0xff, 0x7d]))).toEqual([
+        400,
+        'INVALID_UTF8',
+        'the JSON body is not valid UTF-8',
+      ])
+      expect((await refusal(bytesOf('{"node":')))[1]).toBe('MALFORMED_JSON')
+      expect(await refusal(bytesOf({ ...n2(), clock: 1.5 }), as2)).toEqual([
+        400,
+        'INVALID_BODY',
+        'body/clock must be integer',
+      ])
+      expect((await refusal(bytesOf(n2()), checks)).slice(0, 2)).toEqual([403, 'WRONG_NODE'])
+      expect((await refusal(bytesOf(n2([wireMessage(1, T0), wireMessage(1, T0)])), as2)).slice(0, 2)).toEqual(
+        [400, 'DUPLICATE_SEQ'],
+      )
+      expect(
+        (await refusal(bytesOf(n2([wireMessage(1, T0, 'plant/big', 'x'.repeat(1_100_000))])), as2)).slice(
+          0,
+          2,
+        ),
+      ).toEqual([413, 'MESSAGE_TOO_LARGE'])
+      expect((await refusal(bytesOf(n2([wireMessage(1, T0 + 3_600_000)])), as2)).slice(0, 2)).toEqual([
+        400,
+        'TS_IN_FUTURE',
+      ])
+      // Nothing of a refused body was stored; the thread keeps serving.
+      expect(await store.heads()).toMatchObject({ total: 6 })
+      expect((await store.ingestJson(bytesOf(n2()), as2, ctx)).accepted).toBe(1)
+      await store.close()
+    } finally {
+      cleanup()
+    }
+  })
+
   it('a full disk in the thread is StoreUnavailableError here (the broker answers 503); nothing is stored', async () => {
     const { dir, cleanup } = makeTempDir('rmq-broker-threaded-')
     try {
@@ -204,8 +278,9 @@ describe('sqlite store with a writer thread: the forwarding table', () => {
     const threaded = new Set(ownMethods(mod.ThreadedSqliteStore.prototype))
     for (const m of ['read', 'release', 'putToken', 'rotateToken', 'findToken', 'commitGroup', 'fireAlert'])
       expect(threaded.has(m), m).toBe(true)
+    // ingestJson is the threaded store's own (the plain store has no other thread to parse on).
     for (const m of threaded)
-      if (!['forward', 'write', 'side', 'mode', 'call', 'stop'].includes(m))
+      if (!['forward', 'write', 'side', 'mode', 'call', 'stop', 'ingestJson'].includes(m))
         expect(storeMethods.has(m), m).toBe(true)
     expect([...mod.THREAD_METHODS].sort()).toEqual(
       [
@@ -213,6 +288,7 @@ describe('sqlite store with a writer thread: the forwarding table', () => {
         'commitGroup',
         'fireAlert',
         'ingestColumns',
+        'ingestJson',
         'purge',
         'putToken',
         'release',

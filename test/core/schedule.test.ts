@@ -102,4 +102,53 @@ describe('buildSchedule', () => {
     })
     expect(units['rmq-cleanup.service'].Service).toMatchObject({ Nice: '10', IOSchedulingClass: 'idle' })
   })
+
+  it('adds rmq mqtt ingest as a resident service (Restart=always, no crontab line) or a timer run with --until-idle', async () => {
+    const { config } = await loadConfig({
+      cwd: '/srv/gw',
+      env: {},
+      dotenv: false,
+      options: { 'sync.interval': '5m' },
+    })
+    const base = { config, cwd: '/srv/gw', node: '/usr/bin/node', bin: '/opt/rmq/bin/run.js' }
+    const resident = buildSchedule({ ...base, mqtt: { ingest: 'resident' } })
+    const r = Object.fromEntries(resident.units.map((u) => [u.name, parseUnit(u.text)]))
+    expect(r['rmq-mqtt-ingest.service'].Service).toMatchObject({
+      Type: 'simple',
+      Restart: 'always',
+      RestartPreventExitStatus: '78',
+      ExecStart: '/usr/bin/node /opt/rmq/bin/run.js mqtt ingest',
+    })
+    expect(r['rmq-mqtt-ingest.timer']).toBeUndefined()
+    expect(cronLines(resident.crontab).some((l) => l.includes('mqtt ingest'))).toBe(false)
+    expect(resident.notes.join('\n')).toMatch(/mqtt ingest \(resident\).*Restart=always/)
+
+    const timer = buildSchedule({ ...base, mqtt: { ingest: 'timer', idleMs: 10_000 } })
+    const t = Object.fromEntries(timer.units.map((u) => [u.name, parseUnit(u.text)]))
+    expect(t['rmq-mqtt-ingest.service'].Service).toMatchObject({
+      Type: 'oneshot',
+      ExecStart: '/usr/bin/node /opt/rmq/bin/run.js mqtt ingest --until-idle 10s',
+    })
+    expect(t['rmq-mqtt-ingest.timer'].Timer.OnCalendar).toBe('*-*-* *:00/5:00')
+    const line = cronLines(timer.crontab).find((l) => l.includes('mqtt ingest'))!
+    expect(cronProblems(line)).toEqual([])
+    expect(line).toMatch(
+      /^0-59\/5 \* \* \* \* cd \/srv\/gw && .* mqtt ingest --until-idle 10s >> .*rmq-mqtt-ingest\.log 2>&1$/,
+    )
+    expect(timer.notes.join('\n')).toMatch(/local MQTT broker holds the messages/)
+  })
+
+  it('adds rmq mqtt forward with the broker token credential', async () => {
+    const { config } = await loadConfig({ cwd: '/srv/c', env: {}, dotenv: false, options: {} })
+    const p = buildSchedule({
+      config,
+      cwd: '/srv/c',
+      node: '/usr/bin/node',
+      bin: '/opt/rmq/bin/run.js',
+      mqtt: { forward: 'resident' },
+    })
+    const f = parseUnit(p.units.find((u) => u.name === 'rmq-mqtt-forward.service')!.text)
+    expect(f.Service).toMatchObject({ Restart: 'always', LoadCredential: 'rmq-token:/etc/rmq/rmq.token' })
+    expect(f.Unit.After).toBe('network-online.target')
+  })
 })

@@ -43,7 +43,7 @@ describe('broker memory bounds (real processes)', () => {
     broker = undefined
   })
 
-  it('16 concurrent 60 MB batches from one node: peak RSS bounded (under 1 GiB; target 400 MB not met yet), another node still served', async () => {
+  it('16 concurrent 60 MB batches from one node: peak RSS under 600 MiB (target 400 MB: bench suite metrics), another node still served', async () => {
     broker = await startBrokerProcess()
     const big = await broker.createToken('gw-big')
     const small = await broker.createToken('gw-small')
@@ -83,12 +83,12 @@ describe('broker memory bounds (real processes)', () => {
     )
     expect(other.status, JSON.stringify(other.body)).toBe(200)
     expect(other.body).toMatchObject({ accepted: 1 })
-    // The small batch's 1 s target is timing under load (the broker parses the big bodies on the same
-    // event loop): logged above, not asserted. Issue 22's target is a peak under 400 MB; measured
-    // 420-573 MiB (422 alone at load 8, 573 inside the full suite): the decoded buffer, its string
-    // and the parsed copy of each body, plus collection lag between requests. So that target is not
-    // met yet. This bound catches a return to unbounded memory (1.73 GiB before the in-flight budget).
-    expect(peak).toBeLessThan(1024 * 2 ** 20)
+    // The small batch's 1 s target is timing under load: logged above, not asserted (bench suite
+    // metrics shows it, with the 400 MB target). Large JSON bodies are parsed on the store's writer
+    // thread, which frees each one at once (json-ingest.ts): measured 308 MiB here (420-573 before,
+    // 1.73 GiB before the in-flight budget). 600 MiB leaves room for a loaded box and catches a return
+    // to holding several decoded bodies at once.
+    expect(peak).toBeLessThan(600 * 2 ** 20)
     // Each big one is stored, or refused for now (429/503, which the edge retries): never a 500.
     for (const s of statuses) expect([200, 429, 503]).toContain(s)
     expect(statuses.filter((s) => s === 200).length).toBeGreaterThan(0)

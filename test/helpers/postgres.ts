@@ -44,6 +44,17 @@ export interface PgCluster {
   createDatabase(prefix?: string): Promise<PgDatabase>
   /** Run SQL as superuser in the maintenance database. */
   admin(sql: string): Promise<void>
+  /** The rows of one query, as superuser in the maintenance database. */
+  rows<T = Record<string, unknown>>(sql: string): Promise<T[]>
+  /**
+   * A streaming-replication standby of this cluster: `pg_basebackup -R`
+   * (primary_conninfo and standby.signal written), started on its own port.
+   */
+  startStandby(): Promise<PgCluster>
+  /** SIGKILL the postmaster (a crashed database host); its backends exit on their own. */
+  killPostmaster(): Promise<void>
+  /** `pg_ctl promote -w`: a standby becomes a primary. */
+  promote(): void
   stop(): Promise<void>
 }
 
@@ -118,16 +129,18 @@ function runPg(bin: string, tool: string, args: string[]): string {
   }
 }
 
-async function adminQuery(url: string, sql: string): Promise<void> {
+async function adminRows<T>(url: string, sql: string): Promise<T[]> {
   const { default: pg } = await import('pg')
   const client = new pg.Client({ connectionString: url })
   await client.connect()
   try {
-    await client.query(sql)
+    return (await client.query(sql)).rows as T[]
   } finally {
     await client.end()
   }
 }
+
+const adminQuery = async (url: string, sql: string) => void (await adminRows(url, sql))
 
 let dbCounter = 0
 
@@ -137,8 +150,28 @@ process.once('exit', () => {
   for (const stop of live) stop()
 })
 
-/** initdb + pg_ctl start a private cluster on 127.0.0.1. */
+/** initdb + pg_ctl start a private cluster on 127.0.0.1 (WAL senders on: it can have standbys). */
 export async function startPgCluster(): Promise<PgCluster> {
+  return startCluster((avail, data) => {
+    runPg(avail.bin, 'initdb', [
+      '-D',
+      data,
+      '-U',
+      SUPERUSER,
+      '--auth=trust',
+      '--encoding=UTF8',
+      '--locale=C',
+      '--no-instructions',
+    ])
+    // Streaming replication from 127.0.0.1 (initdb's default pg_hba has it; made sure of here).
+    const hba = path.join(data, 'pg_hba.conf')
+    if (!/^host\s+replication\s+all\s+127\.0\.0\.1\/32/m.test(fs.readFileSync(hba, 'utf8')))
+      fs.appendFileSync(hba, 'host replication all 127.0.0.1/32 trust\n')
+  })
+}
+
+/** Make the data directory (initdb, or pg_basebackup), then start a server on it. */
+async function startCluster(makeData: (avail: PgAvailability, data: string) => void): Promise<PgCluster> {
   const avail = postgresAvailability()
   if (!avail.ok) throw new Error(`cannot start PostgreSQL: ${avail.reason}`)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-pg-'))
@@ -164,16 +197,7 @@ export async function startPgCluster(): Promise<PgCluster> {
   live.add(stopSync)
   const stop = async () => stopSync()
   try {
-    runPg(avail.bin, 'initdb', [
-      '-D',
-      data,
-      '-U',
-      SUPERUSER,
-      '--auth=trust',
-      '--encoding=UTF8',
-      '--locale=C',
-      '--no-instructions',
-    ])
+    makeData(avail, data)
     let port = 0
     for (let attempt = 0; ; attempt++) {
       port = await freePort()
@@ -185,6 +209,9 @@ export async function startPgCluster(): Promise<PgCluster> {
         '-c synchronous_commit=on',
         '-c max_connections=200',
         '-c shared_buffers=32MB',
+        '-c wal_level=replica',
+        '-c max_wal_senders=5',
+        '-c hot_standby=on',
       ].join(' ')
       try {
         runPg(avail.bin, 'pg_ctl', ['start', '-D', data, '-w', '-t', '60', '-l', log, '-o', opts])
@@ -206,6 +233,40 @@ export async function startPgCluster(): Promise<PgCluster> {
       adminUrl,
       urlFor,
       admin: (sql) => adminQuery(adminUrl, sql),
+      rows: <T>(sql: string) => adminRows<T>(adminUrl, sql),
+      startStandby: () =>
+        startCluster((_, standbyData) =>
+          runPg(avail.bin, 'pg_basebackup', [
+            '-h',
+            '127.0.0.1',
+            '-p',
+            String(port),
+            '-U',
+            SUPERUSER,
+            '-D',
+            standbyData,
+            '-R',
+            '-X',
+            'stream',
+            '-c',
+            'fast',
+          ]),
+        ),
+      async killPostmaster() {
+        const pid = Number(fs.readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0])
+        process.kill(pid, 'SIGKILL')
+        // Bounded: the postmaster is gone at once; its port is then free.
+        for (let i = 0; i < 100; i++) {
+          try {
+            process.kill(pid, 0)
+          } catch {
+            return
+          }
+          await new Promise((r) => setTimeout(r, 50))
+        }
+        throw new Error(`postmaster ${pid} still alive after SIGKILL`)
+      },
+      promote: () => void runPg(avail.bin, 'pg_ctl', ['promote', '-D', data, '-w', '-t', '60']),
       async createDatabase(prefix = 'rmq_test') {
         const name = `${prefix}_${process.pid}_${++dbCounter}`
         await adminQuery(adminUrl, `CREATE DATABASE ${name}`)

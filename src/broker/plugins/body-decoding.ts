@@ -12,17 +12,30 @@
  * broker's memory for bodies stays bounded however many arrive at once, and a
  * body that does not fit now gets 503 with Retry-After instead.
  */
-import { isUtf8 } from 'node:buffer'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { decodeFrames, FRAMES_CONTENT_TYPE, MalformedFramesError } from '../../protocol/batch.js'
+import { JsonBytes, parseJsonBody } from '../batch-checks.js'
 import { HttpError } from '../http-error.js'
 import { limitOf } from '../options.js'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** JSON bodies over LARGE_JSON_BYTES reach the handler as JsonBytes, not parsed. */
+    jsonBytes?: boolean
+  }
+}
 
 type ErrorClass = new (...args: any[]) => Error
 /** A body is first given room for this many times its compressed size (at least MIN_RESERVE). */
 const RATIO_HINT = 32
 const MIN_RESERVE = 1 << 20
+/**
+ * A JSON body that decodes to more than this, on a route whose config says
+ * `jsonBytes: true`, is handed to it as its bytes (JsonBytes), not parsed:
+ * the route may parse it off the event loop (routes/batches.ts).
+ */
+export const LARGE_JSON_BYTES = 4 << 20
 
 /** What a request holds of the in-flight budget; released (once) when its response ends or is aborted. */
 const HOLD = Symbol('rmq.inFlightHold')
@@ -127,14 +140,9 @@ const bodyDecoding: FastifyPluginAsync = async (app) => {
     'application/json',
     { parseAs: 'buffer' },
     async (req: FastifyRequest, raw: Buffer) => {
-      const text = await decompressBody(req, raw)
-      // JSON.parse would read invalid UTF-8 as U+FFFD and store it so; the frames path refuses it too.
-      if (!isUtf8(text)) throw new HttpError(400, 'INVALID_UTF8', 'the JSON body is not valid UTF-8')
-      try {
-        return JSON.parse(text.toString('utf8'))
-      } catch (err) {
-        throw new HttpError(400, 'MALFORMED_JSON', `the body is not valid JSON: ${(err as Error).message}`)
-      }
+      const bytes = await decompressBody(req, raw)
+      if (bytes.length > LARGE_JSON_BYTES && req.routeOptions.config.jsonBytes) return new JsonBytes(bytes)
+      return parseJsonBody(bytes)
     },
   )
   // A batch as frames: validated like a JSON one once its payloads are cut out.

@@ -1,11 +1,19 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { failpoint } from '../../shared/failpoints.js'
-import { BROKER_FEATURES, topicProblem, type BatchBody } from '../../protocol/batch.js'
-import { boundEventTime, DEFAULT_EVENT_TIME_BOUND } from '../event-time.js'
-import { compactStats } from '../node-stats.js'
+import {
+  batchReply,
+  checkBatch,
+  checkBatchNode,
+  JsonBytes,
+  parseJsonBody,
+  validateBatchBody,
+  type BatchCheckOptions,
+  type BatchReply,
+} from '../batch-checks.js'
+import { DEFAULT_EVENT_TIME_BOUND } from '../event-time.js'
 import { HttpError } from '../http-error.js'
 import { limitOf, orderingContext } from '../options.js'
-import { BASE64_RE, batchAckSchema, batchBodySchema, STATS_MAX_BYTES } from '../schemas.js'
+import { batchAckSchema } from '../schemas.js'
 
 function rateLimit(req: FastifyRequest, reply: FastifyReply, node: string): void {
   const waitMs = req.server.broker.rateLimiter.take(node)
@@ -15,13 +23,6 @@ function rateLimit(req: FastifyRequest, reply: FastifyReply, node: string): void
     })
   }
   void reply
-}
-
-/** Decoded size of a payload as sent (a UTF-8 text or base64). */
-function payloadBytes(payload: string, enc: 'utf8' | 'base64'): number {
-  if (enc === 'utf8') return Buffer.byteLength(payload, 'utf8')
-  const pad = payload.endsWith('==') ? 2 : payload.endsWith('=') ? 1 : 0
-  return (payload.length / 4) * 3 - pad
 }
 
 /** POST /v1/batches: one batch or heartbeat from an edge node (docs/protocol.md). */
@@ -57,8 +58,9 @@ const batches: FastifyPluginAsync = async (app) => {
   app.post(
     '/v1/batches',
     {
-      config: { permission: 'batches:write' },
-      schema: { body: batchBodySchema, response: { 200: batchAckSchema } },
+      // The body is validated by batch-checks.ts (here or on the store's writer thread), not by Fastify.
+      config: { permission: 'batches:write', jsonBytes: true },
+      schema: { response: { 200: batchAckSchema } },
       // With tokens the node is known before the body is read: refuse early.
       onRequest: async (req, reply) => {
         inProgress++
@@ -75,83 +77,49 @@ const batches: FastifyPluginAsync = async (app) => {
         }
       },
     },
-    async (req, reply) => {
-      const body = req.body as BatchBody
+    async (req, reply): Promise<BatchReply> => {
       const { store, options, notifier, now } = app.broker
-      const messageBytes = limitOf(options.limits, 'messageBytes')
-      if (req.authNode !== null && body.node !== req.authNode)
-        throw new HttpError(
-          403,
-          'WRONG_NODE',
-          `this ${req.authBy === 'certificate' ? 'client certificate' : 'token'} belongs to node ${req.authNode}, not ${body.node}`,
-        )
-      if (req.authNode === null) {
-        rateLimit(req, reply, body.node)
-        admit(reply, body.node)
-      }
-      // A batch repeats a few topics thousands of times: each is checked once.
-      const checkedTopics = new Set<string>()
-      // A seq appears once per batch. Batches are mostly ascending, so a Set is built only after a step down.
-      let lastSeq = 0
-      let seen: Set<number> | undefined
-      for (let i = 0; i < body.messages.length; i++) {
-        const m = body.messages[i]
-        if (m.seq <= lastSeq || seen) {
-          seen ??= new Set(body.messages.slice(0, i).map((x) => x.seq))
-          if (seen.has(m.seq))
-            throw new HttpError(
-              400,
-              'DUPLICATE_SEQ',
-              `body/messages/${i}/seq: seq ${m.seq} appears twice in this batch; each message is sent once per batch`,
-            )
-          seen.add(m.seq)
-        }
-        lastSeq = m.seq
-        if (!checkedTopics.has(m.topic)) {
-          const problem = topicProblem(m.topic, { forPublish: true })
-          if (problem) throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/topic: ${problem}`)
-          checkedTopics.add(m.topic)
-        }
-        if (m.enc === 'base64' && (m.payload.length % 4 !== 0 || !BASE64_RE.test(m.payload)))
-          throw new HttpError(400, 'INVALID_BODY', `body/messages/${i}/payload: not valid base64`)
-        // UTF-8 takes at most 3 bytes per UTF-16 unit, base64 decodes to 3/4: most payloads need no count.
-        if (m.payload.length * 3 > messageBytes) {
-          const size = payloadBytes(m.payload, m.enc)
-          if (size > messageBytes)
-            throw new HttpError(
-              413,
-              'MESSAGE_TOO_LARGE',
-              `body/messages/${i}: message seq ${m.seq} on topic ${JSON.stringify(m.topic)} has a payload of ` +
-                `${size} bytes, over broker.limits.messageBytes (${messageBytes}); nothing of this batch was stored`,
-            )
-        }
-      }
-      // The schema bounds every part of stats; this bounds the whole the store keeps and every status read parses.
-      if (body.stats !== undefined) {
-        const size = Buffer.byteLength(JSON.stringify(body.stats))
-        if (size > STATS_MAX_BYTES)
-          throw new HttpError(
-            413,
-            'STATS_TOO_LARGE',
-            `body/stats: ${size} bytes serialised, over the limit of ${STATS_MAX_BYTES}; send the counters rmq sends (docs/protocol.md)`,
-          )
-        // Kept as the fixed fields the status API, alerts and /metrics read, not as sent.
-        body.stats = compactStats(body.stats)
-      }
       const at = now()
-      boundEventTime(body, at, options.futureSkew ?? DEFAULT_EVENT_TIME_BOUND)
-      await failpoint('broker.ingest.before-commit')
-      const ack = await store.ingest(body, {
+      const checks: BatchCheckOptions = {
+        messageBytes: limitOf(options.limits, 'messageBytes'),
+        authNode: req.authNode,
+        authBy: req.authBy,
+        now: at,
+        futureSkew: options.futureSkew ?? DEFAULT_EVENT_TIME_BOUND,
+      }
+      const ctx = () => ({
         ...orderingContext(options, at),
         // A pipelined batch (backlog.unacked) is usually followed by its node's next one: not company.
-        concurrent: Math.max(0, inProgress - 1 - (body.backlog.unacked ? 1 : 0)),
+        concurrent: Math.max(0, inProgress - 1 - (unacked ? 1 : 0)),
       })
+      let unacked = false
+      let reply_: BatchReply
+      // A large JSON body (body-decoding.ts) from a known node: the store parses and checks it off the
+      // event loop when it can. Without a credential the node (for its rate and in-flight limits) is
+      // only known from the body, so that is parsed here.
+      if (req.body instanceof JsonBytes && store.ingestJson && req.authNode !== null) {
+        await failpoint('broker.ingest.before-commit')
+        reply_ = await store.ingestJson(req.body.bytes, checks, ctx())
+      } else {
+        const body = validateBatchBody(
+          req.body instanceof JsonBytes ? parseJsonBody(req.body.bytes) : req.body,
+        )
+        checkBatchNode(body, req.authNode, req.authBy)
+        if (req.authNode === null) {
+          rateLimit(req, reply, body.node)
+          admit(reply, body.node)
+        }
+        checkBatch(body, checks)
+        unacked = !!body.backlog.unacked
+        await failpoint('broker.ingest.before-commit')
+        reply_ = batchReply(await store.ingest(body, ctx()), body)
+      }
       await failpoint('broker.ingest.after-commit-before-reply')
       notifier.notify()
-      if (ack.duplicates > 0 || ack.late > 0)
-        req.log.debug({ node: body.node, batch: body.batch, ...ack }, 'batch stored')
+      if (reply_.duplicates > 0 || reply_.late > 0)
+        req.log.debug({ node: req.authNode ?? undefined, ...reply_ }, 'batch stored')
       // Every store checks backlog.unacked against the node's last committed batch.
-      return { ...ack, batch: body.batch, count: body.messages.length, features: [...BROKER_FEATURES] }
+      return reply_
     },
   )
 }

@@ -21,7 +21,7 @@ export class PostgresQueries implements QueryAdapter {
   private readonly texts = new Map<string, string>()
 
   constructor(
-    private readonly pool: pgTypes.Pool,
+    private readonly pool: Pick<pgTypes.Pool, 'query'>,
     private readonly wrap: Wrap,
   ) {}
 
@@ -48,7 +48,7 @@ export class PostgresQueries implements QueryAdapter {
 }
 
 export class PostgresAdmin extends StoreAdmin {
-  constructor(pool: pgTypes.Pool, wrap: Wrap) {
+  constructor(pool: Pick<pgTypes.Pool, 'query'>, wrap: Wrap) {
     super(new PostgresQueries(pool, wrap), POSTGRES_ADMIN_TABLES)
   }
 }

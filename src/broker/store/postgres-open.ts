@@ -6,26 +6,59 @@
 import type pgTypes from 'pg'
 import { BrokerUnavailableError, ConfigError } from '../../shared/errors.js'
 import { PostgresBrokerStore, isUnavailable } from './postgres.js'
+import { describeTargets, parsePostgresUrl, type PgHost, type PgTarget } from './postgres-hosts.js'
+import { PrimaryPool, describeFailures, findPrimary } from './postgres-primary.js'
 import { MIGRATIONS, MIGRATION_LOCK_KEY } from './postgres-schema.js'
 import type { BrokerStoreOptions } from './types.js'
 
-type Pool = pgTypes.Pool
-
-/** host:port/database of the connection, without credentials (for messages). */
-function describeTarget(url: string | undefined): string {
-  if (url) {
-    try {
-      const u = new URL(url)
-      return `${u.hostname || 'localhost'}${u.port ? `:${u.port}` : ''}${u.pathname}`
-    } catch {
-      return 'the configured URL'
-    }
-  }
+/** The PG* environment as the one host (an empty URL: the driver reads PGHOST, PGPORT...). */
+function environmentTarget(): PgTarget {
   const env = process.env
-  return `${env.PGHOST || 'localhost'}:${env.PGPORT || 5432}/${env.PGDATABASE || env.PGUSER || env.USER || ''} (PG* environment)`
+  const label = `${env.PGHOST || 'localhost'}:${env.PGPORT || 5432}`
+  return {
+    hosts: [{ host: env.PGHOST || 'localhost', port: Number(env.PGPORT) || 5432, label, url: '' }],
+    database: env.PGDATABASE || env.PGUSER || env.USER || '',
+    targetSessionAttrs: 'any',
+    failover: false,
+    params: [],
+  }
 }
 
-async function migrate(pool: Pool): Promise<void> {
+function accessProblem(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code
+  return typeof code === 'string' && /^(28|3D)/.test(code)
+}
+
+const FIX_ACCESS =
+  'check broker.postgres.url (RMQ_BROKER_POSTGRES_URL) or PGUSER/PGPASSWORD/PGDATABASE: ' +
+  'the database must exist and the user may create tables in it'
+
+/** The first acceptable host of a multi-host URL, or the error a broker start reports. */
+async function firstPrimary(
+  pg: typeof pgTypes,
+  target: PgTarget,
+  base: pgTypes.ClientConfig,
+): Promise<PgHost> {
+  const found = await findPrimary(pg, target, base)
+  if ('host' in found) return found.host
+  const where = describeTargets(target)
+  const why = describeFailures(found.failures)
+  const denied = found.failures.find((f) => accessProblem(f.error))
+  if (denied)
+    throw new ConfigError(`cannot use PostgreSQL at ${where}: ${why}`, {
+      cause: denied.error,
+      suggestion: FIX_ACCESS,
+    })
+  throw new BrokerUnavailableError(
+    `no PostgreSQL ${target.targetSessionAttrs === 'any' ? 'server' : 'primary'} at ${where} (target_session_attrs=${target.targetSessionAttrs}): ${why}`,
+    {
+      suggestion:
+        'start PostgreSQL, promote a standby, or fix the hosts in broker.postgres.url (RMQ_BROKER_POSTGRES_URL), then retry',
+    },
+  )
+}
+
+async function migrate(pool: PrimaryPool): Promise<void> {
   const c = await pool.connect()
   let broken: Error | undefined
   try {
@@ -64,9 +97,9 @@ export async function openPostgresBrokerStore(options: BrokerStoreOptions): Prom
         ? (v: string) => Number(v)
         : pg.types.getTypeParser(oid, format ?? 'text')) as pgTypes.CustomTypesConfig['getTypeParser'],
   }
+  // Several hosts: one node-postgres connection string each (postgres-hosts.ts), malformed -> ConfigError.
+  const target = options.url ? parsePostgresUrl(options.url) : environmentTarget()
   const clientConfig: pgTypes.ClientConfig = {
-    // Empty URL: the driver takes PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE... from the environment.
-    connectionString: options.url || undefined,
     application_name: 'rmq-broker',
     keepAlive: true,
     connectionTimeoutMillis: 10_000,
@@ -75,32 +108,40 @@ export async function openPostgresBrokerStore(options: BrokerStoreOptions): Prom
     idle_in_transaction_session_timeout: 30_000,
     types,
   }
-  const pool = new pg.Pool({ ...clientConfig, max: 10, idleTimeoutMillis: 30_000 })
-  // An idle client losing its connection must not crash the broker; the next query reconnects.
-  pool.on('error', () => {})
-  const target = describeTarget(options.url)
+  const first = target.failover ? await firstPrimary(pg, target, clientConfig) : target.hosts[0]
+  const pool = new PrimaryPool(
+    pg,
+    target,
+    clientConfig,
+    { max: 10, idleTimeoutMillis: 30_000 },
+    first,
+    options.log,
+  )
+  const where = `${first.label}/${target.database ?? ''}`
+  if (target.failover)
+    options.log?.('info', `PostgreSQL primary is ${first.label} (hosts ${describeTargets(target)})`, {
+      primary: first.label,
+    })
   try {
     await migrate(pool)
   } catch (err) {
     await pool.end().catch(() => {})
     if (err instanceof ConfigError) throw err
     const e = err as { code?: string; message?: string }
-    if (typeof e.code === 'string' && /^(28|3D)/.test(e.code))
-      throw new ConfigError(`cannot use PostgreSQL at ${target}: ${e.message}`, {
+    if (accessProblem(err))
+      throw new ConfigError(`cannot use PostgreSQL at ${where}: ${e.message}`, {
         cause: err,
-        suggestion:
-          'check broker.postgres.url (RMQ_BROKER_POSTGRES_URL) or PGUSER/PGPASSWORD/PGDATABASE: ' +
-          'the database must exist and the user may create tables in it',
+        suggestion: FIX_ACCESS,
       })
     if (isUnavailable(err))
-      throw new BrokerUnavailableError(`cannot connect to PostgreSQL at ${target}: ${e.message ?? e.code}`, {
+      throw new BrokerUnavailableError(`cannot connect to PostgreSQL at ${where}: ${e.message ?? e.code}`, {
         cause: err,
         suggestion:
           'start PostgreSQL or fix broker.postgres.url (RMQ_BROKER_POSTGRES_URL) / PGHOST and PGPORT, then retry',
       })
     throw err
   }
-  return new PostgresBrokerStore(pg, pool, clientConfig)
+  return new PostgresBrokerStore(pg, pool)
 }
 
 export default openPostgresBrokerStore

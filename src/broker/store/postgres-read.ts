@@ -39,7 +39,7 @@ export function topicCondition(filter: string, first: number): { sql: string; va
 }
 
 export interface PgReadDeps {
-  pool: pgTypes.Pool
+  pool: Pick<pgTypes.Pool, 'query'>
   columns: string
   fromRow: (row: never) => StoredMessage
 }
@@ -77,7 +77,7 @@ export async function pgRead(d: PgReadDeps, q: ReadQuery): Promise<ReadResult> {
   return done(messages, messages.length === q.limit ? key(messages[messages.length - 1]) : to)
 }
 
-export async function pgHeldBack(pool: pgTypes.Pool, q: HeldQuery): Promise<HeldReport> {
+export async function pgHeldBack(pool: Pick<pgTypes.Pool, 'query'>, q: HeldQuery): Promise<HeldReport> {
   const all = q.topic === undefined || q.topic === '#'
   const cond = all ? { sql: 'true', values: [] } : topicCondition(q.topic!, 2)
   const r = (

@@ -37,6 +37,7 @@ import {
 } from './postgres-statements.js'
 import { pgHeldBack, pgRead } from './postgres-read.js'
 import { NOTIFY_CHANNEL } from './postgres-schema.js'
+import type { PrimaryPool } from './postgres-primary.js'
 import {
   StoreUnavailableError,
   type BrokerStore,
@@ -60,7 +61,6 @@ import {
 } from './types.js'
 
 type Pg = typeof pgTypes
-type Pool = pgTypes.Pool
 type PoolClient = pgTypes.PoolClient
 
 interface MetaRow {
@@ -83,7 +83,8 @@ interface IngestJob {
 /** Most batches one group commit carries. */
 const MAX_GROUP = 32
 
-const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-4]|55P03|40001|40P01|57014|25P03|58)/
+// 25006 read_only_sql_transaction: the host was demoted or is a standby (failover under way).
+const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-4]|55P03|40001|40P01|57014|25P03|25006|58)/
 const UNAVAILABLE_ERRNO =
   /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH)$/
 
@@ -121,8 +122,8 @@ export class PostgresBrokerStore implements BrokerStore {
 
   constructor(
     private readonly pg: Pg,
-    private readonly pool: Pool,
-    private readonly clientConfig: pgTypes.ClientConfig,
+    /** On the current primary; rebuilt on another host after a failover (postgres-primary.ts). */
+    private readonly pool: PrimaryPool,
   ) {
     this.admin = new PostgresAdmin(pool, (fn) => this.wrap(fn))
   }
@@ -132,6 +133,8 @@ export class PostgresBrokerStore implements BrokerStore {
     try {
       return await fn()
     } catch (err) {
+      // A lost or demoted primary: look for the new one while this request answers 503.
+      this.pool.failed(err)
       if (err instanceof StoreUnavailableError || !isUnavailable(err)) throw err
       const e = err as { code?: string; message?: string }
       throw new StoreUnavailableError(
@@ -490,7 +493,8 @@ export class PostgresBrokerStore implements BrokerStore {
 
   private async listen(): Promise<void> {
     if (this.closed || this.listeners.size === 0) return
-    const client = new this.pg.Client(this.clientConfig)
+    // On the primary in use: a standby refuses LISTEN, and NOTIFY is sent where commits happen.
+    const client = new this.pg.Client(this.pool.clientConfig())
     this.listener = client
     const retry = () => {
       if (this.listener !== client) return

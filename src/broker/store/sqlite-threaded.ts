@@ -15,7 +15,10 @@ import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { ConfigError, ExitCode, StorageError } from '../../shared/errors.js'
 import type { BatchAck, BatchBody } from '../../protocol/batch.js'
+import type { BatchCheckOptions, BatchReply } from '../batch-checks.js'
+import { HttpError } from '../http-error.js'
 import { toColumns, transferList } from './batch-columns.js'
+import { ingestJsonHere } from './json-ingest.js'
 import { openSqliteBrokerStore, type SqliteBrokerStore } from './sqlite.js'
 import {
   StoreUnavailableError,
@@ -26,7 +29,10 @@ import {
 
 export interface WorkerRequest {
   id: number
-  /** A BrokerStore method, or `ingestColumns` (ingest of a batch as BatchColumns). */
+  /**
+   * A BrokerStore method, `ingestColumns` (ingest of a batch as BatchColumns)
+   * or `ingestJson` (a JSON body's bytes, parsed and checked there).
+   */
   method: string
   args: unknown[]
 }
@@ -38,6 +44,8 @@ export interface WorkerError {
   unavailable: boolean
   /** A storage or configuration error for the user (opening the store): rebuilt as one here. */
   user?: { exitCode: number; suggestion?: string }
+  /** A refusal of the request (batch-checks.ts): rebuilt as the same HttpError here. */
+  http?: { status: number; headers: Record<string, string> }
 }
 
 export type WorkerReply = { id: number; value: unknown } | { id: number; error: WorkerError }
@@ -53,11 +61,13 @@ export function toWorkerError(err: unknown): WorkerError {
       err instanceof StorageError || err instanceof ConfigError
         ? { exitCode: err.exitCode, suggestion: err.suggestion }
         : undefined,
+    http: err instanceof HttpError ? { status: err.statusCode, headers: err.headers } : undefined,
   }
 }
 
 function fromWorkerError(e: WorkerError): Error {
   if (e.unavailable) return new StoreUnavailableError(e.message)
+  if (e.http) return new HttpError(e.http.status, e.code ?? 'INVALID_BODY', e.message, e.http.headers)
   if (e.user)
     return e.user.exitCode === ExitCode.config
       ? new ConfigError(e.message, { suggestion: e.user.suggestion })
@@ -90,7 +100,7 @@ export function writerThreadAvailable(): boolean {
 }
 
 /** The BrokerStore methods forwarded from ROUTES: all but `kind` and the special cases `ingest` and `close`. */
-type Forwarded = Exclude<keyof BrokerStore, 'kind' | 'ingest' | 'subscribe' | 'close'>
+type Forwarded = Exclude<keyof BrokerStore, 'kind' | 'ingest' | 'ingestJson' | 'subscribe' | 'close'>
 
 /**
  * Where each forwarded method runs, one entry per method (the type makes the
@@ -129,6 +139,7 @@ const ROUTES: { readonly [K in Forwarded]: 'local' | 'write' | 'background' } = 
 export const THREAD_METHODS: ReadonlySet<string> = new Set([
   ...Object.keys(ROUTES).filter((m) => ROUTES[m as Forwarded] !== 'local'),
   'ingestColumns',
+  'ingestJson',
   'close',
 ])
 
@@ -231,6 +242,27 @@ export class ThreadedSqliteStore implements BrokerStore {
         return this.call('ingestColumns', [cols, ctx], transferList(cols))
       },
     )
+  }
+
+  /**
+   * A JSON body's bytes, moved (not copied) to the writer thread, which
+   * parses, checks and stores them: the event loop never holds the body as a
+   * string or as objects, nor blocks on them. Always on the thread: a write
+   * outstanding here only makes the thread's commit wait for the lock
+   * (busy_timeout), and the parse still runs off the event loop.
+   */
+  ingestJson(bytes: Uint8Array, checks: BatchCheckOptions, ctx: IngestContext): Promise<BatchReply> {
+    if ((ctx.concurrent ?? 0) > 0) this.lastCompany = performance.now()
+    // A stopped thread: this connection carries on alone, parsing here.
+    if (this.stopped) return ingestJsonHere(this.local, bytes, checks, ctx)
+    // Only a whole ArrayBuffer can be transferred; a view into a larger one is copied once.
+    const whole =
+      bytes.byteOffset === 0 &&
+      bytes.byteLength === bytes.buffer.byteLength &&
+      bytes.buffer instanceof ArrayBuffer
+        ? bytes
+        : new Uint8Array(bytes)
+    return this.call('ingestJson', [whole, checks, ctx], [whole.buffer as ArrayBuffer])
   }
 
   /** A forwarded method, routed by ROUTES. */

@@ -180,6 +180,15 @@ export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
     }
   }
 
+  /**
+   * Give back this connection's page cache (SQLite's shrink_memory): up to
+   * cache_size (64 MiB) stays resident after a large batch otherwise. The
+   * writer thread calls it after a large JSON body (sqlite-worker.ts).
+   */
+  shrinkMemory(): void {
+    if (!this.closed) this.db.pragma('shrink_memory')
+  }
+
   /** WAL pages after which a commit checkpoints by itself (SQLite's wal_autocheckpoint; 1000 by default). */
   setAutoCheckpoint(pages: number): void {
     if (!this.closed) this.db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(pages))}`)

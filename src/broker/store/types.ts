@@ -20,6 +20,7 @@
  * - Time comes from the caller (`now`), never from the database clock, so
  *   tests can drive it.
  */
+import type { BatchCheckOptions, BatchReply } from '../batch-checks.js'
 import type { BatchAck, BatchBody } from '../../protocol/batch.js'
 import type { ConsumeOrder, MessageFields } from '../../protocol/messages.js'
 import type { AlertRecord, NodeCounters } from '../../protocol/fleet-status.js'
@@ -231,6 +232,14 @@ export interface BrokerStore {
    */
   ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck>
 
+  /**
+   * Optional: parse, check (batch-checks.ts) and store a JSON batch body
+   * given as its decoded bytes, which the caller gives up (they may be
+   * transferred to another thread). The threaded SQLite store does this on
+   * its writer thread, so that a large body is never parsed on the event loop.
+   */
+  ingestJson?(bytes: Uint8Array, checks: BatchCheckOptions, ctx: IngestContext): Promise<BatchReply>
+
   /** Recompute the watermark at `now` (silent nodes age out) and release. */
   release(ctx: IngestContext): Promise<ReleaseResult>
 
@@ -329,6 +338,8 @@ export interface BrokerStoreOptions {
    * (sqlite-threaded.ts). Short-lived commands (tokens) leave it off.
    */
   writerThread?: boolean
+  /** Where a server store reports what an operator should see (the PostgreSQL primary in use, a switch). */
+  log?: (level: 'info' | 'warn', message: string, fields?: Record<string, unknown>) => void
 }
 
 export type BrokerStoreFactory = (options: BrokerStoreOptions) => Promise<BrokerStore>

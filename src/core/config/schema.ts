@@ -238,7 +238,8 @@ export const CONFIG_KEYS: readonly KeyDef[] = [
     type: 'string',
     default: '',
     secret: true,
-    description: 'PostgreSQL connection URL (or PG* variables).',
+    description:
+      'PostgreSQL connection URL (or PG* variables). Several hosts as libpq accepts them (postgres://u:p@h1:5432,h2:5433/rmq?target_session_attrs=read-write): the broker uses the primary and follows a promotion (docs/scaling.md).',
   },
   {
     key: 'broker.auth',

@@ -7,16 +7,24 @@ const require = createRequire(import.meta.url)
 
 /** Largest window a frame may ask for (16 MiB): bounds decoder memory whatever the frame says. */
 const WINDOW_LOG_MAX = 24
-/** Output is produced in chunks of at most this size, never sized from a frame header. */
+/** Output is produced in chunks of at most this size, unless the frame header says less than the cap. */
 const MAX_CHUNK = 4 << 20
 
 /**
  * zstd via the native zstd-napi binding. Decompression is a streaming loop
  * over fixed-size output chunks that counts bytes and stops at the cap: the
  * simple API would allocate whatever content size a frame header claims.
+ * A header's content size is trusted only within the cap (the caller's
+ * reserved room): the output is then one buffer of exactly that size, not
+ * chunks plus their concatenation, which left as much again as garbage per
+ * body (a 60 MB batch: 60 MB more resident until the next collection) and
+ * can be handed to another thread whole (broker store, ingestJson).
  */
+let getFrameContentSize: Binding['getFrameContentSize']
+
 export function createZstdCodec(): Codec {
   const binding = require('zstd-napi/binding.js') as Binding
+  getFrameContentSize = binding.getFrameContentSize
   const minChunk = binding.dStreamOutSize()
   let cctx: InstanceType<Binding['CCtx']> | undefined
   let dctx: InstanceType<Binding['DCtx']> | undefined
@@ -44,9 +52,11 @@ export function createZstdCodec(): Codec {
       let total = 0
       let src: Buffer = input
       let stalls = 0
+      let exact = claimedSize(input, maxOutputBytes)
       for (;;) {
         // One byte more than the remaining allowance, so going over the cap is seen.
-        const room = Math.min(chunkSize, maxOutputBytes - total + 1)
+        const room = exact ?? Math.min(chunkSize, maxOutputBytes - total + 1)
+        exact = undefined
         const dst = Buffer.allocUnsafe(room)
         let ret: number, produced: number, consumed: number
         try {
@@ -80,6 +90,17 @@ export function createZstdCodec(): Codec {
       return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, total)
     },
   }
+}
+
+/** The first frame's content size from its header, when given and within the cap. */
+function claimedSize(input: Buffer, cap: number): number | undefined {
+  let n: number | null
+  try {
+    n = getFrameContentSize(input)
+  } catch {
+    return undefined
+  }
+  return n !== null && n > 0 && n <= cap ? n : undefined
 }
 
 function corrupt(err: unknown): CorruptInputError {

@@ -1,0 +1,549 @@
+/**
+ * `rmq mqtt forward` (central side, docs/mqtt.md): a consumer group that
+ * republishes the broker's event-ordered (or arrival) stream to an MQTT broker
+ * with QoS 1, in order, on one connection, and commits the group position only
+ * up to the last message whose PUBACK arrived (with every one before it). A
+ * crash therefore re-sends at most the unacknowledged tail, which is bounded by
+ * the in-flight window (`mqtt.batchSize`); receivers dedup by the user
+ * properties node, epoch and seq.
+ *
+ * Usable from a script (a bench, a test):
+ *
+ *   const loaded = await loadConfig({ flags: { 'mqtt.url': 'mqtt://127.0.0.1:1883' } })
+ *   const summary = await runForward(loaded, { untilIdleMs: 1000 })
+ */
+import type { MqttClient } from 'mqtt'
+import { BrokerUnavailableError, ConfigError, RmqError, ValidationError } from '../../shared/errors.js'
+import type { LoadedConfig } from '../config/load.js'
+import { Consumer, type ConsumedMessage, type ConsumeOrder, type MessagesPage } from '../consumer.js'
+import { tlsFromConfig } from '../tls.js'
+import { connectMqtt, mqttConnectionFrom, redactedUrl, type MqttConnection } from './connect.js'
+
+export interface ForwardOptions {
+  /** mqtt.url (--url). */
+  url?: string
+  /** mqtt.forward.group (--group). */
+  group?: string
+  /** mqtt.forward.filter (--filter or the argument). */
+  filter?: string
+  /** mqtt.forward.topicPrefix (--topic-prefix). */
+  topicPrefix?: string
+  /** mqtt.forward.order (--order). */
+  order?: ConsumeOrder
+  /** `--until-idle`: stop once the stream was empty this long and everything is acknowledged and committed. Absent: resident. */
+  untilIdleMs?: number
+  /** Long-poll wait of one read in resident mode, ms (default 25 s). */
+  waitMs?: number
+  /** Most messages published and not yet acknowledged (default mqtt.batchSize). */
+  window?: number
+  /** Stop: finish the PUBACKs in flight, commit, return. */
+  signal?: AbortSignal
+}
+
+export interface ForwardHooks {
+  /** Notices (reconnects, retries); default stderr. */
+  notice?(text: string): void
+  /** After each successful commit of the group position. */
+  onCommit?(position: number, forwarded: number): void
+  /** After each connection to the MQTT broker is accepted. */
+  onConnect?(info: { url: string; clientId: string; window: number }): void
+}
+
+export interface ForwardSummary {
+  /** Messages published and acknowledged by the MQTT broker in this run. */
+  forwarded: number
+  /** The group position committed last (undefined: nothing committed in this run). */
+  committed: number | undefined
+  group: string
+  order: ConsumeOrder
+  filter: string
+  topicPrefix: string
+  url: string
+  /** The in-flight window: a crash of this run re-sends at most this many messages (duplicates risk). */
+  window: number
+  /** Connections to the MQTT broker after the first (resident mode). */
+  reconnects: number
+  stopped: 'idle' | 'signal'
+  /** Event order: matching messages held behind the watermark at the last read of the head (not forwarded yet). */
+  held?: number
+}
+
+/** The MQTT 5 user properties every forwarded message carries (docs/mqtt.md). */
+export function forwardProperties(m: ConsumedMessage): Record<string, string> {
+  return {
+    node: m.node,
+    epoch: m.epoch,
+    seq: String(m.seq),
+    ts: String(m.ts),
+    position: String(m.position),
+    late: String(m.late),
+  }
+}
+
+/** The payload bytes exactly as published to rmq. */
+export function payloadBytes(m: ConsumedMessage): Buffer {
+  return Buffer.from(m.payload, m.enc === 'base64' ? 'base64' : 'utf8')
+}
+
+/** A PUBACK reason code >= 0x80 as an rmq error: not authorized 78, a refused topic or payload 65, else 69. */
+export function pubackError(code: number, url: string, m: ConsumedMessage, topic: string): RmqError {
+  const what = `the MQTT broker ${url} refused ${m.node}:${m.seq} on ${topic} (PUBACK reason 0x${code.toString(16)})`
+  const details = { url, reasonCode: code, node: m.node, seq: m.seq, position: m.position, topic }
+  if (code === 0x87)
+    return new ConfigError(`${what}: not authorized`, {
+      suggestion: 'allow this MQTT user to publish under mqtt.forward.topicPrefix (the broker ACL)',
+      details,
+    })
+  if (code === 0x90 || code === 0x99)
+    return new ValidationError(
+      `${what}: ${code === 0x90 ? 'topic name invalid' : 'payload format invalid'}`,
+      {
+        suggestion:
+          'set mqtt.forward.topicPrefix (or --topic-prefix) so the MQTT topic is one the broker accepts',
+        details,
+      },
+    )
+  return new BrokerUnavailableError(what, { suggestion: 'check the MQTT broker log and limits', details })
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve()
+    const t = setTimeout(resolve, ms)
+    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true })
+  })
+
+/** Requests that never reached the broker (a wrong brokerUrl): fatal before the first answer. */
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH'])
+
+/** One published message (or a page's end, `marker`) in publish order, until the frontier passes it. */
+interface Entry {
+  position: number
+  done: boolean
+}
+
+/** The failure that ended one MQTT connection. */
+class ConnectionLost extends BrokerUnavailableError {}
+
+export async function runForward(
+  loaded: LoadedConfig,
+  options: ForwardOptions = {},
+  hooks: ForwardHooks = {},
+): Promise<ForwardSummary> {
+  return new Forwarder(loaded, options, hooks).run()
+}
+
+class Forwarder {
+  private readonly config: LoadedConfig['config']
+  private readonly cwd: string
+  private readonly conn: MqttConnection
+  private readonly url: string
+  private readonly group: string
+  private readonly filter: string
+  private readonly order: ConsumeOrder
+  private readonly prefix: string
+  private readonly window: number
+  private readonly notice: (text: string) => void
+  /** Commits only (its read position is never used). */
+  private readonly committer: Consumer
+  private readonly summary: ForwardSummary
+
+  // One connection's state.
+  private client: MqttClient | undefined
+  private inflight = 0
+  private failure: RmqError | undefined
+  private wakers: Array<() => void> = []
+  /** Which connection a PUBACK callback belongs to (a closed one's late callbacks are ignored). */
+  private generation = 0
+
+  /** Published messages and page ends not yet below the frontier, in publish order. */
+  private entries: Entry[] = []
+  /** Position up to which every message is acknowledged (what may be committed). */
+  private frontier: number | undefined
+  /** The last frontier the broker accepted as the group position. */
+  private committedTarget: number | undefined
+  private committing: Promise<void> | undefined
+  private commitFailure: unknown
+  private commitFailures = 0
+  private commitRetry: NodeJS.Timeout | undefined
+  /**
+   * Positions of the messages published on this connection and not yet
+   * below the committed position. The window bounds this, not only the
+   * PUBACKs in flight: what a SIGKILL can make a restart re-send is every
+   * message past the committed position, acknowledged or not.
+   */
+  private uncommitted: number[] = []
+
+  constructor(
+    loaded: LoadedConfig,
+    private readonly options: ForwardOptions,
+    private readonly hooks: ForwardHooks,
+  ) {
+    const c = (this.config = loaded.config)
+    this.cwd = loaded.cwd
+    const f = c.mqtt.forward
+    this.group = options.group ?? f.group
+    this.filter = options.filter ?? f.filter
+    this.order = options.order ?? f.order
+    this.prefix = options.topicPrefix ?? f.topicPrefix
+    this.conn = mqttConnectionFrom(
+      c,
+      { clientId: `rmq-forward-${this.group}`, clean: true },
+      loaded.cwd,
+      options.url ? { url: options.url } : {},
+    )
+    this.url = redactedUrl(this.conn.url)
+    this.window = Math.max(1, options.window ?? c.mqtt.batchSize)
+    this.notice = hooks.notice ?? ((t) => process.stderr.write(t + '\n'))
+    this.committer = this.consumer()
+    this.summary = {
+      forwarded: 0,
+      committed: undefined,
+      group: this.group,
+      order: this.order,
+      filter: this.filter,
+      topicPrefix: this.prefix,
+      url: this.url,
+      window: this.window,
+      reconnects: 0,
+      stopped: 'idle',
+    }
+    // One listener for the whole run: every wait below wakes on a stop.
+    options.signal?.addEventListener('abort', () => this.wake(), { once: true })
+  }
+
+  private consumer(): Consumer {
+    return new Consumer({
+      brokerUrl: this.config.brokerUrl,
+      token: this.config.token || undefined,
+      topic: this.filter,
+      order: this.order,
+      group: this.group,
+      pageSize: Math.min(10_000, Math.max(500, this.window)),
+      timeoutMs: this.config.sync.timeout,
+      maxPageBytes: this.config.consume.maxPageBytes,
+      tls: tlsFromConfig(this.config, this.cwd),
+    })
+  }
+
+  private get stopping(): boolean {
+    return this.options.signal?.aborted === true
+  }
+
+  async run(): Promise<ForwardSummary> {
+    const resident = this.options.untilIdleMs === undefined
+    let attempt = 0
+    let contacted = false
+    try {
+      while (!this.stopping) {
+        let window: number
+        try {
+          window = await this.connect()
+        } catch (err) {
+          // The first connection, or any in --until-idle mode: its failure is the answer (69 or 78).
+          if (!resident || !contacted || !(err instanceof BrokerUnavailableError)) throw err
+          attempt++
+          if (attempt === 1 || attempt % 10 === 0) this.notice(`rmq mqtt forward: ${err.message}; retrying`)
+          await sleep(Math.min(5000, 100 * 2 ** Math.min(attempt, 6)), this.options.signal)
+          continue
+        }
+        if (contacted) this.summary.reconnects++
+        contacted = true
+        attempt = 0
+        const ended = await this.forward(window)
+        if (ended === 'idle' || ended === 'signal') {
+          this.summary.stopped = ended
+          break
+        }
+        // The connection was lost or a PUBACK refused: nothing past the frontier is committed.
+        await this.flushCommits()
+        if (this.stopping) break
+        if (!resident || !(ended instanceof BrokerUnavailableError)) throw ended
+        attempt++
+        this.notice(
+          `rmq mqtt forward: ${ended.message}; reconnecting (committed position ${this.summary.committed ?? 'none'})`,
+        )
+        await sleep(Math.min(5000, 100 * 2 ** Math.min(attempt, 6)), this.options.signal)
+      }
+      await this.flushCommits()
+      if (this.stopping) this.summary.stopped = 'signal'
+      return this.summary
+    } finally {
+      clearTimeout(this.commitRetry)
+      this.closeClient()
+    }
+  }
+
+  /** Connect; resolve with the window for this connection (bounded by the broker's Receive Maximum). */
+  private async connect(): Promise<number> {
+    let serverMax: number | undefined
+    this.failure = undefined
+    this.inflight = 0
+    this.generation++
+    const { client } = await connectMqtt(this.conn, (c) =>
+      c.once('connect', (connack) => (serverMax = connack.properties?.receiveMaximum)),
+    )
+    this.client = client
+    const lost = (why: string) => {
+      if (this.client !== client) return // closed on purpose
+      this.fail(
+        new ConnectionLost(`lost the connection to the MQTT broker at ${this.url}: ${why}`, {
+          suggestion: 'check that the MQTT broker runs; rerun to resume from the committed position',
+          details: { url: this.url },
+        }),
+      )
+    }
+    client.on('error', (err) => lost(err.message))
+    client.on('disconnect', (p) =>
+      lost(`the broker disconnected (reason 0x${(p.reasonCode ?? 0).toString(16)})`),
+    )
+    client.on('close', () => lost('the connection closed'))
+    const window = Math.min(this.window, serverMax ?? this.window)
+    this.hooks.onConnect?.({ url: this.url, clientId: this.conn.clientId, window })
+    return window
+  }
+
+  private closeClient(): void {
+    const c = this.client
+    this.client = undefined
+    if (c) {
+      c.on('error', () => {})
+      c.end(true)
+    }
+  }
+
+  private fail(err: RmqError): void {
+    if (!this.failure) this.failure = err
+    this.wake()
+  }
+
+  private wake(): void {
+    const w = this.wakers
+    this.wakers = []
+    for (const f of w) f()
+  }
+
+  /** Resolves at the next PUBACK, failure or stop. */
+  private nextEvent(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.stopping) resolve()
+      else this.wakers.push(resolve)
+    })
+  }
+
+  /**
+   * Forward on the current connection until idle (--until-idle), a stop, or
+   * a failure (returned). Reads one page ahead of the one being published.
+   */
+  private async forward(window: number): Promise<'idle' | 'signal' | RmqError> {
+    // A new read after a lost connection starts at the acknowledged frontier, not at what was read.
+    const reader = this.consumer()
+    if (this.frontier !== undefined) reader.seek(this.frontier)
+    this.entries = []
+    this.uncommitted = []
+    const polls = new AbortController()
+    const onStop = () => polls.abort()
+    this.options.signal?.addEventListener('abort', onStop, { once: true })
+    const untilIdle = this.options.untilIdleMs
+    let lastMessageAt = Date.now()
+    let readFailures = 0
+    const read = (): Promise<MessagesPage> => {
+      const wait =
+        untilIdle === undefined
+          ? (this.options.waitMs ?? 25_000)
+          : Math.max(0, Math.min(25_000, untilIdle - (Date.now() - lastMessageAt)))
+      return reader.poll({ wait, signal: polls.signal })
+    }
+    let next: Promise<MessagesPage> | undefined
+    try {
+      for (;;) {
+        if (this.failure) return this.failure
+        if (this.stopping) return (await this.drain(), this.failure ?? 'signal')
+        this.scheduleCommit()
+        let page: MessagesPage
+        try {
+          page = await (next ?? read())
+          next = undefined
+          readFailures = 0
+        } catch (err) {
+          next = undefined
+          if (this.stopping || (err as Error).name === 'AbortError') continue
+          if (!this.retryableRead(err)) throw err
+          readFailures++
+          if (readFailures === 1 || readFailures % 10 === 0)
+            this.notice(`rmq mqtt forward: ${(err as Error).message}; retrying`)
+          await sleep(Math.min(5000, 100 * 2 ** Math.min(readFailures, 6)), this.options.signal)
+          continue
+        }
+        if (page.messages.length === 0) {
+          // At the head. Skipped non-matching rows still move the position.
+          this.summary.held = page.held?.count
+          this.pushEnd(page.next)
+          if (untilIdle !== undefined && Date.now() - lastMessageAt >= untilIdle) {
+            await this.drain()
+            if (this.failure) return this.failure
+            await this.flushCommits()
+            if (Date.now() - lastMessageAt >= untilIdle) return 'idle'
+          }
+          continue
+        }
+        lastMessageAt = Date.now()
+        // Read the next page while this one is published (memory: two pages and the window).
+        next = read()
+        next.catch(() => {}) // handled when awaited
+        for (const m of page.messages) {
+          while (this.uncommitted.length >= window && !this.failure && !this.stopping) await this.nextEvent()
+          if (this.failure || this.stopping) break
+          this.publish(m)
+        }
+        if (this.failure || this.stopping) continue
+        this.pushEnd(page.next)
+      }
+    } finally {
+      this.options.signal?.removeEventListener('abort', onStop)
+      polls.abort()
+      if (this.failure) this.closeClient()
+    }
+  }
+
+  /** A read that failed because the rmq broker is away: in resident mode, ride it out. */
+  private retryableRead(err: unknown): boolean {
+    if (this.options.untilIdleMs !== undefined || !(err instanceof BrokerUnavailableError)) return false
+    const code = (err as { cause?: { code?: string } }).cause?.code ?? ''
+    return !(
+      this.summary.forwarded === 0 &&
+      this.summary.committed === undefined &&
+      CONNECT_FAILURES.has(code)
+    )
+  }
+
+  private publish(m: ConsumedMessage): void {
+    const entry: Entry = { position: m.position, done: false }
+    this.entries.push(entry)
+    this.uncommitted.push(m.position)
+    this.inflight++
+    const topic = this.prefix + m.topic
+    const client = this.client!
+    const generation = this.generation
+    client.publish(
+      topic,
+      payloadBytes(m),
+      {
+        qos: 1,
+        properties: {
+          ...(m.contentType ? { contentType: m.contentType } : {}),
+          userProperties: forwardProperties(m),
+        },
+      },
+      (err, packet) => {
+        if (generation !== this.generation) return // a closed connection's flush: its entries are gone
+        this.inflight--
+        const code = (packet as { reasonCode?: number } | undefined)?.reasonCode ?? 0
+        if (err || code >= 0x80) {
+          // Not acknowledged: the frontier stays before it, so it is sent again after a restart.
+          const rc = (err as { code?: unknown } | undefined)?.code
+          const reason = typeof rc === 'number' ? rc : code
+          if (reason >= 0x80) this.fail(pubackError(reason, this.url, m, topic))
+          else if (!this.failure)
+            this.fail(
+              new ConnectionLost(`publishing to the MQTT broker at ${this.url} failed: ${err?.message}`),
+            )
+          this.wake()
+          return
+        }
+        entry.done = true
+        this.summary.forwarded++
+        this.advance()
+        this.wake()
+      },
+    )
+  }
+
+  /** The end of a page (or a page of skipped rows): the frontier may pass `position` once all before it are acknowledged. */
+  private pushEnd(position: number): void {
+    const last = this.entries[this.entries.length - 1]
+    if (last && last.position >= position) return
+    if (!last && this.frontier !== undefined && this.frontier >= position) return
+    this.entries.push({ position, done: true })
+    this.advance()
+  }
+
+  private advance(): void {
+    let i = 0
+    while (i < this.entries.length && this.entries[i].done) i++
+    if (i === 0) return
+    this.frontier = this.entries[i - 1].position
+    this.entries.splice(0, i)
+    this.scheduleCommit()
+  }
+
+  /** Wait until every PUBACK in flight arrived (or the connection failed). */
+  private async drain(): Promise<void> {
+    const deadline = Date.now() + Math.max(5000, this.conn.connectTimeout)
+    while (this.inflight > 0 && !this.failure && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 200)
+        this.wakers.push(() => (clearTimeout(t), resolve()))
+      })
+    }
+  }
+
+  /** One commit in flight at a time, of the latest frontier; failures are retried by the next call. */
+  private scheduleCommit(): void {
+    if (this.committing) return
+    const target = this.frontier
+    if (target === undefined || target === this.committedTarget) return
+    this.committing = (async () => {
+      try {
+        const done = await this.committer.commit(target)
+        this.committedTarget = target
+        this.summary.committed = done
+        this.commitFailure = undefined
+        this.commitFailures = 0
+        let i = 0
+        while (i < this.uncommitted.length && this.uncommitted[i] <= target) i++
+        this.uncommitted.splice(0, i)
+        this.hooks.onCommit?.(done, this.summary.forwarded)
+      } catch (err) {
+        if (this.commitFailure === undefined)
+          this.notice(`rmq mqtt forward: committing position ${target}: ${(err as Error).message}; retrying`)
+        this.commitFailure = err
+        this.commitFailures++
+      } finally {
+        this.committing = undefined
+      }
+      this.wake()
+      if (this.commitFailure === undefined) return this.scheduleCommit()
+      // A full window waits for this commit: retry it with backoff (resident), give up after a few (--until-idle).
+      const failure = this.commitFailure
+      const refused = failure instanceof RmqError && failure.exitCode === 78
+      if (refused || (this.options.untilIdleMs !== undefined && this.commitFailures >= 6))
+        return this.fail(
+          failure instanceof RmqError
+            ? failure
+            : new BrokerUnavailableError(
+                `committing the group position failed: ${(failure as Error).message}`,
+              ),
+        )
+      clearTimeout(this.commitRetry)
+      this.commitRetry = setTimeout(
+        () => this.scheduleCommit(),
+        Math.min(5000, 100 * 2 ** Math.min(this.commitFailures, 6)),
+      )
+      this.commitRetry.unref()
+    })()
+  }
+
+  /** Commit the frontier now; a commit that keeps failing (or a refused token) is the run's failure. */
+  private async flushCommits(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      while (this.committing) await this.committing
+      if (this.frontier === undefined || this.frontier === this.committedTarget) return
+      const failure = this.commitFailure as RmqError | undefined
+      if (attempt >= 6 || (attempt > 0 && failure?.exitCode === 78))
+        throw failure ?? new BrokerUnavailableError(`committing position ${this.frontier} did not complete`)
+      if (attempt > 0) await sleep(200 * attempt)
+      this.scheduleCommit()
+    }
+  }
+}

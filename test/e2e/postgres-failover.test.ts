@@ -1,0 +1,172 @@
+/**
+ * Database failover end to end: a real PostgreSQL primary and a streaming
+ * standby made by the test (`initdb`, `pg_basebackup -R`), a real
+ * `rmq broker start` on a multi-host broker.postgres.url that lists the
+ * STANDBY FIRST (the broker must skip it: pg_is_in_recovery()), a real edge
+ * (`rmq publish` + `rmq sync`). The primary's postmaster is SIGKILLed, the
+ * standby promoted with `pg_ctl promote`; the broker finds the new primary
+ * and syncing resumes. A real `rmq consume` then reads every acknowledged
+ * message exactly once, in order.
+ *
+ * Replication here is asynchronous: a batch acknowledged (committed on the
+ * primary) just before the kill could be missing on the standby, which is
+ * what docs/scaling.md ("Database failover") explains and what
+ * synchronous_standby_names + synchronous_commit=on prevent. So that this test
+ * checks the broker and not replication lag, it waits until the standby has
+ * replayed the primary's WAL up to the primary's current LSN before killing.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { startBrokerProcess, type BrokerProcess } from '../helpers/broker.js'
+import { makeTempDir, parseJson, runCli } from '../helpers/cli.js'
+import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
+
+const pg = postgresAvailability()
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+describe.skipIf(!pg.ok)('PostgreSQL failover under a running broker', () => {
+  const cleanups: Array<() => Promise<unknown> | unknown> = []
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!()
+  })
+
+  it(
+    'primary SIGKILLed, standby promoted: the broker switches, syncs resume, every acknowledged message once',
+    { timeout: 240_000 },
+    async () => {
+      const primary: PgCluster = await startPgCluster()
+      cleanups.push(() => primary.stop())
+      const db = await primary.createDatabase('rmq_failover')
+      const standby: PgCluster = await primary.startStandby()
+      cleanups.push(() => standby.stop())
+      expect(await standby.rows('SELECT pg_is_in_recovery() AS r')).toEqual([{ r: true }])
+
+      const url =
+        `postgres://postgres@127.0.0.1:${standby.port},127.0.0.1:${primary.port}/${db.name}` +
+        '?target_session_attrs=read-write'
+      const storeEnv = { RMQ_BROKER_STORE: 'postgres', RMQ_BROKER_POSTGRES_URL: url }
+
+      // Tokens through the same URL: `rmq broker token create` finds the primary as the broker does.
+      const token = async (args: string[]) => {
+        const r = await runCli(['broker', 'token', 'create', ...args], { env: storeEnv })
+        expect(r.code, r.stderr).toBe(0)
+        return r.stdout.trim()
+      }
+      const NODE = 'gw-1'
+      const nodeToken = await token([NODE])
+      const readerToken = await token(['reader', '--role', 'consumer', '--topics', '#'])
+
+      const broker: BrokerProcess = await startBrokerProcess({ auth: 'token', env: storeEnv })
+      cleanups.push(() => broker.cleanup())
+      expect(broker.logs()).toContain(`PostgreSQL primary is 127.0.0.1:${primary.port}`)
+
+      const edge = makeTempDir('rmq-pg-failover-edge-')
+      cleanups.push(edge.cleanup)
+      const edgeEnv = {
+        RMQ_NODE_ID: NODE,
+        RMQ_TOKEN: nodeToken,
+        RMQ_BROKER_URL: broker.url,
+        RMQ_SYNC_BATCH_SIZE: '10',
+        RMQ_SYNC_TIMEOUT: '5s',
+      }
+      let published = 0
+      const publish = async (n: number) => {
+        const lines = Array.from({ length: n }, (_, i) => JSON.stringify({ n: published + i + 1 }))
+        const r = await runCli(['publish', 'plant/line1/temp', '--lines', '-f', '-'], {
+          cwd: edge.dir,
+          env: edgeEnv,
+          input: lines.join('\n') + '\n',
+        })
+        expect(r.code, r.stderr).toBe(0)
+        published += n
+      }
+      /** One `rmq sync` of one batch: pending afterwards, or the exit code and stderr of a failure. */
+      const syncOnce = async (): Promise<{ pending: number } | { code: number | null; stderr: string }> => {
+        const r = await runCli(['sync', '--force', '--max-batches', '1', '--json'], {
+          cwd: edge.dir,
+          env: edgeEnv,
+          timeoutMs: 30_000,
+        })
+        if (r.code !== 0) return { code: r.code, stderr: r.stderr.trim() }
+        return { pending: parseJson<{ pending: number }>(r.stdout).pending }
+      }
+      const failures: string[] = []
+      /** Sync until nothing is pending (bounded), keeping the failures seen on the way. */
+      const drain = async (attempts: number) => {
+        for (let i = 0; i < attempts; i++) {
+          const r = await syncOnce()
+          if ('pending' in r) {
+            if (r.pending === 0) return
+          } else {
+            failures.push(`${r.code} ${r.stderr}`)
+            await sleep(300)
+          }
+        }
+        throw new Error(`still pending after ${attempts} syncs: ${JSON.stringify(failures)}`)
+      }
+
+      // Before the failover: 3 batches acknowledged by the primary.
+      await publish(30)
+      await drain(10)
+      expect(failures).toEqual([])
+
+      // Make sure the standby has everything acknowledged so far (asynchronous replication: see above).
+      const [{ lsn }] = await primary.rows<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')
+      let replayed = false
+      for (let i = 0; i < 200 && !replayed; i++) {
+        const [r] = await standby.rows<{ ok: boolean }>(
+          `SELECT pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn AS ok`,
+        )
+        replayed = r.ok
+        if (!replayed) await sleep(50)
+      }
+      expect(replayed).toBe(true)
+
+      // The database host dies; the edge keeps publishing.
+      await primary.killPostmaster()
+      await publish(30)
+      // No primary at all now: the broker answers 503 (sync exits 75, retry later), never 200.
+      const during = await syncOnce()
+      expect(during).toMatchObject({ code: 75 })
+
+      standby.promote()
+      expect(await standby.rows('SELECT pg_is_in_recovery() AS r')).toEqual([{ r: false }])
+      // The broker searches with backoff (at most 2 s between rounds): syncing resumes within seconds.
+      const resumedFrom = Date.now()
+      await drain(60)
+      const resumeMs = Date.now() - resumedFrom
+      expect(resumeMs).toBeLessThan(30_000)
+      // Every failure on the way was "retry later" (75), nothing else.
+      expect(
+        failures.every((f) => f.startsWith('75 ')),
+        JSON.stringify(failures),
+      ).toBe(true)
+      expect(broker.logs()).toContain(
+        `PostgreSQL primary is now 127.0.0.1:${standby.port} (was 127.0.0.1:${primary.port})`,
+      )
+
+      // After the switch, more batches go to the new primary like any others.
+      await publish(20)
+      await drain(10)
+
+      // Every acknowledged message, exactly once, in order (one node: event order is seq order).
+      const consumed = await runCli(['consume', '#', '--json'], {
+        env: { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: readerToken },
+        timeoutMs: 30_000,
+      })
+      expect(consumed.code, consumed.stderr).toBe(0)
+      const got = consumed.stdout
+        .trim()
+        .split('\n')
+        .map(
+          (l) => JSON.parse(l) as { id?: string; node: string; seq: number; payload: string; late: boolean },
+        )
+        .filter((m) => m.id !== undefined)
+      expect(got.map((m) => m.seq)).toEqual(Array.from({ length: published }, (_, i) => i + 1))
+      expect(got.map((m) => JSON.parse(m.payload).n)).toEqual(
+        Array.from({ length: published }, (_, i) => i + 1),
+      )
+      expect(new Set(got.map((m) => m.id)).size).toBe(published)
+      expect(got.every((m) => m.node === NODE)).toBe(true)
+    },
+  )
+})
