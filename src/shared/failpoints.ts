@@ -26,6 +26,7 @@ export const FAILPOINTS = [
   'broker.ingest.before-commit',
   'broker.ingest.after-commit-before-reply',
   'cleanup.after-step',
+  'mqtt.ingest.after-commit-before-puback',
   'sqlite.maxPageCount',
   'broker.sqlite.maxPageCount',
 ] as const

@@ -101,6 +101,12 @@ export const MQTT_KEYS: readonly KeyDef[] = [
       'Ingest retained messages too (by default they are skipped: they are old state, not new events).',
   },
   {
+    key: 'mqtt.sys',
+    type: 'bool',
+    default: false,
+    description: 'Ingest $SYS/... (broker status) topics too (by default they are skipped and counted).',
+  },
+  {
     key: 'mqtt.rules',
     type: 'list',
     default: [],

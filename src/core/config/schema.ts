@@ -505,6 +505,7 @@ export interface RmqConfig {
     tsField: string
     onBadTimestamp: 'arrival' | 'reject'
     retained: boolean
+    sys: boolean
     rules: string[]
     batchSize: number
     commitInterval: number

@@ -172,18 +172,28 @@ export async function connectMqtt(
  * (It wraps the client's one packet writer, `_sendPacket`, the only private
  * member used; `test/e2e/mqtt-*.test.ts` would fail if a release changed it.)
  */
-export function holdPubacks(client: MqttClient): { release(ids: Iterable<number>): void; held(): number } {
-  type Send = (packet: { cmd: string; messageId?: number }, cb?: () => void, cbStorePut?: () => void) => void
+export function holdPubacks(client: MqttClient): {
+  /** Send the held PUBACKs of `ids`; `codes` gives an MQTT 5 reason code for some (default 0, success). */
+  release(ids: Iterable<number>, codes?: ReadonlyMap<number, number>): void
+  held(): number
+} {
+  type Packet = { cmd: string; messageId?: number; reasonCode?: number }
+  type Send = (packet: Packet, cb?: () => void, cbStorePut?: () => void) => void
   const target = client as unknown as { _sendPacket: Send }
   const send = target._sendPacket.bind(client)
   if (typeof send !== 'function')
     throw new RmqError('this MQTT.js has no _sendPacket: PUBACK after commit is not possible')
-  const held = new Map<number, { cmd: string; messageId?: number }>()
+  const held = new Map<number, Packet>()
   // Released before MQTT.js got to its PUBACK (a commit inside the 'message' handler): send it when it comes.
-  const early = new Set<number>()
+  const early = new Map<number, number | undefined>()
+  const withCode = (p: Packet, code: number | undefined) => (code ? { ...p, reasonCode: code } : p)
   target._sendPacket = (packet, cb, cbStorePut) => {
     if (packet.cmd === 'puback' && packet.messageId !== undefined) {
-      if (early.delete(packet.messageId)) return send(packet, cb, cbStorePut)
+      if (early.has(packet.messageId)) {
+        const code = early.get(packet.messageId)
+        early.delete(packet.messageId)
+        return send(withCode(packet, code), cb, cbStorePut)
+      }
       held.set(packet.messageId, packet)
       cb?.()
       return
@@ -191,16 +201,16 @@ export function holdPubacks(client: MqttClient): { release(ids: Iterable<number>
     send(packet, cb, cbStorePut)
   }
   return {
-    release(ids) {
+    release(ids, codes) {
       if (!client.connected) return // the broker resends them on the next connection
       for (const id of ids) {
         const p = held.get(id)
         if (!p) {
-          early.add(id)
+          early.set(id, codes?.get(id))
           continue
         }
         held.delete(id)
-        send(p)
+        send(withCode(p, codes?.get(id)))
       }
     },
     held: () => held.size,
