@@ -26,6 +26,8 @@ describe('npm run demo', () => {
     expect(result.out).toMatch(/rmq sync\s+->\s+exit 75/)
     expect(result.out).toContain('pending         1,000 message(s)')
     expect(result.out).toContain('in event-time order: yes; duplicates: none; expected 1000')
+    // The MQTT act (Mosquitto is installed by .ci/run): devices -> gateway Mosquitto -> rmq -> central Mosquitto.
+    expect(result.out).toContain('MQTT in event-time order: yes; duplicates: none; expected 300')
     expect(result.out).toContain('demo complete')
   }, 180_000)
 })
