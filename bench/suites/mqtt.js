@@ -94,14 +94,14 @@ async function forwardRate() {
   const { child, url } = await startBroker(brokerDir)
   const mosq = await startMosquitto()
   try {
-    const tok = (args) =>
+    const tok = async (args) =>
       must(
-        rmq(['broker', 'token', 'create', ...args], {
+        await rmq(['broker', 'token', 'create', ...args], {
           cwd: brokerDir,
           env: { RMQ_BROKER_DATA_DIR: brokerDir },
         }),
         'token',
-      ).then((r) => r.out.trim())
+      ).out.trim()
     const nodeToken = await tok(['bench-gw'])
     const edgeEnv = { RMQ_NODE_ID: 'bench-gw', RMQ_BROKER_URL: url, RMQ_TOKEN: nodeToken }
     const lines = Array.from({ length: N }, (_, i) => payload(i)).join('\n') + '\n'

@@ -89,6 +89,9 @@ function waitForPort(
 }
 
 export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosquitto> {
+  // A clear error instead of an unhandled spawn ENOENT when it is not installed.
+  const available = mosquittoAvailability()
+  if (!available.ok) throw new Error(available.reason)
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-mosquitto-'))
   const port = opts.port ?? (await freePort())
   const lines = [
