@@ -88,7 +88,7 @@ async function ingestRate() {
   return { rate: median(rates), publishRate }
 }
 
-async function forwardRate() {
+export async function forwardRate() {
   const brokerDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-bench-mqtt-b-'))
   const edgeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-bench-mqtt-e-'))
   const { child, url } = await startBroker(brokerDir)

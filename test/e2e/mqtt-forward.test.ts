@@ -224,7 +224,7 @@ describe('rmq mqtt forward (real broker, real Mosquitto)', () => {
     await a.sync()
     const sub = await subscribe(mosq.url, 'fwd/#')
     cleanups.push(() => sub.client.endAsync())
-    const fwdEnv = env({ RMQ_MQTT_BATCH_SIZE: String(WINDOW) })
+    const fwdEnv = env({ RMQ_MQTT_FORWARD_WINDOW: String(WINDOW) })
 
     const KILLS = 4
     let kills = 0
@@ -253,7 +253,7 @@ describe('rmq mqtt forward (real broker, real Mosquitto)', () => {
     // None lost.
     for (let seq = 1; seq <= N; seq++) expect(seen.has(`gw-k:${seq}`), `gw-k:${seq}`).toBe(true)
     expect(seen.size).toBe(N)
-    // Duplicates: recognizable by node+seq, at most the window per kill (mqtt.batchSize bounds the
+    // Duplicates: recognizable by node+seq, at most the window per kill (mqtt.forward.window bounds the
     // messages published past the committed position, acknowledged or not).
     const duplicates = sub.got.length - N
     expect(duplicates).toBeLessThanOrEqual(kills * WINDOW)
@@ -318,7 +318,7 @@ describe('rmq mqtt forward (real broker, real Mosquitto)', () => {
     await a.sync()
     const sub = await subscribe(mosq.url, 'fwd/#', { clientId: 'lost-sub' })
     cleanups.push(() => sub.client.endAsync(true))
-    const fwdEnv = env({ RMQ_MQTT_BATCH_SIZE: String(WINDOW) })
+    const fwdEnv = env({ RMQ_MQTT_FORWARD_WINDOW: String(WINDOW) })
     let current: Mosquitto = mosq
     cleanups.push(() => current.stop())
 
@@ -396,4 +396,81 @@ describe('rmq mqtt forward (real broker, real Mosquitto)', () => {
     expect(rmqDown.code, rmqDown.stderr).toBe(69)
     expect(rmqDown.stderr).toContain(`http://127.0.0.1:${port}`)
   })
+
+  it("the receiving broker's limits: Mosquitto's default Receive Maximum of 20, a packet over its Maximum Packet Size (65, nothing past it committed), a refused topic (PUBACK 0x87: 78)", async () => {
+    // max_inflight_messages 20 is Mosquitto's default; it announces it as its Receive Maximum.
+    const { broker, mosq, env } = await setup({ extra: ['max_inflight_messages 20', 'max_packet_size 4096'] })
+    const a = await edge(broker, 'gw-l')
+    const base = Date.now() - 60_000
+    const SMALL = 2000
+    await a.publish(
+      'plant/l/small',
+      Array.from({ length: SMALL }, (_, i) => JSON.stringify({ i })),
+      base,
+    )
+    await a.publish('plant/l/big', [JSON.stringify({ big: 'x'.repeat(6000) })], base + 1000)
+    await a.publish(
+      'plant/l/after',
+      Array.from({ length: 10 }, (_, i) => JSON.stringify({ after: i })),
+      base + 2000,
+    )
+    await a.sync()
+    const sub = await subscribe(mosq.url, 'fwd/#')
+    cleanups.push(() => sub.client.endAsync())
+    const limited = await runCli(['mqtt', 'forward', '--until-idle', '1s'], { env: env(), timeoutMs: 60_000 })
+    expect(limited.code, limited.stderr).toBe(65)
+    expect(limited.stderr).toContain('(window 10000, 20 in flight)')
+    expect(limited.stderr).toMatch(
+      /gw-l:2001 on fwd\/plant\/l\/big is a \d+-byte MQTT packet; the broker .* accepts at most 4096/,
+    )
+    // The forwarder let the PUBACKs in flight arrive before it stopped: all of them were delivered.
+    await waitUntil('the small messages', () => sub.got.length >= SMALL, 10_000)
+    await sleep(300)
+    expect(sub.got.map((m) => m.seq)).toEqual(Array.from({ length: SMALL }, (_, i) => i + 1))
+
+    // A receiver without the limit, same group: it resumes at the big message, none skipped.
+    const open = await startMosquitto()
+    cleanups.push(() => open.stop())
+    const sub2 = await subscribe(open.url, 'fwd/#')
+    cleanups.push(() => sub2.client.endAsync())
+    const resumed = await runCli(['mqtt', 'forward', '--until-idle', '1s', '--json'], {
+      env: env({ RMQ_MQTT_URL: open.url }),
+      timeoutMs: 60_000,
+    })
+    expect(resumed.code, resumed.stderr).toBe(0)
+    await waitUntil('the big message and the rest', () => sub2.got.some((m) => m.seq === SMALL + 11))
+    const firsts = [...new Set(sub2.got.map((m) => m.seq))]
+    // A re-sent tail of small ones first (the window past the committed position), then 2001..2011 in order.
+    expect(firsts.slice(firsts.indexOf(SMALL + 1))).toEqual(
+      Array.from({ length: 11 }, (_, i) => SMALL + 1 + i),
+    )
+    expect(firsts.indexOf(SMALL + 1)).toBeLessThanOrEqual(10_000)
+    expect(sub2.got.find((m) => m.seq === SMALL + 1)!.payload.length).toBeGreaterThan(6000)
+
+    // An ACL that lets this user publish under fwd/plant/ok/ only: the first other topic gets PUBACK 0x87.
+    const acl = makeTempDir('rmq-mqtt-acl-')
+    cleanups.push(acl.cleanup)
+    const aclFile = `${acl.dir}/acl`
+    const { writeFileSync } = await import('node:fs')
+    writeFileSync(aclFile, 'user fwd\ntopic write fwd/plant/ok/#\n')
+    const guarded = await startMosquitto({ users: { fwd: 'pw' }, extra: [`acl_file ${aclFile}`] })
+    cleanups.push(() => guarded.stop())
+    const denied = await runCli(['mqtt', 'forward', '--until-idle', '1s', '--group', 'acl'], {
+      env: env({
+        RMQ_TOKEN: await broker.createToken('acl-forwarder', {
+          role: 'consumer',
+          topics: '#',
+          groups: 'acl',
+        }),
+        RMQ_MQTT_URL: guarded.url,
+        RMQ_MQTT_USERNAME: 'fwd',
+        RMQ_MQTT_PASSWORD: 'pw',
+      }),
+      timeoutMs: 60_000,
+    })
+    expect(denied.code, denied.stderr).toBe(78)
+    expect(denied.stderr).toMatch(
+      /refused gw-l:1 on fwd\/plant\/l\/small \(PUBACK reason 0x87\): not authorized/,
+    )
+  }, 120_000)
 })

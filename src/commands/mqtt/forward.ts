@@ -13,13 +13,14 @@ export default class MqttForward extends BaseCommand<typeof MqttForward> {
     'connection to mqtt.url, on the topic mqtt.forward.topicPrefix + the rmq topic, payload bytes unchanged, ' +
     'with MQTT 5 user properties node, epoch, seq, ts, position and late (receivers dedup by node+epoch+seq). ' +
     'The group position is committed only after the PUBACKs of every message up to it, so a crash re-sends ' +
-    'at most the unacknowledged tail (at most mqtt.batchSize messages, the in-flight window). Resident by ' +
+    'at most the tail past the committed position (at most mqtt.forward.window messages). Resident by ' +
     'default (long-poll; a lost MQTT connection is retried with backoff from the committed position); ' +
     '--until-idle DURATION exits 0 once the stream was empty that long and everything is acknowledged and ' +
     'committed. SIGTERM or Ctrl-C: waits for the PUBACKs in flight, commits, exits 0. ' +
     'Exit codes: 0 done; 69 the MQTT broker or the rmq broker unreachable (the URL is named), or the MQTT ' +
     'connection lost in --until-idle mode; 78 bad MQTT credentials, a bad rmq token, or a token without ' +
-    'read access to the filter and group; 2 bad flags.'
+    'read access to the filter and group, or a topic the MQTT broker ACL refuses (PUBACK 0x87); 65 a message ' +
+    'the MQTT broker cannot take (over its Maximum Packet Size, or an invalid topic); 2 bad flags.'
   static override examples = [
     '<%= config.bin %> mqtt forward --url mqtt://historian.local:1883',
     "<%= config.bin %> mqtt forward 'plant/#' --topic-prefix rmq/ --group historian",
@@ -87,7 +88,7 @@ export default class MqttForward extends BaseCommand<typeof MqttForward> {
         notice: (t) => this.note(t),
         onConnect: (c) =>
           this.note(
-            `rmq mqtt forward: connected to ${c.url} as ${c.clientId} (window ${c.window}), ` +
+            `rmq mqtt forward: connected to ${c.url} as ${c.clientId} (window ${c.window}, ${c.inflight} in flight), ` +
               `forwarding ${loaded.config.mqtt.forward.filter} as group ${loaded.config.mqtt.forward.group}`,
           ),
       },

@@ -119,8 +119,7 @@ export const MQTT_KEYS: readonly KeyDef[] = [
     default: 1000,
     min: 1,
     max: 100000,
-    description:
-      'Most MQTT messages committed to the outbox in one transaction (ingest), or in flight unacknowledged (forward).',
+    description: 'Most MQTT messages `rmq mqtt ingest` commits to the outbox in one transaction.',
   },
   {
     key: 'mqtt.commitInterval',
@@ -145,6 +144,15 @@ export const MQTT_KEYS: readonly KeyDef[] = [
     type: 'string',
     default: '',
     description: 'Prefix added to the rmq topic to make the MQTT topic (forward).',
+  },
+  {
+    key: 'mqtt.forward.window',
+    type: 'int',
+    default: 10000,
+    min: 1,
+    max: 1000000,
+    description:
+      'Most messages `rmq mqtt forward` publishes past the committed group position, acknowledged or not: what a crash can send twice.',
   },
   {
     key: 'mqtt.forward.order',

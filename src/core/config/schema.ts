@@ -509,7 +509,13 @@ export interface RmqConfig {
     rules: string[]
     batchSize: number
     commitInterval: number
-    forward: { group: string; filter: string; topicPrefix: string; order: 'event' | 'arrival' }
+    forward: {
+      group: string
+      filter: string
+      topicPrefix: string
+      window: number
+      order: 'event' | 'arrival'
+    }
   }
   broker: {
     host: string

@@ -4,7 +4,7 @@
  * with QoS 1, in order, on one connection, and commits the group position only
  * up to the last message whose PUBACK arrived (with every one before it). A
  * crash therefore re-sends at most the unacknowledged tail, which is bounded by
- * the in-flight window (`mqtt.batchSize`); receivers dedup by the user
+ * the window (`mqtt.forward.window`); receivers dedup by the user
  * properties node, epoch and seq.
  *
  * Usable from a script (a bench, a test):
@@ -18,6 +18,7 @@ import type { LoadedConfig } from '../config/load.js'
 import { Consumer, type ConsumedMessage, type ConsumeOrder, type MessagesPage } from '../consumer.js'
 import { tlsFromConfig } from '../tls.js'
 import { connectMqtt, mqttConnectionFrom, redactedUrl, type MqttConnection } from './connect.js'
+import { encodePublish } from './publish-packet.js'
 
 export interface ForwardOptions {
   /** mqtt.url (--url). */
@@ -34,7 +35,7 @@ export interface ForwardOptions {
   untilIdleMs?: number
   /** Long-poll wait of one read in resident mode, ms (default 25 s). */
   waitMs?: number
-  /** Most messages published and not yet acknowledged (default mqtt.batchSize). */
+  /** Most messages published past the committed group position, acknowledged or not (default mqtt.forward.window). */
   window?: number
   /** Stop: finish the PUBACKs in flight, commit, return. */
   signal?: AbortSignal
@@ -46,7 +47,7 @@ export interface ForwardHooks {
   /** After each successful commit of the group position. */
   onCommit?(position: number, forwarded: number): void
   /** After each connection to the MQTT broker is accepted. */
-  onConnect?(info: { url: string; clientId: string; window: number }): void
+  onConnect?(info: { url: string; clientId: string; window: number; inflight: number }): void
 }
 
 export interface ForwardSummary {
@@ -59,7 +60,7 @@ export interface ForwardSummary {
   filter: string
   topicPrefix: string
   url: string
-  /** The in-flight window: a crash of this run re-sends at most this many messages (duplicates risk). */
+  /** The window: a crash of this run re-sends at most this many messages (duplicates risk). */
   window: number
   /** Connections to the MQTT broker after the first (resident mode). */
   reconnects: number
@@ -68,21 +69,21 @@ export interface ForwardSummary {
   held?: number
 }
 
-/** The MQTT 5 user properties every forwarded message carries (docs/mqtt.md). */
-export function forwardProperties(m: ConsumedMessage): Record<string, string> {
-  return {
-    node: m.node,
-    epoch: m.epoch,
-    seq: String(m.seq),
-    ts: String(m.ts),
-    position: String(m.position),
-    late: String(m.late),
-  }
+/** The MQTT 5 user properties every forwarded message carries (docs/mqtt.md), in this order. */
+export function forwardProperties(m: ConsumedMessage): Array<[string, string]> {
+  return [
+    ['node', m.node],
+    ['epoch', m.epoch],
+    ['seq', String(m.seq)],
+    ['ts', String(m.ts)],
+    ['position', String(m.position)],
+    ['late', String(m.late)],
+  ]
 }
 
-/** The payload bytes exactly as published to rmq. */
-export function payloadBytes(m: ConsumedMessage): Buffer {
-  return Buffer.from(m.payload, m.enc === 'base64' ? 'base64' : 'utf8')
+/** The payload exactly as published to rmq: a UTF-8 string, or the bytes of a base64 one. */
+export function payloadOf(m: ConsumedMessage): string | Buffer {
+  return m.enc === 'base64' ? Buffer.from(m.payload, 'base64') : m.payload
 }
 
 /** A PUBACK reason code >= 0x80 as an rmq error: not authorized 78, a refused topic or payload 65, else 69. */
@@ -122,6 +123,12 @@ interface Entry {
   done: boolean
 }
 
+/** A message the MQTT broker cannot take as it is: exit 65, nothing past it committed. */
+const tooLarge = (what: string) =>
+  new ValidationError(`cannot forward ${what}`, {
+    suggestion: 'raise the MQTT broker message_size_limit / max_packet_size, or filter the topic out',
+  })
+
 /** The failure that ended one MQTT connection. */
 class ConnectionLost extends BrokerUnavailableError {}
 
@@ -150,7 +157,14 @@ class Forwarder {
 
   // One connection's state.
   private client: MqttClient | undefined
-  private inflight = 0
+  /** PUBLISHes written on this connection and not yet answered, by packet identifier. */
+  private pending = new Map<number, { entry: Entry; m: ConsumedMessage; topic: string }>()
+  private lastId = 0
+  /** The broker's Maximum Packet Size (CONNACK), if it set one. */
+  private maxPacket: number | undefined
+  private corked = false
+  /** A message this broker cannot take (too large): publish nothing after it, let the ones before it finish. */
+  private refused: RmqError | undefined
   private failure: RmqError | undefined
   private wakers: Array<() => void> = []
   /** Which connection a PUBACK callback belongs to (a closed one's late callbacks are ignored). */
@@ -158,6 +172,8 @@ class Forwarder {
 
   /** Published messages and page ends not yet below the frontier, in publish order. */
   private entries: Entry[] = []
+  /** Entries before this index are below the frontier (dropped in chunks by advance()). */
+  private head = 0
   /** Position up to which every message is acknowledged (what may be committed). */
   private frontier: number | undefined
   /** The last frontier the broker accepted as the group position. */
@@ -193,7 +209,7 @@ class Forwarder {
       options.url ? { url: options.url } : {},
     )
     this.url = redactedUrl(this.conn.url)
-    this.window = Math.max(1, options.window ?? c.mqtt.batchSize)
+    this.window = Math.max(1, options.window ?? c.mqtt.forward.window)
     this.notice = hooks.notice ?? ((t) => process.stderr.write(t + '\n'))
     this.committer = this.consumer()
     this.summary = {
@@ -236,9 +252,9 @@ class Forwarder {
     let contacted = false
     try {
       while (!this.stopping) {
-        let window: number
+        let inflight: number
         try {
-          window = await this.connect()
+          inflight = await this.connect()
         } catch (err) {
           // The first connection, or any in --until-idle mode: its failure is the answer (69 or 78).
           if (!resident || !contacted || !(err instanceof BrokerUnavailableError)) throw err
@@ -250,7 +266,7 @@ class Forwarder {
         if (contacted) this.summary.reconnects++
         contacted = true
         attempt = 0
-        const ended = await this.forward(window)
+        const ended = await this.forward(inflight)
         if (ended === 'idle' || ended === 'signal') {
           this.summary.stopped = ended
           break
@@ -274,16 +290,27 @@ class Forwarder {
     }
   }
 
-  /** Connect; resolve with the window for this connection (bounded by the broker's Receive Maximum). */
+  /** Connect; resolve with how many PUBACKs may be outstanding at once (the broker's Receive Maximum). */
   private async connect(): Promise<number> {
     let serverMax: number | undefined
+    let maxPacket: number | undefined
     this.failure = undefined
-    this.inflight = 0
+    this.pending = new Map()
+    this.refused = undefined
     this.generation++
     const { client } = await connectMqtt(this.conn, (c) =>
-      c.once('connect', (connack) => (serverMax = connack.properties?.receiveMaximum)),
+      c.once('connect', (connack) => {
+        serverMax = connack.properties?.receiveMaximum
+        maxPacket = connack.properties?.maximumPacketSize
+      }),
     )
     this.client = client
+    this.maxPacket = maxPacket
+    const generation = this.generation
+    // MQTT.js reads every packet; the PUBACKs answer the PUBLISHes this class wrote itself.
+    client.on('packetreceive', (packet) => {
+      if (packet.cmd === 'puback' && generation === this.generation) this.onPuback(packet)
+    })
     const lost = (why: string) => {
       if (this.client !== client) return // closed on purpose
       this.fail(
@@ -298,9 +325,12 @@ class Forwarder {
       lost(`the broker disconnected (reason 0x${(p.reasonCode ?? 0).toString(16)})`),
     )
     client.on('close', () => lost('the connection closed'))
-    const window = Math.min(this.window, serverMax ?? this.window)
-    this.hooks.onConnect?.({ url: this.url, clientId: this.conn.clientId, window })
-    return window
+    // Packet identifiers are 16 bits, and 65,535 is MQTT 5's Receive Maximum when the broker names none.
+    // It bounds the PUBACKs outstanding, not the window: Mosquitto announces 20 by default, and a
+    // window of 20 would wait for a group commit every 20 messages.
+    const inflight = Math.min(this.window, serverMax ?? 65_535, 65_535)
+    this.hooks.onConnect?.({ url: this.url, clientId: this.conn.clientId, window: this.window, inflight })
+    return inflight
   }
 
   private closeClient(): void {
@@ -335,11 +365,12 @@ class Forwarder {
    * Forward on the current connection until idle (--until-idle), a stop, or
    * a failure (returned). Reads one page ahead of the one being published.
    */
-  private async forward(window: number): Promise<'idle' | 'signal' | RmqError> {
+  private async forward(inflight: number): Promise<'idle' | 'signal' | RmqError> {
     // A new read after a lost connection starts at the acknowledged frontier, not at what was read.
     const reader = this.consumer()
     if (this.frontier !== undefined) reader.seek(this.frontier)
     this.entries = []
+    this.head = 0
     this.uncommitted = []
     const polls = new AbortController()
     const onStop = () => polls.abort()
@@ -392,9 +423,15 @@ class Forwarder {
         next = read()
         next.catch(() => {}) // handled when awaited
         for (const m of page.messages) {
-          while (this.uncommitted.length >= window && !this.failure && !this.stopping) await this.nextEvent()
+          while (
+            (this.uncommitted.length >= this.window || this.pending.size >= inflight) &&
+            !this.failure &&
+            !this.stopping
+          )
+            await this.nextEvent()
           if (this.failure || this.stopping) break
           this.publish(m)
+          if (this.refused) return (await this.drain(), this.failure ?? this.refused)
         }
         if (this.failure || this.stopping) continue
         this.pushEnd(page.next)
@@ -418,50 +455,69 @@ class Forwarder {
   }
 
   private publish(m: ConsumedMessage): void {
+    const topic = this.prefix + m.topic
+    const messageId = this.nextId()
+    let packet: Buffer
+    try {
+      packet = encodePublish({
+        topic,
+        messageId,
+        payload: payloadOf(m),
+        ...(m.contentType ? { contentType: m.contentType } : {}),
+        userProperties: forwardProperties(m),
+      })
+    } catch (err) {
+      this.refused = tooLarge(`${m.node}:${m.seq} on ${topic}: ${(err as Error).message}`)
+      return
+    }
+    if (this.maxPacket !== undefined && packet.length > this.maxPacket) {
+      this.refused = tooLarge(
+        `${m.node}:${m.seq} on ${topic} is a ${packet.length}-byte MQTT packet; the broker ${this.url} accepts at most ${this.maxPacket} (Maximum Packet Size)`,
+      )
+      return
+    }
     const entry: Entry = { position: m.position, done: false }
     this.entries.push(entry)
     this.uncommitted.push(m.position)
-    this.inflight++
-    const topic = this.prefix + m.topic
-    const client = this.client!
-    const generation = this.generation
-    client.publish(
-      topic,
-      payloadBytes(m),
-      {
-        qos: 1,
-        properties: {
-          ...(m.contentType ? { contentType: m.contentType } : {}),
-          userProperties: forwardProperties(m),
-        },
-      },
-      (err, packet) => {
-        if (generation !== this.generation) return // a closed connection's flush: its entries are gone
-        this.inflight--
-        const code = (packet as { reasonCode?: number } | undefined)?.reasonCode ?? 0
-        if (err || code >= 0x80) {
-          // Not acknowledged: the frontier stays before it, so it is sent again after a restart.
-          const rc = (err as { code?: unknown } | undefined)?.code
-          const reason = typeof rc === 'number' ? rc : code
-          if (reason >= 0x80) this.fail(pubackError(reason, this.url, m, topic))
-          else if (!this.failure)
-            this.fail(
-              new ConnectionLost(`publishing to the MQTT broker at ${this.url} failed: ${err?.message}`),
-            )
-          this.wake()
-          return
-        }
-        entry.done = true
-        this.summary.forwarded++
-        this.advance()
-        this.wake()
-      },
-    )
+    this.pending.set(messageId, { entry, m, topic })
+    const stream = (
+      this.client as unknown as { stream: NodeJS.WritableStream & { cork(): void; uncork(): void } }
+    ).stream
+    // One write per tick: the socket joins a corked run into one buffer (connect.ts).
+    if (!this.corked) {
+      this.corked = true
+      stream.cork()
+      process.nextTick(() => {
+        this.corked = false
+        stream.uncork()
+      })
+    }
+    stream.write(packet)
+  }
+
+  /** The next packet identifier not in flight (the window is at most 65,535, so one is free). */
+  private nextId(): number {
+    do this.lastId = this.lastId >= 65_535 ? 1 : this.lastId + 1
+    while (this.pending.has(this.lastId))
+    return this.lastId
+  }
+
+  private onPuback(packet: { messageId?: number; reasonCode?: number }): void {
+    const sent = packet.messageId === undefined ? undefined : this.pending.get(packet.messageId)
+    if (!sent) return // an identifier not in flight: nothing to acknowledge
+    this.pending.delete(packet.messageId!)
+    const code = packet.reasonCode ?? 0
+    // 0x10: no matching subscribers, still accepted. Not acknowledged: the frontier stays before it.
+    if (code >= 0x80) return this.fail(pubackError(code, this.url, sent.m, sent.topic))
+    sent.entry.done = true
+    this.summary.forwarded++
+    this.advance()
+    this.wake()
   }
 
   /** The end of a page (or a page of skipped rows): the frontier may pass `position` once all before it are acknowledged. */
   private pushEnd(position: number): void {
-    const last = this.entries[this.entries.length - 1]
+    const last = this.entries.length > this.head ? this.entries[this.entries.length - 1] : undefined
     if (last && last.position >= position) return
     if (!last && this.frontier !== undefined && this.frontier >= position) return
     this.entries.push({ position, done: true })
@@ -469,18 +525,24 @@ class Forwarder {
   }
 
   private advance(): void {
-    let i = 0
+    // PUBACKs arrive in order, so most calls move past one entry: drop a
+    // consumed prefix only now and then (a splice per PUBACK is O(window)).
+    let i = this.head
     while (i < this.entries.length && this.entries[i].done) i++
-    if (i === 0) return
+    if (i === this.head) return
     this.frontier = this.entries[i - 1].position
-    this.entries.splice(0, i)
+    this.head = i
+    if (i >= 1024 && i * 2 >= this.entries.length) {
+      this.entries.splice(0, i)
+      this.head = 0
+    }
     this.scheduleCommit()
   }
 
   /** Wait until every PUBACK in flight arrived (or the connection failed). */
   private async drain(): Promise<void> {
     const deadline = Date.now() + Math.max(5000, this.conn.connectTimeout)
-    while (this.inflight > 0 && !this.failure && Date.now() < deadline) {
+    while (this.pending.size > 0 && !this.failure && Date.now() < deadline) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 200)
         this.wakers.push(() => (clearTimeout(t), resolve()))
