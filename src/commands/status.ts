@@ -97,6 +97,15 @@ function edgePairs(s: EdgeStatus): Array<[string, string]> {
           : ''),
     ],
     ['dropped', int(s.totals.dropped)],
+    ...(s.mqttIngest.blocked
+      ? [
+          [
+            'mqtt ingest',
+            `blocked since ${ago(s.mqttIngest.blocked.since, s.now)}: the outbox is full; nothing is ` +
+              `acknowledged, the MQTT broker keeps the messages (free room: rmq sync, rmq cleanup)`,
+          ] as [string, string],
+        ]
+      : []),
     [
       'last attempt',
       y.lastAttemptAt === null ? 'never' : `${ago(y.lastAttemptAt, s.now)}, ${failed ? 'failed' : 'ok'}`,

@@ -4,6 +4,7 @@
  * `rmq status --broker`: the fleet as the broker sees it (GET /v1/nodes and
  * GET /v1/alerts). A library: no oclif here. docs/monitoring.md.
  */
+import { BLOCKED_STATE_KEY, parseIngestBlocked, type IngestBlocked } from './mqtt/blocked.js'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { AlertRecord, FleetStatus } from '../protocol/fleet-status.js'
@@ -48,6 +49,8 @@ export interface EdgeStatus {
     /** Size of the outbox file on disk, when there is one. */
     fileBytes: number | null
   }
+  /** `rmq mqtt ingest` waiting for room in a full outbox (nothing acknowledged meanwhile), or null. */
+  mqttIngest: { blocked: IngestBlocked | null }
   sync: {
     lastAttemptAt: number | null
     lastSuccessAt: number | null
@@ -140,6 +143,7 @@ export async function edgeStatus(loaded: LoadedConfig, options: { now?: number }
         used: 0,
         fileBytes: null,
       },
+      mqttIngest: { blocked: null },
       sync: syncPart(undefined, now),
     }
   // Read-only: status never writes (no migration, no identity record) and never waits for a writer.
@@ -147,6 +151,7 @@ export async function edgeStatus(loaded: LoadedConfig, options: { now?: number }
   try {
     const s = await driver.stats(now)
     const sync = await readSyncStats(driver)
+    const blocked = parseIngestBlocked(await driver.getState(BLOCKED_STATE_KEY))
     return {
       ...base,
       outbox: { driver: driver.name, path: file, exists: true, epoch: driver.epoch },
@@ -172,6 +177,7 @@ export async function edgeStatus(loaded: LoadedConfig, options: { now?: number }
         used: s.maxBytes > 0 ? s.totalBytes / s.maxBytes : 0,
         fileBytes: s.fileBytes,
       },
+      mqttIngest: { blocked },
       sync: syncPart(sync, now),
     }
   } finally {

@@ -350,6 +350,18 @@ describe('rmq mqtt ingest', () => {
     // It stays at the limit: the other 200 stay unacknowledged at Mosquitto, not dropped.
     await sleep(500)
     expect(await node.messages()).toHaveLength(100)
+    // rmq status shows the blocked ingest, in text and in --json.
+    const blockedText = await node.run(['status'])
+    expect(blockedText.code, blockedText.stderr).toBe(0)
+    expect(blockedText.stdout).toMatch(
+      /mqtt ingest\s+blocked since .* ago .*: the outbox is full; nothing is acknowledged/,
+    )
+    const blockedJson = await node.run(['status', '--json'])
+    const blocked = parseJson<{ mqttIngest: { blocked: { since: number; reason: string } | null } }>(
+      blockedJson.stdout,
+    ).mqttIngest.blocked
+    expect(blocked?.reason).toMatch(/outbox/)
+    expect(blocked!.since).toBeLessThanOrEqual(Date.now())
     // Sent messages make room: each sync lets ingest store the next ones.
     const consumedIds = async () => {
       const r = await runCli(['consume', '#', '--json'], {
@@ -371,6 +383,9 @@ describe('rmq mqtt ingest', () => {
       ids = await consumedIds()
     }
     expect(ing.stderr()).toMatch(/room again/)
+    const after = await node.run(['status', '--json'])
+    expect(parseJson<{ mqttIngest: { blocked: unknown } }>(after.stdout).mqttIngest.blocked).toBeNull()
+    expect((await node.run(['status'])).stdout).not.toMatch(/mqtt ingest/)
     expect((await ing.kill('SIGTERM')).code, ing.stderr()).toBe(0)
     expect(ing.stdout()).toMatch(/300 received, 300 stored .*outbox full \d+ time/)
     // Everything acknowledged by Mosquitto reached the central broker exactly once.

@@ -8,6 +8,7 @@
  * mqtt.commitInterval), outside MQTT.js's 'message' handler, so the stream
  * keeps flowing while SQLite syncs.
  */
+import { BLOCKED_STATE_KEY } from './blocked.js'
 import os from 'node:os'
 import type { MqttClient } from 'mqtt'
 import { edgeNow } from '../../shared/clock.js'
@@ -87,8 +88,7 @@ interface Link {
 }
 
 const WARN_DISTINCT = 20
-/** Outbox state while ingest waits for room (`rmq status` can show it). */
-export const BLOCKED_STATE_KEY = 'mqtt.ingest.blocked'
+export { BLOCKED_STATE_KEY }
 
 /** Announced Receive Maximum: a few thousand, and always more than one group. */
 export function receiveMaximumFor(batchSize: number): number {
@@ -124,6 +124,8 @@ export async function runIngest(
   )
   const url = redactedUrl(conn.url)
   const outbox = options.outbox ?? (await openOutbox(config, cwd))
+  // Left by an earlier run that stopped while the outbox was full: cleared by this run's first commit.
+  let staleBlocked = (await outbox.getState(BLOCKED_STATE_KEY)) !== undefined
   const summary: IngestSummary = {
     url,
     clientId: conn.clientId,
@@ -240,12 +242,17 @@ export async function runIngest(
           queue = queue.slice(group.length)
           limit = Math.min(m.batchSize, limit * 2)
           delay = 100
+          if (staleBlocked && fullSince === undefined) {
+            staleBlocked = false
+            await outbox.setState(BLOCKED_STATE_KEY, undefined)
+          }
           // Room again only once a whole group fits or the queue is drained (not after each smaller group).
           if (fullSince !== undefined && (queue.length === 0 || group.length >= m.batchSize)) {
             warn(
               `the outbox has room again after ${formatDuration(Date.now() - fullSince)}: ingest continues`,
             )
             fullSince = undefined
+            staleBlocked = false
             await outbox.setState(BLOCKED_STATE_KEY, undefined)
           }
           continue
