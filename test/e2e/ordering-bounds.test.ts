@@ -136,7 +136,16 @@ describe('ordering bounds end to end (real broker process)', () => {
     ).toBe(200)
     const released = await waitReleased(broker, tokA, t, 3000 + 1000 + 3000)
     expect(released.late).toBe(false)
-    const report = await watermark(broker, env)
+    // A's low mark is its clock at its last contact: refresh it, and read the report with a wider
+    // bound, so a slow CLI start on a loaded machine cannot age A past 3 s (B is decades behind).
+    const fresh = Date.now()
+    const hb = makeBatch('gw-a', [], {
+      batch: 'a-hb',
+      clock: fresh,
+      backlog: { pending: 0, bytes: 0, oldestTs: null },
+    })
+    expect((await postBatch(broker.url, hb, { token: tokA })).status).toBe(200)
+    const report = await watermark(broker, { ...env, RMQ_BROKER_ORDERING_MAX_HOLD_BACK: '60s' })
     expect(report.holders.map((h: { node: string; holding: boolean }) => [h.node, h.holding])).toEqual([
       ['gw-b', false],
       ['gw-a', true],

@@ -13,12 +13,15 @@
  *   const summary = await runForward(loaded, { untilIdleMs: 1000 })
  */
 import type { MqttClient } from 'mqtt'
-import { BrokerUnavailableError, ConfigError, RmqError, ValidationError } from '../../shared/errors.js'
+import { BrokerUnavailableError, RmqError } from '../../shared/errors.js'
 import type { LoadedConfig } from '../config/load.js'
 import { Consumer, type ConsumedMessage, type ConsumeOrder, type MessagesPage } from '../consumer.js'
 import { tlsFromConfig } from '../tls.js'
 import { connectMqtt, mqttConnectionFrom, redactedUrl, type MqttConnection } from './connect.js'
 import { encodePublish } from './publish-packet.js'
+import { forwardProperties, payloadOf, pubackError, tooLarge } from './forward-packets.js'
+
+export { forwardProperties, payloadOf, pubackError } from './forward-packets.js'
 
 export interface ForwardOptions {
   /** mqtt.url (--url). */
@@ -69,44 +72,6 @@ export interface ForwardSummary {
   held?: number
 }
 
-/** The MQTT 5 user properties every forwarded message carries (docs/mqtt.md), in this order. */
-export function forwardProperties(m: ConsumedMessage): Array<[string, string]> {
-  return [
-    ['node', m.node],
-    ['epoch', m.epoch],
-    ['seq', String(m.seq)],
-    ['ts', String(m.ts)],
-    ['position', String(m.position)],
-    ['late', String(m.late)],
-  ]
-}
-
-/** The payload exactly as published to rmq: a UTF-8 string, or the bytes of a base64 one. */
-export function payloadOf(m: ConsumedMessage): string | Buffer {
-  return m.enc === 'base64' ? Buffer.from(m.payload, 'base64') : m.payload
-}
-
-/** A PUBACK reason code >= 0x80 as an rmq error: not authorized 78, a refused topic or payload 65, else 69. */
-export function pubackError(code: number, url: string, m: ConsumedMessage, topic: string): RmqError {
-  const what = `the MQTT broker ${url} refused ${m.node}:${m.seq} on ${topic} (PUBACK reason 0x${code.toString(16)})`
-  const details = { url, reasonCode: code, node: m.node, seq: m.seq, position: m.position, topic }
-  if (code === 0x87)
-    return new ConfigError(`${what}: not authorized`, {
-      suggestion: 'allow this MQTT user to publish under mqtt.forward.topicPrefix (the broker ACL)',
-      details,
-    })
-  if (code === 0x90 || code === 0x99)
-    return new ValidationError(
-      `${what}: ${code === 0x90 ? 'topic name invalid' : 'payload format invalid'}`,
-      {
-        suggestion:
-          'set mqtt.forward.topicPrefix (or --topic-prefix) so the MQTT topic is one the broker accepts',
-        details,
-      },
-    )
-  return new BrokerUnavailableError(what, { suggestion: 'check the MQTT broker log and limits', details })
-}
-
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
     if (signal?.aborted) return resolve()
@@ -122,12 +87,6 @@ interface Entry {
   position: number
   done: boolean
 }
-
-/** A message the MQTT broker cannot take as it is: exit 65, nothing past it committed. */
-const tooLarge = (what: string) =>
-  new ValidationError(`cannot forward ${what}`, {
-    suggestion: 'raise the MQTT broker message_size_limit / max_packet_size, or filter the topic out',
-  })
 
 /** The failure that ended one MQTT connection. */
 class ConnectionLost extends BrokerUnavailableError {}
