@@ -36,14 +36,18 @@ export async function publishQos1(
   return acked
 }
 
-/** Subscribe (QoS 1, persistent session) and count; `until(n)` waits for n messages or the deadline. */
-export async function counter(url, filter, clientId = `bench-sub-${process.pid}-${Date.now()}`) {
-  const c = await mqtt.connectAsync(url, {
-    protocolVersion: 5,
-    clientId,
-    clean: false,
-    properties: { sessionExpiryInterval: 3600 },
-  })
+/**
+ * Subscribe (QoS 1) and count; `until(n)` waits for n messages or the deadline. A persistent session
+ * by default (the bridge cases reconnect to it); `{ clean: true }` leaves nothing behind at end(), so a
+ * later run on the same broker does not pay for queueing to a subscriber that is gone.
+ */
+export async function counter(url, filter, clientId = `bench-sub-${process.pid}-${Date.now()}`, opts = {}) {
+  const c = await mqtt.connectAsync(
+    url,
+    opts.clean
+      ? { protocolVersion: 5, clientId, clean: true }
+      : { protocolVersion: 5, clientId, clean: false, properties: { sessionExpiryInterval: 3600 } },
+  )
   await c.subscribeAsync(filter, { qos: 1 })
   const seen = new Set()
   let total = 0

@@ -134,7 +134,7 @@ export async function forwardRate() {
         RMQ_MQTT_FORWARD_FILTER: 'plant/#',
       }
       const args = ['mqtt', 'forward', '--until-idle', '300ms', '--json']
-      const sub = await counter(mosq.url, 'plant/#')
+      const sub = await counter(mosq.url, 'plant/#', undefined, { clean: true })
       const fullRun = must(await rmq(args, { cwd: edgeDir, env }), 'mqtt forward')
       const got = await sub.until(N, 30_000)
       await sub.end()
