@@ -19,7 +19,8 @@ import {
   type WebhookOptions,
 } from './alerts.js'
 import { createMetrics, type BrokerMetrics } from './metrics.js'
-import { fleetStatus, type FleetStatus } from './node-status.js'
+import { FleetRows } from './fleet-rows.js'
+import { fleetStatusOf, type FleetStatus } from './node-status.js'
 import type { BrokerStore } from './store/types.js'
 import { Repeater } from './timers.js'
 
@@ -145,8 +146,11 @@ const monitoring: FastifyPluginAsync = async (app) => {
     ...options.alerts.webhooks.map((u) => new WebhookSink(u, log, m.webhook)),
     ...(m.sinks ?? []),
   ]
-  const alerts = new AlertEngine({ store, options, now, sinks, instance })
-  const fleet = () => fleetStatus(store, options, now())
+  // The fleet's rows, kept between reads: only new or changed node rows are read again (fleet-rows.ts).
+  const rows = new FleetRows(store)
+  const fleetAt = async (t: number) => fleetStatusOf(await rows.read(), options, t)
+  const fleet = () => fleetAt(now())
+  const alerts = new AlertEngine({ store, options, now, sinks, instance, fleet: fleetAt })
   const history = new History(m.historySize ?? 720)
   const metrics = await createMetrics({
     snapshot: () => snapshot(store, fleet),

@@ -7,7 +7,8 @@
 import { formatAge, formatDuration } from '../shared/units.js'
 import type { RmqConfig } from '../core/config/schema.js'
 import type { FleetStatus, Health, HealthRules, NodeStatus } from '../protocol/fleet-status.js'
-import type { BrokerStore, NodeRecord, TokenRecord } from './store/types.js'
+import type { FleetRowsRead } from './fleet-rows.js'
+import type { BrokerStore, NodeRecord, NodeTokenRecord } from './store/types.js'
 
 export type { FleetStatus, Health, HealthRules, NodeStatus } from '../protocol/fleet-status.js'
 export { HEALTH_STATES } from '../protocol/fleet-status.js'
@@ -80,7 +81,7 @@ export function nodeStatus(
   now: number,
   rules: HealthRules,
   maxLateness: number,
-  token?: TokenRecord,
+  token?: NodeTokenRecord,
 ): NodeStatus {
   const stats = r.stats
   const sync = obj(stats?.sync) ?? null
@@ -159,7 +160,7 @@ export function nodeStatus(
  * A node that has a token but never sent a batch or heartbeat: never-seen,
  * or never-synced once its token is older than rules.neverSyncedAfter.
  */
-export function neverSeenStatus(token: TokenRecord, now: number, rules: HealthRules): NodeStatus {
+export function neverSeenStatus(token: NodeTokenRecord, now: number, rules: HealthRules): NodeStatus {
   const age = Math.max(0, now - token.createdAt)
   const overdue = rules.neverSyncedAfter > 0 && age > rules.neverSyncedAfter
   return {
@@ -222,14 +223,27 @@ export async function fleetStatus(
   options: HealthOptions,
   now: number,
 ): Promise<FleetStatus> {
+  const [records, tokens] = await Promise.all([store.nodes(), store.nodeTokens()])
+  return fleetStatusOf({ records, tokens }, options, now)
+}
+
+/** Node credentials by name, and the node ids with a row, per array read (FleetRows hands out the same ones while unchanged). */
+const tokensByName = new WeakMap<readonly NodeTokenRecord[], Map<string, NodeTokenRecord>>()
+const idsOf = new WeakMap<readonly NodeRecord[], Set<string>>()
+
+const byId = (a: NodeStatus, b: NodeStatus) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0)
+
+/** fleetStatus of rows already read (a FleetRows read: fleet-rows.ts). */
+export function fleetStatusOf(rows: FleetRowsRead, options: HealthOptions, now: number): FleetStatus {
   const rules = healthRules(options)
-  const [records, all] = await Promise.all([store.nodes(), store.listTokens()])
-  // Consumer, monitor and admin credentials are not nodes.
-  const tokens = all.filter((t) => t.role === 'node')
-  const byNode = new Map(tokens.map((t) => [t.name, t]))
-  const known = new Set(records.map((r) => r.node))
+  const { records, tokens } = rows
+  let byNode = tokensByName.get(tokens)
+  if (!byNode) tokensByName.set(tokens, (byNode = new Map(tokens.map((t) => [t.name, t]))))
+  let known = idsOf.get(records)
+  if (!known) idsOf.set(records, (known = new Set(records.map((r) => r.node))))
   const nodes = records.map((r) => nodeStatus(r, now, rules, options.maxLateness, byNode.get(r.node)))
   for (const t of tokens) if (!known.has(t.name)) nodes.push(neverSeenStatus(t, now, rules))
-  nodes.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
+  // Rows come by id in the store's collation: sorted again only when not in this one's order.
+  if (nodes.some((n, i) => i > 0 && byId(nodes[i - 1], n) > 0)) nodes.sort(byId)
   return { now, rules, summary: summarize(nodes), nodes }
 }
