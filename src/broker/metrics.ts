@@ -19,8 +19,8 @@ export interface MetricsSnapshot {
 export interface BrokerMetrics {
   readonly registry: PromClient.Registry
   readonly contentType: string
-  /** Take a fresh snapshot and render every series. */
-  render(): Promise<string>
+  /** Take a fresh snapshot and render every series: the reply's body, in one Buffer. */
+  render(): Promise<Buffer>
   /** Count one HTTP request (process-local series). */
   observeRequest(method: string, route: string, status: number, seconds: number): void
 }
@@ -35,6 +35,9 @@ export interface MetricsDeps {
 }
 
 const sec = (ms: number) => ms / 1000
+
+/** prom-client's process_* and nodejs_* series are written again at most this often (ms). */
+const PROCESS_METRICS_MS = 1000
 
 /** A label value in the exposition format: backslash, double quote and line feed escaped. */
 function escapeLabel(v: string): string {
@@ -56,7 +59,19 @@ function family(name: string, help: string, type: 'gauge' | 'counter'): string {
 export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
   const prom = await import('prom-client')
   const registry = new prom.Registry()
-  if (deps.defaultMetrics !== false) prom.collectDefaultMetrics({ register: registry })
+  // prom-client's process_* and nodejs_* series, in their own registry: written at most once a second.
+  const processRegistry = new prom.Registry()
+  if (deps.defaultMetrics !== false) prom.collectDefaultMetrics({ register: processRegistry })
+  let processText: { at: number; text: Promise<string> } | undefined
+  const processMetrics = () => {
+    const t = performance.now()
+    if (!processText || t - processText.at >= PROCESS_METRICS_MS) {
+      const text = processRegistry.metrics()
+      processText = { at: t, text }
+      text.catch(() => (processText = undefined))
+    }
+    return processText.text
+  }
   let snap: MetricsSnapshot | undefined
   const registers = [registry]
 
@@ -237,12 +252,13 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     v === null ? '' : `${name}{${label}} ${formatValue(kind === 'counter' ? Math.max(0, v) : v)}\n`
 
   /**
-   * Each node's lines, written once per report: keyed by (node, last contact,
+   * Each node's lines, written once per report: keyed by (last contact,
    * requests accepted), which changes with every accepted batch or heartbeat.
-   * Only the health and age lines are written again at each scrape.
+   * Only the age lines are written again at each scrape.
    */
   interface NodeLines {
-    key: string
+    lastContact: number | null
+    batches: number
     label: string
     /** The node's rmq_node_health lines for each state it was in, written when first needed. */
     health: Partial<Record<string, string>>
@@ -250,12 +266,12 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
   }
   const lineCache = new Map<string, NodeLines>()
   const linesOf = (n: NodeStatus): NodeLines => {
-    const key = `${n.lastContact}:${n.batches}`
     const hit = lineCache.get(n.node)
-    if (hit && hit.key === key) return hit
+    if (hit && hit.lastContact === n.lastContact && hit.batches === n.batches) return hit
     const label = `node="${escapeLabel(n.node)}"`
     const entry: NodeLines = {
-      key,
+      lastContact: n.lastContact,
+      batches: n.batches,
       label,
       health: {},
       // Never-seen and never-synced nodes have only rmq_node_health.
@@ -268,40 +284,73 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     return entry
   }
 
+  /**
+   * The per-node families in their order, as runs: a family written at each
+   * scrape (`live`), or consecutive families that change only with a node's
+   * report, kept as one Buffer while every node's lines stay the same.
+   */
+  type Run = { live: number } | { families: number[]; bytes?: Buffer }
+  const runs: Run[] = []
+  perNode.forEach(([, name], f) => {
+    const last = runs[runs.length - 1]
+    if (live.has(name)) runs.push({ live: f })
+    else if (last && 'families' in last) last.families.push(f)
+    else runs.push({ families: [f] })
+  })
+  const headers = perNode.map(([kind, name, help]) => family(name, help, kind))
+  const healthHeader = family(
+    'rmq_node_health',
+    'Derived health of each node: 1 for its current state, 0 for the others.',
+    'gauge',
+  )
+  /** What the kept Buffers were written from: each node's lines, and the health of each. */
+  let keptLines: NodeLines[] = []
+  let keptStates: string[] = []
+  let keptHealth: Buffer | undefined
+  const same = <T>(a: T[], b: T[]) => a.length === b.length && a.every((x, i) => x === b[i])
+
   /** The per-node families and rmq_alert_active as exposition text (one family after another). */
-  const renderNodes = (s: MetricsSnapshot): string => {
+  const renderNodes = (s: MetricsSnapshot): Buffer[] => {
     const nodes = s.fleet.nodes
     const cached = nodes.map(linesOf)
-    const out: string[] = []
-    let text = family(
-      'rmq_node_health',
-      'Derived health of each node: 1 for its current state, 0 for the others.',
-      'gauge',
-    )
-    for (let i = 0; i < nodes.length; i++) {
-      const c = cached[i]
-      const state = nodes[i].health
-      text += c.health[state] ??= HEALTH_STATES.map(
-        (h) => `rmq_node_health{${c.label},state="${h}"} ${h === state ? 1 : 0}\n`,
-      ).join('')
+    const states = nodes.map((n) => n.health)
+    const linesKept = same(cached, keptLines)
+    if (!linesKept) for (const r of runs) if ('families' in r) r.bytes = undefined
+    if (!linesKept || !same(states, keptStates)) {
+      const parts = [healthHeader]
+      for (let i = 0; i < nodes.length; i++) {
+        const c = cached[i]
+        const state = states[i]
+        parts.push(
+          (c.health[state] ??= HEALTH_STATES.map(
+            (h) => `rmq_node_health{${c.label},state="${h}"} ${h === state ? 1 : 0}\n`,
+          ).join('')),
+        )
+      }
+      keptHealth = Buffer.from(parts.join(''))
     }
-    out.push(text)
-    perNode.forEach(([kind, name, help, of], f) => {
-      text = family(name, help, kind)
-      const now = live.has(name)
-      for (let i = 0; i < nodes.length; i++)
-        text += now
-          ? nodes[i].lastContact === null
-            ? ''
-            : line(kind, name, cached[i].label, of(nodes[i]))
-          : cached[i].lines[f]
-      out.push(text)
-    })
-    text = family('rmq_alert_active', 'One series per active alert (value 1).', 'gauge')
+    keptLines = cached
+    keptStates = states
+    const out: Buffer[] = [keptHealth!]
+    for (const r of runs) {
+      if ('live' in r) {
+        const [kind, name, , of] = perNode[r.live]
+        const parts = ['\n', headers[r.live]]
+        for (let i = 0; i < nodes.length; i++)
+          if (nodes[i].lastContact !== null) parts.push(line(kind, name, cached[i].label, of(nodes[i])))
+        out.push(Buffer.from(parts.join('')))
+      } else {
+        r.bytes ??= Buffer.from(
+          r.families.map((f) => ['\n', headers[f], ...cached.map((c) => c.lines[f])].join('')).join(''),
+        )
+        out.push(r.bytes)
+      }
+    }
+    let text = `\n${family('rmq_alert_active', 'One series per active alert (value 1).', 'gauge')}`
     for (const a of s.alerts)
       text += `rmq_alert_active{rule="${escapeLabel(a.rule)}",node="${escapeLabel(a.node)}",severity="${escapeLabel(a.severity)}"} 1\n`
-    out.push(text)
-    return out.join('\n')
+    out.push(Buffer.from(text))
+    return out
   }
 
   return {
@@ -311,7 +360,9 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
       // Collectors read the newest snapshot; overlapping scrapes at worst both see the newer one.
       const s = await deps.snapshot()
       snap = s
-      return `${await registry.metrics()}\n${renderNodes(s)}`
+      const [own, processSeries] = await Promise.all([registry.metrics(), processMetrics()])
+      const broker = Buffer.from(processSeries ? `${processSeries}\n${own}\n` : `${own}\n`)
+      return Buffer.concat([broker, ...renderNodes(s)])
     },
     observeRequest(method, route, status, seconds) {
       requests.inc({ method, route, status: String(status) })

@@ -8,8 +8,8 @@ import type { FastifyPluginAsync } from 'fastify'
 const metrics: FastifyPluginAsync = async (app) => {
   const permission = app.broker.options.metricsPublic ? 'public' : 'metrics:read'
   app.get('/metrics', { config: { permission } }, async (_req, reply) => {
-    const text = await app.monitor.metrics.render()
-    return reply.header('content-type', app.monitor.metrics.contentType).send(text)
+    const body = await app.monitor.metrics.render()
+    return reply.header('content-type', app.monitor.metrics.contentType).send(body)
   })
 }
 export default metrics
