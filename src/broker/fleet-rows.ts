@@ -94,8 +94,11 @@ export class FleetRows {
     if (versions) {
       const moved: string[] = []
       for (const [node, version] of versions) if (this.kept.get(node)?.version !== version) moved.push(node)
+      // Most rows moved (every node reported since the last read): one read of them all is cheaper.
       if (moved.length > 0)
-        for (const r of await store.nodesNamed(moved))
+        for (const r of moved.length > versions.length / 2
+          ? await store.nodes()
+          : await store.nodesNamed(moved))
           this.kept.set(r.node, { version: r.counters.batches, record: r })
       this.lastChanged = moved.length
       const records: NodeRecord[] = []

@@ -1,9 +1,13 @@
 /**
- * GET /metrics: Prometheus text exposition through prom-client, one Registry
- * per app instance (several brokers in one process, as in tests, never
- * collide). Node and fleet series are read from the store at scrape time, so
+ * GET /metrics: Prometheus text exposition, one set of registries per app
+ * instance (several brokers in one process, as in tests, never collide).
+ * Node and fleet series are read from the store at scrape time (through the
+ * monitoring plugin's FleetRows, which reads again only changed rows), so
  * every broker sharing a store exports the same values; the HTTP series are
- * this process's own. Names and meanings: docs/monitoring.md "Metrics".
+ * this process's own, and prom-client's process_* and nodejs_* series are
+ * written at most once a second. The per-node series are plain text kept per
+ * node report, the reply one Buffer. Names and meanings: docs/monitoring.md
+ * "Metrics".
  */
 import type * as PromClient from 'prom-client'
 import { HEALTH_STATES, type FleetStatus, type NodeStatus } from './node-status.js'
@@ -251,6 +255,21 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
   const line = (kind: PerNode[0], name: string, label: string, v: number | null) =>
     v === null ? '' : `${name}{${label}} ${formatValue(kind === 'counter' ? Math.max(0, v) : v)}\n`
 
+  /** A node's label and its rmq_node_health lines for each state it was in (written when first needed). */
+  interface NodeLabel {
+    label: string
+    health: Partial<Record<string, string>>
+  }
+  const labels = new Map<string, NodeLabel>()
+  const labelOf = (node: string): NodeLabel => {
+    let l = labels.get(node)
+    if (!l) {
+      if (labels.size >= 100_000) labels.clear()
+      labels.set(node, (l = { label: `node="${escapeLabel(node)}"`, health: {} }))
+    }
+    return l
+  }
+
   /**
    * Each node's lines, written once per report: keyed by (last contact,
    * requests accepted), which changes with every accepted batch or heartbeat.
@@ -260,20 +279,19 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     lastContact: number | null
     batches: number
     label: string
-    /** The node's rmq_node_health lines for each state it was in, written when first needed. */
-    health: Partial<Record<string, string>>
+    health: NodeLabel['health']
     lines: string[]
   }
   const lineCache = new Map<string, NodeLines>()
   const linesOf = (n: NodeStatus): NodeLines => {
     const hit = lineCache.get(n.node)
     if (hit && hit.lastContact === n.lastContact && hit.batches === n.batches) return hit
-    const label = `node="${escapeLabel(n.node)}"`
+    const { label, health } = labelOf(n.node)
     const entry: NodeLines = {
       lastContact: n.lastContact,
       batches: n.batches,
       label,
-      health: {},
+      health,
       // Never-seen and never-synced nodes have only rmq_node_health.
       lines: perNode.map(([kind, name, , of]) =>
         n.lastContact === null || live.has(name) ? '' : line(kind, name, label, of(n)),
@@ -340,9 +358,14 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
           if (nodes[i].lastContact !== null) parts.push(line(kind, name, cached[i].label, of(nodes[i])))
         out.push(Buffer.from(parts.join('')))
       } else {
-        r.bytes ??= Buffer.from(
-          r.families.map((f) => ['\n', headers[f], ...cached.map((c) => c.lines[f])].join('')).join(''),
-        )
+        if (!r.bytes) {
+          const parts: string[] = []
+          for (const f of r.families) {
+            parts.push('\n', headers[f])
+            for (const c of cached) parts.push(c.lines[f])
+          }
+          r.bytes = Buffer.from(parts.join(''))
+        }
         out.push(r.bytes)
       }
     }
