@@ -13,7 +13,10 @@ const metrics: FastifyPluginAsync = async (app) => {
     // Sent as they are, with their length: no copy into one buffer, no chunked encoding.
     return reply
       .header('content-type', app.monitor.metrics.contentType)
-      .header('content-length', parts.reduce((n, b) => n + b.length, 0))
+      .header(
+        'content-length',
+        parts.reduce((n, b) => n + b.length, 0),
+      )
       .send(Readable.from(parts, { objectMode: false }))
   })
 }
