@@ -338,7 +338,7 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     const states = nodes.map((n) => n.health)
     const linesKept = same(cached, keptLines)
     if (!linesKept) for (const r of runs) if ('families' in r) r.bytes = undefined
-    if (!linesKept || !same(states, keptStates)) {
+    if (!keptHealth || !linesKept || !same(states, keptStates)) {
       const parts = [healthHeader]
       for (let i = 0; i < nodes.length; i++) {
         const c = cached[i]
@@ -353,7 +353,7 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     }
     keptLines = cached
     keptStates = states
-    const out: Buffer[] = [keptHealth!]
+    const out: Buffer[] = [keptHealth]
     for (const r of runs) {
       if ('live' in r) {
         const [kind, name, , of] = perNode[r.live]

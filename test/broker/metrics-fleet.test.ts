@@ -66,6 +66,29 @@ describe('/metrics follows every report with rows and lines kept between scrapes
       { now: f.clock, maxLateness: 5 * MIN },
     )
 
+  it('a fleet of no node has the per-node families, empty; its first node shows at the next scrape', async () => {
+    await f.open({ monitoring: { alertTimer: false, sinks: [], defaultMetrics: false } })
+    await f.app.ready()
+    await revokeToken(f.store, 'gw-1')
+    for (let i = 0; i < 2; i++) {
+      const res = await f.app.inject({
+        method: 'GET',
+        url: '/metrics',
+        headers: { authorization: `Bearer ${f.adminToken}` },
+      })
+      expect(res.statusCode).toBe(200)
+      const families = new Map(parsePrometheus(res.body).map((x) => [x.name, x]))
+      expect(families.get('rmq_broker_nodes')).toBeDefined()
+      expect(res.body).toContain('# TYPE rmq_node_health gauge\n')
+      expect(res.body).toContain('# TYPE rmq_node_messages_received_total counter\n')
+      expect(res.body).not.toContain('node="')
+    }
+    await report('gw-0', 1, 2)
+    const s = await scrape()
+    expect(of(s, 'rmq_node_backlog_messages', 'gw-0')).toBe('2')
+    expect(of(s, 'rmq_node_health', 'gw-0', 'ok')).toBe('1')
+  })
+
   it('a new report shows at the next scrape, in the same ms, and only for its node', async () => {
     await f.open({ monitoring: { alertTimer: false, sinks: [], defaultMetrics: true } })
     await f.app.ready()
