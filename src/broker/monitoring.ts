@@ -18,7 +18,7 @@ import {
   type AlertSink,
   type WebhookOptions,
 } from './alerts.js'
-import { createMetrics, type BrokerMetrics } from './metrics.js'
+import { createMetrics, type BrokerMetrics, type MetricsSnapshot } from './metrics.js'
 import { FleetRows } from './fleet-rows.js'
 import { fleetStatusOf, type FleetStatus } from './node-status.js'
 import type { BrokerStore } from './store/types.js'
@@ -153,7 +153,8 @@ const monitoring: FastifyPluginAsync = async (app) => {
   const alerts = new AlertEngine({ store, options, now, sinks, instance, fleet: fleetAt })
   const history = new History(m.historySize ?? 720)
   const metrics = await createMetrics({
-    snapshot: () => snapshot(store, fleet),
+    snapshot: () => snapshot(store, rows, now),
+    health: options,
     storeKind: store.kind,
     version: packageVersion(),
     instance,
@@ -193,13 +194,14 @@ const monitoring: FastifyPluginAsync = async (app) => {
   })
 }
 
-async function snapshot(store: BrokerStore, fleet: () => Promise<FleetStatus>) {
-  const [f, heads, alerts] = await Promise.all([
-    fleet(),
+async function snapshot(store: BrokerStore, rows: FleetRows, now: () => number): Promise<MetricsSnapshot> {
+  const t = now()
+  const [r, heads, alerts] = await Promise.all([
+    rows.read(),
     store.heads(),
     store.listAlerts({ state: 'active', limit: 10_000 }),
   ])
-  return { fleet: f, heads, alerts }
+  return { rows: r, now: t, heads, alerts }
 }
 
 // Plugin `rmq-monitoring`: `app.monitor` and its timers apply to the whole app, not just this module.

@@ -76,6 +76,52 @@ function syncCounts(
   return { attempts: Math.max(reported, successes), successes }
 }
 
+/** What of a node's status changes with broker time alone (docs/monitoring.md "Health rules"). */
+export interface NodeHealthAt {
+  health: Health
+  sinceContact: number
+  backlogAge: number | null
+  holdBack: number | null
+  live: boolean
+}
+
+/**
+ * A node row's health at `now` and the ages it comes from; with `reasons`,
+ * why (pushed to it). nodeStatus and /metrics (which needs no reasons) share it.
+ */
+export function healthAt(
+  r: NodeRecord,
+  now: number,
+  rules: HealthRules,
+  maxLateness: number,
+  reasons?: string[],
+): NodeHealthAt {
+  const sinceContact = Math.max(0, now - r.lastContact)
+  const backlogAge = backlogAgeOf(r, now)
+  let health: Health = 'ok'
+  const live = !r.direct && now - r.lastContact <= maxLateness
+  const behindBy = now - r.lowMark
+  const holdBack = live && rules.holdBackAfter > 0 && behindBy > rules.holdBackAfter ? behindBy : null
+  if (holdBack !== null) {
+    health = 'holding-back'
+    reasons?.push(
+      `low mark ${formatAge(holdBack)} behind broker time (limit ${formatDuration(rules.holdBackAfter)}): ` +
+        'it no longer holds the watermark back, so its older messages arrive late',
+    )
+  }
+  if (!r.direct && sinceContact > rules.staleAfter) {
+    health = 'stale'
+    reasons?.push(`no sync for ${formatAge(sinceContact)} (limit ${formatDuration(rules.staleAfter)})`)
+  }
+  if (!r.direct && backlogAge !== null && backlogAge > rules.behindAfter) {
+    if (health === 'ok') health = 'behind'
+    reasons?.push(
+      `oldest pending message is ${formatAge(backlogAge)} old (limit ${formatDuration(rules.behindAfter)})`,
+    )
+  }
+  return { health, sinceContact, backlogAge, holdBack, live: live && holdBack === null }
+}
+
 export function nodeStatus(
   r: NodeRecord,
   now: number,
@@ -87,30 +133,8 @@ export function nodeStatus(
   const sync = obj(stats?.sync) ?? null
   const storage = obj(stats?.storage)
   const counts = syncCounts(sync, r.epochBatches)
-  const sinceContact = Math.max(0, now - r.lastContact)
-  const backlogAge = backlogAgeOf(r, now)
   const reasons: string[] = []
-  let health: Health = 'ok'
-  const live = !r.direct && now - r.lastContact <= maxLateness
-  const behindBy = now - r.lowMark
-  const holdBack = live && rules.holdBackAfter > 0 && behindBy > rules.holdBackAfter ? behindBy : null
-  if (holdBack !== null) {
-    health = 'holding-back'
-    reasons.push(
-      `low mark ${formatAge(holdBack)} behind broker time (limit ${formatDuration(rules.holdBackAfter)}): ` +
-        'it no longer holds the watermark back, so its older messages arrive late',
-    )
-  }
-  if (!r.direct && sinceContact > rules.staleAfter) {
-    health = 'stale'
-    reasons.push(`no sync for ${formatAge(sinceContact)} (limit ${formatDuration(rules.staleAfter)})`)
-  }
-  if (!r.direct && backlogAge !== null && backlogAge > rules.behindAfter) {
-    if (health === 'ok') health = 'behind'
-    reasons.push(
-      `oldest pending message is ${formatAge(backlogAge)} old (limit ${formatDuration(rules.behindAfter)})`,
-    )
-  }
+  const { health, sinceContact, backlogAge, holdBack, live } = healthAt(r, now, rules, maxLateness, reasons)
   const maxBytes = num(storage?.maxBytes)
   const totalBytes = num(storage?.totalBytes)
   const losses = reportedLosses(stats)
@@ -149,7 +173,7 @@ export function nodeStatus(
     sync,
     lowMark: r.lowMark,
     holdBack,
-    live: live && holdBack === null,
+    live,
     counters: { ...r.counters },
     epochBatches: r.epochBatches,
     tokenCreatedAt: token?.createdAt ?? null,
@@ -160,12 +184,19 @@ export function nodeStatus(
  * A node that has a token but never sent a batch or heartbeat: never-seen,
  * or never-synced once its token is older than rules.neverSyncedAfter.
  */
+/** The health of a node with a token and no row: never-synced once the token is older than the rule. */
+export function neverSeenHealth(token: NodeTokenRecord, now: number, rules: HealthRules): Health {
+  const age = Math.max(0, now - token.createdAt)
+  return rules.neverSyncedAfter > 0 && age > rules.neverSyncedAfter ? 'never-synced' : 'never-seen'
+}
+
 export function neverSeenStatus(token: NodeTokenRecord, now: number, rules: HealthRules): NodeStatus {
   const age = Math.max(0, now - token.createdAt)
-  const overdue = rules.neverSyncedAfter > 0 && age > rules.neverSyncedAfter
+  const health = neverSeenHealth(token, now, rules)
+  const overdue = health === 'never-synced'
   return {
     node: token.name,
-    health: overdue ? 'never-synced' : 'never-seen',
+    health,
     reasons: [
       overdue
         ? `has had a token for ${formatAge(age)} but never synced (limit ${formatDuration(rules.neverSyncedAfter)})`
