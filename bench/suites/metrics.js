@@ -2,6 +2,9 @@
 // `rmq broker start` on loopback:
 // - GET /metrics per scrape (median, p99) with NODES nodes that each reported full stats (as
 //   `rmq sync` sends them), after one node sent an oversized stats (refused 413);
+// - one scrape right after every node reported again (a heartbeat with new stats), the worst of
+//   CHURN_ROUNDS: every node's row is read and its lines written again (a fleet that reports
+//   more often than it is scraped; informational, no target);
 // - another node's small batch while 16 concurrent 60 MB batches (60 x 1 MB messages, zstd) are in
 //   flight from one node (test/e2e/broker-memory.test.ts asserts the memory side of that load).
 import fs from 'node:fs'
@@ -22,6 +25,7 @@ const BIG_BATCHES = 16
 const BIG_MESSAGES = 60
 const MB = 1_000_000
 const ROUNDS = 3
+const CHURN_ROUNDS = 3
 
 function request(agent, method, url, body, headers = {}) {
   return new Promise((resolve, reject) => {
@@ -151,6 +155,24 @@ export async function run() {
     const median = percentile(times, 50)
     const p99 = percentile(times, 99)
 
+    // Every node reports again (a heartbeat with new stats), then one scrape.
+    const churn = []
+    for (let round = 1; round <= CHURN_ROUNDS; round++) {
+      const at = Date.now()
+      for (let i = 0; i < NODES; i++) {
+        const body = batch(`gw-${i}`, [], { batch: `hb-${i}-${round}`, stats: statsFor(i + round, at) })
+        const res = await post(tokens[i], JSON.stringify(body))
+        if (res.status !== 200) throw new Error(`heartbeat HTTP ${res.status}: ${res.body}`)
+      }
+      const t = process.hrtime.bigint()
+      const res = await scrape()
+      churn.push(Number(process.hrtime.bigint() - t) / 1e6)
+      if (res.status !== 200) throw new Error(`/metrics HTTP ${res.status}`)
+      if (!res.body.includes(`rmq_node_batches_total{node="gw-0"} ${1 + round}\n`))
+        throw new Error(`/metrics after round ${round} does not show gw-0's new report`)
+    }
+    const churnMax = Math.max(...churn)
+
     // What the reports and scrapes alone reached: the large batches' share is the peak after them minus this.
     const peakBefore = peakRssMiB(broker.child.pid)
     // 16 concurrent 60 MB batches from gw-big; gw-1's one-message batch 100 ms after they start.
@@ -206,6 +228,11 @@ export async function run() {
         unit: 'ms',
         target: '< 20',
         pass: p99 < 20,
+      },
+      {
+        metric: `/metrics right after all ${NODES} nodes reported again, worst of ${CHURN_ROUNDS}`,
+        value: churnMax,
+        unit: 'ms',
       },
       {
         metric: `small batch during ${BIG_BATCHES} x 60 MB in flight, worst of ${ROUNDS} (big: ${statuses})`,

@@ -31,6 +31,7 @@ import {
   DEFAULT_MAX_HOLD_BACK,
   DEFAULT_NEVER_SYNCED_FOR,
   fleetStatus,
+  type FleetStatus,
   type HealthOptions,
   type NodeStatus,
 } from './node-status.js'
@@ -76,6 +77,8 @@ export interface AlertEngineOptions {
   now: () => number
   sinks: AlertSink[]
   instance?: string
+  /** The fleet status at `now` (default: read from the store; the monitoring plugin's keeps rows: fleet-rows.ts). */
+  fleet?: (now: number) => Promise<FleetStatus>
 }
 
 export interface Evaluation {
@@ -118,7 +121,10 @@ export class AlertEngine {
     const { store } = this.o
     const now = this.o.now()
     const cfg = this.o.options.alerts
-    const [fleet, latest] = await Promise.all([fleetStatus(store, this.o.options, now), store.latestAlerts()])
+    const [fleet, latest] = await Promise.all([
+      this.o.fleet ? this.o.fleet(now) : fleetStatus(store, this.o.options, now),
+      store.latestAlerts(),
+    ])
     const last = new Map(latest.map((a) => [a.key, a]))
     const wants = new Map<string, Want>()
     for (const n of fleet.nodes) {

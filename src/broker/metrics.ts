@@ -1,32 +1,50 @@
 /**
- * GET /metrics: Prometheus text exposition through prom-client, one Registry
- * per app instance (several brokers in one process, as in tests, never
- * collide). Node and fleet series are read from the store at scrape time, so
+ * GET /metrics: Prometheus text exposition, one set of registries per app
+ * instance (several brokers in one process, as in tests, never collide).
+ * Node and fleet series are read from the store at scrape time (through the
+ * monitoring plugin's FleetRows, which reads again only changed rows), so
  * every broker sharing a store exports the same values; the HTTP series are
- * this process's own. Names and meanings: docs/monitoring.md "Metrics".
+ * this process's own, and prom-client's process_* and nodejs_* series are
+ * written at most once a second. The per-node series (metrics-nodes.ts) are
+ * plain text kept per node report; the reply is a few Buffers, sent as they
+ * are. Names and meanings: docs/monitoring.md "Metrics".
  */
 import type * as PromClient from 'prom-client'
-import { HEALTH_STATES, type FleetStatus, type NodeStatus } from './node-status.js'
+import type { FleetRowsRead } from './fleet-rows.js'
+import { NodeSeries, sec, type FleetView } from './metrics-nodes.js'
+import { HEALTH_STATES, type HealthOptions } from './node-status.js'
 import type { AlertRecord, StreamHeads } from './store/types.js'
 
 export interface MetricsSnapshot {
-  fleet: FleetStatus
+  /** The fleet's rows and node credentials (a FleetRows read). */
+  rows: FleetRowsRead
+  /** Broker time of the scrape, epoch ms. */
+  now: number
   heads: StreamHeads
   /** Active alerts. */
   alerts: AlertRecord[]
 }
 
+/** A snapshot with the fleet's health at its time. */
+type Scrape = MetricsSnapshot & { view: FleetView }
+
 export interface BrokerMetrics {
   readonly registry: PromClient.Registry
   readonly contentType: string
-  /** Take a fresh snapshot and render every series. */
-  render(): Promise<string>
+  /**
+   * Take a fresh snapshot and render every series: the reply's body, as the
+   * buffers to send one after the other (some are kept from one scrape to the
+   * next: never modify them).
+   */
+  render(): Promise<Buffer[]>
   /** Count one HTTP request (process-local series). */
   observeRequest(method: string, route: string, status: number, seconds: number): void
 }
 
 export interface MetricsDeps {
   snapshot: () => Promise<MetricsSnapshot>
+  /** The health rules' options (broker.alerts, broker.ordering). */
+  health: HealthOptions
   storeKind: string
   version: string
   instance: string
@@ -34,30 +52,26 @@ export interface MetricsDeps {
   defaultMetrics?: boolean
 }
 
-const sec = (ms: number) => ms / 1000
-
-/** A label value in the exposition format: backslash, double quote and line feed escaped. */
-function escapeLabel(v: string): string {
-  return /[\\"\n]/.test(v) ? v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : v
-}
-
-/** A sample value as prom-client writes it. */
-function formatValue(v: number): string {
-  if (Number.isNaN(v)) return 'NaN'
-  if (v === Infinity) return '+Inf'
-  if (v === -Infinity) return '-Inf'
-  return String(v)
-}
-
-function family(name: string, help: string, type: 'gauge' | 'counter'): string {
-  return `# HELP ${name} ${help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${name} ${type}\n`
-}
+/** prom-client's process_* and nodejs_* series are written again at most this often (ms). */
+const PROCESS_METRICS_MS = 1000
 
 export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
   const prom = await import('prom-client')
   const registry = new prom.Registry()
-  if (deps.defaultMetrics !== false) prom.collectDefaultMetrics({ register: registry })
-  let snap: MetricsSnapshot | undefined
+  // prom-client's process_* and nodejs_* series, in their own registry: written at most once a second.
+  const processRegistry = new prom.Registry()
+  if (deps.defaultMetrics !== false) prom.collectDefaultMetrics({ register: processRegistry })
+  let processText: { at: number; text: Promise<string> } | undefined
+  const processMetrics = () => {
+    const t = performance.now()
+    if (!processText || t - processText.at >= PROCESS_METRICS_MS) {
+      const text = processRegistry.metrics()
+      processText = { at: t, text }
+      text.catch(() => (processText = undefined))
+    }
+    return processText.text
+  }
+  let snap: Scrape | undefined
   const registers = [registry]
 
   /** A gauge whose values are set from the snapshot at each scrape. */
@@ -65,7 +79,7 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     name: string,
     help: string,
     labelNames: L[],
-    fill: (set: (labels: Partial<Record<L, string>>, v: number) => void, s: MetricsSnapshot) => void,
+    fill: (set: (labels: Partial<Record<L, string>>, v: number) => void, s: Scrape) => void,
   ) =>
     new prom.Gauge<L>({
       name,
@@ -82,7 +96,7 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     name: string,
     help: string,
     labelNames: L[],
-    fill: (inc: (labels: Partial<Record<L, string>>, v: number) => void, s: MetricsSnapshot) => void,
+    fill: (inc: (labels: Partial<Record<L, string>>, v: number) => void, s: Scrape) => void,
   ) =>
     new prom.Counter<L>({
       name,
@@ -100,13 +114,10 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     set({ store: deps.storeKind, version: deps.version, instance: deps.instance }, 1),
   )
   gauge('rmq_broker_nodes', 'Nodes by derived health state.', ['health'], (set, s) => {
-    for (const h of HEALTH_STATES) set({ health: h }, s.fleet.summary[h])
+    for (const h of HEALTH_STATES) set({ health: h }, s.view.summary[h])
   })
   counter('rmq_broker_messages_received_total', 'Messages accepted from all nodes.', [], (inc, s) =>
-    inc(
-      {},
-      s.fleet.nodes.reduce((t, n) => t + n.received, 0),
-    ),
+    inc({}, s.view.received),
   )
   gauge('rmq_broker_messages_stored', 'Messages the broker store holds.', [], (set, s) =>
     set({}, s.heads.total),
@@ -149,160 +160,8 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     registers,
   })
 
-  // ---- per node ----
-  // One series per node and family: with a thousand nodes that is some 20,000 lines, which
-  // prom-client's per-label bookkeeping takes tens of ms to render. These are plain text, written
-  // in one pass per family from the snapshot (docs/monitoring.md: a scrape stays under 20 ms).
-  type PerNode = [kind: 'gauge' | 'counter', name: string, help: string, of: (n: NodeStatus) => number | null]
-  const perNode: PerNode[] = [
-    [
-      'gauge',
-      'rmq_node_backlog_messages',
-      'Messages pending on the node at its last report.',
-      (n) => n.backlog.pending,
-    ],
-    [
-      'gauge',
-      'rmq_node_backlog_bytes',
-      'Bytes pending on the node at its last report.',
-      (n) => n.backlog.bytes,
-    ],
-    [
-      'gauge',
-      'rmq_node_backlog_oldest_age_seconds',
-      'Age of the oldest message pending on the node (0 when none).',
-      (n) => sec(n.backlogAge ?? 0),
-    ],
-    [
-      'gauge',
-      'rmq_node_last_sync_age_seconds',
-      'Time since the last batch or heartbeat the broker accepted from the node.',
-      (n) => sec(n.sinceContact ?? 0),
-    ],
-    [
-      'gauge',
-      'rmq_node_last_sync_timestamp_seconds',
-      'When the broker last accepted a batch or heartbeat from the node.',
-      (n) => sec(n.lastContact ?? 0),
-    ],
-    ['counter', 'rmq_node_messages_received_total', 'Messages accepted from the node.', (n) => n.received],
-    [
-      'counter',
-      'rmq_node_duplicates_total',
-      'Messages the node sent again that the broker already had.',
-      (n) => n.duplicates,
-    ],
-    [
-      'counter',
-      'rmq_node_late_messages_total',
-      'Messages from the node that arrived below the watermark (released flagged late).',
-      (n) => n.late,
-    ],
-    ['counter', 'rmq_node_batches_total', 'Batches and heartbeats accepted from the node.', (n) => n.batches],
-    [
-      'counter',
-      'rmq_node_dropped_messages_total',
-      'Messages the node reports it dropped to make room (storage.overflow=drop-oldest).',
-      (n) => n.dropped,
-    ],
-    [
-      'counter',
-      'rmq_node_expired_messages_total',
-      'Messages the node reports expired before they could be sent.',
-      (n) => n.expired,
-    ],
-    [
-      'gauge',
-      'rmq_node_seq_gaps',
-      "Seqs of the node's current epoch below the highest received that the broker never received.",
-      (n) => n.gaps,
-    ],
-    [
-      'gauge',
-      'rmq_node_clock_skew_seconds',
-      "Node clock minus broker clock at the node's last contact.",
-      (n) => (n.clockSkew === null ? null : sec(n.clockSkew)),
-    ],
-    [
-      'gauge',
-      'rmq_node_sync_success_ratio',
-      'Successful sync requests over attempts (node-reported, at least what the broker accepted).',
-      (n) => n.successRate,
-    ],
-  ]
-
-  /** Families whose values change with broker time, not only with a node's report. */
-  const live = new Set(['rmq_node_backlog_oldest_age_seconds', 'rmq_node_last_sync_age_seconds'])
-  const line = (kind: PerNode[0], name: string, label: string, v: number | null) =>
-    v === null ? '' : `${name}{${label}} ${formatValue(kind === 'counter' ? Math.max(0, v) : v)}\n`
-
-  /**
-   * Each node's lines, written once per report: keyed by (node, last contact,
-   * requests accepted), which changes with every accepted batch or heartbeat.
-   * Only the health and age lines are written again at each scrape.
-   */
-  interface NodeLines {
-    key: string
-    label: string
-    /** The node's rmq_node_health lines for each state it was in, written when first needed. */
-    health: Partial<Record<string, string>>
-    lines: string[]
-  }
-  const lineCache = new Map<string, NodeLines>()
-  const linesOf = (n: NodeStatus): NodeLines => {
-    const key = `${n.lastContact}:${n.batches}`
-    const hit = lineCache.get(n.node)
-    if (hit && hit.key === key) return hit
-    const label = `node="${escapeLabel(n.node)}"`
-    const entry: NodeLines = {
-      key,
-      label,
-      health: {},
-      // Never-seen and never-synced nodes have only rmq_node_health.
-      lines: perNode.map(([kind, name, , of]) =>
-        n.lastContact === null || live.has(name) ? '' : line(kind, name, label, of(n)),
-      ),
-    }
-    if (lineCache.size >= 100_000) lineCache.clear()
-    lineCache.set(n.node, entry)
-    return entry
-  }
-
-  /** The per-node families and rmq_alert_active as exposition text (one family after another). */
-  const renderNodes = (s: MetricsSnapshot): string => {
-    const nodes = s.fleet.nodes
-    const cached = nodes.map(linesOf)
-    const out: string[] = []
-    let text = family(
-      'rmq_node_health',
-      'Derived health of each node: 1 for its current state, 0 for the others.',
-      'gauge',
-    )
-    for (let i = 0; i < nodes.length; i++) {
-      const c = cached[i]
-      const state = nodes[i].health
-      text += c.health[state] ??= HEALTH_STATES.map(
-        (h) => `rmq_node_health{${c.label},state="${h}"} ${h === state ? 1 : 0}\n`,
-      ).join('')
-    }
-    out.push(text)
-    perNode.forEach(([kind, name, help, of], f) => {
-      text = family(name, help, kind)
-      const now = live.has(name)
-      for (let i = 0; i < nodes.length; i++)
-        text += now
-          ? nodes[i].lastContact === null
-            ? ''
-            : line(kind, name, cached[i].label, of(nodes[i]))
-          : cached[i].lines[f]
-      out.push(text)
-    })
-    text = family('rmq_alert_active', 'One series per active alert (value 1).', 'gauge')
-    for (const a of s.alerts)
-      text += `rmq_alert_active{rule="${escapeLabel(a.rule)}",node="${escapeLabel(a.node)}",severity="${escapeLabel(a.severity)}"} 1\n`
-    out.push(text)
-    return out.join('\n')
-  }
+  // ---- per node (metrics-nodes.ts) ----
+  const nodeSeries = new NodeSeries(deps.health)
 
   return {
     registry,
@@ -310,8 +169,12 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
     async render() {
       // Collectors read the newest snapshot; overlapping scrapes at worst both see the newer one.
       const s = await deps.snapshot()
-      snap = s
-      return `${await registry.metrics()}\n${renderNodes(s)}`
+      const scrape: Scrape = { ...s, view: nodeSeries.view(s.rows, s.now) }
+      snap = scrape
+      const [own, processSeries] = await Promise.all([registry.metrics(), processMetrics()])
+      const broker = Buffer.from(processSeries ? `${processSeries}\n${own}\n` : `${own}\n`)
+      // Not copied into one buffer: a fresh megabyte per scrape costs more than writing the parts.
+      return [broker, ...nodeSeries.render(scrape.view, s.alerts, s.now)]
     },
     observeRequest(method, route, status, seconds) {
       requests.inc({ method, route, status: String(status) })

@@ -18,8 +18,9 @@ import {
   type AlertSink,
   type WebhookOptions,
 } from './alerts.js'
-import { createMetrics, type BrokerMetrics } from './metrics.js'
-import { fleetStatus, type FleetStatus } from './node-status.js'
+import { createMetrics, type BrokerMetrics, type MetricsSnapshot } from './metrics.js'
+import { FleetRows } from './fleet-rows.js'
+import { fleetStatusOf, type FleetStatus } from './node-status.js'
 import type { BrokerStore } from './store/types.js'
 import { Repeater } from './timers.js'
 
@@ -145,11 +146,15 @@ const monitoring: FastifyPluginAsync = async (app) => {
     ...options.alerts.webhooks.map((u) => new WebhookSink(u, log, m.webhook)),
     ...(m.sinks ?? []),
   ]
-  const alerts = new AlertEngine({ store, options, now, sinks, instance })
-  const fleet = () => fleetStatus(store, options, now())
+  // The fleet's rows, kept between reads: only new or changed node rows are read again (fleet-rows.ts).
+  const rows = new FleetRows(store)
+  const fleetAt = async (t: number) => fleetStatusOf(await rows.read(), options, t)
+  const fleet = () => fleetAt(now())
+  const alerts = new AlertEngine({ store, options, now, sinks, instance, fleet: fleetAt })
   const history = new History(m.historySize ?? 720)
   const metrics = await createMetrics({
-    snapshot: () => snapshot(store, fleet),
+    snapshot: () => snapshot(store, rows, now),
+    health: options,
     storeKind: store.kind,
     version: packageVersion(),
     instance,
@@ -189,13 +194,14 @@ const monitoring: FastifyPluginAsync = async (app) => {
   })
 }
 
-async function snapshot(store: BrokerStore, fleet: () => Promise<FleetStatus>) {
-  const [f, heads, alerts] = await Promise.all([
-    fleet(),
+async function snapshot(store: BrokerStore, rows: FleetRows, now: () => number): Promise<MetricsSnapshot> {
+  const t = now()
+  const [r, heads, alerts] = await Promise.all([
+    rows.read(),
     store.heads(),
     store.listAlerts({ state: 'active', limit: 10_000 }),
   ])
-  return { fleet: f, heads, alerts }
+  return { rows: r, now: t, heads, alerts }
 }
 
 // Plugin `rmq-monitoring`: `app.monitor` and its timers apply to the whole app, not just this module.

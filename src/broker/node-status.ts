@@ -7,7 +7,8 @@
 import { formatAge, formatDuration } from '../shared/units.js'
 import type { RmqConfig } from '../core/config/schema.js'
 import type { FleetStatus, Health, HealthRules, NodeStatus } from '../protocol/fleet-status.js'
-import type { BrokerStore, NodeRecord, TokenRecord } from './store/types.js'
+import type { FleetRowsRead } from './fleet-rows.js'
+import type { BrokerStore, NodeRecord, NodeTokenRecord } from './store/types.js'
 
 export type { FleetStatus, Health, HealthRules, NodeStatus } from '../protocol/fleet-status.js'
 export { HEALTH_STATES } from '../protocol/fleet-status.js'
@@ -75,41 +76,65 @@ function syncCounts(
   return { attempts: Math.max(reported, successes), successes }
 }
 
-export function nodeStatus(
+/** What of a node's status changes with broker time alone (docs/monitoring.md "Health rules"). */
+export interface NodeHealthAt {
+  health: Health
+  sinceContact: number
+  backlogAge: number | null
+  holdBack: number | null
+  live: boolean
+}
+
+/**
+ * A node row's health at `now` and the ages it comes from; with `reasons`,
+ * why (pushed to it). nodeStatus and /metrics (which needs no reasons) share it.
+ */
+export function healthAt(
   r: NodeRecord,
   now: number,
   rules: HealthRules,
   maxLateness: number,
-  token?: TokenRecord,
-): NodeStatus {
-  const stats = r.stats
-  const sync = obj(stats?.sync) ?? null
-  const storage = obj(stats?.storage)
-  const counts = syncCounts(sync, r.epochBatches)
+  reasons?: string[],
+): NodeHealthAt {
   const sinceContact = Math.max(0, now - r.lastContact)
   const backlogAge = backlogAgeOf(r, now)
-  const reasons: string[] = []
   let health: Health = 'ok'
   const live = !r.direct && now - r.lastContact <= maxLateness
   const behindBy = now - r.lowMark
   const holdBack = live && rules.holdBackAfter > 0 && behindBy > rules.holdBackAfter ? behindBy : null
   if (holdBack !== null) {
     health = 'holding-back'
-    reasons.push(
+    reasons?.push(
       `low mark ${formatAge(holdBack)} behind broker time (limit ${formatDuration(rules.holdBackAfter)}): ` +
         'it no longer holds the watermark back, so its older messages arrive late',
     )
   }
   if (!r.direct && sinceContact > rules.staleAfter) {
     health = 'stale'
-    reasons.push(`no sync for ${formatAge(sinceContact)} (limit ${formatDuration(rules.staleAfter)})`)
+    reasons?.push(`no sync for ${formatAge(sinceContact)} (limit ${formatDuration(rules.staleAfter)})`)
   }
   if (!r.direct && backlogAge !== null && backlogAge > rules.behindAfter) {
     if (health === 'ok') health = 'behind'
-    reasons.push(
+    reasons?.push(
       `oldest pending message is ${formatAge(backlogAge)} old (limit ${formatDuration(rules.behindAfter)})`,
     )
   }
+  return { health, sinceContact, backlogAge, holdBack, live: live && holdBack === null }
+}
+
+export function nodeStatus(
+  r: NodeRecord,
+  now: number,
+  rules: HealthRules,
+  maxLateness: number,
+  token?: NodeTokenRecord,
+): NodeStatus {
+  const stats = r.stats
+  const sync = obj(stats?.sync) ?? null
+  const storage = obj(stats?.storage)
+  const counts = syncCounts(sync, r.epochBatches)
+  const reasons: string[] = []
+  const { health, sinceContact, backlogAge, holdBack, live } = healthAt(r, now, rules, maxLateness, reasons)
   const maxBytes = num(storage?.maxBytes)
   const totalBytes = num(storage?.totalBytes)
   const losses = reportedLosses(stats)
@@ -148,7 +173,7 @@ export function nodeStatus(
     sync,
     lowMark: r.lowMark,
     holdBack,
-    live: live && holdBack === null,
+    live,
     counters: { ...r.counters },
     epochBatches: r.epochBatches,
     tokenCreatedAt: token?.createdAt ?? null,
@@ -159,12 +184,19 @@ export function nodeStatus(
  * A node that has a token but never sent a batch or heartbeat: never-seen,
  * or never-synced once its token is older than rules.neverSyncedAfter.
  */
-export function neverSeenStatus(token: TokenRecord, now: number, rules: HealthRules): NodeStatus {
+/** The health of a node with a token and no row: never-synced once the token is older than the rule. */
+export function neverSeenHealth(token: NodeTokenRecord, now: number, rules: HealthRules): Health {
   const age = Math.max(0, now - token.createdAt)
-  const overdue = rules.neverSyncedAfter > 0 && age > rules.neverSyncedAfter
+  return rules.neverSyncedAfter > 0 && age > rules.neverSyncedAfter ? 'never-synced' : 'never-seen'
+}
+
+export function neverSeenStatus(token: NodeTokenRecord, now: number, rules: HealthRules): NodeStatus {
+  const age = Math.max(0, now - token.createdAt)
+  const health = neverSeenHealth(token, now, rules)
+  const overdue = health === 'never-synced'
   return {
     node: token.name,
-    health: overdue ? 'never-synced' : 'never-seen',
+    health,
     reasons: [
       overdue
         ? `has had a token for ${formatAge(age)} but never synced (limit ${formatDuration(rules.neverSyncedAfter)})`
@@ -222,14 +254,27 @@ export async function fleetStatus(
   options: HealthOptions,
   now: number,
 ): Promise<FleetStatus> {
+  const [records, tokens] = await Promise.all([store.nodes(), store.nodeTokens()])
+  return fleetStatusOf({ records, tokens }, options, now)
+}
+
+/** Node credentials by name, and the node ids with a row, per array read (FleetRows hands out the same ones while unchanged). */
+const tokensByName = new WeakMap<readonly NodeTokenRecord[], Map<string, NodeTokenRecord>>()
+const idsOf = new WeakMap<readonly NodeRecord[], Set<string>>()
+
+const byId = (a: NodeStatus, b: NodeStatus) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0)
+
+/** fleetStatus of rows already read (a FleetRows read: fleet-rows.ts). */
+export function fleetStatusOf(rows: FleetRowsRead, options: HealthOptions, now: number): FleetStatus {
   const rules = healthRules(options)
-  const [records, all] = await Promise.all([store.nodes(), store.listTokens()])
-  // Consumer, monitor and admin credentials are not nodes.
-  const tokens = all.filter((t) => t.role === 'node')
-  const byNode = new Map(tokens.map((t) => [t.name, t]))
-  const known = new Set(records.map((r) => r.node))
+  const { records, tokens } = rows
+  let byNode = tokensByName.get(tokens)
+  if (!byNode) tokensByName.set(tokens, (byNode = new Map(tokens.map((t) => [t.name, t]))))
+  let known = idsOf.get(records)
+  if (!known) idsOf.set(records, (known = new Set(records.map((r) => r.node))))
   const nodes = records.map((r) => nodeStatus(r, now, rules, options.maxLateness, byNode.get(r.node)))
   for (const t of tokens) if (!known.has(t.name)) nodes.push(neverSeenStatus(t, now, rules))
-  nodes.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
+  // Rows come by id in the store's collation: sorted again only when not in this one's order.
+  if (nodes.some((n, i) => i > 0 && byId(nodes[i - 1], n) > 0)) nodes.sort(byId)
   return { now, rules, summary: summarize(nodes), nodes }
 }

@@ -19,6 +19,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { BatchBody, WireMessage } from '../protocol/batch.js'
 import type { BrokerStore, IngestContext } from '../broker/store/types.js'
 import { batchOf, MIN, T0, wireMessage, type StoreHandle } from './broker-store-fixtures.js'
+import { fleetConformance } from './broker-store-fleet-conformance.js'
 import { orderingBoundsConformance } from './broker-store-ordering-conformance.js'
 import { pagingConformance } from './broker-store-paging-conformance.js'
 import { tokenConformance } from './broker-store-token-conformance.js'
@@ -47,6 +48,7 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
     pagingConformance(() => h)
     orderingBoundsConformance(() => h)
     tokenConformance(() => h)
+    fleetConformance(() => h)
 
     it('starts empty', async () => {
       expect(await store.heads()).toEqual({ event: 0, arrival: 0, watermark: null, held: 0, total: 0 })

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream'
 import type { FastifyPluginAsync } from 'fastify'
 
 /**
@@ -8,8 +9,15 @@ import type { FastifyPluginAsync } from 'fastify'
 const metrics: FastifyPluginAsync = async (app) => {
   const permission = app.broker.options.metricsPublic ? 'public' : 'metrics:read'
   app.get('/metrics', { config: { permission } }, async (_req, reply) => {
-    const text = await app.monitor.metrics.render()
-    return reply.header('content-type', app.monitor.metrics.contentType).send(text)
+    const parts = await app.monitor.metrics.render()
+    // Sent as they are, with their length: no copy into one buffer, no chunked encoding.
+    return reply
+      .header('content-type', app.monitor.metrics.contentType)
+      .header(
+        'content-length',
+        parts.reduce((n, b) => n + b.length, 0),
+      )
+      .send(Readable.from(parts, { objectMode: false }))
   })
 }
 export default metrics

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import { HttpError } from '../http-error.js'
-import { fleetStatus, healthRules, neverSeenStatus, nodeStatus } from '../node-status.js'
+import { healthRules, neverSeenStatus, nodeStatus } from '../node-status.js'
 
 /**
  * GET /v1/nodes: every node with its derived status and health, a summary by
@@ -9,9 +9,7 @@ import { fleetStatus, healthRules, neverSeenStatus, nodeStatus } from '../node-s
  * token is older than broker.alerts.neverSyncedFor). docs/monitoring.md.
  */
 const nodes: FastifyPluginAsync = async (app) => {
-  app.get('/v1/nodes', { config: { permission: 'fleet:read' } }, async () =>
-    fleetStatus(app.broker.store, app.broker.options, app.broker.now()),
-  )
+  app.get('/v1/nodes', { config: { permission: 'fleet:read' } }, async () => app.monitor.fleet())
 
   app.get<{ Params: { id: string } }>(
     '/v1/nodes/:id',
@@ -19,8 +17,8 @@ const nodes: FastifyPluginAsync = async (app) => {
     async (req) => {
       const { store, options } = app.broker
       const now = app.broker.now()
-      const [rec, tokens] = await Promise.all([store.node(req.params.id), store.listTokens()])
-      const token = tokens.find((t) => t.role === 'node' && t.name === req.params.id)
+      const [rec, tokens] = await Promise.all([store.node(req.params.id), store.nodeTokens()])
+      const token = tokens.find((t) => t.name === req.params.id)
       if (rec) return nodeStatus(rec, now, healthRules(options), options.maxLateness, token)
       if (token) return neverSeenStatus(token, now, healthRules(options))
       throw new HttpError(404, 'NOT_FOUND', `no node ${JSON.stringify(req.params.id)}`)

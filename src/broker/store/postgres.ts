@@ -49,6 +49,9 @@ import {
   type IngestContext,
   type NewAlert,
   type NodeRecord,
+  type NodeTokenRecord,
+  type NodeVersion,
+  type FleetVersions,
   type ReadOrder,
   type ReadQuery,
   type ReadResult,
@@ -388,6 +391,41 @@ export class PostgresBrokerStore implements BrokerStore {
     })
   }
 
+  nodeVersions(): Promise<NodeVersion[]> {
+    return this.wrap(async () =>
+      (
+        await this.pool.query<{ node: string; batches: number }>(
+          'SELECT node, batches FROM rmq_nodes ORDER BY node',
+        )
+      ).rows.map((r) => [r.node, Number(r.batches)] as const),
+    )
+  }
+
+  fleetVersions(): Promise<FleetVersions> {
+    return this.wrap(
+      async () =>
+        (
+          await this.pool.query<FleetVersions>(
+            `SELECT (SELECT count(*) || ':' || COALESCE(sum(batches), 0) FROM rmq_nodes) AS nodes,
+               (SELECT count(*) || ':' || COALESCE(sum(created_at), 0) || ':' || COALESCE(sum(length(name)), 0)
+                FROM rmq_tokens WHERE role = 'node') AS tokens`,
+          )
+        ).rows[0],
+    )
+  }
+
+  nodesNamed(ids: readonly string[]): Promise<NodeRecord[]> {
+    if (ids.length === 0) return Promise.resolve([])
+    return this.wrap(async () =>
+      (
+        await this.pool.query<NodeRow>(
+          `SELECT ${NODE_COLUMNS} FROM rmq_nodes WHERE node = ANY($1::text[]) ORDER BY node`,
+          [ids],
+        )
+      ).rows.map(toNode),
+    )
+  }
+
   putToken(token: NewTokenRecord, tokenHash: string, now: number): Promise<void> {
     return this.admin.putToken(token, tokenHash, now)
   }
@@ -406,6 +444,10 @@ export class PostgresBrokerStore implements BrokerStore {
 
   listTokens(): Promise<TokenRecord[]> {
     return this.admin.listTokens()
+  }
+
+  nodeTokens(): Promise<NodeTokenRecord[]> {
+    return this.admin.nodeTokens()
   }
 
   revokeToken(name: string): Promise<boolean> {

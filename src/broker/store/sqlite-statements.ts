@@ -155,6 +155,18 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
     nodes: db.prepare<[], unknown[]>(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY node`).raw(),
     node: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE node = ?'),
+    fleetVersions: db.prepare<[], { nodes: string; tokens: string }>(
+      `SELECT (SELECT count(*) || ':' || total(batches) FROM nodes) AS nodes,
+         (SELECT count(*) || ':' || total(created_at) || ':' || total(length(name)) FROM tokens
+          WHERE role = 'node') AS tokens`,
+    ),
+    nodeVersions: db.prepare<[], [string, number]>('SELECT node, batches FROM nodes ORDER BY node').raw(),
+    // The ids as one JSON array parameter: no limit on how many.
+    nodesNamed: db
+      .prepare<[string], unknown[]>(
+        `SELECT ${NODE_COLUMNS} FROM nodes WHERE node IN (SELECT value FROM json_each(?)) ORDER BY node`,
+      )
+      .raw(),
     purgeSelect: db
       .prepare<[number, number], [number, number]>(
         `SELECT m.arrival, COALESCE(m.position, r.position) FROM messages m

@@ -27,6 +27,9 @@ import {
   type HeldReport,
   type NewAlert,
   type NodeRecord,
+  type NodeTokenRecord,
+  type NodeVersion,
+  type FleetVersions,
   type ReadOrder,
   type ReadQuery,
   type ReadResult,
@@ -95,6 +98,20 @@ export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
     })
   }
 
+  nodeVersions(): Promise<NodeVersion[]> {
+    return this.run(() => this.stmts.nodeVersions.all())
+  }
+
+  fleetVersions(): Promise<FleetVersions> {
+    return this.run(() => this.stmts.fleetVersions.get()!)
+  }
+
+  nodesNamed(ids: readonly string[]): Promise<NodeRecord[]> {
+    return this.run(() =>
+      ids.length === 0 ? [] : this.stmts.nodesNamed.all(JSON.stringify(ids)).map(nodeFromValues),
+    )
+  }
+
   putToken(token: NewTokenRecord, tokenHash: string, now: number): Promise<void> {
     return this.admin.putToken(token, tokenHash, now)
   }
@@ -113,6 +130,10 @@ export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
 
   listTokens(): Promise<TokenRecord[]> {
     return this.admin.listTokens()
+  }
+
+  nodeTokens(): Promise<NodeTokenRecord[]> {
+    return this.admin.nodeTokens()
   }
 
   revokeToken(name: string): Promise<boolean> {

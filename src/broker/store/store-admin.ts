@@ -24,6 +24,7 @@ import type {
   GroupRecord,
   NewAlert,
   NewTokenRecord,
+  NodeTokenRecord,
   ReadOrder,
   TokenRecord,
 } from './types.js'
@@ -35,6 +36,7 @@ export type AdminMethods =
   | 'findToken'
   | 'touchToken'
   | 'listTokens'
+  | 'nodeTokens'
   | 'revokeToken'
   | 'groupPosition'
   | 'commitGroup'
@@ -65,6 +67,7 @@ function adminSql(t: AdminTables) {
     findToken: `SELECT ${TOKEN_COLUMNS}, hash <> ? AS previous FROM ${t.tokens} WHERE hash = ? OR previous_hash = ?`,
     touchToken: `UPDATE ${t.tokens} SET last_used_at = ? WHERE name = ?`,
     listTokens: `SELECT ${TOKEN_COLUMNS} FROM ${t.tokens} ORDER BY name`,
+    nodeTokens: `SELECT name, created_at FROM ${t.tokens} WHERE role = 'node' ORDER BY name`,
     revokeToken: `DELETE FROM ${t.tokens} WHERE name = ?`,
     groupPosition: `SELECT position FROM ${t.groups} WHERE name = ? AND ord = ?`,
     // Never backwards: the larger of the stored and the new position (RETURNING gives the row as stored).
@@ -127,6 +130,13 @@ export class StoreAdmin implements Pick<BrokerStore, AdminMethods> {
 
   async listTokens(): Promise<TokenRecord[]> {
     return (await this.db.all<TokenRow>(this.sql.listTokens)).map(toToken)
+  }
+
+  async nodeTokens(): Promise<NodeTokenRecord[]> {
+    return (await this.db.all<{ name: string; created_at: number }>(this.sql.nodeTokens)).map((r) => ({
+      name: r.name,
+      createdAt: r.created_at,
+    }))
   }
 
   async revokeToken(name: string): Promise<boolean> {

@@ -185,6 +185,18 @@ export interface FoundToken extends TokenRecord {
   previous: boolean
 }
 
+/** What the fleet status reads of a node credential. */
+export type NodeTokenRecord = Pick<TokenRecord, 'name' | 'createdAt'>
+
+/** BrokerStore.fleetVersions: equal texts, equal rows (see there). */
+export interface FleetVersions {
+  nodes: string
+  tokens: string
+}
+
+/** A node row's id and version (BrokerStore.nodeVersions). */
+export type NodeVersion = readonly [node: string, version: number]
+
 /** The stored part of a new credential. */
 export type NewTokenRecord = Pick<TokenRecord, 'name' | 'role' | 'topics' | 'groups' | 'expiresAt'>
 
@@ -266,6 +278,24 @@ export interface BrokerStore {
 
   nodes(): Promise<NodeRecord[]>
   node(id: string): Promise<NodeRecord | undefined>
+  /**
+   * Every node row's id and version, by id. The version (the row's `batches`,
+   * requests accepted from the node) grows with every write of the row, so a
+   * reader that keeps rows (fleet-rows.ts: the fleet status and /metrics)
+   * reads again only the rows whose version moved.
+   */
+  nodeVersions(): Promise<NodeVersion[]>
+  /** The rows of these node ids, by id (ids without a row are left out). */
+  nodesNamed(ids: readonly string[]): Promise<NodeRecord[]>
+  /**
+   * Fingerprints of the node rows and of the node credentials, from
+   * aggregates (no row is read): `nodes` changes with every write of a node
+   * row (the rows' count and the sum of their versions, which every write
+   * raises); `tokens` with every node credential created, replaced or
+   * removed (their count, creation times and name lengths), except one
+   * removed and one of a name as long made in the same millisecond.
+   */
+  fleetVersions(): Promise<FleetVersions>
 
   /**
    * Create or replace the credential `token.name` (only the token's hash is
@@ -284,6 +314,8 @@ export interface BrokerStore {
   touchToken(name: string, now: number): Promise<void>
   /** Every credential, by name. */
   listTokens(): Promise<TokenRecord[]>
+  /** The node credentials' names and creation times, by name (the fleet's never-seen nodes). */
+  nodeTokens(): Promise<NodeTokenRecord[]>
   /** Remove a credential (its current and previous token); false when there is none. */
   revokeToken(name: string): Promise<boolean>
 
