@@ -29,19 +29,22 @@ const NODE_REPORT_PARAMS: Record<string, string> = {
  * caller waits to see below a pass's frontier before it answers.
  * `late` counts the accepted messages below the watermark as read here.
  *
- * $1 node, $2 epoch, $3..$11 the message columns, $12 broker time, $13 direct,
+ * $1 node, $2 epoch, $3..$11 the message columns ($6: every payload, end to end, in one bytea
+ * sent in binary; $27 their byte lengths), $12 broker time, $13 direct,
  * $14 last_sync, $15 clock skew, $16 node clock, $17..$19 backlog, $20 low mark,
  * $21 stats, $22 message count, $23 batch, $24 unacked batch, $25 its low mark, $26 max seq.
  */
 export const INGEST_BATCH = `
   WITH input AS (
-    SELECT * FROM unnest($3::bigint[], $4::text[], $5::bigint[], $6::bytea[], $7::text[], $8::text[],
-                         $9::int[], $10::bigint[], $11::text[])
-      AS t(seq, topic, ts, payload, enc, content_type, priority, expires_at, headers)
+    SELECT *, SUM(len) OVER (ORDER BY ord) - len AS start FROM unnest($3::bigint[], $4::text[], $5::bigint[],
+      $27::int[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::text[]) WITH ORDINALITY
+      AS t(seq, topic, ts, len, enc, content_type, priority, expires_at, headers, ord)
   ), ins AS (
     INSERT INTO rmq_messages (node, epoch, seq, topic, ts, payload, enc, content_type, priority,
       expires_at, headers, received_at)
-    SELECT $1, $2, seq, topic, ts, payload, enc, content_type, priority, expires_at, headers, $12 FROM input
+    SELECT $1, $2, seq, topic, ts, substring($6::bytea FROM (start + 1)::int FOR len), enc, content_type,
+      priority, expires_at, headers, $12
+    FROM input ORDER BY ord
     ON CONFLICT (node, epoch, seq) DO NOTHING
     RETURNING ts
   ), w AS (

@@ -154,6 +154,10 @@ export class PostgresBrokerStore implements BrokerStore {
     return this.tracked(async () => {
       const ms = batch.messages
       const { lowMark, unackedLowMark } = lowMarkOf(batch)
+      // One binary parameter for all payloads: no hex text array for the server to parse.
+      const parts = ms.map((m) => Buffer.from(m.payload, 'utf8'))
+      const payloads = Buffer.concat(parts)
+      const lengths = parts.map((p) => p.length)
       const res = await this.pool.query<{ accepted: number; late: number; tx: string }>({
         name: 'rmq_ingest',
         text: INGEST_BATCH,
@@ -163,7 +167,7 @@ export class PostgresBrokerStore implements BrokerStore {
           ms.map((m) => m.seq),
           ms.map((m) => m.topic),
           ms.map((m) => m.ts),
-          ms.map((m) => Buffer.from(m.payload, 'utf8')),
+          payloads,
           ms.map((m) => m.enc),
           ms.map((m) => m.contentType ?? null),
           ms.map((m) => m.priority ?? 4),
@@ -184,6 +188,7 @@ export class PostgresBrokerStore implements BrokerStore {
           batch.backlog.unacked?.batch ?? null,
           lowMark,
           maxSeqOf(batch),
+          lengths,
         ],
       })
       const r = res.rows[0]
