@@ -59,6 +59,7 @@ export class ReleasePasses {
   constructor(
     private readonly run: RunPass,
     private readonly onStall?: (waitedMs: number) => void,
+    private readonly stallMs = STALL_MS,
   ) {}
 
   /** Resolves with the first pass that started after this call and whose frontier is above `tx`. */
@@ -102,7 +103,7 @@ export class ReleasePasses {
           this.waiters.splice(i, 1)
           w.resolve(result)
           answered++
-        } else if (now - w.since > STALL_MS) {
+        } else if (now - w.since > this.stallMs) {
           this.waiters.splice(i, 1)
           this.onStall?.(now - w.since)
           w.reject(

@@ -89,7 +89,8 @@ const RELEASE_PASS = `
       RETURNING 1
     )
     SELECT (SELECT COUNT(*) FROM ins), (SELECT COUNT(*) FROM pos), (SELECT COUNT(*) FROM upd) INTO s, r, u;
-    IF s > 0 OR r > 0 OR w IS DISTINCT FROM m.watermark OR h > m.frontier THEN
+    -- No new message and nothing moved: write nothing (the empty range below h needs no record).
+    IF s > 0 OR r > 0 OR w IS DISTINCT FROM m.watermark THEN
       UPDATE rmq_meta SET watermark = w, next_position = next_position + r, next_arrival = next_arrival + s,
         held = held + s - r, ingested = ingested + s, frontier = h WHERE id = 1;
     END IF;
