@@ -6,9 +6,9 @@
 // the same two PostgreSQL runs through a TCP proxy that holds every chunk
 // 2 ms each way (a database on another host); and one broker through the
 // proxy with 1 sender (one request at a time) against 4.
-// For every PostgreSQL run: the server's CPU time per message (the
-// postmaster and its backends, from /proc) and the lock waits seen in
-// pg_stat_activity (sampled every 20 ms).
+// For every run: the brokers' CPU time per message; for every PostgreSQL
+// run also the server's (the postmaster and its backends, from /proc) and
+// the lock waits seen in pg_stat_activity (sampled every 20 ms).
 // PostgreSQL is a throwaway cluster (test/helpers/postgres.ts, fsync on), or
 // the server at BENCH_POSTGRES_URL (a database this suite may fill; no CPU figure then).
 import fs from 'node:fs'
@@ -47,6 +47,17 @@ function serverCpu(pid) {
       }
     }
     return ticks / TICKS
+  } catch {
+    return undefined
+  }
+}
+
+/** CPU seconds of one process (all its threads). */
+function processCpu(pid) {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) / TICKS
   } catch {
     return undefined
   }
@@ -102,6 +113,8 @@ async function measure({ count, env, open, dataDir, concurrent = SENDERS, watch 
       brokers.push(await startBroker(dir, env))
     }
     const cpu0 = watch?.cpu()
+    const brokerCpu = () => brokers.reduce((sum, b) => sum + (processCpu(b.child.pid) ?? NaN), 0)
+    const broker0 = brokerCpu()
     const locks = watch?.locks()
     const { seconds, retries } = await sendAll(
       work,
@@ -110,13 +123,14 @@ async function measure({ count, env, open, dataDir, concurrent = SENDERS, watch 
       { concurrent },
     )
     const cpu1 = watch?.cpu()
+    const brokerPerMsg = ((brokerCpu() - broker0) / TOTAL) * 1e6
     const lockStats = locks ? await locks() : undefined
     const check = await open()
     const heads = await check.heads()
     await check.close()
     if (heads.total !== TOTAL) throw new Error(`stored ${heads.total} of ${TOTAL} messages`)
     const cpuPerMsg = cpu0 !== undefined && cpu1 !== undefined ? ((cpu1 - cpu0) / TOTAL) * 1e6 : undefined
-    return { rate: TOTAL / seconds, retries, cpuPerMsg, lockStats }
+    return { rate: TOTAL / seconds, retries, cpuPerMsg, brokerPerMsg, lockStats }
   } finally {
     for (const b of brokers) await stopBroker(b)
   }
@@ -146,6 +160,7 @@ export async function run() {
       value: Math.round(sqlite.rate),
       unit: 'msg/s',
     })
+    rows.push({ metric: '  broker CPU per message (sqlite)', value: sqlite.brokerPerMsg, unit: 'µs' })
 
     let databaseUrl = process.env.BENCH_POSTGRES_URL
     let fresh
@@ -211,6 +226,11 @@ export async function run() {
         c.count > 1 ? 's' : ''
       }, ${c.concurrent} sender${c.concurrent > 1 ? 's' : ''}`
       rows.push({ metric: name, value: Math.round(r.rate), unit: 'msg/s' })
+      rows.push({
+        metric: `  broker CPU per message, all brokers (${c.key})`,
+        value: r.brokerPerMsg,
+        unit: 'µs',
+      })
       if (r.cpuPerMsg !== undefined)
         rows.push({ metric: `  PostgreSQL CPU per message (${c.key})`, value: r.cpuPerMsg, unit: 'µs' })
       rows.push({
