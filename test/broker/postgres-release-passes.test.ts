@@ -10,7 +10,7 @@ const ctx = (now: number) => ({ now, maxLateness: 1000 })
 
 /** A fake rmq_pass: each call returns the next frontier from `frontiers` after `ms`. */
 function fakePasses(frontiers: bigint[], ms = 20) {
-  const calls: Array<[number, number]> = []
+  const calls: Array<[number, number, string | null]> = []
   let i = 0
   const run: RunPass = async (params) => {
     calls.push(params)
@@ -37,6 +37,11 @@ describe('release passes', () => {
     expect(c.frontier).toBe(20n)
     expect(calls).toHaveLength(2)
     expect(calls[1][0]).toBe(3 - 1000)
+    // The newest transaction waited for: a pass another broker committed meanwhile may cover it.
+    expect(calls.map((c) => c[2])).toEqual(['5', '15'])
+    // A release call (tx 0) always runs its own pass.
+    await passes.wait(0n, ctx(4))
+    expect(calls[2][2]).toBeNull()
   })
 
   it('keeps passing while an older transaction holds the horizon, and answers 503 after the bound', async () => {

@@ -39,7 +39,8 @@ interface Waiter {
   reject(err: unknown): void
 }
 
-export type RunPass = (params: [number, number]) => Promise<{
+/** rmq_pass's parameters: live since, hold floor, and the newest waiting transaction (null: run anyway). */
+export type RunPass = (params: [number, number, string | null]) => Promise<{
   p_frontier: string
   p_watermark: number | null
   p_sequenced: number
@@ -83,7 +84,10 @@ export class ReleasePasses {
       for (const w of this.waiters) if (w.ctx.now > ctx.now) ctx = w.ctx
       let result: PassResult
       try {
-        const row = await this.run([liveSince(ctx), holdFloor(ctx)])
+        // Only ingests waiting: a pass another broker just committed may cover them all.
+        let need: bigint | null = 0n
+        for (const w of this.waiters) need = need === null || w.tx === 0n ? null : w.tx > need ? w.tx : need
+        const row = await this.run([liveSince(ctx), holdFloor(ctx), need === null ? null : String(need)])
         result = {
           frontier: BigInt(row.p_frontier),
           watermark: row.p_watermark,

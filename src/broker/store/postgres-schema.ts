@@ -24,9 +24,12 @@ export const RELEASE_LOCK_KEY = 0x726d7102
  *    it get the next event positions in (ts, node, seq, epoch) order, `late`
  *    when below the watermark as it stood before this pass.
  * Positions are written to rmq_order only; message rows are never rewritten.
+ * A pass that had to wait for another broker's pass returns at once when the
+ * frontier that one wrote is above `need` (NULL: always run, with this
+ * caller's broker time).
  */
 const RELEASE_PASS = `
-  CREATE FUNCTION rmq_pass(live_since bigint, hold_floor bigint)
+  CREATE FUNCTION rmq_pass(live_since bigint, hold_floor bigint, need xid8)
   RETURNS TABLE (p_frontier xid8, p_watermark bigint, p_sequenced bigint, p_released bigint)
   LANGUAGE plpgsql AS $$
   DECLARE
@@ -44,7 +47,16 @@ const RELEASE_PASS = `
     -- Plain index scans only: they mark the entries of released rows dead as they pass them, so
     -- the held index stays cheap to scan between vacuums (a bitmap scan visits them every time).
     PERFORM set_config('enable_bitmapscan', 'off', true);
-    PERFORM pg_advisory_xact_lock(${RELEASE_LOCK_KEY});
+    IF NOT pg_try_advisory_xact_lock(${RELEASE_LOCK_KEY}) THEN
+      -- Another broker's pass runs. Once it has committed, the frontier it wrote may already cover
+      -- what this pass was for (need: the newest transaction its callers wait for): then stop here.
+      PERFORM pg_advisory_xact_lock(${RELEASE_LOCK_KEY});
+      SELECT * INTO m FROM rmq_meta WHERE id = 1;
+      IF need IS NOT NULL AND m.frontier > need THEN
+        RETURN QUERY SELECT m.frontier, m.watermark, 0::bigint, 0::bigint;
+        RETURN;
+      END IF;
+    END IF;
     h := pg_snapshot_xmin(pg_current_snapshot());
     SELECT * INTO m FROM rmq_meta WHERE id = 1;
     IF h <= m.frontier THEN

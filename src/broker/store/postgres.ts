@@ -109,7 +109,7 @@ export class PostgresBrokerStore implements BrokerStore {
       (
         await this.pool.query({
           name: 'rmq_pass',
-          text: 'SELECT p_frontier::text, p_watermark, p_sequenced, p_released FROM rmq_pass($1, $2)',
+          text: 'SELECT p_frontier::text, p_watermark, p_sequenced, p_released FROM rmq_pass($1, $2, $3::xid8)',
           values: params,
         })
       ).rows[0]
