@@ -63,6 +63,15 @@ describe('release passes', () => {
     expect(calls.length).toBeLessThan(150 / 2)
   })
 
+  it('a waiter that comes in the same tick as the last answer still gets a pass', async () => {
+    const { run, calls } = fakePasses([10n, 20n], 1)
+    const passes = new ReleasePasses(run)
+    // The caller of the first wait asks again as soon as it is answered, before any other task runs.
+    const second = passes.wait(5n, ctx(1)).then(() => passes.wait(6n, ctx(2)))
+    expect((await second).frontier).toBe(20n)
+    expect(calls).toHaveLength(2)
+  })
+
   it('a failed pass fails its waiters; the next waiter gets a new pass', async () => {
     let fail = true
     const run: RunPass = async () => {

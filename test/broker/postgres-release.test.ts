@@ -167,7 +167,14 @@ describe.skipIf(!pg.ok)('postgres store: release passes', () => {
           if (r.rows.length === 1) return r.rows[0].pid
           await new Promise((r) => setTimeout(r, 25))
         }
-        throw new Error('the release pass never reached the update of rmq_meta')
+        const all = await blocker.query(
+          `SELECT pid, state, wait_event_type, wait_event, left(query, 80) AS query FROM pg_stat_activity
+           WHERE datname = current_database()`,
+        )
+        const outcome = await Promise.race([released, new Promise((r) => setTimeout(() => r('pending'), 10))])
+        throw new Error(
+          `the release pass never reached the update of rmq_meta (${String(outcome)}): ${JSON.stringify(all.rows)}`,
+        )
       }
       const pid = await stuck()
       // Broker b's pass waits for the release lock meanwhile.

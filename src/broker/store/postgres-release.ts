@@ -67,17 +67,18 @@ export class ReleasePasses {
   wait(tx: bigint, ctx: IngestContext): Promise<PassResult> {
     return new Promise((resolve, reject) => {
       this.waiters.push({ tx, after: this.started, ctx, since: Date.now(), resolve, reject })
-      if (!this.running) this.running = this.loop().finally(() => (this.running = undefined))
+      // `running` is cleared by the loop itself, in the same tick as its last look at the waiters:
+      // a waiter pushed after that look always starts a new loop.
+      if (!this.running) this.running = this.loop()
     })
   }
 
-  /** Settles when no pass is running. */
-  async idle(): Promise<void> {
-    while (this.running) await this.running
-  }
-
   private async loop(): Promise<void> {
-    while (this.waiters.length > 0) {
+    for (;;) {
+      if (this.waiters.length === 0) {
+        this.running = undefined
+        return
+      }
       const pass = ++this.started
       // The newest broker time among the waiters decides which nodes are live.
       let ctx = this.waiters[0].ctx
@@ -95,9 +96,13 @@ export class ReleasePasses {
           released: row.p_released,
         }
       } catch (err) {
-        // Everyone waiting fails with this pass (503): their batches are committed, a retry dedups.
-        for (const w of this.waiters.splice(0)) w.reject(err)
-        return
+        // Everyone this pass was for fails with it (503): their batches are committed, a retry
+        // dedups. Waiters that came while it ran get the next pass.
+        for (let i = 0; i < this.waiters.length;) {
+          if (this.waiters[i].after < pass) this.waiters.splice(i, 1)[0].reject(err)
+          else i++
+        }
+        continue
       }
       let answered = 0
       const now = Date.now()
