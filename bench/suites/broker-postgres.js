@@ -1,10 +1,16 @@
 // Scale-out ingest: the workload of bench/suites/broker.js (100,000 ~200-byte
 // messages in zstd batches of 500 from 4 concurrent senders, every batch
 // durably committed before its 200) against real `rmq broker start`
-// processes: one on SQLite, one on PostgreSQL, and two on one PostgreSQL
-// database (senders spread over both), all measured in this same run.
+// processes, all measured in this same run: one on SQLite; one on
+// PostgreSQL and two on one PostgreSQL database (senders spread over both);
+// the same two PostgreSQL runs through a TCP proxy that holds every chunk
+// 2 ms each way (a database on another host); and one broker through the
+// proxy with 1 sender (one request at a time) against 4.
+// For every run: the brokers' CPU time per message; for every PostgreSQL
+// run also the server's (the postmaster and its backends, from /proc) and
+// the lock waits seen in pg_stat_activity (sampled every 20 ms).
 // PostgreSQL is a throwaway cluster (test/helpers/postgres.ts, fsync on), or
-// the server at BENCH_POSTGRES_URL (a database this suite may fill).
+// the server at BENCH_POSTGRES_URL (a database this suite may fill; no CPU figure then).
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -13,14 +19,86 @@ import { BATCH, SENDERS, TOTAL, buildWork, sendAll, startBroker } from './broker
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(here, '../..')
+const PROXY_MS = 2
+const TICKS = 100 // USER_HZ (clock ticks per second in /proc/<pid>/stat) on Linux
 
 async function stopBroker(broker) {
   broker.child.kill('SIGTERM')
   await new Promise((r) => broker.child.once('exit', r))
 }
 
+/** CPU seconds of a postmaster and all its children (live ones, and exited ones it has reaped). */
+function serverCpu(pid) {
+  const stat = (p) => {
+    const s = fs.readFileSync(`/proc/${p}/stat`, 'utf8')
+    return s.slice(s.lastIndexOf(')') + 2).split(' ')
+  }
+  try {
+    const own = stat(pid)
+    // Fields after the name, 0-based from state: utime 11, stime 12, cutime 13, cstime 14.
+    let ticks = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14])
+    for (const d of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue
+      try {
+        const f = stat(d)
+        if (Number(f[1]) === pid) ticks += Number(f[11]) + Number(f[12])
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return ticks / TICKS
+  } catch {
+    return undefined
+  }
+}
+
+/** CPU seconds of one process (all its threads). */
+function processCpu(pid) {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) / TICKS
+  } catch {
+    return undefined
+  }
+}
+
+/** Sample pg_stat_activity every 20 ms: backends waiting on a heavyweight lock, per sample. */
+function sampleLocks(pg, url) {
+  const client = new pg.Client({ connectionString: url })
+  let stop = false
+  const samples = []
+  const events = new Map()
+  const done = (async () => {
+    await client.connect()
+    while (!stop) {
+      const { rows } = await client.query(
+        `SELECT wait_event_type AS t, wait_event AS e, count(*)::int AS n FROM pg_stat_activity
+         WHERE application_name = 'rmq-broker' AND state <> 'idle' GROUP BY 1, 2`,
+      )
+      let locked = 0
+      for (const r of rows) {
+        if (r.t === 'Lock') {
+          locked += r.n
+          events.set(r.e, (events.get(r.e) ?? 0) + r.n)
+        }
+      }
+      samples.push(locked)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    await client.end()
+  })()
+  return async () => {
+    stop = true
+    await done
+    const mean = samples.reduce((a, b) => a + b, 0) / Math.max(1, samples.length)
+    const top = [...events].sort((a, b) => b[1] - a[1])[0]
+    return { mean, max: Math.max(0, ...samples), samples: samples.length, top: top ? top[0] : 'none' }
+  }
+}
+
 /** Start `count` brokers on the store `open` gives, send the workload over them, return msg/s. */
-async function measure({ count, env, open, dataDir }) {
+async function measure({ count, env, open, dataDir, concurrent = SENDERS, watch }) {
   const { createNodeToken } = await import(path.join(ROOT, 'dist/broker/tokens.js'))
   const store = await open()
   const tokens = []
@@ -34,16 +112,25 @@ async function measure({ count, env, open, dataDir }) {
       fs.mkdirSync(dir, { recursive: true })
       brokers.push(await startBroker(dir, env))
     }
+    const cpu0 = watch?.cpu()
+    const brokerCpu = () => brokers.reduce((sum, b) => sum + (processCpu(b.child.pid) ?? NaN), 0)
+    const broker0 = brokerCpu()
+    const locks = watch?.locks()
     const { seconds, retries } = await sendAll(
       work,
       brokers.map((b) => b.url),
       tokens,
+      { concurrent },
     )
+    const cpu1 = watch?.cpu()
+    const brokerPerMsg = ((brokerCpu() - broker0) / TOTAL) * 1e6
+    const lockStats = locks ? await locks() : undefined
     const check = await open()
     const heads = await check.heads()
     await check.close()
     if (heads.total !== TOTAL) throw new Error(`stored ${heads.total} of ${TOTAL} messages`)
-    return { rate: TOTAL / seconds, retries }
+    const cpuPerMsg = cpu0 !== undefined && cpu1 !== undefined ? ((cpu1 - cpu0) / TOTAL) * 1e6 : undefined
+    return { rate: TOTAL / seconds, retries, cpuPerMsg, brokerPerMsg, lockStats }
   } finally {
     for (const b of brokers) await stopBroker(b)
   }
@@ -52,10 +139,14 @@ async function measure({ count, env, open, dataDir }) {
 export async function run() {
   const { openSqliteBrokerStore } = await import(path.join(ROOT, 'dist/broker/store/sqlite.js'))
   const { openPostgresBrokerStore } = await import(path.join(ROOT, 'dist/broker/store/postgres-open.js'))
+  const { default: pg } = await import('pg')
+  const { tsImport } = await import('tsx/esm/api')
+  const { FaultProxy } = await tsImport(path.join(ROOT, 'test/helpers/fault-proxy.ts'), import.meta.url)
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-bench-pg-'))
   let cluster
+  let proxy
   const rows = []
-  const label = `ingest ${TOTAL} msgs (${BATCH}/batch zstd, ${SENDERS} senders, durable)`
+  const label = `ingest ${TOTAL} msgs (${BATCH}/batch zstd, durable)`
   try {
     const sqliteDir = path.join(dataDir, 'sqlite')
     const sqlite = await measure({
@@ -64,13 +155,18 @@ export async function run() {
       env: { RMQ_BROKER_STORE: 'sqlite' },
       open: () => openSqliteBrokerStore({ dataDir: path.join(sqliteDir, 'broker-0') }),
     })
-    rows.push({ metric: `${label}, SQLite, 1 broker`, value: Math.round(sqlite.rate), unit: 'msg/s' })
+    rows.push({
+      metric: `${label}, SQLite, 1 broker, 4 senders`,
+      value: Math.round(sqlite.rate),
+      unit: 'msg/s',
+    })
+    rows.push({ metric: '  broker CPU per message (sqlite)', value: sqlite.brokerPerMsg, unit: 'µs' })
 
     let databaseUrl = process.env.BENCH_POSTGRES_URL
     let fresh
+    let postmaster
     if (!databaseUrl) {
       // Reuse the tests' throwaway-cluster helper (TypeScript, loaded through tsx).
-      const { tsImport } = await import('tsx/esm/api')
       const helper = await tsImport(path.join(ROOT, 'test/helpers/postgres.ts'), import.meta.url)
       const avail = helper.postgresAvailability()
       if (!avail.ok) {
@@ -78,9 +174,11 @@ export async function run() {
         return rows
       }
       cluster = await helper.startPgCluster()
+      postmaster = Number(
+        fs.readFileSync(path.join(cluster.dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0],
+      )
       fresh = async () => (await cluster.createDatabase('rmq_bench')).url
     } else {
-      const { default: pg } = await import('pg')
       fresh = async () => {
         const c = new pg.Client({ connectionString: databaseUrl })
         await c.connect()
@@ -90,33 +188,72 @@ export async function run() {
         return databaseUrl
       }
     }
-    for (const count of [1, 2]) {
-      const url = await fresh()
-      const r = await measure({
-        count,
-        dataDir: path.join(dataDir, `pg-${count}`),
-        env: { RMQ_BROKER_STORE: 'postgres', RMQ_BROKER_POSTGRES_URL: url },
-        open: () => openPostgresBrokerStore({ dataDir: '', url }),
-      })
-      rows.push({
-        metric: `${label}, PostgreSQL, ${count} broker${count > 1 ? 's' : ''}`,
-        value: Math.round(r.rate),
-        unit: 'msg/s',
-        // One database serializes ingest (one releaser): a second broker must not cost more than a third.
-        ...(count === 2
-          ? { target: '>= 2/3 of 1 broker', pass: r.rate >= (rows[rows.length - 1].value * 2) / 3 }
-          : {}),
-      })
-      if (r.retries)
-        rows.push({ metric: `PostgreSQL ${count} broker(s): retries (429/503)`, value: r.retries })
+    const u = new URL(databaseUrl ?? (await fresh()))
+    proxy = await new FaultProxy(
+      { host: u.hostname, port: Number(u.port || 5432) },
+      { kind: 'delay', ms: PROXY_MS },
+    ).start()
+    const viaProxy = (url) => {
+      const p = new URL(url)
+      p.hostname = '127.0.0.1'
+      p.port = String(proxy.port)
+      return p.toString()
     }
+    const results = {}
+    const cases = [
+      { key: 'pg1', count: 1, proxied: false, concurrent: SENDERS },
+      { key: 'pg2', count: 2, proxied: false, concurrent: SENDERS },
+      { key: 'px1', count: 1, proxied: true, concurrent: SENDERS },
+      { key: 'px2', count: 2, proxied: true, concurrent: SENDERS },
+      { key: 'px1s1', count: 1, proxied: true, concurrent: 1 },
+    ]
+    for (const c of cases) {
+      const url = await fresh()
+      const brokerUrl = c.proxied ? viaProxy(url) : url
+      const r = await measure({
+        count: c.count,
+        concurrent: c.concurrent,
+        dataDir: path.join(dataDir, c.key),
+        env: { RMQ_BROKER_STORE: 'postgres', RMQ_BROKER_POSTGRES_URL: brokerUrl },
+        open: () => openPostgresBrokerStore({ dataDir: '', url }),
+        watch: {
+          cpu: () => (postmaster ? serverCpu(postmaster) : undefined),
+          locks: () => sampleLocks(pg, url),
+        },
+      })
+      results[c.key] = r
+      const name = `${label}, PostgreSQL${c.proxied ? ` via ${PROXY_MS} ms proxy` : ''}, ${c.count} broker${
+        c.count > 1 ? 's' : ''
+      }, ${c.concurrent} sender${c.concurrent > 1 ? 's' : ''}`
+      rows.push({ metric: name, value: Math.round(r.rate), unit: 'msg/s' })
+      rows.push({
+        metric: `  broker CPU per message, all brokers (${c.key})`,
+        value: r.brokerPerMsg,
+        unit: 'µs',
+      })
+      if (r.cpuPerMsg !== undefined)
+        rows.push({ metric: `  PostgreSQL CPU per message (${c.key})`, value: r.cpuPerMsg, unit: 'µs' })
+      rows.push({
+        metric: `  lock waits in pg_stat_activity (${c.key}): mean / max backends, top event`,
+        value: `${r.lockStats.mean.toFixed(2)} / ${r.lockStats.max}, ${r.lockStats.top} (${r.lockStats.samples} samples)`,
+      })
+      if (r.retries) rows.push({ metric: `  retries (429/503) (${c.key})`, value: r.retries })
+    }
+    const ratio = (metric, a, b, min) => {
+      const value = a / b
+      rows.push({ metric, value, unit: 'x', target: `>= ${min}`, pass: value >= min })
+    }
+    ratio('PostgreSQL 1 broker / SQLite 1 broker', results.pg1.rate, sqlite.rate, 0.5)
     rows.push({
-      metric: 'PostgreSQL 1 broker / SQLite',
-      value: rows[1].value / rows[0].value,
+      metric: 'PostgreSQL 2 brokers / 1 broker',
+      value: results.pg2.rate / results.pg1.rate,
       unit: 'x',
     })
+    ratio(`via ${PROXY_MS} ms proxy: 2 brokers / 1 broker`, results.px2.rate, results.px1.rate, 1.7)
+    ratio(`via ${PROXY_MS} ms proxy: 1 broker, 4 senders / 1 sender`, results.px1.rate, results.px1s1.rate, 3)
     return rows
   } finally {
+    await proxy?.stop()
     if (cluster) await cluster.stop()
     fs.rmSync(dataDir, { recursive: true, force: true })
   }

@@ -158,16 +158,23 @@ export function buildWork() {
   return { work, rawBytes, wireBytes, msgBytes }
 }
 
-/** Send every sender's batches concurrently (sender s to urls[s % urls.length]) until acknowledged. */
-export async function sendAll(work, urls, tokens) {
+/**
+ * Send every sender's batches concurrently (sender s to urls[s % urls.length]) until acknowledged.
+ * `concurrent: 1`: one request at a time, the nodes' batches interleaved (each node's in order).
+ */
+export async function sendAll(work, urls, tokens, { concurrent = work.length } = {}) {
   const started = process.hrtime.bigint()
   let retries = 0
+  const lanes =
+    concurrent >= work.length
+      ? work.map((batches, s) => batches.map((body) => ({ body, s })))
+      : [work[0].flatMap((_, b) => work.map((batches, s) => ({ body: batches[b], s })))]
   await Promise.all(
-    work.map(async (batches, s) => {
+    lanes.map(async (lane, l) => {
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
-      for (const body of batches) {
+      for (const { body, s } of lane) {
         for (;;) {
-          const res = await post(agent, `${urls[s % urls.length]}/v1/batches`, body, {
+          const res = await post(agent, `${urls[l % urls.length]}/v1/batches`, body, {
             'content-type': 'application/json',
             'content-encoding': 'zstd',
             authorization: `Bearer ${tokens[s]}`,

@@ -141,7 +141,7 @@ export async function openPostgresBrokerStore(options: BrokerStoreOptions): Prom
       })
     throw err
   }
-  return new PostgresBrokerStore(pg, pool)
+  return new PostgresBrokerStore(pg, pool, options.log)
 }
 
 export default openPostgresBrokerStore

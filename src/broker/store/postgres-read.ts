@@ -45,7 +45,7 @@ export interface PgReadDeps {
 }
 
 export async function pgRead(d: PgReadDeps, q: ReadQuery): Promise<ReadResult> {
-  // The head first: every message at or below a committed head is committed (one locked transaction).
+  // The head first: every position at or below a committed head is given (release passes, one at a time).
   const meta = (
     await d.pool.query<{ watermark: number | null; next_position: number; next_arrival: number }>(
       'SELECT watermark, next_position, next_arrival FROM rmq_meta WHERE id = 1',
@@ -66,9 +66,12 @@ export async function pgRead(d: PgReadDeps, q: ReadQuery): Promise<ReadResult> {
   const cond = all ? { sql: 'true', values: [] } : topicCondition(q.topic!, 4)
   const rows = (
     await d.pool.query({
-      name: all ? `rmq_read_${col}` : undefined,
-      text: `SELECT ${d.columns} FROM rmq_messages WHERE ${col} > $1 AND ${col} <= $2 AND ${cond.sql}
-             ORDER BY ${col} LIMIT $3`,
+      name: all ? `rmq_read_${q.order}` : undefined,
+      // The page is found in rmq_order alone (positions, topic); only its rows are joined.
+      text: `SELECT ${d.columns} FROM (
+               SELECT arrival, tx, id, position, late FROM rmq_order
+               WHERE ${col} > $1 AND ${col} <= $2 AND ${cond.sql} ORDER BY ${col} LIMIT $3) o
+             JOIN rmq_messages m ON m.tx = o.tx AND m.id = o.id ORDER BY o.${col}`,
       values: [q.after, to, q.limit, ...cond.values],
     })
   ).rows
@@ -84,7 +87,7 @@ export async function pgHeldBack(pool: Pick<pgTypes.Pool, 'query'>, q: HeldQuery
     await pool.query<{ scanned: number; n: number; newest: string | null }>(
       `SELECT COUNT(*)::int AS scanned, (COUNT(*) FILTER (WHERE ${cond.sql}))::int AS n,
          MAX(ts) FILTER (WHERE ${cond.sql}) AS newest FROM (
-         SELECT ts, topic FROM rmq_messages WHERE position IS NULL ORDER BY ts, node, seq, epoch LIMIT $1) h`,
+         SELECT ts, topic FROM rmq_order WHERE position IS NULL ORDER BY ts, node, seq, epoch LIMIT $1) h`,
       [HELD_COUNT_MAX + 1, ...cond.values],
     )
   ).rows[0]
@@ -92,9 +95,8 @@ export async function pgHeldBack(pool: Pick<pgTypes.Pool, 'query'>, q: HeldQuery
   if ((r.n === 0 && !capped) || (r.newest === null && !capped)) return { count: 0, capped: false, nodes: [] }
   let newest = Number(r.newest)
   if (capped) {
-    const max = (
-      await pool.query<{ m: string }>('SELECT MAX(ts) AS m FROM rmq_messages WHERE position IS NULL')
-    ).rows[0].m
+    const max = (await pool.query<{ m: string }>('SELECT MAX(ts) AS m FROM rmq_order WHERE position IS NULL'))
+      .rows[0].m
     newest = Number(max)
   }
   const nodes = (

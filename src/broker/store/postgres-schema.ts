@@ -8,6 +8,111 @@
  * byte order, as in SQLite, whatever the database's locale. Payloads are
  * bytea because PostgreSQL text cannot hold U+0000.
  */
+/** Key of the transaction-scoped advisory lock one release pass at a time holds ('rmq' + 2). */
+export const RELEASE_LOCK_KEY = 0x726d7102
+
+/**
+ * One release pass (postgres-release.ts), called in its own transaction:
+ * 1. Under the release lock, the horizon h = the oldest transaction still
+ *    running. Every transaction below it has committed or rolled back, so
+ *    the messages with frontier <= tx < h are all there will ever be in that
+ *    range: they get the next arrival positions in (tx, id) order and h
+ *    becomes the frontier. A message committed above the horizon waits for a
+ *    later pass; none ever gets a position behind one already given.
+ * 2. The watermark (monotonic) from the live edge nodes' low marks, or the
+ *    newest held ts + 1 when no live node holds it back; held messages below
+ *    it get the next event positions in (ts, node, seq, epoch) order, `late`
+ *    when below the watermark as it stood before this pass.
+ * Positions are written to rmq_order only; message rows are never rewritten.
+ * A pass that had to wait for another broker's pass returns at once when the
+ * frontier that one wrote is above `need` (NULL: always run, with this
+ * caller's broker time).
+ */
+const RELEASE_PASS = `
+  CREATE FUNCTION rmq_pass(live_since bigint, hold_floor bigint, need xid8)
+  RETURNS TABLE (p_frontier xid8, p_watermark bigint, p_sequenced bigint, p_released bigint)
+  LANGUAGE plpgsql AS $$
+  DECLARE
+    m record;
+    h xid8;
+    w bigint;
+    cand bigint;
+    lm bigint;
+    n bigint;
+    s bigint := 0;
+    r bigint := 0;
+    u bigint := 0;
+  BEGIN
+    PERFORM set_config('synchronous_commit', 'on', true);
+    -- Plain index scans only: they mark the entries of released rows dead as they pass them, so
+    -- the held index stays cheap to scan between vacuums (a bitmap scan visits them every time).
+    PERFORM set_config('enable_bitmapscan', 'off', true);
+    IF NOT pg_try_advisory_xact_lock(${RELEASE_LOCK_KEY}) THEN
+      -- Another broker's pass runs. Once it has committed, the frontier it wrote may already cover
+      -- what this pass was for (need: the newest transaction its callers wait for): then stop here.
+      PERFORM pg_advisory_xact_lock(${RELEASE_LOCK_KEY});
+      SELECT * INTO m FROM rmq_meta WHERE id = 1;
+      IF need IS NOT NULL AND m.frontier > need THEN
+        RETURN QUERY SELECT m.frontier, m.watermark, 0::bigint, 0::bigint;
+        RETURN;
+      END IF;
+    END IF;
+    h := pg_snapshot_xmin(pg_current_snapshot());
+    SELECT * INTO m FROM rmq_meta WHERE id = 1;
+    IF h <= m.frontier THEN
+      h := m.frontier;
+    END IF;
+    SELECT MIN(d.low_mark), COUNT(*) INTO lm, n FROM rmq_nodes d
+      WHERE NOT d.direct AND d.last_contact >= live_since AND d.low_mark >= hold_floor;
+    IF n > 0 THEN
+      cand := lm;
+    ELSE
+      SELECT GREATEST((SELECT MAX(k.ts) FROM rmq_order k WHERE k.position IS NULL),
+                      (SELECT MAX(x.ts) FROM rmq_messages x WHERE x.tx >= m.frontier AND x.tx < h)) + 1
+        INTO cand;
+    END IF;
+    w := m.watermark;
+    IF cand IS NOT NULL AND (w IS NULL OR cand > w) THEN
+      w := cand;
+    END IF;
+    -- One statement: the new messages get their arrivals; those of them below w, and the held ones
+    -- below w, get event positions (a new message due at once is inserted with it, never updated).
+    WITH fresh AS (
+      SELECT m.next_arrival + ROW_NUMBER() OVER (ORDER BY x.tx, x.id) - 1 AS arrival,
+        x.tx, x.id, x.ts, x.node, x.seq, x.epoch, x.topic
+      FROM rmq_messages x WHERE x.tx >= m.frontier AND x.tx < h
+    ), due AS (
+      SELECT f.arrival, f.ts, f.node, f.seq, f.epoch FROM fresh f WHERE f.ts < w
+      UNION ALL
+      SELECT k.arrival, k.ts, k.node, k.seq, k.epoch FROM rmq_order k WHERE k.position IS NULL AND k.ts < w
+    ), pos AS (
+      SELECT d.arrival, m.next_position + ROW_NUMBER() OVER (ORDER BY d.ts, d.node, d.seq, d.epoch) - 1 AS p
+      FROM due d
+    ), ins AS (
+      INSERT INTO rmq_order (arrival, tx, id, ts, node, seq, epoch, topic, position, late)
+      SELECT f.arrival, f.tx, f.id, f.ts, f.node, f.seq, f.epoch, f.topic, q.p,
+        q.p IS NOT NULL AND m.watermark IS NOT NULL AND f.ts < m.watermark
+      FROM fresh f LEFT JOIN pos q ON q.arrival = f.arrival
+      RETURNING 1
+    ), upd AS (
+      -- Only rows already in rmq_order match: this statement does not see what ins inserts.
+      UPDATE rmq_order o SET position = q.p, late = (m.watermark IS NOT NULL AND o.ts < m.watermark)
+      FROM pos q WHERE o.arrival = q.arrival
+      RETURNING 1
+    )
+    SELECT (SELECT COUNT(*) FROM ins), (SELECT COUNT(*) FROM pos), (SELECT COUNT(*) FROM upd) INTO s, r, u;
+    -- No new message and nothing moved: write nothing (the empty range below h needs no record).
+    IF s > 0 OR r > 0 OR w IS DISTINCT FROM m.watermark THEN
+      UPDATE rmq_meta SET watermark = w, next_position = next_position + r, next_arrival = next_arrival + s,
+        held = held + s - r, ingested = ingested + s, frontier = h WHERE id = 1;
+    END IF;
+    IF s > 0 OR r > 0 THEN
+      PERFORM pg_notify('rmq_messages', ''); -- NOTIFY_CHANNEL
+    END IF;
+    RETURN QUERY SELECT h, w, s, r;
+  END $$;
+`
+
 export const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE rmq_meta (
@@ -110,6 +215,46 @@ export const MIGRATIONS: readonly string[] = [
    ALTER TABLE rmq_tokens ADD COLUMN role text NOT NULL DEFAULT 'node',
      ADD COLUMN topic_grants text, ADD COLUMN group_grants text, ADD COLUMN expires_at bigint,
      ADD COLUMN previous_hash text UNIQUE, ADD COLUMN previous_until bigint`,
+  // 8: ingest without a shared lock (postgres-release.ts). Messages are the log: they get an id and
+  // their transaction's id (tx) when inserted, and no position. Arrival and event positions live
+  // in the narrow rmq_order, written after commit by one release pass at a time (rmq_pass). The
+  // rows already there keep their arrival (now their id) and position; their tx is 0, below the
+  // frontier (every row whose tx is below it has its arrival), which starts at this migration's tx.
+  // rmq_order repeats what ordering and filtering need (ts, node, seq, epoch, topic), so a page
+  // is found there and joins only the rows it returns.
+  `
+  DROP INDEX rmq_messages_held;
+  ALTER TABLE rmq_messages RENAME COLUMN arrival TO id;
+  CREATE SEQUENCE rmq_messages_id_seq AS bigint OWNED BY rmq_messages.id;
+  SELECT setval('rmq_messages_id_seq', COALESCE((SELECT MAX(id) FROM rmq_messages), 0) + 1, false);
+  ALTER TABLE rmq_messages ALTER COLUMN id SET DEFAULT nextval('rmq_messages_id_seq'),
+    ADD COLUMN tx xid8 NOT NULL DEFAULT '0';
+  ALTER TABLE rmq_messages ALTER COLUMN tx SET DEFAULT pg_current_xact_id();
+  CREATE TABLE rmq_order (
+    arrival bigint PRIMARY KEY,
+    tx xid8 NOT NULL,
+    id bigint NOT NULL,
+    ts bigint NOT NULL,
+    node text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    epoch text COLLATE "C" NOT NULL,
+    topic text COLLATE "C" NOT NULL,
+    position bigint UNIQUE,
+    late boolean NOT NULL DEFAULT false
+  );
+  INSERT INTO rmq_order (arrival, tx, id, ts, node, seq, epoch, topic, position, late)
+    SELECT id, tx, id, ts, node, seq, epoch, topic, position, late FROM rmq_messages;
+  CREATE INDEX rmq_order_held ON rmq_order (ts, node, seq, epoch) WHERE position IS NULL;
+  ALTER TABLE rmq_messages DROP COLUMN position, DROP COLUMN late;
+  -- A message is found by (tx, id), for the pass and for the pages: one index, no primary key.
+  ALTER TABLE rmq_messages DROP CONSTRAINT rmq_messages_pkey;
+  CREATE INDEX rmq_messages_tx ON rmq_messages (tx, id);
+  ALTER TABLE rmq_meta ADD COLUMN frontier xid8;
+  UPDATE rmq_meta SET frontier = pg_current_xact_id() WHERE id = 1;
+  ALTER TABLE rmq_meta ALTER COLUMN frontier SET NOT NULL;
+  `,
+  // 9: the release pass, one transaction in one round trip (postgres-release.ts).
+  RELEASE_PASS,
 ]
 
 /** Key of the transaction-scoped advisory lock that serializes migrations ('rmq' + 1). */

@@ -1,73 +1,76 @@
 /**
- * The SQL of the PostgreSQL broker store's ingest and release (postgres.ts).
+ * The SQL of the PostgreSQL broker store's ingest (postgres.ts); the release
+ * pass is the function rmq_pass (postgres-schema.ts, postgres-release.ts).
  */
 import { EPOCH_BATCHES_UPDATE, EPOCH_SEQS_UPDATE, NODE_REPORT_UPDATE } from './node-rows.js'
 
-export const MESSAGE_COLUMNS = `arrival, node, epoch, seq, topic, ts, payload, enc, content_type, priority, expires_at,
-  headers, received_at, position, late::int AS late`
+/** A message with its positions: `m` the message (rmq_messages), `o` its positions (rmq_order). */
+export const MESSAGE_COLUMNS = `o.arrival, m.node, m.epoch, m.seq, m.topic, m.ts, m.payload, m.enc, m.content_type,
+  m.priority, m.expires_at, m.headers, m.received_at, o.position, o.late::int AS late`
 
 export const NODE_COLUMNS = `node, epoch, direct::int AS direct, first_seen, last_contact, last_sync, clock_skew,
   last_clock, backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late,
   batches, epoch_batches, epoch_received, epoch_max_seq`
 
-/** One round trip: open the transaction, make its commit durable, take the ingest/release lock. */
-export const BEGIN_LOCKED = `BEGIN; SET LOCAL synchronous_commit = on;
-  SELECT watermark, next_position, next_arrival, held FROM rmq_meta WHERE id = 1 FOR UPDATE`
-
-export const INSERT_BATCH = `
-  WITH input AS (
-    SELECT * FROM unnest($3::bigint[], $4::text[], $5::bigint[], $6::bytea[], $7::text[], $8::text[],
-                         $9::int[], $10::bigint[], $11::text[])
-      WITH ORDINALITY AS t(seq, topic, ts, payload, enc, content_type, priority, expires_at, headers, ord)
-  ), fresh AS (
-    SELECT DISTINCT ON (i.seq) i.* FROM input i
-    WHERE NOT EXISTS (SELECT 1 FROM rmq_messages m WHERE m.node = $1 AND m.epoch = $2 AND m.seq = i.seq)
-    ORDER BY i.seq, i.ord
-  )
-  INSERT INTO rmq_messages (arrival, node, epoch, seq, topic, ts, payload, enc, content_type, priority,
-    expires_at, headers, received_at, position, late)
-  SELECT $12::bigint + ROW_NUMBER() OVER (ORDER BY ord) - 1, $1, $2, seq, topic, ts, payload, enc, content_type,
-    priority, expires_at, headers, $13, NULL, $14::bigint IS NOT NULL AND ts < $14::bigint
-  FROM fresh
-  ON CONFLICT (node, epoch, seq) DO NOTHING
-  RETURNING late`
-
-/** NODE_REPORT_UPDATE's parameters in UPSERT_NODE. */
-export const NODE_REPORT_PARAMS: Record<string, string> = {
-  batch: '$16::text',
-  unacked: '$17::text',
-  lowMark: '$18::bigint',
+/** NODE_REPORT_UPDATE's parameters in INGEST_BATCH. */
+const NODE_REPORT_PARAMS: Record<string, string> = {
+  batch: '$23::text',
+  unacked: '$24::text',
+  lowMark: '$25::bigint',
 }
 
-export const UPSERT_NODE = `
-  INSERT INTO rmq_nodes AS n (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
-    backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches,
-    epoch_batches, last_batch, waiting_for, ahead_low_mark, epoch_received, epoch_max_seq)
-  VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, 1, $16, $17, $18, $13, $19)
-  ON CONFLICT (node) DO UPDATE SET
-    ${EPOCH_BATCHES_UPDATE('n')},
-    ${EPOCH_SEQS_UPDATE('n', (a, b) => `GREATEST(${a}, ${b})`)},
-    epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
-    last_sync = COALESCE(excluded.last_sync, n.last_sync),
-    received = n.received + excluded.received, duplicates = n.duplicates + excluded.duplicates,
-    late = n.late + excluded.late, batches = n.batches + 1,
-    ${NODE_REPORT_UPDATE('n', (name) => NODE_REPORT_PARAMS[name])}`
-
-/** Candidate watermark inputs: live edge nodes' low marks, and the newest held ts. */
-export const WATERMARK_INPUTS = `
-  SELECT (SELECT watermark FROM rmq_meta WHERE id = 1) AS watermark,
-         MIN(low_mark) AS lm, COUNT(*)::int AS n,
-         (SELECT MAX(ts) FROM rmq_messages WHERE position IS NULL) AS held_max
-  FROM rmq_nodes WHERE NOT direct AND last_contact >= $1 AND low_mark >= $2`
-
-export const RELEASE_UP_TO = `
-  UPDATE rmq_messages m SET position = r.p
-  FROM (SELECT arrival, $1::bigint + ROW_NUMBER() OVER (ORDER BY ts, node, seq, epoch) - 1 AS p
-        FROM rmq_messages WHERE position IS NULL AND ts < $2) AS r
-  WHERE m.arrival = r.arrival`
-
-export const UPDATE_META = `
-  UPDATE rmq_meta SET watermark = $1, next_position = $2, next_arrival = $3, held = $4,
-    ingested = ingested + $5 WHERE id = 1`
-
-/** PostgreSQL SQLSTATE classes and codes that mean "cannot commit now, retry" (503). */
+/**
+ * One batch (or heartbeat) in one statement, one round trip, its own
+ * transaction (autocommit) made durable (synchronous_commit on for it): the
+ * messages inserted set-wise, duplicates on (node, epoch, seq) skipped, the
+ * node's row upserted (the only row lock an ingest takes: batches of other
+ * nodes never wait for it). No position is given here: rmq_pass gives them
+ * after commit. Returns the counts and the transaction's id, which the
+ * caller waits to see below a pass's frontier before it answers.
+ * `late` counts the accepted messages below the watermark as read here.
+ *
+ * $1 node, $2 epoch, $3..$11 the message columns ($6: every payload, end to end, in one bytea
+ * sent in binary; $27 their byte lengths), $12 broker time, $13 direct,
+ * $14 last_sync, $15 clock skew, $16 node clock, $17..$19 backlog, $20 low mark,
+ * $21 stats, $22 message count, $23 batch, $24 unacked batch, $25 its low mark, $26 max seq.
+ */
+export const INGEST_BATCH = `
+  WITH input AS (
+    SELECT *, SUM(len) OVER (ORDER BY ord) - len AS start FROM unnest($3::bigint[], $4::text[], $5::bigint[],
+      $27::int[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::text[]) WITH ORDINALITY
+      AS t(seq, topic, ts, len, enc, content_type, priority, expires_at, headers, ord)
+  ), ins AS (
+    INSERT INTO rmq_messages (node, epoch, seq, topic, ts, payload, enc, content_type, priority,
+      expires_at, headers, received_at)
+    SELECT $1, $2, seq, topic, ts, substring($6::bytea FROM (start + 1)::int FOR len), enc, content_type,
+      priority, expires_at, headers, $12
+    FROM input ORDER BY ord
+    ON CONFLICT (node, epoch, seq) DO NOTHING
+    RETURNING ts
+  ), w AS (
+    SELECT (SELECT watermark FROM rmq_meta WHERE id = 1) AS watermark
+  ), counts AS (
+    SELECT COUNT(ins.ts)::bigint AS accepted,
+      (COUNT(*) FILTER (WHERE w.watermark IS NOT NULL AND ins.ts < w.watermark))::bigint AS late
+    FROM w LEFT JOIN ins ON true
+  ), node AS (
+    INSERT INTO rmq_nodes AS n (node, epoch, direct, first_seen, last_contact, last_sync, clock_skew, last_clock,
+      backlog_pending, backlog_bytes, backlog_oldest_ts, low_mark, stats, received, duplicates, late, batches,
+      epoch_batches, last_batch, waiting_for, ahead_low_mark, epoch_received, epoch_max_seq)
+    SELECT $1, $2, $13::boolean, $12::bigint, $12::bigint, $14::bigint, $15::bigint, $16::bigint, $17::bigint,
+      $18::bigint, $19::bigint, $20::bigint, $21::text, c.accepted, $22::bigint - c.accepted, c.late, 1, 1,
+      $23::text, $24::text, $25::bigint, c.accepted, $26::bigint
+    FROM counts c
+    ON CONFLICT (node) DO UPDATE SET
+      ${EPOCH_BATCHES_UPDATE('n')},
+      ${EPOCH_SEQS_UPDATE('n', (a, b) => `GREATEST(${a}, ${b})`)},
+      epoch = excluded.epoch, direct = excluded.direct, last_contact = excluded.last_contact,
+      last_sync = COALESCE(excluded.last_sync, n.last_sync),
+      received = n.received + excluded.received, duplicates = n.duplicates + excluded.duplicates,
+      late = n.late + excluded.late, batches = n.batches + 1,
+      ${NODE_REPORT_UPDATE('n', (name) => NODE_REPORT_PARAMS[name])}
+    RETURNING 1
+  )
+  SELECT c.accepted, c.late, pg_current_xact_id()::text AS tx,
+    set_config('synchronous_commit', 'on', true) AS durable
+  FROM counts c, (SELECT COUNT(*) FROM node) AS upserted`

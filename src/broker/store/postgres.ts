@@ -3,40 +3,34 @@
  * sharing one database (`broker.store=postgres`, `broker.postgres.url`, or
  * the usual PG* environment variables when the URL is empty).
  *
- * - Every ingest and every release that moves anything runs in one
- *   transaction that first locks the single `rmq_meta` row (SELECT ... FOR
- *   UPDATE). That row lock is the one-releaser rule: arrival and event
- *   positions are assigned and committed strictly one transaction after the
- *   other, so a reader that has seen position P never later finds a new
- *   message at or below P. It is transaction-scoped: a broker that dies drops
- *   its connection, PostgreSQL aborts its transaction and the next broker
- *   proceeds (failover needs no election). lock_timeout and
- *   idle_in_transaction_session_timeout bound how long a stuck holder can
- *   block the others.
+ * - Ingest takes no lock shared by all ingests: one batch is one statement in
+ *   its own durable transaction (INGEST_BATCH: set-wise insert, duplicates
+ *   skipped on (node, epoch, seq), the node's own row upserted), so batches
+ *   of different nodes, on one broker or several, commit in parallel and
+ *   PostgreSQL flushes their commits together.
+ * - Positions are given after commit by release passes (rmq_pass,
+ *   postgres-release.ts), one at a time across all brokers (an advisory lock
+ *   held for the pass's transaction only). A pass gives arrival positions
+ *   only to messages below the horizon of transactions still running, so a
+ *   reader that has seen position P never later finds a message at or below
+ *   P. Positions are written to the narrow rmq_order; message rows are never
+ *   rewritten. An ingest answers after a pass covered it (its ack says the
+ *   watermark that pass reached).
  * - Commits are durable before a promise resolves: every write transaction
  *   sets synchronous_commit=on locally, whatever the server default.
- * - Commits that add arrivals or release messages send NOTIFY rmq_messages
- *   (delivered only on commit); `subscribe` LISTENs on a dedicated
- *   connection so long-polls on every broker wake at once.
+ * - Passes that give positions send NOTIFY rmq_messages (delivered only on
+ *   commit); `subscribe` LISTENs on a dedicated connection so long-polls on
+ *   every broker wake at once.
  * - The `pg` driver is imported only when this store is opened.
  */
-import { holdFloor, liveSince } from './holders.js'
 import type pgTypes from 'pg'
 import type { BatchAck, BatchBody } from '../../protocol/batch.js'
 import { lowMarkOf, maxSeqOf, toMessage, toNode } from './node-rows.js'
 import { PostgresAdmin } from './postgres-admin.js'
-import {
-  MESSAGE_COLUMNS,
-  NODE_COLUMNS,
-  BEGIN_LOCKED,
-  INSERT_BATCH,
-  UPSERT_NODE,
-  WATERMARK_INPUTS,
-  RELEASE_UP_TO,
-  UPDATE_META,
-} from './postgres-statements.js'
+import { MESSAGE_COLUMNS, NODE_COLUMNS, INGEST_BATCH } from './postgres-statements.js'
 import { pgHeldBack, pgRead } from './postgres-read.js'
-import { NOTIFY_CHANNEL } from './postgres-schema.js'
+import { ReleasePasses, type RunPass } from './postgres-release.js'
+import { NOTIFY_CHANNEL, RELEASE_LOCK_KEY } from './postgres-schema.js'
 import type { PrimaryPool } from './postgres-primary.js'
 import {
   StoreUnavailableError,
@@ -64,7 +58,6 @@ import {
 } from './types.js'
 
 type Pg = typeof pgTypes
-type PoolClient = pgTypes.PoolClient
 
 interface MetaRow {
   watermark: number | null
@@ -75,16 +68,6 @@ interface MetaRow {
 
 type MessageRow = Parameters<typeof toMessage>[0]
 type NodeRow = Parameters<typeof toNode>[0]
-
-interface IngestJob {
-  batch: BatchBody
-  ctx: IngestContext
-  resolve(ack: BatchAck): void
-  reject(err: unknown): void
-}
-
-/** Most batches one group commit carries. */
-const MAX_GROUP = 32
 
 // 25006 read_only_sql_transaction: the host was demoted or is a standby (failover under way).
 const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-4]|55P03|40001|40P01|57014|25P03|25006|58)/
@@ -101,12 +84,6 @@ export function isUnavailable(err: unknown): boolean {
   )
 }
 
-function candidateWatermark(w: { lm: number | null; n: number; held_max: number | null }): number | null {
-  // No live edge node holds anything back: release everything held.
-  if (w.n > 0) return w.lm
-  return w.held_max === null ? null : w.held_max + 1
-}
-
 function fromRow(r: Omit<MessageRow, 'payload'> & { payload: Buffer }): StoredMessage {
   return toMessage({ ...r, payload: r.payload.toString('utf8') })
 }
@@ -114,11 +91,12 @@ function fromRow(r: Omit<MessageRow, 'payload'> & { payload: Buffer }): StoredMe
 export class PostgresBrokerStore implements BrokerStore {
   readonly kind = 'postgres'
   private closed = false
-  private readonly queue: IngestJob[] = []
-  private flushing = false
+  /** Ingests and passes under way (close waits for them). */
+  private inflight = 0
   private readonly listeners = new Set<() => void>()
   private listener: pgTypes.Client | undefined
   private listenRetry: NodeJS.Timeout | undefined
+  private readonly passes: ReleasePasses
 
   /** Tokens, consumer groups and alerts (postgres-admin.ts). */
   private readonly admin: PostgresAdmin
@@ -127,8 +105,22 @@ export class PostgresBrokerStore implements BrokerStore {
     private readonly pg: Pg,
     /** On the current primary; rebuilt on another host after a failover (postgres-primary.ts). */
     private readonly pool: PrimaryPool,
+    log?: (level: 'info' | 'warn', message: string, fields?: Record<string, unknown>) => void,
   ) {
     this.admin = new PostgresAdmin(pool, (fn) => this.wrap(fn))
+    const run: RunPass = async (params) =>
+      (
+        await this.pool.query({
+          name: 'rmq_pass',
+          text: 'SELECT p_frontier::text, p_watermark, p_sequenced, p_released FROM rmq_pass($1, $2, $3::xid8)',
+          values: params,
+        })
+      ).rows[0]
+    this.passes = new ReleasePasses(run, (ms) =>
+      log?.('warn', `PostgreSQL: an ingest waited ${ms} ms for a release pass (an old open transaction?)`, {
+        waitedMs: ms,
+      }),
+    )
   }
 
   private async wrap<T>(fn: () => Promise<T>): Promise<T> {
@@ -147,195 +139,76 @@ export class PostgresBrokerStore implements BrokerStore {
     }
   }
 
-  /** One write transaction holding the rmq_meta row lock; commits durably before resolving. */
-  private async locked<T>(fn: (c: PoolClient, meta: MetaRow) => Promise<T>): Promise<T> {
-    const c = await this.pool.connect()
-    let broken: Error | undefined
+  private async tracked<T>(fn: () => Promise<T>): Promise<T> {
+    this.inflight++
     try {
-      const results = (await c.query(BEGIN_LOCKED)) as unknown as pgTypes.QueryResult<MetaRow>[]
-      const out = await fn(c, results[2].rows[0])
-      await c.query('COMMIT')
-      return out
-    } catch (err) {
-      await c.query('ROLLBACK').catch((e: Error) => (broken = e))
-      throw err
+      return await this.wrap(fn)
     } finally {
-      c.release(broken)
+      this.inflight--
     }
-  }
-
-  /** Recompute W and release under the lock; returns the new meta fields. */
-  private async releaseLocked(
-    c: PoolClient,
-    meta: MetaRow,
-    ctx: IngestContext,
-  ): Promise<{ released: number; watermark: number | null }> {
-    const w = (await c.query(WATERMARK_INPUTS, [liveSince(ctx), holdFloor(ctx)])).rows[0]
-    const candidate = candidateWatermark(w)
-    let watermark = meta.watermark
-    if (candidate !== null && (watermark === null || candidate > watermark)) watermark = candidate
-    let released = 0
-    if (watermark !== null)
-      released = (await c.query(RELEASE_UP_TO, [meta.next_position, watermark])).rowCount ?? 0
-    return { released, watermark }
   }
 
   /**
-   * Group commit: batches that arrive at this broker while its previous group
-   * is committing wait and go together in the next transaction: one lock
-   * acquisition, one release pass and one durable commit (fsync) for all.
-   * Each batch runs in its own SAVEPOINT (a bad batch spoils only itself)
-   * and is answered only after the shared commit. Messages of one group
-   * count as arriving together: late means below W as it stood before it.
+   * One batch: its own durable transaction (INGEST_BATCH, one round trip),
+   * then the wait for a release pass that covers it (postgres-release.ts).
+   * Concurrent batches use several pooled connections at once.
    */
   ingest(batch: BatchBody, ctx: IngestContext): Promise<BatchAck> {
-    if (this.closed) return Promise.reject(new StoreUnavailableError('the broker store is closed'))
-    return new Promise((resolve, reject) => {
-      this.queue.push({ batch, ctx, resolve, reject })
-      if (!this.flushing) void this.flush()
+    return this.tracked(async () => {
+      const ms = batch.messages
+      const { lowMark, unackedLowMark } = lowMarkOf(batch)
+      // One binary parameter for all payloads: no hex text array for the server to parse.
+      const parts = ms.map((m) => Buffer.from(m.payload, 'utf8'))
+      const payloads = Buffer.concat(parts)
+      const lengths = parts.map((p) => p.length)
+      const res = await this.pool.query<{ accepted: number; late: number; tx: string }>({
+        name: 'rmq_ingest',
+        text: INGEST_BATCH,
+        values: [
+          batch.node,
+          batch.epoch,
+          ms.map((m) => m.seq),
+          ms.map((m) => m.topic),
+          ms.map((m) => m.ts),
+          payloads,
+          ms.map((m) => m.enc),
+          ms.map((m) => m.contentType ?? null),
+          ms.map((m) => m.priority ?? 4),
+          ms.map((m) => m.expiresAt ?? null),
+          ms.map((m) => (m.headers === null || m.headers === undefined ? null : JSON.stringify(m.headers))),
+          ctx.now,
+          batch.direct === true,
+          ms.length > 0 ? ctx.now : null,
+          Math.round(batch.clock - ctx.now),
+          batch.clock,
+          batch.backlog.pending,
+          batch.backlog.bytes,
+          batch.backlog.oldestTs ?? null,
+          unackedLowMark,
+          batch.stats === undefined ? null : JSON.stringify(batch.stats),
+          ms.length,
+          batch.batch,
+          batch.backlog.unacked?.batch ?? null,
+          lowMark,
+          maxSeqOf(batch),
+          lengths,
+        ],
+      })
+      const r = res.rows[0]
+      const pass = await this.passes.wait(BigInt(r.tx), ctx)
+      return {
+        accepted: r.accepted,
+        duplicates: ms.length - r.accepted,
+        late: r.late,
+        watermark: pass.watermark,
+      }
     })
   }
 
-  private async flush(): Promise<void> {
-    this.flushing = true
-    try {
-      while (this.queue.length > 0) {
-        const jobs = this.queue.splice(0, MAX_GROUP)
-        try {
-          const acks = await this.wrap(() => this.locked((c, meta) => this.ingestGroup(c, meta, jobs)))
-          jobs.forEach((job, i) => {
-            const ack = acks[i]
-            if (ack instanceof Error) job.reject(ack)
-            else job.resolve(ack)
-          })
-        } catch (err) {
-          for (const job of jobs) job.reject(err)
-        }
-      }
-    } finally {
-      this.flushing = false
-    }
-  }
-
-  private async ingestGroup(
-    c: PoolClient,
-    meta: MetaRow,
-    jobs: IngestJob[],
-  ): Promise<Array<BatchAck | Error>> {
-    const before = meta.watermark
-    let nextArrival = meta.next_arrival
-    let ctx = jobs[0].ctx
-    const out: Array<Omit<BatchAck, 'watermark'> | Error> = []
-    for (const job of jobs) {
-      if (job.ctx.now > ctx.now) ctx = job.ctx
-      if (jobs.length > 1) await c.query('SAVEPOINT rmq_batch')
-      try {
-        const ack = await this.insertBatch(c, job.batch, job.ctx, before, nextArrival)
-        if (jobs.length > 1) await c.query('RELEASE SAVEPOINT rmq_batch')
-        nextArrival += ack.accepted
-        out.push(ack)
-      } catch (err) {
-        // Lost connection, timeouts...: the whole group fails (503) and nothing of it commits.
-        if (jobs.length === 1 || isUnavailable(err)) throw err
-        await c.query('ROLLBACK TO SAVEPOINT rmq_batch')
-        out.push(err as Error)
-      }
-    }
-    const accepted = nextArrival - meta.next_arrival
-    const { released, watermark } = await this.releaseLocked(c, meta, ctx)
-    await this.writeMeta(c, meta, watermark, released, accepted)
-    return out.map((r) => (r instanceof Error ? r : { ...r, watermark }))
-  }
-
-  private async insertBatch(
-    c: PoolClient,
-    batch: BatchBody,
-    ctx: IngestContext,
-    before: number | null,
-    nextArrival: number,
-  ): Promise<Omit<BatchAck, 'watermark'>> {
-    const ms = batch.messages
-    let accepted = 0
-    let late = 0
-    if (ms.length > 0) {
-      const res = await c.query<{ late: boolean }>(INSERT_BATCH, [
-        batch.node,
-        batch.epoch,
-        ms.map((m) => m.seq),
-        ms.map((m) => m.topic),
-        ms.map((m) => m.ts),
-        ms.map((m) => Buffer.from(m.payload, 'utf8')),
-        ms.map((m) => m.enc),
-        ms.map((m) => m.contentType ?? null),
-        ms.map((m) => m.priority ?? 4),
-        ms.map((m) => m.expiresAt ?? null),
-        ms.map((m) => (m.headers === null || m.headers === undefined ? null : JSON.stringify(m.headers))),
-        nextArrival,
-        ctx.now,
-        before,
-      ])
-      accepted = res.rowCount ?? 0
-      for (const r of res.rows) if (r.late) late++
-    }
-    const duplicates = ms.length - accepted
-    const { lowMark, unackedLowMark } = lowMarkOf(batch)
-    await c.query(UPSERT_NODE, [
-      batch.node,
-      batch.epoch,
-      batch.direct === true,
-      ctx.now,
-      ms.length > 0 ? ctx.now : null,
-      Math.round(batch.clock - ctx.now),
-      batch.clock,
-      batch.backlog.pending,
-      batch.backlog.bytes,
-      batch.backlog.oldestTs ?? null,
-      unackedLowMark,
-      batch.stats === undefined ? null : JSON.stringify(batch.stats),
-      accepted,
-      duplicates,
-      late,
-      batch.batch,
-      batch.backlog.unacked?.batch ?? null,
-      lowMark,
-      maxSeqOf(batch),
-    ])
-    return { accepted, duplicates, late }
-  }
-
-  private async writeMeta(
-    c: PoolClient,
-    meta: MetaRow,
-    watermark: number | null,
-    released: number,
-    accepted: number,
-  ): Promise<void> {
-    if (released === 0 && accepted === 0 && watermark === meta.watermark) return
-    await c.query(UPDATE_META, [
-      watermark,
-      meta.next_position + released,
-      meta.next_arrival + accepted,
-      meta.held + accepted - released,
-      accepted,
-    ])
-    // Delivered to listeners only if and when this transaction commits.
-    if (released > 0 || accepted > 0) await c.query(`NOTIFY ${NOTIFY_CHANNEL}`)
-  }
-
   release(ctx: IngestContext): Promise<ReleaseResult> {
-    return this.wrap(async () => {
-      // After every locked commit nothing held has ts below W, so when W cannot
-      // move there is nothing to do: answer without taking the lock (every
-      // broker runs this on a timer).
-      const w = (await this.pool.query(WATERMARK_INPUTS, [liveSince(ctx), holdFloor(ctx)])).rows[0]
-      const candidate = candidateWatermark(w)
-      if (candidate === null || (w.watermark !== null && candidate <= w.watermark))
-        return { released: 0, watermark: w.watermark }
-      return this.locked(async (c, meta) => {
-        const r = await this.releaseLocked(c, meta, ctx)
-        await this.writeMeta(c, meta, r.watermark, r.released, 0)
-        return r
-      })
+    return this.tracked(async () => {
+      const pass = await this.passes.wait(0n, ctx)
+      return { released: pass.released, watermark: pass.watermark }
     })
   }
 
@@ -348,12 +221,26 @@ export class PostgresBrokerStore implements BrokerStore {
   }
 
   resetWatermark(to: number): Promise<{ before: number | null; after: number }> {
-    return this.wrap(() =>
-      this.locked(async (c, meta) => {
+    return this.tracked(async () => {
+      const c = await this.pool.connect()
+      let broken: Error | undefined
+      try {
+        // Under the release lock: no pass is between reading and writing the watermark.
+        await c.query(
+          `BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_advisory_xact_lock(${RELEASE_LOCK_KEY})`,
+        )
+        const before = (await c.query<MetaRow>('SELECT watermark FROM rmq_meta WHERE id = 1')).rows[0]
+          .watermark
         await c.query('UPDATE rmq_meta SET watermark = $1 WHERE id = 1', [to])
-        return { before: meta.watermark, after: to }
-      }),
-    )
+        await c.query('COMMIT')
+        return { before, after: to }
+      } catch (err) {
+        await c.query('ROLLBACK').catch((e: Error) => (broken = e))
+        throw err
+      } finally {
+        c.release(broken)
+      }
+    })
   }
 
   heads(): Promise<StreamHeads> {
@@ -472,9 +359,12 @@ export class PostgresBrokerStore implements BrokerStore {
         const n =
           (
             await c.query(
-              `DELETE FROM rmq_messages WHERE arrival IN (
-                 SELECT arrival FROM rmq_messages WHERE position IS NOT NULL AND received_at < $1
-                 ORDER BY arrival LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+              `WITH victims AS (
+                 SELECT o.arrival, o.tx, o.id FROM rmq_order o JOIN rmq_messages m ON m.tx = o.tx AND m.id = o.id
+                 WHERE o.position IS NOT NULL AND m.received_at < $1
+                 ORDER BY o.arrival LIMIT $2 FOR UPDATE OF o SKIP LOCKED
+               ), gone AS (DELETE FROM rmq_order WHERE arrival IN (SELECT arrival FROM victims))
+               DELETE FROM rmq_messages WHERE (tx, id) IN (SELECT tx, id FROM victims)`,
               [options.receivedBefore, options.limit],
             )
           ).rowCount ?? 0
@@ -573,8 +463,8 @@ export class PostgresBrokerStore implements BrokerStore {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    // Let a group commit in progress finish and answer; queued batches are refused (503).
-    while (this.flushing) await new Promise((r) => setTimeout(r, 5))
+    // Let ingests and passes in progress finish and answer; new calls are refused (503).
+    while (this.inflight > 0) await new Promise((r) => setTimeout(r, 5))
     this.listeners.clear()
     this.unlisten()
     await this.pool.end()

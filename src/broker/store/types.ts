@@ -14,9 +14,9 @@
  * - Positions (event `position` and `arrival`) are assigned so that a reader
  *   that has seen position P never later finds a newly committed message
  *   with a position <= P. In SQLite this follows from the single writer; in
- *   PostgreSQL serialize ingest/release (e.g. `SELECT ... FOR UPDATE` on the
- *   broker_meta row) rather than trusting a sequence, whose values can commit
- *   out of order.
+ *   PostgreSQL positions are given after commit, one release pass at a time,
+ *   only to rows below the horizon of running transactions (rmq_pass), rather
+ *   than from a sequence, whose values can commit out of order.
  * - Time comes from the caller (`now`), never from the database clock, so
  *   tests can drive it.
  */

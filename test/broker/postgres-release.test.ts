@@ -1,0 +1,206 @@
+/**
+ * The PostgreSQL store without a shared ingest lock (postgres-release.ts):
+ * migration in place from the schema before it, and a release pass whose
+ * connection is killed mid-pass (another broker takes over).
+ */
+import pgmod from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { openPostgresBrokerStore } from '../../src/broker/store/postgres-open.js'
+import { MIGRATIONS } from '../../src/broker/store/postgres-schema.js'
+import { StoreUnavailableError, type BrokerStore, type StoredMessage } from '../../src/broker/store/types.js'
+import { batchOf, wireMessage } from '../../src/testing/broker-store-conformance.js'
+import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
+
+const pg = postgresAvailability()
+const T0 = 1_764_000_000_000
+const ctx = (now: number) => ({ now, maxLateness: 300_000 })
+/** The last migration before lock-free ingest. */
+const OLD_SCHEMA = 7
+
+async function readAll(store: BrokerStore, order: 'event' | 'arrival'): Promise<StoredMessage[]> {
+  const out: StoredMessage[] = []
+  let after = 0
+  for (let i = 0; i < 10_000; i++) {
+    const page = await store.read({ order, after, limit: 1000 })
+    out.push(...page.messages)
+    after = page.next
+    if (!page.more) return out
+  }
+  throw new Error('readAll did not finish')
+}
+
+describe.skipIf(!pg.ok)('postgres store: release passes', () => {
+  let cluster: PgCluster
+  beforeAll(async () => {
+    cluster = await startPgCluster()
+  })
+  afterAll(async () => {
+    await cluster?.stop()
+  })
+
+  it('migrates a database of the old schema with messages in it in place and loses nothing', async () => {
+    const db = await cluster.createDatabase()
+    const c = new pgmod.Client({ connectionString: db.url })
+    await c.connect()
+    try {
+      await c.query(
+        'CREATE TABLE rmq_schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
+      )
+      for (let v = 1; v <= OLD_SCHEMA; v++) {
+        await c.query(MIGRATIONS[v - 1])
+        await c.query('INSERT INTO rmq_schema_version (version) VALUES ($1)', [v])
+      }
+      // As a broker of the old schema left it: arrivals 1..8, 1..5 released (3 late), 6..8 held.
+      for (let a = 1; a <= 8; a++) {
+        const held = a > 5
+        await c.query(
+          `INSERT INTO rmq_messages (arrival, node, epoch, seq, topic, ts, payload, enc, content_type, priority,
+             expires_at, headers, received_at, position, late)
+           VALUES ($1, 'old', 'epoch-old', $1, 'plant/t', $2, $3, 'utf8', NULL, 4, NULL, NULL, $4, $5, $6)`,
+          [a, T0 + (held ? 200 + (9 - a) : a * 10), Buffer.from(`{"a":${a}}`), T0, held ? null : a, a === 3],
+        )
+      }
+      await c.query(
+        `UPDATE rmq_meta SET watermark = $1, next_position = 6, next_arrival = 9, held = 3, ingested = 8`,
+        [T0 + 100],
+      )
+      await c.query(
+        `INSERT INTO rmq_nodes (node, epoch, direct, first_seen, last_contact, clock_skew, last_clock, backlog_pending,
+           backlog_bytes, low_mark, received, duplicates, late, batches)
+         VALUES ('old', 'epoch-old', false, $1, $1, 0, $1, 0, 0, $2, 8, 0, 1, 2)`,
+        [T0, T0 + 100],
+      )
+      await c.query(`INSERT INTO rmq_groups (name, ord, position, updated_at) VALUES ('g', 'event', 4, $1)`, [
+        T0,
+      ])
+
+      const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      try {
+        expect(await store.heads()).toEqual({ event: 5, arrival: 8, watermark: T0 + 100, held: 3, total: 8 })
+        const arrival = await readAll(store, 'arrival')
+        expect(arrival.map((m) => [m.arrival, m.seq, m.position])).toEqual([
+          [1, 1, 1],
+          [2, 2, 2],
+          [3, 3, 3],
+          [4, 4, 4],
+          [5, 5, 5],
+          [6, 6, null],
+          [7, 7, null],
+          [8, 8, null],
+        ])
+        expect(arrival.map((m) => m.payload)).toEqual(arrival.map((m) => `{"a":${m.arrival}}`))
+        expect((await readAll(store, 'event')).map((m) => [m.position, m.late])).toEqual([
+          [1, false],
+          [2, false],
+          [3, true],
+          [4, false],
+          [5, false],
+        ])
+        expect(await store.groupPosition('g', 'event')).toBe(4)
+        // The old rows still deduplicate; a new one gets the next arrival; the node's report moves W
+        // past everything, so the held ones are released in ts order after the old positions.
+        const ack = await store.ingest(
+          batchOf('old', [wireMessage(2, T0 + 20), wireMessage(9, T0 + 150)], { clock: T0 + 1000 }),
+          ctx(T0 + 1000),
+        )
+        expect(ack).toMatchObject({ accepted: 1, duplicates: 1, late: 0, watermark: T0 + 1000 })
+        const after = await readAll(store, 'event')
+        expect(after.map((m) => [m.position, m.seq])).toEqual([
+          [1, 1],
+          [2, 2],
+          [3, 3],
+          [4, 4],
+          [5, 5],
+          [6, 9],
+          [7, 8],
+          [8, 7],
+          [9, 6],
+        ])
+        expect((await readAll(store, 'arrival')).map((m) => m.arrival)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9])
+        expect(await store.heads()).toEqual({ event: 9, arrival: 9, watermark: T0 + 1000, held: 0, total: 9 })
+        expect(await store.purge({ receivedBefore: T0 + 1, limit: 100 })).toBe(8)
+        expect((await readAll(store, 'event')).map((m) => m.seq)).toEqual([9])
+        expect(await store.heads()).toMatchObject({ event: 9, arrival: 9, total: 1 })
+      } finally {
+        await store.close()
+      }
+      const v = await c.query('SELECT MAX(version) AS v FROM rmq_schema_version')
+      expect(v.rows[0].v).toBe(MIGRATIONS.length)
+    } finally {
+      await c.end()
+      await db.drop()
+    }
+  })
+
+  it('a pass whose connection is killed mid-release is rolled back; another broker takes over, nothing twice or skipped', async () => {
+    const db = await cluster.createDatabase()
+    const a = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+    const b = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+    const blocker = new pgmod.Client({ connectionString: db.url })
+    await blocker.connect()
+    try {
+      // 4,000 messages held (the node holds W back), committed by broker a.
+      const N = 4000
+      for (let i = 0; i < N; i += 500) {
+        const msgs = Array.from({ length: 500 }, (_, k) =>
+          wireMessage(i + k + 1, T0 + 10 + (((i + k) * 7919) % N)),
+        )
+        await a.ingest(batchOf('n', msgs, { batch: `b${i}`, clock: T0 + 1 }), ctx(T0 + 1))
+      }
+      expect(await a.heads()).toMatchObject({ event: 0, arrival: N, held: N })
+      // Hold rmq_meta's row: a's next pass takes the release lock, writes the positions of all
+      // 4,000 into rmq_order, then waits at its update of rmq_meta: mid-release.
+      await blocker.query('BEGIN')
+      await blocker.query('SELECT * FROM rmq_meta WHERE id = 1 FOR UPDATE')
+      // The node is silent by then: W goes to the newest held ts + 1, everything is released.
+      const W = T0 + 10 + (N - 1) + 1
+      const released = a.release(ctx(T0 + 1_000_000)).then(
+        () => undefined,
+        (err: unknown) => err,
+      )
+      const stuck = async () => {
+        for (let i = 0; i < 600; i++) {
+          const r = await blocker.query<{ pid: number }>(
+            `SELECT pid FROM pg_stat_activity WHERE query LIKE '%rmq_pass%' AND wait_event_type = 'Lock'
+               AND pid <> pg_backend_pid()`,
+          )
+          if (r.rows.length === 1) return r.rows[0].pid
+          await new Promise((r) => setTimeout(r, 25))
+        }
+        const all = await blocker.query(
+          `SELECT pid, state, wait_event_type, wait_event, left(query, 80) AS query FROM pg_stat_activity
+           WHERE datname = current_database()`,
+        )
+        const outcome = await Promise.race([released, new Promise((r) => setTimeout(() => r('pending'), 10))])
+        throw new Error(
+          `the release pass never reached the update of rmq_meta (${String(outcome)}): ${JSON.stringify(all.rows)}`,
+        )
+      }
+      const pid = await stuck()
+      // Broker b's pass waits for the release lock meanwhile.
+      const started = Date.now()
+      const taken = b.release(ctx(T0 + 1_000_000))
+      await new Promise((r) => setTimeout(r, 200))
+      await blocker.query('SELECT pg_terminate_backend($1)', [pid])
+      await blocker.query('ROLLBACK')
+      // a's pass fails (its connection is gone): nothing of it was kept.
+      expect(await released).toBeInstanceOf(StoreUnavailableError)
+      const took = await taken
+      expect(Date.now() - started).toBeLessThan(5000)
+      expect(took).toEqual({ released: N, watermark: W })
+      const events = await readAll(a, 'event')
+      expect(events.map((m) => m.position)).toEqual(Array.from({ length: N }, (_, i) => i + 1))
+      expect(new Set(events.map((m) => m.seq)).size).toBe(N)
+      for (let i = 1; i < N; i++) expect(events[i - 1].ts <= events[i].ts).toBe(true)
+      expect(events.some((m) => m.late)).toBe(false)
+      expect(await b.heads()).toEqual({ event: N, arrival: N, watermark: W, held: 0, total: N })
+      // Broker a works again on a fresh connection.
+      expect(await a.release(ctx(T0 + 1_000_001))).toMatchObject({ released: 0 })
+    } finally {
+      await blocker.end().catch(() => {})
+      await a.close()
+      await b.close()
+      await db.drop()
+    }
+  })
+})
