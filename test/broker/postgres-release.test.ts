@@ -160,6 +160,9 @@ describe.skipIf(!pg.ok)('postgres store: release passes', () => {
       )
       const stuck = async () => {
         for (let i = 0; i < 600; i++) {
+          // The blocker is inside a transaction, where pg_stat_activity stays as it was at its first
+          // read (a frozen snapshot): clear it, or a pass that got to the lock after that read is never seen.
+          await blocker.query('SELECT pg_stat_clear_snapshot()')
           const r = await blocker.query<{ pid: number }>(
             `SELECT pid FROM pg_stat_activity WHERE query LIKE '%rmq_pass%' AND wait_event_type = 'Lock'
                AND pid <> pg_backend_pid()`,
