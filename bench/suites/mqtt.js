@@ -142,6 +142,8 @@ export async function forwardRate() {
       // The same run again: the group is at the end, nothing to forward (start-up, connect, idle wait).
       const empty = must(await rmq(args, { cwd: edgeDir, env }), 'mqtt forward (empty)')
       rates.push(N / (Math.max(1, fullRun.ms - empty.ms) / 1000))
+      if (process.env.RMQ_BENCH_VERBOSE)
+        console.error(`forward run ${run}: ${fullRun.ms} ms, empty ${empty.ms} ms`)
     }
     return { rate: median(rates) }
   } finally {
