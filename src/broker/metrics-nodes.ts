@@ -16,6 +16,7 @@
 import type { FleetRowsRead } from './fleet-rows.js'
 import {
   HEALTH_STATES,
+  emptySummary,
   healthAt,
   healthRules,
   neverSeenHealth,
@@ -214,15 +215,7 @@ export class NodeSeries {
     const rules = healthRules(this.options)
     const at: (NodeHealthAt | null)[] = []
     const states: Health[] = []
-    const summary: FleetStatus['summary'] = {
-      ok: 0,
-      behind: 0,
-      'holding-back': 0,
-      stale: 0,
-      'never-seen': 0,
-      'never-synced': 0,
-      total: entries.length,
-    }
+    const summary = emptySummary(entries.length)
     let received = 0
     for (const e of entries) {
       let state: Health

@@ -234,16 +234,13 @@ export function neverSeenStatus(token: NodeTokenRecord, now: number, rules: Heal
   }
 }
 
+/** A fleet summary of `total` nodes with every health count at zero. */
+export function emptySummary(total: number): FleetStatus['summary'] {
+  return { ok: 0, behind: 0, 'holding-back': 0, stale: 0, 'never-seen': 0, 'never-synced': 0, total }
+}
+
 export function summarize(nodes: NodeStatus[]): FleetStatus['summary'] {
-  const summary = {
-    ok: 0,
-    behind: 0,
-    'holding-back': 0,
-    stale: 0,
-    'never-seen': 0,
-    'never-synced': 0,
-    total: nodes.length,
-  }
+  const summary = emptySummary(nodes.length)
   for (const n of nodes) summary[n.health]++
   return summary
 }

@@ -21,8 +21,6 @@ import { connectMqtt, mqttConnectionFrom, redactedUrl, type MqttConnection } fro
 import { encodePublish } from './publish-packet.js'
 import { forwardProperties, payloadOf, pubackError, tooLarge } from './forward-packets.js'
 
-export { forwardProperties, payloadOf, pubackError } from './forward-packets.js'
-
 export interface ForwardOptions {
   /** mqtt.url (--url). */
   url?: string
