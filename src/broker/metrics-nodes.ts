@@ -44,6 +44,22 @@ export function formatValue(v: number): string {
   return String(v)
 }
 
+/** '', '.001' … '.999' without trailing zeros ('.1' for 100 ms): the fraction String(ms / 1000) ends with. */
+const MS_FRACTIONS = Array.from({ length: 1000 }, (_, ms) =>
+  ms === 0 ? '' : `.${String(ms).padStart(3, '0').replace(/0+$/, '')}`,
+)
+
+/**
+ * formatValue(ms / 1000) for a duration in ms: for whole ms, the integer part
+ * and a fraction from MS_FRACTIONS, which is the same text and several times
+ * cheaper than formatting the double (two age lines per node per scrape).
+ */
+export function formatSeconds(ms: number): string {
+  if (Number.isInteger(ms) && ms >= 0 && ms < 1e15)
+    return String(Math.floor(ms / 1000)) + MS_FRACTIONS[ms % 1000]
+  return formatValue(ms / 1000)
+}
+
 export function family(name: string, help: string, type: 'gauge' | 'counter'): string {
   return `# HELP ${name} ${help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${name} ${type}\n`
 }
@@ -52,7 +68,7 @@ type Kind = 'gauge' | 'counter'
 /** A family written from a node's report (`of`), or at each scrape from its health now (`at`). */
 type PerNode =
   | { kind: Kind; name: string; help: string; of: (n: NodeStatus) => number | null }
-  | { kind: Kind; name: string; help: string; at: (h: NodeHealthAt) => number }
+  | { kind: Kind; name: string; help: string; atMs: (h: NodeHealthAt) => number }
 
 const PER_NODE: PerNode[] = [
   {
@@ -71,13 +87,13 @@ const PER_NODE: PerNode[] = [
     kind: 'gauge',
     name: 'rmq_node_backlog_oldest_age_seconds',
     help: 'Age of the oldest message pending on the node (0 when none).',
-    at: (h) => sec(h.backlogAge ?? 0),
+    atMs: (h) => h.backlogAge ?? 0,
   },
   {
     kind: 'gauge',
     name: 'rmq_node_last_sync_age_seconds',
     help: 'Time since the last batch or heartbeat the broker accepted from the node.',
-    at: (h) => sec(h.sinceContact),
+    atMs: (h) => h.sinceContact,
   },
   {
     kind: 'gauge',
@@ -160,7 +176,7 @@ type Run = { at: number } | { families: number[] }
 const RUNS: Run[] = []
 PER_NODE.forEach((f, i) => {
   const last = RUNS[RUNS.length - 1]
-  if ('at' in f) RUNS.push({ at: i })
+  if ('atMs' in f) RUNS.push({ at: i })
   else if (last && 'families' in last) last.families.push(i)
   else RUNS.push({ families: [i] })
 })
@@ -199,6 +215,11 @@ export class NodeSeries {
   } = { rows: [], tokens: [], entries: [] }
   /** A node's label and its rmq_node_health lines per state. */
   private readonly labels = new Map<string, { label: string; health: Partial<Record<Health, string>> }>()
+  /** Per family written at each scrape, each entry's `name{node="…"} ` (kept while the entries are the same). */
+  private prefixes: { entries: readonly FleetEntry[]; byFamily: (string[] | undefined)[] } = {
+    entries: [],
+    byFamily: [],
+  }
   /** A row's lines of the families written from reports (PER_NODE order; '' for the others). */
   private lines = new WeakMap<NodeRecord, string[]>()
   private keptLines: string[][] = []
@@ -258,13 +279,15 @@ export class NodeSeries {
     const out: Buffer[] = [this.keptHealth]
     RUNS.forEach((r, k) => {
       if ('at' in r) {
-        const f = PER_NODE[r.at] as Extract<PerNode, { at: unknown }>
-        const parts = ['\n', HEADERS[r.at]]
+        // Written at every scrape: each line is the node's kept prefix and its age now.
+        const f = PER_NODE[r.at] as Extract<PerNode, { atMs: unknown }>
+        const prefixes = this.prefixesOf(entries, r.at)
+        let text = `\n${HEADERS[r.at]}`
         for (let i = 0; i < entries.length; i++) {
           const h = at[i]
-          if (h) parts.push(line(f.kind, f.name, this.labelOf(entries[i].node).label, f.at(h)))
+          if (h) text += `${prefixes[i]}${formatSeconds(f.atMs(h))}\n`
         }
-        out.push(Buffer.from(parts.join('')))
+        out.push(Buffer.from(text))
         return
       }
       let bytes = this.keptRuns[k]
@@ -302,6 +325,14 @@ export class NodeSeries {
     if (entries.some((e, i) => i > 0 && byNode(entries[i - 1], e) > 0)) entries.sort(byNode)
     this.entriesOf = { rows: rows.records, tokens: rows.tokens, entries }
     return entries
+  }
+
+  /** Each entry's line prefix of family `f` (a family written at each scrape). */
+  private prefixesOf(entries: readonly FleetEntry[], f: number): string[] {
+    if (this.prefixes.entries !== entries) this.prefixes = { entries, byFamily: [] }
+    return (this.prefixes.byFamily[f] ??= entries.map(
+      (e) => `${PER_NODE[f].name}{${this.labelOf(e.node).label}} `,
+    ))
   }
 
   private labelOf(node: string) {

@@ -160,6 +160,13 @@ export function prepareStatements(db: BetterSqlite3.Database) {
          (SELECT count(*) || ':' || total(created_at) || ':' || total(length(name)) FROM tokens
           WHERE role = 'node') AS tokens`,
     ),
+    // Moves with every commit: data_version with those of other connections (another process, the
+    // writer thread), total_changes() with this connection's own.
+    changeMarks: db
+      .prepare<[], [string]>(
+        `SELECT (SELECT data_version FROM pragma_data_version()) || ':' || total_changes()`,
+      )
+      .raw(),
     nodeVersions: db.prepare<[], [string, number]>('SELECT node, batches FROM nodes ORDER BY node').raw(),
     // The ids as one JSON array parameter: no limit on how many.
     nodesNamed: db

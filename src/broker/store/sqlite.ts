@@ -46,6 +46,8 @@ export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
   private readonly reader: SqliteReader
   /** Tokens, consumer groups and alerts (sqlite-admin.ts, the SQL shared with PostgreSQL). */
   private readonly admin: SqliteAdmin
+  /** The last fleetVersions, with the change marks it was read at. */
+  private fleetSeen: { marks: string; versions: FleetVersions } | undefined
 
   constructor(db: BetterSqlite3.Database) {
     super(db)
@@ -103,7 +105,13 @@ export class SqliteBrokerStore extends SqliteIngest implements BrokerStore {
   }
 
   fleetVersions(): Promise<FleetVersions> {
-    return this.run(() => this.stmts.fleetVersions.get()!)
+    return this.run(() => {
+      // The two aggregates scan every node row and credential: read again only after a commit.
+      const marks = this.stmts.changeMarks.get()![0]
+      if (this.fleetSeen?.marks !== marks)
+        this.fleetSeen = { marks, versions: this.stmts.fleetVersions.get()! }
+      return this.fleetSeen.versions
+    })
   }
 
   nodesNamed(ids: readonly string[]): Promise<NodeRecord[]> {
