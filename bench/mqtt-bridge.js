@@ -8,6 +8,10 @@
 //   sigkill  central down, N published (persistence on, default autosave 30 min), the edge
 //            broker SIGKILLed and restarted, central up: how many of the acknowledged arrive.
 // `node bench/mqtt-bridge.js` prints JSON; the suite imports bridgeFigures().
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import mqtt from 'mqtt'
 import { startMosquitto } from '../dist/testing/mosquitto.js'
 
@@ -89,6 +93,131 @@ export async function counter(url, filter, clientId = `bench-sub-${process.pid}-
   }
 }
 
+/**
+ * counter() with Mosquitto's own subscriber (mosquitto_sub, C) instead of MQTT.js in this process:
+ * for the throughput runs, so the bench's subscriber takes little of the CPU the measured programs
+ * share with it. mosquitto_sub writes one line per message (-F '%t %p') to a file; while it runs,
+ * this process only counts the new lines every 20 ms (the file's mtime is when the last arrived),
+ * and `distinct` is known after end(). The same interface as counter() otherwise.
+ */
+export async function nativeCounter(
+  url,
+  filter,
+  clientId = `bench-sub-${process.pid}-${Date.now()}`,
+  opts = {},
+) {
+  const { hostname, port } = new URL(url)
+  // A second subscription on a probe topic of its own: once a probe published there comes back, the
+  // subscription of `filter` is in place too (one SUBSCRIBE). Probe lines are not counted.
+  const probe = `bench-probe/${clientId} `
+  const args = [
+    '-V',
+    'mqttv5',
+    '-h',
+    hostname,
+    '-p',
+    port,
+    '-t',
+    filter,
+    '-t',
+    probe.trim(),
+    '-q',
+    String(opts.qos ?? 1),
+  ]
+  args.push('-i', clientId, '-F', '%t %p')
+  if (!opts.clean) args.push('-c', '-x', '3600')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-bench-sub-'))
+  const out = fs.openSync(path.join(dir, 'out'), 'w+')
+  const child = spawn('mosquitto_sub', args, { stdio: ['ignore', out, 'pipe'] })
+  const chunks = []
+  let total = 0
+  let probes = 0
+  let last = 0
+  let offset = 0
+  let distinct
+  const count = (buf, text) => {
+    let n = 0
+    for (let i = buf.indexOf(text); i !== -1; i = buf.indexOf(text, i + text.length)) n++
+    return n
+  }
+  const take = () => {
+    const size = fs.fstatSync(out)
+    if (size.size <= offset) return
+    const buf = Buffer.alloc(size.size - offset)
+    const n = fs.readSync(out, buf, 0, buf.length, offset)
+    offset += n
+    const got = buf.subarray(0, n)
+    chunks.push(got)
+    // A line may be cut at the chunk's end: counted by its newline, in whichever chunk has it.
+    const p = count(got, probe)
+    probes += p
+    total += count(got, '\n') - p
+    last = size.mtimeMs
+  }
+  const poller = setInterval(take, 20)
+  let log = ''
+  child.stderr.setEncoding('utf8').on('data', (d) => (log += d))
+  const exited = new Promise((r) => child.once('exit', r))
+  const stop = Date.now() + 10_000
+  while (probes === 0 && Date.now() < stop && child.exitCode === null) {
+    spawn('mosquitto_pub', ['-h', hostname, '-p', port, '-t', probe.trim(), '-m', 'probe'], {
+      stdio: 'ignore',
+    })
+    await sleep(200)
+  }
+  const cleanup = () => {
+    clearInterval(poller)
+    fs.closeSync(out)
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+  if (probes === 0) {
+    child.kill('SIGKILL')
+    cleanup()
+    throw new Error(`mosquitto_sub did not subscribe to ${url}: ${log.slice(-500)}`)
+  }
+  return {
+    get pid() {
+      return child.pid
+    },
+    get total() {
+      return total
+    },
+    /** Known after end() (undefined before). */
+    get distinct() {
+      return distinct
+    },
+    get lastAt() {
+      return last
+    },
+    async until(n, deadlineMs) {
+      const until = Date.now() + deadlineMs
+      while (total < n && Date.now() < until) await sleep(20)
+      return total
+    },
+    async settle(quietMs, deadlineMs, firstMs = 20_000) {
+      const until = Date.now() + deadlineMs
+      const first = Date.now() + firstMs
+      while (total === 0 && Date.now() < first) await sleep(50)
+      let before = -1
+      while (Date.now() < until) {
+        await sleep(quietMs)
+        if (total === before) break
+        before = total
+      }
+      return total
+    },
+    async end() {
+      child.kill('SIGTERM')
+      await exited
+      take()
+      cleanup()
+      const lines = Buffer.concat(chunks).toString('utf8').split('\n')
+      distinct = new Set(lines.filter((l) => l !== '' && !l.startsWith(probe))).size
+      return distinct
+    },
+  }
+}
+
 function bridgeLines(centralPort, extra = []) {
   return [
     'connection central',
@@ -105,13 +234,14 @@ async function online(n) {
   const central = await startMosquitto()
   const edge = await startMosquitto({ extra: bridgeLines(central.port) })
   try {
-    const sub = await counter(central.url, 'bench/#')
+    // The same subscriber as the rmq forward runs (bench/suites/mqtt.js).
+    const sub = await nativeCounter(central.url, 'bench/#', undefined, { clean: true })
     await sleep(1500) // the bridge connects
     const t0 = Date.now()
     const acked = await publishQos1(edge.url, 'bench/online', n)
-    const got = await sub.until(n, 60_000)
+    await sub.until(n, 60_000)
     const ms = (sub.lastAt || Date.now()) - t0
-    await sub.end()
+    const got = await sub.end()
     return { published: acked, delivered: got, msgPerSec: Math.round((got / ms) * 1000) }
   } finally {
     await edge.stop()

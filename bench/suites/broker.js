@@ -9,7 +9,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
-import { childEnv } from '../child-env.js'
+import { childEnv, nodeArgs } from '../child-env.js'
 
 const require = createRequire(import.meta.url)
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -65,6 +65,7 @@ export async function startBroker(dataDir, env = {}) {
   const child = spawn(
     process.execPath,
     [
+      ...nodeArgs(),
       path.join(ROOT, 'bin/run.js'),
       'broker',
       'start',

@@ -6,8 +6,12 @@
 //     minus the wall time of the same run with nothing queued (start-up,
 //     connect and the idle wait), median of 3.
 // (b) forward: N messages in a real broker, `rmq mqtt forward --until-idle`
-//     to a Mosquitto with a QoS 1 subscriber that must receive all N (target
-//     >= 20,000 msg/s), measured the same way.
+//     to a Mosquitto with a QoS 1 subscriber (mosquitto_sub, writing to a
+//     file) that must receive all N exactly once (target >= 20,000 msg/s),
+//     measured the same way; then the same with the subscriber at QoS 0
+//     (info), and the CPU per message of each process (forwarder, rmq broker,
+//     Mosquitto, subscriber): on 2 cores they all share, the rate is about
+//     2 s of CPU over their sum.
 // (c) Mosquitto's own offline publish rate (the publisher into a broker with
 //     a queued session), and the edge->central Mosquitto bridge side by side
 //     (bench/mqtt-bridge.js): online msg/s, a 20,000-message backlog with the
@@ -17,8 +21,8 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { childEnv } from '../child-env.js'
-import { bridgeFigures, counter, publishQos1 } from '../mqtt-bridge.js'
+import { childEnv, nodeArgs } from '../child-env.js'
+import { bridgeFigures, nativeCounter, publishQos1 } from '../mqtt-bridge.js'
 import { startBroker } from './broker.js'
 import { startMosquitto } from '../../dist/testing/mosquitto.js'
 
@@ -30,24 +34,40 @@ const INGEST_TARGET = 30_000
 const FORWARD_TARGET = 20_000
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
-/** Run rmq to its end (bounded: killed after limitMs); resolves with wall ms, exit code and output. */
+/** CPU seconds (user + system) a process used so far, from /proc (0 once it is gone). */
+function cpuSeconds(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100 // utime, stime in clock ticks (USER_HZ 100)
+  } catch {
+    return 0
+  }
+}
+
+/** Run rmq to its end (bounded: killed after limitMs); resolves with wall ms, exit code, output and CPU s. */
 function rmq(args, { cwd, env, limitMs = 300_000, input }) {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint()
-    const child = spawn(process.execPath, [BIN, ...args], {
+    const child = spawn(process.execPath, [...nodeArgs(), BIN, ...args], {
       cwd,
       env: childEnv(env),
       stdio: ['pipe', 'pipe', 'pipe'],
     })
     let out = ''
     let err = ''
+    // Its CPU as last seen (every 50 ms and at the end of its output): at most one interval is missed.
+    let cpu = 0
+    const sampler = setInterval(() => (cpu = cpuSeconds(child.pid) || cpu), 50)
+    child.stdout.on('end', () => (cpu = cpuSeconds(child.pid) || cpu))
     child.stdout.setEncoding('utf8').on('data', (d) => (out += d))
     child.stderr.setEncoding('utf8').on('data', (d) => (err += d))
     const timer = setTimeout(() => child.kill('SIGKILL'), limitMs)
     child.on('error', reject)
     child.on('close', (code) => {
       clearTimeout(timer)
-      resolve({ ms: Number(process.hrtime.bigint() - t0) / 1e6, code, out, err })
+      clearInterval(sampler)
+      resolve({ ms: Number(process.hrtime.bigint() - t0) / 1e6, code, out, err, cpu })
     })
     if (input !== undefined) child.stdin.end(input)
     else child.stdin.end()
@@ -88,7 +108,12 @@ async function ingestRate() {
   return { rate: median(rates), publishRate }
 }
 
-export async function forwardRate() {
+/**
+ * `rmq mqtt forward` of N messages to a Mosquitto with a subscriber (mosquitto_sub) on it, whose
+ * subscription QoS is `subQos`: with 1, Mosquitto also keeps each message in flight to it until
+ * its PUBACK. Median of RUNS runs, with the CPU each process used per message.
+ */
+export async function forwardRate({ subQos = 1 } = {}) {
   const brokerDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-bench-mqtt-b-'))
   const edgeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-bench-mqtt-e-'))
   const { child, url } = await startBroker(brokerDir)
@@ -115,6 +140,9 @@ export async function forwardRate() {
     )
     must(await rmq(['drain', '--timeout', '5m'], { cwd: edgeDir, env: edgeEnv }), 'drain')
     const rates = []
+    // CPU seconds per run: the forwarder, the rmq broker serving it, Mosquitto, the subscriber (its
+    // mosquitto_sub and this process, which reads its output).
+    const cpu = { forwarder: [], broker: [], mosquitto: [], subscriber: [] }
     for (let run = 0; run < RUNS; run++) {
       const group = `bench-${run}`
       const reader = await tok([
@@ -134,18 +162,32 @@ export async function forwardRate() {
         RMQ_MQTT_FORWARD_FILTER: 'plant/#',
       }
       const args = ['mqtt', 'forward', '--until-idle', '300ms', '--json']
-      const sub = await counter(mosq.url, 'plant/#', undefined, { clean: true })
+      const sub = await nativeCounter(mosq.url, 'plant/#', undefined, { clean: true, qos: subQos })
+      const before = {
+        broker: cpuSeconds(child.pid),
+        mosquitto: cpuSeconds(mosq.pid),
+        bench: process.cpuUsage(),
+      }
       const fullRun = must(await rmq(args, { cwd: edgeDir, env }), 'mqtt forward')
-      const got = await sub.until(N, 30_000)
-      await sub.end()
-      if (got !== N) throw new Error(`the subscriber got ${got} of ${N}`)
+      await sub.until(N, 30_000)
+      const benchCpu = process.cpuUsage(before.bench)
+      cpu.forwarder.push(fullRun.cpu)
+      cpu.broker.push(cpuSeconds(child.pid) - before.broker)
+      cpu.mosquitto.push(cpuSeconds(mosq.pid) - before.mosquitto)
+      cpu.subscriber.push(cpuSeconds(sub.pid) + (benchCpu.user + benchCpu.system) / 1e6)
+      const got = await sub.end()
+      if (got !== N || sub.total !== N)
+        throw new Error(`the subscriber got ${sub.total} (${got} distinct) of ${N}`)
       // The same run again: the group is at the end, nothing to forward (start-up, connect, idle wait).
       const empty = must(await rmq(args, { cwd: edgeDir, env }), 'mqtt forward (empty)')
       rates.push(N / (Math.max(1, fullRun.ms - empty.ms) / 1000))
       if (process.env.RMQ_BENCH_VERBOSE)
         console.error(`forward run ${run}: ${fullRun.ms} ms, empty ${empty.ms} ms`)
     }
-    return { rate: median(rates) }
+    const perMessage = Object.fromEntries(
+      Object.entries(cpu).map(([k, v]) => [k, Math.round((median(v) / N) * 1e7) / 10]),
+    )
+    return { rate: median(rates), cpuPerMessage: perMessage }
   } finally {
     await mosq.stop()
     child.kill('SIGTERM')
@@ -158,7 +200,8 @@ export async function forwardRate() {
 export async function run() {
   const load = os.loadavg()[0]
   const ingest = await ingestRate()
-  const forward = await forwardRate()
+  const forward = await forwardRate({ subQos: 1 })
+  const forwardQos0 = await forwardRate({ subQos: 0 })
   const bridge = await bridgeFigures(20_000)
   return [
     {
@@ -169,15 +212,30 @@ export async function run() {
       pass: ingest.rate >= INGEST_TARGET,
     },
     {
-      metric: `rmq mqtt forward, ${N} msgs to Mosquitto, QoS 1, in order`,
+      metric: `rmq mqtt forward, ${N} msgs to Mosquitto, QoS 1, in order (subscriber QoS 1)`,
       value: Math.round(forward.rate),
       unit: 'msg/s',
       target: `>= ${FORWARD_TARGET}`,
       pass: forward.rate >= FORWARD_TARGET,
     },
+    {
+      metric: `  CPU per message forwarded, all processes (forwarder / rmq broker / Mosquitto / subscriber: ${Object.values(forward.cpuPerMessage).join(' / ')} µs)`,
+      value: Math.round(Object.values(forward.cpuPerMessage).reduce((a, b) => a + b, 0) * 10) / 10,
+      unit: 'µs',
+    },
+    {
+      metric: `rmq mqtt forward, the same with the subscriber at QoS 0 (info)`,
+      value: Math.round(forwardQos0.rate),
+      unit: 'msg/s',
+    },
+    {
+      metric: `  CPU per message forwarded, subscriber QoS 0 (${Object.values(forwardQos0.cpuPerMessage).join(' / ')} µs)`,
+      value: Math.round(Object.values(forwardQos0.cpuPerMessage).reduce((a, b) => a + b, 0) * 10) / 10,
+      unit: 'µs',
+    },
     { metric: 'Mosquitto offline publish (QoS 1, queued session)', value: ingest.publishRate, unit: 'msg/s' },
     {
-      metric: 'Mosquitto bridge online, edge -> central, QoS 1',
+      metric: 'Mosquitto bridge online, edge -> central, QoS 1 (subscriber QoS 1, as above)',
       value: bridge.online.msgPerSec,
       unit: 'msg/s',
     },

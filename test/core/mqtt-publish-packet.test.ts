@@ -97,6 +97,68 @@ describe('encodePublish (MQTT 5 PUBLISH, QoS 1)', () => {
     expect(p.properties.userProperties).toEqual(Object.fromEntries(props))
   })
 
+  it('writes number and boolean values as their decimal text, the same bytes as the strings', () => {
+    const typed: Array<[string, string | number | boolean]> = [
+      ['node', 'gw-1'],
+      ['epoch', 'e1'],
+      ['seq', 42],
+      ['ts', 1764979200000],
+      ['position', 7],
+      ['late', false],
+    ]
+    const fields = {
+      topic: 'plant/line1/temp',
+      messageId: 5,
+      payload: '{"v":1}',
+      contentType: 'application/json',
+    }
+    const ours = encodePublish({ ...fields, userProperties: typed })
+    expect(ours.equals(encodePublish({ ...fields, userProperties: props }))).toBe(true)
+    expect(ours.equals(reference(fields.topic, 5, Buffer.from(fields.payload), fields.contentType))).toBe(
+      true,
+    )
+  })
+
+  it('keeps the same bytes for strings it has seen, across more distinct strings than it keeps', () => {
+    // 5,000 distinct topics and node ids (more than the encoder keeps), then the first ones again.
+    const packet = (i: number) =>
+      encodePublish({
+        topic: `site/dev-${i}/été`,
+        messageId: (i % 65_535) + 1,
+        payload: `p${i}`,
+        userProperties: [
+          ['node', `gw-${i}`],
+          ['seq', i],
+        ],
+      })
+    const first = Array.from({ length: 5000 }, (_, i) => packet(i))
+    for (const i of [0, 1, 4095, 4096, 4999]) {
+      const expected = mqttPacket.generate(
+        {
+          cmd: 'publish',
+          topic: `site/dev-${i}/été`,
+          payload: Buffer.from(`p${i}`),
+          qos: 1,
+          retain: false,
+          dup: false,
+          messageId: (i % 65_535) + 1,
+          properties: { userProperties: { node: `gw-${i}`, seq: String(i) } },
+        },
+        { protocolVersion: 5 },
+      )
+      expect(first[i].equals(expected)).toBe(true)
+      expect(packet(i).equals(expected)).toBe(true)
+    }
+  })
+
+  it('refuses a user property value over 65,535 bytes, seen before or not', () => {
+    const long = 'v'.repeat(65_536)
+    for (let i = 0; i < 2; i++)
+      expect(() =>
+        encodePublish({ topic: 't', messageId: 1, payload: '', userProperties: [['k', long]] }),
+      ).toThrow(/user property k .*65,?535/)
+  })
+
   it('refuses what MQTT cannot carry: an out-of-range packet id, a string over 65,535 bytes', () => {
     expect(() => encodePublish({ topic: 't', messageId: 0, payload: '', userProperties: [] })).toThrow(
       RangeError,

@@ -4,16 +4,17 @@
  */
 import { BrokerUnavailableError, ConfigError, RmqError, ValidationError } from '../../shared/errors.js'
 import type { ConsumedMessage } from '../consumer.js'
+import type { PropertyValue } from './publish-packet.js'
 
 /** The MQTT 5 user properties every forwarded message carries (docs/mqtt.md), in this order. */
-export function forwardProperties(m: ConsumedMessage): Array<[string, string]> {
+export function forwardProperties(m: ConsumedMessage): Array<[string, PropertyValue]> {
   return [
     ['node', m.node],
     ['epoch', m.epoch],
-    ['seq', String(m.seq)],
-    ['ts', String(m.ts)],
-    ['position', String(m.position)],
-    ['late', String(m.late)],
+    ['seq', m.seq],
+    ['ts', m.ts],
+    ['position', m.position],
+    ['late', m.late],
   ]
 }
 

@@ -20,6 +20,7 @@ import { tlsFromConfig } from '../tls.js'
 import { connectMqtt, mqttConnectionFrom, redactedUrl, type MqttConnection } from './connect.js'
 import { encodePublish } from './publish-packet.js'
 import { forwardProperties, payloadOf, pubackError, tooLarge } from './forward-packets.js'
+import { tapPubacks } from './puback-tap.js'
 
 export interface ForwardOptions {
   /** mqtt.url (--url). */
@@ -69,6 +70,9 @@ export interface ForwardSummary {
   /** Event order: matching messages held behind the watermark at the last read of the head (not forwarded yet). */
   held?: number
 }
+
+/** Commits of the group position start at most this often (ms) while less than half the window waits. */
+const COMMIT_EVERY_MS = 50
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -139,6 +143,10 @@ class Forwarder {
   private commitFailure: unknown
   private commitFailures = 0
   private commitRetry: NodeJS.Timeout | undefined
+  /** The paced commit waiting for its turn (scheduleCommit). */
+  private commitPace: NodeJS.Timeout | undefined
+  /** When the last commit started (performance.now()). */
+  private lastCommitAt = -Infinity
   /**
    * Positions of the messages published on this connection and not yet
    * below the committed position. The window bounds this, not only the
@@ -243,6 +251,7 @@ class Forwarder {
       return this.summary
     } finally {
       clearTimeout(this.commitRetry)
+      clearTimeout(this.commitPace)
       this.closeClient()
     }
   }
@@ -264,10 +273,14 @@ class Forwarder {
     this.client = client
     this.maxPacket = maxPacket
     const generation = this.generation
-    // MQTT.js reads every packet; the PUBACKs answer the PUBLISHes this class wrote itself.
-    client.on('packetreceive', (packet) => {
-      if (packet.cmd === 'puback' && generation === this.generation) this.onPuback(packet)
-    })
+    // The PUBACKs answer the PUBLISHes this class wrote itself: taken from the socket before MQTT.js
+    // parses them (puback-tap.ts), which reads every other packet as usual.
+    tapPubacks(
+      (client as unknown as { stream: Parameters<typeof tapPubacks>[0] }).stream,
+      (messageId, reasonCode) => {
+        if (generation === this.generation) this.onPuback(messageId, reasonCode)
+      },
+    )
     const lost = (why: string) => {
       if (this.client !== client) return // closed on purpose
       this.fail(
@@ -459,11 +472,10 @@ class Forwarder {
     return this.lastId
   }
 
-  private onPuback(packet: { messageId?: number; reasonCode?: number }): void {
-    const sent = packet.messageId === undefined ? undefined : this.pending.get(packet.messageId)
+  private onPuback(messageId: number, code: number): void {
+    const sent = this.pending.get(messageId)
     if (!sent) return // an identifier not in flight: nothing to acknowledge
-    this.pending.delete(packet.messageId!)
-    const code = packet.reasonCode ?? 0
+    this.pending.delete(messageId)
     // 0x10: no matching subscribers, still accepted. Not acknowledged: the frontier stays before it.
     if (code >= 0x80) return this.fail(pubackError(code, this.url, sent.m, sent.topic))
     sent.entry.done = true
@@ -507,11 +519,29 @@ class Forwarder {
     }
   }
 
-  /** One commit in flight at a time, of the latest frontier; failures are retried by the next call. */
-  private scheduleCommit(): void {
+  /**
+   * One commit in flight at a time, of the latest frontier; failures are
+   * retried by the next call. Paced: a commit starts at most every
+   * COMMIT_EVERY_MS unless it would free a quarter of the window (or `now`),
+   * so a fast stream costs about twenty commits a second, not one per PUBACK
+   * round; a crash still re-sends at most the window.
+   */
+  private scheduleCommit(now = false): void {
     if (this.committing) return
     const target = this.frontier
     if (target === undefined || target === this.committedTarget) return
+    const wait = this.lastCommitAt + COMMIT_EVERY_MS - performance.now()
+    if (!now && wait > 0 && this.committable(target) < this.window / 4) {
+      this.commitPace ??= setTimeout(() => {
+        this.commitPace = undefined
+        this.scheduleCommit()
+      }, wait)
+      this.commitPace.unref()
+      return
+    }
+    clearTimeout(this.commitPace)
+    this.commitPace = undefined
+    this.lastCommitAt = performance.now()
     this.committing = (async () => {
       try {
         const done = await this.committer.commit(target)
@@ -553,6 +583,19 @@ class Forwarder {
     })()
   }
 
+  /** How many of the uncommitted messages a commit of `target` would free from the window (acknowledged, in order). */
+  private committable(target: number): number {
+    const u = this.uncommitted
+    let lo = 0
+    let hi = u.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if (u[mid] <= target) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
+
   /** Commit the frontier now; a commit that keeps failing (or a refused token) is the run's failure. */
   private async flushCommits(): Promise<void> {
     for (let attempt = 0; ; attempt++) {
@@ -562,7 +605,7 @@ class Forwarder {
       if (attempt >= 6 || (attempt > 0 && failure?.exitCode === 78))
         throw failure ?? new BrokerUnavailableError(`committing position ${this.frontier} did not complete`)
       if (attempt > 0) await sleep(200 * attempt)
-      this.scheduleCommit()
+      this.scheduleCommit(true)
     }
   }
 }

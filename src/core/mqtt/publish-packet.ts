@@ -6,13 +6,16 @@
  * logs through `debug` several times per field, and clones each packet into
  * its outgoing store; in a profile of the forwarder, that cost more CPU than
  * everything else together (docs/mqtt.md, "Throughput"). MQTT.js still owns
- * the connection: CONNECT, keep-alive, and reading packets, of which the
- * forwarder takes the PUBACKs (`packetreceive`).
+ * the connection: CONNECT, keep-alive, and reading every packet but the
+ * PUBACKs, which the forwarder takes off the socket first (puback-tap.ts).
  *
  * The layout follows MQTT 5.0 §3.3. `test/core/mqtt-publish-packet.test.ts`
  * checks it byte for byte against mqtt-packet, MQTT.js's own encoder.
  */
 import { ValidationError } from '../../shared/errors.js'
+
+/** A user property value: numbers and booleans are sent as their decimal text (always ASCII). */
+export type PropertyValue = string | number | boolean
 
 export interface PublishFields {
   topic: string
@@ -22,7 +25,7 @@ export interface PublishFields {
   payload: string | Buffer
   contentType?: string
   /** MQTT 5 user properties, in this order. */
-  userProperties: ReadonlyArray<readonly [string, string]>
+  userProperties: ReadonlyArray<readonly [string, PropertyValue]>
 }
 
 /** The largest Remaining Length MQTT allows (a 4-byte variable byte integer). */
@@ -44,52 +47,81 @@ function writeVarint(buf: Buffer, offset: number, n: number): number {
   return offset
 }
 
-function stringLength(s: string, what: string): number {
-  const n = Buffer.byteLength(s)
-  if (n > MAX_STRING)
-    throw new ValidationError(`${what} is ${n} bytes of UTF-8; MQTT strings hold at most ${MAX_STRING}`)
-  return n
+/**
+ * The UTF-8 bytes of the strings of a packet other than the payload, kept:
+ * topics, content types, property names and values such as node ids repeat
+ * from one packet to the next, and converting each again was most of the
+ * encoder's time. Bounded (emptied when full).
+ */
+const kept = new Map<string, Buffer>()
+const KEPT_MAX = 4096
+
+function utf8(s: string): Buffer {
+  let b = kept.get(s)
+  if (b === undefined) {
+    b = Buffer.from(s, 'utf8')
+    if (kept.size >= KEPT_MAX) kept.clear()
+    kept.set(s, b)
+  }
+  return b
 }
 
-function writeString(buf: Buffer, offset: number, s: string, length: number): number {
-  buf.writeUInt16BE(length, offset)
-  buf.write(s, offset + 2, length, 'utf8')
-  return offset + 2 + length
+function checked(b: Buffer | string, what: () => string): void {
+  if (b.length > MAX_STRING)
+    throw new ValidationError(
+      `${what()} is ${b.length} bytes of UTF-8; MQTT strings hold at most ${MAX_STRING}`,
+    )
+}
+
+/** A string's 2-byte length and bytes; `text` is ASCII (a number's or boolean's decimal text). */
+function put(buf: Buffer, o: number, s: Buffer | string): number {
+  buf[o] = s.length >> 8
+  buf[o + 1] = s.length & 0xff
+  if (typeof s === 'string') buf.write(s, o + 2, 'latin1')
+  else buf.set(s, o + 2)
+  return o + 2 + s.length
 }
 
 /** One complete PUBLISH packet (fixed header included). */
 export function encodePublish(f: PublishFields): Buffer {
   if (!Number.isInteger(f.messageId) || f.messageId < 1 || f.messageId > 65_535)
     throw new RangeError(`MQTT packet identifier out of range: ${f.messageId}`)
-  const topicLength = stringLength(f.topic, `the topic ${f.topic.slice(0, 80)}`)
-  const typeLength = f.contentType === undefined ? -1 : stringLength(f.contentType, 'the content type')
-  let properties = typeLength < 0 ? 0 : 3 + typeLength
-  const lengths: number[] = []
-  for (const [k, v] of f.userProperties) {
-    const kl = stringLength(k, `the user property ${k.slice(0, 40)}`)
-    const vl = stringLength(v, `the value of user property ${k.slice(0, 40)}`)
-    lengths.push(kl, vl)
-    properties += 5 + kl + vl
+  const topic = utf8(f.topic)
+  checked(topic, () => `the topic ${f.topic.slice(0, 80)}`)
+  const type = f.contentType === undefined ? undefined : utf8(f.contentType)
+  if (type) checked(type, () => 'the content type')
+  let properties = type ? 3 + type.length : 0
+  const n = f.userProperties.length
+  const strings: (Buffer | string)[] = new Array(2 * n)
+  for (let i = 0; i < n; i++) {
+    const [k, v] = f.userProperties[i]
+    const key = utf8(k)
+    checked(key, () => `the user property ${k.slice(0, 40)}`)
+    const value = typeof v === 'string' ? utf8(v) : String(v)
+    checked(value, () => `the value of user property ${k.slice(0, 40)}`)
+    strings[2 * i] = key
+    strings[2 * i + 1] = value
+    properties += 5 + key.length + value.length
   }
   const payloadLength = typeof f.payload === 'string' ? Buffer.byteLength(f.payload) : f.payload.length
-  const remaining = 2 + topicLength + 2 + varintLength(properties) + properties + payloadLength
+  const remaining = 2 + topic.length + 2 + varintLength(properties) + properties + payloadLength
   if (remaining > MAX_REMAINING)
     throw new ValidationError(`a ${payloadLength}-byte payload does not fit in one MQTT packet`)
   const buf = Buffer.allocUnsafe(1 + varintLength(remaining) + remaining)
   buf[0] = PUBLISH_QOS1
   let o = writeVarint(buf, 1, remaining)
-  o = writeString(buf, o, f.topic, topicLength)
-  buf.writeUInt16BE(f.messageId, o)
+  o = put(buf, o, topic)
+  buf[o] = f.messageId >> 8
+  buf[o + 1] = f.messageId & 0xff
   o = writeVarint(buf, o + 2, properties)
-  if (typeLength >= 0) {
+  if (type) {
     buf[o++] = CONTENT_TYPE
-    o = writeString(buf, o, f.contentType!, typeLength)
+    o = put(buf, o, type)
   }
-  for (let i = 0; i < f.userProperties.length; i++) {
-    const [k, v] = f.userProperties[i]
+  for (let i = 0; i < 2 * n; i += 2) {
     buf[o++] = USER_PROPERTY
-    o = writeString(buf, o, k, lengths[2 * i])
-    o = writeString(buf, o, v, lengths[2 * i + 1])
+    o = put(buf, o, strings[i])
+    o = put(buf, o, strings[i + 1])
   }
   if (typeof f.payload === 'string') buf.write(f.payload, o, payloadLength, 'utf8')
   else f.payload.copy(buf, o)
