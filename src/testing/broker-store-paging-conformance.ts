@@ -130,6 +130,37 @@ export function pagingConformance(handle: () => StoreHandle): void {
     }
   })
 
+  it('paging: a filter that matches every stored topic reads as # does, until another handle stores one it does not match', async () => {
+    const s = store()
+    const h = handle()
+    const msgs = Array.from({ length: 20 }, (_, k) => wireMessage(k + 1, T0 + k, `a/${k % 2}`))
+    await s.ingest(batchOf('a', msgs, { clock: T0 + 100 }), ctx(T0 + 100))
+    for (const order of ['event', 'arrival'] as const) {
+      const all = (await readAll(s, order, '#', 3)).messages.map(key(order))
+      expect(all).toHaveLength(20)
+      expect((await readAll(s, order, 'a/#', 3)).messages.map(key(order)), order).toEqual(all)
+    }
+    const other = await h.reopen()
+    try {
+      await other.ingest(
+        batchOf('a', [wireMessage(21, T0 + 21, 'b/1'), wireMessage(22, T0 + 22, 'a/0')], {
+          batch: 'b2',
+          clock: T0 + 120,
+        }),
+        ctx(T0 + 120),
+      )
+    } finally {
+      await other.close()
+    }
+    for (const order of ['event', 'arrival'] as const) {
+      const seqs = async (filter: string) => (await readAll(s, order, filter, 4)).messages.map((m) => m.seq)
+      expect(await seqs('a/#'), order).toEqual(expect.not.arrayContaining([21]))
+      expect((await seqs('a/#')).length, order).toBe(21)
+      expect(await seqs('b/#'), order).toEqual([21])
+      expect((await seqs('#')).length, order).toBe(22)
+    }
+  })
+
   it('paging: topics first stored through another handle are found by a filtered read', async () => {
     const s = store()
     const h = handle()
