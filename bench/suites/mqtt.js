@@ -140,8 +140,8 @@ export async function forwardRate({ subQos = 1 } = {}) {
     )
     must(await rmq(['drain', '--timeout', '5m'], { cwd: edgeDir, env: edgeEnv }), 'drain')
     const rates = []
-    // CPU seconds per run: the forwarder, the rmq broker serving it, Mosquitto, the subscriber (its
-    // mosquitto_sub and this process, which reads its output).
+    // CPU seconds per run: the forwarder (less its start-up), the rmq broker serving it, Mosquitto,
+    // the subscriber (its mosquitto_sub and this process, which counts its output).
     const cpu = { forwarder: [], broker: [], mosquitto: [], subscriber: [] }
     for (let run = 0; run < RUNS; run++) {
       const group = `bench-${run}`
@@ -171,7 +171,6 @@ export async function forwardRate({ subQos = 1 } = {}) {
       const fullRun = must(await rmq(args, { cwd: edgeDir, env }), 'mqtt forward')
       await sub.until(N, 30_000)
       const benchCpu = process.cpuUsage(before.bench)
-      cpu.forwarder.push(fullRun.cpu)
       cpu.broker.push(cpuSeconds(child.pid) - before.broker)
       cpu.mosquitto.push(cpuSeconds(mosq.pid) - before.mosquitto)
       cpu.subscriber.push(cpuSeconds(sub.pid) + (benchCpu.user + benchCpu.system) / 1e6)
@@ -180,6 +179,8 @@ export async function forwardRate({ subQos = 1 } = {}) {
         throw new Error(`the subscriber got ${sub.total} (${got} distinct) of ${N}`)
       // The same run again: the group is at the end, nothing to forward (start-up, connect, idle wait).
       const empty = must(await rmq(args, { cwd: edgeDir, env }), 'mqtt forward (empty)')
+      // The forwarder's CPU for the messages: less that of the same run with nothing to do (start-up).
+      cpu.forwarder.push(Math.max(0, fullRun.cpu - empty.cpu))
       rates.push(N / (Math.max(1, fullRun.ms - empty.ms) / 1000))
       if (process.env.RMQ_BENCH_VERBOSE)
         console.error(`forward run ${run}: ${fullRun.ms} ms, empty ${empty.ms} ms`)

@@ -20,6 +20,7 @@ import { tlsFromConfig } from '../tls.js'
 import { connectMqtt, mqttConnectionFrom, redactedUrl, type MqttConnection } from './connect.js'
 import { encodePublish } from './publish-packet.js'
 import { forwardProperties, payloadOf, pubackError, tooLarge } from './forward-packets.js'
+import { GroupCommits } from './forward-commits.js'
 import { tapPubacks } from './puback-tap.js'
 
 export interface ForwardOptions {
@@ -71,9 +72,6 @@ export interface ForwardSummary {
   held?: number
 }
 
-/** Commits of the group position start at most this often (ms) while less than half the window waits. */
-const COMMIT_EVERY_MS = 50
-
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
     if (signal?.aborted) return resolve()
@@ -112,8 +110,6 @@ class Forwarder {
   private readonly prefix: string
   private readonly window: number
   private readonly notice: (text: string) => void
-  /** Commits only (its read position is never used). */
-  private readonly committer: Consumer
   private readonly summary: ForwardSummary
 
   // One connection's state.
@@ -137,23 +133,8 @@ class Forwarder {
   private head = 0
   /** Position up to which every message is acknowledged (what may be committed). */
   private frontier: number | undefined
-  /** The last frontier the broker accepted as the group position. */
-  private committedTarget: number | undefined
-  private committing: Promise<void> | undefined
-  private commitFailure: unknown
-  private commitFailures = 0
-  private commitRetry: NodeJS.Timeout | undefined
-  /** The paced commit waiting for its turn (scheduleCommit). */
-  private commitPace: NodeJS.Timeout | undefined
-  /** When the last commit started (performance.now()). */
-  private lastCommitAt = -Infinity
-  /**
-   * Positions of the messages published on this connection and not yet
-   * below the committed position. The window bounds this, not only the
-   * PUBACKs in flight: what a SIGKILL can make a restart re-send is every
-   * message past the committed position, acknowledged or not.
-   */
-  private uncommitted: number[] = []
+  /** The group position's commits, and what the window holds (forward-commits.ts). */
+  private readonly commits: GroupCommits
 
   constructor(
     loaded: LoadedConfig,
@@ -176,7 +157,23 @@ class Forwarder {
     this.url = redactedUrl(this.conn.url)
     this.window = Math.max(1, options.window ?? c.mqtt.forward.window)
     this.notice = hooks.notice ?? ((t) => process.stderr.write(t + '\n'))
-    this.committer = this.consumer()
+    // A consumer for the commits only (its read position is never used).
+    const committer = this.consumer()
+    this.commits = new GroupCommits(
+      {
+        frontier: () => this.frontier,
+        commit: (position) => committer.commit(position),
+        committed: (position) => {
+          this.summary.committed = position
+          this.hooks.onCommit?.(position, this.summary.forwarded)
+        },
+        notice: (text) => this.notice(text),
+        fail: (err) => this.fail(err),
+        wake: () => this.wake(),
+      },
+      this.window,
+      options.untilIdleMs !== undefined,
+    )
     this.summary = {
       forwarded: 0,
       committed: undefined,
@@ -237,7 +234,7 @@ class Forwarder {
           break
         }
         // The connection was lost or a PUBACK refused: nothing past the frontier is committed.
-        await this.flushCommits()
+        await this.commits.flush()
         if (this.stopping) break
         if (!resident || !(ended instanceof BrokerUnavailableError)) throw ended
         attempt++
@@ -246,12 +243,11 @@ class Forwarder {
         )
         await sleep(Math.min(5000, 100 * 2 ** Math.min(attempt, 6)), this.options.signal)
       }
-      await this.flushCommits()
+      await this.commits.flush()
       if (this.stopping) this.summary.stopped = 'signal'
       return this.summary
     } finally {
-      clearTimeout(this.commitRetry)
-      clearTimeout(this.commitPace)
+      this.commits.close()
       this.closeClient()
     }
   }
@@ -341,7 +337,7 @@ class Forwarder {
     if (this.frontier !== undefined) reader.seek(this.frontier)
     this.entries = []
     this.head = 0
-    this.uncommitted = []
+    this.commits.reset()
     const polls = new AbortController()
     const onStop = () => polls.abort()
     this.options.signal?.addEventListener('abort', onStop, { once: true })
@@ -360,7 +356,7 @@ class Forwarder {
       for (;;) {
         if (this.failure) return this.failure
         if (this.stopping) return (await this.drain(), this.failure ?? 'signal')
-        this.scheduleCommit()
+        this.commits.schedule()
         let page: MessagesPage
         try {
           page = await (next ?? read())
@@ -383,7 +379,7 @@ class Forwarder {
           if (untilIdle !== undefined && Date.now() - lastMessageAt >= untilIdle) {
             await this.drain()
             if (this.failure) return this.failure
-            await this.flushCommits()
+            await this.commits.flush()
             if (Date.now() - lastMessageAt >= untilIdle) return 'idle'
           }
           continue
@@ -394,7 +390,7 @@ class Forwarder {
         next.catch(() => {}) // handled when awaited
         for (const m of page.messages) {
           while (
-            (this.uncommitted.length >= this.window || this.pending.size >= inflight) &&
+            (this.commits.uncommitted.length >= this.window || this.pending.size >= inflight) &&
             !this.failure &&
             !this.stopping
           )
@@ -448,7 +444,7 @@ class Forwarder {
     }
     const entry: Entry = { position: m.position, done: false }
     this.entries.push(entry)
-    this.uncommitted.push(m.position)
+    this.commits.published(m.position)
     this.pending.set(messageId, { entry, m, topic })
     const stream = (
       this.client as unknown as { stream: NodeJS.WritableStream & { cork(): void; uncork(): void } }
@@ -505,7 +501,7 @@ class Forwarder {
       this.entries.splice(0, i)
       this.head = 0
     }
-    this.scheduleCommit()
+    this.commits.schedule()
   }
 
   /** Wait until every PUBACK in flight arrived (or the connection failed). */
@@ -516,96 +512,6 @@ class Forwarder {
         const t = setTimeout(resolve, 200)
         this.wakers.push(() => (clearTimeout(t), resolve()))
       })
-    }
-  }
-
-  /**
-   * One commit in flight at a time, of the latest frontier; failures are
-   * retried by the next call. Paced: a commit starts at most every
-   * COMMIT_EVERY_MS unless it would free a quarter of the window (or `now`),
-   * so a fast stream costs about twenty commits a second, not one per PUBACK
-   * round; a crash still re-sends at most the window.
-   */
-  private scheduleCommit(now = false): void {
-    if (this.committing) return
-    const target = this.frontier
-    if (target === undefined || target === this.committedTarget) return
-    const wait = this.lastCommitAt + COMMIT_EVERY_MS - performance.now()
-    if (!now && wait > 0 && this.committable(target) < this.window / 4) {
-      this.commitPace ??= setTimeout(() => {
-        this.commitPace = undefined
-        this.scheduleCommit()
-      }, wait)
-      this.commitPace.unref()
-      return
-    }
-    clearTimeout(this.commitPace)
-    this.commitPace = undefined
-    this.lastCommitAt = performance.now()
-    this.committing = (async () => {
-      try {
-        const done = await this.committer.commit(target)
-        this.committedTarget = target
-        this.summary.committed = done
-        this.commitFailure = undefined
-        this.commitFailures = 0
-        let i = 0
-        while (i < this.uncommitted.length && this.uncommitted[i] <= target) i++
-        this.uncommitted.splice(0, i)
-        this.hooks.onCommit?.(done, this.summary.forwarded)
-      } catch (err) {
-        if (this.commitFailure === undefined)
-          this.notice(`rmq mqtt forward: committing position ${target}: ${(err as Error).message}; retrying`)
-        this.commitFailure = err
-        this.commitFailures++
-      } finally {
-        this.committing = undefined
-      }
-      this.wake()
-      if (this.commitFailure === undefined) return this.scheduleCommit()
-      // A full window waits for this commit: retry it with backoff (resident), give up after a few (--until-idle).
-      const failure = this.commitFailure
-      const refused = failure instanceof RmqError && failure.exitCode === 78
-      if (refused || (this.options.untilIdleMs !== undefined && this.commitFailures >= 6))
-        return this.fail(
-          failure instanceof RmqError
-            ? failure
-            : new BrokerUnavailableError(
-                `committing the group position failed: ${(failure as Error).message}`,
-              ),
-        )
-      clearTimeout(this.commitRetry)
-      this.commitRetry = setTimeout(
-        () => this.scheduleCommit(),
-        Math.min(5000, 100 * 2 ** Math.min(this.commitFailures, 6)),
-      )
-      this.commitRetry.unref()
-    })()
-  }
-
-  /** How many of the uncommitted messages a commit of `target` would free from the window (acknowledged, in order). */
-  private committable(target: number): number {
-    const u = this.uncommitted
-    let lo = 0
-    let hi = u.length
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1
-      if (u[mid] <= target) lo = mid + 1
-      else hi = mid
-    }
-    return lo
-  }
-
-  /** Commit the frontier now; a commit that keeps failing (or a refused token) is the run's failure. */
-  private async flushCommits(): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      while (this.committing) await this.committing
-      if (this.frontier === undefined || this.frontier === this.committedTarget) return
-      const failure = this.commitFailure as RmqError | undefined
-      if (attempt >= 6 || (attempt > 0 && failure?.exitCode === 78))
-        throw failure ?? new BrokerUnavailableError(`committing position ${this.frontier} did not complete`)
-      if (attempt > 0) await sleep(200 * attempt)
-      this.scheduleCommit(true)
     }
   }
 }
