@@ -169,4 +169,166 @@ describe.skipIf(!pg.ok)('PostgreSQL failover under a running broker', () => {
       expect(got.every((m) => m.node === NODE)).toBe(true)
     },
   )
+
+  it(
+    'synchronous standby, two brokers, edges syncing throughout: primary SIGKILLed mid-stream, standby promoted, nothing acknowledged lost',
+    { timeout: 300_000 },
+    async () => {
+      const primary: PgCluster = await startPgCluster()
+      cleanups.push(() => primary.stop())
+      const db = await primary.createDatabase('rmq_failover_sync')
+      const standby: PgCluster = await primary.startStandby()
+      cleanups.push(() => standby.stop())
+      // Synchronous replication, set on the primary after the base backup (so the standby, once promoted,
+      // does not wait for a standby of its own): every commit waits until the standby has flushed it.
+      await primary.admin(`ALTER SYSTEM SET synchronous_standby_names = '*'`)
+      await primary.admin('SELECT pg_reload_conf()')
+      let syncState = ''
+      for (let i = 0; i < 200 && syncState !== 'sync'; i++) {
+        const rows = await primary.rows<{ s: string }>('SELECT sync_state AS s FROM pg_stat_replication')
+        syncState = rows[0]?.s ?? ''
+        if (syncState !== 'sync') await sleep(50)
+      }
+      expect(syncState).toBe('sync')
+
+      const url =
+        `postgres://postgres@127.0.0.1:${standby.port},127.0.0.1:${primary.port}/${db.name}` +
+        '?target_session_attrs=read-write'
+      const storeEnv = { RMQ_BROKER_STORE: 'postgres', RMQ_BROKER_POSTGRES_URL: url }
+      const token = async (args: string[]) => {
+        const r = await runCli(['broker', 'token', 'create', ...args], { env: storeEnv })
+        expect(r.code, r.stderr).toBe(0)
+        return r.stdout.trim()
+      }
+      const readerToken = await token(['reader', '--role', 'consumer', '--topics', '#'])
+      const brokers: BrokerProcess[] = []
+      for (let i = 0; i < 2; i++) {
+        const b = await startBrokerProcess({ auth: 'token', env: storeEnv })
+        cleanups.push(() => b.cleanup())
+        brokers.push(b)
+      }
+
+      // Two edges, one per broker, each publishing and syncing in a loop until told to stop.
+      const edges = await Promise.all(
+        ['gw-1', 'gw-2'].map(async (node, i) => {
+          const dir = makeTempDir(`rmq-pg-sync-${node}-`)
+          cleanups.push(dir.cleanup)
+          const env = {
+            RMQ_NODE_ID: node,
+            RMQ_TOKEN: await token([node]),
+            RMQ_BROKER_URL: brokers[i].url,
+            RMQ_SYNC_BATCH_SIZE: '10',
+            RMQ_SYNC_TIMEOUT: '5s',
+          }
+          return {
+            node,
+            dir: dir.dir,
+            env,
+            published: 0,
+            synced: [] as Array<{ at: number; ok: boolean; code: number | null }>,
+          }
+        }),
+      )
+      type Edge = (typeof edges)[number]
+      const publish = async (e: Edge, n: number) => {
+        const lines = Array.from({ length: n }, (_, k) =>
+          JSON.stringify({ node: e.node, n: e.published + k + 1 }),
+        )
+        const r = await runCli(['publish', 'plant/line1/temp', '--lines', '-f', '-'], {
+          cwd: e.dir,
+          env: e.env,
+          input: lines.join('\n') + '\n',
+        })
+        expect(r.code, r.stderr).toBe(0)
+        e.published += n
+      }
+      const sync = async (e: Edge) => {
+        const r = await runCli(['sync', '--force', '--json'], { cwd: e.dir, env: e.env, timeoutMs: 30_000 })
+        e.synced.push({ at: Date.now(), ok: r.code === 0, code: r.code })
+        return r
+      }
+      let stop = false
+      const loops = edges.map(async (e) => {
+        // Bounded: at most 400 rounds, and the test stops them after the failover.
+        for (let round = 0; round < 400 && !stop; round++) {
+          await publish(e, 15)
+          await sync(e)
+        }
+      })
+
+      // Let both edges sync for a while, then the database host dies mid-stream.
+      const until = Date.now() + 20_000
+      while (edges.some((e) => e.synced.filter((x) => x.ok).length < 3) && Date.now() < until)
+        await sleep(100)
+      expect(edges.every((e) => e.synced.filter((x) => x.ok).length >= 3)).toBe(true)
+      await primary.killPostmaster()
+      const killedAt = Date.now()
+      await sleep(1500)
+      standby.promote()
+      const promotedAt = Date.now()
+      // Syncing resumes within seconds: each edge has a successful sync that started after the promotion.
+      const resumed = Date.now() + 60_000
+      while (
+        edges.some((e) => !e.synced.some((x) => x.ok && x.at > promotedAt + 200)) &&
+        Date.now() < resumed
+      )
+        await sleep(100)
+      const resumeMs = Math.max(
+        ...edges.map(
+          (e) => (e.synced.find((x) => x.ok && x.at > promotedAt + 200)?.at ?? Infinity) - promotedAt,
+        ),
+      )
+      expect(resumeMs).toBeLessThan(30_000)
+      stop = true
+      await Promise.all(loops)
+      // Failed syncs between the kill and the switch were "retry later" (75) only.
+      const failed = edges.flatMap((e) => e.synced.filter((x) => !x.ok))
+      expect(
+        failed.every((x) => x.code === 75),
+        JSON.stringify(failed),
+      ).toBe(true)
+      expect(edges.flatMap((e) => e.synced).some((x) => !x.ok && x.at > killedAt)).toBe(true)
+      for (const b of brokers)
+        expect(b.logs()).toContain(`PostgreSQL primary is now 127.0.0.1:${standby.port}`)
+
+      // Everything left is sent to the new primary; then every message each edge published, once, in order.
+      for (const e of edges) {
+        const r = await sync(e)
+        expect(r.code, r.stderr).toBe(0)
+        const pending = parseJson<{ pending: number }>(r.stdout).pending
+        expect(pending).toBe(0)
+      }
+      const consumed = await runCli(['consume', '#', '--json'], {
+        env: { RMQ_BROKER_URL: brokers[0].url, RMQ_TOKEN: readerToken },
+        timeoutMs: 30_000,
+      })
+      expect(consumed.code, consumed.stderr).toBe(0)
+      const got = consumed.stdout
+        .trim()
+        .split('\n')
+        .map(
+          (l) =>
+            JSON.parse(l) as { id?: string; node: string; seq: number; payload: string; position: number },
+        )
+        .filter((m) => m.id !== undefined)
+      expect(new Set(got.map((m) => m.id)).size).toBe(got.length)
+      for (const e of edges) {
+        const mine = got.filter((m) => m.node === e.node)
+        expect(
+          mine.map((m) => m.seq),
+          e.node,
+        ).toEqual(Array.from({ length: e.published }, (_, k) => k + 1))
+        expect(mine.map((m) => JSON.parse(m.payload).n)).toEqual(
+          Array.from({ length: e.published }, (_, k) => k + 1),
+        )
+      }
+      const positions = got.map((m) => m.position)
+      expect(positions).toEqual([...positions].sort((a, b) => a - b))
+      const syncs = edges.flatMap((e) => e.synced)
+      console.log(
+        `synchronous failover: ${got.length} messages from 2 edges, ${syncs.filter((x) => x.ok).length} syncs ok, ` +
+          `${failed.length} exit 75 between the kill and the switch, resumed ${resumeMs} ms after the promotion`,
+      )
+    },
+  )
 })
