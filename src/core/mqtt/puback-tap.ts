@@ -15,6 +15,8 @@
  * their bytes arrive. Anything malformed (a length over 4 bytes, a PUBACK
  * shorter than its packet id) turns the tap off: from there every byte goes
  * to MQTT.js, whose parser reports the protocol error as it always did.
+ * MQTT.js's keep-alive still holds: seeing no PUBACKs, it sends a PINGREQ
+ * once per keep-alive interval, and the PINGRESP reaches it.
  */
 
 const PUBACK = 4
