@@ -6,8 +6,8 @@
  * every broker sharing a store exports the same values; the HTTP series are
  * this process's own, and prom-client's process_* and nodejs_* series are
  * written at most once a second. The per-node series (metrics-nodes.ts) are
- * plain text kept per node report; the reply is a few Buffers, sent as they
- * are. Names and meanings: docs/monitoring.md "Metrics".
+ * plain text kept per node report; render() returns a few Buffers, which
+ * the route sends as one. Names and meanings: docs/monitoring.md "Metrics".
  */
 import type * as PromClient from 'prom-client'
 import type { FleetRowsRead } from './fleet-rows.js'
@@ -173,7 +173,7 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
       snap = scrape
       const [own, processSeries] = await Promise.all([registry.metrics(), processMetrics()])
       const broker = Buffer.from(processSeries ? `${processSeries}\n${own}\n` : `${own}\n`)
-      // Not copied into one buffer: a fresh megabyte per scrape costs more than writing the parts.
+      // The route joins them into one buffer (routes/metrics.ts says why).
       return [broker, ...nodeSeries.render(scrape.view, s.alerts, s.now)]
     },
     observeRequest(method, route, status, seconds) {
