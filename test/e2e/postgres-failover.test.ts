@@ -23,8 +23,58 @@ import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers
 const pg = postgresAvailability()
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+type Cleanups = Array<() => Promise<unknown> | unknown>
+
+/**
+ * A primary and a `pg_basebackup -R` standby of it, a database, the broker
+ * store's env on the multi-host URL (standby listed first, so the broker must
+ * skip it) and a token maker that goes through the same URL.
+ */
+async function primaryAndStandby(cleanups: Cleanups, dbPrefix: string) {
+  const primary: PgCluster = await startPgCluster()
+  cleanups.push(() => primary.stop())
+  const db = await primary.createDatabase(dbPrefix)
+  const standby: PgCluster = await primary.startStandby()
+  cleanups.push(() => standby.stop())
+  expect(await standby.rows('SELECT pg_is_in_recovery() AS r')).toEqual([{ r: true }])
+  const url =
+    `postgres://postgres@127.0.0.1:${standby.port},127.0.0.1:${primary.port}/${db.name}` +
+    '?target_session_attrs=read-write'
+  const storeEnv = { RMQ_BROKER_STORE: 'postgres', RMQ_BROKER_POSTGRES_URL: url }
+  // Tokens through the same URL: `rmq broker token create` finds the primary as the broker does.
+  const token = async (args: string[]) => {
+    const r = await runCli(['broker', 'token', 'create', ...args], { env: storeEnv })
+    expect(r.code, r.stderr).toBe(0)
+    return r.stdout.trim()
+  }
+  return { primary, standby, storeEnv, token }
+}
+
+interface Consumed {
+  id?: string
+  node: string
+  seq: number
+  payload: string
+  position: number
+  late: boolean
+}
+
+/** Every message `rmq consume '#' --json` reads from the broker at `brokerUrl`. */
+async function consumeAll(brokerUrl: string, token: string): Promise<Consumed[]> {
+  const consumed = await runCli(['consume', '#', '--json'], {
+    env: { RMQ_BROKER_URL: brokerUrl, RMQ_TOKEN: token },
+    timeoutMs: 30_000,
+  })
+  expect(consumed.code, consumed.stderr).toBe(0)
+  return consumed.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Consumed)
+    .filter((m) => m.id !== undefined)
+}
+
 describe.skipIf(!pg.ok)('PostgreSQL failover under a running broker', () => {
-  const cleanups: Array<() => Promise<unknown> | unknown> = []
+  const cleanups: Cleanups = []
   afterEach(async () => {
     while (cleanups.length) await cleanups.pop()!()
   })
@@ -33,24 +83,7 @@ describe.skipIf(!pg.ok)('PostgreSQL failover under a running broker', () => {
     'primary SIGKILLed, standby promoted: the broker switches, syncs resume, every acknowledged message once',
     { timeout: 240_000 },
     async () => {
-      const primary: PgCluster = await startPgCluster()
-      cleanups.push(() => primary.stop())
-      const db = await primary.createDatabase('rmq_failover')
-      const standby: PgCluster = await primary.startStandby()
-      cleanups.push(() => standby.stop())
-      expect(await standby.rows('SELECT pg_is_in_recovery() AS r')).toEqual([{ r: true }])
-
-      const url =
-        `postgres://postgres@127.0.0.1:${standby.port},127.0.0.1:${primary.port}/${db.name}` +
-        '?target_session_attrs=read-write'
-      const storeEnv = { RMQ_BROKER_STORE: 'postgres', RMQ_BROKER_POSTGRES_URL: url }
-
-      // Tokens through the same URL: `rmq broker token create` finds the primary as the broker does.
-      const token = async (args: string[]) => {
-        const r = await runCli(['broker', 'token', 'create', ...args], { env: storeEnv })
-        expect(r.code, r.stderr).toBe(0)
-        return r.stdout.trim()
-      }
+      const { primary, standby, storeEnv, token } = await primaryAndStandby(cleanups, 'rmq_failover')
       const NODE = 'gw-1'
       const nodeToken = await token([NODE])
       const readerToken = await token(['reader', '--role', 'consumer', '--topics', '#'])
@@ -149,18 +182,7 @@ describe.skipIf(!pg.ok)('PostgreSQL failover under a running broker', () => {
       await drain(10)
 
       // Every acknowledged message, exactly once, in order (one node: event order is seq order).
-      const consumed = await runCli(['consume', '#', '--json'], {
-        env: { RMQ_BROKER_URL: broker.url, RMQ_TOKEN: readerToken },
-        timeoutMs: 30_000,
-      })
-      expect(consumed.code, consumed.stderr).toBe(0)
-      const got = consumed.stdout
-        .trim()
-        .split('\n')
-        .map(
-          (l) => JSON.parse(l) as { id?: string; node: string; seq: number; payload: string; late: boolean },
-        )
-        .filter((m) => m.id !== undefined)
+      const got = await consumeAll(broker.url, readerToken)
       expect(got.map((m) => m.seq)).toEqual(Array.from({ length: published }, (_, i) => i + 1))
       expect(got.map((m) => JSON.parse(m.payload).n)).toEqual(
         Array.from({ length: published }, (_, i) => i + 1),
@@ -174,11 +196,7 @@ describe.skipIf(!pg.ok)('PostgreSQL failover under a running broker', () => {
     'synchronous standby, two brokers, edges syncing throughout: primary SIGKILLed mid-stream, standby promoted, nothing acknowledged lost',
     { timeout: 300_000 },
     async () => {
-      const primary: PgCluster = await startPgCluster()
-      cleanups.push(() => primary.stop())
-      const db = await primary.createDatabase('rmq_failover_sync')
-      const standby: PgCluster = await primary.startStandby()
-      cleanups.push(() => standby.stop())
+      const { primary, standby, storeEnv, token } = await primaryAndStandby(cleanups, 'rmq_failover_sync')
       // Synchronous replication, set on the primary after the base backup (so the standby, once promoted,
       // does not wait for a standby of its own): every commit waits until the standby has flushed it.
       await primary.admin(`ALTER SYSTEM SET synchronous_standby_names = '*'`)
@@ -191,15 +209,6 @@ describe.skipIf(!pg.ok)('PostgreSQL failover under a running broker', () => {
       }
       expect(syncState).toBe('sync')
 
-      const url =
-        `postgres://postgres@127.0.0.1:${standby.port},127.0.0.1:${primary.port}/${db.name}` +
-        '?target_session_attrs=read-write'
-      const storeEnv = { RMQ_BROKER_STORE: 'postgres', RMQ_BROKER_POSTGRES_URL: url }
-      const token = async (args: string[]) => {
-        const r = await runCli(['broker', 'token', 'create', ...args], { env: storeEnv })
-        expect(r.code, r.stderr).toBe(0)
-        return r.stdout.trim()
-      }
       const readerToken = await token(['reader', '--role', 'consumer', '--topics', '#'])
       const brokers: BrokerProcess[] = []
       for (let i = 0; i < 2; i++) {
@@ -298,19 +307,7 @@ describe.skipIf(!pg.ok)('PostgreSQL failover under a running broker', () => {
         const pending = parseJson<{ pending: number }>(r.stdout).pending
         expect(pending).toBe(0)
       }
-      const consumed = await runCli(['consume', '#', '--json'], {
-        env: { RMQ_BROKER_URL: brokers[0].url, RMQ_TOKEN: readerToken },
-        timeoutMs: 30_000,
-      })
-      expect(consumed.code, consumed.stderr).toBe(0)
-      const got = consumed.stdout
-        .trim()
-        .split('\n')
-        .map(
-          (l) =>
-            JSON.parse(l) as { id?: string; node: string; seq: number; payload: string; position: number },
-        )
-        .filter((m) => m.id !== undefined)
+      const got = await consumeAll(brokers[0].url, readerToken)
       expect(new Set(got.map((m) => m.id)).size).toBe(got.length)
       for (const e of edges) {
         const mine = got.filter((m) => m.node === e.node)

@@ -66,11 +66,9 @@ function utf8(s: string): Buffer {
   return b
 }
 
-function checked(b: Buffer | string, what: () => string): void {
-  if (b.length > MAX_STRING)
-    throw new ValidationError(
-      `${what()} is ${b.length} bytes of UTF-8; MQTT strings hold at most ${MAX_STRING}`,
-    )
+/** A string MQTT cannot carry (over 65,535 bytes): `what` names it. Called only then, so no message is built per packet. */
+function tooLong(what: string, bytes: number): never {
+  throw new ValidationError(`${what} is ${bytes} bytes of UTF-8; MQTT strings hold at most ${MAX_STRING}`)
 }
 
 /** A string's 2-byte length and bytes; `text` is ASCII (a number's or boolean's decimal text). */
@@ -87,18 +85,18 @@ export function encodePublish(f: PublishFields): Buffer {
   if (!Number.isInteger(f.messageId) || f.messageId < 1 || f.messageId > 65_535)
     throw new RangeError(`MQTT packet identifier out of range: ${f.messageId}`)
   const topic = utf8(f.topic)
-  checked(topic, () => `the topic ${f.topic.slice(0, 80)}`)
+  if (topic.length > MAX_STRING) tooLong(`the topic ${f.topic.slice(0, 80)}`, topic.length)
   const type = f.contentType === undefined ? undefined : utf8(f.contentType)
-  if (type) checked(type, () => 'the content type')
+  if (type && type.length > MAX_STRING) tooLong('the content type', type.length)
   let properties = type ? 3 + type.length : 0
   const n = f.userProperties.length
   const strings: (Buffer | string)[] = new Array(2 * n)
   for (let i = 0; i < n; i++) {
     const [k, v] = f.userProperties[i]
     const key = utf8(k)
-    checked(key, () => `the user property ${k.slice(0, 40)}`)
+    if (key.length > MAX_STRING) tooLong(`the user property ${k.slice(0, 40)}`, key.length)
     const value = typeof v === 'string' ? utf8(v) : String(v)
-    checked(value, () => `the value of user property ${k.slice(0, 40)}`)
+    if (value.length > MAX_STRING) tooLong(`the value of user property ${k.slice(0, 40)}`, value.length)
     strings[2 * i] = key
     strings[2 * i + 1] = value
     properties += 5 + key.length + value.length
