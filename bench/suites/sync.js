@@ -16,7 +16,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { childEnv } from '../child-env.js'
+import { childEnv, nodeArgs } from '../child-env.js'
 import { Worker } from 'node:worker_threads'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -47,7 +47,7 @@ async function runEdge(mode, edge) {
 async function startBroker(dataDir) {
   const child = spawn(
     process.execPath,
-    [path.join(root, 'bin/run.js'), 'broker', 'start', '--host', '127.0.0.1', '--port', '0'],
+    [...nodeArgs(), path.join(root, 'bin/run.js'), 'broker', 'start', '--host', '127.0.0.1', '--port', '0'],
     {
       cwd: dataDir,
       env: childEnv({

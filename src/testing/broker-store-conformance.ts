@@ -103,6 +103,44 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
       expect((await store.heads()).total).toBe(3)
     })
 
+    it('a seq twice in one batch is stored once, from its first place; the second counts as a duplicate', async () => {
+      const twice = { ...wireMessage(2, T0 - 1), payload: '{"second":true}' }
+      const r = await store.ingest(
+        batchOf('a', [wireMessage(1, T0 - 3), wireMessage(2, T0 - 2), twice, wireMessage(3, T0)]),
+        ctx(T0),
+      )
+      expect(r).toMatchObject({ accepted: 3, duplicates: 1 })
+      const page = await store.read({ order: 'arrival', after: 0, limit: 100 })
+      expect(page.messages.map((m) => [m.arrival, m.seq, m.ts, m.payload])).toEqual([
+        [1, 1, T0 - 3, '{"seq":1}'],
+        [2, 2, T0 - 2, '{"seq":2}'],
+        [3, 3, T0, '{"seq":3}'],
+      ])
+    })
+
+    it('the same batch through two handles at once (a retry via another broker) is stored once', async () => {
+      const other = await h.reopen()
+      try {
+        const msgs = Array.from({ length: 200 }, (_, i) => wireMessage(i + 1, T0 - 200 + i))
+        for (let round = 0; round < 5; round++) {
+          const b = batchOf(
+            'a',
+            msgs.map((m) => ({ ...m, seq: m.seq + round * 200 })),
+            { batch: `b${round}` },
+          )
+          const acks = await Promise.all([store.ingest(b, ctx(T0)), other.ingest(b, ctx(T0))])
+          expect(acks.map((a) => a.accepted + a.duplicates)).toEqual([200, 200])
+          expect(acks[0].accepted + acks[1].accepted).toBe(200)
+        }
+        const heads = await store.heads()
+        expect(heads.total).toBe(1000)
+        const page = await other.read({ order: 'arrival', after: 0, limit: 2000 })
+        expect(page.messages.map((m) => m.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1))
+      } finally {
+        await other.close()
+      }
+    })
+
     it('records node contact, skew, backlog, low mark, stats and counters', async () => {
       await store.ingest(
         batchOf('gw', [wireMessage(1, T0 - 10_000)], {

@@ -16,6 +16,8 @@ const T0 = 1_764_000_000_000
 const ctx = (now: number) => ({ now, maxLateness: 300_000 })
 /** The last migration before lock-free ingest. */
 const OLD_SCHEMA = 7
+/** The last migration before the batch log (migration 10). */
+const BEFORE_BATCH_LOG = 9
 
 async function readAll(store: BrokerStore, order: 'event' | 'arrival'): Promise<StoredMessage[]> {
   const out: StoredMessage[] = []
@@ -126,6 +128,81 @@ describe.skipIf(!pg.ok)('postgres store: release passes', () => {
       }
       const v = await c.query('SELECT MAX(version) AS v FROM rmq_schema_version')
       expect(v.rows[0].v).toBe(MIGRATIONS.length)
+    } finally {
+      await c.end()
+      await db.drop()
+    }
+  })
+
+  it('migrates schema 9 in place: messages committed but not yet given arrivals move to the batch log, in order', async () => {
+    const db = await cluster.createDatabase()
+    const c = new pgmod.Client({ connectionString: db.url })
+    await c.connect()
+    try {
+      await c.query(
+        'CREATE TABLE rmq_schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
+      )
+      for (let v = 1; v <= BEFORE_BATCH_LOG; v++) {
+        await c.query(MIGRATIONS[v - 1])
+        await c.query('INSERT INTO rmq_schema_version (version) VALUES ($1)', [v])
+      }
+      // One transaction per batch, as schema 9's ingest wrote them (their tx and id by default).
+      const batch = (node: string, seqs: number[]) =>
+        c.query(
+          `INSERT INTO rmq_messages (node, epoch, seq, topic, ts, payload, enc, content_type, priority, expires_at,
+             headers, received_at)
+           SELECT $1, 'e', s, 'plant/' || $1, $2::bigint + s, convert_to('{"s":' || s || '}', 'UTF8'), 'utf8',
+             NULL, 4, NULL, NULL, $2 FROM unnest($3::bigint[]) AS s`,
+          [node, T0, seqs],
+        )
+      await batch('old', [1, 2, 3])
+      // A pass of schema 9 gave those arrivals 1..3 and released them (no live node).
+      await c.query('SELECT * FROM rmq_pass($1, 0, NULL)', [T0 + 1_000_000])
+      // Then two more batches committed, and the broker died before its pass: no arrival yet.
+      await batch('old', [5, 4])
+      await batch('other', [1])
+
+      const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      try {
+        expect(await store.heads()).toMatchObject({ arrival: 3, event: 3, total: 3 })
+        const log = await c.query<{ node: string; seqs: string[] }>(
+          'SELECT node, seqs FROM rmq_batches ORDER BY tx',
+        )
+        expect(log.rows.map((r) => [r.node, r.seqs.map(Number)])).toEqual([
+          ['old', [5, 4]],
+          ['other', [1]],
+        ])
+        const { released } = await store.release(ctx(T0 + 1_000_000))
+        expect(released).toBe(3)
+        const arrival = await readAll(store, 'arrival')
+        expect(arrival.map((m) => [m.arrival, m.node, m.seq, m.payload])).toEqual([
+          [1, 'old', 1, '{"s":1}'],
+          [2, 'old', 2, '{"s":2}'],
+          [3, 'old', 3, '{"s":3}'],
+          [4, 'old', 5, '{"s":5}'],
+          [5, 'old', 4, '{"s":4}'],
+          [6, 'other', 1, '{"s":1}'],
+        ])
+        // Released after the first three, in (ts, node, seq) order.
+        expect((await readAll(store, 'event')).map((m) => [m.position, m.node, m.seq])).toEqual([
+          [1, 'old', 1],
+          [2, 'old', 2],
+          [3, 'old', 3],
+          [4, 'other', 1],
+          [5, 'old', 4],
+          [6, 'old', 5],
+        ])
+        // The migrated rows still deduplicate.
+        const ack = await store.ingest(
+          batchOf('old', [wireMessage(4, T0 + 4), wireMessage(6, T0 + 6)], { epoch: 'e', clock: T0 + 10 }),
+          ctx(T0 + 1_000_000),
+        )
+        expect(ack).toMatchObject({ accepted: 1, duplicates: 1 })
+        expect(await store.heads()).toMatchObject({ arrival: 7, total: 7 })
+        expect((await c.query('SELECT COUNT(*)::int AS n FROM rmq_batches')).rows[0].n).toBe(0)
+      } finally {
+        await store.close()
+      }
     } finally {
       await c.end()
       await db.drop()

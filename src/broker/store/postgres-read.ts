@@ -69,9 +69,9 @@ export async function pgRead(d: PgReadDeps, q: ReadQuery): Promise<ReadResult> {
       name: all ? `rmq_read_${q.order}` : undefined,
       // The page is found in rmq_order alone (positions, topic); only its rows are joined.
       text: `SELECT ${d.columns} FROM (
-               SELECT arrival, tx, id, position, late FROM rmq_order
+               SELECT arrival, node, epoch, seq, position, late FROM rmq_order
                WHERE ${col} > $1 AND ${col} <= $2 AND ${cond.sql} ORDER BY ${col} LIMIT $3) o
-             JOIN rmq_messages m ON m.tx = o.tx AND m.id = o.id ORDER BY o.${col}`,
+             JOIN rmq_messages m ON m.node = o.node AND m.epoch = o.epoch AND m.seq = o.seq ORDER BY o.${col}`,
       values: [q.after, to, q.limit, ...cond.values],
     })
   ).rows

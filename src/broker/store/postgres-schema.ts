@@ -12,23 +12,11 @@
 export const RELEASE_LOCK_KEY = 0x726d7102
 
 /**
- * One release pass (postgres-release.ts), called in its own transaction:
- * 1. Under the release lock, the horizon h = the oldest transaction still
- *    running. Every transaction below it has committed or rolled back, so
- *    the messages with frontier <= tx < h are all there will ever be in that
- *    range: they get the next arrival positions in (tx, id) order and h
- *    becomes the frontier. A message committed above the horizon waits for a
- *    later pass; none ever gets a position behind one already given.
- * 2. The watermark (monotonic) from the live edge nodes' low marks, or the
- *    newest held ts + 1 when no live node holds it back; held messages below
- *    it get the next event positions in (ts, node, seq, epoch) order, `late`
- *    when below the watermark as it stood before this pass.
- * Positions are written to rmq_order only; message rows are never rewritten.
- * A pass that had to wait for another broker's pass returns at once when the
- * frontier that one wrote is above `need` (NULL: always run, with this
- * caller's broker time).
+ * Migration 9's release pass, kept as it was applied (migrations are never
+ * edited): it found the new messages by their own (tx, id) index. Migration
+ * 10 replaces it with RELEASE_PASS, which reads them from the batch log.
  */
-const RELEASE_PASS = `
+const RELEASE_PASS_9 = `
   CREATE FUNCTION rmq_pass(live_since bigint, hold_floor bigint, need xid8)
   RETURNS TABLE (p_frontier xid8, p_watermark bigint, p_sequenced bigint, p_released bigint)
   LANGUAGE plpgsql AS $$
@@ -111,6 +99,155 @@ const RELEASE_PASS = `
     END IF;
     RETURN QUERY SELECT h, w, s, r;
   END $$;
+`
+
+/**
+ * One release pass (postgres-release.ts), called in its own transaction:
+ * 1. Under the release lock, the horizon h = the oldest transaction still
+ *    running. Every transaction below it has committed or rolled back, so
+ *    the batch log's rows with frontier <= tx < h are all there will ever be
+ *    in that range: their messages get the next arrival positions in (tx,
+ *    order in the batch) order, the rows are deleted and h becomes the
+ *    frontier. A message committed above the horizon waits for a
+ *    later pass; none ever gets a position behind one already given.
+ * 2. The watermark (monotonic) from the live edge nodes' low marks, or the
+ *    newest held ts + 1 when no live node holds it back; held messages below
+ *    it get the next event positions in (ts, node, seq, epoch) order, `late`
+ *    when below the watermark as it stood before this pass.
+ * Positions are written to rmq_order only; message rows are never rewritten.
+ * A pass that had to wait for another broker's pass returns at once when the
+ * frontier that one wrote is above `need` (NULL: always run, with this
+ * caller's broker time).
+ */
+const RELEASE_PASS = `
+  CREATE OR REPLACE FUNCTION rmq_pass(live_since bigint, hold_floor bigint, need xid8)
+  RETURNS TABLE (p_frontier xid8, p_watermark bigint, p_sequenced bigint, p_released bigint)
+  LANGUAGE plpgsql AS $$
+  DECLARE
+    m record;
+    h xid8;
+    w bigint;
+    cand bigint;
+    lm bigint;
+    n bigint;
+    s bigint := 0;
+    r bigint := 0;
+    u bigint := 0;
+  BEGIN
+    PERFORM set_config('synchronous_commit', 'on', true);
+    -- Plain index scans only: they mark the entries of released rows dead as they pass them, so
+    -- the held index stays cheap to scan between vacuums (a bitmap scan visits them every time).
+    PERFORM set_config('enable_bitmapscan', 'off', true);
+    IF NOT pg_try_advisory_xact_lock(${RELEASE_LOCK_KEY}) THEN
+      -- Another broker's pass runs. Once it has committed, the frontier it wrote may already cover
+      -- what this pass was for (need: the newest transaction its callers wait for): then stop here.
+      PERFORM pg_advisory_xact_lock(${RELEASE_LOCK_KEY});
+      SELECT * INTO m FROM rmq_meta WHERE id = 1;
+      IF need IS NOT NULL AND m.frontier > need THEN
+        RETURN QUERY SELECT m.frontier, m.watermark, 0::bigint, 0::bigint;
+        RETURN;
+      END IF;
+    END IF;
+    h := pg_snapshot_xmin(pg_current_snapshot());
+    SELECT * INTO m FROM rmq_meta WHERE id = 1;
+    IF h <= m.frontier THEN
+      h := m.frontier;
+    END IF;
+    SELECT MIN(d.low_mark), COUNT(*) INTO lm, n FROM rmq_nodes d
+      WHERE NOT d.direct AND d.last_contact >= live_since AND d.low_mark >= hold_floor;
+    IF n > 0 THEN
+      cand := lm;
+    ELSE
+      SELECT GREATEST((SELECT MAX(k.ts) FROM rmq_order k WHERE k.position IS NULL),
+                      (SELECT MAX(b.max_ts) FROM rmq_batches b WHERE b.tx >= m.frontier AND b.tx < h)) + 1
+        INTO cand;
+    END IF;
+    w := m.watermark;
+    IF cand IS NOT NULL AND (w IS NULL OR cand > w) THEN
+      w := cand;
+    END IF;
+    -- One statement: the batch log's rows below h are taken (deleted); their messages get their
+    -- arrivals; those of them below w, and the held ones below w, get event positions (a new
+    -- message due at once is inserted with it, never updated). No message row is read or written.
+    WITH batch AS (
+      DELETE FROM rmq_batches b WHERE b.tx >= m.frontier AND b.tx < h
+      RETURNING b.tx, b.node, b.epoch, b.seqs, b.ts, b.topics
+    ), fresh AS (
+      SELECT m.next_arrival + ROW_NUMBER() OVER (ORDER BY b.tx, e.ord) - 1 AS arrival,
+        e.ts, b.node, e.seq, b.epoch, e.topic
+      FROM batch b, unnest(b.seqs, b.ts, b.topics) WITH ORDINALITY AS e(seq, ts, topic, ord)
+    ), due AS (
+      SELECT f.arrival, f.ts, f.node, f.seq, f.epoch FROM fresh f WHERE f.ts < w
+      UNION ALL
+      SELECT k.arrival, k.ts, k.node, k.seq, k.epoch FROM rmq_order k WHERE k.position IS NULL AND k.ts < w
+    ), pos AS (
+      SELECT d.arrival, m.next_position + ROW_NUMBER() OVER (ORDER BY d.ts, d.node, d.seq, d.epoch) - 1 AS p
+      FROM due d
+    ), ins AS (
+      INSERT INTO rmq_order (arrival, ts, node, seq, epoch, topic, position, late)
+      SELECT f.arrival, f.ts, f.node, f.seq, f.epoch, f.topic, q.p,
+        q.p IS NOT NULL AND m.watermark IS NOT NULL AND f.ts < m.watermark
+      FROM fresh f LEFT JOIN pos q ON q.arrival = f.arrival
+      RETURNING 1
+    ), upd AS (
+      -- Only held rows already in rmq_order match (this statement does not see what ins inserts),
+      -- found by the held index: a join on arrival alone was planned as a scan of all of rmq_order.
+      UPDATE rmq_order o SET position = q.p, late = (m.watermark IS NOT NULL AND o.ts < m.watermark)
+      FROM pos q WHERE o.position IS NULL AND o.ts < w AND o.arrival = q.arrival
+      RETURNING 1
+    )
+    SELECT (SELECT COUNT(*) FROM ins), (SELECT COUNT(*) FROM pos), (SELECT COUNT(*) FROM upd) INTO s, r, u;
+    -- No new message and nothing moved: write nothing (the empty range below h needs no record).
+    IF s > 0 OR r > 0 OR w IS DISTINCT FROM m.watermark THEN
+      UPDATE rmq_meta SET watermark = w, next_position = next_position + r, next_arrival = next_arrival + s,
+        held = held + s - r, ingested = ingested + s, frontier = h WHERE id = 1;
+    END IF;
+    IF s > 0 OR r > 0 THEN
+      PERFORM pg_notify('rmq_messages', ''); -- NOTIFY_CHANNEL
+    END IF;
+    RETURN QUERY SELECT h, w, s, r;
+  END $$;
+`
+
+/**
+ * Migration 10: the batch log. Each ingest that stores messages writes one
+ * row of rmq_batches in its own transaction (tx): the node, the epoch, and
+ * the accepted messages' seqs, timestamps and topics as arrays, in the
+ * batch's order. The pass (RELEASE_PASS) takes the rows below its horizon
+ * from there, so the message rows need no transaction id, no id sequence and
+ * no index of their own beyond (node, epoch, seq), which positions and pages
+ * join on: the server no longer maintains that index and sequence per
+ * message at ingest, nor fetches each new message row again in the pass.
+ * Messages committed before this migration and not yet given an arrival
+ * (tx >= frontier) are moved into the log, in their old (tx, id) order.
+ * Tables are locked first: a broker of the previous version still writing
+ * waits, then fails and retries against this schema (every broker must run
+ * this version once it is in).
+ */
+const BATCH_LOG = `
+  LOCK TABLE rmq_meta, rmq_messages, rmq_order IN ACCESS EXCLUSIVE MODE;
+  CREATE TABLE rmq_batches (
+    tx xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    node text COLLATE "C" NOT NULL,
+    epoch text COLLATE "C" NOT NULL,
+    seqs bigint[] NOT NULL,
+    ts bigint[] NOT NULL,
+    topics text[] NOT NULL,
+    max_ts bigint NOT NULL
+  );
+  -- Stored out of line uncompressed: compressing them cost the ingest more than the bytes saved.
+  ALTER TABLE rmq_batches ALTER COLUMN seqs SET STORAGE EXTERNAL, ALTER COLUMN ts SET STORAGE EXTERNAL,
+    ALTER COLUMN topics SET STORAGE EXTERNAL;
+  CREATE INDEX rmq_batches_tx ON rmq_batches (tx);
+  INSERT INTO rmq_batches (tx, node, epoch, seqs, ts, topics, max_ts)
+    SELECT x.tx, x.node, x.epoch, array_agg(x.seq ORDER BY x.id), array_agg(x.ts ORDER BY x.id),
+      array_agg(x.topic ORDER BY x.id), MAX(x.ts)
+    FROM rmq_messages x, rmq_meta k WHERE k.id = 1 AND x.tx >= k.frontier
+    GROUP BY x.tx, x.node, x.epoch;
+  DROP INDEX rmq_messages_tx;
+  ALTER TABLE rmq_messages DROP COLUMN tx, DROP COLUMN id;
+  ALTER TABLE rmq_order DROP COLUMN tx, DROP COLUMN id;
+  ${RELEASE_PASS}
 `
 
 export const MIGRATIONS: readonly string[] = [
@@ -254,7 +391,9 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE rmq_meta ALTER COLUMN frontier SET NOT NULL;
   `,
   // 9: the release pass, one transaction in one round trip (postgres-release.ts).
-  RELEASE_PASS,
+  RELEASE_PASS_9,
+  // 10: the batch log (BATCH_LOG).
+  BATCH_LOG,
 ]
 
 /** Key of the transaction-scoped advisory lock that serializes migrations ('rmq' + 1). */

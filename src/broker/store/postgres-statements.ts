@@ -22,31 +22,68 @@ const NODE_REPORT_PARAMS: Record<string, string> = {
 /**
  * One batch (or heartbeat) in one statement, one round trip, its own
  * transaction (autocommit) made durable (synchronous_commit on for it): the
- * messages inserted set-wise, duplicates on (node, epoch, seq) skipped, the
- * node's row upserted (the only row lock an ingest takes: batches of other
- * nodes never wait for it). No position is given here: rmq_pass gives them
- * after commit. Returns the counts and the transaction's id, which the
- * caller waits to see below a pass's frontier before it answers.
- * `late` counts the accepted messages below the watermark as read here.
+ * messages inserted set-wise, duplicates on (node, epoch, seq) skipped, one
+ * row of the batch log (rmq_batches: what the release pass needs of the
+ * accepted messages), the node's row upserted (the only row lock an ingest
+ * takes: batches of other nodes never wait for it). No position is given
+ * here: rmq_pass gives them after commit. Returns the counts and the
+ * transaction's id, which the caller waits to see below a pass's frontier
+ * before it answers. `late` counts the accepted messages below the
+ * watermark as read here.
+ *
+ * Three shapes (IngestShape), each a prepared statement:
+ * - `uniform`: every message has the same enc, content type, priority,
+ *   expiry and headers (a sync batch of telemetry): those five are scalars,
+ *   not arrays the server parses element by element;
+ * - `mixed`: they are arrays;
+ * - `conflict`: as mixed, with ON CONFLICT DO NOTHING. The other two skip
+ *   the messages already stored with one index probe each, which costs the server
+ *   much less than a speculative insert per row (ON CONFLICT), but fails
+ *   with unique_violation when a concurrent transaction (the same batch
+ *   retried through another broker) or the batch itself inserts the same
+ *   (node, epoch, seq): the caller then runs this one.
  *
  * $1 node, $2 epoch, $3..$11 the message columns ($6: every payload, end to end, in one bytea
  * sent in binary; $27 their byte lengths), $12 broker time, $13 direct,
  * $14 last_sync, $15 clock skew, $16 node clock, $17..$19 backlog, $20 low mark,
  * $21 stats, $22 message count, $23 batch, $24 unacked batch, $25 its low mark, $26 max seq.
  */
-export const INGEST_BATCH = `
+export type IngestShape = 'uniform' | 'mixed' | 'conflict'
+
+export function ingestBatchSql(shape: IngestShape): string {
+  const uniform = shape === 'uniform'
+  const each = uniform ? '' : ', $7::text[], $8::text[], $9::int[], $10::bigint[], $11::text[]'
+  const eachNames = uniform ? '' : ', enc, content_type, priority, expires_at, headers'
+  const perRow = uniform
+    ? '$7::text, $8::text, $9::int, $10::bigint, $11::text'
+    : 'enc, content_type, priority, expires_at, headers'
+  const conflict = shape === 'conflict'
+  // Under ON CONFLICT a seq twice in the batch is inserted once, from its first place (ORDER BY ord).
+  const accepted = conflict
+    ? '(SELECT DISTINCT ON (i.seq) i.* FROM ins JOIN input i ON i.seq = ins.seq ORDER BY i.seq, i.ord) i'
+    : 'ins JOIN input i ON i.seq = ins.seq'
+  const skip = conflict
+    ? 'ON CONFLICT (node, epoch, seq) DO NOTHING'
+    : // A scalar subquery, one index probe per message: NOT EXISTS would let the planner pick an anti
+      // join that reads every stored message of the node once per batch.
+      'WHERE (SELECT 1 FROM rmq_messages e WHERE e.node = $1 AND e.epoch = $2 AND e.seq = input.seq) IS NULL'
+  return `
   WITH input AS (
     SELECT *, SUM(len) OVER (ORDER BY ord) - len AS start FROM unnest($3::bigint[], $4::text[], $5::bigint[],
-      $27::int[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::text[]) WITH ORDINALITY
-      AS t(seq, topic, ts, len, enc, content_type, priority, expires_at, headers, ord)
+      $27::int[]${each}) WITH ORDINALITY AS t(seq, topic, ts, len${eachNames}, ord)
   ), ins AS (
     INSERT INTO rmq_messages (node, epoch, seq, topic, ts, payload, enc, content_type, priority,
       expires_at, headers, received_at)
-    SELECT $1, $2, seq, topic, ts, substring($6::bytea FROM (start + 1)::int FOR len), enc, content_type,
-      priority, expires_at, headers, $12
-    FROM input ORDER BY ord
-    ON CONFLICT (node, epoch, seq) DO NOTHING
-    RETURNING ts
+    SELECT $1, $2, seq, topic, ts, substring($6::bytea FROM (start + 1)::int FOR len), ${perRow}, $12
+    FROM input ${conflict ? '' : skip} ORDER BY ord ${conflict ? skip : ''}
+    RETURNING seq, ts
+  ), log AS (
+    INSERT INTO rmq_batches (node, epoch, seqs, ts, topics, max_ts)
+    SELECT $1, $2, array_agg(i.seq ORDER BY i.ord), array_agg(i.ts ORDER BY i.ord),
+      array_agg(i.topic ORDER BY i.ord), MAX(i.ts)
+    FROM ${accepted}
+    HAVING COUNT(*) > 0
+    RETURNING 1
   ), w AS (
     SELECT (SELECT watermark FROM rmq_meta WHERE id = 1) AS watermark
   ), counts AS (
@@ -73,4 +110,5 @@ export const INGEST_BATCH = `
   )
   SELECT c.accepted, c.late, pg_current_xact_id()::text AS tx,
     set_config('synchronous_commit', 'on', true) AS durable
-  FROM counts c, (SELECT COUNT(*) FROM node) AS upserted`
+  FROM counts c, (SELECT COUNT(*) FROM node) AS upserted, (SELECT COUNT(*) FROM log) AS logged`
+}

@@ -4,7 +4,7 @@
  * the usual PG* environment variables when the URL is empty).
  *
  * - Ingest takes no lock shared by all ingests: one batch is one statement in
- *   its own durable transaction (INGEST_BATCH: set-wise insert, duplicates
+ *   its own durable transaction (ingestBatchSql: set-wise insert, duplicates
  *   skipped on (node, epoch, seq), the node's own row upserted), so batches
  *   of different nodes, on one broker or several, commit in parallel and
  *   PostgreSQL flushes their commits together.
@@ -27,7 +27,7 @@ import type pgTypes from 'pg'
 import type { BatchAck, BatchBody } from '../../protocol/batch.js'
 import { lowMarkOf, maxSeqOf, toMessage, toNode } from './node-rows.js'
 import { PostgresAdmin } from './postgres-admin.js'
-import { MESSAGE_COLUMNS, NODE_COLUMNS, INGEST_BATCH } from './postgres-statements.js'
+import { MESSAGE_COLUMNS, NODE_COLUMNS, ingestBatchSql, type IngestShape } from './postgres-statements.js'
 import { pgHeldBack, pgRead } from './postgres-read.js'
 import { ReleasePasses, type RunPass } from './postgres-release.js'
 import { NOTIFY_CHANNEL, RELEASE_LOCK_KEY } from './postgres-schema.js'
@@ -82,6 +82,50 @@ export function isUnavailable(err: unknown): boolean {
   return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
     msg,
   )
+}
+
+const UNIQUE_VIOLATION = '23505'
+const INGEST_SQL: Record<IngestShape, string> = {
+  uniform: ingestBatchSql('uniform'),
+  mixed: ingestBatchSql('mixed'),
+  conflict: ingestBatchSql('conflict'),
+}
+
+const headersOf = (m: { headers?: Record<string, string> | null }) =>
+  m.headers === null || m.headers === undefined ? null : JSON.stringify(m.headers)
+
+/** enc, content type, priority, expiry and headers as one array each ($7..$11 of ingestBatchSql). */
+function mixedColumns(ms: BatchBody['messages']): unknown[] {
+  return [
+    ms.map((m) => m.enc),
+    ms.map((m) => m.contentType ?? null),
+    ms.map((m) => m.priority ?? 4),
+    ms.map((m) => m.expiresAt ?? null),
+    ms.map(headersOf),
+  ]
+}
+
+/** Those five as scalars when every message has the same (the `uniform` statement), else undefined. */
+function uniformColumns(ms: BatchBody['messages']): unknown[] | undefined {
+  if (ms.length === 0) return undefined
+  const f = ms[0]
+  const enc = f.enc
+  const type = f.contentType ?? null
+  const priority = f.priority ?? 4
+  const expires = f.expiresAt ?? null
+  const headers = headersOf(f)
+  for (let i = 1; i < ms.length; i++) {
+    const m = ms[i]
+    if (
+      m.enc !== enc ||
+      (m.contentType ?? null) !== type ||
+      (m.priority ?? 4) !== priority ||
+      (m.expiresAt ?? null) !== expires ||
+      headersOf(m) !== headers
+    )
+      return undefined
+  }
+  return [enc, type, priority, expires, headers]
 }
 
 function fromRow(r: Omit<MessageRow, 'payload'> & { payload: Buffer }): StoredMessage {
@@ -149,7 +193,7 @@ export class PostgresBrokerStore implements BrokerStore {
   }
 
   /**
-   * One batch: its own durable transaction (INGEST_BATCH, one round trip),
+   * One batch: its own durable transaction (ingestBatchSql, one round trip),
    * then the wait for a release pass that covers it (postgres-release.ts).
    * Concurrent batches use several pooled connections at once.
    */
@@ -161,38 +205,45 @@ export class PostgresBrokerStore implements BrokerStore {
       const parts = ms.map((m) => Buffer.from(m.payload, 'utf8'))
       const payloads = Buffer.concat(parts)
       const lengths = parts.map((p) => p.length)
-      const res = await this.pool.query<{ accepted: number; late: number; tx: string }>({
-        name: 'rmq_ingest',
-        text: INGEST_BATCH,
-        values: [
-          batch.node,
-          batch.epoch,
-          ms.map((m) => m.seq),
-          ms.map((m) => m.topic),
-          ms.map((m) => m.ts),
-          payloads,
-          ms.map((m) => m.enc),
-          ms.map((m) => m.contentType ?? null),
-          ms.map((m) => m.priority ?? 4),
-          ms.map((m) => m.expiresAt ?? null),
-          ms.map((m) => (m.headers === null || m.headers === undefined ? null : JSON.stringify(m.headers))),
-          ctx.now,
-          batch.direct === true,
-          ms.length > 0 ? ctx.now : null,
-          Math.round(batch.clock - ctx.now),
-          batch.clock,
-          batch.backlog.pending,
-          batch.backlog.bytes,
-          batch.backlog.oldestTs ?? null,
-          unackedLowMark,
-          batch.stats === undefined ? null : JSON.stringify(batch.stats),
-          ms.length,
-          batch.batch,
-          batch.backlog.unacked?.batch ?? null,
-          lowMark,
-          maxSeqOf(batch),
-          lengths,
-        ],
+      const uniform = uniformColumns(ms)
+      const values = [
+        batch.node,
+        batch.epoch,
+        ms.map((m) => m.seq),
+        ms.map((m) => m.topic),
+        ms.map((m) => m.ts),
+        payloads,
+        ...(uniform ?? mixedColumns(ms)),
+        ctx.now,
+        batch.direct === true,
+        ms.length > 0 ? ctx.now : null,
+        Math.round(batch.clock - ctx.now),
+        batch.clock,
+        batch.backlog.pending,
+        batch.backlog.bytes,
+        batch.backlog.oldestTs ?? null,
+        unackedLowMark,
+        batch.stats === undefined ? null : JSON.stringify(batch.stats),
+        ms.length,
+        batch.batch,
+        batch.backlog.unacked?.batch ?? null,
+        lowMark,
+        maxSeqOf(batch),
+        lengths,
+      ]
+      const insert = (shape: IngestShape) =>
+        this.pool.query<{ accepted: number; late: number; tx: string }>({
+          name: `rmq_ingest_${shape}`,
+          text: INGEST_SQL[shape],
+          values:
+            shape === 'conflict' && uniform
+              ? [...values.slice(0, 6), ...mixedColumns(ms), ...values.slice(11)]
+              : values,
+        })
+      const res = await insert(uniform ? 'uniform' : 'mixed').catch((err: unknown) => {
+        // The same (node, epoch, seq) inserted by a concurrent transaction or twice in this batch.
+        if ((err as { code?: string })?.code === UNIQUE_VIOLATION) return insert('conflict')
+        throw err
       })
       const r = res.rows[0]
       const pass = await this.passes.wait(BigInt(r.tx), ctx)
@@ -360,11 +411,12 @@ export class PostgresBrokerStore implements BrokerStore {
           (
             await c.query(
               `WITH victims AS (
-                 SELECT o.arrival, o.tx, o.id FROM rmq_order o JOIN rmq_messages m ON m.tx = o.tx AND m.id = o.id
+                 SELECT o.arrival, o.node, o.epoch, o.seq FROM rmq_order o
+                 JOIN rmq_messages m ON m.node = o.node AND m.epoch = o.epoch AND m.seq = o.seq
                  WHERE o.position IS NOT NULL AND m.received_at < $1
                  ORDER BY o.arrival LIMIT $2 FOR UPDATE OF o SKIP LOCKED
                ), gone AS (DELETE FROM rmq_order WHERE arrival IN (SELECT arrival FROM victims))
-               DELETE FROM rmq_messages WHERE (tx, id) IN (SELECT tx, id FROM victims)`,
+               DELETE FROM rmq_messages WHERE (node, epoch, seq) IN (SELECT node, epoch, seq FROM victims)`,
               [options.receivedBefore, options.limit],
             )
           ).rowCount ?? 0
