@@ -27,6 +27,7 @@ import type pgTypes from 'pg'
 import type { BatchAck, BatchBody } from '../../protocol/batch.js'
 import { lowMarkOf, maxSeqOf, toMessage, toNode } from './node-rows.js'
 import { PostgresAdmin } from './postgres-admin.js'
+import { integerArray, textArray } from './postgres-arrays.js'
 import { MESSAGE_COLUMNS, NODE_COLUMNS, ingestBatchSql, type IngestShape } from './postgres-statements.js'
 import { pgHeldBack, pgRead } from './postgres-read.js'
 import { ReleasePasses, type RunPass } from './postgres-release.js'
@@ -97,11 +98,11 @@ const headersOf = (m: { headers?: Record<string, string> | null }) =>
 /** enc, content type, priority, expiry and headers as one array each ($7..$11 of ingestBatchSql). */
 function mixedColumns(ms: BatchBody['messages']): unknown[] {
   return [
-    ms.map((m) => m.enc),
-    ms.map((m) => m.contentType ?? null),
-    ms.map((m) => m.priority ?? 4),
-    ms.map((m) => m.expiresAt ?? null),
-    ms.map(headersOf),
+    textArray(ms.map((m) => m.enc)),
+    textArray(ms.map((m) => m.contentType ?? null)),
+    integerArray(ms.map((m) => m.priority ?? 4)),
+    integerArray(ms.map((m) => m.expiresAt ?? null)),
+    textArray(ms.map(headersOf)),
   ]
 }
 
@@ -209,9 +210,9 @@ export class PostgresBrokerStore implements BrokerStore {
       const values = [
         batch.node,
         batch.epoch,
-        ms.map((m) => m.seq),
-        ms.map((m) => m.topic),
-        ms.map((m) => m.ts),
+        integerArray(ms.map((m) => m.seq)),
+        textArray(ms.map((m) => m.topic)),
+        integerArray(ms.map((m) => m.ts)),
         payloads,
         ...(uniform ?? mixedColumns(ms)),
         ctx.now,
@@ -229,7 +230,7 @@ export class PostgresBrokerStore implements BrokerStore {
         batch.backlog.unacked?.batch ?? null,
         lowMark,
         maxSeqOf(batch),
-        lengths,
+        integerArray(lengths),
       ]
       const insert = (shape: IngestShape) =>
         this.pool.query<{ accepted: number; late: number; tx: string }>({
