@@ -62,7 +62,9 @@ async function migrate(pool: PrimaryPool): Promise<void> {
   const c = await pool.connect()
   let broken: Error | undefined
   try {
-    await c.query('BEGIN')
+    // READ COMMITTED whatever the server's default: a migration's statements must each see what
+    // committed while it waited for its locks (migration 10 moves batches still in flight).
+    await c.query('BEGIN ISOLATION LEVEL READ COMMITTED')
     await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY])
     await c.query(`CREATE TABLE IF NOT EXISTS rmq_schema_version (
       version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)

@@ -71,7 +71,7 @@ export async function pgRead(d: PgReadDeps, q: ReadQuery): Promise<ReadResult> {
       text: `SELECT ${d.columns} FROM (
                SELECT arrival, node, epoch, seq, position, late FROM rmq_order
                WHERE ${col} > $1 AND ${col} <= $2 AND ${cond.sql} ORDER BY ${col} LIMIT $3) o
-             JOIN rmq_messages m ON m.node = o.node AND m.epoch = o.epoch AND m.seq = o.seq ORDER BY o.${col}`,
+             JOIN rmq_message_rows m ON m.node = o.node AND m.epoch = o.epoch AND m.seq = o.seq ORDER BY o.${col}`,
       values: [q.after, to, q.limit, ...cond.values],
     })
   ).rows

@@ -133,6 +133,8 @@ const RELEASE_PASS = `
     s bigint := 0;
     r bigint := 0;
     u bigint := 0;
+    ha bigint[];
+    hp bigint[];
   BEGIN
     PERFORM set_config('synchronous_commit', 'on', true);
     -- Plain index scans only: they mark the entries of released rows dead as they pass them, so
@@ -168,7 +170,8 @@ const RELEASE_PASS = `
     END IF;
     -- One statement: the batch log's rows below h are taken (deleted); their messages get their
     -- arrivals; those of them below w, and the held ones below w, get event positions (a new
-    -- message due at once is inserted with it, never updated). No message row is read or written.
+    -- message due at once is inserted with it, never updated; held ones are updated next). No
+    -- message row is read or written.
     WITH batch AS (
       DELETE FROM rmq_batches b WHERE b.tx >= m.frontier AND b.tx < h
       RETURNING b.tx, b.node, b.epoch, b.seqs, b.ts, b.topics
@@ -177,11 +180,12 @@ const RELEASE_PASS = `
         e.ts, b.node, e.seq, b.epoch, e.topic
       FROM batch b, unnest(b.seqs, b.ts, b.topics) WITH ORDINALITY AS e(seq, ts, topic, ord)
     ), due AS (
-      SELECT f.arrival, f.ts, f.node, f.seq, f.epoch FROM fresh f WHERE f.ts < w
+      SELECT f.arrival, f.ts, f.node, f.seq, f.epoch, false AS held FROM fresh f WHERE f.ts < w
       UNION ALL
-      SELECT k.arrival, k.ts, k.node, k.seq, k.epoch FROM rmq_order k WHERE k.position IS NULL AND k.ts < w
+      SELECT k.arrival, k.ts, k.node, k.seq, k.epoch, true FROM rmq_order k WHERE k.position IS NULL AND k.ts < w
     ), pos AS (
-      SELECT d.arrival, m.next_position + ROW_NUMBER() OVER (ORDER BY d.ts, d.node, d.seq, d.epoch) - 1 AS p
+      SELECT d.arrival, d.held,
+        m.next_position + ROW_NUMBER() OVER (ORDER BY d.ts, d.node, d.seq, d.epoch) - 1 AS p
       FROM due d
     ), ins AS (
       INSERT INTO rmq_order (arrival, ts, node, seq, epoch, topic, position, late)
@@ -189,14 +193,21 @@ const RELEASE_PASS = `
         q.p IS NOT NULL AND m.watermark IS NOT NULL AND f.ts < m.watermark
       FROM fresh f LEFT JOIN pos q ON q.arrival = f.arrival
       RETURNING 1
-    ), upd AS (
-      -- Only held rows already in rmq_order match (this statement does not see what ins inserts),
-      -- found by the held index: a join on arrival alone was planned as a scan of all of rmq_order.
-      UPDATE rmq_order o SET position = q.p, late = (m.watermark IS NOT NULL AND o.ts < m.watermark)
-      FROM pos q WHERE o.position IS NULL AND o.ts < w AND o.arrival = q.arrival
-      RETURNING 1
+    ), released_held AS (
+      SELECT array_agg(q.arrival ORDER BY q.arrival) AS a, array_agg(q.p ORDER BY q.arrival) AS p
+      FROM pos q WHERE q.held
     )
-    SELECT (SELECT COUNT(*) FROM ins), (SELECT COUNT(*) FROM pos), (SELECT COUNT(*) FROM upd) INTO s, r, u;
+    SELECT (SELECT COUNT(*) FROM ins), (SELECT COUNT(*) FROM pos), h2.a, h2.p INTO s, r, ha, hp
+    FROM released_held h2;
+    -- Held messages now due get their positions in a statement of their own, planned afresh for
+    -- each pass (EXECUTE): a plan cached while rmq_order was small, or while nothing was held,
+    -- can scan all of rmq_order, or all held rows once per released one.
+    IF ha IS NOT NULL THEN
+      EXECUTE 'UPDATE rmq_order o SET position = q.p, late = ($3::bigint IS NOT NULL AND o.ts < $3)
+               FROM unnest($1::bigint[], $2::bigint[]) AS q(arrival, p) WHERE o.arrival = q.arrival'
+        USING ha, hp, m.watermark;
+      GET DIAGNOSTICS u = ROW_COUNT;
+    END IF;
     -- No new message and nothing moved: write nothing (the empty range below h needs no record).
     IF s > 0 OR r > 0 OR w IS DISTINCT FROM m.watermark THEN
       UPDATE rmq_meta SET watermark = w, next_position = next_position + r, next_arrival = next_arrival + s,
@@ -227,7 +238,7 @@ const RELEASE_PASS = `
 const BATCH_LOG = `
   LOCK TABLE rmq_meta, rmq_messages, rmq_order IN ACCESS EXCLUSIVE MODE;
   CREATE TABLE rmq_batches (
-    tx xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    tx xid8 PRIMARY KEY DEFAULT pg_current_xact_id(),
     node text COLLATE "C" NOT NULL,
     epoch text COLLATE "C" NOT NULL,
     seqs bigint[] NOT NULL,
@@ -238,7 +249,6 @@ const BATCH_LOG = `
   -- Stored out of line uncompressed: compressing them cost the ingest more than the bytes saved.
   ALTER TABLE rmq_batches ALTER COLUMN seqs SET STORAGE EXTERNAL, ALTER COLUMN ts SET STORAGE EXTERNAL,
     ALTER COLUMN topics SET STORAGE EXTERNAL;
-  CREATE INDEX rmq_batches_tx ON rmq_batches (tx);
   INSERT INTO rmq_batches (tx, node, epoch, seqs, ts, topics, max_ts)
     SELECT x.tx, x.node, x.epoch, array_agg(x.seq ORDER BY x.id), array_agg(x.ts ORDER BY x.id),
       array_agg(x.topic ORDER BY x.id), MAX(x.ts)
@@ -247,6 +257,10 @@ const BATCH_LOG = `
   DROP INDEX rmq_messages_tx;
   ALTER TABLE rmq_messages DROP COLUMN tx, DROP COLUMN id;
   ALTER TABLE rmq_order DROP COLUMN tx, DROP COLUMN id;
+  -- A broker of schema 9 still running would go on inserting messages without a log row, and its
+  -- passes (this rmq_pass) would never give them arrivals: under another name its writes fail
+  -- (the node keeps its batch and retries) instead of being acknowledged and never delivered.
+  ALTER TABLE rmq_messages RENAME TO rmq_message_rows;
   ${RELEASE_PASS}
 `
 

@@ -4,7 +4,7 @@
  */
 import { EPOCH_BATCHES_UPDATE, EPOCH_SEQS_UPDATE, NODE_REPORT_UPDATE } from './node-rows.js'
 
-/** A message with its positions: `m` the message (rmq_messages), `o` its positions (rmq_order). */
+/** A message with its positions: `m` the message (rmq_message_rows), `o` its positions (rmq_order). */
 export const MESSAGE_COLUMNS = `o.arrival, m.node, m.epoch, m.seq, m.topic, m.ts, m.payload, m.enc, m.content_type,
   m.priority, m.expires_at, m.headers, m.received_at, o.position, o.late::int AS late`
 
@@ -66,13 +66,13 @@ export function ingestBatchSql(shape: IngestShape): string {
     ? 'ON CONFLICT (node, epoch, seq) DO NOTHING'
     : // A scalar subquery, one index probe per message: NOT EXISTS would let the planner pick an anti
       // join that reads every stored message of the node once per batch.
-      'WHERE (SELECT 1 FROM rmq_messages e WHERE e.node = $1 AND e.epoch = $2 AND e.seq = input.seq) IS NULL'
+      'WHERE (SELECT 1 FROM rmq_message_rows e WHERE e.node = $1 AND e.epoch = $2 AND e.seq = input.seq) IS NULL'
   return `
   WITH input AS (
     SELECT *, SUM(len) OVER (ORDER BY ord) - len AS start FROM unnest($3::bigint[], $4::text[], $5::bigint[],
       $27::int[]${each}) WITH ORDINALITY AS t(seq, topic, ts, len${eachNames}, ord)
   ), ins AS (
-    INSERT INTO rmq_messages (node, epoch, seq, topic, ts, payload, enc, content_type, priority,
+    INSERT INTO rmq_message_rows (node, epoch, seq, topic, ts, payload, enc, content_type, priority,
       expires_at, headers, received_at)
     SELECT $1, $2, seq, topic, ts, substring($6::bytea FROM (start + 1)::int FOR len), ${perRow}, $12
     FROM input ${conflict ? '' : skip} ORDER BY ord ${conflict ? skip : ''}

@@ -413,11 +413,11 @@ export class PostgresBrokerStore implements BrokerStore {
             await c.query(
               `WITH victims AS (
                  SELECT o.arrival, o.node, o.epoch, o.seq FROM rmq_order o
-                 JOIN rmq_messages m ON m.node = o.node AND m.epoch = o.epoch AND m.seq = o.seq
+                 JOIN rmq_message_rows m ON m.node = o.node AND m.epoch = o.epoch AND m.seq = o.seq
                  WHERE o.position IS NOT NULL AND m.received_at < $1
                  ORDER BY o.arrival LIMIT $2 FOR UPDATE OF o SKIP LOCKED
                ), gone AS (DELETE FROM rmq_order WHERE arrival IN (SELECT arrival FROM victims))
-               DELETE FROM rmq_messages WHERE (node, epoch, seq) IN (SELECT node, epoch, seq FROM victims)`,
+               DELETE FROM rmq_message_rows WHERE (node, epoch, seq) IN (SELECT node, epoch, seq FROM victims)`,
               [options.receivedBefore, options.limit],
             )
           ).rowCount ?? 0
