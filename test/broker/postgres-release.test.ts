@@ -9,7 +9,7 @@ import { openPostgresBrokerStore } from '../../src/broker/store/postgres-open.js
 import { MIGRATIONS } from '../../src/broker/store/postgres-schema.js'
 import { StoreUnavailableError, type BrokerStore, type StoredMessage } from '../../src/broker/store/types.js'
 import { batchOf, wireMessage } from '../../src/testing/broker-store-conformance.js'
-import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
+import { migrateTo, postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
 
 const pg = postgresAvailability()
 const T0 = 1_764_000_000_000
@@ -45,13 +45,7 @@ describe.skipIf(!pg.ok)('postgres store: release passes', () => {
     const c = new pgmod.Client({ connectionString: db.url })
     await c.connect()
     try {
-      await c.query(
-        'CREATE TABLE rmq_schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
-      )
-      for (let v = 1; v <= OLD_SCHEMA; v++) {
-        await c.query(MIGRATIONS[v - 1])
-        await c.query('INSERT INTO rmq_schema_version (version) VALUES ($1)', [v])
-      }
+      await migrateTo(c, OLD_SCHEMA)
       // As a broker of the old schema left it: arrivals 1..8, 1..5 released (3 late), 6..8 held.
       for (let a = 1; a <= 8; a++) {
         const held = a > 5
@@ -139,13 +133,7 @@ describe.skipIf(!pg.ok)('postgres store: release passes', () => {
     const c = new pgmod.Client({ connectionString: db.url })
     await c.connect()
     try {
-      await c.query(
-        'CREATE TABLE rmq_schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
-      )
-      for (let v = 1; v <= BEFORE_BATCH_LOG; v++) {
-        await c.query(MIGRATIONS[v - 1])
-        await c.query('INSERT INTO rmq_schema_version (version) VALUES ($1)', [v])
-      }
+      await migrateTo(c, BEFORE_BATCH_LOG)
       // One transaction per batch, as schema 9's ingest wrote them (their tx and id by default).
       const batch = (node: string, seqs: number[]) =>
         c.query(

@@ -5,7 +5,7 @@ import { openPostgresBrokerStore } from '../../src/broker/store/postgres-open.js
 import { MIGRATIONS } from '../../src/broker/store/postgres-schema.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
 import { batchOf, brokerStoreConformance, wireMessage } from '../../src/testing/broker-store-conformance.js'
-import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
+import { migrateTo, postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
 
 const pg = postgresAvailability()
 const T0 = 1_764_000_000_000
@@ -81,13 +81,7 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
       try {
         // The schema and a node as a broker of the previous migration left them.
         const before = 7 // the schema before lock-free ingest (migration 8)
-        await c.query(
-          'CREATE TABLE rmq_schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
-        )
-        for (let v = 1; v <= before; v++) {
-          await c.query(MIGRATIONS[v - 1])
-          await c.query('INSERT INTO rmq_schema_version (version) VALUES ($1)', [v])
-        }
+        await migrateTo(c, before)
         await c.query(
           `INSERT INTO rmq_nodes (node, epoch, direct, first_seen, last_contact, clock_skew, last_clock, backlog_pending,
              backlog_bytes, low_mark, received, duplicates, late, batches)

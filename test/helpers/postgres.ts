@@ -20,6 +20,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { MIGRATIONS } from '../../src/broker/store/postgres-schema.js'
 
 export interface PgAvailability {
   ok: boolean
@@ -151,6 +152,20 @@ process.once('exit', () => {
 })
 
 /** initdb + pg_ctl start a private cluster on 127.0.0.1 (WAL senders on: it can have standbys). */
+/** A database's schema as a broker of schema `version` left it: migrations 1..version applied and recorded. */
+export async function migrateTo(
+  c: { query(sql: string, values?: unknown[]): Promise<unknown> },
+  version: number,
+): Promise<void> {
+  await c.query(
+    'CREATE TABLE rmq_schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
+  )
+  for (let v = 1; v <= version; v++) {
+    await c.query(MIGRATIONS[v - 1])
+    await c.query('INSERT INTO rmq_schema_version (version) VALUES ($1)', [v])
+  }
+}
+
 export async function startPgCluster(): Promise<PgCluster> {
   return startCluster((avail, data) => {
     runPg(avail.bin, 'initdb', [

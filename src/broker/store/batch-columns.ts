@@ -7,10 +7,7 @@
  * again, and the thread rebuilds the messages cheaply.
  */
 import type { BatchBody, WireMessage } from '../../protocol/batch.js'
-
-type Shape = Pick<WireMessage, 'enc' | 'expiresAt' | 'priority' | 'contentType'> & {
-  headers: Record<string, string> | null
-}
+import { sameShape, shapeOf, type MessageShape } from './message-shape.js'
 
 export interface BatchColumns {
   envelope: Omit<BatchBody, 'messages'>
@@ -18,30 +15,9 @@ export interface BatchColumns {
   ts: Float64Array
   topic: string[]
   payload: string[]
-  shapes: Shape[]
+  shapes: MessageShape[]
   /** Index into shapes, per message. */
   shape: Uint32Array
-}
-
-function shapeOf(m: WireMessage): Shape {
-  return {
-    enc: m.enc,
-    expiresAt: m.expiresAt ?? null,
-    priority: m.priority ?? 4,
-    contentType: m.contentType ?? null,
-    headers: m.headers ?? null,
-  }
-}
-
-function sameShape(s: Shape, m: WireMessage): boolean {
-  return (
-    s.enc === m.enc &&
-    s.expiresAt === (m.expiresAt ?? null) &&
-    s.priority === (m.priority ?? 4) &&
-    s.contentType === (m.contentType ?? null) &&
-    (s.headers === (m.headers ?? null) ||
-      (s.headers !== null && !!m.headers && JSON.stringify(s.headers) === JSON.stringify(m.headers)))
-  )
 }
 
 export function toColumns(batch: BatchBody): BatchColumns {

@@ -31,33 +31,37 @@ const NODE_REPORT_PARAMS: Record<string, string> = {
  * before it answers. `late` counts the accepted messages below the
  * watermark as read here.
  *
- * Three shapes (IngestShape), each a prepared statement:
+ * Four prepared statements, by two choices:
  * - `uniform`: every message has the same enc, content type, priority,
  *   expiry and headers (a sync batch of telemetry): those five are scalars,
  *   not arrays the server parses element by element;
- * - `mixed`: they are arrays;
- * - `conflict`: as mixed, with ON CONFLICT DO NOTHING. The other two skip
- *   the messages already stored with one index probe each, which costs the server
- *   much less than a speculative insert per row (ON CONFLICT), but fails
+ * - `onConflict`: messages already stored are skipped by ON CONFLICT DO
+ *   NOTHING. Without it they are skipped with one index probe each, which
+ *   costs the server much less than a speculative insert per row, but fails
  *   with unique_violation when a concurrent transaction (the same batch
  *   retried through another broker) or the batch itself inserts the same
- *   (node, epoch, seq): the caller then runs this one.
+ *   (node, epoch, seq): the caller then runs the statement with it.
  *
  * $1 node, $2 epoch, $3..$11 the message columns ($6: every payload, end to end, in one bytea
  * sent in binary; $27 their byte lengths), $12 broker time, $13 direct,
  * $14 last_sync, $15 clock skew, $16 node clock, $17..$19 backlog, $20 low mark,
  * $21 stats, $22 message count, $23 batch, $24 unacked batch, $25 its low mark, $26 max seq.
  */
-export type IngestShape = 'uniform' | 'mixed' | 'conflict'
+const INGEST_SQL = new Map<string, string>()
 
-export function ingestBatchSql(shape: IngestShape): string {
-  const uniform = shape === 'uniform'
+export function ingestBatchSql(shape: { uniform: boolean; onConflict: boolean }): string {
+  const key = `${shape.uniform}/${shape.onConflict}`
+  let sql = INGEST_SQL.get(key)
+  if (sql === undefined) INGEST_SQL.set(key, (sql = buildIngestSql(shape.uniform, shape.onConflict)))
+  return sql
+}
+
+function buildIngestSql(uniform: boolean, conflict: boolean): string {
   const each = uniform ? '' : ', $7::text[], $8::text[], $9::int[], $10::bigint[], $11::text[]'
   const eachNames = uniform ? '' : ', enc, content_type, priority, expires_at, headers'
   const perRow = uniform
     ? '$7::text, $8::text, $9::int, $10::bigint, $11::text'
     : 'enc, content_type, priority, expires_at, headers'
-  const conflict = shape === 'conflict'
   // Under ON CONFLICT a seq twice in the batch is inserted once, from its first place (ORDER BY ord).
   const accepted = conflict
     ? '(SELECT DISTINCT ON (i.seq) i.* FROM ins JOIN input i ON i.seq = ins.seq ORDER BY i.seq, i.ord) i'

@@ -26,9 +26,10 @@
 import type pgTypes from 'pg'
 import type { BatchAck, BatchBody } from '../../protocol/batch.js'
 import { lowMarkOf, maxSeqOf, toMessage, toNode } from './node-rows.js'
+import { headersText, sameShape, shapeOf } from './message-shape.js'
 import { PostgresAdmin } from './postgres-admin.js'
 import { integerArray, textArray } from './postgres-arrays.js'
-import { MESSAGE_COLUMNS, NODE_COLUMNS, ingestBatchSql, type IngestShape } from './postgres-statements.js'
+import { MESSAGE_COLUMNS, NODE_COLUMNS, ingestBatchSql } from './postgres-statements.js'
 import { pgHeldBack, pgRead } from './postgres-read.js'
 import { ReleasePasses, type RunPass } from './postgres-release.js'
 import { NOTIFY_CHANNEL, RELEASE_LOCK_KEY } from './postgres-schema.js'
@@ -86,47 +87,22 @@ export function isUnavailable(err: unknown): boolean {
 }
 
 const UNIQUE_VIOLATION = '23505'
-const INGEST_SQL: Record<IngestShape, string> = {
-  uniform: ingestBatchSql('uniform'),
-  mixed: ingestBatchSql('mixed'),
-  conflict: ingestBatchSql('conflict'),
-}
 
-const headersOf = (m: { headers?: Record<string, string> | null }) =>
-  m.headers === null || m.headers === undefined ? null : JSON.stringify(m.headers)
-
-/** enc, content type, priority, expiry and headers as one array each ($7..$11 of ingestBatchSql). */
-function mixedColumns(ms: BatchBody['messages']): unknown[] {
-  return [
-    textArray(ms.map((m) => m.enc)),
-    textArray(ms.map((m) => m.contentType ?? null)),
-    integerArray(ms.map((m) => m.priority ?? 4)),
-    integerArray(ms.map((m) => m.expiresAt ?? null)),
-    textArray(ms.map(headersOf)),
-  ]
-}
-
-/** Those five as scalars when every message has the same (the `uniform` statement), else undefined. */
-function uniformColumns(ms: BatchBody['messages']): unknown[] | undefined {
-  if (ms.length === 0) return undefined
-  const f = ms[0]
-  const enc = f.enc
-  const type = f.contentType ?? null
-  const priority = f.priority ?? 4
-  const expires = f.expiresAt ?? null
-  const headers = headersOf(f)
-  for (let i = 1; i < ms.length; i++) {
-    const m = ms[i]
-    if (
-      m.enc !== enc ||
-      (m.contentType ?? null) !== type ||
-      (m.priority ?? 4) !== priority ||
-      (m.expiresAt ?? null) !== expires ||
-      headersOf(m) !== headers
-    )
-      return undefined
+/** enc, content type, priority, expiry and headers: scalars when every message has the same, else arrays. */
+function shapeColumns(ms: BatchBody['messages']): { uniform: boolean; values: unknown[] } {
+  const s = ms.length > 0 ? shapeOf(ms[0]) : undefined
+  if (s && ms.every((m) => sameShape(s, m)))
+    return { uniform: true, values: [s.enc, s.contentType, s.priority, s.expiresAt, headersText(s.headers)] }
+  return {
+    uniform: false,
+    values: [
+      textArray(ms.map((m) => m.enc)),
+      textArray(ms.map((m) => m.contentType ?? null)),
+      integerArray(ms.map((m) => m.priority ?? 4)),
+      integerArray(ms.map((m) => m.expiresAt ?? null)),
+      textArray(ms.map((m) => headersText(m.headers))),
+    ],
   }
-  return [enc, type, priority, expires, headers]
 }
 
 function fromRow(r: Omit<MessageRow, 'payload'> & { payload: Buffer }): StoredMessage {
@@ -206,7 +182,7 @@ export class PostgresBrokerStore implements BrokerStore {
       const parts = ms.map((m) => Buffer.from(m.payload, 'utf8'))
       const payloads = Buffer.concat(parts)
       const lengths = parts.map((p) => p.length)
-      const uniform = uniformColumns(ms)
+      const shape = shapeColumns(ms)
       const values = [
         batch.node,
         batch.epoch,
@@ -214,7 +190,7 @@ export class PostgresBrokerStore implements BrokerStore {
         textArray(ms.map((m) => m.topic)),
         integerArray(ms.map((m) => m.ts)),
         payloads,
-        ...(uniform ?? mixedColumns(ms)),
+        ...shape.values,
         ctx.now,
         batch.direct === true,
         ms.length > 0 ? ctx.now : null,
@@ -232,18 +208,15 @@ export class PostgresBrokerStore implements BrokerStore {
         maxSeqOf(batch),
         integerArray(lengths),
       ]
-      const insert = (shape: IngestShape) =>
+      const insert = (onConflict: boolean) =>
         this.pool.query<{ accepted: number; late: number; tx: string }>({
-          name: `rmq_ingest_${shape}`,
-          text: INGEST_SQL[shape],
-          values:
-            shape === 'conflict' && uniform
-              ? [...values.slice(0, 6), ...mixedColumns(ms), ...values.slice(11)]
-              : values,
+          name: `rmq_ingest_${shape.uniform ? 'uniform' : 'mixed'}${onConflict ? '_conflict' : ''}`,
+          text: ingestBatchSql({ uniform: shape.uniform, onConflict }),
+          values,
         })
-      const res = await insert(uniform ? 'uniform' : 'mixed').catch((err: unknown) => {
+      const res = await insert(false).catch((err: unknown) => {
         // The same (node, epoch, seq) inserted by a concurrent transaction or twice in this batch.
-        if ((err as { code?: string })?.code === UNIQUE_VIOLATION) return insert('conflict')
+        if ((err as { code?: string })?.code === UNIQUE_VIOLATION) return insert(true)
         throw err
       })
       const r = res.rows[0]

@@ -8,6 +8,7 @@
 import type BetterSqlite3 from 'better-sqlite3'
 import type { BatchAck, BatchBody } from '../../protocol/batch.js'
 import { holdFloor, liveSince } from './holders.js'
+import { headersText } from './message-shape.js'
 import { lowMarkOf, maxSeqOf } from './node-rows.js'
 import {
   BULK_COLUMNS,
@@ -384,7 +385,7 @@ export abstract class SqliteIngest {
           stream,
           topicId: this.topicOf(m.topic),
           m,
-          headers: m.headers === null || m.headers === undefined ? null : JSON.stringify(m.headers),
+          headers: headersText(m.headers),
           receivedAt: ctx.now,
           late: isLate,
           arrival: 0,
@@ -447,8 +448,6 @@ export abstract class SqliteIngest {
     let arrival = meta.next_arrival
     let accepted = 0
     let late = 0
-    const headersOf = (h: Record<string, string> | null | undefined) =>
-      h === null || h === undefined ? null : JSON.stringify(h)
     const stream = batch.messages.length > 0 ? this.streamOf(batch.node, batch.epoch).id : 0
     for (const m of batch.messages) {
       const isLate = before !== null && m.ts < before ? 1 : 0
@@ -464,7 +463,7 @@ export abstract class SqliteIngest {
         m.contentType ?? null,
         m.priority ?? 4,
         m.expiresAt ?? null,
-        headersOf(m.headers),
+        headersText(m.headers),
         ctx.now,
         isLate,
         null,
