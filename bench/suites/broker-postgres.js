@@ -5,10 +5,12 @@
 // PostgreSQL and two on one PostgreSQL database (senders spread over both);
 // the same two PostgreSQL runs through a TCP proxy that holds every chunk
 // 2 ms each way (a database on another host); and one broker through the
-// proxy with 1 sender (one request at a time) against 4.
+// proxy with 1 sender (one request at a time) against 4, and with 1 sender per
+// broker (latency-bound: 2 senders on 1 broker, 1 each on 2 brokers).
 // For every run: the brokers' CPU time per message; for every PostgreSQL
 // run also the server's (the postmaster and its backends, from /proc) and
-// the lock waits seen in pg_stat_activity (sampled every 20 ms).
+// the lock waits seen in pg_stat_activity (sampled every 20 ms); and how busy
+// the whole machine was.
 // PostgreSQL is a throwaway cluster (test/helpers/postgres.ts, fsync on), or
 // the server at BENCH_POSTGRES_URL (a database this suite may fill; no CPU figure then).
 import fs from 'node:fs'
@@ -21,6 +23,11 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(here, '../..')
 const PROXY_MS = 2
 const TICKS = 100 // USER_HZ (clock ticks per second in /proc/<pid>/stat) on Linux
+
+/** The share of the machine's CPU (all cores) that was busy during a run: near 100 % it is the limit. */
+function busyRow(key, busy) {
+  return { metric: `  machine CPU busy, ${os.cpus().length} cores (${key})`, value: busy * 100, unit: '%' }
+}
 
 async function stopBroker(broker) {
   broker.child.kill('SIGTERM')
@@ -61,6 +68,13 @@ function processCpu(pid) {
   } catch {
     return undefined
   }
+}
+
+/** Jiffies of the whole machine (all cores) from /proc/stat: busy (all but idle and iowait) and total. */
+function machineCpu() {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number)
+  const total = f.reduce((a, b) => a + b, 0)
+  return { busy: total - f[3] - f[4], total }
 }
 
 /** Sample pg_stat_activity every 20 ms: backends waiting on a heavyweight lock, per sample. */
@@ -116,6 +130,7 @@ async function measure({ count, env, open, dataDir, concurrent = SENDERS, watch 
     const brokerCpu = () => brokers.reduce((sum, b) => sum + (processCpu(b.child.pid) ?? NaN), 0)
     const broker0 = brokerCpu()
     const locks = watch?.locks()
+    const machine0 = machineCpu()
     const { seconds, retries } = await sendAll(
       work,
       brokers.map((b) => b.url),
@@ -123,6 +138,8 @@ async function measure({ count, env, open, dataDir, concurrent = SENDERS, watch 
       { concurrent },
     )
     const cpu1 = watch?.cpu()
+    const machine1 = machineCpu()
+    const busy = (machine1.busy - machine0.busy) / Math.max(1, machine1.total - machine0.total)
     const brokerPerMsg = ((brokerCpu() - broker0) / TOTAL) * 1e6
     const lockStats = locks ? await locks() : undefined
     const check = await open()
@@ -130,7 +147,7 @@ async function measure({ count, env, open, dataDir, concurrent = SENDERS, watch 
     await check.close()
     if (heads.total !== TOTAL) throw new Error(`stored ${heads.total} of ${TOTAL} messages`)
     const cpuPerMsg = cpu0 !== undefined && cpu1 !== undefined ? ((cpu1 - cpu0) / TOTAL) * 1e6 : undefined
-    return { rate: TOTAL / seconds, retries, cpuPerMsg, brokerPerMsg, lockStats }
+    return { rate: TOTAL / seconds, retries, cpuPerMsg, brokerPerMsg, lockStats, busy }
   } finally {
     for (const b of brokers) await stopBroker(b)
   }
@@ -161,6 +178,7 @@ export async function run() {
       unit: 'msg/s',
     })
     rows.push({ metric: '  broker CPU per message (sqlite)', value: sqlite.brokerPerMsg, unit: 'µs' })
+    rows.push(busyRow('sqlite', sqlite.busy))
 
     let databaseUrl = process.env.BENCH_POSTGRES_URL
     let fresh
@@ -206,6 +224,10 @@ export async function run() {
       { key: 'px1', count: 1, proxied: true, concurrent: SENDERS },
       { key: 'px2', count: 2, proxied: true, concurrent: SENDERS },
       { key: 'px1s1', count: 1, proxied: true, concurrent: 1 },
+      // Latency-bound (one request in flight per sender, the CPU not the limit): does a second
+      // sender, or a second broker, add what one adds? Info rows, no target.
+      { key: 'px1s2', count: 1, proxied: true, concurrent: 2 },
+      { key: 'px2s2', count: 2, proxied: true, concurrent: 2 },
     ]
     for (const c of cases) {
       const url = await fresh()
@@ -237,6 +259,7 @@ export async function run() {
         metric: `  lock waits in pg_stat_activity (${c.key}): mean / max backends, top event`,
         value: `${r.lockStats.mean.toFixed(2)} / ${r.lockStats.max}, ${r.lockStats.top} (${r.lockStats.samples} samples)`,
       })
+      rows.push(busyRow(c.key, r.busy))
       if (r.retries) rows.push({ metric: `  retries (429/503) (${c.key})`, value: r.retries })
     }
     const ratio = (metric, a, b, min) => {
@@ -251,6 +274,16 @@ export async function run() {
     })
     ratio(`via ${PROXY_MS} ms proxy: 2 brokers / 1 broker`, results.px2.rate, results.px1.rate, 1.7)
     ratio(`via ${PROXY_MS} ms proxy: 1 broker, 4 senders / 1 sender`, results.px1.rate, results.px1s1.rate, 3)
+    rows.push({
+      metric: `via ${PROXY_MS} ms proxy, 1 sender per broker: 2 brokers / 1 broker`,
+      value: results.px2s2.rate / results.px1s1.rate,
+      unit: 'x',
+    })
+    rows.push({
+      metric: `via ${PROXY_MS} ms proxy, 1 broker: 2 senders / 1 sender`,
+      value: results.px1s2.rate / results.px1s1.rate,
+      unit: 'x',
+    })
     return rows
   } finally {
     await proxy?.stop()

@@ -172,10 +172,12 @@ export function buildWork({ prefix = 'bench', total = TOTAL } = {}) {
 export async function sendAll(work, urls, tokens, { concurrent = work.length } = {}) {
   const started = process.hrtime.bigint()
   let retries = 0
-  const lanes =
-    concurrent >= work.length
-      ? work.map((batches, s) => batches.map((body) => ({ body, s })))
-      : [work[0].flatMap((_, b) => work.map((batches, s) => ({ body: batches[b], s })))]
+  // `concurrent` lanes, one request in flight each; sender s goes to lane s % concurrent, and a lane
+  // with several senders takes their batches in turns.
+  const lanes = Array.from({ length: Math.min(concurrent, work.length) }, (_, l) => {
+    const mine = work.map((batches, s) => ({ batches, s })).filter(({ s }) => s % concurrent === l)
+    return mine[0].batches.flatMap((_, b) => mine.map(({ batches, s }) => ({ body: batches[b], s })))
+  })
   await Promise.all(
     lanes.map(async (lane, l) => {
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })

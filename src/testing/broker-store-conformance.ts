@@ -19,6 +19,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { BatchBody, WireMessage } from '../protocol/batch.js'
 import type { BrokerStore, IngestContext } from '../broker/store/types.js'
 import { batchOf, MIN, T0, wireMessage, type StoreHandle } from './broker-store-fixtures.js'
+import { dedupConformance } from './broker-store-dedup-conformance.js'
 import { fleetConformance } from './broker-store-fleet-conformance.js'
 import { orderingBoundsConformance } from './broker-store-ordering-conformance.js'
 import { pagingConformance } from './broker-store-paging-conformance.js'
@@ -47,6 +48,7 @@ export function brokerStoreConformance(name: string, open: () => Promise<StoreHa
 
     pagingConformance(() => h)
     orderingBoundsConformance(() => h)
+    dedupConformance(() => h)
     tokenConformance(() => h)
     fleetConformance(() => h)
 

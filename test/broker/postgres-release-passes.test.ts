@@ -1,6 +1,6 @@
 /**
  * ReleasePasses (postgres-release.ts) without a database: which pass answers
- * which waiter, passes shared by waiters, a stalled horizon, a failed pass.
+ * which waiter, pipelined passes, passes shared by waiters, a stalled horizon, a failed pass.
  */
 import { describe, expect, it } from 'vitest'
 import { ReleasePasses, type RunPass } from '../../src/broker/store/postgres-release.js'
@@ -11,37 +11,62 @@ const ctx = (now: number) => ({ now, maxLateness: 1000 })
 /** A fake rmq_pass: each call returns the next frontier from `frontiers` after `ms`. */
 function fakePasses(frontiers: bigint[], ms = 20) {
   const calls: Array<[number, number, string | null]> = []
+  const spans: Array<{ start: number; end: number }> = []
   let i = 0
   const run: RunPass = async (params) => {
     calls.push(params)
+    const span = { start: performance.now(), end: Infinity }
+    spans.push(span)
     await new Promise((r) => setTimeout(r, ms))
+    span.end = performance.now()
     const f = frontiers[Math.min(i++, frontiers.length - 1)]
     return { p_frontier: String(f), p_watermark: 100 + i, p_sequenced: 0, p_released: i }
   }
-  return { run, calls }
+  return { run, calls, spans }
 }
 
 describe('release passes', () => {
-  it('a waiter is answered only by a pass that started after it and covers its transaction', async () => {
-    const { run, calls } = fakePasses([10n, 20n, 30n])
+  it('a waiter that comes while a pass runs gets the next pass sent at once; later ones share a third', async () => {
+    const { run, calls, spans } = fakePasses([10n, 20n, 30n])
     const passes = new ReleasePasses(run)
     const first = passes.wait(5n, ctx(1))
-    // Added while pass 1 runs: pass 1 (frontier 10) may not answer it, even though 5 < 10.
     await new Promise((r) => setTimeout(r, 5))
-    const second = passes.wait(5n, ctx(2))
-    const third = passes.wait(15n, ctx(3))
-    expect((await first).frontier).toBe(10n)
-    const [b, c] = await Promise.all([second, third])
-    // Both share pass 2 (frontier 20 covers 15), run with the newest broker time.
-    expect(b.frontier).toBe(20n)
-    expect(c.frontier).toBe(20n)
+    // Pass 1 runs: pass 2 is sent for this one now, not after pass 1 returns.
+    const second = passes.wait(15n, ctx(2))
     expect(calls).toHaveLength(2)
-    expect(calls[1][0]).toBe(3 - 1000)
-    // The newest transaction waited for: a pass another broker committed meanwhile may cover it.
-    expect(calls.map((c) => c[2])).toEqual(['5', '15'])
-    // A release call (tx 0) always runs its own pass.
-    await passes.wait(0n, ctx(4))
-    expect(calls[2][2]).toBeNull()
+    // Two passes in flight: these two wait, then share pass 3, run with the newest broker time.
+    const third = passes.wait(25n, ctx(3))
+    const fourth = passes.wait(22n, ctx(4))
+    expect(calls).toHaveLength(2)
+    expect((await first).frontier).toBe(10n)
+    expect((await second).frontier).toBe(20n)
+    const [c, d] = await Promise.all([third, fourth])
+    expect(c.frontier).toBe(30n)
+    expect(d.frontier).toBe(30n)
+    expect(calls).toHaveLength(3)
+    expect(calls[2][0]).toBe(4 - 1000)
+    // Pass 2 was sent before pass 1 ended (pipelined); pass 3 once pass 1 had ended.
+    expect(spans[1].start).toBeLessThan(spans[0].end)
+    expect(spans[2].start).toBeGreaterThanOrEqual(spans[0].end)
+    // The newest transaction each pass is for: a pass committed meanwhile may cover it.
+    expect(calls.map((c) => c[2])).toEqual(['5', '15', '25'])
+    // A release call (tx 0) always runs its own pass, and only a pass sent after it answers it.
+    await passes.wait(0n, ctx(5))
+    expect(calls).toHaveLength(4)
+    expect(calls[3][2]).toBeNull()
+  })
+
+  it('a pass sent before a waiter came answers it when its frontier covers the transaction', async () => {
+    const { run, calls } = fakePasses([10n, 20n])
+    const passes = new ReleasePasses(run)
+    const first = passes.wait(5n, ctx(1))
+    await new Promise((r) => setTimeout(r, 5))
+    const second = passes.wait(7n, ctx(2)) // gets pass 2
+    const third = passes.wait(8n, ctx(3)) // waits: two passes in flight
+    // Pass 1's horizon (10) was taken after all three committed (they are below it): it answers all.
+    const all = await Promise.all([first, second, third])
+    expect(all.map((r) => r.frontier)).toEqual([10n, 10n, 10n])
+    expect(calls).toHaveLength(2)
   })
 
   it('keeps passing while an older transaction holds the horizon, and answers 503 after the bound', async () => {

@@ -8,14 +8,24 @@
  * at once.
  *
  * An ingest commits first, in its own transaction, then waits here until a
- * pass that started after its commit has a frontier above its transaction
- * id: its messages then have arrival positions and whatever the watermark
- * allows is released, so its ack says what a reader will see. Waiters that
- * arrive while a pass runs share the next pass (the passes batch themselves,
- * like a group commit). A transaction older than the ingest's, still running
- * anywhere in the cluster, holds the horizon back: waiters then wait (passes
- * retried with a short pause) and answer 503 after STALL_MS; their batches
- * are committed, so the node's retry is counted as duplicates.
+ * pass has a frontier above its transaction id: that pass's horizon was
+ * taken after the ingest committed, so its messages have arrival positions
+ * and whatever the watermark allows (with this batch's low mark) is
+ * released, and the ack says what a reader will see. A release call (no
+ * transaction) waits for a pass sent after it.
+ *
+ * Passes are pipelined, up to PASSES_IN_FLIGHT at once: a waiter that comes
+ * while a pass runs gets the next one sent at once, which queues on the
+ * server's advisory lock and runs the moment the first commits, instead of
+ * being sent a round trip after it. With the database on another host that
+ * round trip would otherwise be in every pass, the one serial section of
+ * ingest. Waiters that arrive while passes are in flight share the next one
+ * (the passes batch themselves, like a group commit).
+ *
+ * A transaction older than the ingest's, still running anywhere in the
+ * cluster, holds the horizon back: waiters then wait (passes retried with a
+ * short pause) and answer 503 after STALL_MS; their batches are committed,
+ * so the node's retry is counted as duplicates.
  */
 import { holdFloor, liveSince } from './holders.js'
 import type { IngestContext } from './types.js'
@@ -29,10 +39,10 @@ export interface PassResult {
 }
 
 interface Waiter {
-  /** Covered when a pass's frontier is above this (0n: any pass). */
+  /** Covered when a pass's frontier is above this (0n: a release call, any pass sent after it). */
   tx: bigint
-  /** Only a pass started after this one may answer it. */
-  after: number
+  /** The pass this waiter was last sent for (0: none yet); a release call takes only a later one. */
+  pass: number
   ctx: IngestContext
   since: number
   resolve(r: PassResult): void
@@ -51,11 +61,16 @@ export type RunPass = (params: [number, number, string | null]) => Promise<{
 export const STALL_MS = 10_000
 /** Pause between passes that covered none of the waiters (an older transaction holds the horizon). */
 const STALLED_PAUSE_MS = 5
+/** One pass running on the server, one queued behind it on the release lock. */
+export const PASSES_IN_FLIGHT = 2
 
 export class ReleasePasses {
   private readonly waiters: Waiter[] = []
-  private started = 0
-  private running: Promise<void> | undefined
+  /** Passes sent so far; the newest one's number. */
+  private sent = 0
+  private inFlight = 0
+  private pausedUntil = 0
+  private pauseTimer: NodeJS.Timeout | undefined
 
   constructor(
     private readonly run: RunPass,
@@ -63,68 +78,86 @@ export class ReleasePasses {
     private readonly stallMs = STALL_MS,
   ) {}
 
-  /** Resolves with the first pass that started after this call and whose frontier is above `tx`. */
+  /** Resolves with the first pass whose frontier is above `tx` (for tx 0n: the first pass sent after this call). */
   wait(tx: bigint, ctx: IngestContext): Promise<PassResult> {
     return new Promise((resolve, reject) => {
-      this.waiters.push({ tx, after: this.started, ctx, since: Date.now(), resolve, reject })
-      // `running` is cleared by the loop itself, in the same tick as its last look at the waiters:
-      // a waiter pushed after that look always starts a new loop.
-      if (!this.running) this.running = this.loop()
+      this.waiters.push({ tx, pass: 0, ctx, since: Date.now(), resolve, reject })
+      this.send()
     })
   }
 
-  private async loop(): Promise<void> {
-    for (;;) {
-      if (this.waiters.length === 0) {
-        this.running = undefined
-        return
-      }
-      const pass = ++this.started
-      // The newest broker time among the waiters decides which nodes are live.
-      let ctx = this.waiters[0].ctx
-      for (const w of this.waiters) if (w.ctx.now > ctx.now) ctx = w.ctx
-      let result: PassResult
-      try {
-        // Only ingests waiting: a pass another broker just committed may cover them all.
-        let need: bigint | null = 0n
-        for (const w of this.waiters) need = need === null || w.tx === 0n ? null : w.tx > need ? w.tx : need
-        const row = await this.run([liveSince(ctx), holdFloor(ctx), need === null ? null : String(need)])
-        result = {
+  /** Send a pass for the waiters no pass in flight was sent for, if the pipeline has room. */
+  private send(): void {
+    if (this.inFlight >= PASSES_IN_FLIGHT) return
+    const now = Date.now()
+    if (now < this.pausedUntil) {
+      this.pauseTimer ??= setTimeout(() => {
+        this.pauseTimer = undefined
+        this.send()
+      }, this.pausedUntil - now)
+      return
+    }
+    const mine = this.waiters.filter((w) => w.pass === 0)
+    if (mine.length === 0) return
+    const pass = ++this.sent
+    this.inFlight++
+    // The newest broker time among them decides which nodes are live; the newest transaction they
+    // wait for lets the pass stop at once when another pass (this broker's or another's) covered it.
+    let ctx = mine[0].ctx
+    let need: bigint | null = 0n
+    for (const w of mine) {
+      w.pass = pass
+      if (w.ctx.now > ctx.now) ctx = w.ctx
+      need = need === null || w.tx === 0n ? null : w.tx > need ? w.tx : need
+    }
+    this.run([liveSince(ctx), holdFloor(ctx), need === null ? null : String(need)]).then(
+      (row) =>
+        this.settle(pass, {
           frontier: BigInt(row.p_frontier),
           watermark: row.p_watermark,
           sequenced: row.p_sequenced,
           released: row.p_released,
-        }
-      } catch (err) {
-        // Everyone this pass was for fails with it (503): their batches are committed, a retry
-        // dedups. Waiters that came while it ran get the next pass.
-        for (let i = 0; i < this.waiters.length;) {
-          if (this.waiters[i].after < pass) this.waiters.splice(i, 1)[0].reject(err)
-          else i++
-        }
-        continue
+        }),
+      (err: unknown) => this.settle(pass, undefined, err),
+    )
+  }
+
+  private settle(pass: number, result: PassResult | undefined, err?: unknown): void {
+    this.inFlight--
+    let answered = 0
+    let missed = false
+    const now = Date.now()
+    for (let i = 0; i < this.waiters.length;) {
+      const w = this.waiters[i]
+      const covered =
+        result !== undefined && (w.tx === 0n ? w.pass !== 0 && w.pass <= pass : w.tx < result.frontier)
+      if (covered) {
+        this.waiters.splice(i, 1)
+        w.resolve(result)
+        answered++
+      } else if (w.pass !== pass) {
+        i++ // not this pass's waiter: a later pass in flight, or none yet, is for it
+      } else if (result === undefined) {
+        // Everyone this pass was for fails with it (503): their batches are committed, a retry dedups.
+        this.waiters.splice(i, 1)
+        w.reject(err)
+      } else if (now - w.since > this.stallMs) {
+        this.waiters.splice(i, 1)
+        this.onStall?.(now - w.since)
+        w.reject(
+          new StoreUnavailableError(
+            `the PostgreSQL broker store could not give positions for ${Math.round((now - w.since) / 1000)} s: ` +
+              'an older transaction is still open on the server (see pg_stat_activity)',
+          ),
+        )
+      } else {
+        // Its pass did not cover it (an older transaction holds the horizon): the next one is for it.
+        w.pass = 0
+        missed = true
+        i++
       }
-      let answered = 0
-      const now = Date.now()
-      for (let i = 0; i < this.waiters.length;) {
-        const w = this.waiters[i]
-        if (w.after < pass && w.tx < result.frontier) {
-          this.waiters.splice(i, 1)
-          w.resolve(result)
-          answered++
-        } else if (now - w.since > this.stallMs) {
-          this.waiters.splice(i, 1)
-          this.onStall?.(now - w.since)
-          w.reject(
-            new StoreUnavailableError(
-              `the PostgreSQL broker store could not give positions for ${Math.round((now - w.since) / 1000)} s: ` +
-                'an older transaction is still open on the server (see pg_stat_activity)',
-            ),
-          )
-        } else i++
-      }
-      if (answered === 0 && this.waiters.some((w) => w.after < pass))
-        await new Promise((r) => setTimeout(r, STALLED_PAUSE_MS))
     }
+    if (missed && answered === 0) this.pausedUntil = now + STALLED_PAUSE_MS
+    this.send()
   }
 }

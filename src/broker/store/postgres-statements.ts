@@ -36,8 +36,10 @@ const NODE_REPORT_PARAMS: Record<string, string> = {
  *   expiry and headers (a sync batch of telemetry): those five are scalars,
  *   not arrays the server parses element by element;
  * - `onConflict`: messages already stored are skipped by ON CONFLICT DO
- *   NOTHING. Without it they are skipped with one index probe each, which
- *   costs the server much less than a speculative insert per row, but fails
+ *   NOTHING. Without it, seqs above the node's recorded high mark
+ *   (epoch_max_seq, the usual case: a node sends its seqs in order) are
+ *   inserted without a look, the others skipped with one index probe each;
+ *   both cost the server much less than a speculative insert per row, but fail
  *   with unique_violation when a concurrent transaction (the same batch
  *   retried through another broker) or the batch itself inserts the same
  *   (node, epoch, seq): the caller then runs the statement with it.
@@ -68,9 +70,13 @@ function buildIngestSql(uniform: boolean, conflict: boolean): string {
     : 'ins JOIN input i ON i.seq = ins.seq'
   const skip = conflict
     ? 'ON CONFLICT (node, epoch, seq) DO NOTHING'
-    : // A scalar subquery, one index probe per message: NOT EXISTS would let the planner pick an anti
-      // join that reads every stored message of the node once per batch.
-      'WHERE (SELECT 1 FROM rmq_message_rows e WHERE e.node = $1 AND e.epoch = $2 AND e.seq = input.seq) IS NULL'
+    : // A seq above the highest one the node's row records for this epoch is new: no probe. Below it,
+      // a scalar subquery, one index probe per message: NOT EXISTS would let the planner pick an anti
+      // join that reads every stored message of the node once per batch. The unique key stays the
+      // guard: a stale high mark (a concurrent batch, an older epoch sent again) ends in
+      // unique_violation, and the caller reruns with ON CONFLICT.
+      `WHERE input.seq > COALESCE((SELECT k.epoch_max_seq FROM rmq_nodes k WHERE k.node = $1 AND k.epoch = $2), -1)
+         OR (SELECT 1 FROM rmq_message_rows e WHERE e.node = $1 AND e.epoch = $2 AND e.seq = input.seq) IS NULL`
   return `
   WITH input AS (
     SELECT *, SUM(len) OVER (ORDER BY ord) - len AS start FROM unnest($3::bigint[], $4::text[], $5::bigint[],
