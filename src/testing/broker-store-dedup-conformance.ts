@@ -42,7 +42,10 @@ export function dedupConformance(handle: () => StoreHandle): void {
   it('seqs out of order: ones below the highest stored are checked, new and stored alike', async () => {
     const s = store()
     expect(await s.ingest(batch([10, 11], 'A', 'x1'), ctx)).toMatchObject({ accepted: 2 })
-    expect(await s.ingest(batch([8, 10, 9, 12], 'A', 'x2'), ctx)).toMatchObject({ accepted: 3, duplicates: 1 })
+    expect(await s.ingest(batch([8, 10, 9, 12], 'A', 'x2'), ctx)).toMatchObject({
+      accepted: 3,
+      duplicates: 1,
+    })
     expect(await s.ingest(batch([9, 12, 11], 'A', 'x3'), ctx)).toMatchObject({ accepted: 0, duplicates: 3 })
     expect((await s.heads()).total).toBe(5)
   })
