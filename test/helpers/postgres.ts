@@ -166,8 +166,8 @@ export async function migrateTo(
   }
 }
 
-export async function startPgCluster(settings: Readonly<Record<string, string>> = {}): Promise<PgCluster> {
-  return startCluster(settings, (avail, data) => {
+export async function startPgCluster(): Promise<PgCluster> {
+  return startCluster((avail, data) => {
     runPg(avail.bin, 'initdb', [
       '-D',
       data,
@@ -186,10 +186,7 @@ export async function startPgCluster(settings: Readonly<Record<string, string>> 
 }
 
 /** Make the data directory (initdb, or pg_basebackup), then start a server on it. */
-async function startCluster(
-  settings: Readonly<Record<string, string>>,
-  makeData: (avail: PgAvailability, data: string) => void,
-): Promise<PgCluster> {
+async function startCluster(makeData: (avail: PgAvailability, data: string) => void): Promise<PgCluster> {
   const avail = postgresAvailability()
   if (!avail.ok) throw new Error(`cannot start PostgreSQL: ${avail.reason}`)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmq-pg-'))
@@ -230,7 +227,6 @@ async function startCluster(
         '-c wal_level=replica',
         '-c max_wal_senders=5',
         '-c hot_standby=on',
-        ...Object.entries(settings).map(([k, v]) => `-c ${k}=${v}`),
       ].join(' ')
       try {
         runPg(avail.bin, 'pg_ctl', ['start', '-D', data, '-w', '-t', '60', '-l', log, '-o', opts])
@@ -254,7 +250,7 @@ async function startCluster(
       admin: (sql) => adminQuery(adminUrl, sql),
       rows: <T>(sql: string) => adminRows<T>(adminUrl, sql),
       startStandby: () =>
-        startCluster(settings, (_, standbyData) =>
+        startCluster((_, standbyData) =>
           runPg(avail.bin, 'pg_basebackup', [
             '-h',
             '127.0.0.1',
