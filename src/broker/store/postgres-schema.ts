@@ -8,13 +8,14 @@
  * byte order, as in SQLite, whatever the database's locale. Payloads are
  * bytea because PostgreSQL text cannot hold U+0000.
  */
-/** Key of the transaction-scoped advisory lock one release pass at a time holds ('rmq' + 2). */
-export const RELEASE_LOCK_KEY = 0x726d7102
+import { RELEASE_LOCK_KEY, RELEASE_PASS } from './postgres-pass.js'
+
+export { RELEASE_LOCK_KEY }
 
 /**
  * Migration 9's release pass, kept as it was applied (migrations are never
  * edited): it found the new messages by their own (tx, id) index. Migration
- * 10 replaces it with RELEASE_PASS, which reads them from the batch log.
+ * 10 replaces it with RELEASE_PASS_10, which reads them from the batch log.
  */
 const RELEASE_PASS_9 = `
   CREATE FUNCTION rmq_pass(live_since bigint, hold_floor bigint, need xid8)
@@ -102,24 +103,12 @@ const RELEASE_PASS_9 = `
 `
 
 /**
- * One release pass (postgres-release.ts), called in its own transaction:
- * 1. Under the release lock, the horizon h = the oldest transaction still
- *    running. Every transaction below it has committed or rolled back, so
- *    the batch log's rows with frontier <= tx < h are all there will ever be
- *    in that range: their messages get the next arrival positions in (tx,
- *    order in the batch) order, the rows are deleted and h becomes the
- *    frontier. A message committed above the horizon waits for a
- *    later pass; none ever gets a position behind one already given.
- * 2. The watermark (monotonic) from the live edge nodes' low marks, or the
- *    newest held ts + 1 when no live node holds it back; held messages below
- *    it get the next event positions in (ts, node, seq, epoch) order, `late`
- *    when below the watermark as it stood before this pass.
- * Positions are written to rmq_order only; message rows are never rewritten.
- * A pass that had to wait for another broker's pass returns at once when the
- * frontier that one wrote is above `need` (NULL: always run, with this
- * caller's broker time).
+ * Migration 10's release pass, kept as it was applied (migrations are never
+ * edited): it numbered the new messages' arrivals with a sort of every
+ * message, and found each one's event position through a join back to them.
+ * Migration 11 replaces it with RELEASE_PASS (postgres-pass.ts).
  */
-const RELEASE_PASS = `
+const RELEASE_PASS_10 = `
   CREATE OR REPLACE FUNCTION rmq_pass(live_since bigint, hold_floor bigint, need xid8)
   RETURNS TABLE (p_frontier xid8, p_watermark bigint, p_sequenced bigint, p_released bigint)
   LANGUAGE plpgsql AS $$
@@ -224,7 +213,7 @@ const RELEASE_PASS = `
  * Migration 10: the batch log. Each ingest that stores messages writes one
  * row of rmq_batches in its own transaction (tx): the node, the epoch, and
  * the accepted messages' seqs, timestamps and topics as arrays, in the
- * batch's order. The pass (RELEASE_PASS) takes the rows below its horizon
+ * batch's order. The pass (RELEASE_PASS_10, now RELEASE_PASS) takes the rows below its horizon
  * from there, so the message rows need no transaction id, no id sequence and
  * no index of their own beyond (node, epoch, seq), which positions and pages
  * join on: the server no longer maintains that index and sequence per
@@ -261,7 +250,7 @@ const BATCH_LOG = `
   -- passes (this rmq_pass) would never give them arrivals: under another name its writes fail
   -- (the node keeps its batch and retries) instead of being acknowledged and never delivered.
   ALTER TABLE rmq_messages RENAME TO rmq_message_rows;
-  ${RELEASE_PASS}
+  ${RELEASE_PASS_10}
 `
 
 export const MIGRATIONS: readonly string[] = [
@@ -408,6 +397,8 @@ export const MIGRATIONS: readonly string[] = [
   RELEASE_PASS_9,
   // 10: the batch log (BATCH_LOG).
   BATCH_LOG,
+  // 11: the release pass without a sort or a join over every new message (postgres-pass.ts).
+  RELEASE_PASS,
 ]
 
 /** Key of the transaction-scoped advisory lock that serializes migrations ('rmq' + 1). */
