@@ -1,8 +1,9 @@
 // Scale-out ingest: the workload of bench/suites/broker.js (100,000 ~200-byte
 // messages in zstd batches of 500 from 4 concurrent senders, every batch
 // durably committed before its 200) against real `rmq broker start`
-// processes, all measured in this same run: one on SQLite; one on
-// PostgreSQL and two on one PostgreSQL database (senders spread over both);
+// processes, all measured in this same run: one on SQLite and one on
+// PostgreSQL, in turns, three times each (the main ratio compares their
+// medians); two on one PostgreSQL database (senders spread over both);
 // the same two PostgreSQL runs through a TCP proxy that holds every chunk
 // 2 ms each way (a database on another host); and one broker through the
 // proxy with 1 sender (one request at a time) against 4, and with 1 sender per
@@ -10,7 +11,8 @@
 // For every run: the brokers' CPU time per message; for every PostgreSQL
 // run also the server's (the postmaster and its backends, from /proc) and
 // the lock waits seen in pg_stat_activity (sampled every 20 ms); and how busy
-// the whole machine was.
+// the whole machine was. For the 4-sender proxy runs, what all processes
+// spent per message and the rate at which that fills the machine's cores.
 // PostgreSQL is a throwaway cluster (test/helpers/postgres.ts, fsync on), or
 // the server at BENCH_POSTGRES_URL (a database this suite may fill; no CPU figure then).
 import fs from 'node:fs'
@@ -22,11 +24,48 @@ import { BATCH, SENDERS, TOTAL, buildWork, sendAll, startBroker } from './broker
 const here = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(here, '../..')
 const PROXY_MS = 2
+/** Turns of SQLite and PostgreSQL 1 broker, for the main ratio. */
+const REPEATS = 3
 const TICKS = 100 // USER_HZ (clock ticks per second in /proc/<pid>/stat) on Linux
 
 /** The share of the machine's CPU (all cores) that was busy during a run: near 100 % it is the limit. */
 function busyRow(key, busy) {
   return { metric: `  machine CPU busy, ${os.cpus().length} cores (${key})`, value: busy * 100, unit: '%' }
+}
+
+/** The run with the median rate. */
+function median(runs) {
+  return [...runs].sort((a, b) => a.rate - b.rate)[Math.floor(runs.length / 2)]
+}
+
+function samplesRow(key, runs) {
+  return {
+    metric: `  every turn (${key})`,
+    value: runs.map((r) => Math.round(r.rate)).join(', '),
+    unit: 'msg/s',
+  }
+}
+
+/**
+ * What every process on the machine spent per message (brokers, PostgreSQL, this bench's senders
+ * and proxy, anything else running), and the rate at which that cost would use all the cores: no
+ * run on this machine at this cost per message can go faster, whatever the design's concurrency.
+ */
+function machineRows(key, r) {
+  const cores = os.cpus().length
+  return [
+    {
+      metric: `  bench process CPU per message, senders and proxy (${key})`,
+      value: r.benchPerMsg,
+      unit: 'µs',
+    },
+    { metric: `  machine CPU per message, all processes (${key})`, value: r.machinePerMsg, unit: 'µs' },
+    {
+      metric: `  rate at which that cost fills ${cores} cores (${key})`,
+      value: Math.round((cores * 1e6) / r.machinePerMsg),
+      unit: 'msg/s',
+    },
+  ]
 }
 
 async function stopBroker(broker) {
@@ -131,6 +170,7 @@ async function measure({ count, env, open, dataDir, concurrent = SENDERS, watch 
     const broker0 = brokerCpu()
     const locks = watch?.locks()
     const machine0 = machineCpu()
+    const self0 = process.cpuUsage()
     const { seconds, retries } = await sendAll(
       work,
       brokers.map((b) => b.url),
@@ -139,6 +179,9 @@ async function measure({ count, env, open, dataDir, concurrent = SENDERS, watch 
     )
     const cpu1 = watch?.cpu()
     const machine1 = machineCpu()
+    const self = process.cpuUsage(self0)
+    const benchPerMsg = (self.user + self.system) / TOTAL
+    const machinePerMsg = ((machine1.busy - machine0.busy) / TICKS / TOTAL) * 1e6
     const busy = (machine1.busy - machine0.busy) / Math.max(1, machine1.total - machine0.total)
     const brokerPerMsg = ((brokerCpu() - broker0) / TOTAL) * 1e6
     const lockStats = locks ? await locks() : undefined
@@ -147,7 +190,16 @@ async function measure({ count, env, open, dataDir, concurrent = SENDERS, watch 
     await check.close()
     if (heads.total !== TOTAL) throw new Error(`stored ${heads.total} of ${TOTAL} messages`)
     const cpuPerMsg = cpu0 !== undefined && cpu1 !== undefined ? ((cpu1 - cpu0) / TOTAL) * 1e6 : undefined
-    return { rate: TOTAL / seconds, retries, cpuPerMsg, brokerPerMsg, lockStats, busy }
+    return {
+      rate: TOTAL / seconds,
+      retries,
+      cpuPerMsg,
+      brokerPerMsg,
+      lockStats,
+      busy,
+      benchPerMsg,
+      machinePerMsg,
+    }
   } finally {
     for (const b of brokers) await stopBroker(b)
   }
@@ -165,21 +217,26 @@ export async function run() {
   const rows = []
   const label = `ingest ${TOTAL} msgs (${BATCH}/batch zstd, durable)`
   try {
-    const sqliteDir = path.join(dataDir, 'sqlite')
-    const sqlite = await measure({
-      count: 1,
-      dataDir: sqliteDir,
-      env: { RMQ_BROKER_STORE: 'sqlite' },
-      open: () => openSqliteBrokerStore({ dataDir: path.join(sqliteDir, 'broker-0') }),
-    })
-    rows.push({
-      metric: `${label}, SQLite, 1 broker, 4 senders`,
-      value: Math.round(sqlite.rate),
-      unit: 'msg/s',
-    })
-    rows.push({ metric: '  broker CPU per message (sqlite)', value: sqlite.brokerPerMsg, unit: 'µs' })
-    rows.push(busyRow('sqlite', sqlite.busy))
-
+    /** One SQLite run, on a store of its own. */
+    const sqliteRun = (i) => {
+      const dir = path.join(dataDir, `sqlite-${i}`)
+      return measure({
+        count: 1,
+        dataDir: dir,
+        env: { RMQ_BROKER_STORE: 'sqlite' },
+        open: () => openSqliteBrokerStore({ dataDir: path.join(dir, 'broker-0') }),
+      })
+    }
+    const sqliteRows = (sqlite, samples) => {
+      rows.push({
+        metric: `${label}, SQLite, 1 broker, 4 senders${samples ? ` (median of ${samples.length})` : ''}`,
+        value: Math.round(sqlite.rate),
+        unit: 'msg/s',
+      })
+      if (samples) rows.push(samplesRow('sqlite', samples))
+      rows.push({ metric: '  broker CPU per message (sqlite)', value: sqlite.brokerPerMsg, unit: 'µs' })
+      rows.push(busyRow('sqlite', sqlite.busy))
+    }
     let databaseUrl = process.env.BENCH_POSTGRES_URL
     let fresh
     let postmaster
@@ -188,6 +245,7 @@ export async function run() {
       const helper = await tsImport(path.join(ROOT, 'test/helpers/postgres.ts'), import.meta.url)
       const avail = helper.postgresAvailability()
       if (!avail.ok) {
+        sqliteRows(await sqliteRun(0))
         rows.push({ metric: 'PostgreSQL store', value: `skipped: ${avail.reason}`, unit: '', pass: false })
         return rows
       }
@@ -217,7 +275,6 @@ export async function run() {
       p.port = String(proxy.port)
       return p.toString()
     }
-    const results = {}
     const cases = [
       { key: 'pg1', count: 1, proxied: false, concurrent: SENDERS },
       { key: 'pg2', count: 2, proxied: false, concurrent: SENDERS },
@@ -229,25 +286,27 @@ export async function run() {
       { key: 'px1s2', count: 1, proxied: true, concurrent: 2 },
       { key: 'px2s2', count: 2, proxied: true, concurrent: 2 },
     ]
-    for (const c of cases) {
+    /** One PostgreSQL run of case `c` on a fresh database. */
+    const pgRun = async (c, i = 0) => {
       const url = await fresh()
-      const brokerUrl = c.proxied ? viaProxy(url) : url
-      const r = await measure({
+      return measure({
         count: c.count,
         concurrent: c.concurrent,
-        dataDir: path.join(dataDir, c.key),
-        env: { RMQ_BROKER_STORE: 'postgres', RMQ_BROKER_POSTGRES_URL: brokerUrl },
+        dataDir: path.join(dataDir, `${c.key}-${i}`),
+        env: { RMQ_BROKER_STORE: 'postgres', RMQ_BROKER_POSTGRES_URL: c.proxied ? viaProxy(url) : url },
         open: () => openPostgresBrokerStore({ dataDir: '', url }),
         watch: {
           cpu: () => (postmaster ? serverCpu(postmaster) : undefined),
           locks: () => sampleLocks(pg, url),
         },
       })
-      results[c.key] = r
+    }
+    const pgRows = (c, r, samples) => {
       const name = `${label}, PostgreSQL${c.proxied ? ` via ${PROXY_MS} ms proxy` : ''}, ${c.count} broker${
         c.count > 1 ? 's' : ''
-      }, ${c.concurrent} sender${c.concurrent > 1 ? 's' : ''}`
+      }, ${c.concurrent} sender${c.concurrent > 1 ? 's' : ''}${samples ? ` (median of ${samples.length})` : ''}`
       rows.push({ metric: name, value: Math.round(r.rate), unit: 'msg/s' })
+      if (samples) rows.push(samplesRow(c.key, samples))
       rows.push({
         metric: `  broker CPU per message, all brokers (${c.key})`,
         value: r.brokerPerMsg,
@@ -260,7 +319,28 @@ export async function run() {
         value: `${r.lockStats.mean.toFixed(2)} / ${r.lockStats.max}, ${r.lockStats.top} (${r.lockStats.samples} samples)`,
       })
       rows.push(busyRow(c.key, r.busy))
+      if (c.proxied && c.concurrent === SENDERS) rows.push(...machineRows(c.key, r))
       if (r.retries) rows.push({ metric: `  retries (429/503) (${c.key})`, value: r.retries })
+    }
+    // The main ratio's two sides take turns, REPEATS times: the VM's speed drifts within a run,
+    // and one SQLite figure alone moved by a quarter between runs. The medians are compared.
+    const sqliteSamples = []
+    const pg1Samples = []
+    for (let i = 0; i < REPEATS; i++) {
+      sqliteSamples.push(await sqliteRun(i))
+      pg1Samples.push(await pgRun(cases[0], i))
+    }
+    const sqlite = median(sqliteSamples)
+    sqliteRows(sqlite, sqliteSamples)
+    const results = { pg1: median(pg1Samples) }
+    pgRows(cases[0], results.pg1, pg1Samples)
+    rows.push({
+      metric: '  PostgreSQL / SQLite, each turn',
+      value: pg1Samples.map((r, i) => (r.rate / sqliteSamples[i].rate).toFixed(2)).join(', '),
+    })
+    for (const c of cases.slice(1)) {
+      results[c.key] = await pgRun(c)
+      pgRows(c, results[c.key])
     }
     const ratio = (metric, a, b, min) => {
       const value = a / b
