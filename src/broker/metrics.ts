@@ -136,6 +136,32 @@ export async function createMetrics(deps: MetricsDeps): Promise<BrokerMetrics> {
       if (s.heads.watermark !== null) set({}, sec(s.heads.watermark))
     },
   )
+  // PostgreSQL: ingests wait after their commit for a release pass; an open transaction anywhere on
+  // the server holds those back (docs/scaling.md). Absent on SQLite, which has no such wait.
+  gauge(
+    'rmq_broker_store_position_wait_seconds',
+    'Longest wait now of an ingest on this broker for its positions (PostgreSQL release pass; 0: none waits).',
+    [],
+    (set, s) => {
+      if (s.heads.positionWaits) set({}, s.heads.positionWaits.oldestWaitMs / 1000)
+    },
+  )
+  gauge(
+    'rmq_broker_store_position_waiting',
+    'Ingests and release calls on this broker waiting for a PostgreSQL release pass.',
+    [],
+    (set, s) => {
+      if (s.heads.positionWaits) set({}, s.heads.positionWaits.waiting)
+    },
+  )
+  counter(
+    'rmq_broker_store_position_stalls_total',
+    'Ingests answered 503 because an open transaction held their positions back past the bound (PostgreSQL).',
+    [],
+    (inc, s) => {
+      if (s.heads.positionWaits) inc({}, s.heads.positionWaits.stalled)
+    },
+  )
   gauge('rmq_broker_alerts_active', 'Active alerts by rule.', ['rule', 'severity'], (set, s) => {
     const counts = new Map<string, { rule: string; severity: string; n: number }>()
     for (const a of s.alerts) {

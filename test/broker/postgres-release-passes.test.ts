@@ -74,15 +74,24 @@ describe('release passes', () => {
     const warnings: number[] = []
     const passes = new ReleasePasses(run, (ms) => warnings.push(ms), 150)
     const started = Date.now()
-    const err = await passes.wait(50n, ctx(1)).then(
+    expect(passes.waits()).toEqual({ waiting: 0, oldestWaitMs: 0, stalled: 0 })
+    const waiting = passes.wait(50n, ctx(1)).then(
       () => undefined,
       (e: unknown) => e,
     )
+    await new Promise((r) => setTimeout(r, 60))
+    // What /metrics shows meanwhile: one waiter, waiting since it came.
+    const during = passes.waits()
+    expect(during.waiting).toBe(1)
+    expect(during.oldestWaitMs).toBeGreaterThanOrEqual(50)
+    expect(during.stalled).toBe(0)
+    const err = await waiting
     expect(err).toBeInstanceOf(StoreUnavailableError)
     expect((err as Error).message).toMatch(/older transaction is still open/)
     expect(Date.now() - started).toBeGreaterThanOrEqual(150)
     expect(Date.now() - started).toBeLessThan(2000)
     expect(warnings).toHaveLength(1)
+    expect(passes.waits()).toEqual({ waiting: 0, oldestWaitMs: 0, stalled: 1 })
     // Paced passes meanwhile (a pause after each pass that answered nobody), not a busy loop.
     expect(calls.length).toBeGreaterThan(3)
     expect(calls.length).toBeLessThan(150 / 2)

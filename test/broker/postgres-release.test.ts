@@ -1,14 +1,19 @@
 /**
  * The PostgreSQL store without a shared ingest lock (postgres-release.ts):
  * migration in place from the schema before it, and a release pass whose
- * connection is killed mid-pass (another broker takes over).
+ * connection is killed mid-pass (another broker takes over); an open
+ * transaction holding positions back, as /metrics shows it.
  */
 import pgmod from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createBrokerApp } from '../../src/broker/app.js'
 import { openPostgresBrokerStore } from '../../src/broker/store/postgres-open.js'
 import { MIGRATIONS } from '../../src/broker/store/postgres-schema.js'
 import { StoreUnavailableError, type BrokerStore, type StoredMessage } from '../../src/broker/store/types.js'
+import { createToken } from '../../src/broker/tokens.js'
 import { batchOf, wireMessage } from '../../src/testing/broker-store-conformance.js'
+import { brokerAppOptions } from '../helpers/broker-app.js'
+import { makeTempDir } from '../helpers/cli.js'
 import { migrateTo, postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
 
 const pg = postgresAvailability()
@@ -72,7 +77,7 @@ describe.skipIf(!pg.ok)('postgres store: release passes', () => {
 
       const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })
       try {
-        expect(await store.heads()).toEqual({ event: 5, arrival: 8, watermark: T0 + 100, held: 3, total: 8 })
+        expect(await store.heads()).toMatchObject({ event: 5, arrival: 8, watermark: T0 + 100, held: 3, total: 8 })
         const arrival = await readAll(store, 'arrival')
         expect(arrival.map((m) => [m.arrival, m.seq, m.position])).toEqual([
           [1, 1, 1],
@@ -113,7 +118,7 @@ describe.skipIf(!pg.ok)('postgres store: release passes', () => {
           [9, 6],
         ])
         expect((await readAll(store, 'arrival')).map((m) => m.arrival)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9])
-        expect(await store.heads()).toEqual({ event: 9, arrival: 9, watermark: T0 + 1000, held: 0, total: 9 })
+        expect(await store.heads()).toMatchObject({ event: 9, arrival: 9, watermark: T0 + 1000, held: 0, total: 9 })
         expect(await store.purge({ receivedBefore: T0 + 1, limit: 100 })).toBe(8)
         expect((await readAll(store, 'event')).map((m) => m.seq)).toEqual([9])
         expect(await store.heads()).toMatchObject({ event: 9, arrival: 9, total: 1 })
@@ -306,13 +311,66 @@ describe.skipIf(!pg.ok)('postgres store: release passes', () => {
       expect(new Set(events.map((m) => m.seq)).size).toBe(N)
       for (let i = 1; i < N; i++) expect(events[i - 1].ts <= events[i].ts).toBe(true)
       expect(events.some((m) => m.late)).toBe(false)
-      expect(await b.heads()).toEqual({ event: N, arrival: N, watermark: W, held: 0, total: N })
+      expect(await b.heads()).toEqual({
+        event: N,
+        arrival: N,
+        watermark: W,
+        held: 0,
+        total: N,
+        positionWaits: { waiting: 0, oldestWaitMs: 0, stalled: 0 },
+      })
       // Broker a works again on a fresh connection.
       expect(await a.release(ctx(T0 + 1_000_001))).toMatchObject({ released: 0 })
     } finally {
       await blocker.end().catch(() => {})
       await a.close()
       await b.close()
+      await db.drop()
+    }
+  })
+  it('an open transaction holds an ingest back: /metrics shows its wait while it lasts, and 0 after', async () => {
+    const db = await cluster.createDatabase()
+    const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+    const tmp = makeTempDir('rmq-pg-metrics-')
+    const monitor = (await createToken(store, { name: 'ops', role: 'monitor' })).token
+    const app = await createBrokerApp(brokerAppOptions(tmp.dir, { storeInstance: store }))
+    const blocker = new pgmod.Client({ connectionString: db.url })
+    await blocker.connect()
+    const scrape = async () => {
+      const res = await app.inject({ url: '/metrics', headers: { authorization: `Bearer ${monitor}` } })
+      expect(res.statusCode).toBe(200)
+      const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(res.body)?.[1])
+      return {
+        wait: value('rmq_broker_store_position_wait_seconds'),
+        waiting: value('rmq_broker_store_position_waiting'),
+        stalls: value('rmq_broker_store_position_stalls_total'),
+      }
+    }
+    try {
+      expect(await scrape()).toEqual({ wait: 0, waiting: 0, stalls: 0 })
+      // A transaction with an id, left open: the horizon stays below every later commit.
+      await blocker.query('BEGIN')
+      await blocker.query('SELECT pg_current_xact_id()')
+      let answered = false
+      const ingest = store
+        .ingest(batchOf('n', [wireMessage(1, T0 + 10)], { clock: T0 + 1 }), ctx(T0 + 1))
+        .finally(() => (answered = true))
+      let seen = await scrape()
+      for (let i = 0; i < 200 && seen.wait < 0.4; i++) {
+        await new Promise((r) => setTimeout(r, 25))
+        seen = await scrape()
+      }
+      expect(answered).toBe(false)
+      expect(seen.waiting).toBe(1)
+      expect(seen.wait).toBeGreaterThanOrEqual(0.4)
+      expect(seen.wait).toBeLessThan(10)
+      await blocker.query('COMMIT')
+      expect(await ingest).toMatchObject({ accepted: 1 })
+      expect(await scrape()).toEqual({ wait: 0, waiting: 0, stalls: 0 })
+    } finally {
+      await blocker.end().catch(() => {})
+      await app.close() // closes the store too
+      tmp.cleanup()
       await db.drop()
     }
   })

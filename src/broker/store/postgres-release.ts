@@ -28,7 +28,7 @@
  * so the node's retry is counted as duplicates.
  */
 import { holdFloor, liveSince } from './holders.js'
-import type { IngestContext } from './types.js'
+import type { IngestContext, PositionWaits } from './types.js'
 import { StoreUnavailableError } from './types.js'
 
 export interface PassResult {
@@ -71,6 +71,8 @@ export class ReleasePasses {
   private inFlight = 0
   private pausedUntil = 0
   private pauseTimer: NodeJS.Timeout | undefined
+  /** Waiters answered 503 because no pass covered them within stallMs. */
+  private stalled = 0
 
   constructor(
     private readonly run: RunPass,
@@ -84,6 +86,13 @@ export class ReleasePasses {
       this.waiters.push({ tx, pass: 0, ctx, since: Date.now(), resolve, reject })
       this.send()
     })
+  }
+
+  /** What waits for a pass now, and how many waiters a stalled horizon has failed so far (for /metrics). */
+  waits(now = Date.now()): PositionWaits {
+    let oldest = now
+    for (const w of this.waiters) if (w.since < oldest) oldest = w.since
+    return { waiting: this.waiters.length, oldestWaitMs: now - oldest, stalled: this.stalled }
   }
 
   /** Send a pass for the waiters no pass in flight was sent for, if the pipeline has room. */
@@ -143,6 +152,7 @@ export class ReleasePasses {
         w.reject(err)
       } else if (now - w.since > this.stallMs) {
         this.waiters.splice(i, 1)
+        this.stalled++
         this.onStall?.(now - w.since)
         w.reject(
           new StoreUnavailableError(

@@ -282,6 +282,7 @@ export class PostgresBrokerStore implements BrokerStore {
         watermark: r.watermark,
         held: r.held,
         total: r.total,
+        positionWaits: this.passes.waits(),
       }
     })
   }

@@ -217,6 +217,22 @@ export interface StreamHeads {
   held: number
   /** All messages stored. */
   total: number
+  /**
+   * A store that gives positions after the ingest's commit (PostgreSQL): what
+   * waits on this broker for them. Absent: positions are given in the
+   * ingest's own transaction (SQLite).
+   */
+  positionWaits?: PositionWaits
+}
+
+/** Ingests and release calls of one broker waiting for positions (a PostgreSQL release pass). */
+export interface PositionWaits {
+  /** Waiting now. */
+  waiting: number
+  /** How long the oldest of them has waited (0: none waits). */
+  oldestWaitMs: number
+  /** Ingests answered 503 since the store opened: an open transaction held positions back too long. */
+  stalled: number
 }
 
 export type NewAlert = Pick<AlertRecord, 'rule' | 'node' | 'severity' | 'message' | 'value' | 'threshold'>
