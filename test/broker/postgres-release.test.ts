@@ -77,7 +77,13 @@ describe.skipIf(!pg.ok)('postgres store: release passes', () => {
 
       const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })
       try {
-        expect(await store.heads()).toMatchObject({ event: 5, arrival: 8, watermark: T0 + 100, held: 3, total: 8 })
+        expect(await store.heads()).toMatchObject({
+          event: 5,
+          arrival: 8,
+          watermark: T0 + 100,
+          held: 3,
+          total: 8,
+        })
         const arrival = await readAll(store, 'arrival')
         expect(arrival.map((m) => [m.arrival, m.seq, m.position])).toEqual([
           [1, 1, 1],
@@ -118,7 +124,13 @@ describe.skipIf(!pg.ok)('postgres store: release passes', () => {
           [9, 6],
         ])
         expect((await readAll(store, 'arrival')).map((m) => m.arrival)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9])
-        expect(await store.heads()).toMatchObject({ event: 9, arrival: 9, watermark: T0 + 1000, held: 0, total: 9 })
+        expect(await store.heads()).toMatchObject({
+          event: 9,
+          arrival: 9,
+          watermark: T0 + 1000,
+          held: 0,
+          total: 9,
+        })
         expect(await store.purge({ receivedBefore: T0 + 1, limit: 100 })).toBe(8)
         expect((await readAll(store, 'event')).map((m) => m.seq)).toEqual([9])
         expect(await store.heads()).toMatchObject({ event: 9, arrival: 9, total: 1 })
