@@ -1,7 +1,9 @@
 /**
  * The PostgreSQL store's release pass (postgres-release.ts runs it), as the
- * text of the migration that installs it (postgres-schema.ts, migration 11;
- * migrations are never edited, so a change to it is a new migration).
+ * text of the migration that installs it (postgres-schema.ts, migration 11).
+ * Migrations are never edited, and RELEASE_LOCK_KEY is in the frozen text of
+ * migrations 9 to 11: a change to the pass is a new migration with a text of
+ * its own (test/broker/migration-texts.test.ts pins the applied ones).
  */
 /** Key of the transaction-scoped advisory lock one release pass at a time holds ('rmq' + 2). */
 export const RELEASE_LOCK_KEY = 0x726d7102
@@ -24,7 +26,7 @@ export const RELEASE_LOCK_KEY = 0x726d7102
  * frontier that one wrote is above `need` (NULL: always run, with this
  * caller's broker time).
  */
-export const RELEASE_PASS = `
+export const RELEASE_PASS_11 = `
   CREATE OR REPLACE FUNCTION rmq_pass(live_since bigint, hold_floor bigint, need xid8)
   RETURNS TABLE (p_frontier xid8, p_watermark bigint, p_sequenced bigint, p_released bigint)
   LANGUAGE plpgsql AS $$

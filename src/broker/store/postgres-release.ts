@@ -1,7 +1,7 @@
 /**
  * Release passes of the PostgreSQL store, each one transaction in one round
  * trip (`SELECT ... FROM rmq_pass(...)`,
- * postgres-schema.ts). Brokers' passes take turns on a transaction-scoped
+ * postgres-pass.ts). Brokers' passes take turns on a transaction-scoped
  * advisory lock: whoever holds it is the releaser for that pass, and a broker
  * that dies or loses its connection mid-pass drops it with its transaction
  * (nothing of that pass is kept), so the next pass of any broker takes over

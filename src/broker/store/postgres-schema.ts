@@ -8,7 +8,7 @@
  * byte order, as in SQLite, whatever the database's locale. Payloads are
  * bytea because PostgreSQL text cannot hold U+0000.
  */
-import { RELEASE_LOCK_KEY, RELEASE_PASS } from './postgres-pass.js'
+import { RELEASE_LOCK_KEY, RELEASE_PASS_11 } from './postgres-pass.js'
 
 export { RELEASE_LOCK_KEY }
 
@@ -106,7 +106,7 @@ const RELEASE_PASS_9 = `
  * Migration 10's release pass, kept as it was applied (migrations are never
  * edited): it numbered the new messages' arrivals with a sort of every
  * message, and found each one's event position through a join back to them.
- * Migration 11 replaces it with RELEASE_PASS (postgres-pass.ts).
+ * Migration 11 replaces it with RELEASE_PASS_11 (postgres-pass.ts).
  */
 const RELEASE_PASS_10 = `
   CREATE OR REPLACE FUNCTION rmq_pass(live_since bigint, hold_floor bigint, need xid8)
@@ -213,7 +213,7 @@ const RELEASE_PASS_10 = `
  * Migration 10: the batch log. Each ingest that stores messages writes one
  * row of rmq_batches in its own transaction (tx): the node, the epoch, and
  * the accepted messages' seqs, timestamps and topics as arrays, in the
- * batch's order. The pass (RELEASE_PASS_10, now RELEASE_PASS) takes the rows below its horizon
+ * batch's order. The pass (RELEASE_PASS_10, now RELEASE_PASS_11) takes the rows below its horizon
  * from there, so the message rows need no transaction id, no id sequence and
  * no index of their own beyond (node, epoch, seq), which positions and pages
  * join on: the server no longer maintains that index and sequence per
@@ -398,7 +398,7 @@ export const MIGRATIONS: readonly string[] = [
   // 10: the batch log (BATCH_LOG).
   BATCH_LOG,
   // 11: the release pass without a sort or a join over every new message (postgres-pass.ts).
-  RELEASE_PASS,
+  RELEASE_PASS_11,
 ]
 
 /** Key of the transaction-scoped advisory lock that serializes migrations ('rmq' + 1). */

@@ -1,6 +1,6 @@
 /**
  * The SQL of the PostgreSQL broker store's ingest (postgres.ts); the release
- * pass is the function rmq_pass (postgres-schema.ts, postgres-release.ts).
+ * pass is the function rmq_pass (postgres-pass.ts, postgres-release.ts).
  */
 import { EPOCH_BATCHES_UPDATE, EPOCH_SEQS_UPDATE, NODE_REPORT_UPDATE } from './node-rows.js'
 
