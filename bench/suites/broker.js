@@ -24,7 +24,7 @@ export const BATCH = 500
 export const SENDERS = 4
 const PAGE = 5000
 /** Messages a running broker has taken (from other nodes) before the timed ingest. */
-const WARM_MESSAGES = 20_000
+export const WARM_MESSAGES = 20_000
 
 function payloadFor(i) {
   const v = (20 + ((i * 7919) % 1000) / 100).toFixed(2)
@@ -113,10 +113,10 @@ export async function startBroker(dataDir, env = {}) {
  * The workload: TOTAL ~200-byte messages from SENDERS nodes in zstd batches of BATCH, built and
  * compressed up front so that the senders only send. Shared with bench/suites/broker-postgres.js.
  */
-export function buildWork({ prefix = 'bench', total = TOTAL } = {}) {
+export function buildWork({ prefix = 'bench', total = TOTAL, earlierMs = 0, direct = false } = {}) {
   const zstd = require('zstd-napi')
   const perSender = total / SENDERS
-  const t0 = Date.now() - 3_600_000
+  const t0 = Date.now() - 3_600_000 - earlierMs
   const work = []
   let rawBytes = 0
   let wireBytes = 0
@@ -146,6 +146,7 @@ export function buildWork({ prefix = 'bench', total = TOTAL } = {}) {
           node: `${prefix}-${s}`,
           epoch: `epoch-${s}`,
           batch: `${prefix}-${s}-${b}`,
+          ...(direct ? { direct: true } : {}),
           clock: t0 + ((b + 1) * BATCH + 1) * SENDERS,
           backlog: {
             pending: left,
