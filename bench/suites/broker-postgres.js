@@ -156,9 +156,9 @@ function sampleLocks(pg, url) {
  * Start `count` brokers on the store `open` gives, send the workload over them, return msg/s.
  * Each broker first takes WARM_MESSAGES from 4 nodes of its own, untimed (as in the broker
  * suite): a running broker is measured, not one compiling its own code during the run, which
- * would charge two brokers two warm-ups. They are direct producers with older timestamps, so
- * they hold back no watermark and the measured messages are neither held nor late because of
- * them: the timed workload is the same as on a broker that took nothing before.
+ * would charge two brokers two warm-ups. They are direct producers (which never hold the
+ * watermark back) with older timestamps (so the timed messages are not late because of them):
+ * the timed workload is the same as on a broker that took nothing before.
  */
 async function measure({ count, env, open, dataDir, concurrent = SENDERS, watch, warm = true }) {
   const { createNodeToken } = await import(path.join(ROOT, 'dist/broker/tokens.js'))
