@@ -11,3 +11,8 @@ export const CLOCK_OFFSET_MS = Number.isFinite(offset) ? Math.trunc(offset) : 0
 
 /** Epoch milliseconds on this node's clock. */
 export const edgeNow: () => number = CLOCK_OFFSET_MS === 0 ? Date.now : () => Date.now() + CLOCK_OFFSET_MS
+
+/** A pause that does not keep the process alive by itself. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref())
+}

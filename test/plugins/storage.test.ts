@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -154,6 +155,39 @@ describe('sqlite driver specifics', () => {
     expect(fileBytesBefore).toBeGreaterThan(1_000_000)
     expect(fileBytesAfter!).toBeLessThan(fileBytesBefore! / 4)
     await d.close()
+  })
+
+  it('truncates the WAL on compact() while another process keeps checkpointing it', async () => {
+    const d = createSqliteStorage(options())
+    const payload = Buffer.alloc(4000, 1)
+    const { seqs } = await d.append(Array.from({ length: 500 }, (_, i) => ({ topic: 't', payload, ts: i })))
+    await d.markSent(seqs, 1)
+    await d.purge({ sentBefore: 2, now: 0, limit: 10_000 })
+    const wal = options().path + '-wal'
+    expect(fs.statSync(wal).size).toBeGreaterThan(1_000_000)
+    // A publisher's automatic checkpoint holds SQLite's checkpoint lock, and a
+    // TRUNCATE meeting it is answered busy at once, whatever the busy timeout.
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const db = new (require('better-sqlite3'))(process.argv[1], { timeout: 5000 })
+         const end = Date.now() + 30000
+         process.stdout.write('ready\\n')
+         while (Date.now() < end) db.exec('PRAGMA wal_checkpoint(PASSIVE)')`,
+        options().path,
+      ],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    try {
+      await new Promise((resolve) => child.stdout.once('data', resolve))
+      const { fileBytesAfter } = await d.compact()
+      expect(fs.statSync(wal).size).toBe(0)
+      expect(fileBytesAfter).toBe(fs.statSync(options().path).size)
+    } finally {
+      child.kill('SIGKILL')
+      await d.close()
+    }
   })
 
   it('uses the indexes for batches, stats, sending and purge (no full scans)', async () => {

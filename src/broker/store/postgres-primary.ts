@@ -19,6 +19,7 @@
  */
 import type pgTypes from 'pg'
 import type { PgHost, PgTarget } from './postgres-hosts.js'
+import { sleep } from '../../shared/clock.js'
 
 type Pg = typeof pgTypes
 type Pool = pgTypes.Pool
@@ -53,8 +54,6 @@ const ROUND_DELAYS_MS = [0, 250, 500, 1000, 2000]
 const SEARCH_FOR_MS = 30_000
 /** A host being probed must answer quickly: a dead one is skipped. */
 const PROBE_TIMEOUT_MS = 3_000
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms).unref())
 
 function reasonOf(err: unknown): string {
   const e = err as { code?: string; message?: string }

@@ -11,7 +11,7 @@
 import { BLOCKED_STATE_KEY } from './blocked.js'
 import os from 'node:os'
 import type { MqttClient } from 'mqtt'
-import { edgeNow } from '../../shared/clock.js'
+import { edgeNow, sleep } from '../../shared/clock.js'
 import { failpoint } from '../../shared/failpoints.js'
 import { BrokerUnavailableError, ConfigError, StorageFullError, isRmqError } from '../../shared/errors.js'
 import { formatDuration } from '../../shared/units.js'
@@ -495,8 +495,4 @@ function endClient(client: MqttClient, force: boolean): Promise<void> {
       resolve()
     })
   })
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref())
 }
