@@ -1,9 +1,11 @@
 /**
  * ReleasePasses (postgres-release.ts) without a database: which pass answers
- * which waiter, pipelined passes, passes shared by waiters, a stalled horizon, a failed pass.
+ * which waiter, pipelined passes, passes shared by waiters, a stalled horizon, a failed pass,
+ * a pass lost with its connection.
  */
 import { describe, expect, it } from 'vitest'
-import { ReleasePasses, type RunPass } from '../../src/broker/store/postgres-release.js'
+import { PASS_RETRIES, ReleasePasses, type RunPass } from '../../src/broker/store/postgres-release.js'
+import { isLostMidQuery } from '../../src/broker/store/postgres.js'
 import { StoreUnavailableError } from '../../src/broker/store/types.js'
 
 const ctx = (now: number) => ({ now, maxLateness: 1000 })
@@ -123,5 +125,44 @@ describe('release passes', () => {
       sequenced: 1,
       released: 0,
     })
+  })
+
+  it('a pass lost with its connection is sent again for its waiters, PASS_RETRIES times, then they fail', async () => {
+    const lost = Object.assign(new Error('terminating connection due to administrator command'), {
+      code: '57P01',
+    })
+    let failures = 1
+    let calls = 0
+    const run: RunPass = async () => {
+      calls++
+      await new Promise((r) => setTimeout(r, 5))
+      if (failures-- > 0) throw lost
+      return { p_frontier: '9', p_watermark: null, p_sequenced: 1, p_released: 0 }
+    }
+    const passes = new ReleasePasses(run, undefined, undefined, isLostMidQuery)
+    // One lost pass: both waiters are answered by the pass sent again, not with a 503.
+    const [a, b] = await Promise.all([passes.wait(1n, ctx(1)), passes.wait(2n, ctx(1))])
+    expect(a.frontier).toBe(9n)
+    expect(b.frontier).toBe(9n)
+    expect(calls).toBeGreaterThanOrEqual(2)
+    // Lost every time: after the first pass and PASS_RETRIES more, the waiter fails.
+    failures = Infinity
+    calls = 0
+    await expect(passes.wait(10n, ctx(2))).rejects.toBe(lost)
+    expect(calls).toBe(1 + PASS_RETRIES)
+    expect(passes.waits().waiting).toBe(0)
+    // Any other failure is not sent again.
+    let other = 0
+    const broken = new ReleasePasses(
+      async () => {
+        other++
+        throw Object.assign(new Error('syntax error'), { code: '42601' })
+      },
+      undefined,
+      undefined,
+      isLostMidQuery,
+    )
+    await expect(broken.wait(1n, ctx(1))).rejects.toThrow(/syntax error/)
+    expect(other).toBe(1)
   })
 })

@@ -1,8 +1,8 @@
 /**
  * The PostgreSQL store's release pass (postgres-release.ts runs it), as the
- * text of the migration that installs it (postgres-schema.ts, migration 11).
+ * text of the migration that installs it (postgres-schema.ts, migration 12).
  * Migrations are never edited, and RELEASE_LOCK_KEY is in the frozen text of
- * migrations 9 to 11: a change to the pass is a new migration with a text of
+ * migrations 9 to 12: a change to the pass is a new migration with a text of
  * its own (test/broker/migration-texts.test.ts pins the applied ones).
  */
 /** Key of the transaction-scoped advisory lock one release pass at a time holds ('rmq' + 2). */
@@ -18,7 +18,12 @@ export const RELEASE_LOCK_KEY = 0x726d7102
  *    frontier. A message committed above the horizon waits for a
  *    later pass; none ever gets a position behind one already given.
  * 2. The watermark (monotonic) from the live edge nodes' low marks, or the
- *    newest held ts + 1 when no live node holds it back; held messages below
+ *    newest held ts + 1 when no live node holds it back. A low mark is read
+ *    after h was taken, so it may come from an ingest at or above h, whose
+ *    messages this pass leaves for the next: the watermark then stops below
+ *    the oldest of them (migration 12; before it, they were released late,
+ *    after newer ones, when an ingest committed in that moment). Held
+ *    messages below
  *    it get the next event positions in (ts, node, seq, epoch) order, `late`
  *    when below the watermark as it stood before this pass.
  * Positions are written to rmq_order only; message rows are never rewritten.
@@ -26,7 +31,7 @@ export const RELEASE_LOCK_KEY = 0x726d7102
  * frontier that one wrote is above `need` (NULL: always run, with this
  * caller's broker time).
  */
-export const RELEASE_PASS_11 = `
+export const RELEASE_PASS_12 = `
   CREATE OR REPLACE FUNCTION rmq_pass(live_since bigint, hold_floor bigint, need xid8)
   RETURNS TABLE (p_frontier xid8, p_watermark bigint, p_sequenced bigint, p_released bigint)
   LANGUAGE plpgsql AS $$
@@ -36,6 +41,7 @@ export const RELEASE_PASS_11 = `
     w bigint;
     cand bigint;
     lm bigint;
+    ahead bigint;
     n bigint;
     s bigint := 0;
     r bigint := 0;
@@ -62,10 +68,20 @@ export const RELEASE_PASS_11 = `
     IF h <= m.frontier THEN
       h := m.frontier;
     END IF;
-    SELECT MIN(d.low_mark), COUNT(*) INTO lm, n FROM rmq_nodes d
+    -- The holders' low marks, and in the same statement (one snapshot) the oldest ts of their batches
+    -- committed at or above h: an ingest that committed after h was taken moved its node's low mark
+    -- past messages this pass does not sequence (they wait for the next one). The watermark stops
+    -- below them, or the next pass would release them late, after newer ones.
+    SELECT MIN(d.low_mark), COUNT(*),
+      (SELECT MIN(x.t) FROM rmq_batches b JOIN rmq_nodes k ON k.node = b.node, unnest(b.ts) AS x(t)
+        WHERE b.tx >= h AND NOT k.direct AND k.last_contact >= live_since AND k.low_mark >= hold_floor)
+      INTO lm, n, ahead FROM rmq_nodes d
       WHERE NOT d.direct AND d.last_contact >= live_since AND d.low_mark >= hold_floor;
     IF n > 0 THEN
       cand := lm;
+      IF ahead IS NOT NULL AND ahead < cand THEN
+        cand := ahead;
+      END IF;
     ELSE
       SELECT GREATEST((SELECT MAX(k.ts) FROM rmq_order k WHERE k.position IS NULL),
                       (SELECT MAX(b.max_ts) FROM rmq_batches b WHERE b.tx >= m.frontier AND b.tx < h)) + 1

@@ -22,6 +22,13 @@
  * ingest. Waiters that arrive while passes are in flight share the next one
  * (the passes batch themselves, like a group commit).
  *
+ * A pass that fails on a lost connection (its backend terminated, or the
+ * server restarted) committed nothing, or committed and only its answer was
+ * lost: either way the next pass covers the same waiters. So it is sent
+ * again, on a fresh connection, up to PASS_RETRIES times, before its waiters
+ * answer 503: the node does not have to send a committed batch again because
+ * one pass was cut off.
+ *
  * A transaction older than the ingest's, still running anywhere in the
  * cluster, holds the horizon back: waiters then wait (passes retried with a
  * short pause) and answer 503 after STALL_MS; their batches are committed,
@@ -45,6 +52,8 @@ interface Waiter {
   pass: number
   ctx: IngestContext
   since: number
+  /** Failed passes this waiter was sent again after (PASS_RETRIES at most). */
+  retries: number
   resolve(r: PassResult): void
   reject(err: unknown): void
 }
@@ -63,6 +72,8 @@ export const STALL_MS = 10_000
 const STALLED_PAUSE_MS = 5
 /** One pass running on the server, one queued behind it on the release lock. */
 export const PASSES_IN_FLIGHT = 2
+/** Passes sent again for a waiter after a pass failed with a lost connection, before it answers 503. */
+export const PASS_RETRIES = 2
 
 export class ReleasePasses {
   private readonly waiters: Waiter[] = []
@@ -78,12 +89,14 @@ export class ReleasePasses {
     private readonly run: RunPass,
     private readonly onStall?: (waitedMs: number) => void,
     private readonly stallMs = STALL_MS,
+    /** A failure after which the same pass is worth sending again (a lost connection). */
+    private readonly retryable: (err: unknown) => boolean = () => false,
   ) {}
 
   /** Resolves with the first pass whose frontier is above `tx` (for tx 0n: the first pass sent after this call). */
   wait(tx: bigint, ctx: IngestContext): Promise<PassResult> {
     return new Promise((resolve, reject) => {
-      this.waiters.push({ tx, pass: 0, ctx, since: Date.now(), resolve, reject })
+      this.waiters.push({ tx, pass: 0, ctx, since: Date.now(), retries: 0, resolve, reject })
       this.send()
     })
   }
@@ -136,6 +149,7 @@ export class ReleasePasses {
     let answered = 0
     let missed = false
     const now = Date.now()
+    const retry = result === undefined && this.retryable(err)
     for (let i = 0; i < this.waiters.length;) {
       const w = this.waiters[i]
       const covered =
@@ -146,6 +160,11 @@ export class ReleasePasses {
         answered++
       } else if (w.pass !== pass) {
         i++ // not this pass's waiter: a later pass in flight, or none yet, is for it
+      } else if (retry && w.retries < PASS_RETRIES && now - w.since <= this.stallMs) {
+        // The next pass, sent at once on another connection, is for it.
+        w.pass = 0
+        w.retries++
+        i++
       } else if (result === undefined) {
         // Everyone this pass was for fails with it (503): their batches are committed, a retry dedups.
         this.waiters.splice(i, 1)

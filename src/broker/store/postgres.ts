@@ -88,6 +88,18 @@ export function isUnavailable(err: unknown): boolean {
 
 const UNIQUE_VIOLATION = '23505'
 
+/**
+ * The connection was lost with the statement in flight (its backend
+ * terminated: pg_terminate_backend, a crash; the server restarting): another
+ * pooled connection may well work at once. Not a refused or timed-out
+ * connect, which would only fail again.
+ */
+export function isLostMidQuery(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown }
+  if (e?.code === '57P01' || e?.code === 'ECONNRESET') return true
+  return typeof e?.message === 'string' && /Connection terminated unexpectedly/i.test(e.message)
+}
+
 /** enc, content type, priority, expiry and headers: scalars when every message has the same, else arrays. */
 function shapeColumns(ms: BatchBody['messages']): { uniform: boolean; values: unknown[] } {
   const s = ms.length > 0 ? shapeOf(ms[0]) : undefined
@@ -129,18 +141,29 @@ export class PostgresBrokerStore implements BrokerStore {
     log?: (level: 'info' | 'warn', message: string, fields?: Record<string, unknown>) => void,
   ) {
     this.admin = new PostgresAdmin(pool, (fn) => this.wrap(fn))
-    const run: RunPass = async (params) =>
-      (
-        await this.pool.query({
-          name: 'rmq_pass',
-          text: 'SELECT p_frontier::text, p_watermark, p_sequenced, p_released FROM rmq_pass($1, $2, $3::xid8)',
-          values: params,
-        })
-      ).rows[0]
-    this.passes = new ReleasePasses(run, (ms) =>
-      log?.('warn', `PostgreSQL: an ingest waited ${ms} ms for a release pass (an old open transaction?)`, {
-        waitedMs: ms,
-      }),
+    const run: RunPass = async (params) => {
+      try {
+        return (
+          await this.pool.query({
+            name: 'rmq_pass',
+            text: 'SELECT p_frontier::text, p_watermark, p_sequenced, p_released FROM rmq_pass($1, $2, $3::xid8)',
+            values: params,
+          })
+        ).rows[0]
+      } catch (err) {
+        // Before the pass is sent again: a lost primary is searched for at once.
+        this.pool.failed(err)
+        throw err
+      }
+    }
+    this.passes = new ReleasePasses(
+      run,
+      (ms) =>
+        log?.('warn', `PostgreSQL: an ingest waited ${ms} ms for a release pass (an old open transaction?)`, {
+          waitedMs: ms,
+        }),
+      undefined,
+      isLostMidQuery,
     )
   }
 
