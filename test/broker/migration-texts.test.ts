@@ -4,6 +4,7 @@
  * edited one would silently never reach the databases that ran it. Their
  * texts are pinned here by digest; a change to the schema or to the release
  * pass is a new migration, appended, with its digest added below.
+ * (Migration 12 was changed once, the same day, before any stop landed it.)
  */
 import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
@@ -22,7 +23,7 @@ const APPLIED: string[] = [
   '53dc09326ad08b28',
   'f45bc98a348f4db4',
   'afdbbcbe28b8d8a1', // 11: the release pass from batch offsets
-  'f8b87e3b85a04c51', // 12: the watermark stops below batches above the horizon
+  '1161613db940dfc7', // 12: the watermark stops below batches above the horizon (rmq_batches.min_ts)
 ]
 
 describe('PostgreSQL migrations', () => {

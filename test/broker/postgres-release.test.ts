@@ -343,64 +343,73 @@ describe.skipIf(!pg.ok)('postgres store: release passes', () => {
       await db.drop()
     }
   })
-  it('a low mark committed above the horizon does not take the watermark past its own batch (none late)', async () => {
-    const db = await cluster.createDatabase()
-    const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })
-    const blocker = new pgmod.Client({ connectionString: db.url })
-    const probe = new pgmod.Client({ connectionString: db.url })
-    await blocker.connect()
-    await probe.connect()
-    const now = T0 + 20_000
-    try {
-      // a has sent everything before T0 + 5000; b still has messages from T0 + 10 on.
-      const hello = (node: string, oldestTs: number) =>
-        store.ingest(
-          batchOf(node, [], { clock: now, backlog: { pending: 3, bytes: 100, oldestTs } }),
-          ctx(now),
-        )
-      await hello('b', T0 + 10)
-      await hello('a', T0 + 5000)
-      expect((await store.heads()).watermark).toBe(T0 + 10)
-      // An older transaction holds the horizon: b's batch commits above it, with b's new low mark
-      // (its clock: nothing left), and waits for a pass while passes keep running.
-      await blocker.query('BEGIN')
-      await blocker.query('SELECT pg_current_xact_id()')
-      const msgs = [wireMessage(1, T0 + 10), wireMessage(2, T0 + 11), wireMessage(3, T0 + 12)]
-      const ack = store.ingest(
-        batchOf('b', msgs, { clock: now, backlog: { pending: 0, bytes: 0, oldestTs: null } }),
-        ctx(now),
-      )
-      for (let i = 0; i < 200; i++) {
-        const r = await probe.query<{ n: number }>('SELECT count(*)::int AS n FROM rmq_batches')
-        if (r.rows[0].n === 1) break
-        await new Promise((r) => setTimeout(r, 10))
+  // The batch committed above a pass's horizon moves b's low mark past its own messages, or takes b
+  // out of the holders: as a direct producer, or with a low mark below the hold floor (maxHoldBack).
+  it.each([
+    { change: 'moves its low mark on', direct: false, oldestTs: null, maxHoldBack: undefined },
+    { change: 'makes it a direct producer', direct: true, oldestTs: null, maxHoldBack: undefined },
+    {
+      change: 'puts its low mark below the hold floor',
+      direct: false,
+      oldestTs: T0 + 1,
+      maxHoldBack: 19_995,
+    },
+  ])(
+    'a batch committed above the horizon that $change: the watermark stops below it (none late)',
+    async (c) => {
+      const db = await cluster.createDatabase()
+      const store = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      const blocker = new pgmod.Client({ connectionString: db.url })
+      const probe = new pgmod.Client({ connectionString: db.url })
+      await blocker.connect()
+      await probe.connect()
+      const now = T0 + 20_000
+      const at = { ...ctx(now), maxHoldBack: c.maxHoldBack }
+      try {
+        // b still has messages from T0 + 10 on; a has sent everything before T0 + 5000.
+        const hello = (node: string, oldestTs: number) =>
+          store.ingest(batchOf(node, [], { clock: now, backlog: { pending: 3, bytes: 100, oldestTs } }), at)
+        await hello('b', T0 + 10)
+        await hello('a', T0 + 5000)
+        expect((await store.heads()).watermark).toBe(T0 + 10)
+        // An older transaction holds the horizon: b's batch commits above it, with b's new node row,
+        // and waits for a pass while passes keep running.
+        await blocker.query('BEGIN')
+        await blocker.query('SELECT pg_current_xact_id()')
+        const msgs = [wireMessage(1, T0 + 10), wireMessage(2, T0 + 11), wireMessage(3, T0 + 12)]
+        const backlog =
+          c.oldestTs === null
+            ? { pending: 0, bytes: 0, oldestTs: null }
+            : { pending: 1, bytes: 10, oldestTs: c.oldestTs }
+        const ack = store.ingest(batchOf('b', msgs, { clock: now, backlog, direct: c.direct }), at)
+        let logged = 0
+        for (let i = 0; i < 200 && logged === 0; i++) {
+          logged = (await probe.query<{ n: number }>('SELECT count(*)::int AS n FROM rmq_batches')).rows[0].n
+          if (logged === 0) await new Promise((r) => setTimeout(r, 10))
+        }
+        expect(logged).toBe(1)
+        // Without the stop, passes that see b's new row would take the watermark to a's T0 + 5000.
+        await store.release(at)
+        await new Promise((r) => setTimeout(r, 100))
+        expect((await store.heads()).watermark).toBe(T0 + 10)
+        await blocker.query('COMMIT')
+        expect(await ack).toMatchObject({ accepted: 3 })
+        await store.release(at)
+        const events = await readAll(store, 'event')
+        expect(events.map((m) => [m.seq, m.position, m.late])).toEqual([
+          [1, 1, false],
+          [2, 2, false],
+          [3, 3, false],
+        ])
+        expect((await store.heads()).watermark).toBe(T0 + 5000)
+      } finally {
+        await blocker.end().catch(() => {})
+        await probe.end().catch(() => {})
+        await store.close()
+        await db.drop()
       }
-      expect(
-        (await probe.query('SELECT low_mark::text FROM rmq_nodes WHERE node = $1', ['b'])).rows[0],
-      ).toEqual({
-        low_mark: String(now),
-      })
-      // Passes that see b's low mark (min of a and b: T0 + 5000) but not its batch stop below the batch.
-      await store.release(ctx(now))
-      await new Promise((r) => setTimeout(r, 100))
-      expect((await store.heads()).watermark).toBe(T0 + 10)
-      await blocker.query('COMMIT')
-      expect(await ack).toMatchObject({ accepted: 3 })
-      await store.release(ctx(now))
-      const events = await readAll(store, 'event')
-      expect(events.map((m) => [m.seq, m.position, m.late])).toEqual([
-        [1, 1, false],
-        [2, 2, false],
-        [3, 3, false],
-      ])
-      expect((await store.heads()).watermark).toBe(T0 + 5000)
-    } finally {
-      await blocker.end().catch(() => {})
-      await probe.end().catch(() => {})
-      await store.close()
-      await db.drop()
-    }
-  })
+    },
+  )
 
   it('an open transaction holds an ingest back: /metrics shows its wait while it lasts, and 0 after', async () => {
     const db = await cluster.createDatabase()

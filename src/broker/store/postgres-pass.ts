@@ -18,14 +18,15 @@ export const RELEASE_LOCK_KEY = 0x726d7102
  *    frontier. A message committed above the horizon waits for a
  *    later pass; none ever gets a position behind one already given.
  * 2. The watermark (monotonic) from the live edge nodes' low marks, or the
- *    newest held ts + 1 when no live node holds it back. A low mark is read
- *    after h was taken, so it may come from an ingest at or above h, whose
- *    messages this pass leaves for the next: the watermark then stops below
- *    the oldest of them (migration 12; before it, they were released late,
- *    after newer ones, when an ingest committed in that moment). Held
- *    messages below
- *    it get the next event positions in (ts, node, seq, epoch) order, `late`
- *    when below the watermark as it stood before this pass.
+ *    newest held ts + 1 when no live node holds it back. The node rows are
+ *    read after h was taken, so they may come from an ingest at or above h,
+ *    whose messages this pass leaves for the next: the watermark then stops
+ *    below the oldest message of the batches above h (with no holder: of
+ *    the edge nodes' batches), read in the same statement (migration 12;
+ *    before it, such messages were released late, after newer ones). Held
+ *    messages below it get the next event positions in (ts, node, seq,
+ *    epoch) order, `late` when below the watermark as it stood before this
+ *    pass.
  * Positions are written to rmq_order only; message rows are never rewritten.
  * A pass that had to wait for another broker's pass returns at once when the
  * frontier that one wrote is above `need` (NULL: always run, with this
@@ -42,6 +43,7 @@ export const RELEASE_PASS_12 = `
     cand bigint;
     lm bigint;
     ahead bigint;
+    ahead_edge bigint;
     n bigint;
     s bigint := 0;
     r bigint := 0;
@@ -68,24 +70,30 @@ export const RELEASE_PASS_12 = `
     IF h <= m.frontier THEN
       h := m.frontier;
     END IF;
-    -- The holders' low marks, and in the same statement (one snapshot) the oldest ts of their batches
-    -- committed at or above h: an ingest that committed after h was taken moved its node's low mark
-    -- past messages this pass does not sequence (they wait for the next one). The watermark stops
-    -- below them, or the next pass would release them late, after newer ones.
+    -- The holders' low marks, and in the same statement (one snapshot: an ingest's node row and its
+    -- batch row become visible together) the oldest ts of the batches committed at or above h. Such
+    -- an ingest may have moved its node's low mark, or taken the node out of the holders (direct, or
+    -- a low mark below the floor), past messages this pass leaves for the next one: the watermark
+    -- stops below them, or the next pass would release them late, after newer ones. Without a
+    -- holder, the watermark is the newest ts + 1 and direct producers' batches do not stop it.
     SELECT MIN(d.low_mark), COUNT(*),
-      (SELECT MIN(x.t) FROM rmq_batches b JOIN rmq_nodes k ON k.node = b.node, unnest(b.ts) AS x(t)
-        WHERE b.tx >= h AND NOT k.direct AND k.last_contact >= live_since AND k.low_mark >= hold_floor)
-      INTO lm, n, ahead FROM rmq_nodes d
+      (SELECT MIN(COALESCE(b.min_ts, (SELECT MIN(x) FROM unnest(b.ts) AS x))) FROM rmq_batches b
+        WHERE b.tx >= h),
+      (SELECT MIN(COALESCE(b.min_ts, (SELECT MIN(x) FROM unnest(b.ts) AS x))) FROM rmq_batches b
+        JOIN rmq_nodes k ON k.node = b.node WHERE b.tx >= h AND NOT k.direct)
+      INTO lm, n, ahead, ahead_edge FROM rmq_nodes d
       WHERE NOT d.direct AND d.last_contact >= live_since AND d.low_mark >= hold_floor;
     IF n > 0 THEN
       cand := lm;
-      IF ahead IS NOT NULL AND ahead < cand THEN
-        cand := ahead;
-      END IF;
     ELSE
       SELECT GREATEST((SELECT MAX(k.ts) FROM rmq_order k WHERE k.position IS NULL),
                       (SELECT MAX(b.max_ts) FROM rmq_batches b WHERE b.tx >= m.frontier AND b.tx < h)) + 1
         INTO cand;
+      ahead := ahead_edge;
+    END IF;
+    -- Below the watermark already: the watermark stays where it is (it never goes back).
+    IF cand IS NOT NULL AND ahead IS NOT NULL AND ahead < cand THEN
+      cand := ahead;
     END IF;
     w := m.watermark;
     IF cand IS NOT NULL AND (w IS NULL OR cand > w) THEN

@@ -526,8 +526,11 @@ export const MIGRATIONS: readonly string[] = [
   BATCH_LOG,
   // 11: the release pass without a sort or a join over every new message.
   RELEASE_PASS_11,
-  // 12: the watermark stops below batches committed above the pass's horizon (postgres-pass.ts).
-  RELEASE_PASS_12,
+  // 12: the watermark stops below batches committed above the pass's horizon (postgres-pass.ts);
+  // each batch-log row records its oldest ts, so a pass reads it without the row's array (a
+  // stalled horizon leaves many rows above it). Rows of a schema-11 broker still running have none.
+  `ALTER TABLE rmq_batches ADD COLUMN min_ts bigint;
+  ${RELEASE_PASS_12}`,
 ]
 
 /** Key of the transaction-scoped advisory lock that serializes migrations ('rmq' + 1). */

@@ -88,9 +88,9 @@ function buildIngestSql(uniform: boolean, conflict: boolean): string {
     FROM input ${conflict ? '' : skip} ORDER BY ord ${conflict ? skip : ''}
     RETURNING seq, ts
   ), log AS (
-    INSERT INTO rmq_batches (node, epoch, seqs, ts, topics, max_ts)
+    INSERT INTO rmq_batches (node, epoch, seqs, ts, topics, min_ts, max_ts)
     SELECT $1, $2, array_agg(i.seq ORDER BY i.ord), array_agg(i.ts ORDER BY i.ord),
-      array_agg(i.topic ORDER BY i.ord), MAX(i.ts)
+      array_agg(i.topic ORDER BY i.ord), MIN(i.ts), MAX(i.ts)
     FROM ${accepted}
     HAVING COUNT(*) > 0
     RETURNING 1
