@@ -157,6 +157,11 @@ export class PrimaryPool implements PoolHandle {
     this.searching = this.search().finally(() => (this.searching = undefined))
   }
 
+  /** A search for the primary is running: the pool in use may be on a host that is gone. */
+  get switching(): boolean {
+    return this.searching !== undefined
+  }
+
   /** Settled when no search is running (tests, close). */
   async settled(): Promise<void> {
     await this.searching

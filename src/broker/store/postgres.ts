@@ -163,7 +163,8 @@ export class PostgresBrokerStore implements BrokerStore {
           waitedMs: ms,
         }),
       undefined,
-      isLostMidQuery,
+      // Not while the primary is being searched for: the retry would go to the old host's pool.
+      (err) => isLostMidQuery(err) && !this.pool.switching,
     )
   }
 
