@@ -13,43 +13,25 @@
  * messages of such a batch were released late, after newer ones; migration 12.)
  */
 import pgmod from 'pg'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { getMessages, makeBatch, message, postBatch, startBrokerProcess } from '../helpers/broker.js'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { allMessages, makeBatch, message, postBatch, startBrokerProcess } from '../helpers/broker.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { runCli } from '../helpers/cli.js'
 import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
-import type { ConsumedMessage } from '../../src/protocol/messages.js'
+import { sleep } from '../../src/shared/clock.js'
 
 const pg = postgresAvailability()
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 const NODES = ['gw-1', 'gw-2', 'gw-3', 'gw-4']
 const BATCHES = 30
 const PER_BATCH = 100
 const TOTAL = NODES.length * BATCHES * PER_BATCH
 
-/** Every message in one order, page by page (bounded). */
-async function readAll(url: string, token: string, order: 'event' | 'arrival'): Promise<ConsumedMessage[]> {
-  const out: ConsumedMessage[] = []
-  let after = 0
-  for (let page = 0; page < 100; page++) {
-    const r = await getMessages(url, { order, topic: '#', limit: 1000, after }, token)
-    if (r.status !== 200) throw new Error(`GET /v1/messages: ${r.status} ${JSON.stringify(r.body)}`)
-    const body = r.body as { messages: ConsumedMessage[]; next: number; more: boolean }
-    out.push(...body.messages)
-    if (!body.more) return out
-    after = body.next
-  }
-  throw new Error('more than 100 pages')
-}
-
 describe.skipIf(!pg.ok)('release passes killed mid-release (two broker processes, one database)', () => {
   let cluster: PgCluster
-  const cleanups: Array<() => Promise<unknown> | unknown> = []
+  const cleanup = cleanupAfterEach()
   beforeAll(async () => {
     cluster = await startPgCluster()
-  })
-  afterEach(async () => {
-    while (cleanups.length) await cleanups.pop()!()
   })
   afterAll(async () => {
     await cluster?.stop()
@@ -60,7 +42,7 @@ describe.skipIf(!pg.ok)('release passes killed mid-release (two broker processes
     { timeout: 180_000 },
     async () => {
       const db = await cluster.createDatabase()
-      cleanups.push(() => db.drop())
+      cleanup(() => db.drop())
       const storeEnv = {
         RMQ_BROKER_STORE: 'postgres',
         RMQ_BROKER_POSTGRES_URL: db.url,
@@ -83,12 +65,12 @@ describe.skipIf(!pg.ok)('release passes killed mid-release (two broker processes
       const brokers = await Promise.all(
         [0, 1].map(() => startBrokerProcess({ auth: 'token', env: storeEnv })),
       )
-      for (const br of brokers) cleanups.push(() => br.cleanup())
+      for (const br of brokers) cleanup(() => br.cleanup())
 
       // The killer: the backends running a pass, terminated as soon as they are seen.
       const killer = new pgmod.Client({ connectionString: db.url })
       await killer.connect()
-      cleanups.push(() => killer.end().catch(() => {}))
+      cleanup(() => killer.end().catch(() => {}))
       let killing = true
       let kills = 0
       const killLoop = (async () => {
@@ -176,7 +158,7 @@ describe.skipIf(!pg.ok)('release passes killed mid-release (two broker processes
       }
       expect(heads).toMatchObject({ event: TOTAL, arrival: TOTAL, held: 0 })
 
-      const events = await readAll(brokers[0].url, readerToken, 'event')
+      const events = await allMessages(brokers[0].url, readerToken, 100, 'event')
       expect(events).toHaveLength(TOTAL)
       expect(events.map((m) => m.position)).toEqual(Array.from({ length: TOTAL }, (_, i) => i + 1))
       expect(new Set(events.map((m) => m.id)).size).toBe(TOTAL)
@@ -187,7 +169,7 @@ describe.skipIf(!pg.ok)('release passes killed mid-release (two broker processes
         ).toBe(true)
       }
       expect(events.filter((m) => m.late)).toEqual([])
-      const arrivals = await readAll(brokers[1].url, readerToken, 'arrival')
+      const arrivals = await allMessages(brokers[1].url, readerToken)
       expect(arrivals.map((m) => m.position)).toEqual(Array.from({ length: TOTAL }, (_, i) => i + 1))
       expect(new Set(arrivals.map((m) => m.id))).toEqual(new Set(events.map((m) => m.id)))
       for (const node of NODES)

@@ -293,16 +293,17 @@ export async function getMessages(
   })
 }
 
-/** Every message the broker holds, in arrival order, page by page (at most `maxPages` of 1,000). */
+/** Every message the broker holds, in arrival (or event) order, page by page (at most `maxPages` of 1,000). */
 export async function allMessages(
   baseUrl: string,
   token?: string,
   maxPages = 100,
+  order: 'arrival' | 'event' = 'arrival',
 ): Promise<ConsumedMessage[]> {
   const out: ConsumedMessage[] = []
   let after: string | number | undefined
   for (let page = 0; page < maxPages; page++) {
-    const q: Record<string, string | number> = { order: 'arrival', topic: '#', limit: 1000 }
+    const q: Record<string, string | number> = { order, topic: '#', limit: 1000 }
     if (after !== undefined) q.after = after
     const r = await getMessages(baseUrl, q, token)
     if (r.status !== 200) throw new Error(`GET /v1/messages: ${r.status} ${JSON.stringify(r.body)}`)
