@@ -164,4 +164,35 @@ describe('release passes', () => {
     await expect(broken.wait(1n, ctx(1))).rejects.toThrow(/syntax error/)
     expect(other).toBe(1)
   })
+
+  it('a waiter past the stall bound whose pass is then lost counts as stalled, and is not sent again', async () => {
+    const lost = Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' })
+    let calls = 0
+    const t0 = Date.now()
+    // The horizon is held (frontier 10, below the waiter's 50); the first pass sent after 80 ms runs
+    // for 40 ms, past the 100 ms bound, and is lost with its connection.
+    const run: RunPass = async () => {
+      calls++
+      if (Date.now() - t0 > 80) {
+        await new Promise((r) => setTimeout(r, 40))
+        throw lost
+      }
+      await new Promise((r) => setTimeout(r, 2))
+      return { p_frontier: '10', p_watermark: null, p_sequenced: 0, p_released: 0 }
+    }
+    const warnings: number[] = []
+    const passes = new ReleasePasses(run, (ms) => warnings.push(ms), 100, isLostMidQuery)
+    const err = await passes.wait(50n, ctx(1)).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    // The lost pass ended its wait (no retry past the bound), and it is counted as a stall.
+    expect(err).toBe(lost)
+    expect(warnings).toHaveLength(1)
+    expect(warnings[0]).toBeGreaterThan(100)
+    expect(passes.waits()).toEqual({ waiting: 0, oldestWaitMs: 0, stalled: 1 })
+    const before = calls
+    await new Promise((r) => setTimeout(r, 20))
+    expect(calls).toBe(before)
+  })
 })

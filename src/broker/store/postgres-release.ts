@@ -144,6 +144,11 @@ export class ReleasePasses {
     )
   }
 
+  private countStall(waitedMs: number): void {
+    this.stalled++
+    this.onStall?.(waitedMs)
+  }
+
   private settle(pass: number, result: PassResult | undefined, err?: unknown): void {
     this.inFlight--
     let answered = 0
@@ -167,12 +172,14 @@ export class ReleasePasses {
         i++
       } else if (result === undefined) {
         // Everyone this pass was for fails with it (503): their batches are committed, a retry dedups.
+        // One that had already waited past the bound (a held horizon, then a lost pass) counts as
+        // stalled too: no pass covered it within stallMs, whatever ended its wait.
         this.waiters.splice(i, 1)
+        if (now - w.since > this.stallMs) this.countStall(now - w.since)
         w.reject(err)
       } else if (now - w.since > this.stallMs) {
         this.waiters.splice(i, 1)
-        this.stalled++
-        this.onStall?.(now - w.since)
+        this.countStall(now - w.since)
         w.reject(
           new StoreUnavailableError(
             `the PostgreSQL broker store could not give positions for ${Math.round((now - w.since) / 1000)} s: ` +
