@@ -4,7 +4,11 @@ import { openBrokerStore } from '../../src/broker/store/index.js'
 import { openPostgresBrokerStore } from '../../src/broker/store/postgres-open.js'
 import { MIGRATIONS } from '../../src/broker/store/postgres-schema.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
+import { StoreUnavailableError } from '../../src/broker/store/types.js'
+import { HUNG_AFTER_MS, WATCH_EVERY_MS } from '../../src/broker/store/postgres-watchdog.js'
 import { batchOf, brokerStoreConformance, wireMessage } from '../../src/testing/broker-store-conformance.js'
+import { sleep } from '../../src/shared/clock.js'
+import { FaultProxy } from '../helpers/fault-proxy.js'
 import { migrateTo, postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
 
 const pg = postgresAvailability()
@@ -284,5 +288,42 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
         await db.drop()
       }
     })
+    it('answers 503 for an ingest sent into a silent partition, within the watchdog bound, and recovers', async () => {
+      const db = await cluster.createDatabase()
+      const proxy = await new FaultProxy({ host: '127.0.0.1', port: cluster.port }).start()
+      const url = new URL(db.url)
+      url.port = String(proxy.port)
+      const store = await openPostgresBrokerStore({ dataDir: '', url: url.toString() })
+      try {
+        await store.ingest(batchOf('a', [wireMessage(1, T0)]), ctx(T0))
+        // Packets dropped without a reset: before the watchdog this ingest answered after 200 s,
+        // and only because the test stopped the server.
+        proxy.setMode({ kind: 'partition' })
+        const started = Date.now()
+        const err = await store.ingest(batchOf('a', [wireMessage(2, T0 + 1)], { batch: 'b2' }), ctx(T0 + 1)).then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+        const waited = Date.now() - started
+        expect(err).toBeInstanceOf(StoreUnavailableError)
+        // The bound, one watch interval, the check's 5 s connect timeout, and slack for a loaded machine.
+        expect(waited).toBeGreaterThanOrEqual(HUNG_AFTER_MS - 1000)
+        expect(waited).toBeLessThan(HUNG_AFTER_MS + WATCH_EVERY_MS + 5000 + 10_000)
+        // The link is back: the node's retry is taken (as new or as a duplicate: the first may have committed).
+        proxy.setMode({ kind: 'pass' })
+        let ack
+        for (let i = 0; i < 50 && !ack; i++) {
+          ack = await store
+            .ingest(batchOf('a', [wireMessage(2, T0 + 1)], { batch: 'b2' }), ctx(T0 + 2))
+            .catch(() => sleep(200))
+        }
+        expect(ack && ack.accepted + ack.duplicates).toBe(1)
+        expect((await store.heads()).total).toBe(2)
+      } finally {
+        await store.close()
+        await proxy.stop()
+        await db.drop()
+      }
+    }, 90_000)
   })
 })

@@ -10,6 +10,9 @@ import net from 'node:net'
  * - reset: forward the first `afterBytes`, then reset both sides (RST).
  * - blackhole: accept and swallow everything; never contact upstream.
  * - refuse: reset every new connection at once (a host that is down).
+ * - partition: nothing passes on any connection, open or new, either way,
+ *   not even a close or a reset (a link that drops packets silently): a
+ *   connection held by it stays held after the mode changes.
  */
 export type FaultMode =
   | { kind: 'pass' }
@@ -18,6 +21,7 @@ export type FaultMode =
   | { kind: 'reset'; afterBytes?: number }
   | { kind: 'blackhole' }
   | { kind: 'refuse' }
+  | { kind: 'partition' }
 
 export interface FaultProxyStats {
   connections: number
@@ -34,6 +38,8 @@ interface Conn {
   upstream?: net.Socket
   up: number
   held: boolean
+  /** Held by a partition: a close from either side is not passed on either. */
+  silent?: boolean
 }
 
 /** A small TCP proxy on 127.0.0.1 for fault injection in front of a real server. */
@@ -58,6 +64,8 @@ export class FaultProxy {
   /** Change what happens from now on (existing connections included, except those already held). */
   setMode(mode: FaultMode): void {
     this.mode = mode
+    // A partition holds the open connections at once, not only at their next byte.
+    if (mode.kind === 'partition') for (const c of this.conns) this.hold(c, true)
   }
 
   /** Point new connections at another upstream (e.g. a restarted broker on a new port). */
@@ -87,18 +95,19 @@ export class FaultProxy {
     const conn: Conn = { client, up: 0, held: false }
     this.conns.add(conn)
     client.on('close', () => {
+      if (conn.silent) return // the partition swallows it; stop() closes the upstream side
       this.conns.delete(conn)
       conn.upstream?.destroy()
     })
-    if (mode.kind === 'blackhole') {
+    if (mode.kind === 'blackhole' || mode.kind === 'partition') {
       this.stats.stalls++
       client.on('data', () => {})
       return
     }
     const upstream = net.connect(this.target.port, this.target.host)
     conn.upstream = upstream
-    upstream.on('error', () => client.destroy())
-    upstream.on('close', () => client.destroy())
+    upstream.on('error', () => conn.silent || client.destroy())
+    upstream.on('close', () => conn.silent || client.destroy())
     client.on('data', (chunk: Buffer) => this.forwardUp(conn, chunk))
     upstream.on('data', (chunk: Buffer) => this.forwardDown(conn, chunk))
   }
@@ -106,6 +115,7 @@ export class FaultProxy {
   private forwardUp(conn: Conn, chunk: Buffer): void {
     if (conn.held) return
     const mode = this.mode
+    if (mode.kind === 'partition') return this.hold(conn, true)
     if (mode.kind === 'stall' || mode.kind === 'reset') {
       const allowed = Math.max(0, (mode.afterBytes ?? 0) - conn.up)
       const part = chunk.subarray(0, allowed)
@@ -123,6 +133,7 @@ export class FaultProxy {
   private forwardDown(conn: Conn, chunk: Buffer): void {
     if (conn.held) return
     const mode = this.mode
+    if (mode.kind === 'partition') return this.hold(conn, true)
     if (mode.kind === 'stall' || mode.kind === 'blackhole') {
       this.hold(conn)
       return
@@ -143,9 +154,10 @@ export class FaultProxy {
     else send()
   }
 
-  private hold(conn: Conn): void {
+  private hold(conn: Conn, silent = false): void {
     if (!conn.held) this.stats.stalls++
     conn.held = true
+    if (silent) conn.silent = true
   }
 
   private reset(conn: Conn): void {

@@ -14,12 +14,15 @@
  *   answer 503 + Retry-After at once instead of hanging; once a primary is
  *   found the pool is rebuilt on it and the old one closed. A search that
  *   finds nobody gives up; the next failure starts another.
+ * - A connection that hangs (a partition without a reset) is closed by the
+ *   watchdog (postgres-watchdog.ts), so its request answers 503.
  * - One host and no target_session_attrs: the pool is built on the URL as
  *   written and never searched (the driver reconnects to that one host).
  */
 import type pgTypes from 'pg'
 import type { PgHost, PgTarget } from './postgres-hosts.js'
 import { sleep } from '../../shared/clock.js'
+import { ConnectionWatchdog } from './postgres-watchdog.js'
 
 type Pg = typeof pgTypes
 type Pool = pgTypes.Pool
@@ -115,8 +118,16 @@ export class PrimaryPool implements PoolHandle {
     private readonly log: StoreLog = () => {},
   ) {
     this.current = first
+    this.watchdog = new ConnectionWatchdog({
+      pg,
+      clientConfig: () => this.clientConfig(),
+      label: () => this.current.label,
+    })
     this.pool = this.makePool(first)
   }
+
+  /** Closes checked-out connections that hang on a server gone silent (postgres-watchdog.ts). */
+  readonly watchdog: ConnectionWatchdog
 
   private makePool(host: PgHost): Pool {
     const pool = new this.pg.Pool({
@@ -126,6 +137,7 @@ export class PrimaryPool implements PoolHandle {
     })
     // An idle client losing its connection must not crash the broker; the next query reconnects.
     pool.on('error', () => {})
+    this.watchdog.track(pool)
     return pool
   }
 
@@ -206,6 +218,7 @@ export class PrimaryPool implements PoolHandle {
 
   async end(): Promise<void> {
     this.closed = true
+    this.watchdog.stop()
     await this.pool.end()
   }
 }

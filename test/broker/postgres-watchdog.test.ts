@@ -1,0 +1,136 @@
+/**
+ * The pool's watchdog (postgres-watchdog.ts) against a real server, through a
+ * proxy that can go silent: a connection hung on a silent server is closed;
+ * one whose backend was terminated without the news arriving is closed; a
+ * long statement that really runs is left alone.
+ */
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ConnectionWatchdog } from '../../src/broker/store/postgres-watchdog.js'
+import { FaultProxy } from '../helpers/fault-proxy.js'
+import { postgresAvailability, startPgCluster, type PgCluster } from '../helpers/postgres.js'
+
+const avail = postgresAvailability()
+
+describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
+  let cluster: PgCluster
+  beforeAll(async () => {
+    cluster = await startPgCluster()
+  })
+  afterAll(async () => {
+    await cluster?.stop()
+  })
+
+  /** A pool through a fresh proxy, its watchdog checking clients out longer than 300 ms. */
+  async function setup() {
+    const proxy = await new FaultProxy({ host: '127.0.0.1', port: cluster.port }).start()
+    const url = new URL(cluster.adminUrl)
+    url.port = String(proxy.port)
+    const config = { connectionString: url.toString(), connectionTimeoutMillis: 2000 }
+    const pool = new pg.Pool({ ...config, max: 4 })
+    pool.on('error', () => {})
+    const watchdog = new ConnectionWatchdog({
+      pg,
+      clientConfig: () => config,
+      label: () => `127.0.0.1:${proxy.port}`,
+      hungAfterMs: 300,
+    })
+    watchdog.track(pool)
+    const done = async () => {
+      watchdog.stop()
+      await pool.end().catch(() => {})
+      await proxy.stop()
+    }
+    return { proxy, pool, watchdog, done }
+  }
+
+  const outcome = (p: Promise<unknown>) =>
+    p.then(
+      () => 'answered',
+      (e: unknown) => e as Error & { code?: string },
+    )
+
+  it('closes a query hung on a server gone silent: it fails with ETIMEDOUT, and the pool works once the link is back', async () => {
+    const { proxy, pool, watchdog, done } = await setup()
+    try {
+      await pool.query('SELECT 1')
+      proxy.setMode({ kind: 'partition' })
+      const started = Date.now()
+      const hung = outcome(pool.query('SELECT 2'))
+      await new Promise((r) => setTimeout(r, 400))
+      // Too young for the bound before: nothing closed at 0 ms. Now the check cannot connect.
+      expect(await watchdog.check()).toBe(1)
+      const err = await hung
+      expect(err).toBeInstanceOf(Error)
+      expect((err as Error & { code?: string }).code).toBe('ETIMEDOUT')
+      expect((err as Error).message).toMatch(/had no answer for \d+ s and was closed: the server does not answer/)
+      expect(Date.now() - started).toBeLessThan(10_000)
+      proxy.setMode({ kind: 'pass' })
+      expect((await pool.query<{ n: number }>('SELECT 3 AS n')).rows[0].n).toBe(3)
+      expect(watchdog.closed).toBe(1)
+    } finally {
+      await done()
+    }
+  })
+
+  it('closes a connection whose backend is gone while its answer never came', async () => {
+    const { proxy, pool, watchdog, done } = await setup()
+    try {
+      const c = await pool.connect()
+      const pid = (c as unknown as { processID: number }).processID
+      // The statement reaches the server; then the link goes silent and its backend is terminated:
+      // the server's goodbye is lost. The link comes back for new connections only.
+      const hung = outcome(c.query('SELECT pg_sleep(30)'))
+      await new Promise((r) => setTimeout(r, 100))
+      proxy.setMode({ kind: 'partition' })
+      await cluster.admin(`SELECT pg_terminate_backend(${pid})`)
+      proxy.setMode({ kind: 'pass' })
+      await new Promise((r) => setTimeout(r, 300))
+      expect(await watchdog.check()).toBe(1)
+      const err = await hung
+      expect((err as Error & { code?: string }).code).toBe('ECONNRESET')
+      expect((err as Error).message).toMatch(new RegExp(`its backend \\(pid ${pid}\\) is gone`))
+      c.release(err as Error)
+    } finally {
+      await done()
+    }
+  })
+
+  it('leaves a long statement that really runs alone', async () => {
+    const { pool, watchdog, done } = await setup()
+    try {
+      const slow = outcome(pool.query('SELECT pg_sleep(1.5)'))
+      await new Promise((r) => setTimeout(r, 500))
+      expect(await watchdog.check()).toBe(0)
+      await new Promise((r) => setTimeout(r, 400))
+      expect(await watchdog.check()).toBe(0)
+      expect(await slow).toBe('answered')
+      expect(watchdog.closed).toBe(0)
+    } finally {
+      await done()
+    }
+  })
+
+  it('closes nothing when the server answers the check with an error of its own (it is reachable)', async () => {
+    const { pool, done } = await setup()
+    const url = new URL(cluster.adminUrl)
+    url.pathname = '/no_such_database'
+    // The check's connection is refused by the server itself (3D000 here; "too many clients" alike).
+    const watchdog = new ConnectionWatchdog({
+      pg,
+      clientConfig: () => ({ connectionString: url.toString() }),
+      label: () => 'db',
+      hungAfterMs: 300,
+    })
+    watchdog.track(pool)
+    try {
+      const slow = outcome(pool.query('SELECT pg_sleep(1)'))
+      await new Promise((r) => setTimeout(r, 500))
+      expect(await watchdog.check()).toBe(0)
+      expect(await slow).toBe('answered')
+    } finally {
+      watchdog.stop()
+      await done()
+    }
+  })
+})
