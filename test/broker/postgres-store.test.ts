@@ -294,6 +294,9 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
       const url = new URL(db.url)
       url.port = String(proxy.port)
       const store = await openPostgresBrokerStore({ dataDir: '', url: url.toString() })
+      const direct = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      let woken = 0
+      const unsubscribe = store.subscribe(() => woken++)
       try {
         await store.ingest(batchOf('a', [wireMessage(1, T0)]), ctx(T0))
         // Packets dropped without a reset: before the watchdog this ingest answered after 200 s,
@@ -319,11 +322,27 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
         }
         expect(ack && ack.accepted + ack.duplicates).toBe(1)
         expect((await store.heads()).total).toBe(2)
+        // Its LISTEN connection, deaf through the partition, was given up (an unanswered ping) and
+        // made again: a commit by another broker wakes its subscribers again.
+        let seq = 3
+        for (const until = Date.now() + 30_000; Date.now() < until; ) {
+          const before = woken
+          await direct.ingest(batchOf('d', [wireMessage(seq, T0 + seq)], { batch: `d${seq}` }), ctx(T0 + seq))
+          seq++
+          await sleep(500)
+          if (woken > before) break
+        }
+        const before = woken
+        await direct.ingest(batchOf('d', [wireMessage(seq, T0 + seq)], { batch: `d${seq}` }), ctx(T0 + seq))
+        for (let i = 0; i < 40 && woken === before; i++) await sleep(50)
+        expect(woken).toBeGreaterThan(before)
       } finally {
+        unsubscribe()
+        await direct.close()
         await store.close()
         await proxy.stop()
         await db.drop()
       }
-    }, 90_000)
+    }, 120_000)
   })
 })

@@ -87,6 +87,8 @@ export function isUnavailable(err: unknown): boolean {
 }
 
 const UNIQUE_VIOLATION = '23505'
+/** The LISTEN connection is pinged this often, and given up when a ping is unanswered this long. */
+export const LISTEN_PING_MS = 10_000
 
 /**
  * The connection was lost with the statement in flight (its backend
@@ -129,6 +131,8 @@ export class PostgresBrokerStore implements BrokerStore {
   private readonly listeners = new Set<() => void>()
   private listener: pgTypes.Client | undefined
   private listenRetry: NodeJS.Timeout | undefined
+  /** Pings the LISTEN connection: a silent partition would leave it open and deaf (no error, no end). */
+  private listenPing: NodeJS.Timeout | undefined
   private readonly passes: ReleasePasses
 
   /** Tokens, consumer groups and alerts (postgres-admin.ts). */
@@ -482,6 +486,8 @@ export class PostgresBrokerStore implements BrokerStore {
     const retry = () => {
       if (this.listener !== client) return
       this.listener = undefined
+      if (this.listenPing) clearInterval(this.listenPing)
+      this.listenPing = undefined
       client.end().catch(() => {})
       if (this.closed || this.listeners.size === 0) return
       this.listenRetry = setTimeout(() => {
@@ -498,6 +504,16 @@ export class PostgresBrokerStore implements BrokerStore {
       await client.query(`LISTEN ${NOTIFY_CHANNEL}`)
       // Commits may have happened while we were not listening.
       this.fire()
+      // A ping not answered within LISTEN_PING_MS: the connection is given up and made again (the
+      // reconnect fires the listeners, so long-polls re-read what they may have missed).
+      let pinging = 0
+      this.listenPing = setInterval(() => {
+        if (pinging && Date.now() - pinging > LISTEN_PING_MS) return retry()
+        if (pinging) return
+        pinging = Date.now()
+        client.query('SELECT 1').then(() => (pinging = 0), retry)
+      }, LISTEN_PING_MS)
+      this.listenPing.unref()
     } catch {
       retry()
     }
@@ -506,6 +522,8 @@ export class PostgresBrokerStore implements BrokerStore {
   private unlisten(): void {
     if (this.listenRetry) clearTimeout(this.listenRetry)
     this.listenRetry = undefined
+    if (this.listenPing) clearInterval(this.listenPing)
+    this.listenPing = undefined
     const client = this.listener
     this.listener = undefined
     client?.end().catch(() => {})
