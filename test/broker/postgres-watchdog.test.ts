@@ -36,6 +36,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       hungAfterMs: 300,
     })
     watchdog.track(pool)
+    watchdog.stop() // checks run when the test says, not also on the 5 s timer
     const done = async () => {
       watchdog.stop()
       await pool.end().catch(() => {})
@@ -83,7 +84,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       const hung = outcome(c.query('SELECT pg_sleep(30)'))
       await new Promise((r) => setTimeout(r, 100))
       proxy.setMode({ kind: 'partition' })
-      await cluster.admin(`SELECT pg_terminate_backend(${pid})`)
+      await cluster.admin(`SELECT pg_terminate_backend(${pid}, 5000)`) // waits until it has exited
       proxy.setMode({ kind: 'pass' })
       await new Promise((r) => setTimeout(r, 300))
       expect(await watchdog.check()).toBe(1)
@@ -123,6 +124,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       hungAfterMs: 300,
     })
     watchdog.track(pool)
+    watchdog.stop()
     try {
       const slow = outcome(pool.query('SELECT pg_sleep(1)'))
       await new Promise((r) => setTimeout(r, 500))
@@ -130,6 +132,22 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       expect(await slow).toBe('answered')
     } finally {
       watchdog.stop()
+      await done()
+    }
+  })
+
+  it('closes nothing on a reachable server for a client whose backend pid it does not know', async () => {
+    const { pool, watchdog, done } = await setup()
+    try {
+      const c = await pool.connect()
+      // As behind a pooler, or before the server said: no pid to look for.
+      ;(c as unknown as { processID: number | null }).processID = null
+      const slow = outcome(c.query('SELECT pg_sleep(1)'))
+      await new Promise((r) => setTimeout(r, 500))
+      expect(await watchdog.check()).toBe(0)
+      expect(await slow).toBe('answered')
+      c.release()
+    } finally {
       await done()
     }
   })

@@ -137,7 +137,8 @@ export class PrimaryPool implements PoolHandle {
     })
     // An idle client losing its connection must not crash the broker; the next query reconnects.
     pool.on('error', () => {})
-    this.watchdog.track(pool)
+    // Checked on this pool's own host: after a failover its clients' pids mean nothing on the new one.
+    this.watchdog.track(pool, () => ({ ...this.base, connectionString: host.url || undefined }))
     return pool
   }
 

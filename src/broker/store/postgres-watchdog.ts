@@ -53,9 +53,14 @@ export interface WatchdogDeps {
   now?: () => number
 }
 
+/** Settings for a check's connection to the host a pool is on. */
+type HostConfig = () => pgTypes.ClientConfig
+
 export class ConnectionWatchdog {
   /** Clients checked out now, and since when. */
   private readonly out = new Map<pgTypes.PoolClient, number>()
+  /** The host each tracked client's pool is on (after a failover, old pools' clients are checked on their own host). */
+  private readonly hostOf = new Map<pgTypes.PoolClient, HostConfig>()
   private checking = false
   private timer: NodeJS.Timeout | undefined
   /** Clients closed as hung so far (tests, logs). */
@@ -63,11 +68,18 @@ export class ConnectionWatchdog {
 
   constructor(private readonly deps: WatchdogDeps) {}
 
-  /** Time the clients of `pool` while they are checked out. */
-  track(pool: pgTypes.Pool): void {
-    pool.on('acquire', (c) => this.out.set(c, this.now()))
-    pool.on('release', (_err, c) => this.out.delete(c))
-    pool.on('remove', (c) => this.out.delete(c))
+  /** Time the clients of `pool` (on the host `host` gives settings for) while they are checked out. */
+  track(pool: pgTypes.Pool, host: HostConfig = this.deps.clientConfig): void {
+    pool.on('acquire', (c) => {
+      this.out.set(c, this.now())
+      this.hostOf.set(c, host)
+    })
+    const gone = (c: pgTypes.PoolClient) => {
+      this.out.delete(c)
+      this.hostOf.delete(c)
+    }
+    pool.on('release', (_err, c) => gone(c))
+    pool.on('remove', (c) => gone(c))
     if (!this.timer) {
       this.timer = setInterval(() => void this.check(), WATCH_EVERY_MS)
       this.timer.unref()
@@ -92,32 +104,14 @@ export class ConnectionWatchdog {
     if (old.length === 0) return 0
     this.checking = true
     try {
-      const pids = old.map(([c]) => (c as unknown as PgClientInternals).processID ?? 0)
-      const seen = await this.backends(pids)
-      if (seen === 'reachable') return 0
-      let n = 0
-      for (const [c, since] of old) {
-        if (this.out.get(c) !== since) continue // answered (or out again) meanwhile
-        const pid = (c as unknown as PgClientInternals).processID ?? 0
-        if (seen !== 'unreachable' && seen.has(pid)) continue
-        const secs = Math.round((now - since) / 1000)
-        const why =
-          seen === 'unreachable'
-            ? `the server does not answer a new connection within ${CHECK_TIMEOUT_MS / 1000} s`
-            : `its backend (pid ${pid}) is gone from pg_stat_activity`
-        const err = Object.assign(
-          new Error(
-            `connection to PostgreSQL at ${this.deps.label()} had no answer for ${secs} s and was closed: ${why}`,
-          ),
-          { code: seen === 'unreachable' ? 'ETIMEDOUT' : 'ECONNRESET' },
-        )
-        this.out.delete(c)
-        // The query in flight fails with err; the client's own 'error' event must not crash the
-        // process when its holder (pool.connect()) listens to none.
-        c.on('error', () => {})
-        ;(c as unknown as PgClientInternals).connection?.stream?.destroy(err)
-        n++
+      // One check per host: backend pids are per server.
+      const byHost = new Map<HostConfig, Array<[pgTypes.PoolClient, number]>>()
+      for (const entry of old) {
+        const host = this.hostOf.get(entry[0]) ?? this.deps.clientConfig
+        byHost.set(host, [...(byHost.get(host) ?? []), entry])
       }
+      let n = 0
+      for (const [host, clients] of byHost) n += await this.checkHost(host, clients, now)
       this.closed += n
       return n
     } finally {
@@ -125,28 +119,82 @@ export class ConnectionWatchdog {
     }
   }
 
+  private async checkHost(
+    host: HostConfig,
+    old: Array<[pgTypes.PoolClient, number]>,
+    now: number,
+  ): Promise<number> {
+    const pidOf = (c: pgTypes.PoolClient) => (c as unknown as PgClientInternals).processID || 0
+    const seen = await this.backends(
+      host,
+      old.map(([c]) => pidOf(c)),
+    )
+    if (seen === 'reachable') return 0
+    let n = 0
+    for (const [c, since] of old) {
+      if (this.out.get(c) !== since) continue // answered (or out again) meanwhile
+      const pid = pidOf(c)
+      // No pid (or pids that cannot be trusted, seen as 'reachable'): only an unreachable server closes it.
+      if (seen !== 'unreachable' && (pid === 0 || seen.has(pid))) continue
+      const secs = Math.round((now - since) / 1000)
+      const why =
+        seen === 'unreachable'
+          ? `the server does not answer a new connection within ${CHECK_TIMEOUT_MS / 1000} s`
+          : `its backend (pid ${pid}) is gone from pg_stat_activity`
+      const err = Object.assign(
+        new Error(
+          `connection to PostgreSQL at ${this.deps.label()} had no answer for ${secs} s and was closed: ${why}`,
+        ),
+        { code: seen === 'unreachable' ? 'ETIMEDOUT' : 'ECONNRESET' },
+      )
+      this.out.delete(c)
+      // The query in flight fails with err; the client's own 'error' event must not crash the
+      // process when its holder (pool.connect()) listens to none.
+      c.on('error', () => {})
+      ;(c as unknown as PgClientInternals).connection?.stream?.destroy(err)
+      n++
+    }
+    return n
+  }
+
   /** The backends among `pids` the server still has; 'unreachable'; or 'reachable' when it answered with an error. */
-  private async backends(pids: number[]): Promise<Set<number> | 'unreachable' | 'reachable'> {
+  private async backends(
+    host: HostConfig,
+    pids: number[],
+  ): Promise<Set<number> | 'unreachable' | 'reachable'> {
     const client = new this.deps.pg.Client({
-      ...this.deps.clientConfig(),
+      ...host(),
       connectionTimeoutMillis: CHECK_TIMEOUT_MS,
       query_timeout: CHECK_TIMEOUT_MS,
       application_name: 'rmq-broker-check',
     })
     client.on('error', () => {})
+    let connected = false
     try {
       await client.connect()
-      const { rows } = await client.query<{ pid: number }>(
-        'SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])',
+      connected = true
+      const { rows } = await client.query<{ pid: number; me: number }>(
+        'SELECT pid, pg_backend_pid() AS me FROM pg_stat_activity WHERE pid = ANY($1::int[]) OR pid = pg_backend_pid()',
         [pids],
       )
-      await client.end()
+      // Behind a pooler (PgBouncer) the pids a client was told are not the server's: trust none.
+      const me = (client as unknown as PgClientInternals).processID
+      if (!rows.length || Number(rows[0].me) !== me) return 'reachable'
       return new Set(rows.map((r) => Number(r.pid)))
     } catch (err) {
-      // No goodbye: on an unreachable server it would hang like the rest.
-      ;(client as unknown as PgClientInternals).connection?.stream?.destroy()
+      // Only a connection that cannot be made says the server is gone: a server that answered (an
+      // error of its own, or a slow query once connected) is reachable; a name that did not
+      // resolve says nothing about the server.
       const code = (err as { code?: unknown })?.code
-      return typeof code === 'string' && SQLSTATE.test(code) ? 'reachable' : 'unreachable'
+      if (
+        connected ||
+        (typeof code === 'string' && (SQLSTATE.test(code) || /^(EAI_AGAIN|ENOTFOUND)$/.test(code)))
+      )
+        return 'reachable'
+      return 'unreachable'
+    } finally {
+      // No goodbye awaited: if the link goes silent now it would hang like the rest.
+      ;(client as unknown as PgClientInternals).connection?.stream?.destroy()
     }
   }
 }

@@ -508,7 +508,7 @@ export class PostgresBrokerStore implements BrokerStore {
       // reconnect fires the listeners, so long-polls re-read what they may have missed).
       let pinging = 0
       this.listenPing = setInterval(() => {
-        if (pinging && Date.now() - pinging > LISTEN_PING_MS) return retry()
+        if (pinging && Date.now() - pinging >= LISTEN_PING_MS - 100) return retry()
         if (pinging) return
         pinging = Date.now()
         client.query('SELECT 1').then(() => (pinging = 0), retry)
