@@ -303,10 +303,12 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
         // and only because the test stopped the server.
         proxy.setMode({ kind: 'partition' })
         const started = Date.now()
-        const err = await store.ingest(batchOf('a', [wireMessage(2, T0 + 1)], { batch: 'b2' }), ctx(T0 + 1)).then(
-          () => undefined,
-          (e: unknown) => e,
-        )
+        const err = await store
+          .ingest(batchOf('a', [wireMessage(2, T0 + 1)], { batch: 'b2' }), ctx(T0 + 1))
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          )
         const waited = Date.now() - started
         expect(err).toBeInstanceOf(StoreUnavailableError)
         // The bound, one watch interval, the check's 5 s connect timeout, and slack for a loaded machine.
@@ -325,7 +327,7 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
         // Its LISTEN connection, deaf through the partition, was given up (an unanswered ping) and
         // made again: a commit by another broker wakes its subscribers again.
         let seq = 3
-        for (const until = Date.now() + 30_000; Date.now() < until; ) {
+        for (const until = Date.now() + 30_000; Date.now() < until;) {
           const before = woken
           await direct.ingest(batchOf('d', [wireMessage(seq, T0 + seq)], { batch: `d${seq}` }), ctx(T0 + seq))
           seq++

@@ -64,7 +64,9 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       const err = await hung
       expect(err).toBeInstanceOf(Error)
       expect((err as Error & { code?: string }).code).toBe('ETIMEDOUT')
-      expect((err as Error).message).toMatch(/had no answer for \d+ s and was closed: the server does not answer/)
+      expect((err as Error).message).toMatch(
+        /had no answer for \d+ s and was closed: the server does not answer/,
+      )
       expect(Date.now() - started).toBeLessThan(10_000)
       proxy.setMode({ kind: 'pass' })
       expect((await pool.query<{ n: number }>('SELECT 3 AS n')).rows[0].n).toBe(3)
