@@ -1,8 +1,10 @@
 /**
  * The pool's watchdog (postgres-watchdog.ts) against a real server, through a
  * proxy that can go silent: a connection hung on a silent server is closed;
- * one whose backend was terminated without the news arriving is closed; a
- * long statement that really runs is left alone.
+ * one whose backend was terminated without the news arriving is closed; one
+ * whose answer a dropped flow lost while its backend sits idle is closed; a
+ * long statement that really runs, or a client with nothing in flight, is
+ * left alone.
  */
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -95,6 +97,71 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       expect((err as Error).message).toMatch(new RegExp(`its backend \\(pid ${pid}\\) is gone`))
       c.release(err as Error)
     } finally {
+      await done()
+    }
+  })
+
+  it('closes a connection whose answer was dropped while its backend sits idle, at the second check', async () => {
+    const { proxy, pool, watchdog, done } = await setup()
+    try {
+      const c = await pool.connect()
+      const pid = (c as unknown as { processID: number }).processID
+      // The statement reaches the server; the flow is then forgotten (a NAT), so its answer is lost
+      // while the backend goes back to idle. New connections still work.
+      const hung = outcome(c.query('SELECT pg_sleep(0.2)'))
+      await new Promise((r) => setTimeout(r, 100))
+      proxy.setMode({ kind: 'partition' })
+      await new Promise((r) => setTimeout(r, 400))
+      proxy.setMode({ kind: 'pass' })
+      const { rows } = await pool.query<{ state: string }>(
+        'SELECT state FROM pg_stat_activity WHERE pid = $1',
+        [pid],
+      )
+      expect(rows[0]?.state).toBe('idle')
+      // First sighting: the statement could only just have been sent. Second, unchanged: closed.
+      expect(await watchdog.check()).toBe(0)
+      expect(await watchdog.check()).toBe(1)
+      const err = await hung
+      expect((err as Error & { code?: string }).code).toBe('ECONNRESET')
+      expect((err as Error).message).toMatch(new RegExp(`its backend \\(pid ${pid}\\) sits idle`))
+      c.release(err as Error)
+      expect((await pool.query<{ n: number }>('SELECT 4 AS n')).rows[0].n).toBe(4)
+    } finally {
+      await done()
+    }
+  })
+
+  it('leaves alone a client checked out with nothing in flight, and a statement only just sent to an idle backend', async () => {
+    const { proxy, pool, done } = await setup()
+    // The check goes straight to the server: only the pool's own flows are slow.
+    const watchdog = new ConnectionWatchdog({
+      pg,
+      clientConfig: () => ({ connectionString: cluster.adminUrl }),
+      label: () => 'db',
+      hungAfterMs: 300,
+    })
+    watchdog.track(pool)
+    watchdog.stop()
+    try {
+      const c = await pool.connect()
+      await c.query('SELECT 1')
+      await new Promise((r) => setTimeout(r, 400))
+      // Held between statements (its backend idle): it waits on nothing, so it is not hung.
+      expect(await watchdog.check()).toBe(0)
+      expect(await watchdog.check()).toBe(0)
+      // A statement on its way (300 ms of latency) while the backend is still idle: the first
+      // sighting closes nothing, and by the second the backend runs it.
+      proxy.setMode({ kind: 'delay', ms: 300 })
+      const slow = outcome(c.query('SELECT pg_sleep(0.5)'))
+      await new Promise((r) => setTimeout(r, 20))
+      expect(await watchdog.check()).toBe(0)
+      await new Promise((r) => setTimeout(r, 480))
+      expect(await watchdog.check()).toBe(0)
+      expect(await slow).toBe('answered')
+      c.release()
+      expect(watchdog.closed).toBe(0)
+    } finally {
+      watchdog.stop()
       await done()
     }
   })

@@ -19,9 +19,16 @@
  * - the server answers and the client's backend is gone from
  *   pg_stat_activity (terminated, or ended by a timeout, and the news was
  *   lost): that client is closed (ECONNRESET, a pass on it is sent again);
- * - the server answers and the backend is there: nothing is done. A long
- *   statement that is really running (a migration, a large release) is
- *   never cut short by this.
+ * - the server answers, the backend is there and `idle` (no statement and no
+ *   transaction), and the client still waits for an answer: the flow was
+ *   dropped (a NAT or firewall that forgot it) with the statement or its
+ *   answer in it. Seen the same at two checks in a row (same statement on
+ *   the client, same `state_change` on the server, so not a statement that
+ *   was only just sent), that client is closed (ECONNRESET);
+ * - the server answers and the backend is running something (or is in a
+ *   transaction, which idle_in_transaction_session_timeout ends): nothing is
+ *   done. A long statement that is really running (a migration, a large
+ *   release) is never cut short by this.
  * A server that answers the check with an error of its own (too many
  *   connections, shutting down) is reachable: nothing is closed on it.
  */
@@ -40,6 +47,8 @@ const SQLSTATE = /^[0-9A-Z]{5}$/
 
 interface PgClientInternals {
   processID?: number
+  /** The statement the client waits on (pg 8's own field; null when none). */
+  _activeQuery?: object | null
   connection?: { stream?: { destroy(err?: Error): void } }
 }
 
@@ -56,11 +65,25 @@ export interface WatchdogDeps {
 /** Settings for a check's connection to the host a pool is on. */
 type HostConfig = () => pgTypes.ClientConfig
 
+/** A backend as the check saw it. */
+interface Backend {
+  state: string | null
+  /** Server time of its last state change, as text: compared for equality only (no clock is shared). */
+  changed: string | null
+}
+
+/** A client checked out of a tracked pool. */
+interface Checkout {
+  since: number
+  /** The host its pool is on (after a failover, old pools' clients are checked on their own host). */
+  host: HostConfig
+  /** Seen waiting on this statement while its backend sat idle since `changed`, at the last check. */
+  idle?: { query: object; changed: string }
+}
+
 export class ConnectionWatchdog {
-  /** Clients checked out now, and since when. */
-  private readonly out = new Map<pgTypes.PoolClient, number>()
-  /** The host each tracked client's pool is on (after a failover, old pools' clients are checked on their own host). */
-  private readonly hostOf = new Map<pgTypes.PoolClient, HostConfig>()
+  /** Clients checked out now. */
+  private readonly out = new Map<pgTypes.PoolClient, Checkout>()
   private checking = false
   private timer: NodeJS.Timeout | undefined
   /** Clients closed as hung so far (tests, logs). */
@@ -70,16 +93,9 @@ export class ConnectionWatchdog {
 
   /** Time the clients of `pool` (on the host `host` gives settings for) while they are checked out. */
   track(pool: pgTypes.Pool, host: HostConfig = this.deps.clientConfig): void {
-    pool.on('acquire', (c) => {
-      this.out.set(c, this.now())
-      this.hostOf.set(c, host)
-    })
-    const gone = (c: pgTypes.PoolClient) => {
-      this.out.delete(c)
-      this.hostOf.delete(c)
-    }
-    pool.on('release', (_err, c) => gone(c))
-    pool.on('remove', (c) => gone(c))
+    pool.on('acquire', (c) => this.out.set(c, { since: this.now(), host }))
+    pool.on('release', (_err, c) => this.out.delete(c))
+    pool.on('remove', (c) => this.out.delete(c))
     if (!this.timer) {
       this.timer = setInterval(() => void this.check(), WATCH_EVERY_MS)
       this.timer.unref()
@@ -100,16 +116,13 @@ export class ConnectionWatchdog {
     if (this.checking) return 0
     const now = this.now()
     const bound = this.deps.hungAfterMs ?? HUNG_AFTER_MS
-    const old = [...this.out].filter(([, since]) => now - since >= bound)
+    const old = [...this.out].filter(([, o]) => now - o.since >= bound)
     if (old.length === 0) return 0
     this.checking = true
     try {
       // One check per host: backend pids are per server.
-      const byHost = new Map<HostConfig, Array<[pgTypes.PoolClient, number]>>()
-      for (const entry of old) {
-        const host = this.hostOf.get(entry[0]) ?? this.deps.clientConfig
-        byHost.set(host, [...(byHost.get(host) ?? []), entry])
-      }
+      const byHost = new Map<HostConfig, Array<[pgTypes.PoolClient, Checkout]>>()
+      for (const entry of old) byHost.set(entry[1].host, [...(byHost.get(entry[1].host) ?? []), entry])
       let n = 0
       for (const [host, clients] of byHost) n += await this.checkHost(host, clients, now)
       this.closed += n
@@ -121,26 +134,40 @@ export class ConnectionWatchdog {
 
   private async checkHost(
     host: HostConfig,
-    old: Array<[pgTypes.PoolClient, number]>,
+    old: Array<[pgTypes.PoolClient, Checkout]>,
     now: number,
   ): Promise<number> {
-    const pidOf = (c: pgTypes.PoolClient) => (c as unknown as PgClientInternals).processID || 0
+    const internals = (c: pgTypes.PoolClient) => c as unknown as PgClientInternals
+    const pidOf = (c: pgTypes.PoolClient) => internals(c).processID || 0
     const seen = await this.backends(
       host,
       old.map(([c]) => pidOf(c)),
     )
     if (seen === 'reachable') return 0
     let n = 0
-    for (const [c, since] of old) {
-      if (this.out.get(c) !== since) continue // answered (or out again) meanwhile
+    for (const [c, o] of old) {
+      if (this.out.get(c) !== o) continue // answered (or out again) meanwhile
       const pid = pidOf(c)
-      // No pid (or pids that cannot be trusted, seen as 'reachable'): only an unreachable server closes it.
-      if (seen !== 'unreachable' && (pid === 0 || seen.has(pid))) continue
-      const secs = Math.round((now - since) / 1000)
-      const why =
-        seen === 'unreachable'
-          ? `the server does not answer a new connection within ${CHECK_TIMEOUT_MS / 1000} s`
-          : `its backend (pid ${pid}) is gone from pg_stat_activity`
+      let why: string
+      if (seen === 'unreachable') {
+        why = `the server does not answer a new connection within ${CHECK_TIMEOUT_MS / 1000} s`
+      } else if (pid === 0) {
+        continue // no pid (or pids that cannot be trusted, seen as 'reachable'): only an unreachable server closes it
+      } else if (!seen.has(pid)) {
+        why = `its backend (pid ${pid}) is gone from pg_stat_activity`
+      } else {
+        const backend = seen.get(pid)!
+        const query = internals(c)._activeQuery
+        if (backend.state !== 'idle' || !query || backend.changed === null) {
+          o.idle = undefined
+          continue
+        }
+        const same = o.idle?.query === query && o.idle.changed === backend.changed
+        o.idle = { query, changed: backend.changed }
+        if (!same) continue // first sighting: the statement may only just have been sent
+        why = `its backend (pid ${pid}) sits idle while the client waits for an answer (the flow was dropped on the way)`
+      }
+      const secs = Math.round((now - o.since) / 1000)
       const err = Object.assign(
         new Error(
           `connection to PostgreSQL at ${this.deps.label()} had no answer for ${secs} s and was closed: ${why}`,
@@ -161,7 +188,7 @@ export class ConnectionWatchdog {
   private async backends(
     host: HostConfig,
     pids: number[],
-  ): Promise<Set<number> | 'unreachable' | 'reachable'> {
+  ): Promise<Map<number, Backend> | 'unreachable' | 'reachable'> {
     const client = new this.deps.pg.Client({
       ...host(),
       connectionTimeoutMillis: CHECK_TIMEOUT_MS,
@@ -173,14 +200,15 @@ export class ConnectionWatchdog {
     try {
       await client.connect()
       connected = true
-      const { rows } = await client.query<{ pid: number; me: number }>(
-        'SELECT pid, pg_backend_pid() AS me FROM pg_stat_activity WHERE pid = ANY($1::int[]) OR pid = pg_backend_pid()',
+      const { rows } = await client.query<{ pid: number; me: number } & Backend>(
+        `SELECT pid, pg_backend_pid() AS me, state, state_change::text AS changed
+           FROM pg_stat_activity WHERE pid = ANY($1::int[]) OR pid = pg_backend_pid()`,
         [pids],
       )
       // Behind a pooler (PgBouncer) the pids a client was told are not the server's: trust none.
       const me = (client as unknown as PgClientInternals).processID
       if (!rows.length || Number(rows[0].me) !== me) return 'reachable'
-      return new Set(rows.map((r) => Number(r.pid)))
+      return new Map(rows.map((r) => [Number(r.pid), { state: r.state, changed: r.changed }]))
     } catch (err) {
       // Only a connection that cannot be made says the server is gone: a server that answered (an
       // error of its own, or a slow query once connected) is reachable; a name that did not
