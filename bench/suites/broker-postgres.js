@@ -15,8 +15,9 @@
 // the lock waits seen in pg_stat_activity (sampled every 20 ms); and how busy
 // the whole machine was. For the 4-sender proxy runs, what all processes
 // spent per message and the rate at which that fills the machine's cores.
-// PostgreSQL is a throwaway cluster (test/helpers/postgres.ts, fsync on), or
-// the server at BENCH_POSTGRES_URL (a database this suite may fill; no CPU figure then).
+// PostgreSQL is a throwaway cluster (test/helpers/postgres.ts, fsync on), with
+// a fresh database for every run, dropped after it; or the server at
+// BENCH_POSTGRES_URL (a database this suite may fill; no CPU figure then).
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -276,7 +277,12 @@ export async function run() {
       postmaster = Number(
         fs.readFileSync(path.join(cluster.dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0],
       )
-      fresh = async () => (await cluster.createDatabase('rmq_bench')).url
+      // Each run's database is dropped after it. Left in the cluster, earlier runs' databases made
+      // later runs slower (measured: the server's CPU per message rose from about 11 to 14-16 µs
+      // after four runs, and a proxy run after five others was 14-18 % slower than the same run
+      // first; no autovacuum worker was seen and no checkpoint ran in them), so the two sides of a
+      // ratio were measured on different servers. With the drop, ten runs in a row cost the same.
+      fresh = async () => cluster.createDatabase('rmq_bench')
     } else {
       fresh = async () => {
         const c = new pg.Client({ connectionString: databaseUrl })
@@ -284,10 +290,10 @@ export async function run() {
         const { rows } = await c.query(`SELECT tablename FROM pg_tables WHERE tablename LIKE 'rmq\\_%'`)
         for (const r of rows) await c.query(`DROP TABLE ${r.tablename} CASCADE`)
         await c.end()
-        return databaseUrl
+        return { url: databaseUrl, drop: async () => {} }
       }
     }
-    const u = new URL(databaseUrl ?? (await fresh()))
+    const u = new URL(databaseUrl ?? cluster.adminUrl)
     proxy = await new FaultProxy(
       { host: u.hostname, port: Number(u.port || 5432) },
       { kind: 'delay', ms: PROXY_MS },
@@ -311,7 +317,7 @@ export async function run() {
     ]
     /** One PostgreSQL run of case `c` on a fresh database. */
     const pgRun = async (c, i = 0, warm = true) => {
-      const url = await fresh()
+      const { url, drop } = await fresh()
       return measure({
         warm,
         count: c.count,
@@ -323,7 +329,7 @@ export async function run() {
           cpu: () => (postmaster ? serverCpu(postmaster) : undefined),
           locks: () => sampleLocks(pg, url),
         },
-      })
+      }).finally(drop)
     }
     const pgRows = (c, r, samples) => {
       const name = `${label}, PostgreSQL${c.proxied ? ` via ${PROXY_MS} ms proxy` : ''}, ${c.count} broker${
