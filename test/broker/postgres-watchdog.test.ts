@@ -23,7 +23,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
     await cluster?.stop()
   })
 
-  /** A pool through a fresh proxy, its watchdog checking clients out longer than 300 ms. */
+  /** A pool through a fresh proxy, its watchdog checking clients out longer than 300 ms (stuck: for 300 ms). */
   async function setup() {
     const proxy = await new FaultProxy({ host: '127.0.0.1', port: cluster.port }).start()
     const url = new URL(cluster.adminUrl)
@@ -36,6 +36,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       clientConfig: () => config,
       label: () => `127.0.0.1:${proxy.port}`,
       hungAfterMs: 300,
+      confirmMs: 300,
     })
     watchdog.track(pool)
     watchdog.stop() // checks run when the test says, not also on the 5 s timer
@@ -67,7 +68,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       expect(err).toBeInstanceOf(Error)
       expect((err as Error & { code?: string }).code).toBe('ETIMEDOUT')
       expect((err as Error).message).toMatch(
-        /had no answer for \d+ s and was closed: the server does not answer/,
+        /was out of the pool for \d+ s and was closed: the server does not answer/,
       )
       expect(Date.now() - started).toBeLessThan(10_000)
       proxy.setMode({ kind: 'pass' })
@@ -101,37 +102,127 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
     }
   })
 
-  it('closes a connection whose answer was dropped while its backend sits idle, at the second check', async () => {
-    const { proxy, pool, watchdog, done } = await setup()
-    try {
-      const c = await pool.connect()
-      const pid = (c as unknown as { processID: number }).processID
-      // The statement reaches the server; the flow is then forgotten (a NAT), so its answer is lost
-      // while the backend goes back to idle. New connections still work.
-      const hung = outcome(c.query('SELECT pg_sleep(0.2)'))
-      await new Promise((r) => setTimeout(r, 100))
-      proxy.setMode({ kind: 'partition' })
-      await new Promise((r) => setTimeout(r, 400))
-      proxy.setMode({ kind: 'pass' })
-      const { rows } = await pool.query<{ state: string }>(
-        'SELECT state FROM pg_stat_activity WHERE pid = $1',
-        [pid],
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+  /** Wait until the backend `pid` is in `state` (and `waitEvent`, when given), as the server sees it. */
+  async function backendIs(pid: number, state: string, waitEvent?: string): Promise<void> {
+    for (let i = 0; i < 200; i++) {
+      const [b] = await cluster.rows<{ state: string; wait_event: string | null }>(
+        `SELECT state, wait_event FROM pg_stat_activity WHERE pid = ${pid}`,
       )
-      expect(rows[0]?.state).toBe('idle')
-      // First sighting: the statement could only just have been sent. Second, unchanged: closed.
+      if (b?.state === state && (waitEvent === undefined || b.wait_event === waitEvent)) return
+      await sleep(25)
+    }
+    throw new Error(`backend ${pid} never reached ${state} ${waitEvent ?? ''}`)
+  }
+
+  /** A pooled client whose statement reached the server, then whose flow was dropped (a NAT forgot it). */
+  async function droppedFlow(
+    proxy: FaultProxy,
+    pool: pg.Pool,
+    sql: string,
+    ready?: (c: pg.PoolClient) => Promise<void>,
+  ) {
+    const c = await pool.connect()
+    const pid = (c as unknown as { processID: number }).processID
+    const hung = outcome(c.query(sql))
+    await (ready ? ready(c) : backendIs(pid, 'active'))
+    proxy.setMode({ kind: 'partition' })
+    return { c, pid, hung }
+  }
+
+  const stream = (c: pg.PoolClient) =>
+    (c as unknown as { connection: { stream: { bytesRead: number } } }).connection.stream
+
+  it('closes a connection whose answer a dropped flow lost while its backend sits idle, once seen so for the confirm time', async () => {
+    const { proxy, pool, watchdog, done } = await setup()
+    let c: pg.PoolClient | undefined
+    try {
+      const f = await droppedFlow(proxy, pool, 'SELECT pg_sleep(0.3)')
+      c = f.c
+      await backendIs(f.pid, 'idle') // it answered; the answer went nowhere
+      proxy.setMode({ kind: 'pass' }) // new connections work again, the dropped flow stays dropped
+      await sleep(300)
+      // A first sighting notes the time; a second one too soon after it (a slow check, then a fast
+      // one) closes nothing; one after the confirm time with nothing changed closes it.
       expect(await watchdog.check()).toBe(0)
+      expect(await watchdog.check()).toBe(0)
+      await sleep(350)
       expect(await watchdog.check()).toBe(1)
-      const err = await hung
+      const err = await f.hung
       expect((err as Error & { code?: string }).code).toBe('ECONNRESET')
-      expect((err as Error).message).toMatch(new RegExp(`its backend \\(pid ${pid}\\) sits idle`))
+      expect((err as Error).message).toMatch(
+        new RegExp(
+          `out of the pool for \\d+ s and was closed: its backend \\(pid ${f.pid}\\) has sat idle for \\d+ s`,
+        ),
+      )
       c.release(err as Error)
+      c = undefined
       expect((await pool.query<{ n: number }>('SELECT 4 AS n')).rows[0].n).toBe(4)
     } finally {
+      c?.release(true)
       await done()
     }
   })
 
-  it('leaves alone a client checked out with nothing in flight, and a statement only just sent to an idle backend', async () => {
+  it('starts the confirm time again when the client reads a byte (an answer still arriving)', async () => {
+    const { proxy, pool, watchdog, done } = await setup()
+    let c: pg.PoolClient | undefined
+    try {
+      const f = await droppedFlow(proxy, pool, 'SELECT pg_sleep(0.3)')
+      c = f.c
+      await backendIs(f.pid, 'idle')
+      proxy.setMode({ kind: 'pass' })
+      await sleep(300)
+      expect(await watchdog.check()).toBe(0)
+      await sleep(350)
+      // As if part of the answer had come in meanwhile: not stuck, the time starts again.
+      const read = stream(c).bytesRead
+      Object.defineProperty(stream(c), 'bytesRead', { get: () => read + 1, configurable: true })
+      expect(await watchdog.check()).toBe(0)
+      await sleep(350)
+      expect(await watchdog.check()).toBe(1)
+      await f.hung
+    } finally {
+      c?.release(true)
+      await done()
+    }
+  })
+
+  it('closes a connection whose backend is stuck sending a large answer into a dropped flow', async () => {
+    const { proxy, pool, watchdog, done } = await setup()
+    let c: pg.PoolClient | undefined
+    try {
+      // About 200 MB of answer; the flow is dropped once the client has read some of it.
+      const f = await droppedFlow(
+        proxy,
+        pool,
+        "SELECT repeat('x', 1000000) FROM generate_series(1, 200)",
+        async (cl) => {
+          for (let i = 0; i < 400 && stream(cl).bytesRead < 2_000_000; i++) await sleep(5)
+        },
+      )
+      c = f.c
+      await backendIs(f.pid, 'active', 'ClientWrite')
+      proxy.setMode({ kind: 'pass' })
+      await sleep(300)
+      expect(await watchdog.check()).toBe(0)
+      await sleep(350)
+      expect(await watchdog.check()).toBe(1)
+      const err = await f.hung
+      expect((err as Error & { code?: string }).code).toBe('ECONNRESET')
+      expect((err as Error).message).toMatch(
+        /has waited \d+ s to send its answer while the client read nothing/,
+      )
+      c.release(err as Error)
+      c = undefined
+    } finally {
+      c?.release(true)
+      await done()
+    }
+  })
+
+  it('leaves alone a client with nothing in flight, a statement still on its way, and an answer on its way', async () => {
     const { proxy, pool, done } = await setup()
     // The check goes straight to the server: only the pool's own flows are slow.
     const watchdog = new ConnectionWatchdog({
@@ -139,28 +230,42 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       clientConfig: () => ({ connectionString: cluster.adminUrl }),
       label: () => 'db',
       hungAfterMs: 300,
+      confirmMs: 300,
     })
     watchdog.track(pool)
     watchdog.stop()
+    let c: pg.PoolClient | undefined
     try {
-      const c = await pool.connect()
+      c = await pool.connect()
       await c.query('SELECT 1')
-      await new Promise((r) => setTimeout(r, 400))
-      // Held between statements (its backend idle): it waits on nothing, so it is not hung.
+      await sleep(400)
+      // Held between statements (its backend idle): it waits on nothing, so it is not stuck.
       expect(await watchdog.check()).toBe(0)
+      await sleep(350)
       expect(await watchdog.check()).toBe(0)
       // A statement on its way (300 ms of latency) while the backend is still idle: the first
-      // sighting closes nothing, and by the second the backend runs it.
+      // sighting closes nothing, and by the next one the backend runs it.
       proxy.setMode({ kind: 'delay', ms: 300 })
       const slow = outcome(c.query('SELECT pg_sleep(0.5)'))
-      await new Promise((r) => setTimeout(r, 20))
+      await sleep(20)
       expect(await watchdog.check()).toBe(0)
-      await new Promise((r) => setTimeout(r, 480))
+      await sleep(480)
       expect(await watchdog.check()).toBe(0)
       expect(await slow).toBe('answered')
+      // An answer on its way (400 ms of latency): idle before the statement arrives, idle again
+      // after it ran, with a new state_change, while the answer travels: two sightings, not one.
+      proxy.setMode({ kind: 'delay', ms: 400 })
+      const quick = outcome(c.query('SELECT pg_sleep(0.1)'))
+      await sleep(20)
+      expect(await watchdog.check()).toBe(0)
+      await sleep(620)
+      expect(await watchdog.check()).toBe(0)
+      expect(await quick).toBe('answered')
       c.release()
+      c = undefined
       expect(watchdog.closed).toBe(0)
     } finally {
+      c?.release(true)
       watchdog.stop()
       await done()
     }

@@ -12,7 +12,9 @@ import net from 'node:net'
  * - refuse: reset every new connection at once (a host that is down).
  * - partition: nothing passes on any connection, open or new, either way,
  *   not even a close or a reset (a link that drops packets silently): a
- *   connection held by it stays held after the mode changes.
+ *   connection held by it stays held after the mode changes, and is no
+ *   longer read from, so a peer's large send backs up as over a link that
+ *   acknowledges nothing.
  */
 export type FaultMode =
   | { kind: 'pass' }
@@ -157,7 +159,11 @@ export class FaultProxy {
   private hold(conn: Conn, silent = false): void {
     if (!conn.held) this.stats.stalls++
     conn.held = true
-    if (silent) conn.silent = true
+    if (silent) {
+      conn.silent = true
+      conn.client.pause()
+      conn.upstream?.pause()
+    }
   }
 
   private reset(conn: Conn): void {

@@ -19,15 +19,18 @@
  * - the server answers and the client's backend is gone from
  *   pg_stat_activity (terminated, or ended by a timeout, and the news was
  *   lost): that client is closed (ECONNRESET, a pass on it is sent again);
- * - the server answers, the backend is there and `idle` (no statement and no
- *   transaction), and the client still waits for an answer: the flow was
- *   dropped (a NAT or firewall that forgot it) with the statement or its
- *   answer in it. Seen the same at two checks in a row (same statement on
- *   the client, same `state_change` on the server, so not a statement that
- *   was only just sent), that client is closed (ECONNRESET);
- * - the server answers and the backend is running something (or is in a
- *   transaction, which idle_in_transaction_session_timeout ends): nothing is
- *   done. A long statement that is really running (a migration, a large
+ * - the server answers, the backend is there, and the client still waits for
+ *   an answer while the backend is `idle` (no statement, no transaction), or
+ *   is stuck sending its answer (`active`, waiting on ClientWrite): the flow
+ *   was dropped (a NAT or firewall that forgot it) with the statement or its
+ *   answer in it. Only when seen so for CONFIRM_MS, over checks that found the
+ *   same statement on the client, the same backend state and `state_change`,
+ *   and not one byte read by the client meanwhile (so not a statement only
+ *   just sent, nor an answer still arriving), is that client closed
+ *   (ECONNRESET);
+ * - the server answers and the backend is running something else (or is in
+ *   a transaction, which idle_in_transaction_session_timeout ends): nothing
+ *   is done. A long statement that is really running (a migration, a large
  *   release) is never cut short by this.
  * A server that answers the check with an error of its own (too many
  *   connections, shutting down) is reachable: nothing is closed on it.
@@ -40,6 +43,8 @@ type Pg = typeof pgTypes
 export const HUNG_AFTER_MS = 20_000
 /** How often checked-out clients are looked at. */
 export const WATCH_EVERY_MS = 5_000
+/** A client seen stuck (above) this long, with nothing read meanwhile, is closed. */
+export const CONFIRM_MS = 10_000
 /** The check's own connect and query must answer within this. */
 const CHECK_TIMEOUT_MS = 5_000
 
@@ -49,7 +54,7 @@ interface PgClientInternals {
   processID?: number
   /** The statement the client waits on (pg 8's own field; null when none). */
   _activeQuery?: object | null
-  connection?: { stream?: { destroy(err?: Error): void } }
+  connection?: { stream?: { destroy(err?: Error): void; bytesRead?: number } }
 }
 
 export interface WatchdogDeps {
@@ -59,6 +64,8 @@ export interface WatchdogDeps {
   /** Host in use, for messages. */
   label(): string
   hungAfterMs?: number
+  /** CONFIRM_MS, for tests. */
+  confirmMs?: number
   now?: () => number
 }
 
@@ -68,6 +75,7 @@ type HostConfig = () => pgTypes.ClientConfig
 /** A backend as the check saw it. */
 interface Backend {
   state: string | null
+  waitEvent: string | null
   /** Server time of its last state change, as text: compared for equality only (no clock is shared). */
   changed: string | null
 }
@@ -77,8 +85,8 @@ interface Checkout {
   since: number
   /** The host its pool is on (after a failover, old pools' clients are checked on their own host). */
   host: HostConfig
-  /** Seen waiting on this statement while its backend sat idle since `changed`, at the last check. */
-  idle?: { query: object; changed: string }
+  /** First seen stuck (see stuck()) at `at`, and as what; unchanged at every check since. */
+  stuck?: { query: object; kind: 'idle' | 'write'; changed: string; bytes: number; at: number }
 }
 
 export class ConnectionWatchdog {
@@ -156,21 +164,14 @@ export class ConnectionWatchdog {
       } else if (!seen.has(pid)) {
         why = `its backend (pid ${pid}) is gone from pg_stat_activity`
       } else {
-        const backend = seen.get(pid)!
-        const query = internals(c)._activeQuery
-        if (backend.state !== 'idle' || !query || backend.changed === null) {
-          o.idle = undefined
-          continue
-        }
-        const same = o.idle?.query === query && o.idle.changed === backend.changed
-        o.idle = { query, changed: backend.changed }
-        if (!same) continue // first sighting: the statement may only just have been sent
-        why = `its backend (pid ${pid}) sits idle while the client waits for an answer (the flow was dropped on the way)`
+        const stuck = this.stuck(internals(c), o, seen.get(pid)!)
+        if (!stuck) continue
+        why = `its backend (pid ${pid}) ${stuck}`
       }
       const secs = Math.round((now - o.since) / 1000)
       const err = Object.assign(
         new Error(
-          `connection to PostgreSQL at ${this.deps.label()} had no answer for ${secs} s and was closed: ${why}`,
+          `connection to PostgreSQL at ${this.deps.label()} was out of the pool for ${secs} s and was closed: ${why}`,
         ),
         { code: seen === 'unreachable' ? 'ETIMEDOUT' : 'ECONNRESET' },
       )
@@ -182,6 +183,40 @@ export class ConnectionWatchdog {
       n++
     }
     return n
+  }
+
+  /**
+   * Why a client whose backend is there is stuck, once it has been so for CONFIRM_MS; else
+   * undefined. It waits on a statement while its backend is idle, or while its backend waits to
+   * send it the answer; the same statement, backend state and state_change at every check since
+   * the first sighting, and no byte read by the client in between. A first sighting only notes the
+   * time: the statement may only just have been sent, or its answer be on its way.
+   */
+  private stuck(c: PgClientInternals, o: Checkout, b: Backend): string | undefined {
+    const query = c._activeQuery
+    const kind =
+      b.state === 'idle'
+        ? 'idle'
+        : b.state === 'active' && b.waitEvent === 'ClientWrite'
+          ? 'write'
+          : undefined
+    if (!query || !kind || b.changed === null) {
+      o.stuck = undefined
+      return undefined
+    }
+    const bytes = c.connection?.stream?.bytesRead ?? -1
+    const at = this.now()
+    const s = o.stuck
+    if (!s || s.query !== query || s.kind !== kind || s.changed !== b.changed || s.bytes !== bytes) {
+      o.stuck = { query, kind, changed: b.changed, bytes, at }
+      return undefined
+    }
+    const waited = at - s.at
+    if (waited < (this.deps.confirmMs ?? CONFIRM_MS)) return undefined
+    const secs = Math.round(waited / 1000)
+    return kind === 'idle'
+      ? `has sat idle for ${secs} s while the client waited for an answer and read nothing (the flow was dropped on the way)`
+      : `has waited ${secs} s to send its answer while the client read nothing (the flow was dropped on the way)`
   }
 
   /** The backends among `pids` the server still has; 'unreachable'; or 'reachable' when it answered with an error. */
@@ -201,14 +236,16 @@ export class ConnectionWatchdog {
       await client.connect()
       connected = true
       const { rows } = await client.query<{ pid: number; me: number } & Backend>(
-        `SELECT pid, pg_backend_pid() AS me, state, state_change::text AS changed
+        `SELECT pid, pg_backend_pid() AS me, state, wait_event AS "waitEvent", state_change::text AS changed
            FROM pg_stat_activity WHERE pid = ANY($1::int[]) OR pid = pg_backend_pid()`,
         [pids],
       )
       // Behind a pooler (PgBouncer) the pids a client was told are not the server's: trust none.
       const me = (client as unknown as PgClientInternals).processID
       if (!rows.length || Number(rows[0].me) !== me) return 'reachable'
-      return new Map(rows.map((r) => [Number(r.pid), { state: r.state, changed: r.changed }]))
+      return new Map(
+        rows.map((r) => [Number(r.pid), { state: r.state, waitEvent: r.waitEvent, changed: r.changed }]),
+      )
     } catch (err) {
       // Only a connection that cannot be made says the server is gone: a server that answered (an
       // error of its own, or a slow query once connected) is reachable; a name that did not
