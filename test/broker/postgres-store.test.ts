@@ -6,6 +6,7 @@ import { MIGRATIONS } from '../../src/broker/store/postgres-schema.js'
 import type { BrokerStore } from '../../src/broker/store/types.js'
 import { StoreUnavailableError } from '../../src/broker/store/types.js'
 import { HUNG_AFTER_MS, WATCH_EVERY_MS } from '../../src/broker/store/postgres-watchdog.js'
+import { LISTEN_PING_MS } from '../../src/broker/store/postgres.js'
 import { batchOf, brokerStoreConformance, wireMessage } from '../../src/testing/broker-store-conformance.js'
 import { sleep } from '../../src/shared/clock.js'
 import { FaultProxy } from '../helpers/fault-proxy.js'
@@ -288,6 +289,39 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
         await db.drop()
       }
     })
+    it('gives up a LISTEN that is never answered (the link went silent while listening began) and listens again', async () => {
+      const db = await cluster.createDatabase()
+      const proxy = await new FaultProxy({ host: '127.0.0.1', port: cluster.port }).start()
+      const url = new URL(db.url)
+      url.port = String(proxy.port)
+      const store = await openPostgresBrokerStore({ dataDir: '', url: url.toString() })
+      const direct = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      let woken = 0
+      let unsubscribe = () => {}
+      try {
+        await store.ingest(batchOf('a', [wireMessage(1, T0)]), ctx(T0))
+        // The listening connection is made, and then its LISTEN never arrives: before any ping runs.
+        proxy.setMode({ kind: 'mute-new' })
+        unsubscribe = store.subscribe(() => woken++)
+        await sleep(500)
+        expect(woken).toBe(0) // listening never began (a LISTEN that began fires the subscribers)
+        proxy.setMode({ kind: 'pass' })
+        for (const until = Date.now() + LISTEN_PING_MS + 10_000; woken === 0 && Date.now() < until;)
+          await sleep(100)
+        expect(woken).toBeGreaterThan(0)
+        // It listens for real: a commit by another handle wakes it.
+        const before = woken
+        await direct.ingest(batchOf('d', [wireMessage(1, T0 + 1)], { batch: 'd1' }), ctx(T0 + 1))
+        for (let i = 0; i < 40 && woken === before; i++) await sleep(50)
+        expect(woken).toBeGreaterThan(before)
+      } finally {
+        unsubscribe()
+        await direct.close()
+        await store.close()
+        await proxy.stop()
+        await db.drop()
+      }
+    }, 60_000)
     it('answers 503 for an ingest sent into a silent partition, within the watchdog bound, and recovers', async () => {
       const db = await cluster.createDatabase()
       const proxy = await new FaultProxy({ host: '127.0.0.1', port: cluster.port }).start()

@@ -15,6 +15,10 @@ import net from 'node:net'
  *   connection held by it stays held after the mode changes, and is no
  *   longer read from, so a peer's large send backs up as over a link that
  *   acknowledges nothing.
+ * - mute-new: connections made from now on pass their first chunk up (a
+ *   startup message) and everything down, then nothing more up: the
+ *   connection is made, but its first statement never arrives. Open
+ *   connections pass as before.
  */
 export type FaultMode =
   | { kind: 'pass' }
@@ -24,6 +28,7 @@ export type FaultMode =
   | { kind: 'blackhole' }
   | { kind: 'refuse' }
   | { kind: 'partition' }
+  | { kind: 'mute-new' }
 
 export interface FaultProxyStats {
   connections: number
@@ -42,6 +47,9 @@ interface Conn {
   held: boolean
   /** Held by a partition: a close from either side is not passed on either. */
   silent?: boolean
+  /** Made under mute-new: chunks up after the first are dropped. */
+  muted?: boolean
+  chunksUp?: number
 }
 
 /** A small TCP proxy on 127.0.0.1 for fault injection in front of a real server. */
@@ -94,7 +102,7 @@ export class FaultProxy {
       client.resetAndDestroy()
       return
     }
-    const conn: Conn = { client, up: 0, held: false }
+    const conn: Conn = { client, up: 0, held: false, muted: mode.kind === 'mute-new', chunksUp: 0 }
     this.conns.add(conn)
     client.on('close', () => {
       if (conn.silent) return // the partition swallows it; stop() closes the upstream side
@@ -116,6 +124,7 @@ export class FaultProxy {
 
   private forwardUp(conn: Conn, chunk: Buffer): void {
     if (conn.held) return
+    if (conn.muted && (conn.chunksUp = (conn.chunksUp ?? 0) + 1) > 1) return
     const mode = this.mode
     if (mode.kind === 'partition') return this.hold(conn, true)
     if (mode.kind === 'stall' || mode.kind === 'reset') {

@@ -91,6 +91,19 @@ const UNIQUE_VIOLATION = '23505'
 export const LISTEN_PING_MS = 10_000
 
 /**
+ * Say goodbye to a LISTEN connection without waiting for it: into a dead link the goodbye never
+ * completes, so the socket is destroyed if it is still open a moment later.
+ */
+function giveUp(client: pgTypes.Client): void {
+  client.end().catch(() => {})
+  const stream = (client as unknown as { connection?: { stream?: { destroyed?: boolean; destroy(): void } } })
+    .connection?.stream
+  setTimeout(() => {
+    if (stream && !stream.destroyed) stream.destroy()
+  }, 2000).unref()
+}
+
+/**
  * The connection was lost with the statement in flight (its backend
  * terminated: pg_terminate_backend, a crash; the server restarting): another
  * pooled connection may well work at once. Not a refused or timed-out
@@ -483,12 +496,17 @@ export class PostgresBrokerStore implements BrokerStore {
     // On the primary in use: a standby refuses LISTEN, and NOTIFY is sent where commits happen.
     const client = new this.pg.Client(this.pool.clientConfig())
     this.listener = client
+    // Connecting and LISTEN must be done within LISTEN_PING_MS too: a link that goes silent in
+    // between (a partition) would leave the LISTEN unanswered, with no ping yet to notice.
+    const setup = setTimeout(() => retry(), LISTEN_PING_MS)
+    setup.unref()
     const retry = () => {
+      clearTimeout(setup)
       if (this.listener !== client) return
       this.listener = undefined
       if (this.listenPing) clearInterval(this.listenPing)
       this.listenPing = undefined
-      client.end().catch(() => {})
+      giveUp(client)
       if (this.closed || this.listeners.size === 0) return
       this.listenRetry = setTimeout(() => {
         this.listenRetry = undefined
@@ -502,6 +520,8 @@ export class PostgresBrokerStore implements BrokerStore {
     try {
       await client.connect()
       await client.query(`LISTEN ${NOTIFY_CHANNEL}`)
+      clearTimeout(setup)
+      if (this.listener !== client) return // given up meanwhile
       // Commits may have happened while we were not listening.
       this.fire()
       // A ping not answered within LISTEN_PING_MS: the connection is given up and made again (the
@@ -526,7 +546,7 @@ export class PostgresBrokerStore implements BrokerStore {
     this.listenPing = undefined
     const client = this.listener
     this.listener = undefined
-    client?.end().catch(() => {})
+    if (client) giveUp(client)
   }
 
   async close(): Promise<void> {
