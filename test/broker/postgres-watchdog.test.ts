@@ -23,7 +23,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
     await cluster?.stop()
   })
 
-  /** A pool through a fresh proxy, its watchdog checking clients out longer than 300 ms (stuck: for 300 ms). */
+  /** A pool through a fresh proxy, its watchdog checking clients out longer than 300 ms (stuck: for 1 s). */
   async function setup() {
     const proxy = await new FaultProxy({ host: '127.0.0.1', port: cluster.port }).start()
     const url = new URL(cluster.adminUrl)
@@ -36,7 +36,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       clientConfig: () => config,
       label: () => `127.0.0.1:${proxy.port}`,
       hungAfterMs: 300,
-      confirmMs: 300,
+      confirmMs: 1000,
     })
     watchdog.track(pool)
     watchdog.stop() // checks run when the test says, not also on the 5 s timer
@@ -147,7 +147,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       // one) closes nothing; one after the confirm time with nothing changed closes it.
       expect(await watchdog.check()).toBe(0)
       expect(await watchdog.check()).toBe(0)
-      await sleep(350)
+      await sleep(1050)
       expect(await watchdog.check()).toBe(1)
       const err = await f.hung
       expect((err as Error & { code?: string }).code).toBe('ECONNRESET')
@@ -175,12 +175,12 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       proxy.setMode({ kind: 'pass' })
       await sleep(300)
       expect(await watchdog.check()).toBe(0)
-      await sleep(350)
+      await sleep(1050)
       // As if part of the answer had come in meanwhile: not stuck, the time starts again.
       const read = stream(c).bytesRead
       Object.defineProperty(stream(c), 'bytesRead', { get: () => read + 1, configurable: true })
       expect(await watchdog.check()).toBe(0)
-      await sleep(350)
+      await sleep(1050)
       expect(await watchdog.check()).toBe(1)
       await f.hung
     } finally {
@@ -207,17 +207,53 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
       proxy.setMode({ kind: 'pass' })
       await sleep(300)
       expect(await watchdog.check()).toBe(0)
-      await sleep(350)
+      await sleep(1050)
       expect(await watchdog.check()).toBe(1)
       const err = await f.hung
       expect((err as Error & { code?: string }).code).toBe('ECONNRESET')
       expect((err as Error).message).toMatch(
-        /has waited \d+ s to send its answer while the client read nothing/,
+        /has waited \d+ s to send its answer while the client read and wrote nothing/,
       )
       c.release(err as Error)
       c = undefined
     } finally {
       c?.release(true)
+      await done()
+    }
+  })
+
+  it('closes a connection whose statement was cut off mid-send (its backend waits for the rest)', async () => {
+    const { proxy, pool, done } = await setup()
+    // The check goes straight to the server: the stall holds every answer through the proxy.
+    const watchdog = new ConnectionWatchdog({
+      pg,
+      clientConfig: () => ({ connectionString: cluster.adminUrl }),
+      label: () => 'db',
+      hungAfterMs: 300,
+      confirmMs: 1000,
+    })
+    watchdog.track(pool)
+    watchdog.stop()
+    let c: pg.PoolClient | undefined
+    try {
+      c = await pool.connect()
+      const pid = (c as unknown as { processID: number }).processID
+      // A 4 MB parameter, of which the server gets the first 100 kB: then the flow is gone.
+      proxy.setMode({ kind: 'stall', afterBytes: 100_000 })
+      const hung = outcome(c.query('SELECT length($1::text) AS n', ['x'.repeat(4_000_000)]))
+      await backendIs(pid, 'active', 'ClientRead')
+      await sleep(300)
+      expect(await watchdog.check()).toBe(0)
+      await sleep(1050)
+      expect(await watchdog.check()).toBe(1)
+      const err = await hung
+      expect((err as Error & { code?: string }).code).toBe('ECONNRESET')
+      expect((err as Error).message).toMatch(/has waited \d+ s for the rest of the statement/)
+      c.release(err as Error)
+      c = undefined
+    } finally {
+      c?.release(true)
+      watchdog.stop()
       await done()
     }
   })

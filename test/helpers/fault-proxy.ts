@@ -109,7 +109,12 @@ export class FaultProxy {
       this.conns.delete(conn)
       conn.upstream?.destroy()
     })
-    if (mode.kind === 'blackhole' || mode.kind === 'partition') {
+    if (mode.kind === 'partition') {
+      // Held from the start, as the open ones: nothing read, no close passed on.
+      this.hold(conn, true)
+      return
+    }
+    if (mode.kind === 'blackhole') {
       this.stats.stalls++
       client.on('data', () => {})
       return

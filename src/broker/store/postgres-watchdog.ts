@@ -20,14 +20,15 @@
  *   pg_stat_activity (terminated, or ended by a timeout, and the news was
  *   lost): that client is closed (ECONNRESET, a pass on it is sent again);
  * - the server answers, the backend is there, and the client still waits for
- *   an answer while the backend is `idle` (no statement, no transaction), or
- *   is stuck sending its answer (`active`, waiting on ClientWrite): the flow
- *   was dropped (a NAT or firewall that forgot it) with the statement or its
- *   answer in it. Only when seen so for CONFIRM_MS, over checks that found the
- *   same statement on the client, the same backend state and `state_change`,
- *   and not one byte read by the client meanwhile (so not a statement only
- *   just sent, nor an answer still arriving), is that client closed
- *   (ECONNRESET);
+ *   an answer while the backend is `idle` (no statement, no transaction), is
+ *   stuck sending its answer (`active`, waiting on ClientWrite), or waits for
+ *   the rest of the statement (`active`, waiting on ClientRead: cut off
+ *   mid-send): the flow was dropped (a NAT or firewall that forgot it). Only
+ *   when seen so for CONFIRM_MS, over checks that found the same statement on
+ *   the client, the same backend state, wait and `state_change`, and not one
+ *   byte read or written by the client meanwhile (so not a statement only just
+ *   sent or still being sent, nor an answer still arriving), is that client
+ *   closed (ECONNRESET);
  * - the server answers and the backend is running something else (or is in
  *   a transaction, which idle_in_transaction_session_timeout ends): nothing
  *   is done. A long statement that is really running (a migration, a large
@@ -54,7 +55,7 @@ interface PgClientInternals {
   processID?: number
   /** The statement the client waits on (pg 8's own field; null when none). */
   _activeQuery?: object | null
-  connection?: { stream?: { destroy(err?: Error): void; bytesRead?: number } }
+  connection?: { stream?: { destroy(err?: Error): void; bytesRead?: number; bytesWritten?: number } }
 }
 
 export interface WatchdogDeps {
@@ -80,13 +81,16 @@ interface Backend {
   changed: string | null
 }
 
+/** How a backend looks when its client's flow was dropped (see stuck()). */
+type Stuck = 'idle' | 'write' | 'read'
+
 /** A client checked out of a tracked pool. */
 interface Checkout {
   since: number
   /** The host its pool is on (after a failover, old pools' clients are checked on their own host). */
   host: HostConfig
   /** First seen stuck (see stuck()) at `at`, and as what; unchanged at every check since. */
-  stuck?: { query: object; kind: 'idle' | 'write'; changed: string; bytes: number; at: number }
+  stuck?: { query: object; kind: Stuck; changed: string; bytes: string; at: number }
 }
 
 export class ConnectionWatchdog {
@@ -187,24 +191,29 @@ export class ConnectionWatchdog {
 
   /**
    * Why a client whose backend is there is stuck, once it has been so for CONFIRM_MS; else
-   * undefined. It waits on a statement while its backend is idle, or while its backend waits to
-   * send it the answer; the same statement, backend state and state_change at every check since
-   * the first sighting, and no byte read by the client in between. A first sighting only notes the
+   * undefined. It waits on a statement while its backend is idle, waits to send it the answer, or
+   * waits for the rest of the statement; the same statement, backend state, wait and state_change
+   * at every check since the first sighting, and no byte read or written by the client in between. A first sighting only notes the
    * time: the statement may only just have been sent, or its answer be on its way.
    */
   private stuck(c: PgClientInternals, o: Checkout, b: Backend): string | undefined {
     const query = c._activeQuery
-    const kind =
+    const kind: Stuck | undefined =
       b.state === 'idle'
         ? 'idle'
-        : b.state === 'active' && b.waitEvent === 'ClientWrite'
-          ? 'write'
-          : undefined
+        : b.state !== 'active'
+          ? undefined
+          : b.waitEvent === 'ClientWrite'
+            ? 'write'
+            : b.waitEvent === 'ClientRead'
+              ? 'read'
+              : undefined
     if (!query || !kind || b.changed === null) {
       o.stuck = undefined
       return undefined
     }
-    const bytes = c.connection?.stream?.bytesRead ?? -1
+    const stream = c.connection?.stream
+    const bytes = `${stream?.bytesRead ?? -1}/${stream?.bytesWritten ?? -1}`
     const at = this.now()
     const s = o.stuck
     if (!s || s.query !== query || s.kind !== kind || s.changed !== b.changed || s.bytes !== bytes) {
@@ -214,9 +223,12 @@ export class ConnectionWatchdog {
     const waited = at - s.at
     if (waited < (this.deps.confirmMs ?? CONFIRM_MS)) return undefined
     const secs = Math.round(waited / 1000)
+    const drop = '(the flow was dropped on the way)'
     return kind === 'idle'
-      ? `has sat idle for ${secs} s while the client waited for an answer and read nothing (the flow was dropped on the way)`
-      : `has waited ${secs} s to send its answer while the client read nothing (the flow was dropped on the way)`
+      ? `has sat idle for ${secs} s while the client waited for an answer, reading and writing nothing ${drop}`
+      : kind === 'write'
+        ? `has waited ${secs} s to send its answer while the client read and wrote nothing ${drop}`
+        : `has waited ${secs} s for the rest of the statement while the client read and wrote nothing ${drop}`
   }
 
   /** The backends among `pids` the server still has; 'unreachable'; or 'reachable' when it answered with an error. */

@@ -95,9 +95,17 @@ export const LISTEN_PING_MS = 10_000
  * completes, so the socket is destroyed if it is still open a moment later.
  */
 function giveUp(client: pgTypes.Client): void {
+  const c = client as unknown as {
+    _connecting?: boolean
+    connection?: { stream?: { destroyed?: boolean; destroy(err?: Error): void } }
+  }
+  const stream = c.connection?.stream
+  if (c._connecting) {
+    // Still connecting: pg's end() would leave connect() pending for good; fail it instead.
+    stream?.destroy(new Error('the LISTEN connection was given up while connecting'))
+    return
+  }
   client.end().catch(() => {})
-  const stream = (client as unknown as { connection?: { stream?: { destroyed?: boolean; destroy(): void } } })
-    .connection?.stream
   setTimeout(() => {
     if (stream && !stream.destroyed) stream.destroy()
   }, 2000).unref()
