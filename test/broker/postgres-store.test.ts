@@ -289,13 +289,29 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
         await db.drop()
       }
     })
-    it('gives up a LISTEN that is never answered (the link went silent while listening began) and listens again', async () => {
+    /** A store through a fresh fault proxy, and a second handle straight to the same database. */
+    async function throughProxy() {
       const db = await cluster.createDatabase()
       const proxy = await new FaultProxy({ host: '127.0.0.1', port: cluster.port }).start()
       const url = new URL(db.url)
       url.port = String(proxy.port)
       const store = await openPostgresBrokerStore({ dataDir: '', url: url.toString() })
       const direct = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      const done = async () => {
+        await direct.close()
+        await store.close()
+        await proxy.stop()
+        await db.drop()
+      }
+      return { proxy, store, direct, done }
+    }
+
+    /** A commit by another handle (another broker): node d's message `seq`. */
+    const commitBy = (other: BrokerStore, seq: number) =>
+      other.ingest(batchOf('d', [wireMessage(seq, T0 + seq)], { batch: `d${seq}` }), ctx(T0 + seq))
+
+    it('gives up a LISTEN that is never answered (the link went silent while listening began) and listens again', async () => {
+      const { proxy, store, direct, done } = await throughProxy()
       let woken = 0
       let unsubscribe = () => {}
       try {
@@ -311,24 +327,16 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
         expect(woken).toBeGreaterThan(0)
         // It listens for real: a commit by another handle wakes it.
         const before = woken
-        await direct.ingest(batchOf('d', [wireMessage(1, T0 + 1)], { batch: 'd1' }), ctx(T0 + 1))
+        await commitBy(direct, 1)
         for (let i = 0; i < 40 && woken === before; i++) await sleep(50)
         expect(woken).toBeGreaterThan(before)
       } finally {
         unsubscribe()
-        await direct.close()
-        await store.close()
-        await proxy.stop()
-        await db.drop()
+        await done()
       }
     }, 60_000)
     it('answers 503 for an ingest sent into a silent partition, within the watchdog bound, and recovers', async () => {
-      const db = await cluster.createDatabase()
-      const proxy = await new FaultProxy({ host: '127.0.0.1', port: cluster.port }).start()
-      const url = new URL(db.url)
-      url.port = String(proxy.port)
-      const store = await openPostgresBrokerStore({ dataDir: '', url: url.toString() })
-      const direct = await openPostgresBrokerStore({ dataDir: '', url: db.url })
+      const { proxy, store, direct, done } = await throughProxy()
       let woken = 0
       const unsubscribe = store.subscribe(() => woken++)
       try {
@@ -363,21 +371,17 @@ describe.skipIf(!pg.ok)('postgres broker store', () => {
         let seq = 3
         for (const until = Date.now() + 30_000; Date.now() < until;) {
           const before = woken
-          await direct.ingest(batchOf('d', [wireMessage(seq, T0 + seq)], { batch: `d${seq}` }), ctx(T0 + seq))
-          seq++
+          await commitBy(direct, seq++)
           await sleep(500)
           if (woken > before) break
         }
         const before = woken
-        await direct.ingest(batchOf('d', [wireMessage(seq, T0 + seq)], { batch: `d${seq}` }), ctx(T0 + seq))
+        await commitBy(direct, seq)
         for (let i = 0; i < 40 && woken === before; i++) await sleep(50)
         expect(woken).toBeGreaterThan(before)
       } finally {
         unsubscribe()
-        await direct.close()
-        await store.close()
-        await proxy.stop()
-        await db.drop()
+        await done()
       }
     }, 120_000)
   })

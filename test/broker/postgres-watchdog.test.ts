@@ -48,6 +48,20 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
     return { proxy, pool, watchdog, done }
   }
 
+  /** A watchdog over `pool` whose checks go straight to the server (only the pool's flows are faulty). */
+  function directWatchdog(pool: pg.Pool, confirmMs: number, connectionString = cluster.adminUrl) {
+    const watchdog = new ConnectionWatchdog({
+      pg,
+      clientConfig: () => ({ connectionString }),
+      label: () => 'db',
+      hungAfterMs: 300,
+      confirmMs,
+    })
+    watchdog.track(pool)
+    watchdog.stop() // checks run when the test says
+    return watchdog
+  }
+
   const outcome = (p: Promise<unknown>) =>
     p.then(
       () => 'answered',
@@ -225,15 +239,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
   it('closes a connection whose statement was cut off mid-send (its backend waits for the rest)', async () => {
     const { proxy, pool, done } = await setup()
     // The check goes straight to the server: the stall holds every answer through the proxy.
-    const watchdog = new ConnectionWatchdog({
-      pg,
-      clientConfig: () => ({ connectionString: cluster.adminUrl }),
-      label: () => 'db',
-      hungAfterMs: 300,
-      confirmMs: 1000,
-    })
-    watchdog.track(pool)
-    watchdog.stop()
+    const watchdog = directWatchdog(pool, 1000)
     let c: pg.PoolClient | undefined
     try {
       c = await pool.connect()
@@ -261,15 +267,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
   it('leaves alone a client with nothing in flight, a statement still on its way, and an answer on its way', async () => {
     const { proxy, pool, done } = await setup()
     // The check goes straight to the server: only the pool's own flows are slow.
-    const watchdog = new ConnectionWatchdog({
-      pg,
-      clientConfig: () => ({ connectionString: cluster.adminUrl }),
-      label: () => 'db',
-      hungAfterMs: 300,
-      confirmMs: 300,
-    })
-    watchdog.track(pool)
-    watchdog.stop()
+    const watchdog = directWatchdog(pool, 300)
     let c: pg.PoolClient | undefined
     try {
       c = await pool.connect()
@@ -327,14 +325,7 @@ describe.skipIf(!avail.ok)('postgres connection watchdog', () => {
     const url = new URL(cluster.adminUrl)
     url.pathname = '/no_such_database'
     // The check's connection is refused by the server itself (3D000 here; "too many clients" alike).
-    const watchdog = new ConnectionWatchdog({
-      pg,
-      clientConfig: () => ({ connectionString: url.toString() }),
-      label: () => 'db',
-      hungAfterMs: 300,
-    })
-    watchdog.track(pool)
-    watchdog.stop()
+    const watchdog = directWatchdog(pool, 1000, url.toString())
     try {
       const slow = outcome(pool.query('SELECT pg_sleep(1)'))
       await new Promise((r) => setTimeout(r, 500))

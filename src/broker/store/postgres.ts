@@ -511,10 +511,7 @@ export class PostgresBrokerStore implements BrokerStore {
     const retry = () => {
       clearTimeout(setup)
       if (this.listener !== client) return
-      this.listener = undefined
-      if (this.listenPing) clearInterval(this.listenPing)
-      this.listenPing = undefined
-      giveUp(client)
+      this.dropListener()
       if (this.closed || this.listeners.size === 0) return
       this.listenRetry = setTimeout(() => {
         this.listenRetry = undefined
@@ -550,6 +547,11 @@ export class PostgresBrokerStore implements BrokerStore {
   private unlisten(): void {
     if (this.listenRetry) clearTimeout(this.listenRetry)
     this.listenRetry = undefined
+    this.dropListener()
+  }
+
+  /** Stop pinging the LISTEN connection and give it up (not waited for). */
+  private dropListener(): void {
     if (this.listenPing) clearInterval(this.listenPing)
     this.listenPing = undefined
     const client = this.listener
